@@ -1,0 +1,5 @@
+"""`python -m statecli`."""
+
+from statecli.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""The Typer app: parse options, call the core, hand the result to render. No I/O logic here."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from . import __version__
+from .errors import ExitCode, StatecliError
+
+EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage or unreadable input;
+3 unsafe content refused (the file references code that loading would run)."""
+
+app = typer.Typer(
+    name="statecli",
+    help="Inspect PyTorch checkpoints without loading them: parameters vs buffers, dtypes, shapes, "
+         "sizes and devices, from .pt, .safetensors, sharded and DCP checkpoints.\n\n" + EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    md = "md"
+
+
+def handle_errors(fn: F) -> F:
+    """Turn StatecliError into one line on stderr and its exit code; STATECLI_DEBUG=1 re-raises."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StatecliError as exc:
+            if os.environ.get("STATECLI_DEBUG"):
+                raise
+            from .render import error_line
+
+            error_line(exc.message)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"statecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Show the version and exit.")] = None,
+) -> None:
+    """statecli: see what is inside a PyTorch checkpoint."""
+
+
+PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder "
+                                             "(sharded, DCP or single checkpoint).", show_default=False)]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Container that holds the model state, e.g. "
+                                                           "'model_ema' or 'state_dict' ('.' for the file's root).")]
+StripOpt = Annotated[Optional[list[str]], typer.Option("--strip-prefix", help="Remove this prefix from model keys "
+                                                                             "(repeatable), e.g. 'module.'.")]
+
+
+@app.command()
+@handle_errors
+def inspect(
+    path: PathArg,
+    tree: Annotated[bool, typer.Option("--tree", help="Show the module hierarchy with per-module totals.")] = False,
+    kind: Annotated[Optional[list[str]], typer.Option(
+        "--kind", help="Only entries of this kind (repeatable): parameter, buffer, 'buffer (non-persistent)', "
+                       "'tensor attribute', 'optimizer state', metadata, unknown.")] = None,
+    filter_: Annotated[Optional[str], typer.Option("--filter", help="Only entries whose name matches this regex.")] = None,
+    stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf counts (reads values).")] = False,
+    fmt: FormatOpt = OutputFormat.table,
+    key: KeyOpt = None,
+    strip_prefix: StripOpt = None,
+) -> None:
+    """List every entry of a checkpoint with its kind (parameter/buffer), evidence, dtype, shape, size and device.
+
+    Example: statecli inspect sample_checkpoints/cnn.pt
+    """
+    from .load import load_checkpoint
+    from .render import print_warnings, render_inspect
+    from .summary import summarize
+
+    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
+    result = summarize(ck, tuple(kind or ()), filter_)
+    if stats:
+        from .values import stats_for
+
+        result.stats = stats_for(ck, result.entries)
+    render_inspect(result, fmt.value, tree)
+    if fmt != OutputFormat.table:
+        print_warnings(ck.warnings, ck.notes)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except StatecliError as exc:  # raised outside a command (should not happen; kept for safety)
+        from .render import error_line
+
+        error_line(exc.message)
+        raise SystemExit(int(exc.exit_code)) from None
+
+
+__all__ = ["app", "main", "ExitCode"]

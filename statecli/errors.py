@@ -1,0 +1,45 @@
+"""One exception hierarchy for statecli, each class carrying the exit code the CLI returns."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, documented in `statecli --help` and the README."""
+
+    OK = 0  # success / equal / pass
+    DIFFERENT = 1  # differences found or rule failures
+    BAD_INPUT = 2  # bad usage or unreadable input
+    UNSAFE = 3  # unsafe content refused
+
+
+class StatecliError(Exception):
+    """Base of every error statecli reports as one line instead of a traceback."""
+
+    exit_code: ExitCode = ExitCode.BAD_INPUT
+
+    def __init__(self, path: object, problem: str, hint: str | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        self.hint = hint
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        head = f"{self.path}: {self.problem}" if self.path else self.problem
+        return f"{head}; {self.hint}" if self.hint else head
+
+
+class BadInput(StatecliError):
+    """The input is missing, unreadable, corrupt or not a checkpoint."""
+
+
+class UnsafeContent(StatecliError):
+    """The input references code that loading would execute (a known-dangerous pickle global)."""
+
+    exit_code = ExitCode.UNSAFE
+
+
+class UsageError(StatecliError):
+    """Options that do not fit together or do not fit this input."""

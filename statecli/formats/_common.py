@@ -1,0 +1,95 @@
+"""What every format reader shares: the raw result type and safe opening of untrusted paths."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from ..errors import BadInput
+from ..state import TensorInfo
+from ..unpickle import TensorRef
+
+
+@dataclass
+class RawCheckpoint:
+    """A reader's output: the object tree as saved (tensors as TensorInfo/TensorRef leaves)."""
+
+    path: str
+    format: str
+    root: Any
+    files: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    # storage key -> (source file, absolute byte offset of the storage's first byte, byte order)
+    storages: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    globals_seen: list[str] = field(default_factory=list)
+    untrusted: list[str] = field(default_factory=list)
+    dangerous: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    byteorder: str = "little"
+
+    def tensor_info(self, ref: TensorRef | TensorInfo) -> TensorInfo:
+        """Turn a pickled tensor record into a TensorInfo that knows where its bytes are."""
+        if isinstance(ref, TensorInfo):
+            return ref
+        source, offset, skey = self.path, None, None
+        storage_nbytes = None
+        storage_dtype = None
+        if ref.storage is not None:
+            skey = ref.storage.key
+            source, offset = self.storages.get(skey, (self.path, None))
+            storage_nbytes = ref.storage.nbytes
+            storage_dtype = ref.storage.dtype
+        stored = None
+        if ref.layout not in ("strided", "quantized") and ref.components:
+            stored = sum(self.tensor_info(c).nbytes for c in ref.components)
+        return TensorInfo(
+            dtype=ref.dtype,
+            shape=ref.shape,
+            device=ref.location,
+            layout=ref.layout,
+            stride=ref.stride,
+            storage_offset=ref.storage_offset,
+            storage_key=skey,
+            storage_nbytes=storage_nbytes,
+            storage_dtype=storage_dtype,
+            source=source,
+            data_offset=offset,
+            requires_grad=ref.requires_grad,
+            is_parameter_object=ref.is_parameter,
+            stored_nbytes=stored,
+            subclass=ref.subclass,
+        )
+
+
+def open_regular(path: str) -> BinaryIO:
+    """Open an untrusted path for reading, refusing anything but a regular file (a FIFO or a
+    device would block or never end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as exc:
+        raise BadInput(path, "no such file") from exc
+    except IsADirectoryError as exc:
+        raise BadInput(path, "is a directory") from exc
+    except OSError as exc:
+        raise BadInput(path, f"cannot open: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BadInput(path, "not a regular file (a FIFO, socket or device); refusing to read it")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def check_regular(path: str) -> None:
+    open_regular(path).close()
+
+
+def read_exact(f: BinaryIO, offset: int, n: int, path: str, what: str) -> bytes:
+    f.seek(offset)
+    data = f.read(n)
+    if len(data) != n:
+        raise BadInput(path, f"truncated file: {what} at byte {offset} needs {n} bytes, found {len(data)}")
+    return data

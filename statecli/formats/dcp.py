@@ -1,0 +1,95 @@
+"""torch.distributed.checkpoint directories: the `.metadata` pickle (read by statecli's own
+no-execution unpickler, since torch reads it with plain pickle.load) names every tensor and chunk."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import BadInput
+from ..state import TensorInfo
+from ..unpickle import DCP_TRUSTED_PREFIXES, DtypeValue, NamedValue, StubObject, unpickle
+from ._common import RawCheckpoint, open_regular
+
+FORMAT = "torch.distributed.checkpoint"
+MAX_METADATA = 1 << 30
+_TRUSTED = DCP_TRUSTED_PREFIXES + ("pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath")
+
+
+def _no_pid(pid: Any) -> Any:
+    raise BadInput(None, "unexpected persistent id in a DCP .metadata pickle")
+
+
+def _attr(obj: Any, name: str, path: str) -> Any:
+    if not isinstance(obj, StubObject):
+        raise BadInput(path, f"malformed .metadata: expected an object holding {name!r}, got {type(obj).__name__}")
+    return obj.attrs().get(name)
+
+
+def _properties(props: Any, path: str) -> tuple[Any, Any, Any]:
+    """TensorProperties pickles its fields as a tuple (dtype, layout, requires_grad, ...)."""
+    if isinstance(props, StubObject) and isinstance(props.state, tuple) and len(props.state) >= 3:
+        return props.state[0], props.state[1], props.state[2]
+    return _attr(props, "dtype", path), _attr(props, "layout", path), _attr(props, "requires_grad", path)
+
+
+def read(folder: str) -> RawCheckpoint:
+    meta_path = os.path.join(folder, ".metadata")
+    with open_regular(meta_path) as f:
+        data = f.read(MAX_METADATA + 1)
+    if len(data) > MAX_METADATA:
+        raise BadInput(meta_path, "DCP .metadata is larger than 1 GiB")
+    root, up = unpickle(data, _no_pid, meta_path, "DCP .metadata pickle", trusted_prefixes=_TRUSTED)
+    if not (isinstance(root, StubObject) and root.class_name.endswith("checkpoint.metadata.Metadata")):
+        raise BadInput(meta_path, "not a torch.distributed.checkpoint Metadata pickle")
+    sd_meta = _attr(root, "state_dict_metadata", meta_path)
+    storage = _attr(root, "storage_data", meta_path) or {}
+    if not isinstance(sd_meta, dict) or not isinstance(storage, dict):
+        raise BadInput(meta_path, "malformed .metadata: state_dict_metadata/storage_data are not mappings")
+    files_of: dict[str, list[tuple[str, int, int]]] = {}
+    for idx, info in storage.items():
+        fqn = _attr(idx, "fqn", meta_path)
+        rel = _attr(info, "relative_path", meta_path)
+        off, length = _attr(info, "offset", meta_path), _attr(info, "length", meta_path)
+        if not isinstance(rel, str) or os.path.isabs(rel) or ".." in rel.split("/") or "/" in rel:
+            raise BadInput(meta_path, f"storage record names file {rel!r} outside the checkpoint folder")
+        files_of.setdefault(str(fqn), []).append((rel, off if isinstance(off, int) else 0,
+                                                  length if isinstance(length, int) else 0))
+    out: dict[str, Any] = {}
+    for fqn, item in sd_meta.items():
+        cls = item.class_name if isinstance(item, StubObject) else ""
+        places = files_of.get(str(fqn), [])
+        source = os.path.join(folder, places[0][0]) if places else None
+        if cls.endswith("TensorStorageMetadata"):
+            dtype, layout, requires_grad = _properties(_attr(item, "properties", meta_path), meta_path)
+            size = _attr(item, "size", meta_path)
+            if not isinstance(dtype, DtypeValue) or not isinstance(size, tuple):
+                raise BadInput(meta_path, f"malformed .metadata record for {fqn!r}")
+            out[str(fqn)] = TensorInfo(
+                dtype=dtype.name, shape=tuple(size), device="cpu",
+                layout=layout.qualname.removeprefix("torch.") if isinstance(layout, NamedValue) else "strided",
+                storage_key=str(fqn), source=source, data_offset=None,
+                storage_nbytes=None, requires_grad=requires_grad is True,
+            )
+        else:
+            out[str(fqn)] = _BytesItem(str(fqn), sum(p[2] for p in places))
+    files = [meta_path] + sorted({os.path.join(folder, p[0]) for ps in files_of.values() for p in ps})
+    for fpath in files[1:]:
+        if not os.path.isfile(fpath):
+            raise BadInput(folder, f"DCP data file {os.path.basename(fpath)!r} named in .metadata is missing")
+    version = _attr(root, "version", meta_path)
+    raw = RawCheckpoint(path=folder, format=FORMAT, root=out, files=files,
+                        metadata={"dcp_version": str(version)} if version else {},
+                        globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
+    return raw
+
+
+class _BytesItem:
+    """A non-tensor value DCP stored as a torch.save'd blob; its value is not read for metadata."""
+
+    def __init__(self, fqn: str, length: int) -> None:
+        self.fqn = fqn
+        self.length = length
+
+    def __repr__(self) -> str:
+        return f"<object saved by DCP, {self.length} bytes>"

@@ -1,0 +1,105 @@
+"""safetensors files: an 8-byte little-endian header length, a JSON header, then the data; read
+and validated from the header alone."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from ..errors import BadInput
+from ..state import TensorInfo, itemsize
+from ._common import RawCheckpoint, open_regular, read_exact
+
+FORMAT = "safetensors"
+MAX_HEADER = 100_000_000  # the safetensors library's own cap
+
+DTYPES: dict[str, str] = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz", "F4": "float4_e2m1fn_x2",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
+    "BOOL": "bool", "C64": "complex64", "C128": "complex128",
+}
+TO_SAFETENSORS = {v: k for k, v in DTYPES.items()}
+
+
+def detect(head: bytes) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= MAX_HEADER and head[8:9] == b"{"
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r} in header")
+        out[k] = v
+    return out
+
+
+def read_header(path: str) -> tuple[dict[str, Any], int, int]:
+    """(header dict, byte offset where data starts, file size), after every structural check."""
+    with open_regular(path) as f:
+        size = f.seek(0, 2)
+        if size < 8:
+            raise BadInput(path, f"truncated safetensors file: {size} bytes, no header length")
+        (n,) = struct.unpack("<Q", read_exact(f, 0, 8, path, "header length"))
+        if n > MAX_HEADER:
+            raise BadInput(path, f"safetensors header length {n} exceeds the {MAX_HEADER}-byte cap")
+        if 8 + n > size:
+            raise BadInput(path, f"truncated safetensors file: header of {n} bytes but the file has {size}")
+        text = read_exact(f, 8, n, path, "header")
+    try:
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(path, f"malformed safetensors header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise BadInput(path, "malformed safetensors header: not a JSON object")
+    return header, 8 + n, size
+
+
+def read(path: str) -> RawCheckpoint:
+    header, start, size = read_header(path)
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise BadInput(path, "malformed safetensors header: __metadata__ must map strings to strings")
+    spans: list[tuple[int, int, str]] = []
+    root: dict[str, TensorInfo] = {}
+    for name, rec in header.items():
+        if not isinstance(rec, dict) or set(rec) - {"dtype", "shape", "data_offsets"} or len(rec) != 3:
+            raise BadInput(path, f"malformed safetensors header: entry {name!r} needs dtype, shape, data_offsets")
+        dtype = DTYPES.get(rec["dtype"]) if isinstance(rec["dtype"], str) else None
+        if dtype is None:
+            raise BadInput(path, f"tensor {name!r} has unknown dtype {rec['dtype']!r}")
+        shape, offs = rec["shape"], rec["data_offsets"]
+        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+            raise BadInput(path, f"tensor {name!r} has a malformed shape {shape!r:.60}")
+        if (not isinstance(offs, list) or len(offs) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs) or not 0 <= offs[0] <= offs[1]):
+            raise BadInput(path, f"tensor {name!r} has malformed data_offsets {offs!r:.60}")
+        info = TensorInfo(dtype=dtype, shape=tuple(shape), device="cpu", storage_key=name,
+                          source=path, data_offset=start + offs[0], storage_nbytes=offs[1] - offs[0])
+        # F4 packs two values per byte along the last dimension in safetensors' accounting.
+        want = info.numel * itemsize(dtype) if dtype != "float4_e2m1fn_x2" else (info.numel + 1) // 2
+        if offs[1] - offs[0] != want:
+            raise BadInput(path, f"tensor {name!r}: {dtype} {list(shape)} needs {want} bytes but data_offsets "
+                                 f"span {offs[1] - offs[0]}")
+        if start + offs[1] > size:
+            raise BadInput(path, f"truncated file: tensor {name!r} ends at byte {start + offs[1]}, file has {size}")
+        spans.append((offs[0], offs[1], name))
+        root[name] = info
+    spans.sort()
+    pos = 0
+    for begin, end, name in spans:
+        if begin < pos:
+            raise BadInput(path, f"tensor {name!r} overlaps the tensor before it in the data section")
+        if begin > pos:
+            raise BadInput(path, f"gap in the data section before tensor {name!r} (bytes {pos}..{begin})")
+        pos = end
+    if start + pos != size:
+        raise BadInput(path, f"data section holds {size - start} bytes but the tensors cover {pos}")
+    return RawCheckpoint(path=path, format=FORMAT, root=root, files=[path], metadata=dict(meta))

@@ -1,0 +1,89 @@
+"""Hugging Face sharded checkpoints: a `*.index.json` weight map over safetensors or .bin shards,
+read as one checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ..errors import BadInput
+from ..state import TensorInfo
+from ._common import RawCheckpoint, open_regular
+
+FORMAT_SAFETENSORS = "sharded safetensors"
+FORMAT_BIN = "sharded torch"
+MAX_INDEX = 256 << 20
+
+
+def read_index(path: str) -> tuple[dict[str, str], dict[str, Any]]:
+    with open_regular(path) as f:
+        data = f.read(MAX_INDEX + 1)
+    if len(data) > MAX_INDEX:
+        raise BadInput(path, "index file is larger than 256 MiB")
+    try:
+        index = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(path, f"malformed index JSON: {exc}") from exc
+    wmap = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(wmap, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wmap.items()):
+        raise BadInput(path, "index JSON has no weight_map of tensor name -> shard file")
+    meta = index.get("metadata")
+    return wmap, meta if isinstance(meta, dict) else {}
+
+
+def read(path: str) -> RawCheckpoint:
+    from . import read_raw  # the shard files are read by their own format readers
+
+    wmap, meta = read_index(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    shards: list[str] = []
+    for shard in wmap.values():
+        if shard not in shards:
+            shards.append(shard)
+    for shard in shards:
+        # A weight map is untrusted: its shard names must stay inside the index's folder.
+        if os.path.isabs(shard) or os.path.normpath(shard).startswith("..") or "/" in shard or "\\" in shard:
+            raise BadInput(path, f"weight_map names shard {shard!r} outside the index's folder")
+    is_st = all(s.endswith(".safetensors") for s in shards)
+    raw = RawCheckpoint(path=path, format=FORMAT_SAFETENSORS if is_st else FORMAT_BIN, root={},
+                        metadata={str(k): json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
+    raw.files.append(path)
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in wmap.items():
+        by_shard.setdefault(shard, []).append(name)
+    for shard in shards:
+        spath = os.path.join(folder, shard)
+        if not os.path.exists(spath):
+            raise BadInput(path, f"weight_map names shard {shard!r}, which does not exist")
+        sub = read_raw(spath, allow_sharded=False)
+        raw.files.append(spath)
+        raw.globals_seen += [g for g in sub.globals_seen if g not in raw.globals_seen]
+        raw.untrusted += [g for g in sub.untrusted if g not in raw.untrusted]
+        raw.dangerous += [g for g in sub.dangerous if g not in raw.dangerous]
+        raw.warnings += sub.warnings
+        tensors = _flat_tensors(sub)
+        wanted = set(by_shard[shard])
+        missing = [n for n in by_shard[shard] if n not in tensors]
+        if missing:
+            raise BadInput(spath, f"shard lacks {len(missing)} tensor(s) the index assigns to it, e.g. {missing[0]!r}")
+        extra = [n for n in tensors if n not in wanted]
+        if extra:
+            raw.warnings.append(f"{shard} holds {len(extra)} tensor(s) the index does not list, e.g. {extra[0]!r}")
+        for name, info in tensors.items():
+            if name in wanted:
+                raw.root[name] = info
+    return raw
+
+
+def _flat_tensors(sub: RawCheckpoint) -> dict[str, TensorInfo]:
+    from ..unpickle import TensorRef
+
+    root = sub.root
+    if not isinstance(root, dict):
+        raise BadInput(sub.path, "shard is not a flat mapping of tensor names to tensors")
+    out: dict[str, TensorInfo] = {}
+    for k, v in root.items():
+        if isinstance(v, (TensorRef, TensorInfo)):
+            out[str(k)] = sub.tensor_info(v)
+    return out

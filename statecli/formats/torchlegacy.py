@@ -1,0 +1,95 @@
+"""Pre-1.6 torch.save files: five pickles (magic, protocol, sys_info, object, storage keys) followed
+by each storage's raw bytes, every one prefixed with its element count."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from ..errors import BadInput
+from ..state import itemsize
+from ..unpickle import StorageRef, storage_from_pid, unpickle
+from ._common import RawCheckpoint, open_regular, read_exact
+
+FORMAT = "torch legacy"
+MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+PROTOCOL_VERSION = 1001
+
+
+def _no_pid(pid: Any) -> Any:
+    raise BadInput(None, "unexpected persistent id in a legacy header pickle")
+
+
+def detect(head: bytes) -> bool:
+    # A legacy file starts with the pickled magic number: PROTO 2, LONG1 of 10 bytes.
+    return head.startswith(b"\x80\x02\x8a\x0a") and head[4:14] == MAGIC_NUMBER.to_bytes(10, "little")
+
+
+def detect_tar(head: bytes) -> bool:
+    return len(head) > 262 and head[257:262] == b"ustar"
+
+
+def read(path: str) -> RawCheckpoint:
+    with open_regular(path) as f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        magic, _ = unpickle(f, _no_pid, path, "legacy header")
+        if magic != MAGIC_NUMBER:
+            raise BadInput(path, "legacy torch file has a wrong magic number")
+        proto, _ = unpickle(f, _no_pid, path, "legacy header")
+        if proto != PROTOCOL_VERSION:
+            raise BadInput(path, f"legacy torch file has protocol version {proto!r}, expected {PROTOCOL_VERSION}")
+        sys_info, up_info = unpickle(f, _no_pid, path, "legacy sys_info")
+        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+
+        roots: dict[str, StorageRef] = {}
+        views: dict[str, tuple[str, int]] = {}
+
+        def resolve(pid: Any) -> Any:
+            if isinstance(pid, tuple) and pid and pid[0] == "module":
+                return pid[1] if len(pid) > 1 else None  # source record of a pickled module class
+            stype, key, location, numel, view = storage_from_pid(pid)
+            root = roots.get(key)
+            if root is None:
+                root = StorageRef(key, stype.dtype, location, numel, True)
+                roots[key] = root
+            if view is None:
+                return root
+            if not (isinstance(view, tuple) and len(view) == 3 and all(isinstance(v, (int, str)) for v in view)):
+                raise BadInput(path, f"malformed storage view record {view!r:.80}")
+            view_key, offset, view_size = view
+            if offset < 0 or view_size < 0 or offset + view_size > root.numel:
+                raise BadInput(path, f"storage view {view_key!r} lies outside storage {key!r}")
+            views[str(view_key)] = (key, offset)
+            return StorageRef(str(view_key), stype.dtype, location, view_size, True)
+
+        root, up = unpickle(f, resolve, path, "legacy object pickle")
+        keys, _ = unpickle(f, _no_pid, path, "legacy storage-key list")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise BadInput(path, "legacy storage-key list is malformed")
+        raw = RawCheckpoint(path=path, format=FORMAT, root=root, files=[path],
+                            byteorder="little" if little else "big",
+                            globals_seen=up_info.globals_seen + up.globals_seen,
+                            untrusted=up_info.untrusted + up.untrusted, dangerous=up_info.dangerous + up.dangerous)
+        pos = f.tell()
+        for key in keys:
+            ref = roots.get(key)
+            if ref is None:
+                raise BadInput(path, f"legacy storage list names {key!r}, which the object never uses")
+            (count,) = struct.unpack("<q", read_exact(f, pos, 8, path, f"storage {key!r} header"))
+            nbytes = count * itemsize(ref.dtype)
+            if count != ref.numel:
+                raise BadInput(path, f"storage {key!r} holds {count} elements but the pickle declares {ref.numel}")
+            if pos + 8 + nbytes > size:
+                raise BadInput(path, f"truncated file: storage {key!r} needs {nbytes} bytes at offset {pos + 8}")
+            raw.storages[key] = (path, pos + 8)
+            pos += 8 + nbytes
+        missing = sorted(set(roots) - set(raw.storages))
+        if missing:
+            raise BadInput(path, f"truncated file: storages {missing[:3]} have no data")
+        for view_key, (root_key, offset) in views.items():
+            src, off = raw.storages[root_key]
+            raw.storages[view_key] = (src, None if off is None else off + offset * itemsize(roots[root_key].dtype))
+        if not little:
+            raw.warnings.append("tensors were saved big-endian")
+        return raw

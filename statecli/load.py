@@ -1,0 +1,411 @@
+"""The reader layer: a path becomes a Checkpoint — format read, model state found inside training
+wrappers, every entry flattened to a dotted name and classified. Metadata only; no torch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from . import classify
+from .errors import BadInput, UnsafeContent, UsageError
+from .formats import RawCheckpoint, read_raw
+from .state import (
+    ATTRIBUTE,
+    BUFFER,
+    BUFFER_NP,
+    METADATA,
+    OPTIMIZER,
+    PARAMETER,
+    UNKNOWN,
+    Checkpoint,
+    Container,
+    Entry,
+    ModuleNode,
+    TensorInfo,
+    unique_storage_bytes,
+)
+from .unpickle import DtypeValue, NamedValue, StubObject, TensorRef
+
+MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "model_state",
+              "weights", "params", "generator")
+EMA_KEYS = ("model_ema", "ema", "state_dict_ema", "ema_state_dict", "ema_model", "module_ema", "model_ema_state_dict")
+OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_states", "optim", "opt", "optimizers",
+                  "optim_state", "lr_scheduler", "lr_schedulers", "scheduler", "schedulers", "scheduler_state_dict",
+                  "scaler", "grad_scaler", "amp")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+MAX_NODES = 20_000_000
+_VALUE_ITEMS = 16
+
+
+def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, ...] = ()) -> Checkpoint:
+    """Read `path` (file, sharded index, folder or DCP directory) into a classified Checkpoint.
+
+    Refuses files that reference known-dangerous globals (UnsafeContent); names the other
+    non-allowlisted globals in a warning. `key` picks the container holding the model state.
+    """
+    raw = read_raw(path)
+    if raw.dangerous:
+        raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
+                            "refusing the file; do not torch.load it (statecli scan shows every global)")
+    return build(raw, key, strip_prefix)
+
+
+def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) -> Checkpoint:
+    ck = Checkpoint(path=raw.path, format=raw.format, entries=[], container="", files=list(raw.files),
+                    metadata=dict(raw.metadata), warnings=list(raw.warnings))
+    if raw.untrusted:
+        ck.unsafe_globals = list(raw.untrusted)
+        ck.warnings.append("torch.load would need weights_only=False: " + ", ".join(raw.untrusted)
+                           + " (statecli read them as inert stubs; nothing was executed)")
+    root = raw.root
+    if _is_module(root):
+        ck.container = "(pickled module)"
+        _add_module(ck, raw, root, "", "")
+        _finish(ck, raw, strip_prefix, {})
+        return ck
+    if not isinstance(root, Mapping):
+        if isinstance(root, (TensorRef, TensorInfo)):
+            ck.entries.append(_tensor_entry(raw, "(root)", root, ""))
+            _finish(ck, raw, strip_prefix, {})
+            return ck
+        raise BadInput(raw.path, f"holds a {_type_name(root)}, not a state dict or a module")
+    choice = _choose_container(raw, root, key)
+    ck.container = choice
+    roles: dict[str, str] = {}
+    model_value = _get_path(root, choice) if choice else root
+    if choice:
+        top = choice.split(".", 1)[0]
+        roles[top] = "model state"
+    if isinstance(model_value, StubObject):
+        _add_module(ck, raw, model_value, "", "")
+    else:
+        for name, leaf in _flatten(raw, model_value, ""):
+            ck.entries.append(_tensor_entry(raw, name, leaf, "") if _is_tensor(leaf) else _value_entry(name, leaf, ""))
+    if choice:
+        for gname, gvalue in root.items():
+            gname = str(gname)
+            if gname == choice.split(".", 1)[0]:
+                if gname != choice:  # siblings of a nested choice keep their own group
+                    _add_group(ck, raw, gname, _strip_path(gvalue, choice.split(".", 1)[1]), roles)
+                continue
+            _add_group(ck, raw, gname, gvalue, roles)
+    _finish(ck, raw, strip_prefix, roles)
+    return ck
+
+
+# -- containers ----------------------------------------------------------------------------------
+
+def _choose_container(raw: RawCheckpoint, root: Mapping[Any, Any], key: str | None) -> str:
+    if key is not None:
+        if key in ("", "."):
+            return ""
+        value = _get_path(root, key)
+        if value is _MISSING:
+            opts = ", ".join(repr(str(k)) for k in root.keys() if _holds_tensors(root[k]))
+            raise UsageError(raw.path, f"no container {key!r}", f"containers with tensors: {opts or 'none'}")
+        if not (isinstance(value, Mapping) or _is_module(value)):
+            raise UsageError(raw.path, f"{key!r} holds a {_type_name(value)}, not a state dict")
+        return key
+    if any(_is_tensor(v) for v in root.values()):
+        return ""
+    for cand in MODEL_KEYS + EMA_KEYS:
+        if cand in root and (_looks_like_state(root[cand]) or _is_module(root[cand])):
+            inner = root[cand]
+            # {"model": {"state_dict": {...}}} and similar double wrappers.
+            if isinstance(inner, Mapping) and not any(_is_tensor(v) for v in inner.values()):
+                for sub in MODEL_KEYS:
+                    if sub in inner and (_looks_like_state(inner[sub]) or _is_module(inner[sub])):
+                        return f"{cand}.{sub}"
+            return cand
+    best, best_n = "", 0
+    for k, v in root.items():
+        if str(k) in OPTIMIZER_KEYS or not isinstance(v, Mapping):
+            continue
+        n = sum(1 for x in v.values() if _is_tensor(x))
+        if n > best_n:
+            best, best_n = str(k), n
+    return best
+
+
+def _looks_like_state(value: Any) -> bool:
+    return isinstance(value, Mapping) and _holds_tensors(value)
+
+
+_MISSING = object()
+
+
+def _get_path(root: Any, dotted: str) -> Any:
+    if isinstance(root, Mapping) and dotted in root:
+        return root[dotted]
+    cur = root
+    for part in dotted.split("."):
+        if isinstance(cur, Mapping) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, Mapping) and part.isdigit() and int(part) in cur:
+            cur = cur[int(part)]
+        else:
+            return _MISSING
+    return cur
+
+
+def _strip_path(value: Any, dotted: str) -> Any:
+    """The mapping `value` without the nested key `dotted` (already shown as the model state)."""
+    if not isinstance(value, Mapping):
+        return value
+    head, _, rest = dotted.partition(".")
+    out = {}
+    for k, v in value.items():
+        if str(k) == head:
+            if rest:
+                out[k] = _strip_path(v, rest)
+            continue
+        out[k] = v
+    return out
+
+
+def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, roles: dict[str, str]) -> None:
+    if gname in OPTIMIZER_KEYS or "optim" in gname.lower() or "scheduler" in gname.lower():
+        role, tensor_kind = "optimizer", OPTIMIZER
+    elif gname in EMA_KEYS or "ema" in gname.lower().split("_"):
+        role, tensor_kind = "ema", ""
+    elif _looks_like_state(gvalue):
+        role, tensor_kind = "other state", ""
+    elif _holds_tensors(gvalue) or _is_module(gvalue):
+        role, tensor_kind = "other", UNKNOWN
+    else:
+        role, tensor_kind = "metadata", UNKNOWN
+    roles[gname] = role
+    if isinstance(gvalue, StubObject) and _is_module(gvalue):
+        _add_module(ck, raw, gvalue, gname, gname)
+        return
+    leaves = _flatten(raw, gvalue, gname) if isinstance(gvalue, (Mapping, list, tuple)) else [(gname, gvalue)]
+    for name, leaf in leaves:
+        if _is_tensor(leaf):
+            info = raw.tensor_info(leaf)
+            if tensor_kind:
+                kind, ev = classify.classify_other(info, tensor_kind)
+            else:
+                kind, ev = classify.infer(name, info)
+            ck.entries.append(Entry(name=name, tensor=info, kind=kind, evidence=ev, group=gname))
+        else:
+            ck.entries.append(_value_entry(name, leaf, gname))
+
+
+def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, str]) -> None:
+    if strip_prefix:
+        ck.entries = [_strip(e, strip_prefix) if e.group == "" else e for e in ck.entries]
+    names = [e.name for e in ck.entries if e.group == ""]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UsageError(raw.path, f"--strip-prefix makes two entries share the name {dup!r}")
+    model = [e for e in ck.entries if e.group == "" and e.tensor is not None]
+    for p in WRAPPER_PREFIXES:
+        if model and all(e.name.startswith(p) for e in model):
+            ck.notes.append(f"every model key starts with {p!r} (a {'DDP/DataParallel' if p == 'module.' else 'torch.compile'} "
+                            f"wrapper); add --strip-prefix {p} to see the plain module names")
+    groups: dict[str, list[Entry]] = {}
+    for e in ck.entries:
+        groups.setdefault(e.group, []).append(e)
+    for g, es in groups.items():
+        tensors = [e for e in es if e.tensor is not None]
+        role = "model state" if g == "" else roles.get(g, "other")
+        name = g or (ck.container or "(root)")
+        ck.containers.append(Container(name=name, role=role, entries=len(es), tensors=len(tensors),
+                                       nbytes=unique_storage_bytes(tensors)[1]))
+    cuda = sorted({e.tensor.device for e in ck.entries if e.tensor is not None and e.tensor.device.startswith("cuda")})
+    if cuda:
+        ck.notes.append(f"tensors were saved on {', '.join(cuda)}: torch.load on a CPU-only machine needs "
+                        f"map_location='cpu'; or run: statecli move {ck.path} --device cpu -o OUT")
+
+
+def _strip(e: Entry, prefixes: tuple[str, ...]) -> Entry:
+    name = e.name
+    for p in prefixes:
+        if name.startswith(p):
+            name = name[len(p):]
+    return Entry(name=name, tensor=e.tensor, value=e.value, value_type=e.value_type, kind=e.kind,
+                 evidence=e.evidence, group=e.group)
+
+
+# -- pickled modules -----------------------------------------------------------------------------
+
+def _is_module(obj: Any) -> bool:
+    if not isinstance(obj, StubObject):
+        return False
+    attrs = obj.attrs()
+    return "_parameters" in attrs and "_modules" in attrs
+
+
+def _add_module(ck: Checkpoint, raw: RawCheckpoint, root: StubObject, prefix: str, group: str) -> None:
+    """Exact classification from a pickled nn.Module's own _parameters/_buffers/_non_persistent_buffers_set."""
+    stack: list[tuple[str, StubObject]] = [(prefix, root)]
+    seen: set[int] = set()
+    while stack:
+        path, mod = stack.pop(0)
+        if id(mod) in seen:
+            continue  # a module reachable twice (shared submodule) is listed once, as torch does
+        seen.add(id(mod))
+        attrs = mod.attrs()
+        params = attrs.get("_parameters") or {}
+        buffers = attrs.get("_buffers") or {}
+        np_set = attrs.get("_non_persistent_buffers_set") or set()
+        np_names = {str(n) for n in np_set} if isinstance(np_set, (set, frozenset, list, tuple)) else set()
+        node = ModuleNode(path=path, class_name=mod.class_name,
+                          parameters=tuple(str(k) for k, v in _items(params) if v is not None),
+                          buffers=tuple(str(k) for k, v in _items(buffers) if v is not None),
+                          non_persistent=tuple(sorted(np_names)))
+        ck.modules.append(node)
+        dot = f"{path}." if path else ""
+        for k, v in _items(params):
+            if _is_tensor(v):
+                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=PARAMETER,
+                                        evidence=classify.EV_PICKLED_MODULE, group=group))
+        for k, v in _items(buffers):
+            if _is_tensor(v):
+                kind = BUFFER_NP if str(k) in np_names else BUFFER
+                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=kind,
+                                        evidence=classify.EV_PICKLED_MODULE, group=group))
+        for k, v in attrs.items():
+            if _is_tensor(v) and not str(k).startswith("_"):
+                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=ATTRIBUTE,
+                                        evidence=classify.EV_PICKLED_MODULE + " (plain attribute, not in state_dict)",
+                                        group=group))
+        for k, v in _items(attrs.get("_modules") or {}):
+            if _is_module(v):
+                stack.append((dot + str(k), v))
+
+
+def _items(m: Any) -> list[tuple[Any, Any]]:
+    return list(m.items()) if isinstance(m, Mapping) else []
+
+
+# -- flattening ----------------------------------------------------------------------------------
+
+def _is_tensor(v: Any) -> bool:
+    return isinstance(v, (TensorRef, TensorInfo))
+
+
+def _holds_tensors(v: Any, _budget: list[int] | None = None) -> bool:
+    budget = _budget if _budget is not None else [100_000]
+    todo = [v]
+    while todo and budget[0] > 0:
+        x = todo.pop()
+        budget[0] -= 1
+        if _is_tensor(x):
+            return True
+        if isinstance(x, Mapping):
+            todo.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            todo.extend(x)
+    return False
+
+
+def _flatten(raw: RawCheckpoint, obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """Dotted names for every tensor and every plain value; containers without tensors are one value."""
+    out: list[tuple[str, Any]] = []
+    stack: list[tuple[str, Any, frozenset[int]]] = [(prefix, obj, frozenset())]
+    nodes = 0
+    while stack:
+        name, x, path_ids = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise BadInput(raw.path, "object tree is too large to list (more than 20M nodes)")
+        if id(x) in path_ids:
+            out.append((name, "<recursive reference>"))
+            continue
+        if isinstance(x, Mapping) and (x or not name):
+            ids = path_ids | {id(x)}
+            for k, v in reversed(list(x.items())):
+                if isinstance(v, (Mapping, list, tuple)) and v and not _holds_tensors(v):
+                    stack.append((_join(name, k), _Whole(v), ids))
+                else:
+                    stack.append((_join(name, k), v, ids))
+            continue
+        if isinstance(x, _Whole):
+            out.append((name, x.value))
+            continue
+        if isinstance(x, (list, tuple)) and _holds_tensors(x):
+            ids = path_ids | {id(x)}
+            for i in range(len(x) - 1, -1, -1):
+                stack.append((_join(name, i), x[i], ids))
+            continue
+        out.append((name, x))
+    return iter(out)
+
+
+class _Whole:
+    """Marks a container without tensors, listed as one value rather than element by element."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _tensor_entry(raw: RawCheckpoint, name: str, leaf: Any, group: str) -> Entry:
+    info = raw.tensor_info(leaf)
+    kind, ev = classify.infer(name, info)
+    return Entry(name=name, tensor=info, kind=kind, evidence=ev, group=group)
+
+
+def _value_entry(name: str, value: Any, group: str) -> Entry:
+    return Entry(name=name, value=render_value(value), value_type=_type_name(value), kind=METADATA,
+                 evidence="not a tensor", group=group)
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, StubObject):
+        return v.class_name
+    if isinstance(v, DtypeValue):
+        return "torch.dtype"
+    if isinstance(v, NamedValue):
+        return "torch enum"
+    if isinstance(v, (TensorRef, TensorInfo)):
+        return "tensor"
+    return type(v).__name__.replace("StateDict", "OrderedDict").replace("InertSet", "set")
+
+
+def render_value(v: Any, depth: int = 0) -> Any:
+    """A JSON-able rendering of a non-tensor value, capped in size and depth."""
+    if v is None or isinstance(v, (bool, int, str)):
+        if isinstance(v, str) and len(v) > 200:
+            return v[:200] + "..."
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**63:
+            return str(v)
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else str(v)
+    if isinstance(v, complex):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        return f"<{len(v)} bytes>"
+    if isinstance(v, (DtypeValue, NamedValue)):
+        return repr(v)
+    if depth > 4:
+        return "..."
+    if isinstance(v, Mapping):
+        items = list(v.items())
+        out = {str(k): render_value(x, depth + 1) for k, x in items[:_VALUE_ITEMS]}
+        if len(items) > _VALUE_ITEMS:
+            out["..."] = f"{len(items) - _VALUE_ITEMS} more"
+        return out
+    if isinstance(v, (list, tuple, set, frozenset)):
+        seq = list(v)
+        rendered = [render_value(x, depth + 1) for x in seq[:_VALUE_ITEMS]]
+        if len(seq) > _VALUE_ITEMS:
+            rendered.append(f"... {len(seq) - _VALUE_ITEMS} more")
+        return rendered
+    if isinstance(v, StubObject):
+        attrs = v.attrs()
+        if attrs:
+            return {"__class__": v.class_name, **{str(k): render_value(x, depth + 1)
+                                                  for k, x in list(attrs.items())[:_VALUE_ITEMS]}}
+        return f"<{v.class_name}>"
+    if isinstance(v, (TensorRef, TensorInfo)):
+        return "<tensor>"
+    if type(v).__repr__ is not object.__repr__:
+        return repr(v)
+    return f"<{type(v).__name__}>"

@@ -1,0 +1,382 @@
+"""Rendering: rich tables and trees for people, JSON/CSV/Markdown for machines; the only place that
+prints. Names from a checkpoint are data: they are escaped and never parsed as markup."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import unicodedata
+from typing import IO, Any
+
+from .state import Entry, ModuleNode
+from .summary import Bucket, InspectResult, Stats
+
+FAST_ROWS = 1000  # above this many rows a plain aligned table replaces rich.Table (0.27 ms/row)
+
+
+def escape(text: str) -> str:
+    """Make a checkpoint-supplied string safe for a terminal: control, format (bidi) and other
+    non-printing characters become visible escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif unicodedata.category(ch)[0] in "CZ" or not ch.isprintable():
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def fmt_count(n: int) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return str(n)
+
+
+def fmt_shape(shape: tuple[int, ...] | list[int] | None) -> str:
+    if shape is None:
+        return "-"
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def _fmt_float(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+# -- data (shared by every format) ---------------------------------------------------------------
+
+def entry_dict(e: Entry, stats: Stats | None = None) -> dict[str, Any]:
+    t = e.tensor
+    d: dict[str, Any] = {"name": e.name, "group": e.group or None, "kind": e.kind, "evidence": e.evidence}
+    if t is None:
+        d.update(dtype=None, shape=None, numel=None, nbytes=None, device=None, value=e.value, type=e.value_type)
+        return d
+    d.update(dtype=t.dtype, shape=list(t.shape), numel=t.numel, nbytes=t.nbytes, device=t.device, layout=t.layout,
+             storage=t.storage_key, storage_offset=t.storage_offset,
+             stride=list(t.stride) if t.stride is not None else None, contiguous=t.is_contiguous)
+    if t.subclass:
+        d["subclass"] = t.subclass
+    if stats is not None:
+        d["stats"] = {"min": stats.min, "max": stats.max, "mean": stats.mean, "std": stats.std,
+                      "nan": stats.nan, "inf": stats.inf, "note": stats.note}
+    return d
+
+
+def _bucket_dict(b: Bucket) -> dict[str, Any]:
+    return {"tensors": b.tensors, "numel": b.numel, "nbytes": b.nbytes}
+
+
+def inspect_dict(r: InspectResult) -> dict[str, Any]:
+    ck = r.checkpoint
+    return {
+        "path": ck.path,
+        "format": ck.format,
+        "container": ck.container,
+        "containers": [{"name": c.name, "role": c.role, "entries": c.entries, "tensors": c.tensors, "nbytes": c.nbytes}
+                       for c in ck.containers],
+        "files": ck.files,
+        "metadata": ck.metadata,
+        "warnings": ck.warnings,
+        "notes": ck.notes,
+        "unsafe_globals": ck.unsafe_globals,
+        "summary": {
+            "total": _bucket_dict(r.total) | {"view_nbytes": r.view_nbytes},
+            "by_kind": {b.key: _bucket_dict(b) for b in r.by_kind},
+            "by_dtype": {b.key: _bucket_dict(b) for b in r.by_dtype},
+            "by_device": {b.key: _bucket_dict(b) for b in r.by_device},
+            "shared": [{"storage": s.storage, "names": list(s.names), "nbytes": s.nbytes} for s in r.shared],
+        },
+        "entries": [entry_dict(e, r.stats.get(e.name)) for e in r.entries],
+    }
+
+
+# -- machine formats -----------------------------------------------------------------------------
+
+COLUMNS = ("name", "group", "kind", "evidence", "dtype", "shape", "numel", "nbytes", "device", "layout", "storage")
+STAT_COLUMNS = ("min", "max", "mean", "std", "nan", "inf")
+
+
+def _row(d: dict[str, Any], stats: bool) -> list[str]:
+    row = []
+    for c in COLUMNS:
+        v = d.get(c)
+        if c == "shape":
+            v = fmt_shape(v) if v is not None else ""
+        elif c == "dtype" and v is None:
+            v = d.get("type") or ""
+        row.append(escape("" if v is None else str(v)))
+    if stats:
+        st = d.get("stats") or {}
+        row += [escape("" if st.get(c) is None else str(st.get(c))) for c in STAT_COLUMNS]
+    return row
+
+
+def write_json(data: Any, out: IO[str]) -> None:
+    json.dump(data, out, indent=2, allow_nan=False, default=str)
+    out.write("\n")
+
+
+def write_csv(r: InspectResult, out: IO[str]) -> None:
+    stats = bool(r.stats)
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(list(COLUMNS) + (list(STAT_COLUMNS) if stats else []))
+    for e in r.entries:
+        w.writerow(_row(entry_dict(e, r.stats.get(e.name)), stats))
+
+
+def write_markdown(r: InspectResult, out: IO[str]) -> None:
+    stats = bool(r.stats)
+    cols = list(COLUMNS) + (list(STAT_COLUMNS) if stats else [])
+    out.write(f"# {_md(r.checkpoint.path)} ({r.checkpoint.format})\n\n")
+    out.write("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
+    for e in r.entries:
+        out.write("| " + " | ".join(_md(c) for c in _row(entry_dict(e, r.stats.get(e.name)), stats)) + " |\n")
+    out.write("\n| kind | tensors | numel | bytes |\n|---|---|---|---|\n")
+    for b in r.by_kind:
+        out.write(f"| {_md(b.key)} | {b.tensors} | {b.numel} | {b.nbytes} |\n")
+
+
+def _md(s: str) -> str:
+    return escape(s).replace("|", "\\|")
+
+
+# -- rich output ---------------------------------------------------------------------------------
+
+def _console(out: IO[str] | None = None, err: bool = False) -> Any:
+    import os
+    import sys
+
+    from rich.console import Console
+
+    stream = out or (sys.stderr if err else sys.stdout)
+    # Piped output is read by people later or by grep: do not squeeze it into 80 columns.
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(file=stream, highlight=False, soft_wrap=False, width=width)
+
+
+def print_warnings(ck_warnings: list[str], notes: list[str], out: IO[str] | None = None) -> None:
+    from rich.text import Text
+
+    con = _console(out, err=out is None)
+    for w in ck_warnings:
+        con.print(Text("warning: ", style="bold yellow") + Text(escape(w)))
+    for n in notes:
+        con.print(Text("note: ", style="bold cyan") + Text(escape(n)))
+
+
+def render_inspect(r: InspectResult, fmt: str, tree: bool, out: IO[str] | None = None) -> None:
+    if fmt == "json":
+        import sys
+
+        write_json(inspect_dict(r), out or sys.stdout)
+        return
+    if fmt in ("csv", "md"):
+        import sys
+
+        (write_csv if fmt == "csv" else write_markdown)(r, out or sys.stdout)
+        return
+    con = _console(out)
+    _header(con, r)
+    if tree:
+        _tree(con, r)
+    else:
+        _tables(con, r, out)
+    _summary(con, r)
+    print_warnings(r.checkpoint.warnings, r.checkpoint.notes, out)
+
+
+def _header(con: Any, r: InspectResult) -> None:
+    from rich.text import Text
+
+    ck = r.checkpoint
+    t = Text()
+    t.append(escape(ck.path), style="bold")
+    t.append(f"  {ck.format}")
+    if len(ck.files) > 1:
+        t.append(f", {len(ck.files)} files")
+    t.append(f"  model state: {escape(ck.container or '(root)')}")
+    con.print(t)
+    others = [c for c in ck.containers if c.role != "model state"]
+    if others:
+        con.print(Text("other containers: " + ", ".join(
+            f"{escape(c.name)} ({c.role}, {c.tensors} tensors, {c.entries - c.tensors} values)" for c in others)))
+
+
+def _tables(con: Any, r: InspectResult, out: IO[str] | None) -> None:
+    groups: dict[str, list[Entry]] = {}
+    for e in r.entries:
+        groups.setdefault(e.group, []).append(e)
+    for g, es in groups.items():
+        tensors = [e for e in es if e.tensor is not None]
+        values = [e for e in es if e.tensor is None]
+        title = "model state" if g == "" else g
+        if tensors:
+            _tensor_table(con, title, tensors, r.stats, out)
+        if values:
+            _value_table(con, f"{title}: values", values)
+
+
+def _tensor_table(con: Any, title: str, entries: list[Entry], stats: dict[str, Stats], out: IO[str] | None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
+    if stats:
+        heads += ["min", "max", "mean", "std", "nan", "inf"]
+    rows = []
+    for e in entries:
+        t = e.tensor
+        assert t is not None
+        dev = t.device + (f" ({t.layout})" if t.layout != "strided" else "")
+        row = [escape(e.name), e.kind, e.evidence, t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
+        if stats:
+            s = stats.get(e.name)
+            row += ([_fmt_float(s.min), _fmt_float(s.max), _fmt_float(s.mean), _fmt_float(s.std), str(s.nan), str(s.inf)]
+                    if s and s.note is None else [(s.note if s else None) or "-", "", "", "", "", ""])
+        rows.append(row)
+    if len(rows) > FAST_ROWS:
+        _plain_table(con, f"{title} ({len(rows)} tensors)", heads, rows)
+        return
+    table = Table(title=Text(f"{escape(title)} ({len(rows)} tensors)"), title_justify="left", show_edge=False, pad_edge=False)
+    name_width = min(max(len(r[0]) for r in rows), 48)
+    for h in heads:
+        table.add_column(h, justify="right" if h in ("numel", "size", "nan", "inf") else "left",
+                         overflow="fold", no_wrap=h not in ("name", "evidence", "kind"),
+                         min_width=name_width if h == "name" else None)
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))
+    con.print(table)
+
+
+def _plain_table(con: Any, title: str, heads: list[str], rows: list[list[str]]) -> None:
+    """A fast aligned listing for big checkpoints: one write per line, no layout engine."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    con.file.write("\n".join(lines) + "\n")
+
+
+def _value_table(con: Any, title: str, entries: list[Entry]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(escape(title)), title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("name", overflow="fold")
+    table.add_column("type")
+    table.add_column("value", overflow="fold")
+    for e in entries:
+        value = json.dumps(e.value, default=str) if not isinstance(e.value, str) else e.value
+        if len(value) > 160:
+            value = value[:157] + "..."
+        table.add_row(Text(escape(e.name)), Text(escape(e.value_type or "")), Text(escape(value)))
+    con.print(table)
+
+
+def _summary(con: Any, r: InspectResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="summary (shared storage counted once)", title_justify="left", show_edge=False, pad_edge=False)
+    for h in ("by", "", "tensors", "numel", "size"):
+        table.add_column(h, justify="right" if h in ("tensors", "numel", "size") else "left")
+    for label, buckets in (("kind", r.by_kind), ("dtype", r.by_dtype), ("device", r.by_device)):
+        for i, b in enumerate(buckets):
+            table.add_row(label if i == 0 else "", Text(escape(b.key)), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes),
+                          end_section=i == len(buckets) - 1)
+    table.add_row("total", "", str(r.total.tensors), fmt_count(r.total.numel), fmt_bytes(r.total.nbytes))
+    con.print(table)
+    if r.shared:
+        con.print(Text(f"shared storage ({len(r.shared)}): tied or view tensors, bytes counted once", style="bold"))
+        for s in r.shared[:20]:
+            con.print(Text(f"  {fmt_bytes(s.nbytes):>10}  " + " = ".join(escape(n) for n in s.names)))
+        if len(r.shared) > 20:
+            con.print(f"  ... {len(r.shared) - 20} more")
+        con.print(Text(f"tensor bytes as views {fmt_bytes(r.view_nbytes)}, distinct storage {fmt_bytes(r.total.nbytes)}"))
+
+
+def _tree(con: Any, r: InspectResult) -> None:
+    """The module hierarchy with per-module totals; leaves are tensors."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    classes = {m.path: m.class_name for m in r.checkpoint.modules}
+    root: dict[str, Any] = {}
+    for e in r.entries:
+        if e.tensor is None:
+            continue
+        parts = ([e.group] if e.group else []) + e.name.split(".")
+        if e.group and e.name.startswith(e.group + "."):
+            parts = e.name.split(".")
+        node = root
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node.setdefault("\0leaves", []).append((parts[-1], e))
+
+    def totals(node: dict[str, Any]) -> tuple[int, int, int]:
+        n = b = c = 0
+        for k, v in node.items():
+            if k == "\0leaves":
+                for _, e in v:
+                    n += e.tensor.numel
+                    b += e.tensor.nbytes
+                    c += 1
+            else:
+                sn, sb, sc = totals(v)
+                n, b, c = n + sn, b + sb, c + sc
+        return n, b, c
+
+    def label(name: str, path: str, node: dict[str, Any]) -> Text:
+        n, b, c = totals(node)
+        t = Text(escape(name), style="bold")
+        if path in classes:
+            t.append(f" ({escape(classes[path].rsplit('.', 1)[-1])})", style="cyan")
+        t.append(f"  {c} tensors, {fmt_count(n)} elements, {fmt_bytes(b)}", style="dim")
+        return t
+
+    def add(tree: Any, node: dict[str, Any], path: str) -> None:
+        for k, v in node.items():
+            if k == "\0leaves":
+                continue
+            sub = f"{path}.{k}" if path else k
+            add(tree.add(label(k, sub, v)), v, sub)
+        for leaf, e in node.get("\0leaves", []):
+            t = e.tensor
+            tree.add(Text(f"{escape(leaf)}  {e.kind}  {t.dtype} {fmt_shape(t.shape)}  {fmt_bytes(t.nbytes)}"))
+
+    top = Tree(label(r.checkpoint.container or "(root)", "", root))
+    add(top, root, "")
+    con.print(top)
+
+
+def module_nodes_dict(nodes: list[ModuleNode]) -> list[dict[str, Any]]:
+    return [{"path": m.path, "class": m.class_name, "parameters": list(m.parameters), "buffers": list(m.buffers),
+             "non_persistent": list(m.non_persistent)} for m in nodes]
+
+
+def error_line(message: str) -> None:
+    import sys
+
+    sys.stderr.write(f"statecli: error: {escape(message)}\n")
+
+
+def to_string(fn: Any, *args: Any) -> str:
+    buf = io.StringIO()
+    fn(*args, buf)
+    return buf.getvalue()

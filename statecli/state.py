@@ -1,0 +1,173 @@
+"""The data model every reader produces and every command consumes; plain dataclasses, no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# itemsize in bytes for every dtype torch can save (torch names). Sub-byte packed dtypes
+# (quint4x2, float4_e2m1fn_x2, bits*) are stored as whole bytes per element in torch.
+ITEMSIZE: dict[str, int] = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
+    "float8_e4m3fn": 1, "float8_e4m3fnuz": 1, "float8_e5m2": 1, "float8_e5m2fnuz": 1,
+    "float8_e8m0fnu": 1, "float4_e2m1fn_x2": 1,
+    "complex128": 16, "complex64": 8, "complex32": 4,
+    "int64": 8, "int32": 4, "int16": 2, "int8": 1,
+    "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1,
+    "int1": 1, "int2": 1, "int3": 1, "int4": 1, "int5": 1, "int6": 1, "int7": 1,
+    "uint1": 1, "uint2": 1, "uint3": 1, "uint4": 1, "uint5": 1, "uint6": 1, "uint7": 1,
+    "bool": 1,
+    "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1, "quint2x4": 1,
+    "bits8": 1, "bits16": 2, "bits1x8": 1, "bits2x4": 1, "bits4x2": 1,
+}
+
+FLOATING = {
+    "float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz",
+    "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn_x2",
+}
+COMPLEX = {"complex128", "complex64", "complex32"}
+
+# Entry kinds.
+PARAMETER = "parameter"
+BUFFER = "buffer"
+BUFFER_NP = "buffer (non-persistent)"
+ATTRIBUTE = "tensor attribute"  # a plain tensor attribute of a module: neither parameter nor buffer
+OPTIMIZER = "optimizer state"
+METADATA = "metadata"
+UNKNOWN = "unknown"
+KINDS = (PARAMETER, BUFFER, BUFFER_NP, ATTRIBUTE, OPTIMIZER, METADATA, UNKNOWN)
+
+
+def itemsize(dtype: str) -> int:
+    return ITEMSIZE.get(dtype, 1)
+
+
+def is_floating(dtype: str) -> bool:
+    return dtype in FLOATING
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One saved tensor, described without its bytes.
+
+    `storage_key` identifies the storage within the checkpoint (file-qualified), so shared, tied
+    and view tensors are visible and their bytes counted once. `data_offset` is the absolute byte
+    offset of the storage's first byte inside `source`, when the format stores it contiguously.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    device: str = "cpu"
+    layout: str = "strided"
+    stride: tuple[int, ...] | None = None
+    storage_offset: int = 0  # in elements
+    storage_key: str | None = None
+    storage_nbytes: int | None = None
+    storage_dtype: str | None = None
+    source: str | None = None
+    data_offset: int | None = None
+    requires_grad: bool = False
+    is_parameter_object: bool = False  # pickled as torch.nn.Parameter
+    stored_nbytes: int | None = None  # set where the dense size is wrong (sparse, nested)
+    subclass: str | None = None  # a tensor subclass, when the pickle names one
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        if self.stored_nbytes is not None:
+            return self.stored_nbytes
+        return self.numel * itemsize(self.dtype)
+
+    @property
+    def is_contiguous(self) -> bool:
+        if self.stride is None:
+            return True
+        expected = 1
+        for size, st in zip(reversed(self.shape), reversed(self.stride)):
+            if size != 1 and st != expected:
+                return False
+            expected *= size
+        return True
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A named item of a checkpoint: a tensor or a plain value, with its kind and the evidence."""
+
+    name: str
+    tensor: TensorInfo | None = None
+    value: Any = None  # JSON-able rendering of a non-tensor value
+    value_type: str | None = None
+    kind: str = UNKNOWN
+    evidence: str = ""
+    group: str = ""  # the top-level container this entry came from ("" = the model state)
+
+
+@dataclass(frozen=True)
+class Container:
+    """A top-level group of a checkpoint (model state, optimizer, epoch, ...)."""
+
+    name: str
+    role: str  # "model state", "ema", "optimizer", "metadata", "other"
+    entries: int
+    tensors: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class ModuleNode:
+    """A module found in a pickled full-model file (or built from a model definition)."""
+
+    path: str
+    class_name: str
+    parameters: tuple[str, ...] = ()
+    buffers: tuple[str, ...] = ()
+    non_persistent: tuple[str, ...] = ()
+
+
+@dataclass
+class Checkpoint:
+    """Everything statecli knows about one checkpoint, without tensor bytes."""
+
+    path: str
+    format: str
+    entries: list[Entry]
+    container: str  # which container holds the model state; "" for the file's root
+    containers: list[Container] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    unsafe_globals: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    modules: list[ModuleNode] = field(default_factory=list)
+
+    @property
+    def tensors(self) -> list[Entry]:
+        return [e for e in self.entries if e.tensor is not None]
+
+
+def unique_storage_bytes(entries: list[Entry]) -> tuple[int, int]:
+    """(bytes of all tensors as views, bytes of the distinct storages behind them)."""
+    view_total = 0
+    seen: dict[tuple[str | None, str], int] = {}
+    anonymous = 0
+    for e in entries:
+        t = e.tensor
+        if t is None:
+            continue
+        view_total += t.nbytes
+        if t.device == "meta":
+            continue  # a meta tensor saves no bytes
+        if t.storage_key is None:
+            anonymous += t.nbytes
+        else:
+            key = (t.source, t.storage_key)
+            size = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+            seen[key] = max(seen.get(key, 0), size)
+    return view_total, anonymous + sum(seen.values())

@@ -1,0 +1,163 @@
+"""Reading tensor values lazily, one tensor at a time, from the memory-mapped file (imports torch)."""
+
+from __future__ import annotations
+
+import mmap
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .errors import BadInput
+from .state import COMPLEX, Checkpoint, Entry, TensorInfo, itemsize
+from .summary import Stats
+
+if TYPE_CHECKING:
+    import torch
+
+_SUB_BYTE = {f"{p}int{n}" for p in ("", "u") for n in range(1, 8)}
+CHUNK = 1 << 22  # elements per reduction step: bounds the float64 working copy to 32 MiB
+
+
+class ValueReader:
+    """Maps each file once; `tensor()` returns a view into the mapping (no copy) and `release()`
+    drops the pages it touched so RSS stays bounded by the tensors in flight."""
+
+    def __init__(self, ck: Checkpoint) -> None:
+        self.ck = ck
+        self._maps: dict[str, mmap.mmap] = {}
+
+    def _map(self, path: str) -> mmap.mmap:
+        mm = self._maps.get(path)
+        if mm is None:
+            with open(path, "rb") as f:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[path] = mm
+        return mm
+
+    def tensor(self, info: TensorInfo) -> torch.Tensor:
+        import torch
+
+        if info.layout != "strided" or info.device == "meta":
+            raise BadInput(info.source, f"values of a {info.layout} {info.device} tensor are not read by statecli")
+        if info.source is None or info.data_offset is None:
+            return self._dcp_tensor(info)
+        dtype = getattr(torch, info.storage_dtype or info.dtype)
+        want = getattr(torch, info.dtype)
+        mm = self._map(info.source)
+        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+        count = nbytes // itemsize(info.storage_dtype or info.dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # frombuffer warns that the mapping is read-only
+            flat = torch.frombuffer(mm, dtype=dtype, count=count, offset=info.data_offset) if count else torch.empty(0, dtype=dtype)
+        if want != dtype:
+            flat = flat.view(want)
+        stride = info.stride if info.stride is not None else _contiguous_stride(info.shape)
+        return flat.as_strided(info.shape, stride, info.storage_offset)
+
+    def _dcp_tensor(self, info: TensorInfo) -> torch.Tensor:
+        import torch
+        import torch.distributed.checkpoint as dcp
+
+        name = info.storage_key or ""
+        target = {name: torch.empty(info.shape, dtype=getattr(torch, info.dtype))}
+        # The .metadata pickle already passed statecli's no-execution reader (see formats/dcp.py).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dcp.load(target, checkpoint_id=self.ck.path, no_dist=True) if _accepts_no_dist() else dcp.load(
+                target, checkpoint_id=self.ck.path)
+        return target[name]
+
+    def release(self, info: TensorInfo) -> None:
+        mm = self._maps.get(info.source or "")
+        if mm is None or info.data_offset is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = info.data_offset // page * page
+        end = info.data_offset + (info.storage_nbytes or info.nbytes)
+        if end > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, min(end, len(mm)) - start)
+
+    def close(self) -> None:
+        for mm in self._maps.values():
+            mm.close()
+        self._maps.clear()
+
+
+def _accepts_no_dist() -> bool:
+    import inspect
+
+    import torch.distributed.checkpoint as dcp
+
+    return "no_dist" in inspect.signature(dcp.load).parameters
+
+
+def _contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
+    stride, acc = [], 1
+    for s in reversed(shape):
+        stride.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(stride))
+
+
+@contextmanager
+def value_reader(ck: Checkpoint) -> Iterator[ValueReader]:
+    reader = ValueReader(ck)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def tensor_stats(t: Any) -> Stats:
+    """min/max/mean/std over finite values plus NaN/Inf counts, in float64, chunk by chunk."""
+    import torch
+
+    if t.dtype.is_complex:
+        return Stats(None, None, None, None, 0, 0, "complex: not summarised")
+    flat = t.reshape(-1)
+    n = flat.numel()
+    if n == 0:
+        return Stats(None, None, None, None, 0, 0, "empty")
+    total, sq, count, nan, inf = 0.0, 0.0, 0, 0, 0
+    lo, hi = float("inf"), float("-inf")
+    for start in range(0, n, CHUNK):
+        chunk = flat[start:start + CHUNK].to(torch.float64)
+        finite = torch.isfinite(chunk)
+        nan += int(torch.isnan(chunk).sum())
+        inf += int(torch.isinf(chunk).sum())
+        vals = chunk[finite] if not bool(finite.all()) else chunk
+        if vals.numel():
+            count += vals.numel()
+            total += float(vals.sum())
+            sq += float((vals * vals).sum())
+            lo = min(lo, float(vals.min()))
+            hi = max(hi, float(vals.max()))
+    if count == 0:
+        return Stats(None, None, None, None, nan, inf, "no finite values")
+    mean = total / count
+    var = max(sq / count - mean * mean, 0.0) * (count / (count - 1) if count > 1 else 0.0)
+    return Stats(lo, hi, mean, var ** 0.5, nan, inf)
+
+
+def stats_for(ck: Checkpoint, entries: list[Entry]) -> dict[str, Stats]:
+    """Statistics for every tensor entry, reading one tensor at a time."""
+    out: dict[str, Stats] = {}
+    with value_reader(ck) as reader:
+        for e in entries:
+            t = e.tensor
+            if t is None:
+                continue
+            if t.layout != "strided" or t.device == "meta" or t.dtype in COMPLEX:
+                out[e.name] = Stats(None, None, None, None, 0, 0, f"{t.layout if t.layout != 'strided' else t.dtype}: not summarised")
+                continue
+            if t.dtype.startswith(("q", "float4", "bits")) or t.dtype in _SUB_BYTE:
+                out[e.name] = Stats(None, None, None, None, 0, 0, f"{t.dtype}: not summarised")
+                continue
+            try:
+                out[e.name] = tensor_stats(reader.tensor(t))
+            except (ValueError, RuntimeError, TypeError) as exc:
+                raise BadInput(t.source or ck.path, f"cannot read values of {e.name!r}: {exc}") from exc
+            finally:
+                reader.release(t)
+    return out
