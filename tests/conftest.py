@@ -1,0 +1,46 @@
+"""Shared fixtures: paths and helpers for building checkpoints in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_checkpoints"
+
+
+@pytest.fixture
+def samples() -> Path:
+    if not SAMPLES.is_dir():
+        pytest.skip("sample_checkpoints/ not generated")
+    return SAMPLES
+
+
+def flatten_torch(obj: object, prefix: str = "") -> dict[str, object]:
+    """Independent reference flattening of a torch.load result: dotted names -> tensors."""
+    import torch
+
+    out: dict[str, object] = {}
+
+    def has_tensor(x: object) -> bool:
+        if isinstance(x, torch.Tensor):
+            return True
+        if isinstance(x, dict):
+            return any(has_tensor(v) for v in x.values())
+        if isinstance(x, (list, tuple)):
+            return any(has_tensor(v) for v in x)
+        return False
+
+    def walk(x: object, name: str) -> None:
+        if isinstance(x, torch.Tensor):
+            out[name] = x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(x, (list, tuple)) and has_tensor(x):
+            for i, v in enumerate(x):
+                walk(v, f"{name}.{i}" if name else str(i))
+
+    walk(obj, prefix)
+    return out
