@@ -12,6 +12,7 @@ import typer
 
 from . import __version__
 from .errors import ExitCode, StatecliError
+from .errors import UsageError as StatecliErrorUsage
 
 EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage or unreadable input;
 3 unsafe content refused (the file references code that loading would run)."""
@@ -76,6 +77,15 @@ PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file,
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Container that holds the model state, e.g. "
                                                            "'model_ema' or 'state_dict' ('.' for the file's root).")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="Model definition 'pkg.module:Name' or 'path/file.py:Name' (a class or factory). IMPORTING IT RUNS "
+                    "THAT CODE: pass only code you trust. Built on the meta device: no weights are allocated.")]
+ModelArgOpt = Annotated[Optional[list[str]], typer.Option("--model-arg", help="key=value passed to the model "
+                                                                            "(Python literal, else string); repeatable.")]
+ModelKwargsOpt = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON object of keyword arguments.")]
+HfConfigOpt = Annotated[Optional[str], typer.Option("--hf-config", help="A Hugging Face config.json to build the "
+                                                                      "model from (needs transformers).")]
+AddPrefixOpt = Annotated[Optional[str], typer.Option("--add-prefix", help="Prepend this to every model key.")]
 StripOpt = Annotated[Optional[list[str]], typer.Option("--strip-prefix", help="Remove this prefix from model keys "
                                                                              "(repeatable), e.g. 'module.'.")]
 
@@ -93,6 +103,11 @@ def inspect(
     fmt: FormatOpt = OutputFormat.table,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    hf_config: HfConfigOpt = None,
 ) -> None:
     """List every entry of a checkpoint with its kind (parameter/buffer), evidence, dtype, shape, size and device.
 
@@ -102,8 +117,17 @@ def inspect(
     from .render import print_warnings, render_inspect
     from .summary import summarize
 
-    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
+    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix)
+    info = _model_info(ck, path, model, model_arg, model_kwargs, hf_config)
+    report = None
+    if info is not None:
+        from .modeldef import classify_with_model, load_report
+
+        classify_with_model(ck, info)
+        report = load_report(ck, info)
     result = summarize(ck, tuple(kind or ()), filter_)
+    result.model = info
+    result.load_report = report
     if stats:
         from .values import stats_for
 
@@ -111,6 +135,32 @@ def inspect(
     render_inspect(result, fmt.value, tree)
     if fmt != OutputFormat.table:
         print_warnings(ck.warnings, ck.notes)
+    if report and any(line.blocking for line in report):
+        raise typer.Exit(int(ExitCode.DIFFERENT))
+
+
+def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | None, model_kwargs: str | None,
+                hf_config: str | None) -> Any:
+    """The model definition to classify against: --model, --hf-config, or a config.json beside the file."""
+    if model:
+        from .modeldef import build_model, parse_model_args
+
+        return build_model(model, parse_model_args(model_arg or [], model_kwargs))
+    if model_arg or model_kwargs:
+        raise StatecliErrorUsage(None, "--model-arg/--model-kwargs need --model")
+    from .modeldef import build_hf_model, find_hf_config
+
+    cfg = hf_config or find_hf_config(path)
+    if cfg is None:
+        return None
+    if hf_config is None:
+        import importlib.util
+
+        if importlib.util.find_spec("transformers") is None:
+            ck.notes.append(f"{cfg} describes a Hugging Face model; install transformers (pip install 'statecli[hf]') "
+                            "to classify entries exactly against it")
+            return None
+    return build_hf_model(cfg)
 
 
 def main() -> None:

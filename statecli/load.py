@@ -25,7 +25,7 @@ from .state import (
     TensorInfo,
     unique_storage_bytes,
 )
-from .unpickle import DtypeValue, NamedValue, StubObject, TensorRef
+from .unpickle import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "model_state",
               "weights", "params", "generator")
@@ -38,7 +38,8 @@ MAX_NODES = 20_000_000
 _VALUE_ITEMS = 16
 
 
-def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, ...] = ()) -> Checkpoint:
+def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, ...] = (),
+                    add_prefix: str | None = None) -> Checkpoint:
     """Read `path` (file, sharded index, folder or DCP directory) into a classified Checkpoint.
 
     Refuses files that reference known-dangerous globals (UnsafeContent); names the other
@@ -48,7 +49,10 @@ def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, 
     if raw.dangerous:
         raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
                             "refusing the file; do not torch.load it (statecli scan shows every global)")
-    return build(raw, key, strip_prefix)
+    ck = build(raw, key, strip_prefix)
+    if add_prefix:
+        ck.entries = [_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries]
+    return ck
 
 
 def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) -> Checkpoint:
@@ -77,6 +81,8 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
     if choice:
         top = choice.split(".", 1)[0]
         roles[top] = "model state"
+    if isinstance(model_value, StateDict):
+        ck.torch_metadata = model_value.torch_metadata
     if isinstance(model_value, StubObject):
         _add_module(ck, raw, model_value, "", "")
     else:
@@ -224,6 +230,10 @@ def _strip(e: Entry, prefixes: tuple[str, ...]) -> Entry:
     for p in prefixes:
         if name.startswith(p):
             name = name[len(p):]
+    return _renamed(e, name)
+
+
+def _renamed(e: Entry, name: str) -> Entry:
     return Entry(name=name, tensor=e.tensor, value=e.value, value_type=e.value_type, kind=e.kind,
                  evidence=e.evidence, group=e.group)
 

@@ -104,6 +104,19 @@ def inspect_dict(r: InspectResult) -> dict[str, Any]:
             "shared": [{"storage": s.storage, "names": list(s.names), "nbytes": s.nbytes} for s in r.shared],
         },
         "entries": [entry_dict(e, r.stats.get(e.name)) for e in r.entries],
+    } | _model_dict(r)
+
+
+def _model_dict(r: InspectResult) -> dict[str, Any]:
+    if r.model is None:
+        return {}
+    lines = r.load_report or []
+    return {
+        "model": {"spec": r.model.spec, "class": r.model.class_name, "built_on": r.model.built_on,
+                  "modules": module_nodes_dict(r.model.modules)},
+        "load_report": [{"key": x.key, "problem": x.problem, "explanation": x.explanation, "fix": x.fix,
+                         "blocking": x.blocking} for x in lines],
+        "loads_strictly": not any(x.blocking for x in lines),
     }
 
 
@@ -194,11 +207,15 @@ def render_inspect(r: InspectResult, fmt: str, tree: bool, out: IO[str] | None =
         return
     con = _console(out)
     _header(con, r)
-    if tree:
+    if tree and r.model is not None:
+        _model_tree(con, r)
+    elif tree:
         _tree(con, r)
     else:
         _tables(con, r, out)
     _summary(con, r)
+    if r.model is not None:
+        _load_report(con, r)
     print_warnings(r.checkpoint.warnings, r.checkpoint.notes, out)
 
 
@@ -363,6 +380,55 @@ def _tree(con: Any, r: InspectResult) -> None:
     top = Tree(label(r.checkpoint.container or "(root)", "", root))
     add(top, root, "")
     con.print(top)
+
+
+def _load_report(con: Any, r: InspectResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    lines = r.load_report or []
+    blocking = [x for x in lines if x.blocking]
+    head = f"load report against {r.model.class_name} ({escape(r.model.spec)}, built on {r.model.built_on}): "
+    if not blocking:
+        con.print(Text(head + "loads with strict=True", style="bold green"))
+    else:
+        con.print(Text(head + f"load_state_dict(strict=True) would fail ({len(blocking)} problem(s))", style="bold red"))
+    if not lines:
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for h in ("key", "problem", "why", "fix"):
+        table.add_column(h, overflow="fold")
+    for x in lines:
+        table.add_row(Text(escape(x.key)), x.problem, Text(escape(x.explanation)), Text(escape(x.fix or "")))
+    con.print(table)
+
+
+def _model_tree(con: Any, r: InspectResult) -> None:
+    """The module tree of the model definition: class, parameters and buffers, and which are absent."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    in_file = {e.name for e in r.checkpoint.entries if e.group == "" and e.tensor is not None}
+    nodes: dict[str, Any] = {}
+    top = None
+    for m in r.model.modules:
+        label = Text(escape(m.path.rsplit(".", 1)[-1] or "(model)"), style="bold")
+        label.append(f" ({escape(m.class_name)})", style="cyan")
+        parent = nodes.get(m.path.rsplit(".", 1)[0] if "." in m.path else "") if m.path else None
+        node = parent.add(label) if parent is not None else (top := Tree(label)) if top is None else top.add(label)
+        nodes[m.path] = node
+        dot = f"{m.path}." if m.path else ""
+        for kind, names in (("parameter", m.parameters), ("buffer", m.buffers)):
+            for n in names:
+                full = dot + n
+                k = "buffer (non-persistent)" if kind == "buffer" and n in m.non_persistent else kind
+                slot = r.model.slots.get(full)
+                shape = fmt_shape(slot.shape) if slot else ""
+                status = "in file" if full in in_file else ("not saved" if k.endswith("(non-persistent)") else "ABSENT from file")
+                style = "red" if status.startswith("ABSENT") else None
+                node.add(Text(f"{escape(n)}  {k}  {slot.dtype if slot else ''} {shape}  {status}", style=style or ""))
+    if top is not None:
+        con.print(top)
 
 
 def module_nodes_dict(nodes: list[ModuleNode]) -> list[dict[str, Any]]:

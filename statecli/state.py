@@ -146,6 +146,7 @@ class Checkpoint:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     modules: list[ModuleNode] = field(default_factory=list)
+    torch_metadata: Any = None  # state_dict()._metadata as saved (per-module versions)
 
     @property
     def tensors(self) -> list[Entry]:

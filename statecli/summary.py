@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import UsageError
 from .state import KINDS, Checkpoint, Entry, unique_storage_bytes
@@ -46,6 +47,8 @@ class InspectResult:
     total: Bucket
     view_nbytes: int
     stats: dict[str, Stats] = field(default_factory=dict)
+    model: Any = None  # modeldef.ModelInfo when classified against a model definition
+    load_report: Any = None  # list[modeldef.ReportLine]
 
 
 def select(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None) -> list[Entry]:
