@@ -256,6 +256,7 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
         missing = [k for k in info.state_keys if k not in file_tensors and k not in file_values]
         unexpected = [k for k in list(file_tensors) + sorted(file_values) if k not in info.state_keys]
     fix = _prefix_fix(unexpected, missing)
+    state = set(info.state_keys)
     for key in missing:
         slot = info.slots.get(key)
         if slot is not None and slot.tied_to and slot.tied_to in file_tensors:
@@ -279,8 +280,8 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
             lines.append(ReportLine(key, "unexpected", "a non-persistent buffer in this model, present in the file "
                                     "(written by an older version of the code); the model rebuilds it itself",
                                     "safe to drop: load with strict=False or remove the key"))
-        elif fix and (fix[0] == "--strip-prefix" and key.startswith(fix[1])
-                      or fix[0] == "--add-prefix" and fix[1] + key in missing):
+        elif fix and (fix[0] == "--strip-prefix" and key[len(fix[1]):] in state and key.startswith(fix[1])
+                      or fix[0] == "--add-prefix" and fix[1] + key in state):
             lines.append(ReportLine(key, "unexpected", f"matches a model key after {fix[0]} {fix[1]}",
                                     f"{fix[0]} {fix[1]}"))
         else:
