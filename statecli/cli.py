@@ -163,6 +163,30 @@ def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | No
     return build_hf_model(cfg)
 
 
+@app.command()
+@handle_errors
+def size(
+    path: PathArg,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="Group modules by this many name components.")] = 1,
+    top: Annotated[int, typer.Option("--top", min=0, help="List the N largest tensors.")] = 10,
+    fmt: FormatOpt = OutputFormat.table,
+    key: KeyOpt = None,
+    strip_prefix: StripOpt = None,
+) -> None:
+    """Break bytes and parameter counts down by module, kind, dtype and device (metadata only).
+
+    Example: statecli size sample_checkpoints/transformer.pt --depth 2
+    """
+    from .load import load_checkpoint
+    from .render import print_warnings, render_size
+    from .size import size_of
+
+    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
+    render_size(size_of(ck, depth, top), fmt.value)
+    if fmt != OutputFormat.table:
+        print_warnings(ck.warnings, ck.notes)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

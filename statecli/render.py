@@ -9,6 +9,7 @@ import json
 import unicodedata
 from typing import IO, Any
 
+from .size import SizeResult
 from .state import Entry, ModuleNode
 from .summary import Bucket, InspectResult, Stats
 
@@ -446,3 +447,80 @@ def to_string(fn: Any, *args: Any) -> str:
     buf = io.StringIO()
     fn(*args, buf)
     return buf.getvalue()
+
+
+# -- size ----------------------------------------------------------------------------------------
+
+def size_dict(r: SizeResult) -> dict[str, Any]:
+    ck = r.checkpoint
+    return {
+        "path": ck.path, "format": ck.format, "container": ck.container, "files": ck.files,
+        "file_bytes": r.file_bytes, "nbytes": r.total.nbytes, "view_nbytes": r.view_nbytes,
+        "duplicate_nbytes": r.duplicate_nbytes, "tensors": r.total.tensors, "numel": r.total.numel,
+        "parameters": r.parameters, "parameters_human": fmt_count(r.parameters),
+        "by_kind": {b.key: _bucket_dict(b) for b in r.by_kind},
+        "by_dtype": {b.key: _bucket_dict(b) for b in r.by_dtype},
+        "by_device": {b.key: _bucket_dict(b) for b in r.by_device},
+        "depth": r.depth,
+        "by_module": [{"module": m.module, **_bucket_dict(m.bucket), "share": round(m.share, 6)} for m in r.by_module],
+        "top": [entry_dict(e) for e in r.top],
+        "warnings": ck.warnings, "notes": ck.notes,
+    }
+
+
+def render_size(r: SizeResult, fmt: str, out: IO[str] | None = None) -> None:
+    import sys
+
+    stream = out or sys.stdout
+    if fmt == "json":
+        write_json(size_dict(r), stream)
+        return
+    if fmt == "csv":
+        w = csv.writer(stream, lineterminator="\n")
+        w.writerow(["module", "tensors", "numel", "nbytes", "share"])
+        for m in r.by_module:
+            w.writerow([escape(m.module), m.bucket.tensors, m.bucket.numel, m.bucket.nbytes, f"{m.share:.6f}"])
+        return
+    if fmt == "md":
+        stream.write(f"# {_md(r.checkpoint.path)}: {fmt_bytes(r.total.nbytes)}, {fmt_count(r.parameters)} params\n\n")
+        stream.write("| module | tensors | params/numel | bytes | share |\n|---|---|---|---|---|\n")
+        for m in r.by_module:
+            stream.write(f"| {_md(m.module)} | {m.bucket.tensors} | {fmt_count(m.bucket.numel)} | "
+                         f"{fmt_bytes(m.bucket.nbytes)} | {m.share:.1%} |\n")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    con = _console(out)
+    ck = r.checkpoint
+    con.print(Text(f"{escape(ck.path)}  {ck.format}", style="bold"))
+    con.print(Text(f"on disk {fmt_bytes(r.file_bytes)}; tensors {fmt_bytes(r.total.nbytes)} in memory "
+                   f"({r.total.tensors} tensors, {fmt_count(r.total.numel)} elements); "
+                   f"{fmt_count(r.parameters)} params"))
+    if r.duplicate_nbytes:
+        con.print(Text(f"shared storage counted once: {fmt_bytes(r.duplicate_nbytes)} would be duplicated if every "
+                       f"tensor owned its bytes ({fmt_bytes(r.view_nbytes)})"))
+    table = Table(title=f"by module (depth {r.depth})", title_justify="left", show_edge=False, pad_edge=False)
+    for h in ("module", "tensors", "numel", "size", "share", ""):
+        table.add_column(h, justify="left" if h in ("module", "") else "right", overflow="fold")
+    for m in r.by_module:
+        table.add_row(Text(escape(m.module)), str(m.bucket.tensors), fmt_count(m.bucket.numel), fmt_bytes(m.bucket.nbytes),
+                      f"{m.share:.1%}", "█" * max(0, round(m.share * 30)))
+    con.print(table)
+    for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
+        t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        for h in ("", "tensors", "numel", "size", "share"):
+            t.add_column(h, justify="left" if not h else "right")
+        for b in buckets:
+            share = b.nbytes / r.total.nbytes if r.total.nbytes else 0.0
+            t.add_row(Text(escape(b.key)), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes), f"{share:.1%}")
+        con.print(t)
+    if r.top:
+        t = Table(title=f"largest {len(r.top)} tensors", title_justify="left", show_edge=False, pad_edge=False)
+        for h in ("name", "kind", "dtype", "shape", "size"):
+            t.add_column(h, justify="right" if h == "size" else "left", overflow="fold")
+        for e in r.top:
+            assert e.tensor is not None
+            t.add_row(Text(escape(e.name)), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes))
+        con.print(t)
+    print_warnings(ck.warnings, ck.notes, out)

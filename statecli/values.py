@@ -49,7 +49,10 @@ class ValueReader:
         count = nbytes // itemsize(info.storage_dtype or info.dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # frombuffer warns that the mapping is read-only
-            flat = torch.frombuffer(mm, dtype=dtype, count=count, offset=info.data_offset) if count else torch.empty(0, dtype=dtype)
+            if count:
+                flat = torch.frombuffer(mm, dtype=dtype, count=count, offset=info.data_offset)
+            else:
+                flat = torch.empty(0, dtype=dtype)
         if want != dtype:
             flat = flat.view(want)
         stride = info.stride if info.stride is not None else _contiguous_stride(info.shape)
@@ -149,7 +152,8 @@ def stats_for(ck: Checkpoint, entries: list[Entry]) -> dict[str, Stats]:
             if t is None:
                 continue
             if t.layout != "strided" or t.device == "meta" or t.dtype in COMPLEX:
-                out[e.name] = Stats(None, None, None, None, 0, 0, f"{t.layout if t.layout != 'strided' else t.dtype}: not summarised")
+                what = t.layout if t.layout != "strided" else t.device if t.device == "meta" else t.dtype
+                out[e.name] = Stats(None, None, None, None, 0, 0, f"{what}: not summarised")
                 continue
             if t.dtype.startswith(("q", "float4", "bits")) or t.dtype in _SUB_BYTE:
                 out[e.name] = Stats(None, None, None, None, 0, 0, f"{t.dtype}: not summarised")

@@ -1,0 +1,82 @@
+"""`statecli size`: bytes and parameter counts by kind, dtype, device and module; metadata only."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .state import PARAMETER, Checkpoint, Entry, unique_storage_bytes
+from .summary import Bucket, bucket, group_by
+
+
+@dataclass(frozen=True)
+class ModuleSize:
+    module: str
+    bucket: Bucket
+    share: float  # of the checkpoint's distinct storage bytes
+
+
+@dataclass
+class SizeResult:
+    checkpoint: Checkpoint
+    file_bytes: int
+    total: Bucket
+    view_nbytes: int  # bytes if every tensor owned its storage
+    duplicate_nbytes: int  # bytes shared storage saves (tied weights, views)
+    parameters: int  # numel of parameters, shared storage counted once
+    by_kind: list[Bucket]
+    by_dtype: list[Bucket]
+    by_device: list[Bucket]
+    by_module: list[ModuleSize]
+    top: list[Entry]
+    depth: int
+
+
+def module_of(e: Entry, depth: int) -> str:
+    name = e.name if not e.group or e.name.startswith(e.group) else f"{e.group}.{e.name}"
+    parts = name.split(".")
+    return ".".join(parts[:depth]) if len(parts) > depth else ".".join(parts[:-1]) or "(root)"
+
+
+def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
+    tensors = [e for e in ck.entries if e.tensor is not None]
+    view, distinct = unique_storage_bytes(tensors)
+    modules: dict[str, list[Entry]] = {}
+    owned: dict[str, list[Entry]] = {}  # a shared storage is billed to the first module that holds it
+    owner: set[tuple[str | None, str]] = set()
+    for e in tensors:
+        m = module_of(e, depth)
+        modules.setdefault(m, []).append(e)
+        t = e.tensor
+        assert t is not None
+        skey = (t.source, t.storage_key) if t.storage_key is not None else None
+        if skey is None or skey not in owner:
+            owned.setdefault(m, []).append(e)
+            if skey is not None:
+                owner.add(skey)
+    sized = []
+    for m, es in modules.items():
+        b = bucket(m, es)
+        nbytes = unique_storage_bytes(owned.get(m, []))[1]
+        sized.append(ModuleSize(m, Bucket(m, b.tensors, b.numel, nbytes), nbytes / distinct if distinct else 0.0))
+    by_module = sorted(sized, key=lambda s: (-s.bucket.nbytes, s.module))
+    params = [e for e in tensors if e.kind == PARAMETER]
+    seen: set[tuple[str | None, str | None, int, tuple[int, ...]]] = set()
+    n_params = 0
+    for e in params:
+        t = e.tensor
+        assert t is not None
+        key = (t.source, t.storage_key, t.storage_offset, t.shape)
+        if t.storage_key is None or key not in seen:  # a tied parameter is one parameter
+            n_params += t.numel
+            seen.add(key)
+    file_bytes = 0
+    for f in ck.files:
+        try:
+            file_bytes += os.path.getsize(f)
+        except OSError:
+            pass
+    largest = sorted(tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name))[:top]
+    return SizeResult(ck, file_bytes, bucket("total", tensors), view, view - distinct, n_params,
+                      group_by(tensors, "kind"), group_by(tensors, "dtype"), group_by(tensors, "device"),
+                      by_module, largest, depth)
