@@ -187,6 +187,42 @@ def size(
         print_warnings(ck.warnings, ck.notes)
 
 
+@app.command()
+@handle_errors
+def diff(
+    a: Annotated[str, typer.Argument(help="First checkpoint (A).", show_default=False)],
+    b: Annotated[str, typer.Argument(help="Second checkpoint (B).", show_default=False)],
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as torch.allclose.")] = 1e-5,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as torch.allclose.")] = 1e-8,
+    equal_nan: Annotated[bool, typer.Option("--equal-nan", help="NaN equals NaN (default: NaN differs).")] = False,
+    values: Annotated[bool, typer.Option("--values/--no-values", help="Compare values (reads tensors).")] = True,
+    only_changed: Annotated[bool, typer.Option("--only-changed", help="Leave equal keys out of the listing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    fmt: FormatOpt = OutputFormat.table,
+    key: KeyOpt = None,
+    strip_prefix: StripOpt = None,
+    add_prefix_a: Annotated[Optional[str], typer.Option("--add-prefix-a", help="Prepend this to A's model keys.")] = None,
+    add_prefix_b: Annotated[Optional[str], typer.Option("--add-prefix-b", help="Prepend this to B's model keys.")] = None,
+) -> None:
+    """Compare two checkpoints: keys, shapes, dtypes, devices, kinds and values; exit 0 equal, 1 different.
+
+    Example: statecli diff sample_checkpoints/cnn.pt sample_checkpoints/cnn.safetensors
+    """
+    from .diff import diff as diff_checkpoints
+    from .load import load_checkpoint
+    from .render import progress_callback, render_diff
+
+    strip = tuple(strip_prefix or ())
+    ck_a = load_checkpoint(a, key=key, strip_prefix=strip, add_prefix=add_prefix_a)
+    ck_b = load_checkpoint(b, key=key, strip_prefix=strip, add_prefix=add_prefix_b)
+    with progress_callback(enabled=not quiet) as progress:
+        result = diff_checkpoints(ck_a, ck_b, rtol=rtol, atol=atol, equal_nan=equal_nan, values=values,
+                                  progress=progress)
+    render_diff(result, fmt.value, only_changed)
+    if not result.equal:
+        raise typer.Exit(int(ExitCode.DIFFERENT))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -7,8 +7,11 @@ import csv
 import io
 import json
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
+from .diff import DiffResult, KeyDiff
 from .size import SizeResult
 from .state import Entry, ModuleNode
 from .summary import Bucket, InspectResult, Stats
@@ -524,3 +527,130 @@ def render_size(r: SizeResult, fmt: str, out: IO[str] | None = None) -> None:
             t.add_row(Text(escape(e.name)), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes))
         con.print(t)
     print_warnings(ck.warnings, ck.notes, out)
+
+
+# -- diff ----------------------------------------------------------------------------------------
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and v != v or isinstance(v, float) and v in (float("inf"), float("-inf")):
+        return str(v)
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def diff_key_dict(k: KeyDiff) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": k.name, "status": k.status}
+    if k.changes:
+        d["changes"] = {f: {"a": _jsonable(a), "b": _jsonable(b)} for f, (a, b) in k.changes.items()}
+    if k.max_abs is not None:
+        d.update(max_abs=_jsonable(k.max_abs), max_rel=_jsonable(k.max_rel), mismatched=k.mismatched, numel=k.numel)
+    if k.compared_as:
+        d["compared_as"] = k.compared_as
+    if k.note:
+        d["note"] = k.note
+    return d
+
+
+def diff_dict(r: DiffResult, only_changed: bool = False) -> dict[str, Any]:
+    return {
+        "a": {"path": r.a.path, "format": r.a.format, "container": r.a.container},
+        "b": {"path": r.b.path, "format": r.b.format, "container": r.b.container},
+        "equal": r.equal,
+        "tolerance": {"rtol": r.rtol, "atol": r.atol, "equal_nan": r.equal_nan, "values_compared": r.values},
+        "summary": {s: r.count(s) for s in ("removed", "added", "changed", "equal")},
+        "hints": r.renames,
+        "keys": [diff_key_dict(k) for k in r.keys if not (only_changed and k.status == "equal")],
+    }
+
+
+def _diff_summary_line(r: DiffResult) -> str:
+    if r.equal:
+        how = f"values allclose (rtol={r.rtol:g}, atol={r.atol:g})" if r.values else "structure only"
+        return f"equal: {r.count('equal')} keys, {how}"
+    return (f"different: {r.count('removed')} removed, {r.count('added')} added, {r.count('changed')} changed, "
+            f"{r.count('equal')} equal")
+
+
+def render_diff(r: DiffResult, fmt: str, only_changed: bool, out: IO[str] | None = None) -> None:
+    import sys
+
+    stream = out or sys.stdout
+    if fmt == "json":
+        write_json(diff_dict(r, only_changed), stream)
+        return
+    rows = [diff_key_dict(k) for k in r.keys if not (only_changed and k.status == "equal")]
+    cols = ["name", "status", "changes", "max_abs", "max_rel", "mismatched", "note"]
+
+    def cells(d: dict[str, Any]) -> list[str]:
+        ch = "; ".join(f"{f}: {v['a']} -> {v['b']}" for f, v in d.get("changes", {}).items())
+        return [escape(str(x)) for x in (d["name"], d["status"], ch, d.get("max_abs", ""), d.get("max_rel", ""),
+                                         d.get("mismatched", ""), d.get("note", ""))]
+
+    if fmt == "csv":
+        w = csv.writer(stream, lineterminator="\n")
+        w.writerow(cols)
+        for d in rows:
+            w.writerow(cells(d))
+        return
+    if fmt == "md":
+        stream.write(f"**{_md(_diff_summary_line(r))}**\n\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
+        for d in rows:
+            stream.write("| " + " | ".join(_md(c) for c in cells(d)) + " |\n")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    con = _console(out)
+    con.print(Text(f"A {escape(r.a.path)} ({r.a.format})\nB {escape(r.b.path)} ({r.b.format})"))
+    for status, title in (("removed", "only in A (removed)"), ("added", "only in B (added)")):
+        keys = [k for k in r.keys if k.status == status]
+        if keys:
+            con.print(Text(f"{title}: {len(keys)}", style="bold"))
+            for k in keys[:200]:
+                con.print(Text(f"  {'-' if status == 'removed' else '+'} {escape(k.name)}"))
+            if len(keys) > 200:
+                con.print(f"  ... {len(keys) - 200} more")
+    structural = [k for k in r.keys if k.status == "changed" and k.changes]
+    if structural:
+        t = Table(title=f"changed structure ({len(structural)})", title_justify="left", show_edge=False, pad_edge=False)
+        for h in ("name", "field", "A", "B"):
+            t.add_column(h, overflow="fold")
+        for k in structural:
+            for f, (a, b) in k.changes.items():
+                t.add_row(Text(escape(k.name)), f, Text(escape(str(a))), Text(escape(str(b))))
+        con.print(t)
+    valued = [k for k in r.keys if k.mismatched]
+    if valued:
+        t = Table(title=f"changed values ({len(valued)}; rtol={r.rtol:g}, atol={r.atol:g}, equal_nan={r.equal_nan})",
+                  title_justify="left", show_edge=False, pad_edge=False)
+        for h in ("name", "max abs", "max rel", "over tol", "of", "note"):
+            t.add_column(h, justify="right" if h not in ("name", "note") else "left", overflow="fold")
+        for k in valued:
+            note = (f"compared as {k.compared_as}; " if k.compared_as else "") + (k.note or "")
+            t.add_row(Text(escape(k.name)), _fmt_float(k.max_abs), _fmt_float(k.max_rel), f"{k.mismatched:,}",
+                      f"{k.numel:,}" if k.numel is not None else "", Text(escape(note)))
+        con.print(t)
+    for h in r.renames:
+        con.print(Text("hint: " + escape(h), style="cyan"))
+    style = "bold green" if r.equal else "bold red"
+    con.print(Text(_diff_summary_line(r), style=style))
+
+
+@contextmanager
+def progress_callback(enabled: bool) -> Iterator[Any]:
+    """A rich progress bar on stderr for long comparisons; nothing when stderr is not a terminal."""
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=_console(sys.stderr)) as bar:
+        task = bar.add_task("comparing tensors", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

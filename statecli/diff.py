@@ -1,0 +1,222 @@
+"""`statecli diff`: structure and values of two checkpoints, compared one tensor pair at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .state import Checkpoint, Entry, TensorInfo, is_floating
+
+EQUAL, ADDED, REMOVED, CHANGED = "equal", "added", "removed", "changed"
+CHUNK = 1 << 22  # elements compared per step: bounds the float64 working set to ~100 MiB
+
+
+@dataclass
+class KeyDiff:
+    name: str
+    status: str
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (a, b)
+    max_abs: float | None = None
+    max_rel: float | None = None
+    mismatched: int | None = None
+    numel: int | None = None
+    compared_as: str | None = None  # the common dtype when the two dtypes differ
+    note: str | None = None
+
+
+@dataclass
+class DiffResult:
+    a: Checkpoint
+    b: Checkpoint
+    keys: list[KeyDiff]
+    rtol: float
+    atol: float
+    equal_nan: bool
+    values: bool
+    renames: list[str] = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        return all(k.status == EQUAL for k in self.keys)
+
+    def count(self, status: str) -> int:
+        return sum(1 for k in self.keys if k.status == status)
+
+
+def _key(e: Entry) -> str:
+    return e.name
+
+
+def _structure(a: TensorInfo, b: TensorInfo) -> dict[str, tuple[Any, Any]]:
+    out: dict[str, tuple[Any, Any]] = {}
+    if a.shape != b.shape:
+        out["shape"] = (list(a.shape), list(b.shape))
+    if a.dtype != b.dtype:
+        out["dtype"] = (a.dtype, b.dtype)
+    if a.device != b.device:
+        out["device"] = (a.device, b.device)
+    if a.layout != b.layout:
+        out["layout"] = (a.layout, b.layout)
+    return out
+
+
+def _prefix_hint(only_a: list[str], only_b: list[str]) -> list[str]:
+    """Renames that are only a prefix difference: suggest the flag that aligns them."""
+    hints = []
+    sb = set(only_b)
+    counts: dict[str, int] = {}
+    for n in only_a:
+        parts = n.split(".")
+        for i in range(1, len(parts)):
+            p = ".".join(parts[:i]) + "."
+            if n[len(p):] in sb:
+                counts[p] = counts.get(p, 0) + 1
+    for p, c in sorted(counts.items(), key=lambda x: -x[1])[:1]:
+        hints.append(f"{c} key(s) of A match B after removing {p!r}: add --strip-prefix {p}")
+    sa = set(only_a)
+    counts = {}
+    for n in only_b:
+        parts = n.split(".")
+        for i in range(1, len(parts)):
+            p = ".".join(parts[:i]) + "."
+            if n[len(p):] in sa:
+                counts[p] = counts.get(p, 0) + 1
+    for p, c in sorted(counts.items(), key=lambda x: -x[1])[:1]:
+        hints.append(f"{c} key(s) of B match A after removing {p!r}: add --strip-prefix {p}")
+    return hints
+
+
+def _shared_groups(ck: Checkpoint) -> dict[str, frozenset[str]]:
+    groups: dict[tuple[str | None, str], list[str]] = {}
+    for e in ck.entries:
+        t = e.tensor
+        if t is not None and t.storage_key is not None and t.device != "meta":
+            groups.setdefault((t.source, t.storage_key), []).append(e.name)
+    out: dict[str, frozenset[str]] = {}
+    for names in groups.values():
+        if len(names) > 1:
+            for n in names:
+                out[n] = frozenset(names)
+    return out
+
+
+def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False,
+         values: bool = True, progress: Callable[[int, int], None] | None = None) -> DiffResult:
+    ea = {_key(e): e for e in a.entries}
+    eb = {_key(e): e for e in b.entries}
+    keys: list[KeyDiff] = []
+    only_a = [n for n in ea if n not in eb]
+    only_b = [n for n in eb if n not in ea]
+    keys += [KeyDiff(n, REMOVED) for n in only_a]
+    keys += [KeyDiff(n, ADDED) for n in only_b]
+    shared_a, shared_b = _shared_groups(a), _shared_groups(b)
+    common = [n for n in ea if n in eb]
+    pairs: list[tuple[KeyDiff, TensorInfo, TensorInfo]] = []
+    for n in common:
+        x, y = ea[n], eb[n]
+        kd = KeyDiff(n, EQUAL)
+        if (x.tensor is None) != (y.tensor is None):
+            kd.status = CHANGED
+            kd.changes["type"] = ("tensor" if x.tensor else x.value_type, "tensor" if y.tensor else y.value_type)
+        elif x.tensor is None:
+            if x.value != y.value:
+                kd.status = CHANGED
+                kd.changes["value"] = (x.value, y.value)
+        else:
+            assert y.tensor is not None
+            kd.numel = x.tensor.numel
+            kd.changes.update(_structure(x.tensor, y.tensor))
+            if x.kind != y.kind and not (x.evidence.startswith("inferred") or y.evidence.startswith("inferred")):
+                kd.changes["kind"] = (x.kind, y.kind)
+            sa, sb = shared_a.get(n, frozenset()), shared_b.get(n, frozenset())
+            if sa != sb:
+                kd.changes["shared_with"] = (sorted(sa - {n}), sorted(sb - {n}))
+            if kd.changes:
+                kd.status = CHANGED
+            if values and "shape" not in kd.changes:
+                pairs.append((kd, x.tensor, y.tensor))
+        keys.append(kd)
+    if pairs:
+        _compare_values(a, b, pairs, rtol, atol, equal_nan, progress)
+    order = {n: i for i, n in enumerate(list(ea) + only_b)}
+    keys.sort(key=lambda k: order.get(k.name, 0))
+    return DiffResult(a, b, keys, rtol, atol, equal_nan, values, _prefix_hint(only_a, only_b))
+
+
+def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[KeyDiff, TensorInfo, TensorInfo]], rtol: float,
+                    atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None) -> None:
+    import torch
+
+    from .values import value_reader
+
+    with value_reader(a) as ra, value_reader(b) as rb:
+        for i, (kd, x, y) in enumerate(pairs):
+            if progress:
+                progress(i, len(pairs))
+            if x.layout != "strided" or y.layout != "strided" or "meta" in (x.device, y.device):
+                kd.note = f"values of {x.layout}/{x.device} tensors not compared"
+                continue
+            try:
+                ta, tb = ra.tensor(x), rb.tensor(y)
+                _compare_pair(kd, ta, tb, rtol, atol, equal_nan, torch)
+            finally:
+                ra.release(x)
+                rb.release(y)
+            if kd.mismatched:
+                kd.status = CHANGED
+        if progress:
+            progress(len(pairs), len(pairs))
+
+
+def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal_nan: bool, torch: Any) -> None:
+    """max |a-b|, max |a-b|/|b| and how many elements fail |a-b| <= atol + rtol*|b| (torch.allclose)."""
+    n = ta.numel()
+    if n == 0:
+        kd.max_abs, kd.max_rel, kd.mismatched = 0.0, 0.0, 0
+        return
+    # Same bytes is equal whatever the tolerance (NaNs included only with --equal-nan): memcmp speed.
+    if ta.dtype == tb.dtype and ta.is_contiguous() and tb.is_contiguous():
+        raw_a = ta.reshape(-1).view(torch.uint8) if ta.dtype != torch.bool else ta.reshape(-1).to(torch.uint8)
+        raw_b = tb.reshape(-1).view(torch.uint8) if tb.dtype != torch.bool else tb.reshape(-1).to(torch.uint8)
+        if torch.equal(raw_a, raw_b) and (equal_nan or not _has_nan(ta, torch)):
+            kd.max_abs, kd.max_rel, kd.mismatched = 0.0, 0.0, 0
+            return
+    if ta.dtype != tb.dtype:
+        common = torch.promote_types(ta.dtype, tb.dtype)
+        kd.compared_as = str(common).removeprefix("torch.")
+    work = torch.complex128 if (ta.dtype.is_complex or tb.dtype.is_complex) else torch.float64
+    fa, fb = ta.reshape(-1), tb.reshape(-1)
+    max_abs, max_rel, bad, nonfinite_bad = 0.0, 0.0, 0, 0
+    for start in range(0, n, CHUNK):
+        ca = fa[start:start + CHUNK].to(work)
+        cb = fb[start:start + CHUNK].to(work)
+        if kd.compared_as:  # round both to the common dtype first, as torch would compare them
+            ca = fa[start:start + CHUNK].to(getattr(torch, kd.compared_as)).to(work)
+            cb = fb[start:start + CHUNK].to(getattr(torch, kd.compared_as)).to(work)
+        d = (ca - cb).abs()
+        nan_a, nan_b = torch.isnan(ca), torch.isnan(cb)
+        both_nan = nan_a & nan_b
+        same_inf = torch.isinf(ca) & (ca == cb)
+        d = torch.where(same_inf | (both_nan if equal_nan else torch.zeros_like(both_nan)), torch.zeros_like(d), d)
+        close = d <= atol + rtol * cb.abs()
+        close = close | same_inf
+        if equal_nan:
+            close = close | both_nan
+        bad += int((~close).sum())
+        finite = torch.isfinite(d)
+        nonfinite_bad += int((~finite & ~close).sum())
+        if bool(finite.any()):
+            max_abs = max(max_abs, float(d[finite].max()))
+            denom = cb.abs()
+            rel = torch.where(denom > 0, d / denom, torch.where(d > 0, torch.full_like(d, float("inf")), d))
+            rel_f = rel[finite & torch.isfinite(rel)]
+            if rel_f.numel():
+                max_rel = max(max_rel, float(rel_f.max()))
+    kd.max_abs, kd.max_rel, kd.mismatched = max_abs, max_rel, bad
+    if nonfinite_bad:
+        kd.note = f"{nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)"
+
+
+def _has_nan(t: Any, torch: Any) -> bool:
+    return bool(is_floating(str(t.dtype).removeprefix("torch.")) and torch.isnan(t).any())
