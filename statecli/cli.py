@@ -223,6 +223,161 @@ def diff(
         raise typer.Exit(int(ExitCode.DIFFERENT))
 
 
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write (.pt, .safetensors, or a "
+                                                                      "folder with --max-shard-size / --to dcp).")]
+InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Replace the input (atomically).")]
+ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: pt, safetensors or dcp (default: from "
+                                                           "the output's extension).")]
+ShardOpt = Annotated[Optional[str], typer.Option("--max-shard-size", help="Write Hugging Face shards of at most this "
+                                                                          "size (e.g. 5GB) plus an index.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
+DropUnsupportedOpt = Annotated[bool, typer.Option("--drop-unsupported", help="Leave out sparse/quantized/meta "
+                                                                             "tensors instead of refusing.")]
+
+
+def _rewrite(plan: Any, path: str, output: str | None, in_place: bool, to: str | None, max_shard_size: str | None,
+             dry_run: bool, info: Any = None, strict: bool = False, drop_unsupported: bool = False) -> None:
+    from .ops import run
+    from .render import render_rewrite
+
+    result = run(plan, path, output, in_place, to, max_shard_size, dry_run, strict, drop_unsupported)
+    report = None
+    if info is not None and result.after is not None:
+        from .modeldef import classify_with_model, load_report
+
+        before = load_report(plan.ck, info)
+        classify_with_model(result.after, info)
+        after = load_report(result.after, info)
+        if not any(x.blocking for x in before) and any(x.blocking for x in after):
+            report = after
+    render_rewrite(result, report)
+
+
+@app.command()
+@handle_errors
+def cast(
+    path: PathArg,
+    dtype: Annotated[str, typer.Option("--dtype", help="Target floating dtype: half, bfloat16, float32, float64.")],
+    output: OutputOpt = None,
+    only: Annotated[Optional[str], typer.Option("--only", help="Cast only params or only buffers.")] = None,
+    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Leave tensors matching this regex as they "
+                                                                     "are (repeatable).")] = None,
+    keep_buffers: Annotated[bool, typer.Option("--keep-buffers", help="Leave every buffer as it is.")] = False,
+    include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Cast optimizer state too.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse to write when values overflow or underflow.")] = False,
+    in_place: InPlaceOpt = False,
+    to: ToOpt = None,
+    max_shard_size: ShardOpt = None,
+    dry_run: DryRunOpt = False,
+    key: KeyOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+) -> None:
+    """Cast floating-point tensors to another dtype (integers, bools and complex never), with overflow checks.
+
+    Example: statecli cast sample_checkpoints/cnn.pt --dtype half -o cnn-fp16.safetensors
+    """
+    from .ops import load_for_rewrite, plan_cast
+
+    ck, raw = load_for_rewrite(path, key)
+    info = _model_info(ck, path, model, model_arg, model_kwargs, None)
+    if info is not None:
+        from .modeldef import classify_with_model
+
+        classify_with_model(ck, info)
+    plan = plan_cast(ck, raw, dtype, only, keep, keep_buffers, include_optimizer)
+    _rewrite(plan, path, output, in_place, to, max_shard_size, dry_run, info, strict)
+
+
+@app.command()
+@handle_errors
+def strip(
+    path: PathArg,
+    output: OutputOpt = None,
+    buffers: Annotated[bool, typer.Option("--buffers", help="Remove every buffer.")] = False,
+    non_persistent: Annotated[bool, typer.Option("--non-persistent", help="Remove buffers the model says are "
+                                                                          "non-persistent (needs --model).")] = False,
+    optimizer: Annotated[bool, typer.Option("--optimizer", help="Remove optimizer and scheduler state.")] = False,
+    ema: Annotated[bool, typer.Option("--ema", help="Remove EMA copies of the weights.")] = False,
+    keep_ema_as_model: Annotated[bool, typer.Option("--keep-ema-as-model", help="Make the EMA weights the model "
+                                                                                "state.")] = False,
+    pattern: Annotated[Optional[list[str]], typer.Option("--pattern", help="Remove entries matching this regex "
+                                                                           "(repeatable).")] = None,
+    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Never remove entries matching this regex.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Remove even what --model says is required.")] = False,
+    in_place: InPlaceOpt = False,
+    to: ToOpt = None,
+    max_shard_size: ShardOpt = None,
+    dry_run: DryRunOpt = False,
+    drop_unsupported: DropUnsupportedOpt = False,
+    key: KeyOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+) -> None:
+    """Remove buffers, optimizer state, EMA weights or entries by pattern; prints what went and the bytes saved.
+
+    Example: statecli strip sample_checkpoints/train_ckpt.pt --optimizer -o weights.pt
+    """
+    from .ops import load_for_rewrite, plan_strip, required_keys
+
+    ck, raw = load_for_rewrite(path, key)
+    info = _model_info(ck, path, model, model_arg, model_kwargs, None)
+    if info is not None:
+        from .modeldef import classify_with_model
+
+        classify_with_model(ck, info)
+    plan = plan_strip(ck, raw, buffers, non_persistent, optimizer, ema, keep_ema_as_model, pattern, keep,
+                      required_keys(info), force)
+    _rewrite(plan, path, output, in_place, to, max_shard_size, dry_run, info, drop_unsupported=drop_unsupported)
+
+
+@app.command()
+@handle_errors
+def move(
+    path: PathArg,
+    device: Annotated[str, typer.Option("--device", help="Device to record for every tensor: cpu or cuda:N.")],
+    output: OutputOpt = None,
+    in_place: InPlaceOpt = False,
+    dry_run: DryRunOpt = False,
+    key: KeyOpt = None,
+) -> None:
+    """Rewrite the saved device of every tensor, e.g. make a cuda:0 checkpoint load on a CPU-only machine.
+
+    Example: statecli move sample_checkpoints/cuda.pt --device cpu -o cuda-on-cpu.pt
+    """
+    from .ops import load_for_rewrite, plan_move
+
+    ck, raw = load_for_rewrite(path, key)
+    plan = plan_move(ck, raw, device)
+    if ck.format == "safetensors":
+        plan.notes.append("safetensors records no device: the output is the same tensors")
+    _rewrite(plan, path, output, in_place, None if output is None or output.endswith((".pt", ".pth", ".bin"))
+             else None, None, dry_run)
+
+
+@app.command()
+@handle_errors
+def convert(
+    path: PathArg,
+    output: OutputOpt = None,
+    to: ToOpt = None,
+    max_shard_size: ShardOpt = None,
+    dry_run: DryRunOpt = False,
+    drop_unsupported: DropUnsupportedOpt = False,
+    key: KeyOpt = None,
+) -> None:
+    """Convert between .pt/.bin, .safetensors, sharded folders and DCP; tied tensors written once.
+
+    Example: statecli convert sample_checkpoints/cnn.pt -o cnn.safetensors
+    """
+    from .ops import Plan, load_for_rewrite
+
+    ck, raw = load_for_rewrite(path, key)
+    _rewrite(Plan(ck, raw), path, output, False, to, max_shard_size, dry_run, drop_unsupported=drop_unsupported)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

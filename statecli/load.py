@@ -45,14 +45,20 @@ def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, 
     Refuses files that reference known-dangerous globals (UnsafeContent); names the other
     non-allowlisted globals in a warning. `key` picks the container holding the model state.
     """
+    ck, _ = load_with_raw(path, key, strip_prefix)
+    if add_prefix:
+        ck.entries = [_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries]
+    return ck
+
+
+def load_with_raw(path: str, key: str | None = None,
+                  strip_prefix: tuple[str, ...] = ()) -> tuple[Checkpoint, RawCheckpoint]:
+    """The Checkpoint and the raw object tree it was built from (rewrite commands need both)."""
     raw = read_raw(path)
     if raw.dangerous:
         raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
                             "refusing the file; do not torch.load it (statecli scan shows every global)")
-    ck = build(raw, key, strip_prefix)
-    if add_prefix:
-        ck.entries = [_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries]
-    return ck
+    return build(raw, key, strip_prefix), raw
 
 
 def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) -> Checkpoint:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from .diff import DiffResult, KeyDiff
+from .ops import RewriteResult
 from .size import SizeResult
 from .state import Entry, ModuleNode
 from .summary import Bucket, InspectResult, Stats
@@ -654,3 +655,49 @@ def progress_callback(enabled: bool) -> Iterator[Any]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+# -- rewrites ------------------------------------------------------------------------------------
+
+def render_rewrite(r: RewriteResult, report: Any = None, out: IO[str] | None = None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from .ops import summary_rows
+
+    con = _console(out)
+    plan = r.plan
+    if r.dry_run:
+        con.print(Text(f"dry run: would write {escape(str(r.output))} ({r.out_format}); nothing written", style="bold"))
+        for name, dtype in list(plan.cast.items())[:200]:
+            con.print(Text(f"  cast {escape(name)} -> {dtype}"))
+    changes = plan.changes
+    if changes:
+        t = Table(title="changes", title_justify="left", show_edge=False, pad_edge=False)
+        for h in ("entry", "change", "detail", "bytes", "overflow->inf", "underflow->0"):
+            t.add_column(h, overflow="fold", justify="right" if h in ("bytes", "overflow->inf", "underflow->0") else "left")
+        for c in changes[:500]:
+            t.add_row(Text(escape(c.name)), c.what, Text(escape(c.detail)), fmt_bytes(c.nbytes) if c.nbytes else "",
+                      str(c.overflow) if c.what == "cast" else "", str(c.underflow) if c.what == "cast" else "")
+        con.print(t)
+        removed = sum(c.nbytes for c in changes if c.what == "removed")
+        if removed:
+            con.print(Text(f"removed {sum(1 for c in changes if c.what == 'removed')} entries, {fmt_bytes(removed)}"))
+        bad = [c for c in changes if c.overflow or c.underflow]
+        if bad:
+            con.print(Text(f"warning: {len(bad)} tensor(s) lost values in the cast (inf or 0); --strict refuses this",
+                           style="bold yellow"))
+    if not r.dry_run:
+        t = Table(title=f"wrote {escape(str(r.output))} ({r.out_format}), verified by re-reading it",
+                  title_justify="left", show_edge=False, pad_edge=False)
+        for h in ("", "before", "after"):
+            t.add_column(h, overflow="fold")
+        for row in summary_rows(r.before, r.after):
+            t.add_row(*row)
+        con.print(t)
+    if report:
+        con.print(Text("warning: the input loaded strictly into the model but the output does not:", style="bold red"))
+        for x in report:
+            con.print(Text(f"  {escape(x.key)}: {x.problem}: {escape(x.explanation)}"))
+    for n in plan.notes:
+        con.print(Text("note: " + escape(n), style="cyan"))

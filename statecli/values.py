@@ -35,6 +35,28 @@ class ValueReader:
             self._maps[path] = mm
         return mm
 
+    def storage(self, info: TensorInfo) -> torch.Tensor:
+        """The whole storage behind `info`, flat, in the storage's dtype (views keep their offsets)."""
+        if info.source is None or info.data_offset is None:
+            return self.tensor(info).contiguous().reshape(-1)
+        return self._flat(info)
+
+    def _flat(self, info: TensorInfo) -> torch.Tensor:
+        import torch
+
+        assert info.source is not None and info.data_offset is not None
+        dtype = getattr(torch, info.storage_dtype or info.dtype)
+        mm = self._map(info.source)
+        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+        count = nbytes // itemsize(info.storage_dtype or info.dtype)
+        if info.data_offset + nbytes > len(mm):
+            raise BadInput(info.source, f"storage at byte {info.data_offset} runs past the end of the file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # frombuffer warns that the mapping is read-only
+            if count:
+                return torch.frombuffer(mm, dtype=dtype, count=count, offset=info.data_offset)
+            return torch.empty(0, dtype=dtype)
+
     def tensor(self, info: TensorInfo) -> torch.Tensor:
         import torch
 
@@ -44,15 +66,7 @@ class ValueReader:
             return self._dcp_tensor(info)
         dtype = getattr(torch, info.storage_dtype or info.dtype)
         want = getattr(torch, info.dtype)
-        mm = self._map(info.source)
-        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
-        count = nbytes // itemsize(info.storage_dtype or info.dtype)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # frombuffer warns that the mapping is read-only
-            if count:
-                flat = torch.frombuffer(mm, dtype=dtype, count=count, offset=info.data_offset)
-            else:
-                flat = torch.empty(0, dtype=dtype)
+        flat = self._flat(info)
         if want != dtype:
             flat = flat.view(want)
         stride = info.stride if info.stride is not None else _contiguous_stride(info.shape)

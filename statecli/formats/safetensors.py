@@ -12,7 +12,8 @@ from ..state import TensorInfo, itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
 
 FORMAT = "safetensors"
-MAX_HEADER = 100_000_000  # the safetensors library's own cap
+MAX_HEADER = 100_000_000
+ALIASES_KEY = "statecli.aliases"  # {alias: target}: tied tensors written once by statecli  # the safetensors library's own cap
 
 DTYPES: dict[str, str] = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -102,4 +103,23 @@ def read(path: str) -> RawCheckpoint:
         pos = end
     if start + pos != size:
         raise BadInput(path, f"data section holds {size - start} bytes but the tensors cover {pos}")
-    return RawCheckpoint(path=path, format=FORMAT, root=root, files=[path], metadata=dict(meta))
+    raw = RawCheckpoint(path=path, format=FORMAT, root=root, files=[path], metadata=dict(meta))
+    _restore_aliases(raw, root, meta)
+    return raw
+
+
+def _restore_aliases(raw: RawCheckpoint, root: dict[str, TensorInfo], meta: dict[str, str]) -> None:
+    """Tied tensors statecli wrote once come back under every name, sharing one storage."""
+    text = meta.get(ALIASES_KEY)
+    if not text:
+        return
+    try:
+        aliases = json.loads(text)
+    except ValueError:
+        raw.warnings.append(f"ignoring malformed {ALIASES_KEY} metadata")
+        return
+    if not isinstance(aliases, dict):
+        return
+    for alias, target in aliases.items():
+        if isinstance(alias, str) and isinstance(target, str) and target in root and alias not in root:
+            root[alias] = root[target]
