@@ -1,0 +1,265 @@
+"""cast, strip, move, convert: outputs checked with torch and safetensors, writes atomic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from statecli import ops
+from statecli.cli import app
+
+runner = CliRunner()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+@pytest.fixture
+def train(tmp_path: Path) -> tuple[Path, dict]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 4))
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(5, 8)).sum().backward()
+    opt.step()
+    sd = model.state_dict()
+    sd["1.running_var"][0] = 1e6  # overflows float16 (max 65504)
+    sd["1.running_mean"][1] = 1e-9  # underflows float16 (smallest subnormal ~6e-8)
+    ckpt = {"model": sd, "optimizer": opt.state_dict(), "epoch": 3, "hparams": {"lr": 1e-3, "arch": "mlp"},
+            "model_ema": {k: v.clone() + 1 if v.is_floating_point() else v.clone() for k, v in sd.items()}}
+    path = tmp_path / "train.pt"
+    torch.save(ckpt, path)
+    return path, ckpt
+
+
+def test_cast_matches_tensor_to(tmp_path: Path, train: tuple[Path, dict]) -> None:
+    path, ckpt = train
+    before = _digest(path)
+    out = tmp_path / "half.pt"
+    stdout = _ok(["cast", str(path), "--dtype", "half", "-o", str(out)])
+    got = torch.load(out, weights_only=True)
+    for k, v in ckpt["model"].items():
+        if v.is_floating_point():
+            assert got["model"][k].dtype == torch.float16
+            assert torch.equal(got["model"][k], v.to(torch.float16)), k
+        else:
+            assert torch.equal(got["model"][k], v) and got["model"][k].dtype == v.dtype, k
+    # optimizer state, other containers and values survive untouched
+    assert got["epoch"] == 3 and got["hparams"] == ckpt["hparams"]
+    assert torch.equal(got["optimizer"]["state"][0]["exp_avg"], ckpt["optimizer"]["state"][0]["exp_avg"])
+    assert got["optimizer"]["param_groups"] == ckpt["optimizer"]["param_groups"]
+    assert got["model"]._metadata == ckpt["model"]._metadata
+    # overflow/underflow counts equal torch's own cast
+    v = ckpt["model"]["1.running_var"]
+    overflow = int((torch.isinf(v.half()) & torch.isfinite(v)).sum())
+    m = ckpt["model"]["1.running_mean"]
+    underflow = int(((m.half() == 0) & (m != 0)).sum())
+    assert overflow == 1 and underflow == 1
+    assert "lost values" in stdout
+    assert _digest(path) == before
+
+
+def test_cast_strict_refuses_and_writes_nothing(tmp_path: Path, train: tuple[Path, dict]) -> None:
+    path, _ = train
+    out = tmp_path / "strict.pt"
+    result = runner.invoke(app, ["cast", str(path), "--dtype", "half", "-o", str(out), "--strict"])
+    assert result.exit_code == 2 and "--strict" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".statecli-*"))
+
+
+def test_cast_keep_only_and_optimizer(tmp_path: Path, train: tuple[Path, dict]) -> None:
+    path, ckpt = train
+    out = tmp_path / "k.pt"
+    _ok(["cast", str(path), "--dtype", "bfloat16", "--keep", r"running_", "--include-optimizer", "-o", str(out)])
+    got = torch.load(out, weights_only=True)
+    assert got["model"]["1.running_var"].dtype == torch.float32
+    assert got["model"]["0.weight"].dtype == torch.bfloat16
+    assert got["optimizer"]["state"][0]["exp_avg"].dtype == torch.bfloat16
+    out2 = tmp_path / "b.pt"
+    _ok(["cast", str(path), "--dtype", "half", "--only", "buffers", "-o", str(out2)])
+    got = torch.load(out2, weights_only=True)
+    assert got["model"]["1.running_mean"].dtype == torch.float16 and got["model"]["0.weight"].dtype == torch.float32
+
+
+def test_strip_optimizer_ema_and_pattern(tmp_path: Path, train: tuple[Path, dict]) -> None:
+    path, ckpt = train
+    out = tmp_path / "s.pt"
+    stdout = _ok(["strip", str(path), "--optimizer", "--ema", "--pattern", r"^2\.", "-o", str(out)])
+    got = torch.load(out, weights_only=True)
+    assert set(got) == {"model", "epoch", "hparams"}
+    assert "2.weight" not in got["model"] and "0.weight" in got["model"]
+    assert "removed" in stdout
+    promoted = tmp_path / "ema.pt"
+    _ok(["strip", str(path), "--keep-ema-as-model", "--optimizer", "-o", str(promoted)])
+    got = torch.load(promoted, weights_only=True)
+    assert "model_ema" not in got and "optimizer" not in got
+    assert torch.equal(got["model"]["0.weight"], ckpt["model_ema"]["0.weight"])
+
+
+def test_strip_buffers_and_non_persistent_with_model(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text("import torch\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                   "        self.lin = torch.nn.Linear(2, 2)\n"
+                   "        self.register_buffer('position_ids', torch.arange(4), persistent=False)\n")
+    sd = {"lin.weight": torch.ones(2, 2), "lin.bias": torch.zeros(2), "position_ids": torch.arange(4)}
+    torch.save(sd, tmp_path / "old.pt")
+    no_model = runner.invoke(app, ["strip", str(tmp_path / "old.pt"), "--non-persistent", "-o", str(tmp_path / "x.pt")])
+    assert no_model.exit_code == 2 and "--model" in no_model.stderr
+    _ok(["strip", str(tmp_path / "old.pt"), "--non-persistent", "--model", f"{src}:M", "-o", str(tmp_path / "new.pt")])
+    got = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert set(got) == {"lin.weight", "lin.bias"}
+    refused = runner.invoke(app, ["strip", str(tmp_path / "old.pt"), "--pattern", "lin.bias", "--model", f"{src}:M",
+                                  "-o", str(tmp_path / "y.pt")])
+    assert refused.exit_code == 2 and "required" in refused.stderr and not (tmp_path / "y.pt").exists()
+    _ok(["strip", str(tmp_path / "old.pt"), "--buffers", "-o", str(tmp_path / "z.pt")])
+    assert "position_ids" not in torch.load(tmp_path / "z.pt", weights_only=True)
+
+
+def test_move_cuda_file_loads_on_cpu(tmp_path: Path, samples: Path) -> None:
+    src = samples / "cuda.pt"
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(src, weights_only=True)
+    ref = torch.load(src, weights_only=True, map_location="cpu")
+    out = tmp_path / "cpu.pt"
+    _ok(["move", str(src), "--device", "cpu", "-o", str(out)])
+    got = torch.load(out, weights_only=True)
+    assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_move_to_cuda_tags(tmp_path: Path) -> None:
+    torch.save({"w": torch.ones(3)}, tmp_path / "c.pt")
+    _ok(["move", str(tmp_path / "c.pt"), "--device", "cuda:0", "-o", str(tmp_path / "g.pt")])
+    data = json.loads(_ok(["inspect", str(tmp_path / "g.pt"), "--format", "json"]))
+    assert data["entries"][0]["device"] == "cuda:0"
+    assert torch.equal(torch.load(tmp_path / "g.pt", weights_only=True, map_location="cpu")["w"], torch.ones(3))
+
+
+def test_convert_round_trip_with_tied_weights(tmp_path: Path) -> None:
+    emb = torch.nn.Embedding(10, 4)
+    head = torch.nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight
+    base = torch.randn(6, 5)
+    sd = {"emb.weight": emb.weight.detach(), "head.weight": head.weight.detach(), "t": base.t(), "v": base[2:4],
+          "i": torch.arange(3), "b": torch.tensor([True]), "bf": torch.randn(3).bfloat16(), "e": torch.empty(0, 2)}
+    torch.save(sd, tmp_path / "a.pt")
+    _ok(["convert", str(tmp_path / "a.pt"), "-o", str(tmp_path / "a.safetensors")])
+    st = load_file(str(tmp_path / "a.safetensors"))
+    assert "head.weight" not in st  # written once, recorded as an alias
+    for k in st:
+        assert torch.equal(st[k], sd[k]), k
+    _ok(["convert", str(tmp_path / "a.safetensors"), "-o", str(tmp_path / "b.pt")])
+    back = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert set(back) == set(sd)
+    for k in sd:
+        assert torch.equal(back[k], sd[k]) and back[k].dtype == sd[k].dtype, k
+    assert back["emb.weight"].data_ptr() == back["head.weight"].data_ptr()  # the tie is restored
+
+
+def test_convert_pt_views_stay_shared(tmp_path: Path) -> None:
+    base = torch.arange(12.0).reshape(3, 4)
+    sd = {"base": base, "row": base[1], "t": base.t()}
+    torch.save(sd, tmp_path / "v.pt")
+    _ok(["cast", str(tmp_path / "v.pt"), "--dtype", "float64", "-o", str(tmp_path / "w.pt")])
+    got = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert got["row"].untyped_storage().data_ptr() == got["base"].untyped_storage().data_ptr()
+    for k in sd:
+        assert torch.equal(got[k], sd[k].double())
+
+
+def test_sharded_output_and_back(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    sd = {f"layers.{i}.weight": torch.randn(64, 64) for i in range(6)}
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    out = tmp_path / "sharded"
+    _ok(["convert", str(tmp_path / "m.safetensors"), "-o", str(out), "--max-shard-size", "40KB"])
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    per_shard = 40_000 // (64 * 64 * 4)  # 40KB is 40,000 bytes: two 16 KiB tensors fit
+    n = -(-len(sd) // per_shard)
+    assert len(shards) == n and shards[0] == f"model-00001-of-{n:05d}.safetensors"
+    assert index["metadata"]["total_size"] == sum(t.nbytes for t in sd.values())
+    merged: dict = {}
+    for s in shards:
+        merged.update(load_file(str(out / s)))
+    assert all(torch.equal(merged[k], sd[k]) for k in sd)
+    _ok(["convert", str(out), "-o", str(tmp_path / "one.pt")])
+    back = torch.load(tmp_path / "one.pt", weights_only=True)
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+    bins = tmp_path / "bins"
+    _ok(["convert", str(tmp_path / "one.pt"), "-o", str(bins), "--max-shard-size", "40KB", "--to", "pt"])
+    assert (bins / "pytorch_model.bin.index.json").exists()
+
+
+def test_dcp_round_trip(tmp_path: Path) -> None:
+    sd = {"a.weight": torch.randn(4, 3), "a.bias": torch.randn(4).half()}
+    torch.save(sd, tmp_path / "s.pt")
+    _ok(["convert", str(tmp_path / "s.pt"), "-o", str(tmp_path / "dcp"), "--to", "dcp"])
+    assert (tmp_path / "dcp" / ".metadata").exists()
+    _ok(["convert", str(tmp_path / "dcp"), "-o", str(tmp_path / "back.pt")])
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_unsupported_layouts_refused_or_dropped(tmp_path: Path) -> None:
+    torch.save({"w": torch.ones(2), "s": torch.eye(3).to_sparse()}, tmp_path / "sp.pt")
+    out = tmp_path / "sp.safetensors"
+    refused = runner.invoke(app, ["convert", str(tmp_path / "sp.pt"), "-o", str(out)])
+    assert refused.exit_code == 2 and "'s'" not in refused.stderr or "s" in refused.stderr
+    assert "drop-unsupported" in refused.stderr and not out.exists()
+    _ok(["convert", str(tmp_path / "sp.pt"), "-o", str(out), "--drop-unsupported"])
+    assert set(load_file(str(out))) == {"w"}
+
+
+def test_never_overwrites_input_and_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "x.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    before = _digest(path)
+    same = runner.invoke(app, ["convert", str(path), "-o", str(path)])
+    assert same.exit_code == 2 and "--in-place" in same.stderr and _digest(path) == before
+    none = runner.invoke(app, ["cast", str(path), "--dtype", "half"])
+    assert none.exit_code == 2 and "--output" in none.stderr
+    _ok(["cast", str(path), "--dtype", "half", "--in-place"])
+    assert torch.load(path, weights_only=True)["w"].dtype == torch.float16
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, train: tuple[Path, dict]) -> None:
+    path, _ = train
+    out = tmp_path / "dry.pt"
+    stdout = _ok(["cast", str(path), "--dtype", "half", "-o", str(out), "--dry-run"])
+    assert "dry run" in stdout and "0.weight" in stdout and not out.exists()
+
+
+def test_interrupted_write_leaves_nothing(tmp_path: Path, train: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = train
+    before = _digest(path)
+    real = ops._stream
+    calls = {"n": 0}
+
+    def failing(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C mid-stream
+        yield from real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ops, "_stream", failing)
+    out = tmp_path / "partial.pt"
+    with pytest.raises(KeyboardInterrupt):
+        ops.run(ops.plan_cast(*ops.load_for_rewrite(str(path), None), "half", None, None, False, False),
+                str(path), str(out), False, None, None, False)
+    assert not out.exists() and not list(tmp_path.glob(".statecli-*"))
+    assert _digest(path) == before
+    calls["n"] = 0
+    result = runner.invoke(app, ["cast", str(path), "--dtype", "half", "-o", str(out)])
+    assert result.exit_code == 130 and not out.exists()
