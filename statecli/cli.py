@@ -378,6 +378,95 @@ def convert(
     _rewrite(Plan(ck, raw), path, output, False, to, max_shard_size, dry_run, drop_unsupported=drop_unsupported)
 
 
+@app.command()
+@handle_errors
+def scan(
+    paths: Annotated[list[str], typer.Argument(help="Checkpoints to scan.", show_default=False)],
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """List every global and call each pickle makes, without executing it; exit 0 safe, 1 needs-trust, 3 dangerous/malformed.
+
+    Example: statecli scan sample_checkpoints/full_model.pt
+    """
+    from .render import render_scan
+    from .scan import DANGEROUS, MALFORMED, NEEDS_TRUST
+    from .scan import scan as scan_file
+
+    results = [scan_file(p) for p in paths]
+    render_scan(results, fmt.value)
+    verdicts = {r.verdict for r in results}
+    if verdicts & {DANGEROUS, MALFORMED}:
+        raise typer.Exit(int(ExitCode.UNSAFE))
+    if NEEDS_TRUST in verdicts:
+        raise typer.Exit(int(ExitCode.DIFFERENT))
+
+
+@app.command()
+@handle_errors
+def check(
+    paths: Annotated[list[str], typer.Argument(help="Checkpoints to check.", show_default=False)],
+    config: Annotated[Optional[str], typer.Option("--config", help="TOML file with the rules (default: "
+                                                                   "[tool.statecli.check] in pyproject.toml).")] = None,
+    safe_pickle: Annotated[Optional[bool], typer.Option("--safe-pickle/--no-safe-pickle",
+                                                        help="Only weights-only allowlisted globals (default on).")] = None,
+    no_nan: Annotated[Optional[bool], typer.Option("--no-nan", help="No NaN in floating tensors (reads values).")] = None,
+    no_inf: Annotated[Optional[bool], typer.Option("--no-inf", help="No Inf in floating tensors (reads values).")] = None,
+    param_dtypes: Annotated[Optional[str], typer.Option("--param-dtypes", help="Allowed parameter dtypes, "
+                                                                               "comma-separated.")] = None,
+    buffer_dtypes: Annotated[Optional[str], typer.Option("--buffer-dtypes", help="Allowed buffer dtypes.")] = None,
+    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Size budget on disk, e.g. 2GB.")] = None,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="Allowed saved devices, e.g. cpu.")] = None,
+    required_keys: Annotated[Optional[list[str]], typer.Option("--required-key", help="Regex some key must "
+                                                                                      "match (repeatable).")] = None,
+    forbidden_keys: Annotated[Optional[list[str]], typer.Option("--forbidden-key", help="Regex no key may "
+                                                                                        "match (repeatable).")] = None,
+    no_optimizer_state: Annotated[Optional[bool], typer.Option("--no-optimizer-state", help="No optimizer state.")] = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
+                                                                                    "safetensors.")] = None,
+    fmt: FormatOpt = OutputFormat.table,
+    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.")] = None,
+    github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
+                                                          "GITHUB_ACTIONS=true).")] = False,
+) -> None:
+    """Gate checkpoints in CI: pickle safety, NaN/Inf, dtypes, size, devices, keys, optimizer state, model match.
+
+    Example: statecli check sample_checkpoints/*.safetensors --no-nan --devices cpu
+    """
+    from .check import Rules, github_annotations, junit_xml
+    from .check import check as run_check
+    from .render import render_check
+
+    flags: dict[str, Any] = {}
+    for name, value in (("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf),
+                        ("param-dtypes", param_dtypes), ("buffer-dtypes", buffer_dtypes), ("max-size", max_size),
+                        ("devices", devices), ("required-keys", required_keys), ("forbidden-keys", forbidden_keys),
+                        ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
+                        ("model-args", model_arg), ("format", require_format)):
+        if value is not None:
+            flags[name] = value
+    from .check import load_config, rules_from_mapping
+
+    table, source = load_config(config)
+    base = rules_from_mapping(Rules(), table, source or "config") if table else Rules()
+    base = rules_from_mapping(base, flags, "command line")
+    result = run_check(paths, base, config, overrides_only=True)
+    render_check(result, fmt.value)
+    if junit:
+        from .writers import atomic_file
+
+        with atomic_file(junit) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(junit_xml(result))
+    if github or os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in github_annotations(result):
+            typer.echo(line)
+    if result.errors:
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
+    if not result.passed:
+        raise typer.Exit(int(ExitCode.DIFFERENT))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from .check import CheckResult
 from .diff import DiffResult, KeyDiff
 from .ops import RewriteResult
+from .scan import ScanResult
 from .size import SizeResult
 from .state import Entry, ModuleNode
 from .summary import Bucket, InspectResult, Stats
@@ -701,3 +703,69 @@ def render_rewrite(r: RewriteResult, report: Any = None, out: IO[str] | None = N
             con.print(Text(f"  {escape(x.key)}: {x.problem}: {escape(x.explanation)}"))
     for n in plan.notes:
         con.print(Text("note: " + escape(n), style="cyan"))
+
+
+# -- scan and check ------------------------------------------------------------------------------
+
+def scan_dict(r: ScanResult) -> dict[str, Any]:
+    return {"path": r.path, "format": r.format, "verdict": r.verdict, "pickles": r.pickles,
+            "globals": [{"name": g.name, "verdict": g.verdict, "where": g.where, "opcode": g.opcode} for g in r.globals],
+            "calls": [{"opcode": o, "callee": c, "where": w} for o, c, w in r.calls], "problems": r.problems}
+
+
+def render_scan(results: list[ScanResult], fmt: str, out: IO[str] | None = None) -> None:
+    import sys
+
+    if fmt == "json":
+        write_json([scan_dict(r) for r in results], out or sys.stdout)
+        return
+    from rich.text import Text
+
+    con = _console(out)
+    styles = {"safe": "bold green", "needs-trust": "bold yellow", "dangerous": "bold red", "malformed": "bold red"}
+    for r in results:
+        con.print(Text(f"{escape(r.path)}  {r.format}  ") + Text(r.verdict, style=styles[r.verdict])
+                  + Text(f"  ({r.pickles} pickle(s), {len(r.globals)} global reference(s))"))
+        seen: dict[str, tuple[str, set[str]]] = {}
+        for g in r.globals:
+            seen.setdefault(g.name, (g.verdict, set()))[1].add(g.where)
+        for name, (verdict, wheres) in sorted(seen.items(), key=lambda x: (-_VRANK[x[1][0]], x[0])):
+            if verdict == "safe" and fmt == "table" and len(seen) > 12:
+                continue
+            con.print(Text(f"  {verdict:<12}", style=styles[verdict]) + Text(escape(name))
+                      + Text(f"  in {escape(', '.join(sorted(wheres))[:120])}", style="dim"))
+        for o, c, w in r.calls[:50]:
+            con.print(Text(f"  call {o} {escape(c)} in {escape(w)}"))
+        for p in r.problems:
+            con.print(Text("  malformed: " + escape(p), style="red"))
+
+
+_VRANK = {"safe": 0, "needs-trust": 1, "malformed": 2, "dangerous": 3}
+
+
+def render_check(r: CheckResult, fmt: str, out: IO[str] | None = None) -> None:
+    import sys
+
+    if fmt == "json":
+        write_json({"passed": r.passed,
+                    "findings": [{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason}
+                                 for f in r.findings],
+                    "errors": [{"path": p, "error": m} for p, m in r.errors]}, out or sys.stdout)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    con = _console(out)
+    t = Table(show_edge=False, pad_edge=False)
+    for h in ("file", "rule", "result", "reason"):
+        t.add_column(h, overflow="fold")
+    for f in r.findings:
+        t.add_row(Text(escape(f.path)), f.rule, Text("pass", style="green") if f.passed else Text("FAIL", style="bold red"),
+                  Text(escape(f.reason)))
+    for p, m in r.errors:
+        t.add_row(Text(escape(p)), "read", Text("ERROR", style="bold red"), Text(escape(m)))
+    con.print(t)
+    failed = sum(1 for f in r.findings if not f.passed)
+    con.print(Text(f"{len(r.findings) - failed} passed, {failed} failed" + (f", {len(r.errors)} unreadable" if r.errors
+                                                                             else ""),
+                   style="bold green" if r.passed else "bold red"))

@@ -1,0 +1,297 @@
+"""`statecli check`: CI rules over saved checkpoints, from flags and/or TOML config, with findings
+per rule per file."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .errors import BadInput, StatecliError, UsageError
+from .state import BUFFER, BUFFER_NP, OPTIMIZER, PARAMETER, Checkpoint, unique_storage_bytes
+
+RULES = ("safe-pickle", "no-nan", "no-inf", "dtypes", "max-size", "devices", "required-keys", "forbidden-keys",
+         "no-optimizer-state", "matches-model", "format")
+
+
+@dataclass(frozen=True)
+class Rules:
+    safe_pickle: bool = True
+    no_nan: bool = False
+    no_inf: bool = False
+    param_dtypes: tuple[str, ...] = ()
+    buffer_dtypes: tuple[str, ...] = ()
+    max_size: int | None = None
+    devices: tuple[str, ...] = ()
+    required_keys: tuple[str, ...] = ()
+    forbidden_keys: tuple[str, ...] = ()
+    no_optimizer_state: bool = False
+    matches_model: str | None = None
+    model_args: tuple[str, ...] = ()
+    format: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    rule: str
+    passed: bool
+    reason: str
+
+
+@dataclass
+class CheckResult:
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message): unreadable inputs
+
+    @property
+    def passed(self) -> bool:
+        return all(f.passed for f in self.findings) and not self.errors
+
+
+_KEYMAP = {f.name.replace("_", "-"): f.name for f in fields(Rules)}
+
+
+def _as_tuple(v: Any, key: str, source: str) -> tuple[str, ...]:
+    if isinstance(v, str):
+        return tuple(x.strip() for x in v.split(",") if x.strip())
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise UsageError(source, f"{key} must be a string or a list of strings")
+
+
+def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules:
+    changes: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("overrides",):
+            continue
+        attr = _KEYMAP.get(key)
+        if attr is None:
+            raise UsageError(source, f"unknown check setting {key!r}", f"known: {', '.join(sorted(_KEYMAP))}")
+        current = getattr(base, attr)
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise UsageError(source, f"{key} must be true or false")
+            changes[attr] = value
+        elif attr == "max_size":
+            changes[attr] = parse_size_value(value, source)
+        elif attr == "matches_model":
+            if not isinstance(value, str):
+                raise UsageError(source, f"{key} must be a 'module:Name' string")
+            changes[attr] = value
+        else:
+            changes[attr] = _as_tuple(value, key, source)
+    return replace(base, **changes)
+
+
+def parse_size_value(value: Any, source: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        from .ops import parse_size
+
+        return parse_size(value)
+    raise UsageError(source, "max-size must be a number of bytes or a size like '2GB'")
+
+
+def load_config(config: str | None, start: str = ".") -> tuple[dict[str, Any], str | None]:
+    """[tool.statecli.check] from --config (a TOML file: that table or a top-level [check]) or the
+    nearest pyproject.toml above `start`."""
+    import tomllib
+
+    path = config
+    if path is None:
+        folder = os.path.abspath(start)
+        while True:
+            cand = os.path.join(folder, "pyproject.toml")
+            if os.path.isfile(cand):
+                path = cand
+                break
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                return {}, None
+            folder = parent
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise BadInput(path, "config file not found") from exc
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise BadInput(path, f"unreadable TOML: {exc}") from exc
+    table = data.get("tool", {}).get("statecli", {}).get("check")
+    if table is None and config is not None:
+        table = data.get("check", data)
+    return (table or {}), path
+
+
+def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None) -> Rules:
+    rules = base
+    for ov in table.get("overrides", []) or []:
+        globs = _as_tuple(ov.get("paths", []), "paths", source or "config")
+        name = path.replace(os.sep, "/")
+        if any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(os.path.basename(name), g) for g in globs):
+            rules = rules_from_mapping(rules, {k: v for k, v in ov.items() if k != "paths"}, source or "config")
+    return rules
+
+
+def evaluate(path: str, rules: Rules) -> list[Finding]:
+    """Every enabled rule for one checkpoint; raises StatecliError for an unreadable input."""
+    from .load import load_checkpoint
+    from .scan import DANGEROUS, SAFE, scan
+
+    out: list[Finding] = []
+    sr = scan(path)
+    if sr.problems and sr.verdict != DANGEROUS:
+        raise BadInput(path, "malformed: " + sr.problems[0])
+    if rules.safe_pickle:
+        bad = sorted({g.name for g in sr.globals if g.verdict != SAFE})
+        out.append(Finding(path, "safe-pickle", not bad, "only weights-only allowlisted globals" if not bad else
+                           f"{sr.verdict}: " + ", ".join(bad[:6])))
+    if sr.verdict == DANGEROUS:
+        out += [Finding(path, r, False, "not evaluated: the file references code that loading would run")
+                for r in _enabled(rules) if r != "safe-pickle"]
+        return out
+    ck = load_checkpoint(path)
+    tensors = [e for e in ck.entries if e.tensor is not None]
+    if rules.no_nan or rules.no_inf:
+        out += _value_rules(ck, rules)
+    if rules.param_dtypes or rules.buffer_dtypes:
+        wrong = []
+        for e in tensors:
+            assert e.tensor is not None
+            allowed = rules.param_dtypes if e.kind == PARAMETER else rules.buffer_dtypes if e.kind in (BUFFER, BUFFER_NP) else ()
+            if allowed and e.tensor.dtype not in allowed:
+                wrong.append(f"{e.name} ({e.kind}, {e.tensor.dtype})")
+        out.append(Finding(path, "dtypes", not wrong, "all dtypes allowed" if not wrong else
+                           f"{len(wrong)} tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5])))
+    if rules.max_size is not None:
+        on_disk = sum(os.path.getsize(f) for f in ck.files if os.path.isfile(f))
+        ok = on_disk <= rules.max_size
+        out.append(Finding(path, "max-size", ok, f"{on_disk:,} bytes on disk, budget {rules.max_size:,}"))
+    if rules.devices:
+        wrong = sorted({e.tensor.device for e in tensors if e.tensor is not None and e.tensor.device not in rules.devices})
+        out.append(Finding(path, "devices", not wrong, f"saved on {', '.join(wrong)}; run: statecli move {path} "
+                           "--device cpu -o OUT" if wrong else f"every tensor on {', '.join(rules.devices)}"))
+    names = [e.name for e in ck.entries]
+    for pat in rules.required_keys:
+        rx = _rx(pat)
+        ok = any(rx.search(n) for n in names)
+        out.append(Finding(path, "required-keys", ok, f"{pat!r} {'present' if ok else 'matches no key'}"))
+    for pat in rules.forbidden_keys:
+        rx = _rx(pat)
+        hits = [n for n in names if rx.search(n)]
+        out.append(Finding(path, "forbidden-keys", not hits, f"{pat!r} " + (f"matches {', '.join(hits[:5])}" if hits
+                                                                              else "matches nothing")))
+    if rules.no_optimizer_state:
+        opt = [e for e in ck.entries if e.kind == OPTIMIZER]
+        groups = sorted({e.group for e in opt})
+        out.append(Finding(path, "no-optimizer-state", not opt, "no optimizer state" if not opt else
+                           f"optimizer state in {', '.join(groups)} ({fmt(unique_storage_bytes(opt)[1])}); "
+                           f"run: statecli strip {path} --optimizer -o OUT"))
+    if rules.matches_model:
+        from .modeldef import build_model, classify_with_model, load_report, parse_model_args
+
+        info = build_model(rules.matches_model, parse_model_args(list(rules.model_args), None))
+        classify_with_model(ck, info)
+        lines = [x for x in load_report(ck, info) if x.blocking]
+        out.append(Finding(path, "matches-model", not lines, f"loads strictly into {info.class_name}" if not lines
+                           else "; ".join(f"{x.key}: {x.problem}" for x in lines[:5])))
+    if rules.format:
+        fmt_name = "safetensors" if "safetensors" in ck.format else "dcp" if "distributed" in ck.format else "pt"
+        ok = fmt_name in rules.format or ck.format in rules.format
+        out.append(Finding(path, "format", ok, f"{ck.format}" + ("" if ok else f"; required: {', '.join(rules.format)}")))
+    return out
+
+
+def fmt(n: int) -> str:
+    from .render import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def _rx(pat: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pat)
+    except re.error as exc:
+        raise UsageError(None, f"key pattern {pat!r} is not a valid regular expression: {exc}") from exc
+
+
+def _enabled(rules: Rules) -> list[str]:
+    on = []
+    for rule, flag in (("no-nan", rules.no_nan), ("no-inf", rules.no_inf),
+                       ("dtypes", bool(rules.param_dtypes or rules.buffer_dtypes)), ("max-size", rules.max_size is not None),
+                       ("devices", bool(rules.devices)), ("required-keys", bool(rules.required_keys)),
+                       ("forbidden-keys", bool(rules.forbidden_keys)), ("no-optimizer-state", rules.no_optimizer_state),
+                       ("matches-model", bool(rules.matches_model)), ("format", bool(rules.format))):
+        if flag:
+            on.append(rule)
+    return on
+
+
+def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
+    from .state import is_floating
+    from .values import stats_for
+
+    floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == "strided"
+              and e.tensor.device != "meta"]
+    stats = stats_for(ck, floats)
+    out = []
+    for rule, on, attr in (("no-nan", rules.no_nan, "nan"), ("no-inf", rules.no_inf, "inf")):
+        if not on:
+            continue
+        bad = [(n, getattr(s, attr)) for n, s in stats.items() if getattr(s, attr)]
+        out.append(Finding(ck.path, rule, not bad, f"no {attr.upper()} in {len(floats)} floating tensor(s)" if not bad
+                           else "; ".join(f"{n}: {c} {attr.upper()}" for n, c in bad[:5])))
+    return out
+
+
+def check(paths: list[str], base: Rules, config: str | None, overrides_only: bool = False) -> CheckResult:
+    """Evaluate `base` rules (plus the config's, unless `overrides_only`) and per-path overrides."""
+    table, source = load_config(config)
+    rules0 = base if overrides_only or not table else rules_from_mapping(base, table, source or "config")
+    result = CheckResult()
+    for path in paths:
+        rules = rules_for(path, rules0, table, source)
+        try:
+            result.findings += evaluate(path, rules)
+        except StatecliError as exc:
+            result.errors.append((path, exc.message))
+    return result
+
+
+def junit_xml(result: CheckResult) -> str:
+    import xml.etree.ElementTree as ET
+
+    suites = ET.Element("testsuites", name="statecli check")
+    by_path: dict[str, list[Finding]] = {}
+    for f in result.findings:
+        by_path.setdefault(f.path, []).append(f)
+    for path, _ in result.errors:
+        by_path.setdefault(path, [])
+    for path, findings in by_path.items():
+        errors = [m for p, m in result.errors if p == path]
+        suite = ET.SubElement(suites, "testsuite", name=path, tests=str(len(findings) + len(errors)),
+                              failures=str(sum(1 for f in findings if not f.passed)), errors=str(len(errors)))
+        for f in findings:
+            case = ET.SubElement(suite, "testcase", classname=path, name=f.rule)
+            if not f.passed:
+                ET.SubElement(case, "failure", message=f.reason).text = f.reason
+        for m in errors:
+            case = ET.SubElement(suite, "testcase", classname=path, name="read")
+            ET.SubElement(case, "error", message=m).text = m
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def github_annotations(result: CheckResult) -> list[str]:
+    def esc(s: str) -> str:
+        return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def esc_prop(s: str) -> str:
+        return esc(s).replace(":", "%3A").replace(",", "%2C")
+
+    lines = [f"::error file={esc_prop(f.path)},title={esc_prop('statecli ' + f.rule)}::{esc(f.reason)}"
+             for f in result.findings if not f.passed]
+    lines += [f"::error file={esc_prop(p)},title=statecli read::{esc(m)}" for p, m in result.errors]
+    return lines

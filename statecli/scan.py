@@ -1,0 +1,320 @@
+"""`statecli scan`: list every global a pickle references and every call it makes, statically (a
+stack simulation with memo tracking over pickletools.genops), in every pickle of a checkpoint and in
+nested byte strings; nothing is executed."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickletools
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadInput
+from .formats import resolve_path
+from .formats._common import open_regular
+from .unpickle import DCP_TRUSTED_PREFIXES, RestrictedUnpickler, dangerous_reason
+
+SAFE, NEEDS_TRUST, DANGEROUS, MALFORMED = "safe", "needs-trust", "dangerous", "malformed"
+_RANK = {SAFE: 0, NEEDS_TRUST: 1, MALFORMED: 2, DANGEROUS: 3}
+MAX_NESTING = 4
+MAX_SCAN_BYTES = 1 << 30
+
+
+@dataclass
+class GlobalRef:
+    name: str
+    where: str  # "archive/data.pkl", "pickle 4 of 5", "nested bytes in ..."
+    opcode: str
+    verdict: str  # safe, needs-trust or dangerous
+
+
+@dataclass
+class ScanResult:
+    path: str
+    format: str
+    globals: list[GlobalRef] = field(default_factory=list)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (opcode, callee, where)
+    problems: list[str] = field(default_factory=list)  # malformed container/pickle findings
+    pickles: int = 0
+
+    @property
+    def verdict(self) -> str:
+        v = MALFORMED if self.problems else SAFE
+        for g in self.globals:
+            if _RANK[g.verdict] > _RANK[v]:
+                v = g.verdict
+        return v
+
+
+class _Mark:
+    pass
+
+
+_MARK = _Mark()
+
+
+@dataclass(frozen=True)
+class _Global:
+    name: str
+
+
+def _classify(module: str, name: str, trusted: tuple[str, ...]) -> str:
+    full = f"{module}.{name}"
+    probe = RestrictedUnpickler(b".", lambda pid: None)
+    probe.proto = 4  # type: ignore[attr-defined]  # no Python 2 remapping in the allowlist probe
+    if probe._allowed(module, name) is not None:
+        return SAFE
+    if dangerous_reason(module, name):
+        return DANGEROUS
+    if full.startswith(trusted):
+        return SAFE
+    return NEEDS_TRUST
+
+
+def scan_pickle(data: bytes, where: str, result: ScanResult, trusted: tuple[str, ...] = (), depth: int = 0) -> int:
+    """Simulate the pickle machine's stack (strings, memo, globals) without building any object.
+    Returns the offset just past STOP. Records globals, calls on them and nested pickles."""
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+    proto = 0
+    end = 0
+    result.pickles += 1
+    try:
+        for op, arg, pos in pickletools.genops(io.BytesIO(data)):
+            pos = pos or 0
+            name = op.name
+            end = pos + 1
+            if name == "PROTO":
+                proto = arg
+            if name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                g = _record(result, module, attr, where, name, proto, trusted)
+                if name == "INST":
+                    _pop_to_mark(stack)
+                    result.calls.append(("INST", g.name, where))
+                    stack.append(None)
+                else:
+                    stack.append(g)
+                continue
+            if name == "STACK_GLOBAL":
+                attr_v = stack.pop() if stack else None
+                module_v = stack.pop() if stack else None
+                if isinstance(module_v, str) and isinstance(attr_v, str):
+                    stack.append(_record(result, module_v, attr_v, where, name, proto, trusted))
+                else:
+                    result.problems.append(f"{where}: STACK_GLOBAL at byte {pos} with operands that are not strings")
+                    stack.append(None)
+                continue
+            if name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "OBJ"):
+                callee = _callee(stack, name)
+                module, _, attr = callee.name.rpartition(".") if isinstance(callee, _Global) else ("", "", "")
+                if isinstance(callee, _Global) and _classify(module, attr, trusted) != SAFE:
+                    result.calls.append((name, callee.name, where))
+            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg or 0)] = stack[-1] if stack else None
+                continue
+            if name == "MEMOIZE":
+                memo[len(memo)] = stack[-1] if stack else None
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo.get(int(arg or 0)))
+                continue
+            if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+                        "SHORT_BINSTRING"):
+                stack.append(arg if isinstance(arg, str) else str(arg))
+                continue
+            if name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8") and isinstance(arg, (bytes, bytearray)):
+                _scan_nested(bytes(arg), f"{where} > bytes at {pos}", result, trusted, depth)
+                stack.append(None)
+                continue
+            if name == "DUP":
+                stack.append(stack[-1] if stack else None)
+                continue
+            _generic(stack, op)
+            if name == "STOP":
+                break
+    except Exception as exc:  # noqa: BLE001 - genops raises ValueError and others on broken streams
+        result.problems.append(f"{where}: truncated or malformed pickle stream ({exc})")
+    return end
+
+
+def _record(result: ScanResult, module: str, attr: str, where: str, opcode: str, proto: int,
+            trusted: tuple[str, ...]) -> _Global:
+    verdict = _classify(module, attr, trusted)
+    g = GlobalRef(f"{module}.{attr}", where, opcode, verdict)
+    result.globals.append(g)
+    return _Global(g.name)
+
+
+def _callee(stack: list[Any], name: str) -> Any:
+    if name == "OBJ":
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is _MARK:
+                return stack[i + 1] if i + 1 < len(stack) else None
+        return None
+    back = {"REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3, "BUILD": 2}[name]
+    return stack[-back] if len(stack) >= back else None
+
+
+def _pop_to_mark(stack: list[Any]) -> None:
+    while stack:
+        if stack.pop() is _MARK:
+            return
+
+
+def _generic(stack: list[Any], op: Any) -> None:
+    before = op.stack_before
+    if pickletools.markobject in before:
+        _pop_to_mark(stack)
+        for _ in range(before.index(pickletools.markobject)):
+            if stack:
+                stack.pop()
+    else:
+        for _ in before:
+            if stack:
+                stack.pop()
+    for item in op.stack_after:
+        stack.append(_MARK if item is pickletools.markobject else None)
+
+
+def _scan_nested(data: bytes, where: str, result: ScanResult, trusted: tuple[str, ...], depth: int) -> None:
+    if depth >= MAX_NESTING or len(data) < 2:
+        return
+    if data[:4] == b"PK\x03\x04":
+        _scan_zip_bytes(data, where, result, trusted, depth + 1)
+    elif data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        sub = ScanResult(result.path, "")
+        scan_pickle(data, where, sub, trusted, depth + 1)
+        if not sub.problems:  # a byte string that is a whole pickle
+            result.globals += sub.globals
+            result.calls += sub.calls
+            result.pickles += sub.pickles
+
+
+def _scan_zip_bytes(data: bytes, where: str, result: ScanResult, trusted: tuple[str, ...], depth: int) -> None:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        return
+    for info in zf.infolist():
+        try:
+            member = zf.read(info)
+        except Exception:  # noqa: BLE001
+            continue
+        if info.filename.endswith(".pkl") or member[:1] == b"\x80":
+            scan_pickle(member, f"{where} > {info.filename}", result, trusted, depth)
+
+
+def _check_zip(path: str, f: Any, result: ScanResult) -> zipfile.ZipFile | None:
+    try:
+        zf = zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        result.problems.append(f"corrupt zip archive: {exc}")
+        return None
+    names = [i.filename for i in zf.infolist()]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        result.problems.append(f"duplicate zip member {n!r}")
+    for info in zf.infolist():
+        if info.flag_bits & 0x1:
+            result.problems.append(f"zip member {info.filename!r} has the encryption flag")
+        f.seek(info.header_offset)
+        head = f.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            result.problems.append(f"zip member {info.filename!r} has no local header")
+            continue
+        nlen = struct.unpack("<H", head[26:28])[0]
+        local = f.read(nlen).decode("utf-8", "replace")
+        if local != info.filename:
+            result.problems.append(f"zip local header name {local!r} differs from central directory {info.filename!r}")
+    return zf
+
+
+def scan(path: str) -> ScanResult:
+    """Scan one checkpoint (file, sharded folder or DCP directory)."""
+    target = resolve_path(path)
+    if os.path.isdir(target):
+        meta = os.path.join(target, ".metadata")
+        result = ScanResult(path, "torch.distributed.checkpoint")
+        scan_pickle(_read_all(meta), ".metadata", result, DCP_TRUSTED_PREFIXES + ("pathlib.PosixPath",))
+        return result
+    if target.endswith(".index.json"):
+        from .formats.sharded import read_index
+
+        wmap, _ = read_index(target)
+        result = ScanResult(path, "sharded")
+        folder = os.path.dirname(os.path.abspath(target))
+        for shard in sorted(set(wmap.values())):
+            if "/" in shard or "\\" in shard or shard.startswith(".."):
+                result.problems.append(f"index names shard {shard!r} outside its folder")
+                continue
+            sub = scan(os.path.join(folder, shard))
+            for g in sub.globals:
+                g.where = f"{shard}: {g.where}"
+            result.globals += sub.globals
+            result.calls += sub.calls
+            result.problems += [f"{shard}: {p}" for p in sub.problems]
+            result.pickles += sub.pickles
+        return result
+    with open_regular(target) as f:
+        head = f.read(16)
+        f.seek(0)
+        if head[:4] == b"PK\x03\x04":
+            result = ScanResult(path, "torch zip")
+            zf = _check_zip(target, f, result)
+            if zf is None:
+                return result
+            bad = _testzip(zf)
+            if bad:
+                result.problems.append(f"CRC error in zip member {bad!r}")
+            for info in zf.infolist():
+                if info.file_size > MAX_SCAN_BYTES:
+                    continue
+                try:
+                    member = zf.read(info)
+                except Exception as exc:  # noqa: BLE001
+                    result.problems.append(f"cannot read zip member {info.filename!r}: {exc}")
+                    continue
+                is_data = "/data/" in info.filename and not info.filename.endswith(".pkl")
+                if info.filename.endswith(".pkl") or (not is_data and member[:1] == b"\x80"):
+                    scan_pickle(member, info.filename, result)
+                elif member[:1] == b"\x80" and member[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+                    _scan_nested(member, info.filename, result, (), 0)
+            return result
+        from .formats import safetensors as st
+
+        if st.detect(f.read(16)):
+            result = ScanResult(path, "safetensors")
+            try:
+                st.read(target)
+            except BadInput as exc:
+                result.problems.append(exc.problem)
+            return result
+        data = _read_all(target)
+    result = ScanResult(path, "torch legacy" if data[:4] == b"\x80\x02\x8a\x0a" else "pickle")
+    pos, n = 0, 0
+    # Every pickle in sequence: the legacy format's magic number, protocol, sys_info, object and keys.
+    while pos < len(data) and n < (5 if result.format == "torch legacy" else 1):
+        end = scan_pickle(data[pos:], f"pickle {n + 1}", result)
+        if end <= 0:
+            break
+        pos += end
+        n += 1
+    return result
+
+
+def _testzip(zf: zipfile.ZipFile) -> str | None:
+    try:
+        return zf.testzip()
+    except Exception as exc:  # noqa: BLE001
+        return str(exc)
+
+
+def _read_all(path: str) -> bytes:
+    with open_regular(path) as f:
+        data = f.read(MAX_SCAN_BYTES + 1)
+    if len(data) > MAX_SCAN_BYTES:
+        raise BadInput(path, "file is over 1 GiB; scan reads pickles whole")
+    return data
