@@ -88,7 +88,7 @@ def scan_pickle(data: bytes, where: str, result: ScanResult, trusted: tuple[str,
             name = op.name
             end = pos + 1
             if name == "PROTO":
-                proto = arg
+                proto = int(arg or 0)
             if name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")
                 g = _record(result, module, attr, where, name, proto, trusted)
