@@ -64,7 +64,6 @@ class _Global:
 def _classify(module: str, name: str, trusted: tuple[str, ...]) -> str:
     full = f"{module}.{name}"
     probe = RestrictedUnpickler(b".", lambda pid: None)
-    probe.proto = 4  # type: ignore[attr-defined]  # no Python 2 remapping in the allowlist probe
     if probe._allowed(module, name) is not None:
         return SAFE
     if dangerous_reason(module, name):
