@@ -182,37 +182,50 @@ def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal
         if torch.equal(raw_a, raw_b) and (equal_nan or not _has_nan(ta, torch)):
             kd.max_abs, kd.max_rel, kd.mismatched = 0.0, 0.0, 0
             return
+    common = torch.promote_types(ta.dtype, tb.dtype)
     if ta.dtype != tb.dtype:
-        common = torch.promote_types(ta.dtype, tb.dtype)
         kd.compared_as = str(common).removeprefix("torch.")
-    work = torch.complex128 if (ta.dtype.is_complex or tb.dtype.is_complex) else torch.float64
+    # Compare in the common dtype, as torch.allclose does; narrow floats are widened to float32 so
+    # differences do not overflow, integers go to float64.
+    if common.is_complex:
+        work = torch.complex128
+    elif common in (torch.float32, torch.float64):
+        work = common
+    elif common.is_floating_point:
+        work = torch.float32
+    else:
+        work = torch.float64
     fa, fb = ta.reshape(-1), tb.reshape(-1)
     max_abs, max_rel, bad, nonfinite_bad = 0.0, 0.0, 0, 0
     for start in range(0, n, CHUNK):
-        ca = fa[start:start + CHUNK].to(work)
-        cb = fb[start:start + CHUNK].to(work)
-        if kd.compared_as:  # round both to the common dtype first, as torch would compare them
-            ca = fa[start:start + CHUNK].to(getattr(torch, kd.compared_as)).to(work)
-            cb = fb[start:start + CHUNK].to(getattr(torch, kd.compared_as)).to(work)
+        ca = fa[start:start + CHUNK]
+        cb = fb[start:start + CHUNK]
+        if ca.dtype != common:
+            ca = ca.to(common)
+        if cb.dtype != common:
+            cb = cb.to(common)
+        ca, cb = ca.to(work), cb.to(work)
         d = (ca - cb).abs()
-        nan_a, nan_b = torch.isnan(ca), torch.isnan(cb)
-        both_nan = nan_a & nan_b
-        same_inf = torch.isinf(ca) & (ca == cb)
-        d = torch.where(same_inf | (both_nan if equal_nan else torch.zeros_like(both_nan)), torch.zeros_like(d), d)
-        close = d <= atol + rtol * cb.abs()
-        close = close | same_inf
-        if equal_nan:
-            close = close | both_nan
-        bad += int((~close).sum())
-        finite = torch.isfinite(d)
-        nonfinite_bad += int((~finite & ~close).sum())
-        if bool(finite.any()):
-            max_abs = max(max_abs, float(d[finite].max()))
-            denom = cb.abs()
-            rel = torch.where(denom > 0, d / denom, torch.where(d > 0, torch.full_like(d, float("inf")), d))
-            rel_f = rel[finite & torch.isfinite(rel)]
-            if rel_f.numel():
-                max_rel = max(max_rel, float(rel_f.max()))
+        babs = cb.abs()
+        close = d <= atol + rtol * babs
+        finite = bool(torch.isfinite(ca).all()) and bool(torch.isfinite(cb).all())
+        if not finite:  # inf == inf of the same sign is close; NaN only with equal_nan
+            special = torch.isinf(ca) & (ca == cb)
+            if equal_nan:
+                special |= torch.isnan(ca) & torch.isnan(cb)
+            close |= special
+            d = torch.where(special, torch.zeros_like(d), d)
+        over = d.numel() - int(torch.count_nonzero(close))
+        bad += over
+        if not finite:
+            dfin = torch.isfinite(d)
+            nonfinite_bad += int(torch.count_nonzero(~dfin & ~close))
+            d = torch.where(dfin, d, torch.zeros_like(d))
+        if over or not bool(torch.equal(ca, cb)) if finite else True:
+            max_abs = max(max_abs, float(d.max()))
+            rel = d / babs
+            rel = torch.where(babs > 0, rel, torch.zeros_like(rel))
+            max_rel = max(max_rel, float(torch.nan_to_num(rel, nan=0.0, posinf=0.0).max()))
     kd.max_abs, kd.max_rel, kd.mismatched = max_abs, max_rel, bad
     if nonfinite_bad:
         kd.note = f"{nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)"

@@ -573,15 +573,19 @@ def _stream(plan: Plan, reader: Any, info: TensorInfo, cast_to: str | None, chan
     flat = src.reshape(-1)
     step = max(1, CHUNK_BYTES // max(1, flat.element_size()))
     target = getattr(torch, cast_to) if cast_to else None
+    narrower = target is not None and target.is_floating_point and torch.finfo(target).bits < src.element_size() * 8
     try:
         for start in range(0, flat.numel(), step):
             chunk = flat[start:start + step]
             if target is not None:
                 out = chunk.to(target)
-                if change is not None and target in (torch.float16, torch.bfloat16, torch.float8_e4m3fn,
-                                                     torch.float8_e5m2):
-                    change.overflow += int((torch.isinf(out) & torch.isfinite(chunk)).sum())
-                    change.underflow += int(((out == 0) & (chunk != 0)).sum())
+                if change is not None and narrower and chunk.numel():
+                    # Overflow: finite values that became inf (exact count only when the range is exceeded).
+                    if float(chunk.abs().amax()) > torch.finfo(target).max:
+                        change.overflow += int(torch.count_nonzero(torch.isinf(out))) - int(
+                            torch.count_nonzero(torch.isinf(chunk)))
+                    # Underflow: a cast maps non-zero to zero only by underflow.
+                    change.underflow += int(torch.count_nonzero(chunk)) - int(torch.count_nonzero(out))
                 chunk = out
             yield memoryview(chunk.contiguous().view(torch.uint8).numpy()) if chunk.numel() else memoryview(b"")
     finally:
