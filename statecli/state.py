@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 # itemsize in bytes for every dtype torch can save (torch names). Sub-byte packed dtypes
@@ -71,14 +72,14 @@ class TensorInfo:
     stored_nbytes: int | None = None  # set where the dense size is wrong (sparse, nested)
     subclass: str | None = None  # a tensor subclass, when the pickle names one
 
-    @property
+    @cached_property
     def numel(self) -> int:
         n = 1
         for s in self.shape:
             n *= s
         return n
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         if self.stored_nbytes is not None:
             return self.stored_nbytes

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from struct import error as struct_error
 from typing import Any, BinaryIO
 
-from .errors import BadInput
+from .errors import BadInput, UnsafeContent
 from .state import ITEMSIZE, itemsize
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
@@ -175,6 +175,11 @@ class StubObject(_Inert):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def __call__(self, *args: Any, **kwargs: Any) -> StubObject:
+        # getattr(stub, "system")(...) tricks call a stub's result: stay inert and keep reading, so
+        # every global of the pickle is seen and named.
+        return _CALL_RESULT(*args, **kwargs)
+
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
@@ -207,6 +212,9 @@ class StubObject(_Inert):
 
     def __repr__(self) -> str:
         return f"<{self.class_name}>"
+
+
+_CALL_RESULT = type("CallResult", (StubObject,), {"__stub_name__": "<result of calling a stub>"})
 
 
 class StateDict(OrderedDict):  # type: ignore[type-arg]
@@ -544,6 +552,9 @@ def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, 
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError, struct_error) as exc:
+        if up.dangerous:  # a payload that also breaks the stream is still a payload
+            raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
+                                "refusing the file") from exc
         raise BadInput(path, f"corrupt {what}: {exc}".rstrip(": ")) from exc
     return obj, up
 

@@ -63,8 +63,6 @@ def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:
         return torchlegacy.read(path)
     if torchlegacy.detect_tar(head):
         raise BadInput(path, "a pre-0.4 tar-format torch file; not supported (load and re-save it with torch)")
-    if head[:1] == b"\x80":
-        raise BadInput(path, "a bare pickle, not a torch.save file; statecli does not read arbitrary pickles")
     if head.startswith(b"GGUF"):
         raise BadInput(path, "a GGUF file; statecli reads torch.save, safetensors, sharded and DCP checkpoints")
     if head.lstrip()[:1] == b"{":

@@ -88,8 +88,12 @@ def check_regular(path: str) -> None:
 
 
 def read_exact(f: BinaryIO, offset: int, n: int, path: str, what: str) -> bytes:
-    f.seek(offset)
-    data = f.read(n)
+    # pread reads exactly these bytes: a buffered read would pull 4 KiB of tensor data per header.
+    try:
+        data = os.pread(f.fileno(), n, offset)
+    except (AttributeError, OSError, ValueError):
+        f.seek(offset)
+        data = f.read(n)
     if len(data) != n:
         raise BadInput(path, f"truncated file: {what} at byte {offset} needs {n} bytes, found {len(data)}")
     return data

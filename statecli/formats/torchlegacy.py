@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from ..errors import BadInput
+from ..errors import BadInput, UnsafeContent
 from ..state import itemsize
 from ..unpickle import StorageRef, storage_from_pid, unpickle
 from ._common import RawCheckpoint, open_regular, read_exact
@@ -21,8 +21,15 @@ def _no_pid(pid: Any) -> Any:
 
 
 def detect(head: bytes) -> bool:
-    # A legacy file starts with the pickled magic number: PROTO 2, LONG1 of 10 bytes.
-    return head.startswith(b"\x80\x02\x8a\x0a") and head[4:14] == MAGIC_NUMBER.to_bytes(10, "little")
+    """A pickle stream: a legacy file starts with the pickled magic number (any protocol; FRAME first
+    from protocol 4). `read` decides, through the restricted unpickler, whether it is one."""
+    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+
+
+def _refuse_dangerous(path: str, up: Any) -> None:
+    if up.dangerous:
+        raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
+                            "refusing the file; do not torch.load it")
 
 
 def detect_tar(head: bytes) -> bool:
@@ -33,10 +40,11 @@ def read(path: str) -> RawCheckpoint:
     with open_regular(path) as f:
         size = f.seek(0, 2)
         f.seek(0)
-        magic, _ = unpickle(f, _no_pid, path, "legacy header")
+        magic, up_magic = unpickle(f, _no_pid, path, "legacy header")
         if magic != MAGIC_NUMBER:
-            raise BadInput(path, "legacy torch file has a wrong magic number")
-        proto, _ = unpickle(f, _no_pid, path, "legacy header")
+            _refuse_dangerous(path, up_magic)
+            raise BadInput(path, "a bare pickle, not a torch.save file; statecli does not read arbitrary pickles")
+        proto, up_proto = unpickle(f, _no_pid, path, "legacy header")
         if proto != PROTOCOL_VERSION:
             raise BadInput(path, f"legacy torch file has protocol version {proto!r}, expected {PROTOCOL_VERSION}")
         sys_info, up_info = unpickle(f, _no_pid, path, "legacy sys_info")
@@ -64,13 +72,17 @@ def read(path: str) -> RawCheckpoint:
             return StorageRef(str(view_key), stype.dtype, location, view_size, True)
 
         root, up = unpickle(f, resolve, path, "legacy object pickle")
-        keys, _ = unpickle(f, _no_pid, path, "legacy storage-key list")
+        keys, up_keys = unpickle(f, _no_pid, path, "legacy storage-key list")
+        ups = [up_magic, up_proto, up_info, up, up_keys]
+        for u in ups:  # torch.load(weights_only=False) would run a payload in any of the five pickles
+            _refuse_dangerous(path, u)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise BadInput(path, "legacy storage-key list is malformed")
         raw = RawCheckpoint(path=path, format=FORMAT, root=root, files=[path],
                             byteorder="little" if little else "big",
-                            globals_seen=up_info.globals_seen + up.globals_seen,
-                            untrusted=up_info.untrusted + up.untrusted, dangerous=up_info.dangerous + up.dangerous)
+                            globals_seen=[g for u in ups for g in u.globals_seen],
+                            untrusted=list(dict.fromkeys(g for u in ups for g in u.untrusted)),
+                            dangerous=list(dict.fromkeys(g for u in ups for g in u.dangerous)))
         pos = f.tell()
         for key in keys:
             ref = roots.get(key)
