@@ -21,18 +21,18 @@ def infer(name: str, tensor: TensorInfo | None) -> tuple[str, str]:
         return PARAMETER, EV_PICKLED_PARAMETER
     leaf = name.rsplit(".", 1)[-1]
     if leaf in _BN_STATS:
-        return BUFFER, "inferred: BatchNorm stat name"
+        return BUFFER, "inferred (BatchNorm name)"
     if leaf == "num_batches_tracked":
-        return BUFFER, "inferred: BatchNorm counter name"
+        return BUFFER, "inferred (BatchNorm name)"
     if leaf in _POSITION:
-        return BUFFER, "inferred: position ids name"
+        return BUFFER, "inferred (position_ids)"
     if leaf == "inv_freq" or leaf.endswith("_inv_freq"):
-        return BUFFER, "inferred: rotary inv_freq name"
+        return BUFFER, "inferred (inv_freq)"
     if "mask" in leaf.lower() or (leaf in ("bias", "masked_bias") and not is_floating(tensor.dtype)):
-        return BUFFER, "inferred: mask name"
+        return BUFFER, "inferred (mask name)"
     if not is_floating(tensor.dtype) and tensor.dtype not in COMPLEX:
-        return BUFFER, f"inferred: {tensor.dtype} dtype"
-    return PARAMETER, "inferred: float default"
+        return BUFFER, f"inferred ({tensor.dtype} dtype)"
+    return PARAMETER, "inferred (float)"
 
 
 def classify_other(tensor: TensorInfo | None, kind_for_tensors: str) -> tuple[str, str]:

@@ -197,12 +197,16 @@ def diff(
     equal_nan: Annotated[bool, typer.Option("--equal-nan", help="NaN equals NaN (default: NaN differs).")] = False,
     values: Annotated[bool, typer.Option("--values/--no-values", help="Compare values (reads tensors).")] = True,
     only_changed: Annotated[bool, typer.Option("--only-changed", help="Leave equal keys out of the listing.")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Compare every container (optimizer, EMA, epoch...), "
+                                                           "not only the model state.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     fmt: FormatOpt = OutputFormat.table,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
     add_prefix_a: Annotated[Optional[str], typer.Option("--add-prefix-a", help="Prepend this to A's model keys.")] = None,
     add_prefix_b: Annotated[Optional[str], typer.Option("--add-prefix-b", help="Prepend this to B's model keys.")] = None,
+    key_a: Annotated[Optional[str], typer.Option("--key-a", help="Container of A's model state (default: --key).")] = None,
+    key_b: Annotated[Optional[str], typer.Option("--key-b", help="Container of B's model state (default: --key).")] = None,
 ) -> None:
     """Compare two checkpoints: keys, shapes, dtypes, devices, kinds and values; exit 0 equal, 1 different.
 
@@ -213,11 +217,11 @@ def diff(
     from .render import progress_callback, render_diff
 
     strip = tuple(strip_prefix or ())
-    ck_a = load_checkpoint(a, key=key, strip_prefix=strip, add_prefix=add_prefix_a)
-    ck_b = load_checkpoint(b, key=key, strip_prefix=strip, add_prefix=add_prefix_b)
+    ck_a = load_checkpoint(a, key=key_a or key, strip_prefix=strip, add_prefix=add_prefix_a)
+    ck_b = load_checkpoint(b, key=key_b or key, strip_prefix=strip, add_prefix=add_prefix_b)
     with progress_callback(enabled=not quiet) as progress:
         result = diff_checkpoints(ck_a, ck_b, rtol=rtol, atol=atol, equal_nan=equal_nan, values=values,
-                                  progress=progress)
+                                  progress=progress, everything=everything)
     render_diff(result, fmt.value, only_changed)
     if not result.equal:
         raise typer.Exit(int(ExitCode.DIFFERENT))

@@ -102,9 +102,11 @@ def _shared_groups(ck: Checkpoint) -> dict[str, frozenset[str]]:
 
 
 def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False,
-         values: bool = True, progress: Callable[[int, int], None] | None = None) -> DiffResult:
-    ea = {_key(e): e for e in a.entries}
-    eb = {_key(e): e for e in b.entries}
+         values: bool = True, progress: Callable[[int, int], None] | None = None,
+         everything: bool = False) -> DiffResult:
+    """Compare the model states of `a` and `b` (with `everything`, every container: optimizer, ...)."""
+    ea = {_key(e): e for e in a.entries if everything or e.group == ""}
+    eb = {_key(e): e for e in b.entries if everything or e.group == ""}
     keys: list[KeyDiff] = []
     only_a = [n for n in ea if n not in eb]
     only_b = [n for n in eb if n not in ea]

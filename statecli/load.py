@@ -285,7 +285,7 @@ def _add_module(ck: Checkpoint, raw: RawCheckpoint, root: StubObject, prefix: st
         for k, v in attrs.items():
             if _is_tensor(v) and not str(k).startswith("_"):
                 ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=ATTRIBUTE,
-                                        evidence=classify.EV_PICKLED_MODULE + " (plain attribute, not in state_dict)",
+                                        evidence=classify.EV_PICKLED_MODULE,
                                         group=group))
         for k, v in _items(attrs.get("_modules") or {}):
             if _is_module(v):

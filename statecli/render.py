@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # each command imports only what it renders
     from .size import SizeResult
     from .summary import Bucket, InspectResult, Stats
 
+_TABLE: dict[str, Any] = {"show_edge": False, "pad_edge": False, "box": None, "padding": (0, 2, 0, 0),
+                          "header_style": "bold underline"}
 FAST_ROWS = 200  # above this many rows a plain aligned table replaces rich.Table (~0.8 ms a row here)
 
 
@@ -290,7 +292,7 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: dict[str, S
     if len(rows) > FAST_ROWS:
         _plain_table(con, f"{title} ({len(rows)} tensors)", heads, rows)
         return
-    table = Table(title=Text(f"{escape(title)} ({len(rows)} tensors)"), title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=Text(f"{escape(title)} ({len(rows)} tensors)"), title_justify="left", **_TABLE)
     name_width = min(max(len(r[0]) for r in rows), 48)
     for h in heads:
         table.add_column(h, justify="right" if h in ("numel", "size", "nan", "inf") else "left",
@@ -313,7 +315,7 @@ def _value_table(con: Any, title: str, entries: list[Entry]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(escape(title)), title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=Text(escape(title)), title_justify="left", **_TABLE)
     table.add_column("name", overflow="fold")
     table.add_column("type")
     table.add_column("value", overflow="fold")
@@ -329,7 +331,7 @@ def _summary(con: Any, r: InspectResult) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="summary (shared storage counted once)", title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title="summary (shared storage counted once)", title_justify="left", **_TABLE)
     for h in ("by", "", "tensors", "numel", "size"):
         table.add_column(h, justify="right" if h in ("tensors", "numel", "size") else "left")
     for label, buckets in (("kind", r.by_kind), ("dtype", r.by_dtype), ("device", r.by_device)):
@@ -414,7 +416,7 @@ def _load_report(con: Any, r: InspectResult) -> None:
         con.print(Text(head + f"load_state_dict(strict=True) would fail ({len(blocking)} problem(s))", style="bold red"))
     if not lines:
         return
-    table = Table(show_edge=False, pad_edge=False)
+    table = Table(**_TABLE)
     for h in ("key", "problem", "why", "fix"):
         table.add_column(h, overflow="fold")
     for x in lines:
@@ -518,7 +520,7 @@ def render_size(r: SizeResult, fmt: str, out: IO[str] | None = None) -> None:
     if r.duplicate_nbytes:
         con.print(Text(f"shared storage counted once: {fmt_bytes(r.duplicate_nbytes)} would be duplicated if every "
                        f"tensor owned its bytes ({fmt_bytes(r.view_nbytes)})"))
-    table = Table(title=f"by module (depth {r.depth})", title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=f"by module (depth {r.depth})", title_justify="left", **_TABLE)
     for h in ("module", "tensors", "numel", "size", "share", ""):
         table.add_column(h, justify="left" if h in ("module", "") else "right", overflow="fold")
     for m in r.by_module:
@@ -526,7 +528,7 @@ def render_size(r: SizeResult, fmt: str, out: IO[str] | None = None) -> None:
                       f"{m.share:.1%}", "█" * max(0, round(m.share * 30)))
     con.print(table)
     for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
-        t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        t = Table(title=title, title_justify="left", **_TABLE)
         for h in ("", "tensors", "numel", "size", "share"):
             t.add_column(h, justify="left" if not h else "right")
         for b in buckets:
@@ -534,7 +536,7 @@ def render_size(r: SizeResult, fmt: str, out: IO[str] | None = None) -> None:
             t.add_row(Text(escape(b.key)), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes), f"{share:.1%}")
         con.print(t)
     if r.top:
-        t = Table(title=f"largest {len(r.top)} tensors", title_justify="left", show_edge=False, pad_edge=False)
+        t = Table(title=f"largest {len(r.top)} tensors", title_justify="left", **_TABLE)
         for h in ("name", "kind", "dtype", "shape", "size"):
             t.add_column(h, justify="right" if h == "size" else "left", overflow="fold")
         for e in r.top:
@@ -628,7 +630,7 @@ def render_diff(r: DiffResult, fmt: str, only_changed: bool, out: IO[str] | None
                 con.print(f"  ... {len(keys) - 200} more")
     structural = [k for k in r.keys if k.status == "changed" and k.changes]
     if structural:
-        t = Table(title=f"changed structure ({len(structural)})", title_justify="left", show_edge=False, pad_edge=False)
+        t = Table(title=f"changed structure ({len(structural)})", title_justify="left", **_TABLE)
         for h in ("name", "field", "A", "B"):
             t.add_column(h, overflow="fold")
         for k in structural:
@@ -638,7 +640,7 @@ def render_diff(r: DiffResult, fmt: str, only_changed: bool, out: IO[str] | None
     valued = [k for k in r.keys if k.mismatched]
     if valued:
         t = Table(title=f"changed values ({len(valued)}; rtol={r.rtol:g}, atol={r.atol:g}, equal_nan={r.equal_nan})",
-                  title_justify="left", show_edge=False, pad_edge=False)
+                  title_justify="left", **_TABLE)
         for h in ("name", "max abs", "max rel", "over tol", "of", "note"):
             t.add_column(h, justify="right" if h not in ("name", "note") else "left", overflow="fold")
         for k in valued:
@@ -685,25 +687,39 @@ def render_rewrite(r: RewriteResult, report: Any = None, out: IO[str] | None = N
         con.print(Text(f"dry run: would write {escape(str(r.output))} ({r.out_format}); nothing written", style="bold"))
         for name, dtype in list(plan.cast.items())[:200]:
             con.print(Text(f"  cast {escape(name)} -> {dtype}"))
-    changes = plan.changes
-    if changes:
-        t = Table(title="changes", title_justify="left", show_edge=False, pad_edge=False)
-        for h in ("entry", "change", "detail", "bytes", "overflow->inf", "underflow->0"):
-            t.add_column(h, overflow="fold", justify="right" if h in ("bytes", "overflow->inf", "underflow->0") else "left")
-        for c in changes[:500]:
-            t.add_row(Text(escape(c.name)), c.what, Text(escape(c.detail)), fmt_bytes(c.nbytes) if c.nbytes else "",
-                      str(c.overflow) if c.what == "cast" else "", str(c.underflow) if c.what == "cast" else "")
-        con.print(t)
-        removed = sum(c.nbytes for c in changes if c.what == "removed")
-        if removed:
-            con.print(Text(f"removed {sum(1 for c in changes if c.what == 'removed')} entries, {fmt_bytes(removed)}"))
-        bad = [c for c in changes if c.overflow or c.underflow]
-        if bad:
-            con.print(Text(f"warning: {len(bad)} tensor(s) lost values in the cast (inf or 0); --strict refuses this",
+    removed = [c for c in plan.changes if c.what == "removed"]
+    if removed:
+        reasons: dict[str, list[Any]] = {}
+        for c in removed:
+            reasons.setdefault(c.detail, []).append(c)
+        for why, cs in reasons.items():
+            con.print(Text(f"removed {len(cs)} {escape(why)} entr{'y' if len(cs) == 1 else 'ies'}, "
+                           f"{fmt_bytes(sum(c.nbytes for c in cs))}: ", style="bold")
+                      + Text(", ".join(escape(c.name) for c in cs[:12]) + (f", ... {len(cs) - 12} more" if len(cs) > 12
+                                                                           else "")))
+        con.print(Text(f"saved {fmt_bytes(sum(c.nbytes for c in removed))} of tensor data", style="bold"))
+    casts = [c for c in plan.changes if c.what == "cast"]
+    if casts:
+        details = sorted({c.detail for c in casts})
+        con.print(Text(f"cast {len(casts)} storage(s): {', '.join(details)}", style="bold"))
+        lossy = [c for c in casts if c.overflow or c.underflow]
+        if lossy:
+            t = Table(title="values lost in the cast", title_justify="left", **_TABLE)
+            for h in ("tensor", "overflow -> inf", "underflow -> 0"):
+                t.add_column(h, overflow="fold", justify="left" if h == "tensor" else "right")
+            for c in lossy:
+                t.add_row(Text(escape(c.name)), f"{c.overflow:,}", f"{c.underflow:,}")
+            con.print(t)
+            con.print(Text(f"warning: {len(lossy)} storage(s) lost values (inf or 0); --strict refuses to write then",
                            style="bold yellow"))
+        else:
+            con.print(Text("no value overflowed or underflowed the target dtype"))
+    for c in plan.changes:
+        if c.what == "moved":
+            con.print(Text(f"moved {escape(c.name)}: {escape(c.detail)}", style="bold"))
     if not r.dry_run:
-        t = Table(title=f"wrote {escape(str(r.output))} ({r.out_format}), verified by re-reading it",
-                  title_justify="left", show_edge=False, pad_edge=False)
+        con.print(Text(f"wrote {escape(str(r.output))} ({r.out_format}); verified by re-reading it", style="bold green"))
+        t = Table(**_TABLE)
         for h in ("", "before", "after"):
             t.add_column(h, overflow="fold")
         for row in summary_rows(r.before, r.after):
@@ -768,7 +784,7 @@ def render_check(r: CheckResult, fmt: str, out: IO[str] | None = None) -> None:
     from rich.text import Text
 
     con = _console(out)
-    t = Table(show_edge=False, pad_edge=False)
+    t = Table(**_TABLE)
     for h in ("file", "rule", "result", "reason"):
         t.add_column(h, overflow="fold")
     for f in r.findings:

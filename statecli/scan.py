@@ -4,13 +4,14 @@ nested byte strings; nothing is executed."""
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import os
 import pickletools
 import struct
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from .errors import BadInput
 from .formats import resolve_path
@@ -19,8 +20,8 @@ from .unpickle import DCP_TRUSTED_PREFIXES, RestrictedUnpickler, dangerous_reaso
 
 SAFE, NEEDS_TRUST, DANGEROUS, MALFORMED = "safe", "needs-trust", "dangerous", "malformed"
 _RANK = {SAFE: 0, NEEDS_TRUST: 1, MALFORMED: 2, DANGEROUS: 3}
-MAX_NESTING = 4
-MAX_SCAN_BYTES = 1 << 30
+MAX_NESTING = 16
+MIN_NESTED = 4  # bytes/str constants at least this long are tried as nested pickles
 
 
 @dataclass
@@ -62,6 +63,11 @@ class _Global:
 
 
 def _classify(module: str, name: str, trusted: tuple[str, ...]) -> str:
+    # Python 2 names, mapped as the unpickler (and torch's weights-only loader) maps them.
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
     full = f"{module}.{name}"
     probe = RestrictedUnpickler(b".", lambda pid: None)
     if probe._allowed(module, name) is not None:
@@ -73,17 +79,24 @@ def _classify(module: str, name: str, trusted: tuple[str, ...]) -> str:
     return NEEDS_TRUST
 
 
-def scan_pickle(data: bytes, where: str, result: ScanResult, trusted: tuple[str, ...] = (), depth: int = 0) -> int:
+def scan_pickle(data: bytes | IO[bytes], where: str, result: ScanResult, trusted: tuple[str, ...] = (),
+                depth: int = 0) -> int:
     """Simulate the pickle machine's stack (strings, memo, globals) without building any object.
-    Returns the offset just past STOP. Records globals, calls on them and nested pickles."""
+    Reads `data` as a stream (a zip member of any size). Returns the offset just past STOP (0 when
+    the stream ended before it). Records globals, calls on them and nested pickles."""
     stack: list[Any] = []
     memo: dict[int, Any] = {}
     proto = 0
     end = 0
     result.pickles += 1
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
-        for op, arg, pos in pickletools.genops(io.BytesIO(data)):
-            pos = pos or 0
+        base = stream.tell()
+    except (OSError, AttributeError):
+        base = 0
+    try:
+        for op, arg, pos in pickletools.genops(stream):
+            pos = (pos or base) - base
             name = op.name
             end = pos + 1
             if name == "PROTO":
@@ -123,11 +136,23 @@ def scan_pickle(data: bytes, where: str, result: ScanResult, trusted: tuple[str,
                 continue
             if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
                         "SHORT_BINSTRING"):
-                stack.append(arg if isinstance(arg, str) else str(arg))
+                text = arg if isinstance(arg, str) else str(arg)
+                if len(text) >= MIN_NESTED:  # protocol 2 writes bytes as _codecs.encode(latin-1 str)
+                    try:
+                        _scan_nested(text.encode("latin-1"), f"{where} > string at {pos}", result, trusted, depth)
+                    except UnicodeEncodeError:
+                        pass
+                stack.append(text)
                 continue
             if name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8") and isinstance(arg, (bytes, bytearray)):
                 _scan_nested(bytes(arg), f"{where} > bytes at {pos}", result, trusted, depth)
                 stack.append(None)
+                continue
+            if name in ("EXT1", "EXT2", "EXT4"):
+                # A copyreg extension code names a global through the loader's registry: unknowable here.
+                ext = GlobalRef(f"<copyreg extension {arg}>", where, name, NEEDS_TRUST)
+                result.globals.append(ext)
+                stack.append(_Global(ext.name))
                 continue
             if name == "DUP":
                 stack.append(stack[-1] if stack else None)
@@ -180,17 +205,25 @@ def _generic(stack: list[Any], op: Any) -> None:
 
 
 def _scan_nested(data: bytes, where: str, result: ScanResult, trusted: tuple[str, ...], depth: int) -> None:
-    if depth >= MAX_NESTING or len(data) < 2:
+    """A byte string that is a torch archive or a pickle (any protocol, whole or cut short) is scanned
+    too: torch.storage._load_from_bytes and pickle.loads would load it."""
+    if len(data) < MIN_NESTED:
+        return
+    if depth >= MAX_NESTING:
+        result.problems.append(f"{where}: pickles nested more than {MAX_NESTING} deep")
         return
     if data[:4] == b"PK\x03\x04":
         _scan_zip_bytes(data, where, result, trusted, depth + 1)
-    elif data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        sub = ScanResult(result.path, "")
-        scan_pickle(data, where, sub, trusted, depth + 1)
-        if not sub.problems:  # a byte string that is a whole pickle
-            result.globals += sub.globals
-            result.calls += sub.calls
-            result.pickles += sub.pickles
+        return
+    sub = ScanResult(result.path, "")
+    scan_pickle(data, where, sub, trusted, depth + 1)
+    # Random bytes rarely parse as opcodes that name a global; a string that does is a pickle, even a
+    # truncated one, and its globals count. Its own parse problems do not: it may be plain data.
+    if sub.globals:
+        result.globals += sub.globals
+        result.calls += sub.calls
+        result.pickles += sub.pickles
+        result.problems += [p for p in sub.problems if "nested more than" in p]
 
 
 def _scan_zip_bytes(data: bytes, where: str, result: ScanResult, trusted: tuple[str, ...], depth: int) -> None:
@@ -205,6 +238,8 @@ def _scan_zip_bytes(data: bytes, where: str, result: ScanResult, trusted: tuple[
             continue
         if info.filename.endswith(".pkl") or member[:1] == b"\x80":
             scan_pickle(member, f"{where} > {info.filename}", result, trusted, depth)
+        elif "/data/" not in info.filename:
+            _scan_nested(member, f"{where} > {info.filename}", result, trusted, depth)
 
 
 def _check_zip(path: str, f: Any, result: ScanResult) -> zipfile.ZipFile | None:
@@ -258,49 +293,106 @@ def scan(path: str) -> ScanResult:
             result.pickles += sub.pickles
         return result
     with open_regular(target) as f:
-        head = f.read(16)
+        head = f.read(512)
         f.seek(0)
         if head[:4] == b"PK\x03\x04":
-            result = ScanResult(path, "torch zip")
-            zf = _check_zip(target, f, result)
-            if zf is None:
-                return result
-            bad = _testzip(zf)
-            if bad:
-                result.problems.append(f"CRC error in zip member {bad!r}")
-            for info in zf.infolist():
-                if info.file_size > MAX_SCAN_BYTES:
-                    continue
-                try:
-                    member = zf.read(info)
-                except Exception as exc:  # noqa: BLE001
-                    result.problems.append(f"cannot read zip member {info.filename!r}: {exc}")
-                    continue
-                is_data = "/data/" in info.filename and not info.filename.endswith(".pkl")
-                if info.filename.endswith(".pkl") or (not is_data and member[:1] == b"\x80"):
-                    scan_pickle(member, info.filename, result)
-                elif member[:1] == b"\x80" and member[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-                    _scan_nested(member, info.filename, result, (), 0)
-            return result
+            return _scan_zip(path, f)
         from .formats import safetensors as st
 
-        if st.detect(f.read(16)):
+        if st.detect(head):
             result = ScanResult(path, "safetensors")
             try:
                 st.read(target)
             except BadInput as exc:
                 result.problems.append(exc.problem)
             return result
-        data = _read_all(target)
-    result = ScanResult(path, "torch legacy" if data[:4] == b"\x80\x02\x8a\x0a" else "pickle")
-    pos, n = 0, 0
-    # Every pickle in sequence: the legacy format's magic number, protocol, sys_info, object and keys.
-    while pos < len(data) and n < (5 if result.format == "torch legacy" else 1):
-        end = scan_pickle(data[pos:], f"pickle {n + 1}", result)
-        if end <= 0:
+        if len(head) > 262 and head[257:262] == b"ustar":
+            return _scan_tar(path, target)
+        return _scan_pickles(path, f)
+
+
+def _scan_zip(path: str, f: Any) -> ScanResult:
+    result = ScanResult(path, "torch zip")
+    zf = _check_zip(path, f, result)
+    if zf is None:
+        return result
+    bad = _testzip(zf)
+    if bad:
+        result.problems.append(f"CRC error in zip member {bad!r}")
+    for info in zf.infolist():
+        is_data = "/data/" in info.filename and not info.filename.endswith(".pkl")
+        try:
+            with zf.open(info) as member:
+                head = member.read(2)
+            if info.filename.endswith(".pkl") or (not is_data and head[:1] == b"\x80"):
+                with zf.open(info) as member:  # streamed: a member of any size is scanned whole
+                    scan_pickle(member, info.filename, result)
+            elif not is_data and info.file_size <= 64 << 20:
+                _scan_nested(zf.read(info), info.filename, result, (), 0)
+        except Exception as exc:  # noqa: BLE001 - zipfile raises many kinds on broken members
+            result.problems.append(f"cannot read zip member {info.filename!r}: {exc}")
+    return result
+
+
+def _scan_pickles(path: str, f: Any) -> ScanResult:
+    """A legacy torch file (magic-number pickle first, in any protocol) or a bare pickle."""
+    first = ScanResult(path, "")
+    scan_pickle(f, "pickle 1", first)
+    f.seek(0)
+    legacy = _is_legacy_magic(f)
+    f.seek(0)
+    result = ScanResult(path, "torch legacy" if legacy else "pickle")
+    # torch.load reads five pickles in a legacy file (magic, protocol, sys_info, object, storage
+    # keys) before the raw storages; any of them may carry a payload.
+    for n in range(5 if legacy else 1):
+        start = f.tell()
+        end = scan_pickle(f, f"pickle {n + 1}", result)
+        if end <= 0 or result.problems:
             break
-        pos += end
-        n += 1
+        f.seek(start + end)
+    return result
+
+
+def _is_legacy_magic(f: Any) -> bool:
+    from .formats.torchlegacy import MAGIC_NUMBER
+
+    try:
+        for op, arg, _ in pickletools.genops(f):
+            if op.name in ("PROTO", "FRAME"):
+                continue
+            return op.name in ("LONG1", "LONG4", "LONG", "INT") and arg == MAGIC_NUMBER
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+def _scan_tar(path: str, target: str) -> ScanResult:
+    """Pre-0.4 tar checkpoints: torch.load unpickles the 'sys_info', 'pickle', 'storages' and 'tensors'
+    members; every member is scanned as a sequence of pickles."""
+    import tarfile
+
+    result = ScanResult(path, "torch tar (pre-0.4)")
+    try:
+        with tarfile.open(target, "r:") as tf:
+            for member in tf.getmembers():
+                if not member.isfile():
+                    continue
+                fobj = tf.extractfile(member)
+                if fobj is None:
+                    continue
+                data = fobj.read()
+                pos = 0
+                while pos < len(data):
+                    sub = ScanResult(path, "")
+                    end = scan_pickle(data[pos:], f"{member.name} @ {pos}", sub)
+                    result.globals += sub.globals
+                    result.calls += sub.calls
+                    result.pickles += sub.pickles
+                    if end <= 0 or sub.problems:
+                        break
+                    pos += end
+    except (tarfile.TarError, OSError) as exc:
+        result.problems.append(f"corrupt tar archive: {exc}")
     return result
 
 
@@ -313,7 +405,5 @@ def _testzip(zf: zipfile.ZipFile) -> str | None:
 
 def _read_all(path: str) -> bytes:
     with open_regular(path) as f:
-        data = f.read(MAX_SCAN_BYTES + 1)
-    if len(data) > MAX_SCAN_BYTES:
-        raise BadInput(path, "file is over 1 GiB; scan reads pickles whole")
+        data = f.read(1 << 30)
     return data

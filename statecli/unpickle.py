@@ -34,6 +34,21 @@ DANGEROUS_MODULES = frozenset({
     "torch.hub", "torch.jit", "torch._C", "torch.serialization", "torch._dynamo",
     "torch.utils.cpp_extension", "torch.package", "torch._inductor", "numpy.testing",
     "numpy.f2py", "numpy.distutils", "numpy.ctypeslib", "_sqlite3", "sqlite3", "builtins.eval",
+    # Gadgets that run commands or code (published scanner bypasses).
+    "_operator", "_functools", "_osx_support", "_aix_support", "imaplib", "pydoc", "idlelib",
+    "lib2to3", "xmlrpc", "socketserver", "smtpd", "nntplib", "poplib", "mailcap", "site",
+    "zipfile", "tarfile", "cgi", "cgitb", "turtle", "tkinter", "doctest",
+    "unittest", "test", "concurrent", "atexit", "_posixsubprocess", "_winapi",
+    "torch.utils.collect_env", "torch.fx", "torch.utils._config_module", "torch.distributed.rpc",
+    "torch.testing", "torch.utils.data", "torch.onnx", "torch.export", "torch.utils.hooks",
+})
+# Attribute names that, anywhere in a dotted global name, reach code execution.
+DANGEROUS_ATTRS = frozenset({
+    "system", "popen", "spawn", "spawnl", "spawnv", "execv", "execl", "execve", "fork", "eval", "exec",
+    "compile", "__import__", "getattr", "setattr", "__getattribute__", "__globals__", "__builtins__",
+    "__subclasses__", "__code__", "__call__", "__reduce__", "__reduce_ex__", "__init__", "__new__",
+    "load", "loads", "run", "call", "check_call", "check_output", "getoutput", "getstatusoutput",
+    "import_module", "_load_from_bytes", "open", "remove", "unlink", "rmtree", "startfile",
 })
 DANGEROUS_NAMES = frozenset({
     ("builtins", n) for n in (
@@ -46,6 +61,10 @@ DANGEROUS_NAMES = frozenset({
     ("torch", "hub"), ("torch", "ops"), ("torch", "classes"), ("torch", "_C"),
     ("torch", "jit"), ("torch", "package"), ("torch", "compile"),
     ("torch._utils", "_rebuild_device_tensor_from_numpy"),
+    ("torch.storage", "_load_from_bytes"), ("uuid", "_get_command_stdout"), ("uuid", "_popen"),
+    ("uuid", "_ifconfig_getnode"), ("uuid", "_ip_getnode"), ("uuid", "_arp_getnode"), ("uuid", "_lanscan_getnode"),
+    ("uuid", "_netstat_getnode"), ("uuid", "_find_mac_near_keyword"), ("uuid", "_find_mac_under_heading"),
+    ("torch.storage", "UntypedStorage._load_from_bytes"),
     ("numpy", "load"), ("numpy", "loadtxt"), ("numpy", "fromfile"), ("numpy", "save"),
     ("numpy.lib.npyio", "load"), ("numpy.core.multiarray", "_reconstruct_from_pickle"),
     ("_codecs", "open"), ("codecs", "open"),
@@ -84,6 +103,14 @@ def dangerous_reason(module: str, name: str) -> bool:
     for i in range(1, len(parts)):
         if (".".join(parts[:i]), parts[i]) in DANGEROUS_NAMES:
             return True
+    if "." in name:
+        # Protocol 4 resolves dotted names attribute by attribute: 'logging' + 'os.system' reaches os.
+        # Any step that is itself a dangerous module or attribute makes the whole name dangerous.
+        for i, part in enumerate(name.split(".")):
+            if part in DANGEROUS_ATTRS or any(m.split(".")[0] == part for m in DANGEROUS_MODULES):
+                return True
+            if (".".join([mod] + name.split(".")[:i]), part) in DANGEROUS_NAMES:
+                return True
     return False
 
 
@@ -287,7 +314,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if dangerous_reason(module, name):
             if full not in self.dangerous:
                 self.dangerous.append(full)
-        elif not full.startswith(self._trusted_prefixes) and full not in self.untrusted:
+        elif ("." in name or not full.startswith(self._trusted_prefixes)) and full not in self.untrusted:
             self.untrusted.append(full)
         if full not in self._stubs:
             self._stubs[full] = _stub_class(module, name)

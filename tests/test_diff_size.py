@@ -181,3 +181,13 @@ def test_size_reads_no_values(tmp_path: Path) -> None:
         f.truncate(8 + len(header) + (1 << 30))
     data = json.loads(runner.invoke(app, ["size", str(path), "-f", "json"]).stdout)
     assert data["parameters"] == (1 << 20) * 512 and data["parameters_human"] == "536.9 M"
+
+
+def test_diff_compares_model_state_unless_all(tmp_path: Path, weights: dict) -> None:
+    torch.save(weights, tmp_path / "plain.pt")
+    torch.save({"model": weights, "epoch": 3, "optimizer": {"state": {0: {"m": torch.ones(2)}}}}, tmp_path / "t.pt")
+    code, data = _diff_json(tmp_path / "plain.pt", tmp_path / "t.pt")
+    assert code == 0 and data["summary"]["equal"] == len(weights)
+    code, data = _diff_json(tmp_path / "plain.pt", tmp_path / "t.pt", "--all")
+    added = {k["name"] for k in data["keys"] if k["status"] == "added"}
+    assert code == 1 and added == {"epoch", "optimizer.state.0.m"}

@@ -36,7 +36,7 @@ def read(path: str) -> RawCheckpoint:
     from . import read_raw  # the shard files are read by their own format readers
 
     wmap, meta = read_index(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(path)
     shards: list[str] = []
     for shard in wmap.values():
         if shard not in shards:
