@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .state import Checkpoint, Entry, TensorInfo, is_floating
+from .state import Checkpoint, Entry, TensorInfo, is_floating, prefix_matches
 
 EQUAL, ADDED, REMOVED, CHANGED = "equal", "added", "removed", "changed"
 CHUNK = 1 << 22  # elements compared per step: bounds the float64 working set to ~100 MiB
@@ -64,26 +64,9 @@ def _structure(a: TensorInfo, b: TensorInfo) -> dict[str, tuple[Any, Any]]:
 def _prefix_hint(only_a: list[str], only_b: list[str]) -> list[str]:
     """Renames that are only a prefix difference: suggest the flag that aligns them."""
     hints = []
-    sb = set(only_b)
-    counts: dict[str, int] = {}
-    for n in only_a:
-        parts = n.split(".")
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
-            if n[len(p):] in sb:
-                counts[p] = counts.get(p, 0) + 1
-    for p, c in sorted(counts.items(), key=lambda x: -x[1])[:1]:
-        hints.append(f"{c} key(s) of A match B after removing {p!r}: add --strip-prefix {p}")
-    sa = set(only_a)
-    counts = {}
-    for n in only_b:
-        parts = n.split(".")
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
-            if n[len(p):] in sa:
-                counts[p] = counts.get(p, 0) + 1
-    for p, c in sorted(counts.items(), key=lambda x: -x[1])[:1]:
-        hints.append(f"{c} key(s) of B match A after removing {p!r}: add --strip-prefix {p}")
+    for side, other, keys, targets in (("A", "B", only_a, only_b), ("B", "A", only_b, only_a)):
+        for p, c in sorted(prefix_matches(keys, targets).items(), key=lambda x: -x[1])[:1]:
+            hints.append(f"{c} key(s) of {side} match {other} after removing {p!r}: add --strip-prefix {p}")
     return hints
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BadInput, UsageError
-from .state import BUFFER, BUFFER_NP, PARAMETER, UNKNOWN, Checkpoint, Entry, ModuleNode
+from .state import BUFFER, BUFFER_NP, PARAMETER, UNKNOWN, Checkpoint, Entry, ModuleNode, prefix_matches
 
 EV_MODEL = "model definition"
 
@@ -184,22 +184,9 @@ def classify_with_model(ck: Checkpoint, info: ModelInfo) -> None:
 
 def _prefix_fix(unexpected: list[str], missing: list[str]) -> tuple[str, str, int] | None:
     """The --strip-prefix or --add-prefix that turns the most unexpected keys into missing ones."""
-    miss = set(missing)
     best: tuple[str, str, int] | None = None
-    counts: dict[tuple[str, str], int] = {}
-    for u in unexpected:
-        parts = u.split(".")
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
-            if u[len(p):] in miss:
-                counts[("--strip-prefix", p)] = counts.get(("--strip-prefix", p), 0) + 1
-    for m in missing:
-        parts = m.split(".")
-        unexp = set(unexpected)
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
-            if m[len(p):] in unexp:
-                counts[("--add-prefix", p)] = counts.get(("--add-prefix", p), 0) + 1
+    counts = {("--strip-prefix", p): n for p, n in prefix_matches(unexpected, missing).items()}
+    counts |= {("--add-prefix", p): n for p, n in prefix_matches(missing, unexpected).items()}
     for (flag, p), n in counts.items():
         if best is None or n > best[2]:
             best = (flag, p, n)

@@ -27,6 +27,7 @@ from .state import (
     Checkpoint,
     Entry,
     TensorInfo,
+    contiguous_stride,
     is_floating,
     itemsize,
     unique_storage_bytes,
@@ -406,20 +407,12 @@ class _OutTensor:
     def __reduce_ex__(self, protocol: Any) -> Any:
         import torch
 
-        stride = self.info.stride if self.info.stride is not None else _contiguous(self.info.shape)
+        stride = self.info.stride if self.info.stride is not None else contiguous_stride(self.info.shape)
         args: tuple[Any, ...] = (self.storage, self.info.storage_offset, tuple(self.info.shape), tuple(stride),
                                  self.requires_grad, OrderedDict())
         if self.storage.dtype in _STORAGE_CLASS:
             return torch._utils._rebuild_tensor_v2, args
         return torch._utils._rebuild_tensor_v3, args + (getattr(torch, self.storage.dtype),)
-
-
-def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
-    out, acc = [], 1
-    for s in reversed(shape):
-        out.append(acc)
-        acc *= max(s, 1)
-    return tuple(reversed(out))
 
 
 class _Pickler(pickle.Pickler):
@@ -581,7 +574,8 @@ def _stream(plan: Plan, reader: Any, info: TensorInfo, cast_to: str | None, chan
                 out = chunk.to(target)
                 if change is not None and narrower and chunk.numel():
                     # Overflow: finite values that became inf (exact count only when the range is exceeded).
-                    if float(chunk.abs().amax()) > torch.finfo(target).max:
+                    lo, hi = torch.aminmax(chunk)  # no |x| temporary: one pass, no allocation
+                    if max(-float(lo), float(hi)) > torch.finfo(target).max:
                         change.overflow += int(torch.count_nonzero(torch.isinf(out))) - int(
                             torch.count_nonzero(torch.isinf(chunk)))
                     # Underflow: a cast maps non-zero to zero only by underflow.

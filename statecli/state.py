@@ -154,6 +154,29 @@ class Checkpoint:
         return [e for e in self.entries if e.tensor is not None]
 
 
+def contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The row-major stride torch gives a contiguous tensor of this shape."""
+    stride, acc = [], 1
+    for s in reversed(shape):
+        stride.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(stride))
+
+
+def prefix_matches(keys: list[str], targets: list[str] | set[str]) -> dict[str, int]:
+    """For each dotted prefix p ('module.', 'model.encoder.'), how many `keys` equal a target after
+    removing p: the evidence for a --strip-prefix (or, read the other way, --add-prefix) fix."""
+    wanted = set(targets)
+    counts: dict[str, int] = {}
+    for k in keys:
+        parts = k.split(".")
+        for i in range(1, len(parts)):
+            p = ".".join(parts[:i]) + "."
+            if k[len(p):] in wanted:
+                counts[p] = counts.get(p, 0) + 1
+    return counts
+
+
 def unique_storage_bytes(entries: list[Entry]) -> tuple[int, int]:
     """(bytes of all tensors as views, bytes of the distinct storages behind them)."""
     view_total = 0

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput
-from .state import COMPLEX, Checkpoint, Entry, TensorInfo, itemsize
+from .state import COMPLEX, Checkpoint, Entry, TensorInfo, contiguous_stride, itemsize
 from .summary import Stats
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class ValueReader:
         flat = self._flat(info)
         if want != dtype:
             flat = flat.view(want)
-        stride = info.stride if info.stride is not None else _contiguous_stride(info.shape)
+        stride = info.stride if info.stride is not None else contiguous_stride(info.shape)
         return flat.as_strided(info.shape, stride, info.storage_offset)
 
     def _dcp_tensor(self, info: TensorInfo) -> torch.Tensor:
@@ -107,14 +107,6 @@ def _accepts_no_dist() -> bool:
     import torch.distributed.checkpoint as dcp
 
     return "no_dist" in inspect.signature(dcp.load).parameters
-
-
-def _contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
-    stride, acc = [], 1
-    for s in reversed(shape):
-        stride.append(acc)
-        acc *= max(s, 1)
-    return tuple(reversed(stride))
 
 
 @contextmanager
