@@ -49,6 +49,10 @@ class ModelInfo:
     built_on: str
     warnings: list[str] = field(default_factory=list)
     model: Any = None  # the meta-device nn.Module, kept for torch's own load_state_dict logic
+    # Hugging Face models: key renames transformers applies on load (regex, replacement) and the
+    # base-model prefix it adds or strips between XModel and XForY checkpoints.
+    renames: list[tuple[str, str]] = field(default_factory=list)
+    base_model_prefix: str | None = None
 
 
 def parse_model_args(args: list[str], kwargs_json: str | None) -> dict[str, Any]:
@@ -242,6 +246,12 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
                            "the report compares key sets")
         missing = [k for k in info.state_keys if k not in file_tensors and k not in file_values]
         unexpected = [k for k in list(file_tensors) + sorted(file_values) if k not in info.state_keys]
+    renamed = _hf_renames(info, unexpected, missing)
+    for src, (dst, why) in renamed.items():
+        lines.append(ReportLine(src, "renamed", f"differs only by a rename transformers applies on load: {why} "
+                                f"gives {dst}", "load with from_pretrained (it renames the key)", blocking=False))
+    unexpected = [k for k in unexpected if k not in renamed]
+    missing = [k for k in missing if k not in {d for d, _ in renamed.values()}]
     fix = _prefix_fix(unexpected, missing)
     state = set(info.state_keys)
     for key in missing:
@@ -277,6 +287,50 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
     return lines
 
 
+def _hf_renames(info: ModelInfo, unexpected: list[str], missing: list[str]) -> dict[str, tuple[str, str]]:
+    """Unexpected keys that become missing ones under transformers' documented renames or its
+    base-model prefix handling: {file key: (model key, which rule)}."""
+    import re
+
+    out: dict[str, tuple[str, str]] = {}
+    want = set(missing)
+    for key in unexpected:
+        for src, dst in info.renames:
+            try:
+                new = re.sub(src, dst, key)
+            except re.error:
+                continue
+            if new != key and new in want:
+                out[key] = (new, f"{src!r} -> {dst!r}")
+                break
+        else:
+            p = info.base_model_prefix
+            if p and key.startswith(p + ".") and key[len(p) + 1:] in want:
+                out[key] = (key[len(p) + 1:], f"base-model prefix {p + '.'!r} removed")
+            elif p and f"{p}.{key}" in want:
+                out[key] = (f"{p}.{key}", f"base-model prefix {p + '.'!r} added")
+    return out
+
+
+def _transformers_renames(model: Any) -> list[tuple[str, str]]:
+    """The plain key renames transformers documents for this model (its conversion mapping in 5.x;
+    the LayerNorm gamma/beta and weight-norm renames of 4.x otherwise)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping  # type: ignore[import-not-found]
+
+        out = []
+        for t in get_model_conversion_mapping(model):
+            if type(t).__name__ != "WeightRenaming":
+                continue
+            for src in t.source_patterns:
+                out.append((src, t.target_patterns[0]))
+        return out
+    except Exception:  # noqa: BLE001 - older transformers: its documented legacy renames
+        return [(r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"),
+                (r"\.weight_g$", ".parametrizations.weight.original0"),
+                (r"\.weight_v$", ".parametrizations.weight.original1")]
+
+
 def find_hf_config(path: str) -> str | None:
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     cfg = os.path.join(folder, "config.json")
@@ -307,4 +361,7 @@ def build_hf_model(config_path: str) -> ModelInfo:
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = cls(config)
-    return describe(model, f"{archs[0]} from {config_path}")
+    info = describe(model, f"{archs[0]} from {config_path}")
+    info.renames = _transformers_renames(model)
+    info.base_model_prefix = getattr(model, "base_model_prefix", None) or None
+    return info

@@ -180,3 +180,28 @@ def test_hf_config_without_transformers_says_how(tmp_path: Path, monkeypatch: py
     result = runner.invoke(app, ["inspect", str(tmp_path), "--format", "json"])
     assert result.exit_code == 0
     assert any("statecli[hf]" in n for n in json.loads(result.stdout)["notes"])
+
+
+def test_hugging_face_documented_renames(tmp_path: Path) -> None:
+    """An old BERT checkpoint with LayerNorm.gamma/beta, and a base model saved without the 'bert.'
+    prefix: both differ from the model only by renames transformers applies on load."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=16, architectures=["BertForMaskedLM"])
+    config.save_pretrained(tmp_path)
+    sd = transformers.BertForMaskedLM(config).state_dict()
+    old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+           for k, v in sd.items()}
+    torch.save(old, tmp_path / "pytorch_model.bin")
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--format", "json"])
+    data = json.loads(result.stdout)
+    renamed = [x for x in data["load_report"] if x["problem"] == "renamed"]
+    gammas = [k for k in old if k.endswith("LayerNorm.gamma")]
+    assert sorted(x["key"] for x in renamed if x["key"].endswith("gamma")) == sorted(gammas)
+    assert all("LayerNorm.weight" in x["explanation"] for x in renamed if x["key"].endswith("gamma"))
+    assert not any(x["problem"] == "missing" and "LayerNorm" in x["key"] for x in data["load_report"])
+    base = {k.removeprefix("bert."): v for k, v in sd.items() if k.startswith("bert.")}
+    torch.save(base, tmp_path / "pytorch_model.bin")
+    data = json.loads(runner.invoke(app, ["inspect", str(tmp_path), "--format", "json"]).stdout)
+    prefixed = [x for x in data["load_report"] if x["problem"] == "renamed"]
+    assert prefixed and all("base-model prefix" in x["explanation"] for x in prefixed)

@@ -668,3 +668,28 @@ def test_input_never_modified(tmp_path: Path) -> None:
             assert result.exit_code == code, (p, extra, result.output)
     assert {p: (_sha(p), p.stat().st_size, p.stat().st_mtime_ns) for p, _ in cases} == before
     assert sorted(os.listdir(tmp_path)) == listing
+
+
+@pytest.mark.parametrize("proto", [2, 4])
+def test_no_command_ever_runs_a_payload(tmp_path: Path, proto: int) -> None:
+    """Every statecli command, given a checkpoint whose pickle would run os.system: the marker file
+    a payload creates never appears, loading commands refuse with exit 3, scan says dangerous (3),
+    check fails the safe-pickle rule (1)."""
+    marker = tmp_path / "MARKER"
+    make, _ = _payloads(marker)["os.system"]
+    evil = _zip_with_pickle(tmp_path / "evil.pt", make(proto))
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(2)}, good)
+    out = tmp_path / "out.pt"
+    commands = {
+        ("inspect", str(evil)): 3, ("inspect", str(evil), "--stats"): 3, ("size", str(evil)): 3,
+        ("diff", str(good), str(evil)): 3, ("diff", str(evil), str(good)): 3,
+        ("cast", str(evil), "--dtype", "half", "-o", str(out)): 3, ("strip", str(evil), "--buffers", "-o", str(out)): 3,
+        ("move", str(evil), "--device", "cpu", "-o", str(out)): 3, ("convert", str(evil), "-o", str(out)): 3,
+        ("scan", str(evil)): 3, ("check", str(evil)): 1, ("check", str(evil), "--no-nan", "--devices", "cpu"): 1,
+    }
+    for args, code in commands.items():
+        result = CliRunner().invoke(app, list(args))
+        assert result.exit_code == code, (args, result.output)
+        assert not marker.exists(), args
+        assert not out.exists(), args
