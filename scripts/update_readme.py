@@ -4,7 +4,7 @@
     python scripts/update_readme.py --check  # exit 1 if any example's output is stale
 
 Each example is a ```console block whose first line is `$ <command>`; the rest of the block is
-replaced by the command's output (stdout and stderr, as a terminal of 100 columns shows them) and a
+replaced by the command's output (stdout and stderr, as a terminal of 120 columns shows them) and a
 final `[exit N]` line when the exit code is not 0. Commands run from the repository root.
 """
 
@@ -22,7 +22,7 @@ BLOCK = re.compile(r"```console\n\$ (?P<cmd>[^\n]+)\n(?P<out>.*?)```", re.DOTALL
 
 
 def run(cmd: str) -> str:
-    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb", "GITHUB_ACTIONS": ""}
+    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb", "GITHUB_ACTIONS": ""}
     exe = Path(sys.executable).parent
     env["PATH"] = f"{exe}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(cmd, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
