@@ -19,6 +19,7 @@ from .formats import RawCheckpoint
 from .formats.safetensors import ALIASES_KEY, TO_SAFETENSORS
 from .load import OPTIMIZER_KEYS, load_checkpoint, load_with_raw
 from .state import (
+    ATTRIBUTE,
     BUFFER,
     BUFFER_NP,
     COMPLEX,
@@ -34,6 +35,7 @@ from .state import (
 )
 from .unpickle import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
 
+PICKLED_MODULE = "(pickled module)"
 CHUNK_BYTES = 64 << 20  # bytes moved per step: the engine's working set beside the largest tensor
 DTYPE_NAMES = {"half": "float16", "fp16": "float16", "float16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float": "float32", "float32": "float32", "fp32": "float32", "double": "float64", "float64": "float64",
@@ -256,6 +258,8 @@ def _expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     for e in plan.ck.entries:
         if e.tensor is None or e.name in plan.drop:
             continue
+        if plan.ck.container == PICKLED_MODULE and e.kind in (BUFFER_NP, ATTRIBUTE):
+            continue
         if fmt != "pt" and e.group and e.group != plan.model_from:
             continue
         name = e.name
@@ -267,8 +271,7 @@ def _expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
 
 def _verify(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint:
     after = load_checkpoint(written, key="." if fmt == "pt" and plan.ck.container == "" else None)
-    got = {e.name if not (e.group and fmt == "pt" and plan.ck.container) else e.name: (e.tensor.dtype, e.tensor.shape)
-           for e in after.entries if e.tensor is not None}
+    got = {e.name: (e.tensor.dtype, e.tensor.shape) for e in after.entries if e.tensor is not None}
     want = _expected(plan, fmt)
     missing = [n for n in want if n not in got or got[n] != want[n]]
     if missing:
@@ -371,8 +374,12 @@ def _model_items(plan: Plan) -> list[tuple[str, Entry]]:
     group = plan.model_from or ""
     out = []
     dropped_values = 0
+    not_state = 0
     for e in plan.ck.entries:
         if e.group != group or e.name in plan.drop and not (plan.model_from and e.group == plan.model_from):
+            continue
+        if plan.ck.container == PICKLED_MODULE and e.kind in (BUFFER_NP, ATTRIBUTE):
+            not_state += 1  # not in state_dict(): the module rebuilds them
             continue
         if e.tensor is None:
             dropped_values += 1
@@ -385,6 +392,10 @@ def _model_items(plan: Plan) -> list[tuple[str, Entry]]:
                           f"{', '.join(sorted(others))}")
     if dropped_values:
         plan.notes.append(f"{dropped_values} non-tensor value(s) of the model state are not written")
+    if not_state and "_state_dict_note" not in plan.__dict__:
+        plan.__dict__["_state_dict_note"] = True
+        plan.notes.append(f"a full-model pickle: wrote its state_dict() (parameters and persistent buffers); "
+                          f"{not_state} non-persistent buffer(s) / tensor attribute(s) are not state")
     return out
 
 
@@ -454,9 +465,10 @@ def _rebuild_tree(plan: Plan) -> Any:
     """The saved object with dropped entries removed and tensors replaced by output records. The walk
     names every leaf exactly as load.build does, so plan decisions (by entry name) apply."""
     raw, ck = plan.raw, plan.ck
-    if ck.container == "(pickled module)":
-        raise UsageError(ck.path, "a full-model pickle cannot be re-written as .pt without its class",
-                         "write --to safetensors (the state dict), or save model.state_dict() instead")
+    if ck.container == PICKLED_MODULE:
+        # The class cannot be re-created without running its code: write what model.state_dict()
+        # would hold instead, which is what every loader wants.
+        return OrderedDict((name, _out_tensor_leaf(plan, e)) for name, e in _model_items(plan))
     by_name = {(e.group, e.name): e for e in ck.entries}
     container = tuple(ck.container.split(".")) if ck.container else ()
     dropped = _dropped_groups(plan)

@@ -263,3 +263,25 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, train: tuple[Path, dic
     calls["n"] = 0
     result = runner.invoke(app, ["cast", str(path), "--dtype", "half", "-o", str(out)])
     assert result.exit_code == 130 and not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_full_model_pickle_becomes_its_state_dict(tmp_path: Path, samples: Path, suffix: str) -> None:
+    """A torch.save(model) file whose class cannot be imported: the output is what model.state_dict()
+    holds (parameters and persistent buffers), read without running the pickle."""
+    from statecli.load import load_checkpoint
+    from statecli.values import value_reader
+
+    src = samples / "full_model.pt"
+    ck = load_checkpoint(str(src))
+    state = {e.name: e for e in ck.entries if e.kind in ("parameter", "buffer")}
+    assert any(e.kind == "buffer (non-persistent)" for e in ck.entries)
+    out = tmp_path / f"state{suffix}"
+    stdout = _ok(["convert", str(src), "-o", str(out)])
+    assert "state_dict()" in stdout
+    got = torch.load(out, weights_only=True) if suffix == ".pt" else load_file(str(out))
+    assert set(got) == set(state)
+    with value_reader(ck) as reader:
+        for name, e in state.items():
+            assert e.tensor is not None
+            assert torch.equal(got[name], reader.tensor(e.tensor)), name
