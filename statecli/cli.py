@@ -11,8 +11,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from . import __version__
-from .errors import ExitCode, StatecliError
-from .errors import UsageError as StatecliErrorUsage
+from .errors import ExitCode, StatecliError, UsageError
 
 EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage or unreadable input;
 3 unsafe content refused (the file references code that loading would run)."""
@@ -147,7 +146,7 @@ def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | No
 
         return build_model(model, parse_model_args(model_arg or [], model_kwargs))
     if model_arg or model_kwargs:
-        raise StatecliErrorUsage(None, "--model-arg/--model-kwargs need --model")
+        raise UsageError(None, "--model-arg/--model-kwargs need --model")
     from .modeldef import build_hf_model, find_hf_config
 
     cfg = hf_config or find_hf_config(path)
@@ -244,17 +243,8 @@ def _rewrite(plan: Any, path: str, output: str | None, in_place: bool, to: str |
     from .ops import run
     from .render import render_rewrite
 
-    result = run(plan, path, output, in_place, to, max_shard_size, dry_run, strict, drop_unsupported)
-    report = None
-    if info is not None and result.after is not None:
-        from .modeldef import classify_with_model, load_report
-
-        before = load_report(plan.ck, info)
-        classify_with_model(result.after, info)
-        after = load_report(result.after, info)
-        if not any(x.blocking for x in before) and any(x.blocking for x in after):
-            report = after
-    render_rewrite(result, report)
+    plan.model = info
+    render_rewrite(run(plan, path, output, in_place, to, max_shard_size, dry_run, strict, drop_unsupported))
 
 
 @app.command()
@@ -334,7 +324,8 @@ def strip(
         classify_with_model(ck, info)
     plan = plan_strip(ck, raw, buffers, non_persistent, optimizer, ema, keep_ema_as_model, pattern, keep,
                       required_keys(info), force)
-    _rewrite(plan, path, output, in_place, to, max_shard_size, dry_run, info, drop_unsupported=drop_unsupported)
+    _rewrite(plan, path, output, in_place, to, max_shard_size, dry_run, None if force else info,
+             drop_unsupported=drop_unsupported)
 
 
 @app.command()

@@ -68,6 +68,7 @@ class Plan:
     model_from: str | None = None  # a container whose entries replace the model state (EMA promotion)
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    model: Any = None  # modeldef.ModelInfo: an output must load strictly wherever the input did
 
 
 @dataclass
@@ -277,6 +278,7 @@ def _verify(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint:
     if missing:
         raise BadInput(shown_as, f"verification failed: {missing[0]!r} is not as planned in the written file; "
                                  "nothing was kept")
+    _check_model(plan, after, shown_as)
     after.path = shown_as
     after.files = [shown_as]
     return after
@@ -342,6 +344,23 @@ def _verify_sharded(plan: Plan, index: str, fmt: str) -> None:
     bad = [n for n in want if got.get(n) != want[n]]
     if bad:
         raise BadInput(index, f"verification failed for {bad[0]!r}; nothing was kept")
+    _check_model(plan, after, index)
+
+
+def _check_model(plan: Plan, after: Checkpoint, shown_as: str) -> None:
+    """With --model: refuse an output that would not load strictly when the input did."""
+    if plan.model is None:
+        return
+    from .modeldef import classify_with_model, load_report
+
+    if any(x.blocking for x in load_report(plan.ck, plan.model)):
+        return
+    classify_with_model(after, plan.model)
+    lines = [x for x in load_report(after, plan.model) if x.blocking]
+    if lines:
+        raise UsageError(shown_as, "the output would not load with load_state_dict(strict=True) although the input "
+                         f"does ({lines[0].key}: {lines[0].problem}); nothing was written",
+                         "add --force to strip required keys anyway" if lines[0].problem == "missing" else None)
 
 
 def _write_dcp(plan: Plan, target: str) -> Checkpoint:

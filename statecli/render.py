@@ -675,7 +675,7 @@ def progress_callback(enabled: bool) -> Iterator[Any]:
 
 # -- rewrites ------------------------------------------------------------------------------------
 
-def render_rewrite(r: RewriteResult, report: Any = None, out: IO[str] | None = None) -> None:
+def render_rewrite(r: RewriteResult, out: IO[str] | None = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -725,10 +725,6 @@ def render_rewrite(r: RewriteResult, report: Any = None, out: IO[str] | None = N
         for row in summary_rows(r.before, r.after):
             t.add_row(*row)
         con.print(t)
-    if report:
-        con.print(Text("warning: the input loaded strictly into the model but the output does not:", style="bold red"))
-        for x in report:
-            con.print(Text(f"  {escape(x.key)}: {x.problem}: {escape(x.explanation)}"))
     for n in plan.notes:
         con.print(Text("note: " + escape(n), style="cyan"))
 

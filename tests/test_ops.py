@@ -285,3 +285,23 @@ def test_full_model_pickle_becomes_its_state_dict(tmp_path: Path, samples: Path,
         for name, e in state.items():
             assert e.tensor is not None
             assert torch.equal(got[name], reader.tensor(e.tensor)), name
+
+
+def test_output_must_load_strictly_where_the_input_did(tmp_path: Path) -> None:
+    from statecli.errors import UsageError
+    from statecli.modeldef import build_model, classify_with_model
+
+    src = tmp_path / "m.py"
+    src.write_text("import torch\ndef make():\n    return torch.nn.Linear(2, 2)\n")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "w.pt")
+    forced = _ok(["strip", str(tmp_path / "w.pt"), "--pattern", "bias", "--force", "--model", f"{src}:make",
+                  "-o", str(tmp_path / "forced.pt")])
+    assert "removed 1" in forced and set(torch.load(tmp_path / "forced.pt", weights_only=True)) == {"weight"}
+    ck, raw = ops.load_for_rewrite(str(tmp_path / "w.pt"), None)
+    info = build_model(f"{src}:make", {})
+    classify_with_model(ck, info)
+    plan = ops.Plan(ck, raw, drop={"bias"}, model=info)
+    with pytest.raises(UsageError, match="strict=True"):
+        ops.run(plan, str(tmp_path / "w.pt"), str(tmp_path / "bad.pt"), False, None, None, False)
+    assert not (tmp_path / "bad.pt").exists() and not list(tmp_path.glob(".statecli-*"))
+    _ok(["cast", str(tmp_path / "w.pt"), "--dtype", "half", "--model", f"{src}:make", "-o", str(tmp_path / "h.pt")])
