@@ -186,3 +186,11 @@ def test_console_script_and_module(cnn: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "statecli", "inspect", str(cnn) + ".nope"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_readme_examples_show_real_current_output() -> None:
+    """Every `$ statecli ...` block in the README is re-run; its pasted output must be what the
+    command prints today (scripts/update_readme.py rewrites them)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme.py"), "--check"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, "README examples are stale: run python scripts/update_readme.py"

@@ -205,3 +205,17 @@ def test_hugging_face_documented_renames(tmp_path: Path) -> None:
     data = json.loads(runner.invoke(app, ["inspect", str(tmp_path), "--format", "json"]).stdout)
     prefixed = [x for x in data["load_report"] if x["problem"] == "renamed"]
     assert prefixed and all("base-model prefix" in x["explanation"] for x in prefixed)
+
+
+def test_meta_build_failure_falls_back_to_cpu_with_warning(tmp_path: Path) -> None:
+    src = tmp_path / "cpu_only.py"
+    src.write_text("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                   "        self.lin = torch.nn.Linear(2, 2)\n"
+                   "        float(self.lin.weight.sum())  # needs real values: fails on the meta device\n")
+    torch.save({"lin.weight": torch.zeros(2, 2), "lin.bias": torch.zeros(2)}, tmp_path / "w.pt")
+    result = runner.invoke(app, ["inspect", str(tmp_path / "w.pt"), "--model", f"{src}:Net", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"]["built_on"] == "cpu"
+    assert any("meta device" in w for w in data["warnings"])
+    assert {e["kind"] for e in data["entries"]} == {"parameter"}
