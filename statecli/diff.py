@@ -144,7 +144,12 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[KeyDiff, Ten
                 continue
             try:
                 ta, tb = ra.tensor(x), rb.tensor(y)
-                _compare_pair(kd, ta, tb, rtol, atol, equal_nan, torch)
+
+                def done(lo: int, hi: int, x: TensorInfo = x, y: TensorInfo = y) -> None:
+                    ra.release_elements(x, lo, hi)  # contiguous tensors: drop each chunk's pages
+                    rb.release_elements(y, lo, hi)
+
+                _compare_pair(kd, ta, tb, rtol, atol, equal_nan, torch, done)
             finally:
                 ra.release(x)
                 rb.release(y)
@@ -154,42 +159,37 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[KeyDiff, Ten
             progress(len(pairs), len(pairs))
 
 
-def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal_nan: bool, torch: Any) -> None:
-    """max |a-b|, max |a-b|/|b| and how many elements fail |a-b| <= atol + rtol*|b| (torch.allclose)."""
+def _work_dtype(common: Any, torch: Any) -> Any:
+    """Compare in the common dtype, as torch.allclose does; narrow floats are widened to float32 so
+    differences do not overflow, integers go to float64."""
+    if common.is_complex:
+        return torch.complex128
+    if common in (torch.float32, torch.float64):
+        return common
+    return torch.float32 if common.is_floating_point else torch.float64
+
+
+def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal_nan: bool, torch: Any,
+                  done: Callable[[int, int], None] | None = None) -> None:
+    """max |a-b|, max |a-b|/|b| and how many elements fail |a-b| <= atol + rtol*|b| (torch.allclose),
+    chunk by chunk; `done(lo, hi)` is told when elements lo..hi are finished so their pages can go."""
     n = ta.numel()
-    if n == 0:
-        kd.max_abs, kd.max_rel, kd.mismatched = 0.0, 0.0, 0
-        return
-    # Same bytes is equal whatever the tolerance (NaNs included only with --equal-nan): memcmp speed.
-    if ta.dtype == tb.dtype and ta.is_contiguous() and tb.is_contiguous():
-        raw_a = ta.reshape(-1).view(torch.uint8) if ta.dtype != torch.bool else ta.reshape(-1).to(torch.uint8)
-        raw_b = tb.reshape(-1).view(torch.uint8) if tb.dtype != torch.bool else tb.reshape(-1).to(torch.uint8)
-        if torch.equal(raw_a, raw_b) and (equal_nan or not _has_nan(ta, torch)):
-            kd.max_abs, kd.max_rel, kd.mismatched = 0.0, 0.0, 0
-            return
     common = torch.promote_types(ta.dtype, tb.dtype)
     if ta.dtype != tb.dtype:
         kd.compared_as = str(common).removeprefix("torch.")
-    # Compare in the common dtype, as torch.allclose does; narrow floats are widened to float32 so
-    # differences do not overflow, integers go to float64.
-    if common.is_complex:
-        work = torch.complex128
-    elif common in (torch.float32, torch.float64):
-        work = common
-    elif common.is_floating_point:
-        work = torch.float32
-    else:
-        work = torch.float64
+    work = _work_dtype(common, torch)
+    same_dtype = ta.dtype == tb.dtype and ta.dtype != torch.bool
     fa, fb = ta.reshape(-1), tb.reshape(-1)
     max_abs, max_rel, bad, nonfinite_bad = 0.0, 0.0, 0, 0
     for start in range(0, n, CHUNK):
-        ca = fa[start:start + CHUNK]
-        cb = fb[start:start + CHUNK]
-        if ca.dtype != common:
-            ca = ca.to(common)
-        if cb.dtype != common:
-            cb = cb.to(common)
-        ca, cb = ca.to(work), cb.to(work)
+        ca, cb = fa[start:start + CHUNK], fb[start:start + CHUNK]
+        # Identical bytes are equal whatever the tolerance (NaNs only with --equal-nan): memcmp speed.
+        if same_dtype and torch.equal(ca.view(torch.uint8), cb.view(torch.uint8)) and (
+                equal_nan or not _has_nan(ca, torch)):
+            if done:
+                done(start, start + ca.numel())
+            continue
+        ca, cb = ca.to(common).to(work), cb.to(common).to(work)
         d = (ca - cb).abs()
         babs = cb.abs()
         close = d <= atol + rtol * babs
@@ -200,17 +200,15 @@ def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal
                 special |= torch.isnan(ca) & torch.isnan(cb)
             close |= special
             d = torch.where(special, torch.zeros_like(d), d)
-        over = d.numel() - int(torch.count_nonzero(close))
-        bad += over
-        if not finite:
             dfin = torch.isfinite(d)
             nonfinite_bad += int(torch.count_nonzero(~dfin & ~close))
             d = torch.where(dfin, d, torch.zeros_like(d))
-        if over or not bool(torch.equal(ca, cb)) if finite else True:
-            max_abs = max(max_abs, float(d.max()))
-            rel = d / babs
-            rel = torch.where(babs > 0, rel, torch.zeros_like(rel))
-            max_rel = max(max_rel, float(torch.nan_to_num(rel, nan=0.0, posinf=0.0).max()))
+        bad += d.numel() - int(torch.count_nonzero(close))
+        max_abs = max(max_abs, float(d.max()))
+        rel = torch.where(babs > 0, d / babs, torch.zeros_like(d))
+        max_rel = max(max_rel, float(torch.nan_to_num(rel, nan=0.0, posinf=0.0).max()))
+        if done:
+            done(start, start + ca.numel())
     kd.max_abs, kd.max_rel, kd.mismatched = max_abs, max_rel, bad
     if nonfinite_bad:
         kd.note = f"{nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)"

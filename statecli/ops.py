@@ -592,6 +592,11 @@ def _stream(plan: Plan, reader: Any, info: TensorInfo, cast_to: str | None, chan
     import torch
 
     src = reader.storage(info) if whole_storage else reader.tensor(info)
+    mapped = info.data_offset is not None and (whole_storage or src.is_contiguous())
+    base = 0
+    if mapped:
+        assert info.data_offset is not None
+        base = info.data_offset + (0 if whole_storage else info.storage_offset * src.element_size())
     if not whole_storage and not src.is_contiguous():
         src = src.contiguous()  # bounded by this one tensor
     flat = src.reshape(-1)
@@ -613,6 +618,9 @@ def _stream(plan: Plan, reader: Any, info: TensorInfo, cast_to: str | None, chan
                     change.underflow += int(torch.count_nonzero(chunk)) - int(torch.count_nonzero(out))
                 chunk = out
             yield memoryview(chunk.contiguous().view(torch.uint8).numpy()) if chunk.numel() else memoryview(b"")
+            if mapped:  # this chunk is written: its input pages can go, so RSS stays at one chunk
+                esize = flat.element_size()
+                reader.release_bytes(info, base + start * esize, base + (start + step) * esize)
     finally:
         reader.release(info)
 

@@ -95,6 +95,25 @@ class ValueReader:
         if end > start:
             mm.madvise(mmap.MADV_DONTNEED, start, min(end, len(mm)) - start)
 
+    def release_elements(self, info: TensorInfo, lo: int, hi: int) -> None:
+        """Drop the pages of elements lo..hi of a contiguous tensor, once they have been used."""
+        mm = self._maps.get(info.source or "")
+        if mm is None or info.data_offset is None or not info.is_contiguous or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        size = itemsize(info.dtype)
+        self.release_bytes(info, info.data_offset + (info.storage_offset + lo) * size,
+                           info.data_offset + (info.storage_offset + hi) * size)
+
+    def release_bytes(self, info: TensorInfo, first: int, last: int) -> None:
+        """MADV_DONTNEED over [first, last) of the file behind `info` (page-aligned down)."""
+        mm = self._maps.get(info.source or "")
+        if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = first // mmap.PAGESIZE * mmap.PAGESIZE
+        last = min(last, len(mm))
+        if last > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, last - start)
+
     def close(self) -> None:
         for mm in self._maps.values():
             mm.close()
