@@ -17,12 +17,11 @@ from typing import Any
 from .errors import BadInput, UsageError
 from .formats import RawCheckpoint
 from .formats.safetensors import ALIASES_KEY, TO_SAFETENSORS
-from .load import OPTIMIZER_KEYS, load_checkpoint, load_with_raw
+from .load import load_checkpoint, load_with_raw
 from .state import (
     ATTRIBUTE,
     BUFFER,
     BUFFER_NP,
-    COMPLEX,
     OPTIMIZER,
     PARAMETER,
     Checkpoint,
@@ -69,6 +68,7 @@ class Plan:
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     model: Any = None  # modeldef.ModelInfo: an output must load strictly wherever the input did
+    storages: dict[Any, Any] = field(default_factory=dict, repr=False)  # input storage -> _OutStorage, per file
 
 
 @dataclass
@@ -407,15 +407,19 @@ def _model_items(plan: Plan) -> list[tuple[str, Entry]]:
         out.append((name, e))
     others = {e.group for e in plan.ck.entries if e.group and e.group != group}
     if others:
-        plan.notes.append(f"containers not written (a flat tensor file holds the model state only): "
-                          f"{', '.join(sorted(others))}")
+        _note(plan, f"containers not written (a flat tensor file holds the model state only): "
+                    f"{', '.join(sorted(others))}")
     if dropped_values:
-        plan.notes.append(f"{dropped_values} non-tensor value(s) of the model state are not written")
-    if not_state and "_state_dict_note" not in plan.__dict__:
-        plan.__dict__["_state_dict_note"] = True
-        plan.notes.append(f"a full-model pickle: wrote its state_dict() (parameters and persistent buffers); "
-                          f"{not_state} non-persistent buffer(s) / tensor attribute(s) are not state")
+        _note(plan, f"{dropped_values} non-tensor value(s) of the model state are not written")
+    if not_state:
+        _note(plan, f"a full-model pickle: wrote its state_dict() (parameters and persistent buffers); "
+                    f"{not_state} non-persistent buffer(s) / tensor attribute(s) are not state")
     return out
+
+
+def _note(plan: Plan, text: str) -> None:
+    if text not in plan.notes:
+        plan.notes.append(text)
 
 
 @dataclass(eq=False)
@@ -475,7 +479,7 @@ def _storage_for(plan: Plan, e: Entry, storages: dict[Any, _OutStorage]) -> _Out
 
 
 def _out_tensor_leaf(plan: Plan, e: Entry) -> _OutTensor:
-    storages = plan.__dict__.setdefault("_storages", {})
+    storages = plan.storages
     assert e.tensor is not None
     return _OutTensor(_storage_for(plan, e, storages), e.tensor, e.tensor.requires_grad)
 
@@ -629,7 +633,7 @@ def _write_pt(plan: Plan, f: Any, tree: Any) -> None:
     from .values import value_reader
     from .writers import ZipWriter
 
-    storages: dict[Any, _OutStorage] = plan.__dict__.setdefault("_storages", {})
+    storages: dict[Any, _OutStorage] = plan.storages
     buf = io.BytesIO()
     _Pickler(buf, protocol=2).dump(tree)
     zw = ZipWriter(f)
@@ -654,7 +658,7 @@ def _write_pt(plan: Plan, f: Any, tree: Any) -> None:
     zw.write("archive/.data/serialization_id", sid, len(sid))
     zw.close()
     plan.changes.extend(changes.values())
-    plan.__dict__["_storages"] = {}
+    plan.storages = {}  # the next file (shard) numbers its storages afresh
 
 
 def _write_safetensors(plan: Plan, f: Any, items: list[tuple[str, Entry]]) -> None:
@@ -730,6 +734,3 @@ def load_for_rewrite(path: str, key: str | None) -> tuple[Checkpoint, RawCheckpo
                         "values statecli can re-create")
     return ck, raw
 
-
-__all__ = ["Plan", "RewriteResult", "plan_cast", "plan_strip", "plan_move", "run", "load_for_rewrite",
-           "OPTIMIZER_KEYS", "COMPLEX"]
