@@ -206,6 +206,8 @@ def _console(out: IO[str] | None = None, err: bool = False) -> Any:
 
 
 def print_warnings(ck_warnings: list[str], notes: list[str], out: IO[str] | None = None) -> None:
+    if not ck_warnings and not notes:
+        return  # and rich is never imported on the JSON path
     from rich.text import Text
 
     con = _console(out, err=out is None)
