@@ -245,7 +245,7 @@ def _scan_zip_bytes(data: bytes, where: str, result: ScanResult, trusted: tuple[
 def _check_zip(path: str, f: Any, result: ScanResult) -> zipfile.ZipFile | None:
     try:
         zf = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         result.problems.append(f"corrupt zip archive: {exc}")
         return None
     names = [i.filename for i in zf.infolist()]
@@ -254,6 +254,9 @@ def _check_zip(path: str, f: Any, result: ScanResult) -> zipfile.ZipFile | None:
     for info in zf.infolist():
         if info.flag_bits & 0x1:
             result.problems.append(f"zip member {info.filename!r} has the encryption flag")
+        if info.header_offset < 0:
+            result.problems.append(f"zip member {info.filename!r} has an impossible header offset")
+            continue
         f.seek(info.header_offset)
         head = f.read(30)
         if len(head) < 30 or head[:4] != b"PK\x03\x04":

@@ -693,3 +693,32 @@ def test_no_command_ever_runs_a_payload(tmp_path: Path, proto: int) -> None:
         assert result.exit_code == code, (args, result.output)
         assert not marker.exists(), args
         assert not out.exists(), args
+
+
+@pytest.mark.parametrize("name", ["cnn.pt", "cnn.safetensors", "legacy.pt", "dtypes.pt", "train_ckpt.pt", "full_model.pt"])
+def test_mutated_samples_fail_cleanly(tmp_path: Path, samples: Path, name: str) -> None:
+    """Bit flips, truncations and insertions in real files: every reader either reads the result or
+    raises StatecliError (one line, exit 2/3) - never another exception, which would be a traceback."""
+    from statecli.errors import StatecliError
+    from statecli.scan import scan
+
+    rng = random.Random(name)
+    data = (samples / name).read_bytes()
+    path = tmp_path / f"m{Path(name).suffix}"
+    for _ in range(60):
+        b = bytearray(data)
+        roll = rng.random()
+        if roll < 0.5:
+            for _ in range(rng.randint(1, 8)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        elif roll < 0.8:
+            del b[rng.randrange(len(b)):]
+        else:
+            pos = rng.randrange(len(b))
+            b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+        path.write_bytes(bytes(b))
+        for read in (load_checkpoint, scan):
+            try:
+                read(str(path))
+            except StatecliError:
+                pass

@@ -88,6 +88,8 @@ def check_regular(path: str) -> None:
 
 
 def read_exact(f: BinaryIO, offset: int, n: int, path: str, what: str) -> bytes:
+    if offset < 0 or n < 0:
+        raise BadInput(path, f"corrupt file: {what} at impossible offset {offset}")
     # pread reads exactly these bytes: a buffered read would pull 4 KiB of tensor data per header.
     try:
         data = os.pread(f.fileno(), n, offset)

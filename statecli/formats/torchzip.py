@@ -28,7 +28,7 @@ class _Archive:
         self.f = open_regular(path)
         try:
             self.zf = zipfile.ZipFile(self.f)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
             self.f.close()
             raise BadInput(path, f"corrupt zip archive: {exc}") from exc
         try:
