@@ -6,7 +6,6 @@ from .state import BUFFER, COMPLEX, METADATA, PARAMETER, UNKNOWN, TensorInfo, is
 
 EV_PICKLED_MODULE = "pickled module"
 EV_PICKLED_PARAMETER = "pickled as nn.Parameter"
-EV_MODEL = "model definition"
 
 _BN_STATS = {"running_mean", "running_var"}
 _POSITION = {"position_ids", "token_type_ids"}

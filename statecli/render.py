@@ -4,7 +4,6 @@ prints. Names from a checkpoint are data: they are escaped and never parsed as m
 from __future__ import annotations
 
 import csv
-import io
 import json
 import unicodedata
 from collections.abc import Iterator
@@ -464,11 +463,6 @@ def error_line(message: str) -> None:
 
     sys.stderr.write(f"statecli: error: {escape(message)}\n")
 
-
-def to_string(fn: Any, *args: Any) -> str:
-    buf = io.StringIO()
-    fn(*args, buf)
-    return buf.getvalue()
 
 
 # -- size ----------------------------------------------------------------------------------------

@@ -149,10 +149,6 @@ class Checkpoint:
     modules: list[ModuleNode] = field(default_factory=list)
     torch_metadata: Any = None  # state_dict()._metadata as saved (per-module versions)
 
-    @property
-    def tensors(self) -> list[Entry]:
-        return [e for e in self.entries if e.tensor is not None]
-
 
 def contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The row-major stride torch gives a contiguous tensor of this shape."""

@@ -83,10 +83,6 @@ def open_regular(path: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def check_regular(path: str) -> None:
-    open_regular(path).close()
-
-
 def read_exact(f: BinaryIO, offset: int, n: int, path: str, what: str) -> bytes:
     if offset < 0 or n < 0:
         raise BadInput(path, f"corrupt file: {what} at impossible offset {offset}")
