@@ -119,8 +119,8 @@ def _choose_container(raw: RawCheckpoint, root: Mapping[Any, Any], key: str | No
         if not (isinstance(value, Mapping) or _is_module(value)):
             raise UsageError(raw.path, f"{key!r} holds a {_type_name(value)}, not a state dict")
         return key
-    if any(_is_tensor(v) for v in root.values()):
-        return ""
+    # A wrapper key holding a state dict wins even when the root also holds a stray tensor (a metric
+    # saved as a tensor beside {"model": ..., "optimizer": ...}); a plain state dict has no such key.
     for cand in MODEL_KEYS + EMA_KEYS:
         if cand in root and (_looks_like_state(root[cand]) or _is_module(root[cand])):
             inner = root[cand]
@@ -130,6 +130,8 @@ def _choose_container(raw: RawCheckpoint, root: Mapping[Any, Any], key: str | No
                     if sub in inner and (_looks_like_state(inner[sub]) or _is_module(inner[sub])):
                         return f"{cand}.{sub}"
             return cand
+    if any(_is_tensor(v) for v in root.values()):
+        return ""
     best, best_n = "", 0
     for k, v in root.items():
         if str(k) in OPTIMIZER_KEYS or not isinstance(v, Mapping):

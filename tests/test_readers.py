@@ -263,3 +263,17 @@ def test_lightning_and_prefix(tmp_path: Path) -> None:
     assert any("--strip-prefix module." in n for n in ck.notes)
     stripped = load_checkpoint(str(tmp_path / "l.ckpt"), strip_prefix=("module.",))
     assert [e.name for e in stripped.entries if e.group == ""] == ["net.weight", "net.bias"]
+
+
+def test_wrapper_with_a_stray_top_level_tensor(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), momentum=0.9)
+    model(torch.randn(1, 2)).sum().backward()
+    opt.step()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "best_loss": torch.tensor(0.25)},
+               tmp_path / "ck.pt")
+    ck = load_checkpoint(str(tmp_path / "ck.pt"))
+    assert ck.container == "model"
+    kinds = {e.name: e.kind for e in ck.entries}
+    assert kinds["weight"] == PARAMETER and kinds["optimizer.state.0.momentum_buffer"] == "optimizer state"
+    assert kinds["best_loss"] == "unknown"
