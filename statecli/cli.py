@@ -53,6 +53,16 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: one line and exit 2, never mistaken for "different" (1)
+            if os.environ.get("STATECLI_DEBUG"):
+                raise
+            from .render import error_line
+
+            error_line(f"internal error: {type(exc).__name__}: {exc} (run with STATECLI_DEBUG=1 for the traceback "
+                       "and please report it)")
+            raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -251,7 +261,8 @@ def _rewrite(plan: Any, path: str, output: str | None, in_place: bool, to: str |
 @handle_errors
 def cast(
     path: PathArg,
-    dtype: Annotated[str, typer.Option("--dtype", help="Target floating dtype: half, bfloat16, float32, float64.")],
+    dtype: Annotated[str, typer.Option("--dtype", help="Target floating dtype: half, bfloat16, float32, float64 "
+                                                       "(also float8_e4m3fn, float8_e5m2).")],
     output: OutputOpt = None,
     only: Annotated[Optional[str], typer.Option("--only", help="Cast only params or only buffers.")] = None,
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Leave tensors matching this regex as they "

@@ -174,7 +174,10 @@ def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal
     """max |a-b|, max |a-b|/|b| and how many elements fail |a-b| <= atol + rtol*|b| (torch.allclose),
     chunk by chunk; `done(lo, hi)` is told when elements lo..hi are finished so their pages can go."""
     n = ta.numel()
-    common = torch.promote_types(ta.dtype, tb.dtype)
+    try:
+        common = torch.promote_types(ta.dtype, tb.dtype)
+    except RuntimeError:  # torch has no promotion for float8 types: compare in float32
+        common = torch.float32
     if ta.dtype != tb.dtype:
         kd.compared_as = str(common).removeprefix("torch.")
     work = _work_dtype(common, torch)
@@ -189,7 +192,8 @@ def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal
             if done:
                 done(start, start + ca.numel())
             continue
-        ca, cb = ca.to(common).to(work), cb.to(common).to(work)
+        ca = ca.to(common).to(work) if ca.dtype != work else ca
+        cb = cb.to(common).to(work) if cb.dtype != work else cb
         d = (ca - cb).abs()
         babs = cb.abs()
         close = d <= atol + rtol * babs
@@ -215,4 +219,6 @@ def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal
 
 
 def _has_nan(t: Any, torch: Any) -> bool:
-    return bool(is_floating(str(t.dtype).removeprefix("torch.")) and torch.isnan(t).any())
+    if not is_floating(str(t.dtype).removeprefix("torch.")):
+        return False
+    return bool(torch.isnan(t.to(torch.float32) if t.dtype.itemsize == 1 else t).any())

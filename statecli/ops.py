@@ -606,20 +606,17 @@ def _stream(plan: Plan, reader: Any, info: TensorInfo, cast_to: str | None, chan
     flat = src.reshape(-1)
     step = max(1, CHUNK_BYTES // max(1, flat.element_size()))
     target = getattr(torch, cast_to) if cast_to else None
-    narrower = target is not None and target.is_floating_point and torch.finfo(target).bits < src.element_size() * 8
+    # Range, not bit width, decides whether a cast can lose values: bfloat16 -> float16 is 16 -> 16
+    # bits but overflows above 65504 and underflows below 6e-8.
+    lossy = target is not None and target.is_floating_point and src.dtype.is_floating_point and (
+        torch.finfo(target).max < torch.finfo(src.dtype).max or torch.finfo(target).tiny > torch.finfo(src.dtype).tiny)
     try:
         for start in range(0, flat.numel(), step):
             chunk = flat[start:start + step]
             if target is not None:
                 out = chunk.to(target)
-                if change is not None and narrower and chunk.numel():
-                    # Overflow: finite values that became inf (exact count only when the range is exceeded).
-                    lo, hi = torch.aminmax(chunk)  # no |x| temporary: one pass, no allocation
-                    if max(-float(lo), float(hi)) > torch.finfo(target).max:
-                        change.overflow += int(torch.count_nonzero(torch.isinf(out))) - int(
-                            torch.count_nonzero(torch.isinf(chunk)))
-                    # Underflow: a cast maps non-zero to zero only by underflow.
-                    change.underflow += int(torch.count_nonzero(chunk)) - int(torch.count_nonzero(out))
+                if change is not None and lossy and chunk.numel():
+                    _count_losses(change, chunk, out, target, torch)
                 chunk = out
             yield memoryview(chunk.contiguous().view(torch.uint8).numpy()) if chunk.numel() else memoryview(b"")
             if mapped:  # this chunk is written: its input pages can go, so RSS stays at one chunk
@@ -627,6 +624,23 @@ def _stream(plan: Plan, reader: Any, info: TensorInfo, cast_to: str | None, chan
                 reader.release_bytes(info, base + start * esize, base + (start + step) * esize)
     finally:
         reader.release(info)
+
+
+def _count_losses(change: Change, chunk: Any, out: Any, target: Any, torch: Any) -> None:
+    """Overflow: finite values that became inf (or NaN: float8 e4m3 has no inf); underflow: non-zero
+    values that became zero. Counted on the chunk in float32 where torch lacks kernels (float8)."""
+    if target.itemsize == 1:
+        out = out.to(torch.float32)
+    if chunk.dtype.itemsize == 1:
+        chunk = chunk.to(torch.float32)
+    lo, hi = torch.aminmax(chunk)  # one pass, no |x| temporary
+    top = torch.finfo(target).max
+    if max(-float(lo), float(hi)) > top:
+        if "fn" in str(target):  # float8 "fn" types have no inf: out-of-range values saturate or turn NaN
+            change.overflow += int(torch.count_nonzero((chunk.abs() > top) & torch.isfinite(chunk)))
+        else:
+            change.overflow += int(torch.count_nonzero(torch.isinf(out))) - int(torch.count_nonzero(torch.isinf(chunk)))
+    change.underflow += int(torch.count_nonzero(chunk)) - int(torch.count_nonzero(out))
 
 
 def _write_pt(plan: Plan, f: Any, tree: Any) -> None:

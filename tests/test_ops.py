@@ -305,3 +305,22 @@ def test_output_must_load_strictly_where_the_input_did(tmp_path: Path) -> None:
         ops.run(plan, str(tmp_path / "w.pt"), str(tmp_path / "bad.pt"), False, None, None, False)
     assert not (tmp_path / "bad.pt").exists() and not list(tmp_path.glob(".statecli-*"))
     _ok(["cast", str(tmp_path / "w.pt"), "--dtype", "half", "--model", f"{src}:make", "-o", str(tmp_path / "h.pt")])
+
+
+def test_bf16_to_fp16_losses_counted_like_torch(tmp_path: Path) -> None:
+    """Same width, different range: bfloat16 -> float16 overflows above 65504 and underflows below
+    float16's smallest subnormal; --strict refuses, the counts match torch's own cast."""
+    w = torch.tensor([1e30, -7e4, 1.0, 1e-30, 3e-8, 0.0], dtype=torch.bfloat16)
+    torch.save({"w": w}, tmp_path / "bf.pt")
+    out = tmp_path / "h.safetensors"
+    refused = runner.invoke(app, ["cast", str(tmp_path / "bf.pt"), "--dtype", "half", "--strict", "-o", str(out)])
+    assert refused.exit_code == 2 and not out.exists()
+    data = json.loads(_ok(["cast", str(tmp_path / "bf.pt"), "--dtype", "half", "-o", str(out)]) and
+                      _ok(["inspect", str(out), "--format", "json", "--stats"]))
+    h = w.half()
+    assert data["entries"][0]["stats"]["inf"] == int(torch.isinf(h).sum()) == 2
+    stdout = _ok(["cast", str(tmp_path / "bf.pt"), "--dtype", "half", "-o", str(tmp_path / "h2.pt")])
+    underflow = int(((h == 0) & (w != 0)).sum())
+    row = next(line.split() for line in stdout.splitlines() if line.startswith("w "))
+    assert row == ["w", "2", str(underflow)] and underflow == 2
+    assert torch.equal(load_file(str(out))["w"], h)
