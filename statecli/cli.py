@@ -117,6 +117,8 @@ def inspect(
     model_arg: ModelArgOpt = None,
     model_kwargs: ModelKwargsOpt = None,
     hf_config: HfConfigOpt = None,
+    no_hf_config: Annotated[bool, typer.Option("--no-hf-config", help="Ignore a config.json beside the checkpoint "
+                                                                      "(it is used when transformers is installed).")] = False,
 ) -> None:
     """List every entry of a checkpoint with its kind (parameter/buffer), evidence, dtype, shape, size and device.
 
@@ -127,7 +129,7 @@ def inspect(
     from .summary import summarize
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix)
-    info = _model_info(ck, path, model, model_arg, model_kwargs, hf_config)
+    info = _model_info(ck, path, model, model_arg, model_kwargs, hf_config, auto_hf=not no_hf_config)
     report = None
     if info is not None:
         from .modeldef import classify_with_model, load_report
@@ -144,13 +146,14 @@ def inspect(
     render_inspect(result, fmt.value, tree)
     if fmt != OutputFormat.table:
         print_warnings(ck.warnings, ck.notes)
-    if report and any(line.blocking for line in report):
+    if report and (model or hf_config) and any(line.blocking for line in report):
         raise typer.Exit(int(ExitCode.DIFFERENT))
 
 
 def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | None, model_kwargs: str | None,
-                hf_config: str | None) -> Any:
-    """The model definition to classify against: --model, --hf-config, or a config.json beside the file."""
+                hf_config: str | None, auto_hf: bool = False) -> Any:
+    """The model definition to classify against: --model, --hf-config, or (with `auto_hf`) a usable
+    Hugging Face config.json beside the checkpoint; an unusable one is named in a note and ignored."""
     if model:
         from .modeldef import build_model, parse_model_args
 
@@ -159,17 +162,30 @@ def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | No
         raise UsageError(None, "--model-arg/--model-kwargs need --model")
     from .modeldef import build_hf_model, find_hf_config
 
-    cfg = hf_config or find_hf_config(path)
+    if hf_config:
+        return build_hf_model(hf_config)
+    cfg = find_hf_config(path) if auto_hf else None
     if cfg is None:
         return None
-    if hf_config is None:
-        import importlib.util
+    import importlib.util
+    import json
 
-        if importlib.util.find_spec("transformers") is None:
-            ck.notes.append(f"{cfg} describes a Hugging Face model; install transformers (pip install 'statecli[hf]') "
-                            "to classify entries exactly against it")
-            return None
-    return build_hf_model(cfg)
+    try:
+        with open(cfg, encoding="utf-8") as f:
+            archs = json.load(f).get("architectures")
+    except (OSError, ValueError, AttributeError):
+        archs = None
+    if not archs:
+        return None  # some other config.json: not a Hugging Face model description
+    if importlib.util.find_spec("transformers") is None:
+        ck.notes.append(f"{cfg} describes a Hugging Face model; install transformers (pip install 'statecli[hf]') "
+                        "to classify entries exactly against it")
+        return None
+    try:
+        return build_hf_model(cfg)
+    except Exception as exc:  # noqa: BLE001 - an auto-detected config must never break inspect
+        ck.notes.append(f"ignored {cfg} ({exc}); pass --hf-config to insist")
+        return None
 
 
 @app.command()

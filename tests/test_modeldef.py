@@ -3,6 +3,7 @@ named_buffers, _non_persistent_buffers_set and load_state_dict."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import textwrap
 from pathlib import Path
@@ -219,3 +220,19 @@ def test_meta_build_failure_falls_back_to_cpu_with_warning(tmp_path: Path) -> No
     assert data["model"]["built_on"] == "cpu"
     assert any("meta device" in w for w in data["warnings"])
     assert {e["kind"] for e in data["entries"]} == {"parameter"}
+
+
+def test_unusable_config_json_is_ignored(tmp_path: Path) -> None:
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+    (tmp_path / "config.json").write_text(json.dumps({"lr": 0.1}))
+    result = runner.invoke(app, ["inspect", str(tmp_path / "w.pt"), "--format", "json"])
+    assert result.exit_code == 0 and "model" not in json.loads(result.stdout)
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["NoSuchArchitecture"]}))
+    result = runner.invoke(app, ["inspect", str(tmp_path / "w.pt"), "--format", "json"])
+    data = json.loads(result.stdout)
+    if importlib.util.find_spec("transformers") is not None:
+        assert result.exit_code == 0 and any("ignored" in n for n in data["notes"])
+    explicit = runner.invoke(app, ["inspect", str(tmp_path / "w.pt"), "--hf-config", str(tmp_path / "config.json")])
+    assert explicit.exit_code == 2
+    skipped = runner.invoke(app, ["inspect", str(tmp_path / "w.pt"), "--no-hf-config", "--format", "json"])
+    assert skipped.exit_code == 0 and json.loads(skipped.stdout)["notes"] == []
