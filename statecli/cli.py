@@ -403,18 +403,20 @@ def convert(
 @app.command()
 @handle_errors
 def scan(
-    paths: Annotated[list[str], typer.Argument(help="Checkpoints to scan.", show_default=False)],
+    paths: Annotated[list[str], typer.Argument(help="Checkpoints to scan (a folder: every checkpoint below it).",
+                                               show_default=False, metavar="PATH...")],
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """List every global and call each pickle makes, without executing it; exit 0 safe, 1 needs-trust, 3 dangerous/malformed.
 
     Example: statecli scan sample_checkpoints/full_model.pt
     """
+    from .formats import expand_paths
     from .render import render_scan
     from .scan import DANGEROUS, MALFORMED, NEEDS_TRUST
     from .scan import scan as scan_file
 
-    results = [scan_file(p) for p in paths]
+    results = [scan_file(p) for p in expand_paths(paths)]
     render_scan(results, fmt.value)
     verdicts = {r.verdict for r in results}
     if verdicts & {DANGEROUS, MALFORMED}:
@@ -426,7 +428,8 @@ def scan(
 @app.command()
 @handle_errors
 def check(
-    paths: Annotated[list[str], typer.Argument(help="Checkpoints to check.", show_default=False)],
+    paths: Annotated[list[str], typer.Argument(help="Checkpoints to check (a folder: every checkpoint below it).",
+                                               show_default=False, metavar="PATH...")],
     config: Annotated[Optional[str], typer.Option("--config", help="TOML file with the rules (default: "
                                                                    "[tool.statecli.check] in pyproject.toml).")] = None,
     safe_pickle: Annotated[Optional[bool], typer.Option("--safe-pickle/--no-safe-pickle",
@@ -473,7 +476,9 @@ def check(
     table, source = load_config(config)
     base = rules_from_mapping(Rules(), table, source or "config") if table else Rules()
     base = rules_from_mapping(base, flags, "command line")
-    result = run_check(paths, base, config, overrides_only=True)
+    from .formats import expand_paths
+
+    result = run_check(expand_paths(paths), base, config, overrides_only=True)
     render_check(result, fmt.value)
     if junit:
         from .writers import atomic_file

@@ -182,3 +182,16 @@ def test_pre_commit_hook_entry_runs(files: dict[str, Path]) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = subprocess.run(cmd[:-2] + [str(files["train"])], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
+
+
+def test_check_a_folder_checks_every_checkpoint_once(samples: Path, tmp_path: Path) -> None:
+    code, data = _check(str(samples))
+    paths = {f["path"] for f in data["findings"]}
+    assert str(samples / "sharded" / "model.safetensors.index.json") in paths  # one entry for the index...
+    assert not any("model-00001-of-00002" in p for p in paths)  # ...not its shards again
+    assert str(samples / "dcp") in paths and str(samples / "cnn.pt") in paths
+    assert code == 1 and data["errors"] == []  # full_model.pt needs trust: a rule failure, not an error
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, data = _check(str(empty))
+    assert code == 2 and "no checkpoint" in data["errors"][0]["error"]

@@ -7,7 +7,7 @@ import os
 from ..errors import BadInput
 from ._common import RawCheckpoint, open_regular
 
-__all__ = ["RawCheckpoint", "read_raw", "resolve_path"]
+__all__ = ["RawCheckpoint", "expand_paths", "read_raw", "resolve_path"]
 
 # File names a single-checkpoint folder is recognised by, best first.
 _SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
@@ -40,6 +40,35 @@ def resolve_path(path: str) -> str:
     if found:
         raise BadInput(path, f"directory holds several checkpoints ({', '.join(found[:4])}); name one")
     raise BadInput(path, "directory holds no checkpoint (no *.index.json, .metadata, *.safetensors, *.pt or *.bin)")
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """For commands over many checkpoints (check, scan): a folder becomes every checkpoint below it;
+    a sharded index or DCP directory counts as one, its shards are not listed again."""
+    out: list[str] = []
+    for p in paths:
+        if not os.path.isdir(p):
+            out.append(p)
+            continue
+        found: list[str] = []
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            if ".metadata" in files:
+                found.append(root)
+                dirs[:] = []
+                continue
+            shards: set[str] = set()
+            for name in sorted(f for f in files if f.endswith(".index.json")):
+                found.append(os.path.join(root, name))
+                try:
+                    from .sharded import read_index
+
+                    shards |= set(read_index(os.path.join(root, name))[0].values())
+                except BadInput:
+                    pass  # reported when the index itself is checked
+            found += [os.path.join(root, f) for f in sorted(files) if f.endswith(_EXTENSIONS) and f not in shards]
+        out += found or [p]
+    return out
 
 
 def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:
