@@ -164,8 +164,10 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
             allowed = rules.param_dtypes if e.kind == PARAMETER else rules.buffer_dtypes if e.kind in (BUFFER, BUFFER_NP) else ()
             if allowed and e.tensor.dtype not in allowed:
                 wrong.append(f"{e.name} ({e.kind}, {e.tensor.dtype})")
+        inferred = any(e.evidence.startswith("inferred") for e in tensors)
+        hint = " (kinds inferred from names and dtypes; --model classifies exactly)" if inferred and wrong else ""
         out.append(Finding(path, "dtypes", not wrong, "all dtypes allowed" if not wrong else
-                           f"{len(wrong)} tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5])))
+                           f"{len(wrong)} tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5]) + hint))
     if rules.max_size is not None:
         on_disk = sum(os.path.getsize(f) for f in ck.files if os.path.isfile(f))
         ok = on_disk <= rules.max_size
@@ -236,13 +238,16 @@ def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
 
     floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == "strided"
               and e.tensor.device != "meta"]
+    skipped = sum(1 for e in ck.entries if e.tensor is not None and e not in floats and not e.tensor.dtype.startswith(
+        ("int", "uint", "bool")))
     stats = stats_for(ck, floats)
     out = []
     for rule, on, attr in (("no-nan", rules.no_nan, "nan"), ("no-inf", rules.no_inf, "inf")):
         if not on:
             continue
         bad = [(n, getattr(s, attr)) for n, s in stats.items() if getattr(s, attr)]
-        out.append(Finding(ck.path, rule, not bad, f"no {attr.upper()} in {len(floats)} floating tensor(s)" if not bad
+        note = f" ({skipped} complex/sparse/quantized/meta tensor(s) not read)" if skipped else ""
+        out.append(Finding(ck.path, rule, not bad, f"no {attr.upper()} in {len(floats)} floating tensor(s){note}" if not bad
                            else "; ".join(f"{n}: {c} {attr.upper()}" for n, c in bad[:5])))
     return out
 

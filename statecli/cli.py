@@ -82,21 +82,25 @@ def main_callback(
 
 
 PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder "
-                                             "(sharded, DCP or single checkpoint).", show_default=False)]
+                                             "(sharded, DCP or single checkpoint).", show_default=False, metavar="PATH")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Container that holds the model state, e.g. "
-                                                           "'model_ema' or 'state_dict' ('.' for the file's root).")]
+                                                           "'model_ema' or 'state_dict' ('.' for the file's root).",
+                                                               metavar="KEY")]
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", help="Model definition 'pkg.module:Name' or 'path/file.py:Name' (a class or factory). IMPORTING IT RUNS "
-                    "THAT CODE: pass only code you trust. Built on the meta device: no weights are allocated.")]
+                    "THAT CODE: pass only code you trust. Built on the meta device: no weights are allocated.",
+    metavar="SPEC")]
 ModelArgOpt = Annotated[Optional[list[str]], typer.Option("--model-arg", help="key=value passed to the model "
-                                                                            "(Python literal, else string); repeatable.")]
-ModelKwargsOpt = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON object of keyword arguments.")]
+                                                                            "(Python literal, else string); repeatable.",
+                                                                                metavar="KEY=VALUE")]
+ModelKwargsOpt = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON object of keyword arguments.",
+    metavar="JSON")]
 HfConfigOpt = Annotated[Optional[str], typer.Option("--hf-config", help="A Hugging Face config.json to build the "
-                                                                      "model from (needs transformers).")]
-AddPrefixOpt = Annotated[Optional[str], typer.Option("--add-prefix", help="Prepend this to every model key.")]
+                                                                      "model from (needs transformers).", metavar="PATH")]
+AddPrefixOpt = Annotated[Optional[str], typer.Option("--add-prefix", help="Prepend this to every model key.", metavar="PREFIX")]
 StripOpt = Annotated[Optional[list[str]], typer.Option("--strip-prefix", help="Remove this prefix from model keys "
-                                                                             "(repeatable), e.g. 'module.'.")]
+                                                                             "(repeatable), e.g. 'module.'.", metavar="PREFIX")]
 
 
 @app.command()
@@ -106,8 +110,9 @@ def inspect(
     tree: Annotated[bool, typer.Option("--tree", help="Show the module hierarchy with per-module totals.")] = False,
     kind: Annotated[Optional[list[str]], typer.Option(
         "--kind", help="Only entries of this kind (repeatable): parameter, buffer, 'buffer (non-persistent)', "
-                       "'tensor attribute', 'optimizer state', metadata, unknown.")] = None,
-    filter_: Annotated[Optional[str], typer.Option("--filter", help="Only entries whose name matches this regex.")] = None,
+                       "'tensor attribute', 'optimizer state', metadata, unknown.", metavar="KIND")] = None,
+    filter_: Annotated[Optional[str], typer.Option("--filter", help="Only entries whose name matches this regex.",
+        metavar="REGEX")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf counts (reads values).")] = False,
     fmt: FormatOpt = OutputFormat.table,
     key: KeyOpt = None,
@@ -192,8 +197,8 @@ def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | No
 @handle_errors
 def size(
     path: PathArg,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="Group modules by this many name components.")] = 1,
-    top: Annotated[int, typer.Option("--top", min=0, help="List the N largest tensors.")] = 10,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="Group modules by this many name components.", metavar="N")] = 1,
+    top: Annotated[int, typer.Option("--top", min=0, help="List the N largest tensors.", metavar="N")] = 10,
     fmt: FormatOpt = OutputFormat.table,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -215,10 +220,10 @@ def size(
 @app.command()
 @handle_errors
 def diff(
-    a: Annotated[str, typer.Argument(help="First checkpoint (A).", show_default=False)],
-    b: Annotated[str, typer.Argument(help="Second checkpoint (B).", show_default=False)],
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as torch.allclose.")] = 1e-5,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as torch.allclose.")] = 1e-8,
+    a: Annotated[str, typer.Argument(help="First checkpoint (A).", show_default=False, metavar="A")],
+    b: Annotated[str, typer.Argument(help="Second checkpoint (B).", show_default=False, metavar="B")],
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as torch.allclose.", metavar="FLOAT")] = 1e-5,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as torch.allclose.", metavar="FLOAT")] = 1e-8,
     equal_nan: Annotated[bool, typer.Option("--equal-nan", help="NaN equals NaN (default: NaN differs).")] = False,
     values: Annotated[bool, typer.Option("--values/--no-values", help="Compare values (reads tensors).")] = True,
     only_changed: Annotated[bool, typer.Option("--only-changed", help="Leave equal keys out of the listing.")] = False,
@@ -228,10 +233,14 @@ def diff(
     fmt: FormatOpt = OutputFormat.table,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
-    add_prefix_a: Annotated[Optional[str], typer.Option("--add-prefix-a", help="Prepend this to A's model keys.")] = None,
-    add_prefix_b: Annotated[Optional[str], typer.Option("--add-prefix-b", help="Prepend this to B's model keys.")] = None,
-    key_a: Annotated[Optional[str], typer.Option("--key-a", help="Container of A's model state (default: --key).")] = None,
-    key_b: Annotated[Optional[str], typer.Option("--key-b", help="Container of B's model state (default: --key).")] = None,
+    add_prefix_a: Annotated[Optional[str], typer.Option("--add-prefix-a", help="Prepend this to A's model keys.",
+        metavar="PREFIX")] = None,
+    add_prefix_b: Annotated[Optional[str], typer.Option("--add-prefix-b", help="Prepend this to B's model keys.",
+        metavar="PREFIX")] = None,
+    key_a: Annotated[Optional[str], typer.Option("--key-a", help="Container of A's model state (default: --key).",
+        metavar="KEY")] = None,
+    key_b: Annotated[Optional[str], typer.Option("--key-b", help="Container of B's model state (default: --key).",
+        metavar="KEY")] = None,
 ) -> None:
     """Compare two checkpoints: keys, shapes, dtypes, devices, kinds and values; exit 0 equal, 1 different.
 
@@ -253,12 +262,13 @@ def diff(
 
 
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write (.pt, .safetensors, or a "
-                                                                      "folder with --max-shard-size / --to dcp).")]
+                                                                      "folder with --max-shard-size / --to dcp).",
+                                                                          metavar="PATH")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Replace the input (atomically).")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: pt, safetensors or dcp (default: from "
-                                                           "the output's extension).")]
+                                                           "the output's extension).", metavar="FORMAT")]
 ShardOpt = Annotated[Optional[str], typer.Option("--max-shard-size", help="Write Hugging Face shards of at most this "
-                                                                          "size (e.g. 5GB) plus an index.")]
+                                                                          "size (e.g. 5GB) plus an index.", metavar="SIZE")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
 DropUnsupportedOpt = Annotated[bool, typer.Option("--drop-unsupported", help="Leave out sparse/quantized/meta "
                                                                              "tensors instead of refusing.")]
@@ -278,11 +288,12 @@ def _rewrite(plan: Any, path: str, output: str | None, in_place: bool, to: str |
 def cast(
     path: PathArg,
     dtype: Annotated[str, typer.Option("--dtype", help="Target floating dtype: half, bfloat16, float32, float64 "
-                                                       "(also float8_e4m3fn, float8_e5m2).")],
+                                                       "(also float8_e4m3fn, float8_e5m2).", metavar="DTYPE")],
     output: OutputOpt = None,
-    only: Annotated[Optional[str], typer.Option("--only", help="Cast only params or only buffers.")] = None,
+    only: Annotated[Optional[str], typer.Option("--only", help="Cast only params or only buffers.",
+        metavar="params|buffers")] = None,
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Leave tensors matching this regex as they "
-                                                                     "are (repeatable).")] = None,
+                                                                     "are (repeatable).", metavar="REGEX")] = None,
     keep_buffers: Annotated[bool, typer.Option("--keep-buffers", help="Leave every buffer as it is.")] = False,
     include_optimizer: Annotated[bool, typer.Option("--include-optimizer", help="Cast optimizer state too.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse to write when values overflow or underflow.")] = False,
@@ -324,8 +335,9 @@ def strip(
     keep_ema_as_model: Annotated[bool, typer.Option("--keep-ema-as-model", help="Make the EMA weights the model "
                                                                                 "state.")] = False,
     pattern: Annotated[Optional[list[str]], typer.Option("--pattern", help="Remove entries matching this regex "
-                                                                           "(repeatable).")] = None,
-    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Never remove entries matching this regex.")] = None,
+                                                                           "(repeatable).", metavar="REGEX")] = None,
+    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Never remove entries matching this regex.",
+        metavar="REGEX")] = None,
     force: Annotated[bool, typer.Option("--force", help="Remove even what --model says is required.")] = False,
     in_place: InPlaceOpt = False,
     to: ToOpt = None,
@@ -359,7 +371,7 @@ def strip(
 @handle_errors
 def move(
     path: PathArg,
-    device: Annotated[str, typer.Option("--device", help="Device to record for every tensor: cpu or cuda:N.")],
+    device: Annotated[str, typer.Option("--device", help="Device to record for every tensor: cpu or cuda:N.", metavar="DEVICE")],
     output: OutputOpt = None,
     in_place: InPlaceOpt = False,
     dry_run: DryRunOpt = False,
@@ -431,27 +443,32 @@ def check(
     paths: Annotated[list[str], typer.Argument(help="Checkpoints to check (a folder: every checkpoint below it).",
                                                show_default=False, metavar="PATH...")],
     config: Annotated[Optional[str], typer.Option("--config", help="TOML file with the rules (default: "
-                                                                   "[tool.statecli.check] in pyproject.toml).")] = None,
+                                                                   "[tool.statecli.check] in pyproject.toml).",
+                                                                       metavar="FILE")] = None,
     safe_pickle: Annotated[Optional[bool], typer.Option("--safe-pickle/--no-safe-pickle",
                                                         help="Only weights-only allowlisted globals (default on).")] = None,
     no_nan: Annotated[Optional[bool], typer.Option("--no-nan", help="No NaN in floating tensors (reads values).")] = None,
     no_inf: Annotated[Optional[bool], typer.Option("--no-inf", help="No Inf in floating tensors (reads values).")] = None,
     param_dtypes: Annotated[Optional[str], typer.Option("--param-dtypes", help="Allowed parameter dtypes, "
-                                                                               "comma-separated.")] = None,
-    buffer_dtypes: Annotated[Optional[str], typer.Option("--buffer-dtypes", help="Allowed buffer dtypes.")] = None,
-    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Size budget on disk, e.g. 2GB.")] = None,
-    devices: Annotated[Optional[str], typer.Option("--devices", help="Allowed saved devices, e.g. cpu.")] = None,
-    required_keys: Annotated[Optional[list[str]], typer.Option("--required-key", help="Regex some key must "
-                                                                                      "match (repeatable).")] = None,
-    forbidden_keys: Annotated[Optional[list[str]], typer.Option("--forbidden-key", help="Regex no key may "
-                                                                                        "match (repeatable).")] = None,
+                                                                               "comma-separated.", metavar="DTYPES")] = None,
+    buffer_dtypes: Annotated[Optional[str], typer.Option("--buffer-dtypes", help="Allowed buffer dtypes.",
+        metavar="DTYPES")] = None,
+    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Size budget on disk, e.g. 2GB.", metavar="SIZE")] = None,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="Allowed saved devices, e.g. cpu.",
+        metavar="DEVICES")] = None,
+    required_keys: Annotated[Optional[list[str]], typer.Option("--required-key", "--required-keys",
+                                                               help="Regex some key must match (repeatable).",
+                                                               metavar="REGEX")] = None,
+    forbidden_keys: Annotated[Optional[list[str]], typer.Option("--forbidden-key", "--forbidden-keys",
+                                                                help="Regex no key may match (repeatable).",
+                                                                metavar="REGEX")] = None,
     no_optimizer_state: Annotated[Optional[bool], typer.Option("--no-optimizer-state", help="No optimizer state.")] = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
-                                                                                    "safetensors.")] = None,
+                                                                                    "safetensors.", metavar="FORMATS")] = None,
     fmt: FormatOpt = OutputFormat.table,
-    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.")] = None,
+    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
                                                           "GITHUB_ACTIONS=true).")] = False,
 ) -> None:

@@ -166,11 +166,21 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, buffers: bool, non_persistent
                              "add --force to strip it anyway")
         plan.drop.add(e.name)
         plan.changes.append(Change(e.name, "removed", why, e.tensor.nbytes if e.tensor else 0))
+    if buffers and not required:
+        _note(plan, "buffers removed without a model definition: the output will not load with "
+                    "load_state_dict(strict=True) into a model that registers them (pass --model to be told which)")
     if plan.model_from:
         plan.notes.append(f"the EMA weights in {plan.model_from!r} replace the model state")
     if not plan.changes and not plan.model_from:
         plan.notes.append("nothing matched: the output equals the input")
     return plan
+
+
+def saved_bytes(plan: Plan) -> int:
+    """Storage bytes the dropped entries free: storage shared with a kept entry stays."""
+    tensors = [e for e in plan.ck.entries if e.tensor is not None]
+    kept = [e for e in tensors if e.name not in plan.drop]
+    return unique_storage_bytes(tensors)[1] - unique_storage_bytes(kept)[1]
 
 
 def plan_move(ck: Checkpoint, raw: RawCheckpoint, device: str) -> Plan:
@@ -185,6 +195,8 @@ def plan_move(ck: Checkpoint, raw: RawCheckpoint, device: str) -> Plan:
         plan.changes.append(Change(f"{n} tensor(s)", "moved", f"{dev} -> {device}"))
     if not moved:
         plan.notes.append(f"every tensor is already saved on {device}")
+    elif device != "cpu":
+        plan.notes.append(f"the output loads only where {device} exists (or with torch.load(map_location=...))")
     return plan
 
 
@@ -375,7 +387,11 @@ def _write_dcp(plan: Plan, target: str) -> Checkpoint:
             assert e.tensor is not None
             t = reader.tensor(e.tensor)
             sd[name] = t.to(getattr(__import__("torch"), plan.cast[e.name])) if e.name in plan.cast else t
-        dcp.save(sd, storage_writer=dcp.FileSystemWriter(tmp), no_dist=True)  # type: ignore[call-arg]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "torch.distributed is disabled ... single process": as intended
+            dcp.save(sd, storage_writer=dcp.FileSystemWriter(tmp), no_dist=True)  # type: ignore[call-arg]
     plan.notes.append("DCP output written with torch.distributed.checkpoint's FileSystemWriter")
     return load_checkpoint(target)
 

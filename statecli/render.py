@@ -249,7 +249,7 @@ def _header(con: Any, r: InspectResult) -> None:
     t.append(escape(ck.path), style="bold")
     t.append(f"  {ck.format}")
     if len(ck.files) > 1:
-        t.append(f", {len(ck.files)} files")
+        t.append(f", {len(ck.files) - 1} data files + {'index' if ck.path.endswith('.json') else '.metadata'}")
     t.append(f"  model state: {escape(ck.container or '(root)')}")
     con.print(t)
     others = [c for c in ck.containers if c.role != "model state"]
@@ -348,6 +348,9 @@ def _summary(con: Any, r: InspectResult) -> None:
         if len(r.shared) > 20:
             con.print(f"  ... {len(r.shared) - 20} more")
         con.print(Text(f"tensor bytes as views {fmt_bytes(r.view_nbytes)}, distinct storage {fmt_bytes(r.total.nbytes)}"))
+    if r.total.nbytes > r.view_nbytes:
+        con.print(Text(f"the saved storage ({fmt_bytes(r.total.nbytes)}) is larger than the tensors "
+                       f"({fmt_bytes(r.view_nbytes)}): slices of larger tensors save their whole storage"))
 
 
 def _tree(con: Any, r: InspectResult) -> None:
@@ -472,7 +475,8 @@ def size_dict(r: SizeResult) -> dict[str, Any]:
     return {
         "path": ck.path, "format": ck.format, "container": ck.container, "files": ck.files,
         "file_bytes": r.file_bytes, "nbytes": r.total.nbytes, "view_nbytes": r.view_nbytes,
-        "duplicate_nbytes": r.duplicate_nbytes, "tensors": r.total.tensors, "numel": r.total.numel,
+        "duplicate_nbytes": r.duplicate_nbytes, "outside_nbytes": r.outside_nbytes,
+        "tensors": r.total.tensors, "numel": r.total.numel,
         "parameters": r.parameters, "parameters_human": fmt_count(r.parameters),
         "by_kind": {b.key: _bucket_dict(b) for b in r.by_kind},
         "by_dtype": {b.key: _bucket_dict(b) for b in r.by_dtype},
@@ -515,7 +519,10 @@ def render_size(r: SizeResult, fmt: str, out: IO[str] | None = None) -> None:
                    f"{fmt_count(r.parameters)} params"))
     if r.duplicate_nbytes:
         con.print(Text(f"shared storage counted once: {fmt_bytes(r.duplicate_nbytes)} would be duplicated if every "
-                       f"tensor owned its bytes ({fmt_bytes(r.view_nbytes)})"))
+                       f"tensor owned its bytes"))
+    if r.outside_nbytes:
+        con.print(Text(f"{fmt_bytes(r.outside_nbytes)} of saved storage lies outside every tensor view (a slice of a "
+                       "larger tensor saves the whole storage; .clone() before saving to drop it)"))
     table = Table(title=f"by module (depth {r.depth})", title_justify="left", **_TABLE)
     for h in ("module", "tensors", "numel", "size", "share", ""):
         table.add_column(h, justify="left" if h in ("module", "") else "right", overflow="fold")
@@ -640,7 +647,7 @@ def render_diff(r: DiffResult, fmt: str, only_changed: bool, out: IO[str] | None
         for h in ("name", "max abs", "max rel", "over tol", "of", "note"):
             t.add_column(h, justify="right" if h not in ("name", "note") else "left", overflow="fold")
         for k in valued:
-            note = (f"compared as {k.compared_as}; " if k.compared_as else "") + (k.note or "")
+            note = "; ".join(x for x in (f"compared as {k.compared_as}" if k.compared_as else "", k.note or "") if x)
             t.add_row(Text(escape(k.name)), _fmt_float(k.max_abs), _fmt_float(k.max_rel), f"{k.mismatched:,}",
                       f"{k.numel:,}" if k.numel is not None else "", Text(escape(note)))
         con.print(t)
@@ -693,7 +700,12 @@ def render_rewrite(r: RewriteResult, out: IO[str] | None = None) -> None:
                            f"{fmt_bytes(sum(c.nbytes for c in cs))}: ", style="bold")
                       + Text(", ".join(escape(c.name) for c in cs[:12]) + (f", ... {len(cs) - 12} more" if len(cs) > 12
                                                                            else "")))
-        con.print(Text(f"saved {fmt_bytes(sum(c.nbytes for c in removed))} of tensor data", style="bold"))
+        from .ops import saved_bytes
+
+        freed, listed = saved_bytes(plan), sum(c.nbytes for c in removed)
+        con.print(Text(f"saved {fmt_bytes(freed)} of tensor storage", style="bold")
+                  + Text(f" ({fmt_bytes(listed - freed)} of the removed tensors share storage with kept ones)"
+                         if listed > freed else ""))
     casts = [c for c in plan.changes if c.what == "cast"]
     if casts:
         details = sorted({c.detail for c in casts})
@@ -749,13 +761,20 @@ def render_scan(results: list[ScanResult], fmt: str, out: IO[str] | None = None)
         seen: dict[str, tuple[str, set[str]]] = {}
         for g in r.globals:
             seen.setdefault(g.name, (g.verdict, set()))[1].add(g.where)
+        hidden = 0
         for name, (verdict, wheres) in sorted(seen.items(), key=lambda x: (-_VRANK[x[1][0]], x[0])):
-            if verdict == "safe" and fmt == "table" and len(seen) > 12:
+            if verdict == "safe" and len(seen) > 12:
+                hidden += 1
                 continue
             con.print(Text(f"  {verdict:<12}", style=styles[verdict]) + Text(escape(name))
                       + Text(f"  in {escape(', '.join(sorted(wheres))[:120])}", style="dim"))
+        if hidden:
+            con.print(Text(f"  ... and {hidden} safe (weights-only allowlisted) globals; --format json lists all",
+                           style="dim"))
         for o, c, w in r.calls[:50]:
             con.print(Text(f"  call {o} {escape(c)} in {escape(w)}"))
+        if len(r.calls) > 50:
+            con.print(Text(f"  ... and {len(r.calls) - 50} more calls; --format json lists all", style="dim"))
         for p in r.problems:
             con.print(Text("  malformed: " + escape(p), style="red"))
 

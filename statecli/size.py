@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .state import PARAMETER, Checkpoint, Entry, unique_storage_bytes
+from .state import PARAMETER, Checkpoint, Entry, storage_overlap, unique_storage_bytes
 from .summary import Bucket, bucket, group_by
 
 
@@ -22,7 +22,8 @@ class SizeResult:
     file_bytes: int
     total: Bucket
     view_nbytes: int  # bytes if every tensor owned its storage
-    duplicate_nbytes: int  # bytes shared storage saves (tied weights, views)
+    duplicate_nbytes: int  # bytes shared storage saves (tied weights, overlapping views)
+    outside_nbytes: int  # storage bytes no tensor view covers (slices of larger tensors saved whole)
     parameters: int  # numel of parameters, shared storage counted once
     by_kind: list[Bucket]
     by_dtype: list[Bucket]
@@ -77,6 +78,7 @@ def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
         except OSError:
             pass
     largest = sorted(tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name))[:top]
-    return SizeResult(ck, file_bytes, bucket("total", tensors), view, view - distinct, n_params,
+    shared, outside = storage_overlap(tensors)
+    return SizeResult(ck, file_bytes, bucket("total", tensors), view, shared, outside, n_params,
                       group_by(tensors, "kind"), group_by(tensors, "dtype"), group_by(tensors, "device"),
                       by_module, largest, depth)

@@ -173,6 +173,23 @@ def prefix_matches(keys: list[str], targets: list[str] | set[str]) -> dict[str, 
     return counts
 
 
+def storage_overlap(entries: list[Entry]) -> tuple[int, int]:
+    """(bytes saved by sharing: views beyond their storage's size, bytes of storage no view covers:
+    a slice of a larger tensor saves the whole storage), summed storage by storage."""
+    groups: dict[tuple[str | None, str], tuple[int, int]] = {}
+    for e in entries:
+        t = e.tensor
+        if t is None or t.storage_key is None or t.device == "meta":
+            continue
+        key = (t.source, t.storage_key)
+        size = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+        views, _ = groups.get(key, (0, size))
+        groups[key] = (views + t.nbytes, max(size, groups.get(key, (0, 0))[1]))
+    shared = sum(max(0, v - s) for v, s in groups.values())
+    outside = sum(max(0, s - v) for v, s in groups.values())
+    return shared, outside
+
+
 def unique_storage_bytes(entries: list[Entry]) -> tuple[int, int]:
     """(bytes of all tensors as views, bytes of the distinct storages behind them)."""
     view_total = 0

@@ -324,3 +324,12 @@ def test_bf16_to_fp16_losses_counted_like_torch(tmp_path: Path) -> None:
     row = next(line.split() for line in stdout.splitlines() if line.startswith("w "))
     assert row == ["w", "2", str(underflow)] and underflow >= 1
     assert torch.equal(load_file(str(out))["w"], h)
+
+
+def test_strip_reports_storage_actually_freed(tmp_path: Path) -> None:
+    sd = {"w": torch.ones(3), "b": torch.zeros(2)}
+    torch.save({"model": sd, "ema": {"decay": 0.99, "shadow": sd}, "extra": {"x": torch.ones(5)}}, tmp_path / "n.pt")
+    stdout = _ok(["strip", str(tmp_path / "n.pt"), "--ema", "-o", str(tmp_path / "o.pt")])
+    assert "saved 0 B of tensor storage" in stdout  # the EMA shadow shares storage with the model
+    stdout = _ok(["strip", str(tmp_path / "n.pt"), "--pattern", "^extra", "-o", str(tmp_path / "p.pt")])
+    assert f"saved {5 * 4} B of tensor storage" in stdout
