@@ -376,17 +376,20 @@ def _check_model(plan: Plan, after: Checkpoint, shown_as: str) -> None:
 
 
 def _write_dcp(plan: Plan, target: str) -> Checkpoint:
+    import torch
     import torch.distributed.checkpoint as dcp
 
     from .values import value_reader
     from .writers import atomic_dir
 
     with atomic_dir(target) as tmp, value_reader(plan.ck) as reader:
-        sd = {}
-        for name, e in _model_items(plan):
+        def tensor(e: Entry) -> Any:  # a view of the mapped input; DCP's writer streams it out
             assert e.tensor is not None
             t = reader.tensor(e.tensor)
-            sd[name] = t.to(getattr(__import__("torch"), plan.cast[e.name])) if e.name in plan.cast else t
+            return t.to(getattr(torch, plan.cast[e.name])) if e.name in plan.cast else t
+
+        # The whole checkpoint, wrappers included: DCP holds nested state (optimizer, counters) too.
+        sd = _rebuild_tree(plan, tensor)
         import warnings
 
         with warnings.catch_warnings():
@@ -500,14 +503,18 @@ def _out_tensor_leaf(plan: Plan, e: Entry) -> _OutTensor:
     return _OutTensor(_storage_for(plan, e, storages), e.tensor, e.tensor.requires_grad)
 
 
-def _rebuild_tree(plan: Plan) -> Any:
+def _rebuild_tree(plan: Plan, tensor_leaf: Any = None) -> Any:
     """The saved object with dropped entries removed and tensors replaced by output records. The walk
     names every leaf exactly as load.build does, so plan decisions (by entry name) apply."""
     raw, ck = plan.raw, plan.ck
+
+    def make(e: Entry) -> Any:
+        return tensor_leaf(e) if tensor_leaf is not None else _out_tensor_leaf(plan, e)
+
     if ck.container == PICKLED_MODULE:
         # The class cannot be re-created without running its code: write what model.state_dict()
         # would hold instead, which is what every loader wants.
-        return OrderedDict((name, _out_tensor_leaf(plan, e)) for name, e in _model_items(plan))
+        return OrderedDict((name, make(e)) for name, e in _model_items(plan))
     by_name = {(e.group, e.name): e for e in ck.entries}
     container = tuple(ck.container.split(".")) if ck.container else ()
     dropped = _dropped_groups(plan)
@@ -517,7 +524,7 @@ def _rebuild_tree(plan: Plan) -> Any:
             e = by_name.get((group, name))
             if e is None:
                 raise BadInput(ck.path, f"internal: no entry for tensor {name!r}")
-            return _out_tensor_leaf(plan, e)
+            return make(e)
         return _plain(x, name)
 
     def walk(x: Any, path: tuple[str, ...], group: str, prefix: str, top: bool, in_model: bool) -> Any:

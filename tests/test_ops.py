@@ -333,3 +333,15 @@ def test_strip_reports_storage_actually_freed(tmp_path: Path) -> None:
     assert "saved 0 B of tensor storage" in stdout  # the EMA shadow shares storage with the model
     stdout = _ok(["strip", str(tmp_path / "n.pt"), "--pattern", "^extra", "-o", str(tmp_path / "p.pt")])
     assert f"saved {5 * 4} B of tensor storage" in stdout
+
+
+def test_dcp_output_keeps_the_whole_training_checkpoint(tmp_path: Path, train: tuple[Path, dict]) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    path, ckpt = train
+    _ok(["convert", str(path), "--to", "dcp", "-o", str(tmp_path / "d")])
+    target = {"model": {k: torch.empty_like(v) for k, v in ckpt["model"].items()},
+              "optimizer": {"state": {0: {k: torch.empty_like(v) for k, v in ckpt["optimizer"]["state"][0].items()}}}}
+    dcp.load(target, checkpoint_id=str(tmp_path / "d"), no_dist=True)
+    assert all(torch.equal(target["model"][k], v) for k, v in ckpt["model"].items())
+    assert torch.equal(target["optimizer"]["state"][0]["exp_avg"], ckpt["optimizer"]["state"][0]["exp_avg"])
