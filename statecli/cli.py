@@ -13,8 +13,8 @@ import typer
 from . import __version__
 from .errors import ExitCode, StatecliError, UsageError
 
-EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage or unreadable input;
-3 unsafe content refused (the file references code that loading would run)."""
+EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage, unreadable input or an
+internal error; 3 unsafe content refused (the file references code that loading would run)."""
 
 app = typer.Typer(
     name="statecli",
