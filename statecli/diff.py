@@ -166,7 +166,7 @@ def _work_dtype(common: Any, torch: Any) -> Any:
         return torch.complex128
     if common in (torch.float32, torch.float64):
         return common
-    return torch.float32 if common.is_floating_point else torch.float64
+    return torch.float32 if common.is_floating_point else torch.int64
 
 
 def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal_nan: bool, torch: Any,
@@ -187,15 +187,20 @@ def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal
     for start in range(0, n, CHUNK):
         ca, cb = fa[start:start + CHUNK], fb[start:start + CHUNK]
         # Identical bytes are equal whatever the tolerance (NaNs only with --equal-nan): memcmp speed.
-        if same_dtype and torch.equal(ca.view(torch.uint8), cb.view(torch.uint8)) and (
-                equal_nan or not _has_nan(ca, torch)):
+        if same_dtype and ca.is_contiguous() and cb.is_contiguous() and torch.equal(
+                ca.view(torch.uint8), cb.view(torch.uint8)) and (equal_nan or not _has_nan(ca, torch)):
             if done:
                 done(start, start + ca.numel())
             continue
-        ca = ca.to(common).to(work) if ca.dtype != work else ca
-        cb = cb.to(common).to(work) if cb.dtype != work else cb
-        d = (ca - cb).abs()
-        babs = cb.abs()
+        if work == torch.int64:  # integers: the difference exactly, then compared as floats
+            ca, cb = ca.to(torch.int64), cb.to(torch.int64)
+            d = (ca - cb).abs().to(torch.float64)
+            babs = cb.abs().to(torch.float64)
+        else:
+            ca = ca.to(common).to(work) if ca.dtype != work else ca
+            cb = cb.to(common).to(work) if cb.dtype != work else cb
+            d = (ca - cb).abs()
+            babs = cb.abs()
         close = d <= atol + rtol * babs
         finite = bool(torch.isfinite(ca).all()) and bool(torch.isfinite(cb).all())
         if not finite:  # inf == inf of the same sign is close; NaN only with equal_nan

@@ -212,7 +212,8 @@ def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], r
     names = [e.name for e in ck.entries if e.group == ""]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise UsageError(raw.path, f"--strip-prefix makes two entries share the name {dup!r}")
+        raise UsageError(raw.path, f"two entries flatten to the same name {dup!r} (e.g. 'a.b' beside {{'a': {{'b': ...}}}}"
+                                   f"{', or after --strip-prefix' if strip_prefix else ''})")
     model = [e for e in ck.entries if e.group == "" and e.tensor is not None]
     for p in WRAPPER_PREFIXES:
         if model and all(e.name.startswith(p) for e in model):

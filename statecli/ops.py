@@ -55,19 +55,26 @@ class Change:
     underflow: int = 0
 
 
+def entry_key(e: Entry) -> tuple[str, str]:
+    """Plan decisions are keyed by container and name: 'scale' in the model state and a top-level
+    'scale' beside it are different entries."""
+    return (e.group, e.name)
+
+
 @dataclass
 class Plan:
     """Decisions by entry name: drop, cast to a dtype, and a device to write for every storage."""
 
     ck: Checkpoint
     raw: RawCheckpoint
-    drop: set[str] = field(default_factory=set)
-    cast: dict[str, str] = field(default_factory=dict)
+    drop: set[tuple[str, str]] = field(default_factory=set)  # key(entry)
+    cast: dict[tuple[str, str], str] = field(default_factory=dict)  # key(entry) -> dtype
     location: str | None = None
     model_from: str | None = None  # a container whose entries replace the model state (EMA promotion)
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     model: Any = None  # modeldef.ModelInfo: an output must load strictly wherever the input did
+    compact: bool = False  # write views of larger storages as their own storages (shards)
     storages: dict[Any, Any] = field(default_factory=dict, repr=False)  # input storage -> _OutStorage, per file
 
 
@@ -123,7 +130,7 @@ def plan_cast(ck: Checkpoint, raw: RawCheckpoint, dtype: str, only: str | None, 
         if t.layout != "strided" or t.device == "meta":
             plan.notes.append(f"{e.name}: {t.layout} {t.device} tensor left as {t.dtype}")
             continue
-        plan.cast[e.name] = target
+        plan.cast[entry_key(e)] = target
     if skipped_int:
         plan.notes.append(f"{skipped_int} integer, bool or complex tensor(s) are never cast")
     if not include_optimizer and any(e.kind == OPTIMIZER and e.tensor is not None for e in ck.entries):
@@ -164,7 +171,7 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, buffers: bool, non_persistent
         if required and e.group == "" and e.name in required and not force:
             raise UsageError(ck.path, f"{e.name!r} is required by the model definition ({why})",
                              "add --force to strip it anyway")
-        plan.drop.add(e.name)
+        plan.drop.add(entry_key(e))
         plan.changes.append(Change(e.name, "removed", why, e.tensor.nbytes if e.tensor else 0))
     if buffers and not required:
         _note(plan, "buffers removed without a model definition: the output will not load with "
@@ -179,7 +186,7 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, buffers: bool, non_persistent
 def saved_bytes(plan: Plan) -> int:
     """Storage bytes the dropped entries free: storage shared with a kept entry stays."""
     tensors = [e for e in plan.ck.entries if e.tensor is not None]
-    kept = [e for e in tensors if e.name not in plan.drop]
+    kept = [e for e in tensors if entry_key(e) not in plan.drop]
     return unique_storage_bytes(tensors)[1] - unique_storage_bytes(kept)[1]
 
 
@@ -237,6 +244,9 @@ def run(plan: Plan, path: str, output: str | None, in_place: bool, to: str | Non
     target = ck.path if in_place else str(output)
     if in_place and (len(ck.files) != 1 or os.path.isdir(ck.path)):
         raise UsageError(ck.path, "--in-place works on single-file checkpoints only")
+    if in_place and (max_shard_size or to):
+        raise UsageError(ck.path, "--in-place keeps the file's name and format: it does not combine with "
+                                  "--to or --max-shard-size", "write to a new path with -o")
     shard = parse_size(max_shard_size) if max_shard_size else None
     fmt = output_format(target, to, shard, ck.format) if not in_place or to else (
         "safetensors" if ck.format == "safetensors" else "pt")
@@ -244,22 +254,23 @@ def run(plan: Plan, path: str, output: str | None, in_place: bool, to: str | Non
         for f in ck.files + [ck.path]:
             if os.path.exists(target) and os.path.exists(f) and os.path.samefile(f, target):
                 raise UsageError(target, "is the input; statecli never overwrites its input without --in-place")
-    unsupported = [e.name for e in ck.entries if e.tensor is not None and e.name not in plan.drop
+    unsupported = [e for e in ck.entries if e.tensor is not None and entry_key(e) not in plan.drop
                    and (e.tensor.layout not in ("strided",) or e.tensor.device == "meta")]
-    if unsupported and fmt in ("safetensors", "dcp") or unsupported and fmt == "pt":
+    if unsupported:
         if not drop_unsupported:
-            raise UsageError(ck.path, f"{len(unsupported)} tensor(s) have a layout statecli cannot rewrite "
-                             f"({', '.join(unsupported[:4])}{'...' if len(unsupported) > 4 else ''})",
+            names = [e.name for e in unsupported]
+            raise UsageError(ck.path, f"{len(names)} tensor(s) have a layout statecli cannot rewrite "
+                             f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''})",
                              "add --drop-unsupported to leave them out")
-        for n in unsupported:
-            plan.drop.add(n)
-            plan.changes.append(Change(n, "removed", "unsupported layout"))
+        for e in unsupported:
+            plan.drop.add(entry_key(e))
+            plan.changes.append(Change(e.name, "removed", "unsupported layout"))
     if dry_run:
         return RewriteResult(plan, target, fmt, ck, None, True)
     if fmt == "dcp":
-        after = _write_dcp(plan, target)
+        after = _write_dcp(plan, target, strict)
     elif shard:
-        after = _write_sharded(plan, target, fmt, shard, in_place)
+        after = _write_sharded(plan, target, fmt, shard, in_place, strict)
     else:
         after = _write_single(plan, target, fmt, strict)
     result = RewriteResult(plan, target, fmt, ck, after, False)
@@ -269,7 +280,7 @@ def run(plan: Plan, path: str, output: str | None, in_place: bool, to: str | Non
 def _expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     out = {}
     for e in plan.ck.entries:
-        if e.tensor is None or e.name in plan.drop:
+        if e.tensor is None or entry_key(e) in plan.drop:
             continue
         if plan.ck.container == PICKLED_MODULE and e.kind in (BUFFER_NP, ATTRIBUTE):
             continue
@@ -278,7 +289,7 @@ def _expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
         name = e.name
         if plan.model_from and e.group == plan.model_from:
             name = e.name[len(plan.model_from) + 1:] if e.name.startswith(plan.model_from + ".") else e.name
-        out[name] = (plan.cast.get(e.name, e.tensor.dtype), e.tensor.shape)
+        out[name] = (plan.cast.get(entry_key(e), e.tensor.dtype), e.tensor.shape)
     return out
 
 
@@ -305,13 +316,17 @@ def _write_single(plan: Plan, target: str, fmt: str, strict: bool) -> Checkpoint
                 _write_safetensors(plan, f, _model_items(plan))
             else:
                 _write_pt(plan, f, _rebuild_tree(plan))
-        if strict and any(c.overflow or c.underflow for c in plan.changes):
-            raise UsageError(plan.ck.path, "--strict: some values overflow or underflow the target dtype "
-                                           "(listed above); nothing was written")
+        _refuse_if_strict(plan, strict)
         return _verify(plan, tmp, fmt, target)
 
 
-def _write_sharded(plan: Plan, target: str, fmt: str, shard: int, in_place: bool) -> Checkpoint:
+def _refuse_if_strict(plan: Plan, strict: bool) -> None:
+    if strict and any(c.overflow or c.underflow for c in plan.changes):
+        raise UsageError(plan.ck.path, "--strict: some values overflow or underflow the target dtype "
+                                       "(listed above); nothing was written")
+
+
+def _write_sharded(plan: Plan, target: str, fmt: str, shard: int, in_place: bool, strict: bool) -> Checkpoint:
     from .writers import atomic_dir
 
     items = _model_items(plan)
@@ -335,14 +350,18 @@ def _write_sharded(plan: Plan, target: str, fmt: str, shard: int, in_place: bool
             fname = f"{stem}-{i:05d}-of-{total:05d}.{ext}"
             with open(os.path.join(tmp, fname), "wb") as f:
                 if fmt == "safetensors":
-                    _write_safetensors(plan, f, group)
+                    # Every key of the weight map must be in its shard: tied tensors are written as
+                    # copies here (Hugging Face drops them from the map instead).
+                    _write_safetensors(plan, f, group, dedupe=False)
                 else:
+                    plan.compact = True
                     _write_pt(plan, f, OrderedDict((name, _out_tensor_leaf(plan, e)) for name, e in group))
             for name, e in group:
                 wmap[name] = fname
                 total_size += plan_nbytes(plan, e)
         with open(os.path.join(tmp, index), "w", encoding="utf-8") as f:
             json.dump({"metadata": {"total_size": total_size}, "weight_map": wmap}, f, indent=2)
+        _refuse_if_strict(plan, strict)
         _verify_sharded(plan, os.path.join(tmp, index), fmt)
     plan.notes.append(f"wrote {total} shard(s) of at most {shard} bytes and {index}")
     after = load_checkpoint(target)
@@ -375,7 +394,7 @@ def _check_model(plan: Plan, after: Checkpoint, shown_as: str) -> None:
                          "add --force to strip required keys anyway" if lines[0].problem == "missing" else None)
 
 
-def _write_dcp(plan: Plan, target: str) -> Checkpoint:
+def _write_dcp(plan: Plan, target: str, strict: bool) -> Checkpoint:
     import torch
     import torch.distributed.checkpoint as dcp
 
@@ -386,10 +405,19 @@ def _write_dcp(plan: Plan, target: str) -> Checkpoint:
         def tensor(e: Entry) -> Any:  # a view of the mapped input; DCP's writer streams it out
             assert e.tensor is not None
             t = reader.tensor(e.tensor)
-            return t.to(getattr(torch, plan.cast[e.name])) if e.name in plan.cast else t
+            if entry_key(e) not in plan.cast:
+                return t
+            target_dtype = getattr(torch, plan.cast[entry_key(e)])
+            out = t.to(target_dtype)
+            change = Change(e.name, "cast", f"{e.tensor.dtype} -> {plan.cast[entry_key(e)]}")
+            if t.numel() and t.dtype.is_floating_point:
+                _count_losses(change, t.reshape(-1), out.reshape(-1), target_dtype, torch)
+            plan.changes.append(change)
+            return out
 
         # The whole checkpoint, wrappers included: DCP holds nested state (optimizer, counters) too.
         sd = _rebuild_tree(plan, tensor)
+        _refuse_if_strict(plan, strict)
         import warnings
 
         with warnings.catch_warnings():
@@ -403,7 +431,7 @@ def _write_dcp(plan: Plan, target: str) -> Checkpoint:
 
 def plan_nbytes(plan: Plan, e: Entry) -> int:
     assert e.tensor is not None
-    dtype = plan.cast.get(e.name, e.tensor.dtype)
+    dtype = plan.cast.get(entry_key(e), e.tensor.dtype)
     return e.tensor.numel * itemsize(dtype)
 
 
@@ -414,7 +442,7 @@ def _model_items(plan: Plan) -> list[tuple[str, Entry]]:
     dropped_values = 0
     not_state = 0
     for e in plan.ck.entries:
-        if e.group != group or e.name in plan.drop and not (plan.model_from and e.group == plan.model_from):
+        if e.group != group or entry_key(e) in plan.drop and not (plan.model_from and e.group == plan.model_from):
             continue
         if plan.ck.container == PICKLED_MODULE and e.kind in (BUFFER_NP, ATTRIBUTE):
             not_state += 1  # not in state_dict(): the module rebuilds them
@@ -449,6 +477,7 @@ class _OutStorage:
     numel: int
     source: TensorInfo
     cast: bool
+    view: bool = False  # holds only `source`'s view, made contiguous (not its whole input storage)
 
 
 class _OutTensor:
@@ -461,7 +490,10 @@ class _OutTensor:
         import torch
 
         stride = self.info.stride if self.info.stride is not None else contiguous_stride(self.info.shape)
-        args: tuple[Any, ...] = (self.storage, self.info.storage_offset, tuple(self.info.shape), tuple(stride),
+        offset = self.info.storage_offset
+        if self.storage.view:
+            stride, offset = contiguous_stride(self.info.shape), 0
+        args: tuple[Any, ...] = (self.storage, offset, tuple(self.info.shape), tuple(stride),
                                  self.requires_grad, OrderedDict())
         if self.storage.dtype in _STORAGE_CLASS:
             return torch._utils._rebuild_tensor_v2, args
@@ -482,16 +514,21 @@ class _Pickler(pickle.Pickler):
 def _storage_for(plan: Plan, e: Entry, storages: dict[Any, _OutStorage]) -> _OutStorage:
     t = e.tensor
     assert t is not None
-    key = (t.source, t.storage_key) if t.storage_key is not None else ("anon", id(e))
+    whole = t.storage_nbytes is None or (t.is_contiguous and t.storage_offset == 0 and t.nbytes == t.storage_nbytes)
+    own = plan.compact and not whole  # a shard holds the view alone, not the whole storage it came from
+    key: Any = (t.source, t.storage_key) if t.storage_key is not None else ("anon", id(e))
+    if own:
+        key = (*key, t.storage_offset, t.shape, t.stride)
     st = storages.get(key)
-    dtype = plan.cast.get(e.name, t.storage_dtype or t.dtype)
+    dtype = plan.cast.get(entry_key(e), t.storage_dtype or t.dtype)
     if st is None:
         sdtype = t.storage_dtype or t.dtype
         nbytes = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
-        st = _OutStorage(str(len(storages)), dtype, plan.location or t.device, nbytes // itemsize(sdtype), t,
-                         e.name in plan.cast)
+        numel = t.numel if own else nbytes // itemsize(sdtype)
+        st = _OutStorage(str(len(storages)), dtype if not own else plan.cast.get(entry_key(e), t.dtype),
+                         plan.location or t.device, numel, t, entry_key(e) in plan.cast, view=own)
         storages[key] = st
-    elif st.cast != (e.name in plan.cast):
+    elif st.cast != (entry_key(e) in plan.cast):
         raise UsageError(plan.ck.path, f"{e.name!r} shares its storage with a tensor that is treated differently",
                          "cast or keep both (adjust --keep/--only)")
     return st
@@ -541,9 +578,14 @@ def _rebuild_tree(plan: Plan, tensor_leaf: Any = None) -> Any:
                     if g == plan.model_from or g in dropped:
                         continue
                 name = f"{prefix}.{k}" if prefix else str(k)
-                if (g, name) in by_name and name in plan.drop:
+                if (g, name) in plan.drop:
                     continue
-                out[k] = walk(v, path + (str(k),), g, name, not path and bool(container), in_model)
+                value = walk(v, path + (str(k),), g, name, not path and bool(container), in_model)
+                if value is _SKIP:
+                    _note(plan, "non-tensor values of a torch.distributed.checkpoint input are not carried over "
+                                "(their pickled bytes are not loaded)")
+                    continue
+                out[k] = value
             return out
         if isinstance(x, (list, tuple)) and _has_tensor(x):
             items = [walk(v, path + (str(i),), group, f"{prefix}.{i}" if prefix else str(i), False, in_model)
@@ -556,7 +598,7 @@ def _rebuild_tree(plan: Plan, tensor_leaf: Any = None) -> Any:
 
 def _dropped_groups(plan: Plan) -> set[str]:
     groups = {e.group for e in plan.ck.entries if e.group}
-    return {g for g in groups if all(e.name in plan.drop for e in plan.ck.entries if e.group == g)}
+    return {g for g in groups if all(entry_key(e) in plan.drop for e in plan.ck.entries if e.group == g)}
 
 
 def _new_mapping(x: Any) -> Any:
@@ -567,6 +609,9 @@ def _new_mapping(x: Any) -> Any:
             out._metadata = _plain(meta, "_metadata")
         return out
     return OrderedDict() if isinstance(x, OrderedDict) else {}
+
+
+_SKIP = object()  # a value the output leaves out (named in a note)
 
 
 def _has_tensor(x: Any) -> bool:
@@ -607,6 +652,8 @@ def _plain(x: Any, name: str) -> Any:
     if isinstance(x, StubObject):
         raise UsageError(None, f"{name!r} holds a pickled {x.class_name}, which statecli does not re-create",
                          "strip it (--pattern) or write --to safetensors")
+    if type(x).__name__ == "_BytesItem":  # a DCP non-tensor value: its bytes are a pickle we do not load
+        return _SKIP
     raise UsageError(None, f"{name!r} holds a {type(x).__name__} statecli cannot write to .pt")
 
 
@@ -656,9 +703,10 @@ def _count_losses(change: Change, chunk: Any, out: Any, target: Any, torch: Any)
         out = out.to(torch.float32)
     if chunk.dtype.itemsize == 1:
         chunk = chunk.to(torch.float32)
-    lo, hi = torch.aminmax(chunk)  # one pass, no |x| temporary
+    lo, hi = torch.aminmax(chunk)  # one pass, no |x| temporary; NaN anywhere makes both NaN
     top = torch.finfo(target).max
-    if max(-float(lo), float(hi)) > top:
+    span = max(-float(lo), float(hi))
+    if span > top or span != span:
         if "fn" in str(target):  # float8 "fn" types have no inf: out-of-range values saturate or turn NaN
             change.overflow += int(torch.count_nonzero((chunk.abs() > top) & torch.isfinite(chunk)))
         else:
@@ -682,14 +730,24 @@ def _write_pt(plan: Plan, f: Any, tree: Any) -> None:
     with value_reader(plan.ck) as reader:
         for st in storages.values():
             change = None
+            stream_change = None
             if st.cast:
-                names = [e.name for e in plan.ck.entries if e.tensor is not None and e.tensor.storage_key ==
+                users = [e for e in plan.ck.entries if e.tensor is not None and e.tensor.storage_key ==
                          st.source.storage_key and e.tensor.source == st.source.source]
-                change = Change(", ".join(names), "cast", f"{st.source.storage_dtype or st.source.dtype} -> {st.dtype}")
+                if st.view:
+                    users = [e for e in users if e.tensor is st.source]
+                change = Change(", ".join(e.name for e in users), "cast",
+                                f"{st.source.storage_dtype or st.source.dtype} -> {st.dtype}")
                 changes[st.key] = change
+                stream_change = change
+                if not st.view and not any(_covers(e.tensor) for e in users if e.tensor is not None):
+                    # Storage no view covers (a slice of a bigger tensor): count losses on the views
+                    # themselves, not on elements nothing refers to.
+                    stream_change = None
+                    _count_view_losses(change, users, reader, st.dtype)
             size = st.numel * itemsize(st.dtype)
-            zw.write(f"archive/data/{st.key}", _stream(plan, reader, st.source, st.dtype if st.cast else None, change,
-                                                       True), size)
+            zw.write(f"archive/data/{st.key}", _stream(plan, reader, st.source, st.dtype if st.cast else None,
+                                                       stream_change, not st.view), size)
     zw.write("archive/version", b"3\n", 2)
     sid = str(uuid.uuid4().int).encode()[:40].ljust(40, b"0")
     zw.write("archive/.data/serialization_id", sid, len(sid))
@@ -698,7 +756,31 @@ def _write_pt(plan: Plan, f: Any, tree: Any) -> None:
     plan.storages = {}  # the next file (shard) numbers its storages afresh
 
 
-def _write_safetensors(plan: Plan, f: Any, items: list[tuple[str, Entry]]) -> None:
+def _covers(t: TensorInfo) -> bool:
+    return t.is_contiguous and t.storage_offset == 0 and (t.storage_nbytes is None or t.nbytes == t.storage_nbytes)
+
+
+def _count_view_losses(change: Change, users: list[Entry], reader: Any, dtype: str) -> None:
+    import torch
+
+    target = getattr(torch, dtype)
+    seen: set[tuple[Any, ...]] = set()
+    for e in users:
+        t = e.tensor
+        assert t is not None
+        ident = (t.storage_offset, t.shape, t.stride)
+        if ident in seen or not t.numel:
+            continue
+        seen.add(ident)
+        try:
+            v = reader.tensor(t).reshape(-1)
+            if v.dtype.is_floating_point:
+                _count_losses(change, v, v.to(target), target, torch)
+        finally:
+            reader.release(t)
+
+
+def _write_safetensors(plan: Plan, f: Any, items: list[tuple[str, Entry]], dedupe: bool = True) -> None:
     from .values import value_reader
     from .writers import safetensors_header
 
@@ -709,11 +791,11 @@ def _write_safetensors(plan: Plan, f: Any, items: list[tuple[str, Entry]]) -> No
     for name, e in items:
         t = e.tensor
         assert t is not None
-        dtype = plan.cast.get(e.name, t.dtype)
+        dtype = plan.cast.get(entry_key(e), t.dtype)
         if dtype not in TO_SAFETENSORS:
             raise UsageError(plan.ck.path, f"{e.name!r} has dtype {dtype}, which safetensors cannot hold")
         key = (t.source, t.storage_key, t.storage_offset, t.shape, t.stride, dtype)
-        if t.storage_key is not None and key in first:
+        if dedupe and t.storage_key is not None and key in first:
             aliases[name] = first[key]
             continue
         first[key] = name
@@ -724,13 +806,13 @@ def _write_safetensors(plan: Plan, f: Any, items: list[tuple[str, Entry]]) -> No
         meta[ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
         plan.notes.append(f"{len(aliases)} tied tensor(s) written once, aliases recorded in metadata: "
                           + ", ".join(f"{a} -> {b}" for a, b in list(aliases.items())[:3]))
-    header_items = [(name, TO_SAFETENSORS[plan.cast.get(e.name, e.tensor.dtype)], e.tensor.shape, plan_nbytes(plan, e))
+    header_items = [(name, TO_SAFETENSORS[plan.cast.get(entry_key(e), e.tensor.dtype)], e.tensor.shape, plan_nbytes(plan, e))
                     for name, e in write if e.tensor is not None]
     f.write(safetensors_header(header_items, meta))
     with value_reader(plan.ck) as reader:
         for name, e in write:
             assert e.tensor is not None
-            cast = plan.cast.get(e.name)
+            cast = plan.cast.get(entry_key(e))
             change = Change(name, "cast", f"{e.tensor.dtype} -> {cast}") if cast else None
             written = 0
             for chunk in _stream(plan, reader, e.tensor, cast, change, False):

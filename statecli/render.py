@@ -688,7 +688,7 @@ def render_rewrite(r: RewriteResult, out: IO[str] | None = None) -> None:
     plan = r.plan
     if r.dry_run:
         con.print(Text(f"dry run: would write {escape(str(r.output))} ({r.out_format}); nothing written", style="bold"))
-        for name, dtype in list(plan.cast.items())[:200]:
+        for (_, name), dtype in list(plan.cast.items())[:200]:
             con.print(Text(f"  cast {escape(name)} -> {dtype}"))
     removed = [c for c in plan.changes if c.what == "removed"]
     if removed:

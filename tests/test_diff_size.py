@@ -191,3 +191,13 @@ def test_diff_compares_model_state_unless_all(tmp_path: Path, weights: dict) -> 
     code, data = _diff_json(tmp_path / "plain.pt", tmp_path / "t.pt", "--all")
     added = {k["name"] for k in data["keys"] if k["status"] == "added"}
     assert code == 1 and added == {"epoch", "optimizer.state.0.m"}
+
+
+def test_diff_expanded_views_and_exact_integers(tmp_path: Path) -> None:
+    torch.save({"e": torch.zeros(1).expand(4)}, tmp_path / "e.pt")
+    code, data = _diff_json(tmp_path / "e.pt", tmp_path / "e.pt")
+    assert code == 0 and data["equal"]
+    torch.save({"i": torch.tensor([2**60])}, tmp_path / "a.pt")
+    torch.save({"i": torch.tensor([2**60 + 1])}, tmp_path / "b.pt")
+    code, data = _diff_json(tmp_path / "a.pt", tmp_path / "b.pt", "--rtol", "0", "--atol", "0")
+    assert code == 1 and data["keys"][0]["mismatched"] == 1 and data["keys"][0]["max_abs"] == 1.0

@@ -300,7 +300,7 @@ def test_output_must_load_strictly_where_the_input_did(tmp_path: Path) -> None:
     ck, raw = ops.load_for_rewrite(str(tmp_path / "w.pt"), None)
     info = build_model(f"{src}:make", {})
     classify_with_model(ck, info)
-    plan = ops.Plan(ck, raw, drop={"bias"}, model=info)
+    plan = ops.Plan(ck, raw, drop={("", "bias")}, model=info)
     with pytest.raises(UsageError, match="strict=True"):
         ops.run(plan, str(tmp_path / "w.pt"), str(tmp_path / "bad.pt"), False, None, None, False)
     assert not (tmp_path / "bad.pt").exists() and not list(tmp_path.glob(".statecli-*"))
@@ -345,3 +345,55 @@ def test_dcp_output_keeps_the_whole_training_checkpoint(tmp_path: Path, train: t
     dcp.load(target, checkpoint_id=str(tmp_path / "d"), no_dist=True)
     assert all(torch.equal(target["model"][k], v) for k, v in ckpt["model"].items())
     assert torch.equal(target["optimizer"]["state"][0]["exp_avg"], ckpt["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_same_name_in_two_containers_is_two_entries(tmp_path: Path) -> None:
+    torch.save({"model": {"scale": torch.ones(2), "running_mean": torch.zeros(2)}, "scale": torch.tensor([3.0]),
+                "running_mean": torch.tensor([1.0])}, tmp_path / "c.pt")
+    _ok(["strip", str(tmp_path / "c.pt"), "--buffers", "-o", str(tmp_path / "s.pt")])
+    got = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert "running_mean" not in got["model"] and torch.equal(got["running_mean"], torch.tensor([1.0]))
+    _ok(["cast", str(tmp_path / "c.pt"), "--dtype", "half", "-o", str(tmp_path / "h.pt")])
+    got = torch.load(tmp_path / "h.pt", weights_only=True)
+    assert got["model"]["scale"].dtype == torch.float16 and got["scale"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("extra", [[], ["--max-shard-size", "1KB"], ["--to", "dcp"]])
+def test_strict_refuses_in_every_output_layout(tmp_path: Path, extra: list[str]) -> None:
+    torch.save({"w": torch.tensor([1e6, 1.0, float("nan")])}, tmp_path / "big.pt")  # a NaN must not hide overflow
+    out = tmp_path / ("o.pt" if not extra else "o")
+    result = runner.invoke(app, ["cast", str(tmp_path / "big.pt"), "--dtype", "half", "--strict", "-o", str(out), *extra])
+    assert result.exit_code == 2 and "--strict" in result.stderr and not out.exists()
+
+
+def test_cast_counts_losses_on_views_not_unused_storage(tmp_path: Path) -> None:
+    base = torch.tensor([1e6, 1.0, 2.0, 1e-30])
+    torch.save({"w": base[1:3]}, tmp_path / "s.pt")  # the saved storage holds all four values
+    _ok(["cast", str(tmp_path / "s.pt"), "--dtype", "half", "--strict", "-o", str(tmp_path / "o.pt")])
+    assert torch.equal(torch.load(tmp_path / "o.pt", weights_only=True)["w"], torch.tensor([1.0, 2.0]).half())
+
+
+def test_shards_hold_every_key_and_only_their_views(tmp_path: Path) -> None:
+    w = torch.randn(4, 3)
+    torch.save({"emb.weight": w, "head.weight": w}, tmp_path / "t.pt")
+    _ok(["convert", str(tmp_path / "t.pt"), "-o", str(tmp_path / "st"), "--max-shard-size", "1GB", "--to", "safetensors"])
+    index = json.loads((tmp_path / "st" / "model.safetensors.index.json").read_text())
+    for name, shard in index["weight_map"].items():
+        assert torch.equal(load_file(str(tmp_path / "st" / shard))[name], w)
+    big = torch.randn(1000, 1000)
+    rows = {"a": torch.randn(10), "row0": big[0], "row1": big[1]}
+    torch.save(rows, tmp_path / "rows.pt")
+    _ok(["convert", str(tmp_path / "rows.pt"), "-o", str(tmp_path / "bins"), "--max-shard-size", "5KB", "--to", "pt"])
+    shards = list((tmp_path / "bins").glob("*.bin"))
+    assert sum(p.stat().st_size for p in shards) < 64 * 1024  # not three copies of a 4 MB storage
+    merged: dict = {}
+    for p in shards:
+        merged.update(torch.load(p, weights_only=True))
+    assert all(torch.equal(merged[k], v) for k, v in rows.items())
+
+
+def test_in_place_refuses_format_or_layout_changes(tmp_path: Path) -> None:
+    torch.save({"w": torch.ones(2)}, tmp_path / "x.pt")
+    for extra in (["--max-shard-size", "1KB"], ["--to", "safetensors"]):
+        result = runner.invoke(app, ["cast", str(tmp_path / "x.pt"), "--dtype", "half", "--in-place", *extra])
+        assert result.exit_code == 2 and (tmp_path / "x.pt").is_file()
