@@ -274,6 +274,20 @@ DropUnsupportedOpt = Annotated[bool, typer.Option("--drop-unsupported", help="Le
                                                                              "tensors instead of refusing.")]
 
 
+def _load_for_rewrite(path: str, key: str | None, model: str | None, model_arg: list[str] | None,
+                      model_kwargs: str | None) -> tuple[Any, Any, Any]:
+    """Checkpoint, raw tree and (with --model) the model it is classified against."""
+    from .ops import load_for_rewrite
+
+    ck, raw = load_for_rewrite(path, key)
+    info = _model_info(ck, path, model, model_arg, model_kwargs, None)
+    if info is not None:
+        from .modeldef import classify_with_model
+
+        classify_with_model(ck, info)
+    return ck, raw, info
+
+
 def _rewrite(plan: Any, path: str, output: str | None, in_place: bool, to: str | None, max_shard_size: str | None,
              dry_run: bool, info: Any = None, strict: bool = False, drop_unsupported: bool = False) -> None:
     from .ops import run
@@ -310,14 +324,9 @@ def cast(
 
     Example: statecli cast sample_checkpoints/cnn.pt --dtype half -o cnn-fp16.safetensors
     """
-    from .ops import load_for_rewrite, plan_cast
+    from .ops import plan_cast
 
-    ck, raw = load_for_rewrite(path, key)
-    info = _model_info(ck, path, model, model_arg, model_kwargs, None)
-    if info is not None:
-        from .modeldef import classify_with_model
-
-        classify_with_model(ck, info)
+    ck, raw, info = _load_for_rewrite(path, key, model, model_arg, model_kwargs)
     plan = plan_cast(ck, raw, dtype, only, keep, keep_buffers, include_optimizer)
     _rewrite(plan, path, output, in_place, to, max_shard_size, dry_run, info, strict)
 
@@ -353,14 +362,9 @@ def strip(
 
     Example: statecli strip sample_checkpoints/train_ckpt.pt --optimizer -o weights.pt
     """
-    from .ops import load_for_rewrite, plan_strip, required_keys
+    from .ops import plan_strip, required_keys
 
-    ck, raw = load_for_rewrite(path, key)
-    info = _model_info(ck, path, model, model_arg, model_kwargs, None)
-    if info is not None:
-        from .modeldef import classify_with_model
-
-        classify_with_model(ck, info)
+    ck, raw, info = _load_for_rewrite(path, key, model, model_arg, model_kwargs)
     plan = plan_strip(ck, raw, buffers, non_persistent, optimizer, ema, keep_ema_as_model, pattern, keep,
                       required_keys(info), force)
     _rewrite(plan, path, output, in_place, to, max_shard_size, dry_run, None if force else info,
