@@ -32,7 +32,7 @@ def generate(path: Path, size_gib: float, largest_mib: int, perturb: bool) -> tu
     """A safetensors file of float32 tensors written one at a time; returns (bytes, largest tensor)."""
     import torch
 
-    from statecli.writers import safetensors_header
+    from statecli.formats.atomic import safetensors_header
 
     total = int(size_gib * (1 << 30))
     sizes: list[int] = []

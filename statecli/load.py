@@ -10,6 +10,7 @@ from typing import Any
 from . import classify
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
+from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 from .state import (
     ATTRIBUTE,
     BUFFER,
@@ -25,7 +26,6 @@ from .state import (
     TensorInfo,
     unique_storage_bytes,
 )
-from .unpickle import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "model_state",
               "weights", "params", "generator")

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from statecli.analyses.diff import diff
 from statecli.cli import app
-from statecli.diff import diff
 from statecli.load import load_checkpoint
 
 runner = CliRunner()

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from statecli import ops
 from statecli.cli import app
+from statecli.rewrite import ops
 
 runner = CliRunner()
 
@@ -269,8 +269,8 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, train: tuple[Path, dic
 def test_full_model_pickle_becomes_its_state_dict(tmp_path: Path, samples: Path, suffix: str) -> None:
     """A torch.save(model) file whose class cannot be imported: the output is what model.state_dict()
     holds (parameters and persistent buffers), read without running the pickle."""
+    from statecli.formats.values import value_reader
     from statecli.load import load_checkpoint
-    from statecli.values import value_reader
 
     src = samples / "full_model.pt"
     ck = load_checkpoint(str(src))

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from statecli.formats.values import value_reader
 from statecli.load import load_checkpoint
 from statecli.state import BUFFER, PARAMETER
-from statecli.values import value_reader
 
 from .conftest import flatten_torch
 

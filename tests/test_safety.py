@@ -699,8 +699,8 @@ def test_no_command_ever_runs_a_payload(tmp_path: Path, proto: int) -> None:
 def test_mutated_samples_fail_cleanly(tmp_path: Path, samples: Path, name: str) -> None:
     """Bit flips, truncations and insertions in real files: every reader either reads the result or
     raises StatecliError (one line, exit 2/3) - never another exception, which would be a traceback."""
+    from statecli.analyses.scan import scan
     from statecli.errors import StatecliError
-    from statecli.scan import scan
 
     rng = random.Random(name)
     data = (samples / name).read_bytes()

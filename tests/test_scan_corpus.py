@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks.scan_corpus import MARKER, RANK, Case, build_corpus
+from statecli.analyses.scan import scan
 from statecli.cli import app
 from statecli.errors import BadInput, UnsafeContent
 from statecli.load import load_checkpoint
-from statecli.scan import scan
 
 runner = CliRunner()
 HEAVY = ("zip-oversized-data-pkl",)

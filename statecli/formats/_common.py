@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BadInput
 from ..state import TensorInfo
-from ..unpickle import TensorRef
+from .unpickler import TensorRef
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 
 from ..errors import BadInput
 from ..state import TensorInfo
-from ..unpickle import DCP_TRUSTED_PREFIXES, DtypeValue, NamedValue, StubObject, unpickle
 from ._common import RawCheckpoint, open_regular
+from .unpickler import DCP_TRUSTED_PREFIXES, DtypeValue, NamedValue, StubObject, unpickle
 
 FORMAT = "torch.distributed.checkpoint"
 MAX_METADATA = 1 << 30

@@ -77,7 +77,7 @@ def read(path: str) -> RawCheckpoint:
 
 
 def _flat_tensors(sub: RawCheckpoint) -> dict[str, TensorInfo]:
-    from ..unpickle import TensorRef
+    from .unpickler import TensorRef
 
     root = sub.root
     if not isinstance(root, dict):

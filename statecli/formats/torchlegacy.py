@@ -8,8 +8,8 @@ from typing import Any
 
 from ..errors import BadInput, UnsafeContent
 from ..state import itemsize
-from ..unpickle import StorageRef, storage_from_pid, unpickle
 from ._common import RawCheckpoint, open_regular, read_exact
+from .unpickler import StorageRef, storage_from_pid, unpickle
 
 FORMAT = "torch legacy"
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C

@@ -8,8 +8,8 @@ from typing import Any
 
 from ..errors import BadInput
 from ..state import itemsize
-from ..unpickle import MAX_PICKLE_BYTES, StorageRef, storage_from_pid, unpickle
 from ._common import RawCheckpoint, open_regular, read_exact
+from .unpickler import MAX_PICKLE_BYTES, StorageRef, storage_from_pid, unpickle
 
 FORMAT = "torch zip"
 MAGIC = b"PK\x03\x04"

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UsageError
-from .state import KINDS, Checkpoint, Entry, unique_storage_bytes
+from ..errors import UsageError
+from ..state import KINDS, Checkpoint, Entry, unique_storage_bytes
 
 
 @dataclass(frozen=True)

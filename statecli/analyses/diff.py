@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .state import Checkpoint, Entry, TensorInfo, is_floating, prefix_matches
+from ..state import Checkpoint, Entry, TensorInfo, is_floating, prefix_matches
 
 EQUAL, ADDED, REMOVED, CHANGED = "equal", "added", "removed", "changed"
 CHUNK = 1 << 22  # elements compared per step: bounds the float64 working set to ~100 MiB
@@ -133,7 +133,7 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[KeyDiff, Ten
                     atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None) -> None:
     import torch
 
-    from .values import value_reader
+    from ..formats.values import value_reader
 
     with value_reader(a) as ra, value_reader(b) as rb:
         for i, (kd, x, y) in enumerate(pairs):

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from .errors import BadInput, StatecliError, UsageError
-from .state import BUFFER, BUFFER_NP, OPTIMIZER, PARAMETER, Checkpoint, unique_storage_bytes
+from ..errors import BadInput, StatecliError, UsageError
+from ..state import BUFFER, BUFFER_NP, OPTIMIZER, PARAMETER, Checkpoint, unique_storage_bytes
 
 RULES = ("safe-pickle", "no-nan", "no-inf", "dtypes", "max-size", "devices", "required-keys", "forbidden-keys",
          "no-optimizer-state", "matches-model", "format")
@@ -90,7 +90,7 @@ def parse_size_value(value: Any, source: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
-        from .ops import parse_size
+        from ..rewrite.ops import parse_size
 
         return parse_size(value)
     raise UsageError(source, "max-size must be a number of bytes or a size like '2GB'")
@@ -138,7 +138,7 @@ def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None)
 
 def evaluate(path: str, rules: Rules) -> list[Finding]:
     """Every enabled rule for one checkpoint; raises StatecliError for an unreadable input."""
-    from .load import load_checkpoint
+    from ..load import load_checkpoint
     from .scan import DANGEROUS, SAFE, scan
 
     out: list[Finding] = []
@@ -193,7 +193,7 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
                            f"optimizer state in {', '.join(groups)} ({fmt(unique_storage_bytes(opt)[1])}); "
                            f"run: statecli strip {path} --optimizer -o OUT"))
     if rules.matches_model:
-        from .modeldef import build_model, classify_with_model, load_report, parse_model_args
+        from ..modeldef import build_model, classify_with_model, load_report, parse_model_args
 
         info = build_model(rules.matches_model, parse_model_args(list(rules.model_args), None))
         classify_with_model(ck, info)
@@ -208,7 +208,7 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
 
 
 def fmt(n: int) -> str:
-    from .render import fmt_bytes
+    from ..render import fmt_bytes
 
     return fmt_bytes(n)
 
@@ -233,8 +233,8 @@ def _enabled(rules: Rules) -> list[str]:
 
 
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
-    from .state import is_floating
-    from .values import stats_for
+    from ..formats.values import stats_for
+    from ..state import is_floating
 
     floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == "strided"
               and e.tensor.device != "meta"]

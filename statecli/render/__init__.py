@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
-from .state import Entry, ModuleNode
+from ..state import Entry, ModuleNode
 
 if TYPE_CHECKING:  # each command imports only what it renders
-    from .check import CheckResult
-    from .diff import DiffResult, KeyDiff
-    from .ops import RewriteResult
-    from .scan import ScanResult
-    from .size import SizeResult
-    from .summary import Bucket, InspectResult, Stats
+    from ..analyses.check import CheckResult
+    from ..analyses.diff import DiffResult, KeyDiff
+    from ..analyses.inspect import Bucket, InspectResult, Stats
+    from ..analyses.scan import ScanResult
+    from ..analyses.size import SizeResult
+    from ..rewrite.ops import RewriteResult
 
 _TABLE: dict[str, Any] = {"show_edge": False, "pad_edge": False, "box": None, "padding": (0, 2, 0, 0),
                           "header_style": "bold underline"}
@@ -682,7 +682,7 @@ def render_rewrite(r: RewriteResult, out: IO[str] | None = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from .ops import summary_rows
+    from ..rewrite.ops import summary_rows
 
     con = _console(out)
     plan = r.plan
@@ -700,7 +700,7 @@ def render_rewrite(r: RewriteResult, out: IO[str] | None = None) -> None:
                            f"{fmt_bytes(sum(c.nbytes for c in cs))}: ", style="bold")
                       + Text(", ".join(escape(c.name) for c in cs[:12]) + (f", ... {len(cs) - 12} more" if len(cs) > 12
                                                                            else "")))
-        from .ops import saved_bytes
+        from ..rewrite.ops import saved_bytes
 
         freed, listed = saved_bytes(plan), sum(c.nbytes for c in removed)
         con.print(Text(f"saved {fmt_bytes(freed)} of tensor storage", style="bold")

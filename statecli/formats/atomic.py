@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from .errors import BadInput
+from ..errors import BadInput
 
 ALIGN = 64  # torch aligns every data/ record to 64 bytes (.storage_alignment)
 

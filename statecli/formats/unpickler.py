@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from struct import error as struct_error
 from typing import Any, BinaryIO
 
-from .errors import BadInput, UnsafeContent
-from .state import ITEMSIZE, itemsize
+from ..errors import BadInput, UnsafeContent
+from ..state import ITEMSIZE, itemsize
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
 # object needs at least one opcode), so capping the size caps work and memory.

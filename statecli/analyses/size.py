@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .state import PARAMETER, Checkpoint, Entry, storage_overlap, unique_storage_bytes
-from .summary import Bucket, bucket, group_by
+from ..state import PARAMETER, Checkpoint, Entry, storage_overlap, unique_storage_bytes
+from .inspect import Bucket, bucket, group_by
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadInput, UsageError
-from .formats import RawCheckpoint
-from .formats.safetensors import ALIASES_KEY, TO_SAFETENSORS
-from .load import load_checkpoint, load_with_raw
-from .state import (
+from ..errors import BadInput, UsageError
+from ..formats import RawCheckpoint
+from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS
+from ..formats.unpickler import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
+from ..load import load_checkpoint, load_with_raw
+from ..state import (
     ATTRIBUTE,
     BUFFER,
     BUFFER_NP,
@@ -32,7 +33,6 @@ from .state import (
     itemsize,
     unique_storage_bytes,
 )
-from .unpickle import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
 
 PICKLED_MODULE = "(pickled module)"
 CHUNK_BYTES = 64 << 20  # bytes moved per step: the engine's working set beside the largest tensor
@@ -308,7 +308,7 @@ def _verify(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint:
 
 
 def _write_single(plan: Plan, target: str, fmt: str, strict: bool) -> Checkpoint:
-    from .writers import atomic_file
+    from ..formats.atomic import atomic_file
 
     with atomic_file(target) as tmp:
         with open(tmp, "wb") as f:
@@ -327,7 +327,7 @@ def _refuse_if_strict(plan: Plan, strict: bool) -> None:
 
 
 def _write_sharded(plan: Plan, target: str, fmt: str, shard: int, in_place: bool, strict: bool) -> Checkpoint:
-    from .writers import atomic_dir
+    from ..formats.atomic import atomic_dir
 
     items = _model_items(plan)
     groups: list[list[tuple[str, Entry]]] = [[]]
@@ -382,7 +382,7 @@ def _check_model(plan: Plan, after: Checkpoint, shown_as: str) -> None:
     """With --model: refuse an output that would not load strictly when the input did."""
     if plan.model is None:
         return
-    from .modeldef import classify_with_model, load_report
+    from ..modeldef import classify_with_model, load_report
 
     if any(x.blocking for x in load_report(plan.ck, plan.model)):
         return
@@ -398,8 +398,8 @@ def _write_dcp(plan: Plan, target: str, strict: bool) -> Checkpoint:
     import torch
     import torch.distributed.checkpoint as dcp
 
-    from .values import value_reader
-    from .writers import atomic_dir
+    from ..formats.atomic import atomic_dir
+    from ..formats.values import value_reader
 
     with atomic_dir(target) as tmp, value_reader(plan.ck) as reader:
         def tensor(e: Entry) -> Any:  # a view of the mapped input; DCP's writer streams it out
@@ -715,8 +715,8 @@ def _count_losses(change: Change, chunk: Any, out: Any, target: Any, torch: Any)
 
 
 def _write_pt(plan: Plan, f: Any, tree: Any) -> None:
-    from .values import value_reader
-    from .writers import ZipWriter
+    from ..formats.atomic import ZipWriter
+    from ..formats.values import value_reader
 
     storages: dict[Any, _OutStorage] = plan.storages
     buf = io.BytesIO()
@@ -781,8 +781,8 @@ def _count_view_losses(change: Change, users: list[Entry], reader: Any, dtype: s
 
 
 def _write_safetensors(plan: Plan, f: Any, items: list[tuple[str, Entry]], dedupe: bool = True) -> None:
-    from .values import value_reader
-    from .writers import safetensors_header
+    from ..formats.atomic import safetensors_header
+    from ..formats.values import value_reader
 
     # Tied tensors (same storage, offset, shape and stride) are written once; aliases go in metadata.
     first: dict[tuple[Any, ...], str] = {}

@@ -13,10 +13,10 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .errors import BadInput
-from .formats import resolve_path
-from .formats._common import open_regular
-from .unpickle import DCP_TRUSTED_PREFIXES, RestrictedUnpickler, dangerous_reason
+from ..errors import BadInput
+from ..formats import resolve_path
+from ..formats._common import open_regular
+from ..formats.unpickler import DCP_TRUSTED_PREFIXES, RestrictedUnpickler, dangerous_reason
 
 SAFE, NEEDS_TRUST, DANGEROUS, MALFORMED = "safe", "needs-trust", "dangerous", "malformed"
 _RANK = {SAFE: 0, NEEDS_TRUST: 1, MALFORMED: 2, DANGEROUS: 3}
@@ -279,7 +279,7 @@ def scan(path: str, verify_crc: bool = True) -> ScanResult:
         scan_pickle(_read_all(meta), ".metadata", result, DCP_TRUSTED_PREFIXES + ("pathlib.PosixPath",))
         return result
     if target.endswith(".index.json"):
-        from .formats.sharded import read_index
+        from ..formats.sharded import read_index
 
         wmap, _ = read_index(target)
         result = ScanResult(path, "sharded")
@@ -301,7 +301,7 @@ def scan(path: str, verify_crc: bool = True) -> ScanResult:
         f.seek(0)
         if head[:4] == b"PK\x03\x04":
             return _scan_zip(path, f, verify_crc)
-        from .formats import safetensors as st
+        from ..formats import safetensors as st
 
         if st.detect(head):
             result = ScanResult(path, "safetensors")
@@ -358,7 +358,7 @@ def _scan_pickles(path: str, f: Any) -> ScanResult:
 
 
 def _is_legacy_magic(f: Any) -> bool:
-    from .formats.torchlegacy import MAGIC_NUMBER
+    from ..formats.torchlegacy import MAGIC_NUMBER
 
     try:
         for op, arg, _ in pickletools.genops(f):

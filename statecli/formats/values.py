@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInput
-from .state import COMPLEX, Checkpoint, Entry, TensorInfo, contiguous_stride, itemsize
-from .summary import Stats
+from ..analyses.inspect import Stats
+from ..errors import BadInput
+from ..state import COMPLEX, Checkpoint, Entry, TensorInfo, contiguous_stride, itemsize
 
 if TYPE_CHECKING:
     import torch

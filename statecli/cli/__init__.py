@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from . import __version__
-from .errors import ExitCode, StatecliError, UsageError
+from .. import __version__
+from ..errors import ExitCode, StatecliError, UsageError
 
 EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage, unreadable input or an
 internal error; 3 unsafe content refused (the file references code that loading would run)."""
@@ -47,7 +47,7 @@ def handle_errors(fn: F) -> F:
         except StatecliError as exc:
             if os.environ.get("STATECLI_DEBUG"):
                 raise
-            from .render import error_line
+            from ..render import error_line
 
             error_line(exc.message)
             raise typer.Exit(int(exc.exit_code)) from None
@@ -58,7 +58,7 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:  # a bug: one line and exit 2, never mistaken for "different" (1)
             if os.environ.get("STATECLI_DEBUG"):
                 raise
-            from .render import error_line
+            from ..render import error_line
 
             error_line(f"internal error: {type(exc).__name__}: {exc} (run with STATECLI_DEBUG=1 for the traceback "
                        "and please report it)")
@@ -129,15 +129,15 @@ def inspect(
 
     Example: statecli inspect sample_checkpoints/cnn.pt
     """
-    from .load import load_checkpoint
-    from .render import print_warnings, render_inspect
-    from .summary import summarize
+    from ..analyses.inspect import summarize
+    from ..load import load_checkpoint
+    from ..render import print_warnings, render_inspect
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix)
     info = _model_info(ck, path, model, model_arg, model_kwargs, hf_config, auto_hf=not no_hf_config)
     report = None
     if info is not None:
-        from .modeldef import classify_with_model, load_report
+        from ..modeldef import classify_with_model, load_report
 
         classify_with_model(ck, info)
         report = load_report(ck, info)
@@ -145,7 +145,7 @@ def inspect(
     result.model = info
     result.load_report = report
     if stats:
-        from .values import stats_for
+        from ..formats.values import stats_for
 
         result.stats = stats_for(ck, result.entries)
     render_inspect(result, fmt.value, tree)
@@ -160,12 +160,12 @@ def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | No
     """The model definition to classify against: --model, --hf-config, or (with `auto_hf`) a usable
     Hugging Face config.json beside the checkpoint; an unusable one is named in a note and ignored."""
     if model:
-        from .modeldef import build_model, parse_model_args
+        from ..modeldef import build_model, parse_model_args
 
         return build_model(model, parse_model_args(model_arg or [], model_kwargs))
     if model_arg or model_kwargs:
         raise UsageError(None, "--model-arg/--model-kwargs need --model")
-    from .modeldef import build_hf_model, find_hf_config
+    from ..modeldef import build_hf_model, find_hf_config
 
     if hf_config:
         return build_hf_model(hf_config)
@@ -207,9 +207,9 @@ def size(
 
     Example: statecli size sample_checkpoints/transformer.pt --depth 2
     """
-    from .load import load_checkpoint
-    from .render import print_warnings, render_size
-    from .size import size_of
+    from ..analyses.size import size_of
+    from ..load import load_checkpoint
+    from ..render import print_warnings, render_size
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
     render_size(size_of(ck, depth, top), fmt.value)
@@ -246,9 +246,9 @@ def diff(
 
     Example: statecli diff sample_checkpoints/cnn.pt sample_checkpoints/cnn.safetensors
     """
-    from .diff import diff as diff_checkpoints
-    from .load import load_checkpoint
-    from .render import progress_callback, render_diff
+    from ..analyses.diff import diff as diff_checkpoints
+    from ..load import load_checkpoint
+    from ..render import progress_callback, render_diff
 
     strip = tuple(strip_prefix or ())
     ck_a = load_checkpoint(a, key=key_a or key, strip_prefix=strip, add_prefix=add_prefix_a)
@@ -277,12 +277,12 @@ DropUnsupportedOpt = Annotated[bool, typer.Option("--drop-unsupported", help="Le
 def _load_for_rewrite(path: str, key: str | None, model: str | None, model_arg: list[str] | None,
                       model_kwargs: str | None) -> tuple[Any, Any, Any]:
     """Checkpoint, raw tree and (with --model) the model it is classified against."""
-    from .ops import load_for_rewrite
+    from ..rewrite.ops import load_for_rewrite
 
     ck, raw = load_for_rewrite(path, key)
     info = _model_info(ck, path, model, model_arg, model_kwargs, None)
     if info is not None:
-        from .modeldef import classify_with_model
+        from ..modeldef import classify_with_model
 
         classify_with_model(ck, info)
     return ck, raw, info
@@ -290,8 +290,8 @@ def _load_for_rewrite(path: str, key: str | None, model: str | None, model_arg: 
 
 def _rewrite(plan: Any, path: str, output: str | None, in_place: bool, to: str | None, max_shard_size: str | None,
              dry_run: bool, info: Any = None, strict: bool = False, drop_unsupported: bool = False) -> None:
-    from .ops import run
-    from .render import render_rewrite
+    from ..render import render_rewrite
+    from ..rewrite.ops import run
 
     plan.model = info
     render_rewrite(run(plan, path, output, in_place, to, max_shard_size, dry_run, strict, drop_unsupported))
@@ -324,7 +324,7 @@ def cast(
 
     Example: statecli cast sample_checkpoints/cnn.pt --dtype half -o cnn-fp16.safetensors
     """
-    from .ops import plan_cast
+    from ..rewrite.ops import plan_cast
 
     ck, raw, info = _load_for_rewrite(path, key, model, model_arg, model_kwargs)
     plan = plan_cast(ck, raw, dtype, only, keep, keep_buffers, include_optimizer)
@@ -362,7 +362,7 @@ def strip(
 
     Example: statecli strip sample_checkpoints/train_ckpt.pt --optimizer -o weights.pt
     """
-    from .ops import plan_strip, required_keys
+    from ..rewrite.ops import plan_strip, required_keys
 
     ck, raw, info = _load_for_rewrite(path, key, model, model_arg, model_kwargs)
     plan = plan_strip(ck, raw, buffers, non_persistent, optimizer, ema, keep_ema_as_model, pattern, keep,
@@ -385,7 +385,7 @@ def move(
 
     Example: statecli move sample_checkpoints/cuda.pt --device cpu -o cuda-on-cpu.pt
     """
-    from .ops import load_for_rewrite, plan_move
+    from ..rewrite.ops import load_for_rewrite, plan_move
 
     ck, raw = load_for_rewrite(path, key)
     plan = plan_move(ck, raw, device)
@@ -410,7 +410,7 @@ def convert(
 
     Example: statecli convert sample_checkpoints/cnn.pt -o cnn.safetensors
     """
-    from .ops import Plan, load_for_rewrite
+    from ..rewrite.ops import Plan, load_for_rewrite
 
     ck, raw = load_for_rewrite(path, key)
     _rewrite(Plan(ck, raw), path, output, False, to, max_shard_size, dry_run, drop_unsupported=drop_unsupported)
@@ -427,10 +427,10 @@ def scan(
 
     Example: statecli scan sample_checkpoints/full_model.pt
     """
-    from .formats import expand_paths
-    from .render import render_scan
-    from .scan import DANGEROUS, MALFORMED, NEEDS_TRUST
-    from .scan import scan as scan_file
+    from ..analyses.scan import DANGEROUS, MALFORMED, NEEDS_TRUST
+    from ..analyses.scan import scan as scan_file
+    from ..formats import expand_paths
+    from ..render import render_scan
 
     results = [scan_file(p) for p in expand_paths(paths)]
     render_scan(results, fmt.value)
@@ -480,9 +480,9 @@ def check(
 
     Example: statecli check sample_checkpoints/*.safetensors --no-nan --devices cpu
     """
-    from .check import Rules, github_annotations, junit_xml
-    from .check import check as run_check
-    from .render import render_check
+    from ..analyses.check import Rules, github_annotations, junit_xml
+    from ..analyses.check import check as run_check
+    from ..render import render_check
 
     flags: dict[str, Any] = {}
     for name, value in (("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf),
@@ -492,17 +492,17 @@ def check(
                         ("model-args", model_arg), ("format", require_format)):
         if value is not None:
             flags[name] = value
-    from .check import load_config, rules_from_mapping
+    from ..analyses.check import load_config, rules_from_mapping
 
     table, source = load_config(config)
     base = rules_from_mapping(Rules(), table, source or "config") if table else Rules()
     base = rules_from_mapping(base, flags, "command line")
-    from .formats import expand_paths
+    from ..formats import expand_paths
 
     result = run_check(expand_paths(paths), base, config, overrides_only=True)
     render_check(result, fmt.value)
     if junit:
-        from .writers import atomic_file
+        from ..formats.atomic import atomic_file
 
         with atomic_file(junit) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write(junit_xml(result))
@@ -520,7 +520,7 @@ def main() -> None:
     try:
         app()
     except StatecliError as exc:  # raised outside a command (should not happen; kept for safety)
-        from .render import error_line
+        from ..render import error_line
 
         error_line(exc.message)
         raise SystemExit(int(exc.exit_code)) from None

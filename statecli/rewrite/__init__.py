@@ -1,0 +1,1 @@
+"""Rewrites: frozen specs -> frozen Plan -> run(plan, target) -> what changed."""
