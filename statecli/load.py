@@ -11,21 +11,7 @@ from . import classify
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
 from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
-from .state import (
-    ATTRIBUTE,
-    BUFFER,
-    BUFFER_NP,
-    METADATA,
-    OPTIMIZER,
-    PARAMETER,
-    UNKNOWN,
-    Checkpoint,
-    Container,
-    Entry,
-    ModuleNode,
-    TensorInfo,
-    unique_storage_bytes,
-)
+from .state import Checkpoint, Container, Entry, Evidence, Kind, ModuleNode, Role, Source, TensorInfo, unique_storage_bytes
 
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "model_state",
               "weights", "params", "generator")
@@ -33,6 +19,7 @@ EMA_KEYS = ("model_ema", "ema", "state_dict_ema", "ema_state_dict", "ema_model",
 OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_states", "optim", "opt", "optimizers",
                   "optim_state", "lr_scheduler", "lr_schedulers", "scheduler", "schedulers", "scheduler_state_dict",
                   "scaler", "grad_scaler", "amp")
+PICKLED = Evidence(Source.PICKLED_MODULE)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 MAX_NODES = 20_000_000
 _VALUE_ITEMS = 16
@@ -82,11 +69,11 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
         raise BadInput(raw.path, f"holds a {_type_name(root)}, not a state dict or a module")
     choice = _choose_container(raw, root, key)
     ck.container = choice
-    roles: dict[str, str] = {}
+    roles: dict[str, Role] = {}
     model_value = _get_path(root, choice) if choice else root
     if choice:
         top = choice.split(".", 1)[0]
-        roles[top] = "model state"
+        roles[top] = Role.MODEL
     if isinstance(model_value, StateDict):
         ck.torch_metadata = model_value.torch_metadata
     if isinstance(model_value, StubObject):
@@ -178,17 +165,17 @@ def _strip_path(value: Any, dotted: str) -> Any:
     return out
 
 
-def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, roles: dict[str, str]) -> None:
+def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, roles: dict[str, Role]) -> None:
     if gname in OPTIMIZER_KEYS or "optim" in gname.lower() or "scheduler" in gname.lower():
-        role, tensor_kind = "optimizer", OPTIMIZER
+        role, tensor_kind = Role.OPTIMIZER, Kind.OPTIMIZER
     elif gname in EMA_KEYS or "ema" in gname.lower().split("_"):
-        role, tensor_kind = "ema", ""
+        role, tensor_kind = Role.EMA, None
     elif _looks_like_state(gvalue):
-        role, tensor_kind = "other state", ""
+        role, tensor_kind = Role.OTHER_STATE, None
     elif _holds_tensors(gvalue) or _is_module(gvalue):
-        role, tensor_kind = "other", UNKNOWN
+        role, tensor_kind = Role.OTHER, Kind.UNKNOWN
     else:
-        role, tensor_kind = "metadata", UNKNOWN
+        role, tensor_kind = Role.METADATA, Kind.UNKNOWN
     roles[gname] = role
     if isinstance(gvalue, StubObject) and _is_module(gvalue):
         _add_module(ck, raw, gvalue, gname, gname)
@@ -197,7 +184,7 @@ def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, role
     for name, leaf in leaves:
         if _is_tensor(leaf):
             info = raw.tensor_info(leaf)
-            if tensor_kind:
+            if tensor_kind is not None:
                 kind, ev = classify.classify_other(info, tensor_kind)
             else:
                 kind, ev = classify.infer(name, info)
@@ -206,7 +193,7 @@ def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, role
             ck.entries.append(_value_entry(name, leaf, gname))
 
 
-def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, str]) -> None:
+def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, Role]) -> None:
     if strip_prefix:
         ck.entries = [_strip(e, strip_prefix) if e.group == "" else e for e in ck.entries]
     names = [e.name for e in ck.entries if e.group == ""]
@@ -224,7 +211,7 @@ def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], r
         groups.setdefault(e.group, []).append(e)
     for g, es in groups.items():
         tensors = [e for e in es if e.tensor is not None]
-        role = "model state" if g == "" else roles.get(g, "other")
+        role = Role.MODEL if g == "" else roles.get(g, Role.OTHER)
         name = g or (ck.container or "(root)")
         ck.containers.append(Container(name=name, role=role, entries=len(es), tensors=len(tensors),
                                        nbytes=unique_storage_bytes(tensors)[1]))
@@ -278,17 +265,17 @@ def _add_module(ck: Checkpoint, raw: RawCheckpoint, root: StubObject, prefix: st
         dot = f"{path}." if path else ""
         for k, v in _items(params):
             if _is_tensor(v):
-                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=PARAMETER,
-                                        evidence=classify.EV_PICKLED_MODULE, group=group))
+                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=Kind.PARAMETER,
+                                        evidence=PICKLED, group=group))
         for k, v in _items(buffers):
             if _is_tensor(v):
-                kind = BUFFER_NP if str(k) in np_names else BUFFER
+                kind = Kind.BUFFER_NP if str(k) in np_names else Kind.BUFFER
                 ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=kind,
-                                        evidence=classify.EV_PICKLED_MODULE, group=group))
+                                        evidence=PICKLED, group=group))
         for k, v in attrs.items():
             if _is_tensor(v) and not str(k).startswith("_"):
-                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=ATTRIBUTE,
-                                        evidence=classify.EV_PICKLED_MODULE,
+                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=Kind.ATTRIBUTE,
+                                        evidence=PICKLED,
                                         group=group))
         for k, v in _items(attrs.get("_modules") or {}):
             if _is_module(v):
@@ -371,8 +358,8 @@ def _tensor_entry(raw: RawCheckpoint, name: str, leaf: Any, group: str) -> Entry
 
 
 def _value_entry(name: str, value: Any, group: str) -> Entry:
-    return Entry(name=name, value=render_value(value), value_type=_type_name(value), kind=METADATA,
-                 evidence="not a tensor", group=group)
+    return Entry(name=name, value=render_value(value), value_type=_type_name(value), kind=Kind.METADATA,
+                 evidence=Evidence(Source.NOT_TENSOR), group=group)
 
 
 def _type_name(v: Any) -> str:

@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BadInput, UsageError
-from .state import BUFFER, BUFFER_NP, PARAMETER, UNKNOWN, Checkpoint, Entry, ModuleNode, prefix_matches
-
-EV_MODEL = "model definition"
+from .state import Checkpoint, Entry, Evidence, Kind, ModuleNode, Source, prefix_matches
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class ModelSlot:
     """One named tensor slot of the model: a parameter or a (non-)persistent buffer."""
 
     name: str
-    kind: str
+    kind: Kind
     dtype: str
     shape: tuple[int, ...]
     tied_to: str | None = None  # another state key holding the same Parameter object
@@ -151,11 +149,11 @@ def describe(model: Any, spec: str, built_on: str = "meta", notes: list[str] | N
         for n, p in params:
             key = dot + n
             first = owner.setdefault(id(p), key)
-            slots[key] = ModelSlot(key, PARAMETER, str(p.dtype).removeprefix("torch."), tuple(p.shape),
+            slots[key] = ModelSlot(key, Kind.PARAMETER, str(p.dtype).removeprefix("torch."), tuple(p.shape),
                                    tied_to=first if first != key else None)
         for n, b in bufs:
             key = dot + n
-            kind = BUFFER_NP if n in np_set else BUFFER
+            kind = Kind.BUFFER_NP if n in np_set else Kind.BUFFER
             slots[key] = ModelSlot(key, kind, str(b.dtype).removeprefix("torch."), tuple(b.shape))
     # The tie is symmetric: the first name owns the Parameter; record the partner on it too.
     for key, slot in list(slots.items()):
@@ -176,9 +174,9 @@ def classify_with_model(ck: Checkpoint, info: ModelInfo) -> None:
             continue
         slot = info.slots.get(e.name)
         if slot is None:
-            kind, ev = UNKNOWN, "not in the model definition"
+            kind, ev = Kind.UNKNOWN, Evidence(Source.NOT_IN_MODEL)
         else:
-            kind, ev = slot.kind, EV_MODEL
+            kind, ev = slot.kind, Evidence(Source.MODEL)
         out.append(Entry(name=e.name, tensor=e.tensor, value=e.value, value_type=e.value_type, kind=kind,
                          evidence=ev, group=e.group))
     ck.entries = out
@@ -207,7 +205,7 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
     mismatched: set[str] = set()
     for name, t in file_tensors.items():
         slot = info.slots.get(name)
-        if slot is None or slot.kind == BUFFER_NP or name not in info.state_keys:
+        if slot is None or slot.kind == Kind.BUFFER_NP or name not in info.state_keys:
             continue
         if tuple(t.shape) != slot.shape:
             mismatched.add(name)
@@ -273,7 +271,7 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
                                     "the file does not", "train/initialise it, or load with strict=False"))
     for key in unexpected:
         slot = info.slots.get(key)
-        if slot is not None and slot.kind == BUFFER_NP:
+        if slot is not None and slot.kind == Kind.BUFFER_NP:
             lines.append(ReportLine(key, "unexpected", "a non-persistent buffer in this model, present in the file "
                                     "(written by an older version of the code); the model rebuilds it itself",
                                     "safe to drop: load with strict=False or remove the key"))

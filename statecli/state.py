@@ -3,48 +3,118 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-# itemsize in bytes for every dtype torch can save (torch names). Sub-byte packed dtypes
-# (quint4x2, float4_e2m1fn_x2, bits*) are stored as whole bytes per element in torch.
-ITEMSIZE: dict[str, int] = {
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
-    "float8_e4m3fn": 1, "float8_e4m3fnuz": 1, "float8_e5m2": 1, "float8_e5m2fnuz": 1,
-    "float8_e8m0fnu": 1, "float4_e2m1fn_x2": 1,
-    "complex128": 16, "complex64": 8, "complex32": 4,
-    "int64": 8, "int32": 4, "int16": 2, "int8": 1,
-    "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1,
-    "int1": 1, "int2": 1, "int3": 1, "int4": 1, "int5": 1, "int6": 1, "int7": 1,
-    "uint1": 1, "uint2": 1, "uint3": 1, "uint4": 1, "uint5": 1, "uint6": 1, "uint7": 1,
-    "bool": 1,
-    "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1, "quint2x4": 1,
-    "bits8": 1, "bits16": 2, "bits1x8": 1, "bits2x4": 1, "bits4x2": 1,
-}
+from .units import itemsize
 
-FLOATING = {
-    "float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz",
-    "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn_x2",
-}
-COMPLEX = {"complex128", "complex64", "complex32"}
-
-# Entry kinds.
-PARAMETER = "parameter"
-BUFFER = "buffer"
-BUFFER_NP = "buffer (non-persistent)"
-ATTRIBUTE = "tensor attribute"  # a plain tensor attribute of a module: neither parameter nor buffer
-OPTIMIZER = "optimizer state"
-METADATA = "metadata"
-UNKNOWN = "unknown"
-KINDS = (PARAMETER, BUFFER, BUFFER_NP, ATTRIBUTE, OPTIMIZER, METADATA, UNKNOWN)
+SCHEMA_VERSION = 1  # of every JSON document statecli prints; bumped when a field changes meaning
 
 
-def itemsize(dtype: str) -> int:
-    return ITEMSIZE.get(dtype, 1)
+class Kind(StrEnum):
+    """What an entry is to the model. The values are the words shown in tables and JSON."""
+
+    PARAMETER = "parameter"
+    BUFFER = "buffer"
+    BUFFER_NP = "buffer (non-persistent)"
+    ATTRIBUTE = "tensor attribute"  # a plain tensor attribute of a module: neither parameter nor buffer
+    OPTIMIZER = "optimizer state"
+    METADATA = "metadata"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_buffer(self) -> bool:
+        return self in (Kind.BUFFER, Kind.BUFFER_NP)
 
 
-def is_floating(dtype: str) -> bool:
-    return dtype in FLOATING
+KINDS = tuple(Kind)
+
+
+class Role(StrEnum):
+    """What a top-level container of a training checkpoint holds."""
+
+    MODEL = "model state"
+    EMA = "ema"
+    OPTIMIZER = "optimizer"
+    OTHER_STATE = "other state"
+    OTHER = "other"
+    METADATA = "metadata"
+
+
+class Verdict(StrEnum):
+    """What loading a pickle would do, from the globals it references (see SECURITY.md)."""
+
+    SAFE = "safe"
+    NEEDS_TRUST = "needs-trust"
+    MALFORMED = "malformed"
+    DANGEROUS = "dangerous"
+
+    @property
+    def rank(self) -> int:
+        return _VERDICT_RANK[self]
+
+
+_VERDICT_RANK = {Verdict.SAFE: 0, Verdict.NEEDS_TRUST: 1, Verdict.MALFORMED: 2, Verdict.DANGEROUS: 3}
+
+
+class DiffStatus(StrEnum):
+    EQUAL = "equal"
+    ADDED = "added"
+    REMOVED = "removed"
+    CHANGED = "changed"
+
+
+class OutputFormat(StrEnum):
+    """Every output format a command can be asked for; a result that cannot give one refuses it."""
+
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+    MD = "md"
+
+
+class Format(StrEnum):
+    """On-disk checkpoint formats, as named in output."""
+
+    TORCH_ZIP = "torch zip"
+    TORCH_LEGACY = "torch legacy"
+    SAFETENSORS = "safetensors"
+    SHARDED_SAFETENSORS = "sharded safetensors"
+    SHARDED_TORCH = "sharded torch"
+    DCP = "torch.distributed.checkpoint"
+
+
+class Source(StrEnum):
+    """Where a kind came from, strongest first."""
+
+    MODEL = "model definition"
+    PICKLED_MODULE = "pickled module"
+    PICKLED_PARAMETER = "pickled as nn.Parameter"
+    CONTAINER = "container name"
+    RULE = "inferred"
+    NOT_IN_MODEL = "not in the model definition"
+    OUTSIDE = "outside the model state"
+    NOT_TENSOR = "not a tensor"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why an entry has its kind: a source and, for rules, which rule ("BatchNorm name")."""
+
+    source: Source
+    detail: str = ""
+
+    @property
+    def inferred(self) -> bool:
+        return self.source is Source.RULE
+
+    @property
+    def exact(self) -> bool:
+        return self.source in (Source.MODEL, Source.PICKLED_MODULE)
+
+    def __str__(self) -> str:
+        return f"{self.source} ({self.detail})" if self.detail else str(self.source)
 
 
 @dataclass(frozen=True)
@@ -105,8 +175,8 @@ class Entry:
     tensor: TensorInfo | None = None
     value: Any = None  # JSON-able rendering of a non-tensor value
     value_type: str | None = None
-    kind: str = UNKNOWN
-    evidence: str = ""
+    kind: Kind = Kind.UNKNOWN
+    evidence: Evidence = Evidence(Source.NOT_TENSOR)
     group: str = ""  # the top-level container this entry came from ("" = the model state)
 
 
@@ -115,7 +185,7 @@ class Container:
     """A top-level group of a checkpoint (model state, optimizer, epoch, ...)."""
 
     name: str
-    role: str  # "model state", "ema", "optimizer", "metadata", "other"
+    role: Role
     entries: int
     tensors: int
     nbytes: int

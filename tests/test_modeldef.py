@@ -73,7 +73,7 @@ def test_classification_matches_torch(tmp_path: Path, model_file: Path) -> None:
     for name, kind in kinds.items():
         expected = "parameter" if name in params else "buffer" if name in buffers else None
         assert kind == expected, name
-    assert all(e.evidence == "model definition" for e in ck.entries)
+    assert all(str(e.evidence) == "model definition" for e in ck.entries)
     assert "scale" not in info.slots  # a plain tensor attribute is not state
     assert {k for k, s in info.slots.items() if s.kind == "buffer (non-persistent)"} == nonpersistent
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from statecli.formats.values import value_reader
 from statecli.load import load_checkpoint
-from statecli.state import BUFFER, PARAMETER
+from statecli.state import Kind
 
 from .conftest import flatten_torch
 
@@ -127,9 +127,9 @@ def test_state_dict_metadata_is_not_an_entry(tmp_path: Path) -> None:
     ck = load_checkpoint(str(path))
     assert [e.name for e in ck.entries] == list(sd.keys())
     kinds = {e.name: e.kind for e in ck.entries}
-    assert kinds["1.running_mean"] == BUFFER and kinds["1.num_batches_tracked"] == BUFFER
-    assert kinds["0.weight"] == PARAMETER
-    assert all(e.evidence.startswith("inferred") for e in ck.entries)
+    assert kinds["1.running_mean"] == Kind.BUFFER and kinds["1.num_batches_tracked"] == Kind.BUFFER
+    assert kinds["0.weight"] == Kind.PARAMETER
+    assert all(e.evidence.inferred for e in ck.entries)
 
 
 def test_safetensors_matches_library(tmp_path: Path) -> None:
@@ -275,5 +275,5 @@ def test_wrapper_with_a_stray_top_level_tensor(tmp_path: Path) -> None:
     ck = load_checkpoint(str(tmp_path / "ck.pt"))
     assert ck.container == "model"
     kinds = {e.name: e.kind for e in ck.entries}
-    assert kinds["weight"] == PARAMETER and kinds["optimizer.state.0.momentum_buffer"] == "optimizer state"
+    assert kinds["weight"] == Kind.PARAMETER and kinds["optimizer.state.0.momentum_buffer"] == "optimizer state"
     assert kinds["best_loss"] == "unknown"

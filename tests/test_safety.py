@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 
 from statecli.cli import app
 from statecli.load import load_checkpoint
-from statecli.state import BUFFER, BUFFER_NP, PARAMETER
+from statecli.state import Kind
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -546,12 +546,12 @@ class _Net(torch.nn.Module):
 
 
 def _expected_kinds(model: torch.nn.Module) -> dict[str, str]:
-    out = {n: PARAMETER for n, _ in model.named_parameters()}
+    out = {n: Kind.PARAMETER for n, _ in model.named_parameters()}
     for mod_name, mod in model.named_modules():
         dot = f"{mod_name}." if mod_name else ""
         for b, t in mod._buffers.items():
             if t is not None:
-                out[dot + b] = BUFFER_NP if b in mod._non_persistent_buffers_set else BUFFER
+                out[dot + b] = Kind.BUFFER_NP if b in mod._non_persistent_buffers_set else Kind.BUFFER
     assert set(out) == {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
     return out
 
@@ -564,8 +564,8 @@ def test_pickled_module_exact_classification(tmp_path: Path) -> None:
     got = {e.name: e.kind for e in ck.entries if e.tensor is not None and e.group == ""}
     want = _expected_kinds(model)
     assert got == want
-    assert {k for k, v in want.items() if v == BUFFER_NP} == {"scratch", "sub.cache"}
-    assert set(model.state_dict()) == {k for k, v in want.items() if v != BUFFER_NP}
+    assert {k for k, v in want.items() if v == Kind.BUFFER_NP} == {"scratch", "sub.cache"}
+    assert set(model.state_dict()) == {k for k, v in want.items() if v != Kind.BUFFER_NP}
     assert f"{__name__}._Net" in ck.unsafe_globals
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import BadInput, StatecliError, UsageError
-from ..state import BUFFER, BUFFER_NP, OPTIMIZER, PARAMETER, Checkpoint, unique_storage_bytes
+from ..state import Checkpoint, Kind, unique_storage_bytes
+from ..units import fmt_bytes, parse_size
 
 RULES = ("safe-pickle", "no-nan", "no-inf", "dtypes", "max-size", "devices", "required-keys", "forbidden-keys",
          "no-optimizer-state", "matches-model", "format")
@@ -89,11 +90,9 @@ def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules
 def parse_size_value(value: Any, source: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        from ..rewrite.ops import parse_size
-
-        return parse_size(value)
-    raise UsageError(source, "max-size must be a number of bytes or a size like '2GB'")
+    if isinstance(value, str) and (n := parse_size(value)) is not None:
+        return n
+    raise UsageError(source, f"max-size {value!r} is not a number of bytes or a size like '2GB'")
 
 
 def load_config(config: str | None, start: str = ".") -> tuple[dict[str, Any], str | None]:
@@ -161,10 +160,10 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         wrong = []
         for e in tensors:
             assert e.tensor is not None
-            allowed = rules.param_dtypes if e.kind == PARAMETER else rules.buffer_dtypes if e.kind in (BUFFER, BUFFER_NP) else ()
+            allowed = rules.param_dtypes if e.kind == Kind.PARAMETER else rules.buffer_dtypes if e.kind.is_buffer else ()
             if allowed and e.tensor.dtype not in allowed:
                 wrong.append(f"{e.name} ({e.kind}, {e.tensor.dtype})")
-        inferred = any(e.evidence.startswith("inferred") for e in tensors)
+        inferred = any(e.evidence.inferred for e in tensors)
         hint = " (kinds inferred from names and dtypes; --model classifies exactly)" if inferred and wrong else ""
         out.append(Finding(path, "dtypes", not wrong, "all dtypes allowed" if not wrong else
                            f"{len(wrong)} tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5]) + hint))
@@ -187,7 +186,7 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         out.append(Finding(path, "forbidden-keys", not hits, f"{pat!r} " + (f"matches {', '.join(hits[:5])}" if hits
                                                                               else "matches nothing")))
     if rules.no_optimizer_state:
-        opt = [e for e in ck.entries if e.kind == OPTIMIZER]
+        opt = [e for e in ck.entries if e.kind == Kind.OPTIMIZER]
         groups = sorted({e.group for e in opt})
         out.append(Finding(path, "no-optimizer-state", not opt, "no optimizer state" if not opt else
                            f"optimizer state in {', '.join(groups)} ({fmt(unique_storage_bytes(opt)[1])}); "
@@ -208,8 +207,6 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
 
 
 def fmt(n: int) -> str:
-    from ..render import fmt_bytes
-
     return fmt_bytes(n)
 
 
@@ -234,7 +231,7 @@ def _enabled(rules: Rules) -> list[str]:
 
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
     from ..formats.values import stats_for
-    from ..state import is_floating
+    from ..units import is_floating
 
     floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == "strided"
               and e.tensor.device != "meta"]

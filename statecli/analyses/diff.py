@@ -6,16 +6,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..state import Checkpoint, Entry, TensorInfo, is_floating, prefix_matches
+from ..state import Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
+from ..units import is_floating
 
-EQUAL, ADDED, REMOVED, CHANGED = "equal", "added", "removed", "changed"
+EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
 CHUNK = 1 << 22  # elements compared per step: bounds the float64 working set to ~100 MiB
 
 
 @dataclass
 class KeyDiff:
     name: str
-    status: str
+    status: DiffStatus
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (a, b)
     max_abs: float | None = None
     max_rel: float | None = None
@@ -40,7 +41,7 @@ class DiffResult:
     def equal(self) -> bool:
         return all(k.status == EQUAL for k in self.keys)
 
-    def count(self, status: str) -> int:
+    def count(self, status: DiffStatus) -> int:
         return sum(1 for k in self.keys if k.status == status)
 
 
@@ -112,7 +113,7 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
             assert y.tensor is not None
             kd.numel = x.tensor.numel
             kd.changes.update(_structure(x.tensor, y.tensor))
-            if x.kind != y.kind and not (x.evidence.startswith("inferred") or y.evidence.startswith("inferred")):
+            if x.kind != y.kind and not (x.evidence.inferred or y.evidence.inferred):
                 kd.changes["kind"] = (x.kind, y.kind)
             sa, sb = shared_a.get(n, frozenset()), shared_b.get(n, frozenset())
             if sa != sb:

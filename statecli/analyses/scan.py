@@ -17,9 +17,9 @@ from ..errors import BadInput
 from ..formats import resolve_path
 from ..formats._common import open_regular
 from ..formats.unpickler import DCP_TRUSTED_PREFIXES, RestrictedUnpickler, dangerous_reason
+from ..state import Verdict
 
-SAFE, NEEDS_TRUST, DANGEROUS, MALFORMED = "safe", "needs-trust", "dangerous", "malformed"
-_RANK = {SAFE: 0, NEEDS_TRUST: 1, MALFORMED: 2, DANGEROUS: 3}
+SAFE, NEEDS_TRUST, DANGEROUS, MALFORMED = Verdict.SAFE, Verdict.NEEDS_TRUST, Verdict.DANGEROUS, Verdict.MALFORMED
 MAX_NESTING = 16
 MIN_NESTED = 4  # bytes/str constants at least this long are tried as nested pickles
 
@@ -29,7 +29,7 @@ class GlobalRef:
     name: str
     where: str  # "archive/data.pkl", "pickle 4 of 5", "nested bytes in ..."
     opcode: str
-    verdict: str  # safe, needs-trust or dangerous
+    verdict: Verdict  # safe, needs-trust or dangerous
 
 
 @dataclass
@@ -42,10 +42,10 @@ class ScanResult:
     pickles: int = 0
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         v = MALFORMED if self.problems else SAFE
         for g in self.globals:
-            if _RANK[g.verdict] > _RANK[v]:
+            if g.verdict.rank > v.rank:
                 v = g.verdict
         return v
 
@@ -62,7 +62,7 @@ class _Global:
     name: str
 
 
-def _classify(module: str, name: str, trusted: tuple[str, ...]) -> str:
+def _classify(module: str, name: str, trusted: tuple[str, ...]) -> Verdict:
     # Python 2 names, mapped as the unpickler (and torch's weights-only loader) maps them.
     if (module, name) in _compat_pickle.NAME_MAPPING:
         module, name = _compat_pickle.NAME_MAPPING[(module, name)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..state import PARAMETER, Checkpoint, Entry, storage_overlap, unique_storage_bytes
+from ..state import Checkpoint, Entry, Kind, storage_overlap, unique_storage_bytes
 from .inspect import Bucket, bucket, group_by
 
 
@@ -61,7 +61,7 @@ def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
         nbytes = unique_storage_bytes(owned.get(m, []))[1]
         sized.append(ModuleSize(m, Bucket(m, b.tensors, b.numel, nbytes), nbytes / distinct if distinct else 0.0))
     by_module = sorted(sized, key=lambda s: (-s.bucket.nbytes, s.module))
-    params = [e for e in tensors if e.kind == PARAMETER]
+    params = [e for e in tensors if e.kind == Kind.PARAMETER]
     seen: set[tuple[str | None, str | None, int, tuple[int, ...]]] = set()
     n_params = 0
     for e in params:

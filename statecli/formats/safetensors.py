@@ -8,7 +8,8 @@ import struct
 from typing import Any
 
 from ..errors import BadInput
-from ..state import TensorInfo, itemsize
+from ..state import TensorInfo
+from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
 
 FORMAT = "safetensors"

@@ -7,7 +7,7 @@ import struct
 from typing import Any
 
 from ..errors import BadInput, UnsafeContent
-from ..state import itemsize
+from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
 from .unpickler import StorageRef, storage_from_pid, unpickle
 

@@ -7,7 +7,7 @@ import zipfile
 from typing import Any
 
 from ..errors import BadInput
-from ..state import itemsize
+from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
 from .unpickler import MAX_PICKLE_BYTES, StorageRef, storage_from_pid, unpickle
 

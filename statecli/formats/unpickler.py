@@ -14,7 +14,7 @@ from struct import error as struct_error
 from typing import Any, BinaryIO
 
 from ..errors import BadInput, UnsafeContent
-from ..state import ITEMSIZE, itemsize
+from ..units import ITEMSIZE, itemsize
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
 # object needs at least one opcode), so capping the size caps work and memory.

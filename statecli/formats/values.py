@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..analyses.inspect import Stats
 from ..errors import BadInput
-from ..state import COMPLEX, Checkpoint, Entry, TensorInfo, contiguous_stride, itemsize
+from ..state import Checkpoint, Entry, TensorInfo, contiguous_stride
+from ..units import COMPLEX, itemsize
 
 if TYPE_CHECKING:
     import torch

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
-from ..state import Entry, ModuleNode
+from ..state import DiffStatus, Entry, ModuleNode, Role
+from ..units import fmt_bytes, fmt_count, fmt_shape
 
 if TYPE_CHECKING:  # each command imports only what it renders
     from ..analyses.check import CheckResult
@@ -42,30 +43,6 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def fmt_count(n: int) -> str:
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            return f"{n / div:.1f} {unit}"
-    return str(n)
-
-
-def fmt_shape(shape: tuple[int, ...] | list[int] | None) -> str:
-    if shape is None:
-        return "-"
-    return "[" + ", ".join(str(s) for s in shape) + "]"
-
-
 def _fmt_float(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g}"
 
@@ -74,7 +51,7 @@ def _fmt_float(x: float | None) -> str:
 
 def entry_dict(e: Entry, stats: Stats | None = None) -> dict[str, Any]:
     t = e.tensor
-    d: dict[str, Any] = {"name": e.name, "group": e.group or None, "kind": e.kind, "evidence": e.evidence}
+    d: dict[str, Any] = {"name": e.name, "group": e.group or None, "kind": e.kind, "evidence": str(e.evidence)}
     if t is None:
         d.update(dtype=None, shape=None, numel=None, nbytes=None, device=None, value=e.value, type=e.value_type)
         return d
@@ -252,7 +229,7 @@ def _header(con: Any, r: InspectResult) -> None:
         t.append(f", {len(ck.files) - 1} data files + {'index' if ck.path.endswith('.json') else '.metadata'}")
     t.append(f"  model state: {escape(ck.container or '(root)')}")
     con.print(t)
-    others = [c for c in ck.containers if c.role != "model state"]
+    others = [c for c in ck.containers if c.role != Role.MODEL]
     if others:
         con.print(Text("other containers: " + ", ".join(
             f"{escape(c.name)} ({c.role}, {c.tensors} tensors, {c.entries - c.tensors} values)" for c in others)))
@@ -284,7 +261,7 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: dict[str, S
         t = e.tensor
         assert t is not None
         dev = t.device + (f" ({t.layout})" if t.layout != "strided" else "")
-        row = [escape(e.name), e.kind, e.evidence, t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
+        row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
         if stats:
             s = stats.get(e.name)
             row += ([_fmt_float(s.min), _fmt_float(s.max), _fmt_float(s.mean), _fmt_float(s.std), str(s.nan), str(s.inf)]
@@ -578,7 +555,7 @@ def diff_dict(r: DiffResult, only_changed: bool = False) -> dict[str, Any]:
         "b": {"path": r.b.path, "format": r.b.format, "container": r.b.container},
         "equal": r.equal,
         "tolerance": {"rtol": r.rtol, "atol": r.atol, "equal_nan": r.equal_nan, "values_compared": r.values},
-        "summary": {s: r.count(s) for s in ("removed", "added", "changed", "equal")},
+        "summary": {str(s): r.count(s) for s in (DiffStatus.REMOVED, DiffStatus.ADDED, DiffStatus.CHANGED, DiffStatus.EQUAL)},
         "hints": r.renames,
         "keys": [diff_key_dict(k) for k in r.keys if not (only_changed and k.status == "equal")],
     }
@@ -587,9 +564,10 @@ def diff_dict(r: DiffResult, only_changed: bool = False) -> dict[str, Any]:
 def _diff_summary_line(r: DiffResult) -> str:
     if r.equal:
         how = f"values allclose (rtol={r.rtol:g}, atol={r.atol:g})" if r.values else "structure only"
-        return f"equal: {r.count('equal')} keys, {how}"
-    return (f"different: {r.count('removed')} removed, {r.count('added')} added, {r.count('changed')} changed, "
-            f"{r.count('equal')} equal")
+        return f"equal: {r.count(DiffStatus.EQUAL)} keys, {how}"
+    n = {st: r.count(st) for st in DiffStatus}
+    return (f"different: {n[DiffStatus.REMOVED]} removed, {n[DiffStatus.ADDED]} added, {n[DiffStatus.CHANGED]} changed, "
+            f"{n[DiffStatus.EQUAL]} equal")
 
 
 def render_diff(r: DiffResult, fmt: str, only_changed: bool, out: IO[str] | None = None) -> None:

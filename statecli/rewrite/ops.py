@@ -14,31 +14,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import units
 from ..errors import BadInput, UsageError
 from ..formats import RawCheckpoint
 from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS
 from ..formats.unpickler import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
 from ..load import load_checkpoint, load_with_raw
-from ..state import (
-    ATTRIBUTE,
-    BUFFER,
-    BUFFER_NP,
-    OPTIMIZER,
-    PARAMETER,
-    Checkpoint,
-    Entry,
-    TensorInfo,
-    contiguous_stride,
-    is_floating,
-    itemsize,
-    unique_storage_bytes,
-)
+from ..state import Checkpoint, Entry, Kind, Role, TensorInfo, contiguous_stride, unique_storage_bytes
+from ..units import CAST_TARGETS, dtype_name, is_floating, itemsize
 
 PICKLED_MODULE = "(pickled module)"
 CHUNK_BYTES = 64 << 20  # bytes moved per step: the engine's working set beside the largest tensor
-DTYPE_NAMES = {"half": "float16", "fp16": "float16", "float16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
-               "float": "float32", "float32": "float32", "fp32": "float32", "double": "float64", "float64": "float64",
-               "fp64": "float64", "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2"}
 _STORAGE_CLASS = {"float64": "DoubleStorage", "float32": "FloatStorage", "float16": "HalfStorage",
                   "bfloat16": "BFloat16Storage", "int64": "LongStorage", "int32": "IntStorage", "int16": "ShortStorage",
                   "int8": "CharStorage", "uint8": "ByteStorage", "bool": "BoolStorage",
@@ -103,8 +89,8 @@ def _compile(patterns: list[str] | None, flag: str) -> list[re.Pattern[str]]:
 
 def plan_cast(ck: Checkpoint, raw: RawCheckpoint, dtype: str, only: str | None, keep: list[str] | None,
               keep_buffers: bool, include_optimizer: bool) -> Plan:
-    target = DTYPE_NAMES.get(dtype.lower())
-    if target is None:
+    target = dtype_name(dtype)
+    if target not in CAST_TARGETS:
         raise UsageError(None, f"--dtype {dtype!r} is not a floating dtype statecli casts to",
                          "choose half, bfloat16, float32 or float64")
     if only not in (None, "params", "buffers"):
@@ -119,13 +105,13 @@ def plan_cast(ck: Checkpoint, raw: RawCheckpoint, dtype: str, only: str | None, 
         if not is_floating(t.dtype):
             skipped_int += 1
             continue
-        if e.group and e.kind == OPTIMIZER and not include_optimizer:
+        if e.group and e.kind == Kind.OPTIMIZER and not include_optimizer:
             continue
-        if e.group and e.kind not in (PARAMETER, BUFFER, BUFFER_NP, OPTIMIZER):
+        if e.group and e.kind not in (Kind.PARAMETER, Kind.BUFFER, Kind.BUFFER_NP, Kind.OPTIMIZER):
             continue
-        if only == "params" and e.kind != PARAMETER or only == "buffers" and e.kind not in (BUFFER, BUFFER_NP):
+        if only == "params" and e.kind != Kind.PARAMETER or only == "buffers" and e.kind not in (Kind.BUFFER, Kind.BUFFER_NP):
             continue
-        if keep_buffers and e.kind in (BUFFER, BUFFER_NP) or any(k.search(e.name) for k in keeps):
+        if keep_buffers and e.kind in (Kind.BUFFER, Kind.BUFFER_NP) or any(k.search(e.name) for k in keeps):
             continue
         if t.layout != "strided" or t.device == "meta":
             plan.notes.append(f"{e.name}: {t.layout} {t.device} tensor left as {t.dtype}")
@@ -133,7 +119,7 @@ def plan_cast(ck: Checkpoint, raw: RawCheckpoint, dtype: str, only: str | None, 
         plan.cast[entry_key(e)] = target
     if skipped_int:
         plan.notes.append(f"{skipped_int} integer, bool or complex tensor(s) are never cast")
-    if not include_optimizer and any(e.kind == OPTIMIZER and e.tensor is not None for e in ck.entries):
+    if not include_optimizer and any(e.kind == Kind.OPTIMIZER and e.tensor is not None for e in ck.entries):
         plan.notes.append("optimizer state left as is (add --include-optimizer to cast it)")
     return plan
 
@@ -144,25 +130,25 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, buffers: bool, non_persistent
     pats, keeps = _compile(patterns, "--pattern"), _compile(keep, "--keep")
     plan = Plan(ck, raw)
     roles = {c.name: c.role for c in ck.containers}
-    if non_persistent and not any(e.kind == BUFFER_NP and not e.evidence.startswith("inferred") for e in ck.entries):
-        if not any(e.evidence in ("model definition", "pickled module") for e in ck.entries):
+    if non_persistent and not any(e.kind == Kind.BUFFER_NP and not e.evidence.inferred for e in ck.entries):
+        if not any(e.evidence.exact for e in ck.entries):
             raise UsageError(ck.path, "--non-persistent needs to know the model: pass --model (or use a full-model file)")
-    ema_groups = [g for g, r in roles.items() if r == "ema"]
+    ema_groups = [g for g, r in roles.items() if r == Role.EMA]
     if keep_ema_as_model:
         if not ema_groups:
             raise UsageError(ck.path, "--keep-ema-as-model: no EMA container found",
                              "name it with --key on inspect to check, e.g. model_ema")
         plan.model_from = ema_groups[0]
     for e in ck.entries:
-        group_role = roles.get(e.group, "") if e.group else "model state"
+        group_role = roles.get(e.group) if e.group else Role.MODEL
         why = None
-        if optimizer and group_role == "optimizer":
+        if optimizer and group_role == Role.OPTIMIZER:
             why = "optimizer state"
-        elif (ema or keep_ema_as_model) and group_role == "ema" and e.group != plan.model_from:
+        elif (ema or keep_ema_as_model) and group_role == Role.EMA and e.group != plan.model_from:
             why = "EMA state"
-        elif buffers and e.kind in (BUFFER, BUFFER_NP):
+        elif buffers and e.kind in (Kind.BUFFER, Kind.BUFFER_NP):
             why = e.kind
-        elif non_persistent and e.kind == BUFFER_NP:
+        elif non_persistent and e.kind == Kind.BUFFER_NP:
             why = "non-persistent buffer"
         elif any(p.search(e.name) for p in pats):
             why = "pattern"
@@ -225,12 +211,10 @@ def output_format(output: str, to: str | None, max_shard_size: int | None, in_fo
 
 
 def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*", text, re.IGNORECASE)
-    if not m:
+    n = units.parse_size(text)
+    if n is None:
         raise UsageError(None, f"--max-shard-size {text!r} is not a size like 5GB or 500MiB")
-    unit = m.group(2).upper().rstrip("B")
-    mult = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
-    return int(float(m.group(1)) * mult[unit])
+    return n
 
 
 def run(plan: Plan, path: str, output: str | None, in_place: bool, to: str | None, max_shard_size: str | None,
@@ -282,7 +266,7 @@ def _expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     for e in plan.ck.entries:
         if e.tensor is None or entry_key(e) in plan.drop:
             continue
-        if plan.ck.container == PICKLED_MODULE and e.kind in (BUFFER_NP, ATTRIBUTE):
+        if plan.ck.container == PICKLED_MODULE and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
             continue
         if fmt != "pt" and e.group and e.group != plan.model_from:
             continue
@@ -444,7 +428,7 @@ def _model_items(plan: Plan) -> list[tuple[str, Entry]]:
     for e in plan.ck.entries:
         if e.group != group or entry_key(e) in plan.drop and not (plan.model_from and e.group == plan.model_from):
             continue
-        if plan.ck.container == PICKLED_MODULE and e.kind in (BUFFER_NP, ATTRIBUTE):
+        if plan.ck.container == PICKLED_MODULE and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
             not_state += 1  # not in state_dict(): the module rebuilds them
             continue
         if e.tensor is None:
