@@ -168,6 +168,19 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class Stats:
+    """A tensor's values in brief: min/max/mean/std over finite values, NaN/Inf counts."""
+
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None
+    nan: int
+    inf: int
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class Entry:
     """A named item of a checkpoint: a tensor or a plain value, with its kind and the evidence."""
 

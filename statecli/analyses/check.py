@@ -230,8 +230,8 @@ def _enabled(rules: Rules) -> list[str]:
 
 
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
-    from ..formats.values import stats_for
     from ..units import is_floating
+    from .stats import stats_for
 
     floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == "strided"
               and e.tensor.device != "meta"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from ..state import KINDS, Checkpoint, Entry, unique_storage_bytes
+from ..state import KINDS, Checkpoint, Entry, Stats, unique_storage_bytes
 
 
 @dataclass(frozen=True)
@@ -23,17 +23,6 @@ class SharedStorage:
     storage: str
     names: tuple[str, ...]
     nbytes: int
-
-
-@dataclass(frozen=True)
-class Stats:
-    min: float | None
-    max: float | None
-    mean: float | None
-    std: float | None
-    nan: int
-    inf: int
-    note: str | None = None
 
 
 @dataclass

@@ -145,7 +145,7 @@ def inspect(
     result.model = info
     result.load_report = report
     if stats:
-        from ..formats.values import stats_for
+        from ..analyses.stats import stats_for
 
         result.stats = stats_for(ck, result.entries)
     render_inspect(result, fmt.value, tree)
