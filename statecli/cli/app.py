@@ -1,0 +1,90 @@
+"""The Typer app and the one place where exceptions become exit codes and one-line messages."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import ExitCode, StatecliError
+
+EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage, unreadable input or an
+internal error; 3 unsafe content refused (the file references code that loading would run)."""
+
+
+def _error_line(message: str) -> None:
+    from ..render import error_line
+
+    error_line(message)
+
+
+class StatecliGroup(TyperGroup):
+    """Runs every command inside one exception-to-exit-code map: StatecliError -> its one line and
+    exit code; anything else is a bug -> one line and exit 2 (STATECLI_DEBUG=1 keeps the traceback)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StatecliError as exc:
+            if os.environ.get("STATECLI_DEBUG"):
+                raise
+            _error_line(exc.message)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if _is_click_exception(exc):
+                raise  # a bug: one line and exit 2, never mistaken for "different" (1)
+            if os.environ.get("STATECLI_DEBUG"):
+                raise
+            _error_line(f"internal error: {type(exc).__name__}: {exc} (run with STATECLI_DEBUG=1 for the traceback "
+                        "and please report it)")
+            raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+
+
+def _is_click_exception(exc: Exception) -> bool:
+    """Usage errors and exits of the CLI library itself (click's, or the copy Typer vendors)."""
+    return any(c.__module__.split(".")[0] in ("click", "typer") for c in type(exc).__mro__[:-3])
+
+
+app = typer.Typer(
+    name="statecli",
+    cls=StatecliGroup,
+    help="Inspect PyTorch checkpoints without loading them: parameters vs buffers, dtypes, shapes, "
+         "sizes and devices, from .pt, .safetensors, sharded and DCP checkpoints.\n\n" + EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"statecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Show the version and exit.")] = None,
+) -> None:
+    """statecli: see what is inside a PyTorch checkpoint."""
+
+
+def exit_with(code: int) -> None:
+    """End a command with its result's exit code (0 returns normally)."""
+    if code:
+        raise typer.Exit(int(code))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

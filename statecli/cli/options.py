@@ -1,0 +1,45 @@
+"""Options declared once, as Annotated aliases every command reuses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..state import OutputFormat
+
+PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder "
+                                             "(sharded, DCP or single checkpoint).", show_default=False, metavar="PATH")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Container that holds the model state, e.g. "
+                                                           "'model_ema' or 'state_dict' ('.' for the file's root).",
+                                                               metavar="KEY")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="Model definition 'pkg.module:Name' or 'path/file.py:Name' (a class or factory). IMPORTING IT RUNS "
+                    "THAT CODE: pass only code you trust. Built on the meta device: no weights are allocated.",
+    metavar="SPEC")]
+ModelArgOpt = Annotated[Optional[list[str]], typer.Option("--model-arg", help="key=value passed to the model "
+                                                                            "(Python literal, else string); repeatable.",
+                                                                                metavar="KEY=VALUE")]
+ModelKwargsOpt = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON object of keyword arguments.",
+    metavar="JSON")]
+HfConfigOpt = Annotated[Optional[str], typer.Option("--hf-config", help="A Hugging Face config.json to build the "
+                                                                      "model from (needs transformers).", metavar="PATH")]
+AddPrefixOpt = Annotated[Optional[str], typer.Option("--add-prefix", help="Prepend this to every model key.", metavar="PREFIX")]
+StripOpt = Annotated[Optional[list[str]], typer.Option("--strip-prefix", help="Remove this prefix from model keys "
+                                                                             "(repeatable), e.g. 'module.'.", metavar="PREFIX")]
+
+
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write (.pt, .safetensors, or a "
+                                                                      "folder with --max-shard-size / --to dcp).",
+                                                                          metavar="PATH")]
+InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Replace the input (atomically).")]
+ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: pt, safetensors or dcp (default: from "
+                                                           "the output's extension).", metavar="FORMAT")]
+ShardOpt = Annotated[Optional[str], typer.Option("--max-shard-size", help="Write Hugging Face shards of at most this "
+                                                                          "size (e.g. 5GB) plus an index.", metavar="SIZE")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
+DropUnsupportedOpt = Annotated[bool, typer.Option("--drop-unsupported", help="Leave out sparse/quantized/meta "
+                                                                             "tensors instead of refusing.")]
+
+
