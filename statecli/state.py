@@ -179,6 +179,10 @@ class Stats:
     inf: int
     note: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"min": self.min, "max": self.max, "mean": self.mean, "std": self.std, "nan": self.nan, "inf": self.inf,
+                "note": self.note}
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -192,6 +196,23 @@ class Entry:
     evidence: Evidence = Evidence(Source.NOT_TENSOR)
     group: str = ""  # the top-level container this entry came from ("" = the model state)
 
+    def to_dict(self, stats: Stats | None = None) -> dict[str, Any]:
+        """The entry as JSON: one shape for inspect, size and every other listing."""
+        d: dict[str, Any] = {"name": self.name, "group": self.group or None, "kind": str(self.kind),
+                             "evidence": str(self.evidence)}
+        t = self.tensor
+        if t is None:
+            d.update(dtype=None, shape=None, numel=None, nbytes=None, device=None, value=self.value, type=self.value_type)
+            return d
+        d.update(dtype=t.dtype, shape=list(t.shape), numel=t.numel, nbytes=t.nbytes, device=t.device, layout=t.layout,
+                 storage=t.storage_key, storage_offset=t.storage_offset,
+                 stride=list(t.stride) if t.stride is not None else None, contiguous=t.is_contiguous)
+        if t.subclass:
+            d["subclass"] = t.subclass
+        if stats is not None:
+            d["stats"] = stats.to_dict()
+        return d
+
 
 @dataclass(frozen=True)
 class Container:
@@ -203,6 +224,10 @@ class Container:
     tensors: int
     nbytes: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": str(self.role), "entries": self.entries, "tensors": self.tensors,
+                "nbytes": self.nbytes}
+
 
 @dataclass(frozen=True)
 class ModuleNode:
@@ -213,6 +238,10 @@ class ModuleNode:
     parameters: tuple[str, ...] = ()
     buffers: tuple[str, ...] = ()
     non_persistent: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "class": self.class_name, "parameters": list(self.parameters),
+                "buffers": list(self.buffers), "non_persistent": list(self.non_persistent)}
 
 
 @dataclass

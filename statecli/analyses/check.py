@@ -6,12 +6,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import BadInput, StatecliError, UsageError
-from ..state import Checkpoint, Kind, unique_storage_bytes
-from ..units import fmt_bytes, parse_size
+from ..state import SCHEMA_VERSION, Checkpoint, Kind, unique_storage_bytes
+from ..units import dtype_name, fmt_bytes, parse_size
 
 RULES = ("safe-pickle", "no-nan", "no-inf", "dtypes", "max-size", "devices", "required-keys", "forbidden-keys",
          "no-optimizer-state", "matches-model", "format")
@@ -42,14 +42,30 @@ class Finding:
     reason: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckResult:
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message): unreadable inputs
+    findings: tuple[Finding, ...] = ()
+    errors: tuple[tuple[str, str], ...] = ()  # (path, message): unreadable inputs
+
+    columns = ("path", "rule", "passed", "reason")
 
     @property
     def passed(self) -> bool:
         return all(f.passed for f in self.findings) and not self.errors
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.errors else 0 if self.passed else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "passed": self.passed,
+                "findings": [{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason}
+                             for f in self.findings],
+                "errors": [{"path": p, "error": m} for p, m in self.errors]}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return ([{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason} for f in self.findings]
+                + [{"path": p, "rule": "read", "passed": False, "reason": m} for p, m in self.errors])
 
 
 _KEYMAP = {f.name.replace("_", "-"): f.name for f in fields(Rules)}
@@ -82,9 +98,35 @@ def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules
             if not isinstance(value, str):
                 raise UsageError(source, f"{key} must be a 'module:Name' string")
             changes[attr] = value
+        elif attr in ("param_dtypes", "buffer_dtypes"):
+            changes[attr] = tuple(_dtype(d, key, source) for d in _as_tuple(value, key, source))
+        elif attr == "devices":
+            changes[attr] = tuple(_device(d, key, source) for d in _as_tuple(value, key, source))
         else:
             changes[attr] = _as_tuple(value, key, source)
     return replace(base, **changes)
+
+
+def _dtype(text: str, key: str, source: str) -> str:
+    """The same dtype words `cast --dtype` takes (half, fp16, bf16, torch.float16...)."""
+    name = dtype_name(text)
+    if name is None:
+        raise UsageError(source, f"{key}: {text!r} is not a dtype", "e.g. float16 (half, fp16), bfloat16, float32")
+    return name
+
+
+_DEVICE = re.compile(r"cpu|meta|mps|(cuda|xpu|hpu|npu)(:\d+)?")
+
+
+def _device(text: str, key: str, source: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise UsageError(source, f"{key}: {text!r} is not a torch device", "e.g. cpu, cuda, cuda:0, mps")
+    return text
+
+
+def device_allowed(device: str, allowed: tuple[str, ...]) -> bool:
+    """'cuda' allows every cuda:N; 'cuda:0' only itself."""
+    return device in allowed or device.split(":", 1)[0] in allowed
 
 
 def parse_size_value(value: Any, source: str) -> int:
@@ -172,9 +214,11 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         ok = on_disk <= rules.max_size
         out.append(Finding(path, "max-size", ok, f"{on_disk:,} bytes on disk, budget {rules.max_size:,}"))
     if rules.devices:
-        wrong = sorted({e.tensor.device for e in tensors if e.tensor is not None and e.tensor.device not in rules.devices})
+        wrong = sorted({e.tensor.device for e in tensors
+                        if e.tensor is not None and not device_allowed(e.tensor.device, rules.devices)})
+        target = next((d for d in rules.devices if d != "meta"), "cpu")
         out.append(Finding(path, "devices", not wrong, f"saved on {', '.join(wrong)}; run: statecli move {path} "
-                           "--device cpu -o OUT" if wrong else f"every tensor on {', '.join(rules.devices)}"))
+                           f"--device {target} -o OUT" if wrong else f"every tensor on {', '.join(rules.devices)}"))
     names = [e.name for e in ck.entries]
     for pat in rules.required_keys:
         rx = _rx(pat)
@@ -249,51 +293,23 @@ def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
     return out
 
 
-def check(paths: list[str], base: Rules, config: str | None, overrides_only: bool = False) -> CheckResult:
-    """Evaluate `base` rules (plus the config's, unless `overrides_only`) and per-path overrides."""
-    table, source = load_config(config)
-    rules0 = base if overrides_only or not table else rules_from_mapping(base, table, source or "config")
-    result = CheckResult()
+def check(paths: list[str], flags: dict[str, Any], config: str | None = None) -> CheckResult:
+    """Rules from the config (--config, else the nearest pyproject.toml), then `flags` (the command
+    line, which wins), then the config's per-path overrides; every enabled rule on every checkpoint."""
+    rules_from_mapping(Rules(), flags, "command line")  # bad flags fail before any file is read
+    configs: dict[str, tuple[dict[str, Any], str | None]] = {}
+    findings: list[Finding] = []
+    errors: list[tuple[str, str]] = []
     for path in paths:
-        rules = rules_for(path, rules0, table, source)
+        # Without --config, each file follows the pyproject.toml of its own project (the nearest above it).
+        start = "." if config else os.path.dirname(os.path.abspath(path))
+        if start not in configs:
+            configs[start] = load_config(config, start)
+        table, source = configs[start]
+        base = rules_from_mapping(Rules(), table, source or "config") if table else Rules()
+        rules = rules_for(path, rules_from_mapping(base, flags, "command line"), table, source)
         try:
-            result.findings += evaluate(path, rules)
+            findings += evaluate(path, rules)
         except StatecliError as exc:
-            result.errors.append((path, exc.message))
-    return result
-
-
-def junit_xml(result: CheckResult) -> str:
-    import xml.etree.ElementTree as ET
-
-    suites = ET.Element("testsuites", name="statecli check")
-    by_path: dict[str, list[Finding]] = {}
-    for f in result.findings:
-        by_path.setdefault(f.path, []).append(f)
-    for path, _ in result.errors:
-        by_path.setdefault(path, [])
-    for path, findings in by_path.items():
-        errors = [m for p, m in result.errors if p == path]
-        suite = ET.SubElement(suites, "testsuite", name=path, tests=str(len(findings) + len(errors)),
-                              failures=str(sum(1 for f in findings if not f.passed)), errors=str(len(errors)))
-        for f in findings:
-            case = ET.SubElement(suite, "testcase", classname=path, name=f.rule)
-            if not f.passed:
-                ET.SubElement(case, "failure", message=f.reason).text = f.reason
-        for m in errors:
-            case = ET.SubElement(suite, "testcase", classname=path, name="read")
-            ET.SubElement(case, "error", message=m).text = m
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
-
-
-def github_annotations(result: CheckResult) -> list[str]:
-    def esc(s: str) -> str:
-        return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-    def esc_prop(s: str) -> str:
-        return esc(s).replace(":", "%3A").replace(",", "%2C")
-
-    lines = [f"::error file={esc_prop(f.path)},title={esc_prop('statecli ' + f.rule)}::{esc(f.reason)}"
-             for f in result.findings if not f.passed]
-    lines += [f"::error file={esc_prop(p)},title=statecli read::{esc(m)}" for p, m in result.errors]
-    return lines
+            errors.append((path, exc.message))
+    return CheckResult(tuple(findings), tuple(errors))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
-from ..state import Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
+from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..units import is_floating
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
@@ -14,7 +15,9 @@ CHUNK = 1 << 22  # elements compared per step: bounds the float64 working set to
 
 
 @dataclass
-class KeyDiff:
+class _Work:
+    """A key's comparison while it is being made (values fill in tensor by tensor)."""
+
     name: str
     status: DiffStatus
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (a, b)
@@ -26,23 +29,107 @@ class KeyDiff:
     note: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
+class KeyDiff:
+    name: str
+    status: DiffStatus
+    changes: Mapping[str, tuple[Any, Any]]
+    max_abs: float | None = None
+    max_rel: float | None = None
+    mismatched: int | None = None
+    numel: int | None = None
+    compared_as: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "status": str(self.status)}
+        if self.changes:
+            d["changes"] = {f: {"a": _jsonable(a), "b": _jsonable(b)} for f, (a, b) in self.changes.items()}
+        if self.max_abs is not None:
+            d.update(max_abs=_jsonable(self.max_abs), max_rel=_jsonable(self.max_rel), mismatched=self.mismatched,
+                     numel=self.numel)
+        if self.compared_as:
+            d["compared_as"] = self.compared_as
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+@dataclass(frozen=True)
 class DiffResult:
     a: Checkpoint
     b: Checkpoint
-    keys: list[KeyDiff]
+    keys: tuple[KeyDiff, ...]
     rtol: float
     atol: float
     equal_nan: bool
     values: bool
-    renames: list[str] = field(default_factory=list)
+    renames: tuple[str, ...] = ()
+    only_changed: bool = False  # listings leave equal keys out
+    left_out: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # containers of A and B not compared (no --all)
+    ignore_dtype: bool = False
+
+    columns = ("name", "status", "changes", "max_abs", "max_rel", "mismatched", "note")
 
     @property
     def equal(self) -> bool:
         return all(k.status == EQUAL for k in self.keys)
 
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.equal else 1
+
     def count(self, status: DiffStatus) -> int:
         return sum(1 for k in self.keys if k.status == status)
+
+    @property
+    def listed(self) -> tuple[KeyDiff, ...]:
+        return tuple(k for k in self.keys if not (self.only_changed and k.status == EQUAL))
+
+    @property
+    def summary_line(self) -> str:
+        if self.equal:
+            how = f"values allclose (rtol={self.rtol:g}, atol={self.atol:g})" if self.values else "structure only"
+            return f"equal: {self.count(EQUAL)} keys, {how}"
+        return (f"different: {self.count(REMOVED)} removed, {self.count(ADDED)} added, {self.count(CHANGED)} changed, "
+                f"{self.count(EQUAL)} equal")
+
+    @property
+    def md_title(self) -> str:
+        return f"**{self.summary_line}**"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "a": {"path": self.a.path, "format": str(self.a.format), "container": self.a.container,
+                  "left_out": list(self.left_out[0])},
+            "b": {"path": self.b.path, "format": str(self.b.format), "container": self.b.container,
+                  "left_out": list(self.left_out[1])},
+            "equal": self.equal,
+            "tolerance": {"rtol": self.rtol, "atol": self.atol, "equal_nan": self.equal_nan,
+                          "values_compared": self.values, "ignore_dtype": self.ignore_dtype},
+            "summary": {str(s): self.count(s) for s in (REMOVED, ADDED, CHANGED, EQUAL)},
+            "hints": list(self.renames),
+            "keys": [k.to_dict() for k in self.listed],
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for k in self.listed:
+            d = k.to_dict()
+            ch = "; ".join(f"{f}: {v['a']} -> {v['b']}" for f, v in d.get("changes", {}).items())
+            out.append({"name": d["name"], "status": d["status"], "changes": ch, "max_abs": d.get("max_abs", ""),
+                        "max_rel": d.get("max_rel", ""), "mismatched": d.get("mismatched", ""),
+                        "note": d.get("note", "")})
+        return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return str(v)
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    return v
 
 
 def _key(e: Entry) -> str:
@@ -87,21 +174,23 @@ def _shared_groups(ck: Checkpoint) -> dict[str, frozenset[str]]:
 
 def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False,
          values: bool = True, progress: Callable[[int, int], None] | None = None,
-         everything: bool = False) -> DiffResult:
-    """Compare the model states of `a` and `b` (with `everything`, every container: optimizer, ...)."""
+         everything: bool = False, only_changed: bool = False, ignore_dtype: bool = False) -> DiffResult:
+    """Compare the model states of `a` and `b` (with `everything`, every container: optimizer, ...).
+    With `ignore_dtype`, a dtype difference alone is no change: values are compared in the common
+    dtype within the tolerance (a float16 export against its float32 source)."""
     ea = {_key(e): e for e in a.entries if everything or e.group == ""}
     eb = {_key(e): e for e in b.entries if everything or e.group == ""}
-    keys: list[KeyDiff] = []
+    keys: list[_Work] = []
     only_a = [n for n in ea if n not in eb]
     only_b = [n for n in eb if n not in ea]
-    keys += [KeyDiff(n, REMOVED) for n in only_a]
-    keys += [KeyDiff(n, ADDED) for n in only_b]
+    keys += [_Work(n, REMOVED) for n in only_a]
+    keys += [_Work(n, ADDED) for n in only_b]
     shared_a, shared_b = _shared_groups(a), _shared_groups(b)
     common = [n for n in ea if n in eb]
-    pairs: list[tuple[KeyDiff, TensorInfo, TensorInfo]] = []
+    pairs: list[tuple[_Work, TensorInfo, TensorInfo]] = []
     for n in common:
         x, y = ea[n], eb[n]
-        kd = KeyDiff(n, EQUAL)
+        kd = _Work(n, EQUAL)
         if (x.tensor is None) != (y.tensor is None):
             kd.status = CHANGED
             kd.changes["type"] = ("tensor" if x.tensor else x.value_type, "tensor" if y.tensor else y.value_type)
@@ -113,6 +202,8 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
             assert y.tensor is not None
             kd.numel = x.tensor.numel
             kd.changes.update(_structure(x.tensor, y.tensor))
+            if ignore_dtype:
+                kd.changes.pop("dtype", None)
             if x.kind != y.kind and not (x.evidence.inferred or y.evidence.inferred):
                 kd.changes["kind"] = (x.kind, y.kind)
             sa, sb = shared_a.get(n, frozenset()), shared_b.get(n, frozenset())
@@ -127,10 +218,17 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
         _compare_values(a, b, pairs, rtol, atol, equal_nan, progress)
     order = {n: i for i, n in enumerate(list(ea) + only_b)}
     keys.sort(key=lambda k: order.get(k.name, 0))
-    return DiffResult(a, b, keys, rtol, atol, equal_nan, values, _prefix_hint(only_a, only_b))
+    frozen = tuple(KeyDiff(**{**vars(k), "changes": MappingProxyType(k.changes)}) for k in keys)
+    left_out = ((), ()) if everything else (_groups(a), _groups(b))
+    return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(_prefix_hint(only_a, only_b)), only_changed,
+                      left_out, ignore_dtype)
 
 
-def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[KeyDiff, TensorInfo, TensorInfo]], rtol: float,
+def _groups(ck: Checkpoint) -> tuple[str, ...]:
+    return tuple(sorted({e.group for e in ck.entries if e.group}))
+
+
+def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, TensorInfo, TensorInfo]], rtol: float,
                     atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None) -> None:
     import torch
 
@@ -170,7 +268,7 @@ def _work_dtype(common: Any, torch: Any) -> Any:
     return torch.float32 if common.is_floating_point else torch.int64
 
 
-def _compare_pair(kd: KeyDiff, ta: Any, tb: Any, rtol: float, atol: float, equal_nan: bool, torch: Any,
+def _compare_pair(kd: _Work, ta: Any, tb: Any, rtol: float, atol: float, equal_nan: bool, torch: Any,
                   done: Callable[[int, int], None] | None = None) -> None:
     """max |a-b|, max |a-b|/|b| and how many elements fail |a-b| <= atol + rtol*|b| (torch.allclose),
     chunk by chunk; `done(lo, hi)` is told when elements lo..hi are finished so their pages can go."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
-from ..state import Checkpoint, Entry, Kind, storage_overlap, unique_storage_bytes
+from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, storage_overlap, unique_storage_bytes
+from ..units import fmt_bytes, fmt_count
 from .inspect import Bucket, bucket, group_by
 
 
@@ -16,7 +18,7 @@ class ModuleSize:
     share: float  # of the checkpoint's distinct storage bytes
 
 
-@dataclass
+@dataclass(frozen=True)
 class SizeResult:
     checkpoint: Checkpoint
     file_bytes: int
@@ -25,12 +27,41 @@ class SizeResult:
     duplicate_nbytes: int  # bytes shared storage saves (tied weights, overlapping views)
     outside_nbytes: int  # storage bytes no tensor view covers (slices of larger tensors saved whole)
     parameters: int  # numel of parameters, shared storage counted once
-    by_kind: list[Bucket]
-    by_dtype: list[Bucket]
-    by_device: list[Bucket]
-    by_module: list[ModuleSize]
-    top: list[Entry]
+    by_kind: tuple[Bucket, ...]
+    by_dtype: tuple[Bucket, ...]
+    by_device: tuple[Bucket, ...]
+    by_module: tuple[ModuleSize, ...]
+    top: tuple[Entry, ...]
     depth: int
+
+    exit_code = 0
+    columns = ("module", "tensors", "numel", "nbytes", "share")
+
+    def to_dict(self) -> dict[str, Any]:
+        ck = self.checkpoint
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "path": ck.path, "format": str(ck.format), "container": ck.container, "files": ck.files,
+            "file_bytes": self.file_bytes, "nbytes": self.total.nbytes, "view_nbytes": self.view_nbytes,
+            "duplicate_nbytes": self.duplicate_nbytes, "outside_nbytes": self.outside_nbytes,
+            "tensors": self.total.tensors, "numel": self.total.numel,
+            "parameters": self.parameters, "parameters_human": fmt_count(self.parameters),
+            "by_kind": {b.key: b.to_dict() for b in self.by_kind},
+            "by_dtype": {b.key: b.to_dict() for b in self.by_dtype},
+            "by_device": {b.key: b.to_dict() for b in self.by_device},
+            "depth": self.depth,
+            "by_module": [{"module": m.module, **m.bucket.to_dict(), "share": round(m.share, 6)} for m in self.by_module],
+            "top": [e.to_dict() for e in self.top],
+            "warnings": ck.warnings, "notes": ck.notes,
+        }
+
+    @property
+    def md_title(self) -> str:
+        return f"# {self.checkpoint.path}: {fmt_bytes(self.total.nbytes)}, {fmt_count(self.parameters)} params"
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"module": m.module, "tensors": m.bucket.tensors, "numel": m.bucket.numel, "nbytes": m.bucket.nbytes,
+                 "share": f"{m.share:.6f}"} for m in self.by_module]
 
 
 def module_of(e: Entry, depth: int) -> str:
@@ -60,7 +91,7 @@ def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
         b = bucket(m, es)
         nbytes = unique_storage_bytes(owned.get(m, []))[1]
         sized.append(ModuleSize(m, Bucket(m, b.tensors, b.numel, nbytes), nbytes / distinct if distinct else 0.0))
-    by_module = sorted(sized, key=lambda s: (-s.bucket.nbytes, s.module))
+    by_module = tuple(sorted(sized, key=lambda s: (-s.bucket.nbytes, s.module)))
     params = [e for e in tensors if e.kind == Kind.PARAMETER]
     seen: set[tuple[str | None, str | None, int, tuple[int, ...]]] = set()
     n_params = 0
@@ -77,7 +108,7 @@ def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
             file_bytes += os.path.getsize(f)
         except OSError:
             pass
-    largest = sorted(tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name))[:top]
+    largest = tuple(sorted(tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name))[:top])
     shared, outside = storage_overlap(tensors)
     return SizeResult(ck, file_bytes, bucket("total", tensors), view, shared, outside, n_params,
                       group_by(tensors, "kind"), group_by(tensors, "dtype"), group_by(tensors, "device"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Annotated, Any, Optional
 
 import typer
@@ -26,8 +27,14 @@ class StatecliGroup(TyperGroup):
     exit code; anything else is a bug -> one line and exit 2 (STATECLI_DEBUG=1 keeps the traceback)."""
 
     def invoke(self, ctx: Any) -> Any:
+        start = time.perf_counter()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            _timing(start)
+            return result
+        except (typer.Exit, SystemExit):
+            _timing(start)
+            raise
         except StatecliError as exc:
             if os.environ.get("STATECLI_DEBUG"):
                 raise
@@ -35,7 +42,12 @@ class StatecliGroup(TyperGroup):
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, SystemExit):
+        except BrokenPipeError:  # stdout closed early outside render (`| head`): not an error
+            from ..render import stdout_gone
+
+            stdout_gone()
+            raise typer.Exit(0) from None
+        except typer.Abort:
             raise
         except Exception as exc:
             if _is_click_exception(exc):
@@ -47,10 +59,36 @@ class StatecliGroup(TyperGroup):
             raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
 
 
+def _timing(start: float) -> None:
+    from ..render import verbose_line
+
+    verbose_line(f"done in {time.perf_counter() - start:.2f} s")
+
+
 def _is_click_exception(exc: Exception) -> bool:
     """Usage errors and exits of the CLI library itself (click's, or the copy Typer vendors)."""
     return any(c.__module__.split(".")[0] in ("click", "typer") for c in type(exc).__mro__[:-3])
 
+
+def _conventional_arguments() -> None:
+    """Usage lines as every other Unix tool writes them (`PATH`, `[PATH]`, `PATH...`), not Typer
+    0.29's `{PATH}` and `PATH <str>`. Typer has no setting for it; patched only where the hooks exist."""
+    from typer.core import TyperArgument
+
+    if not hasattr(TyperArgument, "_usage_display_name"):
+        return
+
+    def usage(self: Any) -> str:
+        name = self.display_name_raw
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    TyperArgument._usage_display_name = usage  # type: ignore[method-assign]
+    TyperArgument._rich_display_name = usage  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = lambda self, ctx: ""  # type: ignore[method-assign,assignment]
+
+
+_conventional_arguments()
 
 app = typer.Typer(
     name="statecli",
@@ -58,7 +96,7 @@ app = typer.Typer(
     help="Inspect PyTorch checkpoints without loading them: parameters vs buffers, dtypes, shapes, "
          "sizes and devices, from .pt, .safetensors, sharded and DCP checkpoints.\n\n" + EXIT_CODES,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},

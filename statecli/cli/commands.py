@@ -7,9 +7,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import ExitCode, UsageError
+from ..errors import UsageError
+from ..render import set_verbosity
 from ..state import OutputFormat
-from .app import app
+from .app import app, exit_with
 from .options import (
     AddPrefixOpt,
     FormatOpt,
@@ -19,7 +20,9 @@ from .options import (
     ModelKwargsOpt,
     ModelOpt,
     PathArg,
+    QuietOpt,
     StripOpt,
+    VerboseOpt,
 )
 
 
@@ -28,8 +31,9 @@ def inspect(
     path: PathArg,
     tree: Annotated[bool, typer.Option("--tree", help="Show the module hierarchy with per-module totals.")] = False,
     kind: Annotated[Optional[list[str]], typer.Option(
-        "--kind", help="Only entries of this kind (repeatable): parameter, buffer, 'buffer (non-persistent)', "
-                       "'tensor attribute', 'optimizer state', metadata, unknown.", metavar="KIND")] = None,
+        "--kind", help="Only entries of this kind (repeatable): parameter, buffer (every buffer), "
+                       "'buffer (non-persistent)', 'tensor attribute', 'optimizer state', metadata, unknown.",
+        metavar="KIND")] = None,
     filter_: Annotated[Optional[str], typer.Option("--filter", help="Only entries whose name matches this regex.",
         metavar="REGEX")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf counts (reads values).")] = False,
@@ -43,35 +47,24 @@ def inspect(
     hf_config: HfConfigOpt = None,
     no_hf_config: Annotated[bool, typer.Option("--no-hf-config", help="Ignore a config.json beside the checkpoint "
                                                                       "(it is used when transformers is installed).")] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List every entry of a checkpoint with its kind (parameter/buffer), evidence, dtype, shape, size and device.
 
     Example: statecli inspect sample_checkpoints/cnn.pt
     """
-    from ..analyses.inspect import summarize
+    set_verbosity(quiet, verbose)
+    from ..analyses.inspect import inspect as inspect_checkpoint
     from ..load import load_checkpoint
-    from ..render import print_warnings, render_inspect
+    from ..render import render
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix)
     info = _model_info(ck, path, model, model_arg, model_kwargs, hf_config, auto_hf=not no_hf_config)
-    report = None
-    if info is not None:
-        from ..modeldef import classify_with_model, load_report
-
-        classify_with_model(ck, info)
-        report = load_report(ck, info)
-    result = summarize(ck, tuple(kind or ()), filter_)
-    result.model = info
-    result.load_report = report
-    if stats:
-        from ..analyses.stats import stats_for
-
-        result.stats = stats_for(ck, result.entries)
-    render_inspect(result, fmt.value, tree)
-    if fmt != OutputFormat.TABLE:
-        print_warnings(ck.warnings, ck.notes)
-    if report and (model or hf_config) and any(line.blocking for line in report):
-        raise typer.Exit(int(ExitCode.DIFFERENT))
+    result = inspect_checkpoint(ck, tuple(kind or ()), filter_, stats=stats, model=info,
+                                model_explicit=bool(model or hf_config), tree=tree)
+    render(result, fmt)
+    exit_with(result.exit_code)
 
 
 def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | None, model_kwargs: str | None,
@@ -120,19 +113,20 @@ def size(
     fmt: FormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Break bytes and parameter counts down by module, kind, dtype and device (metadata only).
 
     Example: statecli size sample_checkpoints/transformer.pt --depth 2
     """
+    set_verbosity(quiet, verbose)
     from ..analyses.size import size_of
     from ..load import load_checkpoint
-    from ..render import print_warnings, render_size
+    from ..render import render
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
-    render_size(size_of(ck, depth, top), fmt.value)
-    if fmt != OutputFormat.TABLE:
-        print_warnings(ck.warnings, ck.notes)
+    render(size_of(ck, depth, top), fmt)
 
 
 @app.command()
@@ -144,9 +138,11 @@ def diff(
     equal_nan: Annotated[bool, typer.Option("--equal-nan", help="NaN equals NaN (default: NaN differs).")] = False,
     values: Annotated[bool, typer.Option("--values/--no-values", help="Compare values (reads tensors).")] = True,
     only_changed: Annotated[bool, typer.Option("--only-changed", help="Leave equal keys out of the listing.")] = False,
+    ignore_dtype: Annotated[bool, typer.Option("--ignore-dtype", help="A dtype change alone is no difference: compare "
+                                                                      "values in the common dtype, within tolerance.")] = False,
     everything: Annotated[bool, typer.Option("--all", help="Compare every container (optimizer, EMA, epoch...), "
                                                            "not only the model state.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
     fmt: FormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -158,54 +154,53 @@ def diff(
         metavar="KEY")] = None,
     key_b: Annotated[Optional[str], typer.Option("--key-b", help="Container of B's model state (default: --key).",
         metavar="KEY")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compare two checkpoints: keys, shapes, dtypes, devices, kinds and values; exit 0 equal, 1 different.
 
     Example: statecli diff sample_checkpoints/cnn.pt sample_checkpoints/cnn.safetensors
     """
+    set_verbosity(quiet, verbose)
     from ..analyses.diff import diff as diff_checkpoints
     from ..load import load_checkpoint
-    from ..render import progress_callback, render_diff
+    from ..render import progress_callback, render
 
     strip = tuple(strip_prefix or ())
     ck_a = load_checkpoint(a, key=key_a or key, strip_prefix=strip, add_prefix=add_prefix_a)
     ck_b = load_checkpoint(b, key=key_b or key, strip_prefix=strip, add_prefix=add_prefix_b)
     with progress_callback(enabled=not quiet) as progress:
         result = diff_checkpoints(ck_a, ck_b, rtol=rtol, atol=atol, equal_nan=equal_nan, values=values,
-                                  progress=progress, everything=everything)
-    render_diff(result, fmt.value, only_changed)
-    if not result.equal:
-        raise typer.Exit(int(ExitCode.DIFFERENT))
+                                  progress=progress, everything=everything, only_changed=only_changed,
+                                  ignore_dtype=ignore_dtype)
+    render(result, fmt)
+    exit_with(result.exit_code)
 
 
 @app.command()
 def scan(
     paths: Annotated[list[str], typer.Argument(help="Checkpoints to scan (a folder: every checkpoint below it).",
-                                               show_default=False, metavar="PATH...")],
+                                               show_default=False, metavar="PATH")],
     fmt: FormatOpt = OutputFormat.TABLE,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List every global and call each pickle makes, without executing it; exit 0 safe, 1 needs-trust, 3 dangerous/malformed.
 
     Example: statecli scan sample_checkpoints/full_model.pt
     """
-    from ..analyses.scan import DANGEROUS, MALFORMED, NEEDS_TRUST
-    from ..analyses.scan import scan as scan_file
-    from ..formats import expand_paths
-    from ..render import render_scan
+    set_verbosity(quiet, verbose)
+    from ..analyses.scan import scan_paths
+    from ..render import render
 
-    results = [scan_file(p) for p in expand_paths(paths)]
-    render_scan(results, fmt.value)
-    verdicts = {r.verdict for r in results}
-    if verdicts & {DANGEROUS, MALFORMED}:
-        raise typer.Exit(int(ExitCode.UNSAFE))
-    if NEEDS_TRUST in verdicts:
-        raise typer.Exit(int(ExitCode.DIFFERENT))
+    report = scan_paths(paths)
+    render(report, fmt)
+    exit_with(report.exit_code)
 
 
 @app.command()
 def check(
     paths: Annotated[list[str], typer.Argument(help="Checkpoints to check (a folder: every checkpoint below it).",
-                                               show_default=False, metavar="PATH...")],
+                                               show_default=False, metavar="PATH")],
     config: Annotated[Optional[str], typer.Option("--config", help="TOML file with the rules (default: "
                                                                    "[tool.statecli.check] in pyproject.toml).",
                                                                        metavar="FILE")] = None,
@@ -235,43 +230,29 @@ def check(
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
                                                           "GITHUB_ACTIONS=true).")] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Gate checkpoints in CI: pickle safety, NaN/Inf, dtypes, size, devices, keys, optimizer state, model match.
 
     Example: statecli check sample_checkpoints/*.safetensors --no-nan --devices cpu
     """
-    from ..analyses.check import Rules, github_annotations, junit_xml
+    set_verbosity(quiet, verbose)
     from ..analyses.check import check as run_check
-    from ..render import render_check
-
-    flags: dict[str, Any] = {}
-    for name, value in (("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf),
-                        ("param-dtypes", param_dtypes), ("buffer-dtypes", buffer_dtypes), ("max-size", max_size),
-                        ("devices", devices), ("required-keys", required_keys), ("forbidden-keys", forbidden_keys),
-                        ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
-                        ("model-args", model_arg), ("format", require_format)):
-        if value is not None:
-            flags[name] = value
-    from ..analyses.check import load_config, rules_from_mapping
-
-    table, source = load_config(config)
-    base = rules_from_mapping(Rules(), table, source or "config") if table else Rules()
-    base = rules_from_mapping(base, flags, "command line")
     from ..formats import expand_paths
+    from ..render import render
+    from ..render.ci import github_annotations, write_junit
 
-    result = run_check(expand_paths(paths), base, config, overrides_only=True)
-    render_check(result, fmt.value)
+    flags = {name: value for name, value in (
+        ("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf), ("param-dtypes", param_dtypes),
+        ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
+        ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
+        ("model-args", model_arg), ("format", require_format)) if value is not None}
+    result = run_check(expand_paths(paths), flags, config)
+    render(result, fmt)
     if junit:
-        from ..formats.atomic import atomic_file
-
-        with atomic_file(junit) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write(junit_xml(result))
+        write_junit(result, junit)
     if github or os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(result):
             typer.echo(line)
-    if result.errors:
-        raise typer.Exit(int(ExitCode.BAD_INPUT))
-    if not result.passed:
-        raise typer.Exit(int(ExitCode.DIFFERENT))
-
-
+    exit_with(result.exit_code)

@@ -43,3 +43,7 @@ DropUnsupportedOpt = Annotated[bool, typer.Option("--drop-unsupported", help="Le
                                                                              "tensors instead of refusing.")]
 
 
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only the result: no notes, warnings or progress on "
+                                                                 "stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also report what was read and the time taken "
+                                                                   "(on stderr).")]

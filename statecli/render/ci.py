@@ -1,0 +1,52 @@
+"""CI outputs of `check`: JUnit XML for test reporters and GitHub Actions annotations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..analyses.check import CheckResult, Finding
+
+
+def junit_xml(result: CheckResult) -> str:
+    import xml.etree.ElementTree as ET
+
+    suites = ET.Element("testsuites", name="statecli check")
+    by_path: dict[str, list[Finding]] = {}
+    for f in result.findings:
+        by_path.setdefault(f.path, []).append(f)
+    for path, _ in result.errors:
+        by_path.setdefault(path, [])
+    for path, findings in by_path.items():
+        errors = [m for p, m in result.errors if p == path]
+        suite = ET.SubElement(suites, "testsuite", name=path, tests=str(len(findings) + len(errors)),
+                              failures=str(sum(1 for f in findings if not f.passed)), errors=str(len(errors)))
+        for f in findings:
+            case = ET.SubElement(suite, "testcase", classname=path, name=f.rule)
+            if not f.passed:
+                ET.SubElement(case, "failure", message=f.reason).text = f.reason
+        for m in errors:
+            case = ET.SubElement(suite, "testcase", classname=path, name="read")
+            ET.SubElement(case, "error", message=m).text = m
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def github_annotations(result: CheckResult) -> list[str]:
+    def esc(s: str) -> str:
+        return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def esc_prop(s: str) -> str:
+        return esc(s).replace(":", "%3A").replace(",", "%2C")
+
+    lines = [f"::error file={esc_prop(f.path)},title={esc_prop('statecli ' + f.rule)}::{esc(f.reason)}"
+             for f in result.findings if not f.passed]
+    lines += [f"::error file={esc_prop(p)},title=statecli read::{esc(m)}" for p, m in result.errors]
+    return lines
+
+
+def write_junit(result: CheckResult, path: str) -> None:
+    """The JUnit XML report, written atomically (a CI artifact is never half a file)."""
+    from ..formats.atomic import atomic_file
+
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(junit_xml(result))

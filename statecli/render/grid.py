@@ -1,0 +1,100 @@
+"""Aligned tables that never lose data: numbers keep their width and alignment at any terminal
+width, only text columns (names, evidence) wrap, no line carries trailing spaces, and thousands of
+rows cost one string join each (no layout engine)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+GAP = 2
+
+
+@dataclass(frozen=True)
+class Col:
+    head: str
+    right: bool = False  # numbers: right-aligned, never wrapped
+    wrap: bool = False  # text that may fold onto more lines when the terminal is narrow
+    min_width: int = 12  # a wrapping column is never squeezed below this
+
+
+# Styles for the kind column: a reader sees the parameter/buffer split at a glance.
+KIND_STYLES = {"parameter": "green", "buffer": "cyan", "buffer (non-persistent)": "blue",
+               "optimizer state": "magenta", "tensor attribute": "yellow", "unknown": "red"}
+
+
+def widths(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int | None) -> list[int]:
+    """Natural column widths, then the wrapping columns narrowed (widest first) until the table
+    fits `width`; a table that cannot fit keeps every number whole and runs past the edge instead."""
+    w = [max([len(c.head)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    if width is None:
+        return w
+    excess = sum(w) + GAP * (len(w) - 1) - width
+    while excess > 0:
+        candidates = [i for i, c in enumerate(cols) if c.wrap and w[i] > max(c.min_width, len(c.head))]
+        if not candidates:
+            break
+        i = max(candidates, key=lambda j: w[j])
+        w[i] -= 1
+        excess -= 1
+    return w
+
+
+def _fold(text: str, width: int) -> list[str]:
+    """Split `text` into pieces of at most `width`, preferring a break after '.', '/', '_' or ' '."""
+    out = []
+    while len(text) > width:
+        cut = max(text.rfind(ch, 0, width) for ch in "./_ ") + 1
+        if cut <= width // 3:
+            cut = width
+        out.append(text[:cut].rstrip())
+        text = text[cut:].lstrip(" ")
+    out.append(text)
+    return out
+
+
+def lines(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int | None) -> list[list[tuple[str, int]]]:
+    """Physical lines of the table (header first) as cells of (padded text, column index)."""
+    w = widths(cols, rows, width)
+
+    def physical(cells: Sequence[str]) -> list[list[tuple[str, int]]]:
+        pieces = [_fold(c, w[i]) if cols[i].wrap and len(c) > w[i] else [c] for i, c in enumerate(cells)]
+        height = max(len(p) for p in pieces)
+        out = []
+        for k in range(height):
+            line = []
+            for i, p in enumerate(pieces):
+                text = p[k] if k < len(p) else ""
+                line.append((text.rjust(w[i]) if cols[i].right else text.ljust(w[i]), i))
+            out.append(line)
+        return out
+
+    result = physical([c.head for c in cols])
+    for r in rows:
+        result += physical(r)
+    return result
+
+
+def print_grid(con: Any, title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[str]],
+               styles: dict[int, dict[str, str]] | None = None) -> None:
+    """Print a table on a rich console: a bold title, an underlined header, then the rows. `styles`
+    maps a column index to {cell text: style} (the kind column's colours); NO_COLOR turns them off
+    through rich itself."""
+    from rich.text import Text
+
+    # Fit a terminal (or an explicit COLUMNS); piped output keeps whole lines for grep and scripts.
+    width = con.width if con.is_terminal or os.environ.get("COLUMNS") else None
+    table = lines(cols, rows, width)
+    if title:
+        con.print(Text(title, style="bold"), soft_wrap=True)
+    for n, line in enumerate(table):
+        text = Text(no_wrap=True, overflow="ignore")
+        for k, (cell, i) in enumerate(line):
+            if k:
+                text.append(" " * GAP)
+            style = "bold underline" if n == 0 else (styles or {}).get(i, {}).get(cell.strip(), "")
+            text.append(cell, style=style or None)
+        text.rstrip()
+        con.print(text, soft_wrap=True)

@@ -1,0 +1,125 @@
+"""The human views of size, diff, check and scan: rich text and tables, names escaped."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..state import DiffStatus, Verdict
+from ..units import fmt_bytes, fmt_count, fmt_shape
+from .grid import KIND_STYLES, Col, print_grid
+from .text import escape, fmt_float
+
+if TYPE_CHECKING:
+    from ..analyses.check import CheckResult
+    from ..analyses.diff import DiffResult
+    from ..analyses.scan import ScanReport
+    from ..analyses.size import SizeResult
+
+
+def render_size(r: SizeResult, con: Any) -> None:
+    from rich.text import Text
+
+    ck = r.checkpoint
+    con.print(Text(f"{escape(ck.path)}  {ck.format}", style="bold"))
+    con.print(Text(f"on disk {fmt_bytes(r.file_bytes)}; tensors {fmt_bytes(r.total.nbytes)} in memory "
+                   f"({r.total.tensors} tensors, {fmt_count(r.total.numel)} elements); "
+                   f"{fmt_count(r.parameters)} params"))
+    if r.duplicate_nbytes:
+        con.print(Text(f"shared storage counted once: {fmt_bytes(r.duplicate_nbytes)} would be duplicated if every "
+                       f"tensor owned its bytes"))
+    if r.outside_nbytes:
+        con.print(Text(f"{fmt_bytes(r.outside_nbytes)} of saved storage lies outside every tensor view (a slice of a "
+                       "larger tensor saves the whole storage; .clone() before saving to drop it)"))
+    rows = [[escape(m.module), str(m.bucket.tensors), fmt_count(m.bucket.numel), fmt_bytes(m.bucket.nbytes),
+             f"{m.share:.1%}", "█" * max(0, round(m.share * 30))] for m in r.by_module]
+    print_grid(con, f"by module (depth {r.depth})", [Col("module", wrap=True), Col("tensors", right=True),
+               Col("numel", right=True), Col("size", right=True), Col("share", right=True), Col("")], rows)
+    for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
+        rows = [[escape(b.key), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes),
+                 f"{b.nbytes / r.total.nbytes if r.total.nbytes else 0.0:.1%}"] for b in buckets]
+        print_grid(con, title, [Col(""), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share"))], rows,
+                   {0: KIND_STYLES} if title == "by kind" else None)
+    if r.top:
+        rows = [[escape(e.name), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes)]
+                for e in r.top if e.tensor is not None]
+        print_grid(con, f"largest {len(r.top)} tensors", [Col("name", wrap=True), Col("kind"), Col("dtype"),
+                   Col("shape", wrap=True), Col("size", right=True)], rows, {1: KIND_STYLES})
+
+
+def render_diff(r: DiffResult, con: Any) -> None:
+    from rich.text import Text
+
+    for side, ck, left in (("A", r.a, r.left_out[0]), ("B", r.b, r.left_out[1])):
+        line = f"{side} {escape(ck.path)} ({ck.format}), model state: {escape(ck.container or '(root)')}"
+        if left:
+            line += f"; not compared: {escape(', '.join(left))} (--all compares them)"
+        con.print(Text(line))
+    for status, title in ((DiffStatus.REMOVED, "only in A (removed)"), (DiffStatus.ADDED, "only in B (added)")):
+        keys = [k for k in r.keys if k.status == status]
+        if keys:
+            con.print(Text(f"{title}: {len(keys)}", style="bold"))
+            for k in keys[:200]:
+                con.print(Text(f"  {'-' if status == DiffStatus.REMOVED else '+'} {escape(k.name)}"))
+            if len(keys) > 200:
+                con.print(f"  ... {len(keys) - 200} more")
+    structural = [k for k in r.keys if k.status == DiffStatus.CHANGED and k.changes]
+    if structural:
+        rows = [[escape(k.name), f, escape(str(a)), escape(str(b))] for k in structural for f, (a, b) in k.changes.items()]
+        print_grid(con, f"changed structure ({len(structural)})", [Col("name", wrap=True), Col("field"),
+                   Col("A", wrap=True), Col("B", wrap=True)], rows)
+    valued = [k for k in r.keys if k.mismatched]
+    if valued:
+        rows = []
+        for k in valued:
+            note = "; ".join(x for x in (f"compared as {k.compared_as}" if k.compared_as else "", k.note or "") if x)
+            rows.append([escape(k.name), fmt_float(k.max_abs), fmt_float(k.max_rel), f"{k.mismatched:,}",
+                         f"{k.numel:,}" if k.numel is not None else "", escape(note)])
+        print_grid(con, f"changed values ({len(valued)}; rtol={r.rtol:g}, atol={r.atol:g}, equal_nan={r.equal_nan})",
+                   [Col("name", wrap=True), *(Col(h, right=True) for h in ("max abs", "max rel", "over tol", "of")),
+                    Col("note", wrap=True)], rows)
+    for h in r.renames:
+        con.print(Text("hint: " + escape(h), style="cyan"))
+    style = "bold green" if r.equal else "bold red"
+    con.print(Text(r.summary_line, style=style))
+
+
+def render_check(r: CheckResult, con: Any) -> None:
+    from rich.text import Text
+
+    rows = [[escape(f.path), f.rule, "pass" if f.passed else "FAIL", escape(f.reason)] for f in r.findings]
+    rows += [[escape(p), "read", "ERROR", escape(m)] for p, m in r.errors]
+    print_grid(con, None, [Col("file", wrap=True), Col("rule"), Col("result"), Col("reason", wrap=True, min_width=20)],
+               rows, {2: {"pass": "green", "FAIL": "bold red", "ERROR": "bold red"}})
+    failed = sum(1 for f in r.findings if not f.passed)
+    con.print(Text(f"{len(r.findings) - failed} passed, {failed} failed" + (f", {len(r.errors)} unreadable" if r.errors
+                                                                             else ""),
+                   style="bold green" if r.passed else "bold red"))
+
+
+def render_scan(report: ScanReport, con: Any) -> None:
+    from rich.text import Text
+
+    results = report.files
+    styles = {"safe": "bold green", "needs-trust": "bold yellow", "dangerous": "bold red", "malformed": "bold red"}
+    for r in results:
+        con.print(Text(f"{escape(r.path)}  {r.format}  ") + Text(r.verdict, style=styles[r.verdict])
+                  + Text(f"  ({r.pickles} pickle(s), {len(r.globals)} global reference(s))"))
+        seen: dict[str, tuple[str, set[str]]] = {}
+        for g in r.globals:
+            seen.setdefault(g.name, (g.verdict, set()))[1].add(g.where)
+        hidden = 0
+        for name, (verdict, wheres) in sorted(seen.items(), key=lambda x: (-Verdict(x[1][0]).rank, x[0])):
+            if verdict == "safe" and len(seen) > 12:
+                hidden += 1
+                continue
+            con.print(Text(f"  {verdict:<12}", style=styles[verdict]) + Text(escape(name))
+                      + Text(f"  in {escape(', '.join(sorted(wheres))[:120])}", style="dim"))
+        if hidden:
+            con.print(Text(f"  ... and {hidden} safe (weights-only allowlisted) globals; --format json lists all",
+                           style="dim"))
+        for o, c, w in r.calls[:50]:
+            con.print(Text(f"  call {o} {escape(c)} in {escape(w)}"))
+        if len(r.calls) > 50:
+            con.print(Text(f"  ... and {len(r.calls) - 50} more calls; --format json lists all", style="dim"))
+        for p in r.problems:
+            con.print(Text("  malformed: " + escape(p), style="red"))

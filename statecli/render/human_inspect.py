@@ -1,0 +1,213 @@
+"""The human view of `inspect`: tables by container, a module tree, the summary and the load report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..state import Entry, Role, Stats
+from ..units import fmt_bytes, fmt_count, fmt_shape
+from .grid import KIND_STYLES, Col, print_grid
+from .text import escape, fmt_float
+
+if TYPE_CHECKING:
+    from ..analyses.inspect import InspectResult
+
+_NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf"}
+_MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
+
+
+def render_inspect(r: InspectResult, con: Any) -> None:
+    _header(con, r)
+    if r.tree and r.model is not None:
+        _model_tree(con, r)
+    elif r.tree:
+        _tree(con, r)
+    else:
+        _tables(con, r)
+    _summary(con, r)
+    if r.model is not None:
+        _load_report(con, r)
+
+
+def _header(con: Any, r: InspectResult) -> None:
+    from rich.text import Text
+
+    ck = r.checkpoint
+    t = Text()
+    t.append(escape(ck.path), style="bold")
+    t.append(f"  {ck.format}")
+    if len(ck.files) > 1:
+        t.append(f", {len(ck.files) - 1} data files + {'index' if ck.path.endswith('.json') else '.metadata'}")
+    t.append(f"  model state: {escape(ck.container or '(root)')}")
+    con.print(t)
+    others = [c for c in ck.containers if c.role != Role.MODEL]
+    if others:
+        con.print(Text("other containers: " + ", ".join(
+            f"{escape(c.name)} ({c.role}, {c.tensors} tensors, {c.entries - c.tensors} values)" for c in others)))
+
+
+def _tables(con: Any, r: InspectResult) -> None:
+    groups: dict[str, list[Entry]] = {}
+    for e in r.entries:
+        groups.setdefault(e.group, []).append(e)
+    for g, es in groups.items():
+        tensors = [e for e in es if e.tensor is not None]
+        values = [e for e in es if e.tensor is None]
+        title = "model state" if g == "" else g
+        if tensors:
+            _tensor_table(con, title, tensors, r.stats)
+        if values:
+            _value_table(con, f"{title}: values", values)
+
+
+def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats]) -> None:
+
+    heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
+    if stats:
+        heads += ["min", "max", "mean", "std", "nan", "inf"]
+    rows = []
+    for e in entries:
+        t = e.tensor
+        assert t is not None
+        dev = t.device + (f" ({t.layout})" if t.layout != "strided" else "")
+        row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
+        if stats:
+            s = stats.get(e.name)
+            row += ([fmt_float(s.min), fmt_float(s.max), fmt_float(s.mean), fmt_float(s.std), str(s.nan), str(s.inf)]
+                    if s and s.note is None else [(s.note if s else None) or "-", "", "", "", "", ""])
+        rows.append(row)
+    cols = [Col(h, right=h in _NUMERIC, wrap=h in _MIN, min_width=_MIN.get(h, 12)) for h in heads]
+    print_grid(con, f"{escape(title)} ({len(rows)} tensors)", cols, rows, {1: KIND_STYLES})
+
+
+def _value_table(con: Any, title: str, entries: list[Entry]) -> None:
+    rows = []
+    for e in entries:
+        value = json.dumps(e.value, default=str) if not isinstance(e.value, str) else e.value
+        if len(value) > 160:
+            value = value[:157] + "..."
+        rows.append([escape(e.name), escape(e.value_type or ""), escape(value)])
+    print_grid(con, escape(title), [Col("name", wrap=True), Col("type"), Col("value", wrap=True, min_width=20)], rows)
+
+
+def _summary(con: Any, r: InspectResult) -> None:
+    from rich.text import Text
+
+    rows = []
+    for label, buckets in (("kind", r.by_kind), ("dtype", r.by_dtype), ("device", r.by_device)):
+        for i, b in enumerate(buckets):
+            rows.append([label if i == 0 else "", escape(b.key), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes)])
+    rows.append(["total", "", str(r.total.tensors), fmt_count(r.total.numel), fmt_bytes(r.total.nbytes)])
+    cols = [Col("by"), Col(""), Col("tensors", right=True), Col("numel", right=True), Col("size", right=True)]
+    print_grid(con, "summary (shared storage counted once)", cols, rows, {1: KIND_STYLES})
+    if r.shared:
+        con.print(Text(f"shared storage ({len(r.shared)}): tied or view tensors, bytes counted once", style="bold"))
+        for s in r.shared[:20]:
+            con.print(Text(f"  {fmt_bytes(s.nbytes):>10}  " + " = ".join(escape(n) for n in s.names)))
+        if len(r.shared) > 20:
+            con.print(f"  ... {len(r.shared) - 20} more")
+        con.print(Text(f"tensor bytes as views {fmt_bytes(r.view_nbytes)}, distinct storage {fmt_bytes(r.total.nbytes)}"))
+    if r.total.nbytes > r.view_nbytes:
+        con.print(Text(f"the saved storage ({fmt_bytes(r.total.nbytes)}) is larger than the tensors "
+                       f"({fmt_bytes(r.view_nbytes)}): slices of larger tensors save their whole storage"))
+
+
+def _tree(con: Any, r: InspectResult) -> None:
+    """The module hierarchy with per-module totals; leaves are tensors."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    classes = {m.path: m.class_name for m in r.checkpoint.modules}
+    root: dict[str, Any] = {}
+    for e in r.entries:
+        if e.tensor is None:
+            continue
+        parts = ([e.group] if e.group else []) + e.name.split(".")
+        if e.group and e.name.startswith(e.group + "."):
+            parts = e.name.split(".")
+        node = root
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node.setdefault("\0leaves", []).append((parts[-1], e))
+
+    def totals(node: dict[str, Any]) -> tuple[int, int, int]:
+        n = b = c = 0
+        for k, v in node.items():
+            if k == "\0leaves":
+                for _, e in v:
+                    n += e.tensor.numel
+                    b += e.tensor.nbytes
+                    c += 1
+            else:
+                sn, sb, sc = totals(v)
+                n, b, c = n + sn, b + sb, c + sc
+        return n, b, c
+
+    def label(name: str, path: str, node: dict[str, Any]) -> Text:
+        n, b, c = totals(node)
+        t = Text(escape(name), style="bold")
+        if path in classes:
+            t.append(f" ({escape(classes[path].rsplit('.', 1)[-1])})", style="cyan")
+        t.append(f"  {c} tensors, {fmt_count(n)} elements, {fmt_bytes(b)}", style="dim")
+        return t
+
+    def add(tree: Any, node: dict[str, Any], path: str) -> None:
+        for k, v in node.items():
+            if k == "\0leaves":
+                continue
+            sub = f"{path}.{k}" if path else k
+            add(tree.add(label(k, sub, v)), v, sub)
+        for leaf, e in node.get("\0leaves", []):
+            t = e.tensor
+            tree.add(Text(f"{escape(leaf)}  {e.kind}  {t.dtype} {fmt_shape(t.shape)}  {fmt_bytes(t.nbytes)}"))
+
+    top = Tree(label(r.checkpoint.container or "(root)", "", root))
+    add(top, root, "")
+    con.print(top)
+
+
+def _load_report(con: Any, r: InspectResult) -> None:
+    from rich.text import Text
+
+    lines = r.load_report
+    blocking = [x for x in lines if x.blocking]
+    head = f"load report against {r.model.class_name} ({escape(r.model.spec)}, built on {r.model.built_on}): "
+    if not blocking:
+        con.print(Text(head + "loads with strict=True", style="bold green"))
+    else:
+        con.print(Text(head + f"load_state_dict(strict=True) would fail ({len(blocking)} problem(s))", style="bold red"))
+    if not lines:
+        return
+    rows = [[escape(x.key), x.problem, escape(x.explanation), escape(x.fix or "")] for x in lines]
+    print_grid(con, None, [Col("key", wrap=True), Col("problem"), Col("why", wrap=True, min_width=20),
+                           Col("fix", wrap=True)], rows)
+
+
+def _model_tree(con: Any, r: InspectResult) -> None:
+    """The module tree of the model definition: class, parameters and buffers, and which are absent."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    in_file = {e.name for e in r.checkpoint.entries if e.group == "" and e.tensor is not None}
+    nodes: dict[str, Any] = {}
+    top = None
+    for m in r.model.modules:
+        label = Text(escape(m.path.rsplit(".", 1)[-1] or "(model)"), style="bold")
+        label.append(f" ({escape(m.class_name)})", style="cyan")
+        parent = nodes.get(m.path.rsplit(".", 1)[0] if "." in m.path else "") if m.path else None
+        node = parent.add(label) if parent is not None else (top := Tree(label)) if top is None else top.add(label)
+        nodes[m.path] = node
+        dot = f"{m.path}." if m.path else ""
+        for kind, names in (("parameter", m.parameters), ("buffer", m.buffers)):
+            for n in names:
+                full = dot + n
+                k = "buffer (non-persistent)" if kind == "buffer" and n in m.non_persistent else kind
+                slot = r.model.slots.get(full)
+                shape = fmt_shape(slot.shape) if slot else ""
+                status = "in file" if full in in_file else ("not saved" if k.endswith("(non-persistent)") else "ABSENT from file")
+                style = "red" if status.startswith("ABSENT") else None
+                node.add(Text(f"{escape(n)}  {k}  {slot.dtype if slot else ''} {shape}  {status}", style=style or ""))
+    if top is not None:
+        con.print(top)

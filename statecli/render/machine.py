@@ -1,0 +1,57 @@
+"""JSON, CSV and Markdown from a result's own `to_dict()` and `rows()`: no format knows a command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import IO, Any
+
+from .text import escape
+
+
+def write_json(data: Any, out: IO[str]) -> None:
+    # Indented output goes through json's pure-Python encoder (~70 ms per 1,000 entries); big
+    # listings use the C encoder with one entry per line instead.
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if isinstance(entries, list) and len(entries) > 500:
+        head = {k: v for k, v in data.items() if k != "entries"}
+        text = json.dumps(head, allow_nan=False, default=str)[:-1]
+        out.write(text + (', ' if head else '') + '"entries": [\n')
+        out.write(",\n".join(json.dumps(e, allow_nan=False, default=str) for e in entries))
+        out.write("\n]}\n")
+        return
+    json.dump(data, out, indent=2, allow_nan=False, default=str)
+    out.write("\n")
+
+
+def _cell(v: Any) -> str:
+    return escape("" if v is None else str(v))
+
+
+def write_csv(columns: tuple[str, ...], rows: list[dict[str, Any]], out: IO[str]) -> None:
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in columns])
+
+
+def md(s: str) -> str:
+    return escape(s).replace("|", "\\|")
+
+
+def write_md_table(columns: tuple[str, ...], rows: list[dict[str, Any]], out: IO[str]) -> None:
+    out.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
+    for r in rows:
+        out.write("| " + " | ".join(md(_cell(r.get(c))) for c in columns) + " |\n")
+
+
+def write_md(result: Any, out: IO[str]) -> None:
+    """A Markdown title (the result's `md_title`, when it has one), its rows as a table, then any
+    extra tables it offers (`md_tables()`: (columns, rows) pairs)."""
+    title = getattr(result, "md_title", None)
+    if title:
+        out.write(f"{md(title)}\n\n")
+    write_md_table(result.columns, result.rows(), out)
+    for columns, rows in getattr(result, "md_tables", lambda: [])():
+        out.write("\n")
+        write_md_table(columns, rows, out)

@@ -1,0 +1,46 @@
+"""Terminal-safe text: checkpoint names are data, never markup; one console factory, one table style."""
+
+from __future__ import annotations
+
+import os
+import sys
+import unicodedata
+from typing import IO, Any
+
+TABLE_STYLE: dict[str, Any] = {"show_edge": False, "pad_edge": False, "box": None, "padding": (0, 2, 0, 0),
+                               "header_style": "bold underline"}
+
+
+def escape(text: str) -> str:
+    """Make a checkpoint-supplied string safe for a terminal: control, format (bidi) and other
+    non-printing characters become visible escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif unicodedata.category(ch)[0] in "CZ" or not ch.isprintable():
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def fmt_float(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def make_console(out: IO[str] | None = None, err: bool = False) -> Any:
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit 1 here; the reader merely stopped early (`| head`), which render() handles.
+            raise BrokenPipeError
+
+    stream = out or (sys.stderr if err else sys.stdout)
+    # Piped output is read by people later or by grep: do not squeeze it into 80 columns.
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return _Console(file=stream, highlight=False, soft_wrap=False, width=width)
