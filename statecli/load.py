@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import classify
+from .classify import EMA_KEYS, OPTIMIZER_KEYS
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
 from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
@@ -15,11 +16,6 @@ from .state import Checkpoint, Container, Entry, Evidence, Kind, ModuleNode, Rol
 
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "model_state",
               "weights", "params", "generator")
-EMA_KEYS = ("model_ema", "ema", "state_dict_ema", "ema_state_dict", "ema_model", "module_ema", "model_ema_state_dict")
-OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_states", "optim", "opt", "optimizers",
-                  "optim_state", "lr_scheduler", "lr_schedulers", "scheduler", "schedulers", "scheduler_state_dict",
-                  "scaler", "grad_scaler", "amp")
-PICKLED = Evidence(Source.PICKLED_MODULE)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 MAX_NODES = 20_000_000
 _VALUE_ITEMS = 16
@@ -70,6 +66,16 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
     choice = _choose_container(raw, root, key)
     ck.container = choice
     roles: dict[str, Role] = {}
+    whole = classify.root_role(str(k) for k in root.keys()) if key is None else None
+    if whole is not None:  # not a model state at all (a bare optimizer or RNG state file)
+        roles[""], kind, evidence = whole
+        for name, leaf in _flatten(raw, root, ""):
+            if _is_tensor(leaf):
+                ck.entries.append(Entry(name, raw.tensor_info(leaf), kind=kind, evidence=evidence))
+            else:
+                ck.entries.append(_value_entry(name, leaf, ""))
+        _finish(ck, raw, strip_prefix, roles)
+        return ck
     model_value = _get_path(root, choice) if choice else root
     if choice:
         top = choice.split(".", 1)[0]
@@ -166,16 +172,8 @@ def _strip_path(value: Any, dotted: str) -> Any:
 
 
 def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, roles: dict[str, Role]) -> None:
-    if gname in OPTIMIZER_KEYS or "optim" in gname.lower() or "scheduler" in gname.lower():
-        role, tensor_kind = Role.OPTIMIZER, Kind.OPTIMIZER
-    elif gname in EMA_KEYS or "ema" in gname.lower().split("_"):
-        role, tensor_kind = Role.EMA, None
-    elif _looks_like_state(gvalue):
-        role, tensor_kind = Role.OTHER_STATE, None
-    elif _holds_tensors(gvalue) or _is_module(gvalue):
-        role, tensor_kind = Role.OTHER, Kind.UNKNOWN
-    else:
-        role, tensor_kind = Role.METADATA, Kind.UNKNOWN
+    role, tensor_kind = classify.container_role(gname, state_dict=_looks_like_state(gvalue),
+                                                tensors=_holds_tensors(gvalue) or _is_module(gvalue))
     roles[gname] = role
     if isinstance(gvalue, StubObject) and _is_module(gvalue):
         _add_module(ck, raw, gvalue, gname, gname)
@@ -185,7 +183,7 @@ def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, role
         if _is_tensor(leaf):
             info = raw.tensor_info(leaf)
             if tensor_kind is not None:
-                kind, ev = classify.classify_other(info, tensor_kind)
+                kind, ev = classify.in_container(name, info, tensor_kind)
             else:
                 kind, ev = classify.infer(name, info)
             ck.entries.append(Entry(name=name, tensor=info, kind=kind, evidence=ev, group=gname))
@@ -211,7 +209,7 @@ def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], r
         groups.setdefault(e.group, []).append(e)
     for g, es in groups.items():
         tensors = [e for e in es if e.tensor is not None]
-        role = Role.MODEL if g == "" else roles.get(g, Role.OTHER)
+        role = roles.get("", Role.MODEL) if g == "" else roles.get(g, Role.OTHER)
         name = g or (ck.container or "(root)")
         ck.containers.append(Container(name=name, role=role, entries=len(es), tensors=len(tensors),
                                        nbytes=unique_storage_bytes(tensors)[1]))
@@ -263,19 +261,12 @@ def _add_module(ck: Checkpoint, raw: RawCheckpoint, root: StubObject, prefix: st
                           non_persistent=tuple(sorted(np_names)))
         ck.modules.append(node)
         dot = f"{path}." if path else ""
-        for k, v in _items(params):
+        found = [(k, v, classify.pickled("parameter")) for k, v in _items(params)]
+        found += [(k, v, classify.pickled("buffer", str(k) in np_names)) for k, v in _items(buffers)]
+        found += [(k, v, classify.pickled("attribute")) for k, v in attrs.items() if not str(k).startswith("_")]
+        for k, v, (kind, ev) in found:
             if _is_tensor(v):
-                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=Kind.PARAMETER,
-                                        evidence=PICKLED, group=group))
-        for k, v in _items(buffers):
-            if _is_tensor(v):
-                kind = Kind.BUFFER_NP if str(k) in np_names else Kind.BUFFER
-                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=kind,
-                                        evidence=PICKLED, group=group))
-        for k, v in attrs.items():
-            if _is_tensor(v) and not str(k).startswith("_"):
-                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=Kind.ATTRIBUTE,
-                                        evidence=PICKLED,
+                ck.entries.append(Entry(name=dot + str(k), tensor=raw.tensor_info(v), kind=kind, evidence=ev,
                                         group=group))
         for k, v in _items(attrs.get("_modules") or {}):
             if _is_module(v):

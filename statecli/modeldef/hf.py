@@ -1,0 +1,63 @@
+"""Hugging Face models: built from config.json on the meta device in the config's dtype, with
+transformers' own key conversions and from_pretrained's load semantics attached (see loader.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any
+
+from ..errors import BadInput, UsageError
+from .loader import HfLoader
+from .model import ModelInfo, describe
+
+
+def build_hf_model(config_path: str) -> ModelInfo:
+    """Build a Hugging Face architecture from config.json on meta, with transformers (optional), in
+    the dtype from_pretrained would use (the config's dtype / torch_dtype)."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise UsageError(config_path, "classifying against a Hugging Face config needs transformers",
+                         "pip install 'statecli[hf]'") from exc
+    import torch
+
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise BadInput(config_path, f"unreadable config.json: {exc}") from exc
+    archs = raw.get("architectures") if isinstance(raw, dict) else None
+    if not archs or not isinstance(archs, list):
+        raise UsageError(config_path, "config.json names no architectures")
+    cls = getattr(transformers, str(archs[0]), None)
+    if cls is None:
+        raise UsageError(config_path, f"transformers {transformers.__version__} has no class {archs[0]!r}")
+    config = transformers.AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(config_path)))
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+    info = describe(model, f"{archs[0]} from {config_path}")
+    info.base_model_prefix = getattr(model, "base_model_prefix", None) or None
+    info.hf = _loader(model, info)
+    if info.hf is not None:
+        info.renames = [(s, t.target_patterns[0]) for t in info.hf.transforms if type(t).__name__ == "WeightRenaming"
+                        for s in t.source_patterns]
+    else:  # transformers 4: its documented legacy renames, matched one per key by the report
+        info.renames = [(r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"),
+                        (r"\.weight_g$", ".parametrizations.weight.original0"),
+                        (r"\.weight_v$", ".parametrizations.weight.original1")]
+    return info
+
+
+def _loader(model: Any, info: ModelInfo) -> HfLoader | None:
+    """transformers 5's conversion mapping for this model; None on a transformers without one."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import rename_source_key  # noqa: F401 - the API this relies on
+    except ImportError:
+        return None
+    transforms = list(get_model_conversion_mapping(model))
+    return HfLoader(model=model, transforms=transforms, base_model_prefix=info.base_model_prefix,
+                    state=dict.fromkeys(info.state_keys, True), known=set(info.slots))
