@@ -12,7 +12,10 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from statecli.cli import app
-from statecli.rewrite import ops
+from statecli.rewrite import stream
+from statecli.rewrite.plan import Plan, load, plan
+from statecli.rewrite.run import run
+from statecli.rewrite.spec import CastSpec, Target
 
 runner = CliRunner()
 
@@ -244,7 +247,7 @@ def test_dry_run_writes_nothing(tmp_path: Path, train: tuple[Path, dict]) -> Non
 def test_interrupted_write_leaves_nothing(tmp_path: Path, train: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = train
     before = _digest(path)
-    real = ops._stream
+    real = stream.chunks
     calls = {"n": 0}
 
     def failing(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -253,11 +256,10 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, train: tuple[Path, dic
             raise KeyboardInterrupt  # Ctrl-C mid-stream
         yield from real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ops, "_stream", failing)
+    monkeypatch.setattr(stream, "chunks", failing)
     out = tmp_path / "partial.pt"
     with pytest.raises(KeyboardInterrupt):
-        ops.run(ops.plan_cast(*ops.load_for_rewrite(str(path), None), "half", None, None, False, False),
-                str(path), str(out), False, None, None, False)
+        run(plan(*load(str(path), None), CastSpec(dtype="half")), Target(output=str(out)))
     assert not out.exists() and not list(tmp_path.glob(".statecli-*"))
     assert _digest(path) == before
     calls["n"] = 0
@@ -289,7 +291,7 @@ def test_full_model_pickle_becomes_its_state_dict(tmp_path: Path, samples: Path,
 
 def test_output_must_load_strictly_where_the_input_did(tmp_path: Path) -> None:
     from statecli.errors import UsageError
-    from statecli.modeldef import build_model, classify_with_model
+    from statecli.modeldef import build_model
 
     src = tmp_path / "m.py"
     src.write_text("import torch\ndef make():\n    return torch.nn.Linear(2, 2)\n")
@@ -297,12 +299,11 @@ def test_output_must_load_strictly_where_the_input_did(tmp_path: Path) -> None:
     forced = _ok(["strip", str(tmp_path / "w.pt"), "--pattern", "bias", "--force", "--model", f"{src}:make",
                   "-o", str(tmp_path / "forced.pt")])
     assert "removed 1" in forced and set(torch.load(tmp_path / "forced.pt", weights_only=True)) == {"weight"}
-    ck, raw = ops.load_for_rewrite(str(tmp_path / "w.pt"), None)
     info = build_model(f"{src}:make", {})
-    classify_with_model(ck, info)
-    plan = ops.Plan(ck, raw, drop={("", "bias")}, model=info)
+    ck, raw = load(str(tmp_path / "w.pt"), None, info)
+    bad = Plan(ck=ck, raw=raw, drop=frozenset({("", "bias")}), model=info)
     with pytest.raises(UsageError, match="strict=True"):
-        ops.run(plan, str(tmp_path / "w.pt"), str(tmp_path / "bad.pt"), False, None, None, False)
+        run(bad, Target(output=str(tmp_path / "bad.pt")))
     assert not (tmp_path / "bad.pt").exists() and not list(tmp_path.glob(".statecli-*"))
     _ok(["cast", str(tmp_path / "w.pt"), "--dtype", "half", "--model", f"{src}:make", "-o", str(tmp_path / "h.pt")])
 
@@ -397,3 +398,35 @@ def test_in_place_refuses_format_or_layout_changes(tmp_path: Path) -> None:
     for extra in (["--max-shard-size", "1KB"], ["--to", "safetensors"]):
         result = runner.invoke(app, ["cast", str(tmp_path / "x.pt"), "--dtype", "half", "--in-place", *extra])
         assert result.exit_code == 2 and (tmp_path / "x.pt").is_file()
+
+
+@pytest.mark.parametrize("command", [["cast", "--dtype", "half"], ["strip", "--optimizer"], ["move", "--device", "cpu"],
+                                     ["convert"]])
+def test_rewrite_json_output(tmp_path: Path, train: tuple[Path, dict], command: list[str]) -> None:
+    """-f json: a script reads what changed, the bytes saved and where the output went."""
+    from statecli.state import SCHEMA_VERSION
+
+    path, _ = train
+    out = tmp_path / "o.safetensors"
+    data = json.loads(_ok([command[0], str(path), *command[1:], "-o", str(out), "-f", "json"]))
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert data["output"] == str(out) and data["out_format"] == "safetensors" and data["input"] == str(path)
+    assert data["dry_run"] is False and data["after"]["entries"] == len(load_file(str(out)))
+    assert all(set(c) == {"name", "what", "detail", "nbytes", "overflow", "underflow"} for c in data["changes"])
+    if command[0] == "cast":
+        lossy = {c["name"]: c for c in data["changes"] if c["what"] == "cast" and (c["overflow"] or c["underflow"])}
+        assert lossy["1.running_var"]["overflow"] == 1 and lossy["1.running_mean"]["underflow"] == 1
+    if command[0] == "strip":
+        assert data["saved_bytes"] > 0 and {c["detail"] for c in data["changes"]} == {"optimizer state"}
+
+
+def test_rewrite_csv_and_md_output(tmp_path: Path, train: tuple[Path, dict]) -> None:
+    import csv
+    import io
+
+    path, _ = train
+    stdout = _ok(["strip", str(path), "--optimizer", "-o", str(tmp_path / "a.pt"), "-f", "csv"])
+    rows = list(csv.DictReader(io.StringIO(stdout)))
+    assert rows and all(r["what"] == "removed" and r["detail"] == "optimizer state" for r in rows)
+    md = _ok(["cast", str(path), "--dtype", "half", "-o", str(tmp_path / "b.pt"), "-f", "md", "--dry-run"])
+    assert "would write" in md and "| name | what |" in md and "| 0.weight | cast | float32 -> float16 |" in md

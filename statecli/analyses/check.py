@@ -236,10 +236,11 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
                            f"optimizer state in {', '.join(groups)} ({fmt(unique_storage_bytes(opt)[1])}); "
                            f"run: statecli strip {path} --optimizer -o OUT"))
     if rules.matches_model:
-        from ..modeldef import build_model, classify_with_model, load_report, parse_model_args
+        from ..classify import with_model
+        from ..modeldef import build_model, load_report, parse_model_args
 
         info = build_model(rules.matches_model, parse_model_args(list(rules.model_args), None))
-        classify_with_model(ck, info)
+        ck = with_model(ck, info)
         lines = [x for x in load_report(ck, info) if x.blocking]
         out.append(Finding(path, "matches-model", not lines, f"loads strictly into {info.class_name}" if not lines
                            else "; ".join(f"{x.key}: {x.problem}" for x in lines[:5])))

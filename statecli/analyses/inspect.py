@@ -82,12 +82,12 @@ class InspectResult:
             "entries": [e.to_dict(self.stats.get(e.name)) for e in self.entries],
         }
         if self.model is not None:
-            m = self.model
-            d["model"] = {"spec": m.spec, "class": m.class_name, "built_on": m.built_on,
-                          "modules": [n.to_dict() for n in m.modules]}
-            d["load_report"] = [{"key": x.key, "problem": x.problem, "explanation": x.explanation, "fix": x.fix,
-                                 "blocking": x.blocking} for x in self.load_report]
+            d["model"] = self.model.to_dict()
+            d["load_report"] = [x.to_dict() for x in self.load_report]
+            # loads_strictly: the model's own loader accepts the file (from_pretrained for a Hugging Face
+            # model); loads_with_strict_load_state_dict: plain load_state_dict(strict=True) would too.
             d["loads_strictly"] = self.loads_strictly
+            d["loads_with_strict_load_state_dict"] = not any(x.fails_strict for x in self.load_report)
         return d
 
     @property
@@ -177,9 +177,10 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
     definition and report what load_state_dict(strict=True) would say; `stats` reads tensor values."""
     report: tuple[Any, ...] = ()
     if model is not None:
-        from ..modeldef import classify_with_model, load_report
+        from ..classify import with_model
+        from ..modeldef import load_report
 
-        classify_with_model(ck, model)
+        ck = with_model(ck, model)
         report = tuple(load_report(ck, model))
     entries = select(ck, kinds, pattern)
     values: Mapping[str, Stats] = MappingProxyType({})

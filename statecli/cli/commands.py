@@ -7,7 +7,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import UsageError
 from ..render import set_verbosity
 from ..state import OutputFormat
 from .app import app, exit_with
@@ -69,40 +68,13 @@ def inspect(
 
 def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | None, model_kwargs: str | None,
                 hf_config: str | None, auto_hf: bool = False) -> Any:
-    """The model definition to classify against: --model, --hf-config, or (with `auto_hf`) a usable
-    Hugging Face config.json beside the checkpoint; an unusable one is named in a note and ignored."""
-    if model:
-        from ..modeldef import build_model, parse_model_args
+    """The model definition to classify against (--model, --hf-config or a config.json beside the
+    checkpoint); notes about an unusable config join the checkpoint's notes."""
+    from ..modeldef import model_for
 
-        return build_model(model, parse_model_args(model_arg or [], model_kwargs))
-    if model_arg or model_kwargs:
-        raise UsageError(None, "--model-arg/--model-kwargs need --model")
-    from ..modeldef import build_hf_model, find_hf_config
-
-    if hf_config:
-        return build_hf_model(hf_config)
-    cfg = find_hf_config(path) if auto_hf else None
-    if cfg is None:
-        return None
-    import importlib.util
-    import json
-
-    try:
-        with open(cfg, encoding="utf-8") as f:
-            archs = json.load(f).get("architectures")
-    except (OSError, ValueError, AttributeError):
-        archs = None
-    if not archs:
-        return None  # some other config.json: not a Hugging Face model description
-    if importlib.util.find_spec("transformers") is None:
-        ck.notes.append(f"{cfg} describes a Hugging Face model; install transformers (pip install 'statecli[hf]') "
-                        "to classify entries exactly against it")
-        return None
-    try:
-        return build_hf_model(cfg)
-    except Exception as exc:  # noqa: BLE001 - an auto-detected config must never break inspect
-        ck.notes.append(f"ignored {cfg} ({exc}); pass --hf-config to insist")
-        return None
+    info, notes = model_for(path, model, model_arg, model_kwargs, hf_config, auto_hf)
+    ck.notes.extend(notes)
+    return info
 
 
 @app.command()
@@ -142,6 +114,13 @@ def diff(
                                                                       "values in the common dtype, within tolerance.")] = False,
     everything: Annotated[bool, typer.Option("--all", help="Compare every container (optimizer, EMA, epoch...), "
                                                            "not only the model state.")] = False,
+    by_module: Annotated[bool, typer.Option("--by-module", help="Show the values compared by module: ||b-a||/||a||, "
+                                                                "cosine, max |d|, share over tolerance (CSV: one row per "
+                                                                "module).")] = False,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="Modules are this many name components.",
+                                       metavar="N")] = 1,
+    sort: Annotated[str, typer.Option("--sort", help="Order of the modules: order (as in the model), change, cosine, "
+                                                     "max-abs, over-tol, name.", metavar="BY")] = "order",
     quiet: QuietOpt = False,
     fmt: FormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
@@ -171,7 +150,7 @@ def diff(
     with progress_callback(enabled=not quiet) as progress:
         result = diff_checkpoints(ck_a, ck_b, rtol=rtol, atol=atol, equal_nan=equal_nan, values=values,
                                   progress=progress, everything=everything, only_changed=only_changed,
-                                  ignore_dtype=ignore_dtype)
+                                  ignore_dtype=ignore_dtype, depth=depth, by_module=by_module, sort=sort)
     render(result, fmt)
     exit_with(result.exit_code)
 

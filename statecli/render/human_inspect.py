@@ -14,7 +14,7 @@ from .text import escape, fmt_float
 if TYPE_CHECKING:
     from ..analyses.inspect import InspectResult
 
-_NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf"}
+_NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf", "|x| p50", "|x| p99", "zeros"}
 _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
 
 
@@ -66,7 +66,7 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
 
     heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
     if stats:
-        heads += ["min", "max", "mean", "std", "nan", "inf"]
+        heads += ["min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
     rows = []
     for e in entries:
         t = e.tensor
@@ -75,11 +75,21 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
         row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
         if stats:
             s = stats.get(e.name)
-            row += ([fmt_float(s.min), fmt_float(s.max), fmt_float(s.mean), fmt_float(s.std), str(s.nan), str(s.inf)]
-                    if s and s.note is None else [(s.note if s else None) or "-", "", "", "", "", ""])
+            row += _stat_cells(s)
         rows.append(row)
     cols = [Col(h, right=h in _NUMERIC, wrap=h in _MIN, min_width=_MIN.get(h, 12)) for h in heads]
     print_grid(con, f"{escape(title)} ({len(rows)} tensors)", cols, rows, {1: KIND_STYLES})
+
+
+def _stat_cells(s: Stats | None) -> list[str]:
+    """min, max, mean, std, |x| p50, |x| p99, zero share, NaN and Inf counts, histogram over [min, max]."""
+    from .charts import spark
+
+    if s is None or s.note is not None:
+        return [(s.note if s else None) or "-"] + [""] * 9
+    zeros = s.frac(s.zeros)
+    return [fmt_float(s.min), fmt_float(s.max), fmt_float(s.mean), fmt_float(s.std), fmt_float(s.p50_abs),
+            fmt_float(s.p99_abs), "-" if zeros is None else f"{zeros:.1%}", str(s.nan), str(s.inf), spark(s.hist)]
 
 
 def _value_table(con: Any, title: str, entries: list[Entry]) -> None:
@@ -175,9 +185,10 @@ def _load_report(con: Any, r: InspectResult) -> None:
     blocking = [x for x in lines if x.blocking]
     head = f"load report against {r.model.class_name} ({escape(r.model.spec)}, built on {r.model.built_on}): "
     if not blocking:
-        con.print(Text(head + "loads with strict=True", style="bold green"))
+        how = "loads with strict=True" if r.model.loader.startswith("load_state_dict") else f"loads with {r.model.loader}"
+        con.print(Text(head + how, style="bold green"))
     else:
-        con.print(Text(head + f"load_state_dict(strict=True) would fail ({len(blocking)} problem(s))", style="bold red"))
+        con.print(Text(head + f"{r.model.loader} would fail ({len(blocking)} problem(s))", style="bold red"))
     if not lines:
         return
     rows = [[escape(x.key), x.problem, escape(x.explanation), escape(x.fix or "")] for x in lines]

@@ -18,8 +18,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from statecli.cli import app
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 runner = CliRunner()
 
@@ -152,9 +151,10 @@ def test_unreadable_input_exit_2(tmp_path: Path, files: dict[str, Path]) -> None
 def test_scan_verdicts(tmp_path: Path, files: dict[str, Path]) -> None:
     result = runner.invoke(app, ["scan", str(files["good"]), str(files["half"]), "--format", "json"])
     assert result.exit_code == 0
-    assert {r["verdict"] for r in json.loads(result.stdout)} == {"safe"}
+    report = json.loads(result.stdout)
+    assert report["schema_version"] == 1 and {r["verdict"] for r in report["files"]} == {"safe"}
     result = runner.invoke(app, ["scan", str(files["train"]), "--format", "json"])
-    assert result.exit_code == 1 and json.loads(result.stdout)[0]["verdict"] == "needs-trust"
+    assert result.exit_code == 1 and json.loads(result.stdout)["files"][0]["verdict"] == "needs-trust"
 
     class Evil:
         def __reduce__(self) -> tuple:
@@ -163,7 +163,7 @@ def test_scan_verdicts(tmp_path: Path, files: dict[str, Path]) -> None:
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"w": Evil()}, protocol=4))
     result = runner.invoke(app, ["scan", str(evil), "--format", "json"])
-    data = json.loads(result.stdout)[0]
+    data = json.loads(result.stdout)["files"][0]
     assert result.exit_code == 3 and data["verdict"] == "dangerous"
     assert any(g["name"] in ("posix.system", "os.system", "nt.system") for g in data["globals"])
     assert any(c["opcode"] == "REDUCE" for c in data["calls"])

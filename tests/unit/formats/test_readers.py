@@ -15,8 +15,7 @@ from safetensors.torch import save_file
 from statecli.formats.values import value_reader
 from statecli.load import load_checkpoint
 from statecli.state import Kind
-
-from .conftest import flatten_torch
+from tests.conftest import flatten_torch
 
 
 def _generated_cases() -> dict[str, Any]:

@@ -52,3 +52,19 @@ def test_no_trailing_spaces_on_a_console() -> None:
     con = Console(file=buf, width=60, no_color=True)
     print_grid(con, "title", COLS, ROWS)
     assert all(line == line.rstrip() for line in buf.getvalue().splitlines())
+
+
+def test_kind_column_coloured_unless_no_color(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from statecli.render.grid import KIND_STYLES
+
+    rows = [["w", "parameter"], ["b", "buffer"]]
+    cols = [Col("name"), Col("kind")]
+    buf = io.StringIO()
+    print_grid(Console(file=buf, force_terminal=True, color_system="standard", width=80), None, cols, rows,
+               {1: KIND_STYLES})
+    assert "\x1b[32mparameter" in buf.getvalue() and "\x1b[36mbuffer" in buf.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = io.StringIO()
+    print_grid(Console(file=plain, force_terminal=True, color_system="standard", width=80), None, cols, rows,
+               {1: KIND_STYLES})
+    assert "\x1b[3" not in plain.getvalue()
