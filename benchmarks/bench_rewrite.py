@@ -32,7 +32,7 @@ def generate(path: Path, size_gib: float, largest_mib: int, perturb: bool) -> tu
     """A safetensors file of float32 tensors written one at a time; returns (bytes, largest tensor)."""
     import torch
 
-    from statecli.formats.atomic import safetensors_header
+    from statecli.formats.safetensors import encode_header
 
     total = int(size_gib * (1 << 30))
     sizes: list[int] = []
@@ -41,7 +41,7 @@ def generate(path: Path, size_gib: float, largest_mib: int, perturb: bool) -> tu
         sizes.append(big if len(sizes) % 4 == 0 else big // 2)
     items = [(f"model.layers.{i}.weight", "F32", (s // 4 // 1024, 1024), s) for i, s in enumerate(sizes)]
     with open(path, "wb") as f:
-        f.write(safetensors_header(items, {"format": "pt"}))
+        f.write(encode_header(items, {"format": "pt"}))
         for i, (_, _, shape, _) in enumerate(items):
             g = torch.Generator().manual_seed(i)
             t = torch.randn(shape, generator=g)

@@ -71,8 +71,9 @@ def run_statecli(case: Case, work: str) -> Outcome:
     exe = str(Path(sys.executable).with_name("statecli"))
     rc, out, secs = _run([exe, "scan", case.path, "--format", "json"], work)
     try:
-        verdict = json.loads(out[out.index("["):])[0]["verdict"]
-    except (ValueError, KeyError, IndexError):
+        doc = json.loads(out[out.index("{") if "{" in out and out.lstrip()[:1] == "{" else out.index("["):])
+        verdict = (doc["files"] if isinstance(doc, dict) else doc)[0]["verdict"]
+    except (ValueError, KeyError, IndexError, TypeError):
         verdict = f"error (exit {rc})"
     return Outcome(f"{verdict} ({rc})", rc == 3, secs)
 

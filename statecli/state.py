@@ -72,6 +72,7 @@ class OutputFormat(StrEnum):
     JSON = "json"
     CSV = "csv"
     MD = "md"
+    HTML = "html"  # one self-contained page (inspect, size, diff, show)
 
 
 class Format(StrEnum):
@@ -169,7 +170,9 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class Stats:
-    """A tensor's values in brief: min/max/mean/std over finite values, NaN/Inf counts."""
+    """A tensor's values in brief: min/max/mean/std over finite values, NaN/Inf counts; with the
+    picture fields, zeros, |x| percentiles and a histogram of the finite values over [min, max]
+    (from every value when `sampled` equals the finite count, else from an evenly spaced sample)."""
 
     min: float | None
     max: float | None
@@ -178,10 +181,27 @@ class Stats:
     nan: int
     inf: int
     note: str | None = None
+    numel: int = 0
+    zeros: int = 0
+    p50_abs: float | None = None
+    p99_abs: float | None = None
+    hist: tuple[int, ...] = ()  # equal-width bins over [min, max], numpy.histogram's edges
+    sampled: int = 0  # finite values the percentiles and histogram were computed from
+    finite: int = 0
+
+    def frac(self, count: int) -> float | None:
+        return count / self.numel if self.numel else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min": self.min, "max": self.max, "mean": self.mean, "std": self.std, "nan": self.nan, "inf": self.inf,
-                "note": self.note}
+        d: dict[str, Any] = {"min": self.min, "max": self.max, "mean": self.mean, "std": self.std, "nan": self.nan,
+                             "inf": self.inf, "note": self.note}
+        if self.numel:
+            d.update(numel=self.numel, zeros=self.zeros, zero_frac=self.frac(self.zeros), nan_frac=self.frac(self.nan),
+                     inf_frac=self.frac(self.inf), p50_abs=self.p50_abs, p99_abs=self.p99_abs)
+            if self.hist:
+                d["histogram"] = {"lo": self.min, "hi": self.max, "counts": list(self.hist),
+                                  "exact": self.sampled == self.finite, "sampled": self.sampled}
+        return d
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,21 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ..errors import UsageError
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..units import is_floating
+from .changes import (
+    MODULE_COLUMNS,
+    SORTS,
+    ModuleChange,
+    Sums,
+    as_float64,
+    jsonable,
+    module_changes,
+    pair_sums,
+    sort_modules,
+    square_sum,
+)
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
 CHUNK = 1 << 22  # elements compared per step: bounds the float64 working set to ~100 MiB
@@ -27,6 +40,7 @@ class _Work:
     numel: int | None = None
     compared_as: str | None = None  # the common dtype when the two dtypes differ
     note: str | None = None
+    sums: Sums | None = None  # float64 sums over the elements finite in both, for the per-module view
 
 
 @dataclass(frozen=True)
@@ -40,14 +54,25 @@ class KeyDiff:
     numel: int | None = None
     compared_as: str | None = None
     note: str | None = None
+    sums: Sums | None = None
+
+    @property
+    def rel_change(self) -> float | None:
+        return self.sums.rel_change if self.sums else None
+
+    @property
+    def cosine(self) -> float | None:
+        return self.sums.cosine if self.sums else None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "status": str(self.status)}
         if self.changes:
-            d["changes"] = {f: {"a": _jsonable(a), "b": _jsonable(b)} for f, (a, b) in self.changes.items()}
+            d["changes"] = {f: {"a": jsonable(a), "b": jsonable(b)} for f, (a, b) in self.changes.items()}
         if self.max_abs is not None:
-            d.update(max_abs=_jsonable(self.max_abs), max_rel=_jsonable(self.max_rel), mismatched=self.mismatched,
+            d.update(max_abs=jsonable(self.max_abs), max_rel=jsonable(self.max_rel), mismatched=self.mismatched,
                      numel=self.numel)
+        if self.sums is not None:
+            d.update(rel_change=jsonable(self.rel_change), cosine=self.cosine)
         if self.compared_as:
             d["compared_as"] = self.compared_as
         if self.note:
@@ -68,8 +93,16 @@ class DiffResult:
     only_changed: bool = False  # listings leave equal keys out
     left_out: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # containers of A and B not compared (no --all)
     ignore_dtype: bool = False
+    modules: tuple[ModuleChange, ...] = ()  # values compared by module, in `sort` order
+    depth: int = 1
+    by_module: bool = False  # the view (and CSV rows) by module instead of by key
+    sort: str = "order"
 
-    columns = ("name", "status", "changes", "max_abs", "max_rel", "mismatched", "note")
+    @property
+    def columns(self) -> tuple[str, ...]:
+        if self.by_module:
+            return MODULE_COLUMNS
+        return ("name", "status", "changes", "max_abs", "max_rel", "mismatched", "note")
 
     @property
     def equal(self) -> bool:
@@ -111,9 +144,14 @@ class DiffResult:
             "summary": {str(s): self.count(s) for s in (REMOVED, ADDED, CHANGED, EQUAL)},
             "hints": list(self.renames),
             "keys": [k.to_dict() for k in self.listed],
+            "module_depth": self.depth,
+            "module_sort": self.sort,
+            "modules": [m.to_dict() for m in self.modules],
         }
 
     def rows(self) -> list[dict[str, Any]]:
+        if self.by_module:
+            return [m.to_dict() for m in self.modules]
         out = []
         for k in self.listed:
             d = k.to_dict()
@@ -122,14 +160,6 @@ class DiffResult:
                         "max_rel": d.get("max_rel", ""), "mismatched": d.get("mismatched", ""),
                         "note": d.get("note", "")})
         return out
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
-        return str(v)
-    if isinstance(v, tuple):
-        return [_jsonable(x) for x in v]
-    return v
 
 
 def _key(e: Entry) -> str:
@@ -174,10 +204,14 @@ def _shared_groups(ck: Checkpoint) -> dict[str, frozenset[str]]:
 
 def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False,
          values: bool = True, progress: Callable[[int, int], None] | None = None,
-         everything: bool = False, only_changed: bool = False, ignore_dtype: bool = False) -> DiffResult:
+         everything: bool = False, only_changed: bool = False, ignore_dtype: bool = False, depth: int = 1,
+         by_module: bool = False, sort: str = "order") -> DiffResult:
     """Compare the model states of `a` and `b` (with `everything`, every container: optimizer, ...).
     With `ignore_dtype`, a dtype difference alone is no change: values are compared in the common
-    dtype within the tolerance (a float16 export against its float32 source)."""
+    dtype within the tolerance (a float16 export against its float32 source). The per-module figures
+    (`depth` name components, ordered by `sort`) come from the same pass over the values."""
+    if sort not in SORTS:
+        raise UsageError(None, f"unknown --sort {sort!r}", f"choose from: {', '.join(SORTS)}")
     ea = {_key(e): e for e in a.entries if everything or e.group == ""}
     eb = {_key(e): e for e in b.entries if everything or e.group == ""}
     keys: list[_Work] = []
@@ -221,7 +255,7 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     frozen = tuple(KeyDiff(**{**vars(k), "changes": MappingProxyType(k.changes)}) for k in keys)
     left_out = ((), ()) if everything else (_groups(a), _groups(b))
     return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(_prefix_hint(only_a, only_b)), only_changed,
-                      left_out, ignore_dtype)
+                      left_out, ignore_dtype, sort_modules(module_changes(frozen, depth), sort), depth, by_module, sort)
 
 
 def _groups(ck: Checkpoint) -> tuple[str, ...]:
@@ -283,11 +317,14 @@ def _compare_pair(kd: _Work, ta: Any, tb: Any, rtol: float, atol: float, equal_n
     same_dtype = ta.dtype == tb.dtype and ta.dtype != torch.bool
     fa, fb = ta.reshape(-1), tb.reshape(-1)
     max_abs, max_rel, bad, nonfinite_bad = 0.0, 0.0, 0, 0
+    sums = Sums()
     for start in range(0, n, CHUNK):
         ca, cb = fa[start:start + CHUNK], fb[start:start + CHUNK]
         # Identical bytes are equal whatever the tolerance (NaNs only with --equal-nan): memcmp speed.
         if same_dtype and ca.is_contiguous() and cb.is_contiguous() and torch.equal(
                 ca.view(torch.uint8), cb.view(torch.uint8)) and (equal_nan or not _has_nan(ca, torch)):
+            sq = square_sum(ca, torch) if work != torch.int64 else 0.0
+            sums += Sums(sq, sq, sq, 0.0)
             if done:
                 done(start, start + ca.numel())
             continue
@@ -302,6 +339,7 @@ def _compare_pair(kd: _Work, ta: Any, tb: Any, rtol: float, atol: float, equal_n
             babs = cb.abs()
         close = d <= atol + rtol * babs
         finite = bool(torch.isfinite(ca).all()) and bool(torch.isfinite(cb).all())
+        sums += pair_sums(as_float64(ca, torch), as_float64(cb, torch), finite, torch)
         if not finite:  # inf == inf of the same sign is close; NaN only with equal_nan
             special = torch.isinf(ca) & (ca == cb)
             if equal_nan:
@@ -318,6 +356,8 @@ def _compare_pair(kd: _Work, ta: Any, tb: Any, rtol: float, atol: float, equal_n
         if done:
             done(start, start + ca.numel())
     kd.max_abs, kd.max_rel, kd.mismatched = max_abs, max_rel, bad
+    # Norms of integer tensors (step counters, masks, ids) would swamp a module's weights: floats only.
+    kd.sums = sums if work != torch.int64 else None
     if nonfinite_bad:
         kd.note = f"{nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)"
 

@@ -1,413 +1,276 @@
-"""`statecli scan`: list every global a pickle references and every call it makes, statically (a
-stack simulation with memo tracking over pickletools.genops), in every pickle of a checkpoint and in
-nested byte strings; nothing is executed."""
+"""`statecli scan`: every global each pickle of a checkpoint resolves (read by the C unpickler with
+inert stubs, as the loader reads it, plus a static walk for opcodes, calls and nested pickles), every
+container finding, one verdict per file. Nothing is executed; the container checks, the pickle
+reading and the verdicts are the formats layer's, so `scan` and the loader agree."""
 
 from __future__ import annotations
 
-import _compat_pickle
-import io
 import os
-import pickletools
-import struct
-import zipfile
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
-from ..errors import BadInput
-from ..formats import resolve_path
+from ..errors import StatecliError
+from ..formats import detect_format, expand_paths, resolve_path
 from ..formats._common import open_regular
-from ..formats.unpickler import DCP_TRUSTED_PREFIXES, RestrictedUnpickler, dangerous_reason
-from ..state import Verdict
+from ..formats.pickles import Context, Findings, GlobalRef, scan_nested, scan_stream
+from ..formats.verdict import DCP_TRUSTED_PREFIXES
+from ..state import SCHEMA_VERSION, Verdict
 
 SAFE, NEEDS_TRUST, DANGEROUS, MALFORMED = Verdict.SAFE, Verdict.NEEDS_TRUST, Verdict.DANGEROUS, Verdict.MALFORMED
-MAX_NESTING = 16
-MIN_NESTED = 4  # bytes/str constants at least this long are tried as nested pickles
-
-
-@dataclass
-class GlobalRef:
-    name: str
-    where: str  # "archive/data.pkl", "pickle 4 of 5", "nested bytes in ..."
-    opcode: str
-    verdict: Verdict  # safe, needs-trust or dangerous
-
-
-@dataclass
-class ScanResult:
-    path: str
-    format: str
-    globals: list[GlobalRef] = field(default_factory=list)
-    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (opcode, callee, where)
-    problems: list[str] = field(default_factory=list)  # malformed container/pickle findings
-    pickles: int = 0
-
-    @property
-    def verdict(self) -> Verdict:
-        v = MALFORMED if self.problems else SAFE
-        for g in self.globals:
-            if g.verdict.rank > v.rank:
-                v = g.verdict
-        return v
-
-
-class _Mark:
-    pass
-
-
-_MARK = _Mark()
+MAX_PICKLE_SCAN = 1 << 30
+__all__ = ["GlobalRef", "ScanReport", "ScanResult", "scan", "scan_paths"]
 
 
 @dataclass(frozen=True)
-class _Global:
-    name: str
+class ScanResult:
+    """One file's scan. `problems` are findings (a place a payload hides: exit 3); `errors` mean
+    the file is unreadable or not a checkpoint (exit 2) unless a finding outranks them."""
+
+    path: str
+    format: str
+    globals: tuple[GlobalRef, ...] = ()
+    calls: tuple[tuple[str, str, str], ...] = ()  # (opcode, callee, where)
+    problems: tuple[str, ...] = ()
+    pickles: int = 0
+    errors: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> Verdict:
+        worst = max((g.verdict for g in self.globals), key=lambda v: v.rank, default=SAFE)
+        if worst is DANGEROUS:
+            return DANGEROUS
+        return MALFORMED if self.problems or self.errors else worst
+
+    @property
+    def error(self) -> str | None:
+        """Why the file could not be read as a checkpoint ("not a checkpoint (looks like a PNG image)")."""
+        return self.errors[0] if self.errors else None
+
+    @property
+    def exit_code(self) -> int:
+        v = self.verdict
+        if v is DANGEROUS or self.problems:
+            return 3
+        if self.errors:
+            return 2
+        return 1 if v is NEEDS_TRUST else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "format": self.format, "verdict": str(self.verdict), "pickles": self.pickles,
+                "globals": [{"name": g.name, "verdict": str(g.verdict), "where": g.where, "opcode": g.opcode}
+                            | ({"detail": g.detail} if g.detail else {}) for g in self.globals],
+                "calls": [{"opcode": o, "callee": c, "where": w} for o, c, w in self.calls],
+                "problems": list(self.problems), "error": self.error, "exit_code": self.exit_code}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"path": self.path, "name": g.name, "verdict": str(g.verdict), "where": g.where, "opcode": g.opcode}
+                for g in self.globals]
 
 
-def _classify(module: str, name: str, trusted: tuple[str, ...]) -> Verdict:
-    # Python 2 names, mapped as the unpickler (and torch's weights-only loader) maps them.
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-    elif module in _compat_pickle.IMPORT_MAPPING:
-        module = _compat_pickle.IMPORT_MAPPING[module]
-    full = f"{module}.{name}"
-    probe = RestrictedUnpickler(b".", lambda pid: None)
-    if probe._allowed(module, name) is not None:
-        return SAFE
-    if dangerous_reason(module, name):
-        return DANGEROUS
-    if full.startswith(trusted):
-        return SAFE
-    return NEEDS_TRUST
+_SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3}
 
 
-def scan_pickle(data: bytes | IO[bytes], where: str, result: ScanResult, trusted: tuple[str, ...] = (),
-                depth: int = 0) -> int:
-    """Simulate the pickle machine's stack (strings, memo, globals) without building any object.
-    Reads `data` as a stream (a zip member of any size). Returns the offset just past STOP (0 when
-    the stream ended before it). Records globals, calls on them and nested pickles."""
-    stack: list[Any] = []
-    memo: dict[int, Any] = {}
-    proto = 0
-    end = 0
-    result.pickles += 1
-    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    try:
-        base = stream.tell()
-    except (OSError, AttributeError):
-        base = 0
-    try:
-        for op, arg, pos in pickletools.genops(stream):
-            pos = (pos or base) - base
-            name = op.name
-            end = pos + 1
-            if name == "PROTO":
-                proto = int(arg or 0)
-            if name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                g = _record(result, module, attr, where, name, proto, trusted)
-                if name == "INST":
-                    _pop_to_mark(stack)
-                    result.calls.append(("INST", g.name, where))
-                    stack.append(None)
-                else:
-                    stack.append(g)
-                continue
-            if name == "STACK_GLOBAL":
-                attr_v = stack.pop() if stack else None
-                module_v = stack.pop() if stack else None
-                if isinstance(module_v, str) and isinstance(attr_v, str):
-                    stack.append(_record(result, module_v, attr_v, where, name, proto, trusted))
-                else:
-                    result.problems.append(f"{where}: STACK_GLOBAL at byte {pos} with operands that are not strings")
-                    stack.append(None)
-                continue
-            if name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "OBJ"):
-                callee = _callee(stack, name)
-                module, _, attr = callee.name.rpartition(".") if isinstance(callee, _Global) else ("", "", "")
-                if isinstance(callee, _Global) and _classify(module, attr, trusted) != SAFE:
-                    result.calls.append((name, callee.name, where))
-            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg or 0)] = stack[-1] if stack else None
-                continue
-            if name == "MEMOIZE":
-                memo[len(memo)] = stack[-1] if stack else None
-                continue
-            if name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo.get(int(arg or 0)))
-                continue
-            if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
-                        "SHORT_BINSTRING"):
-                text = arg if isinstance(arg, str) else str(arg)
-                if len(text) >= MIN_NESTED:  # protocol 2 writes bytes as _codecs.encode(latin-1 str)
-                    try:
-                        _scan_nested(text.encode("latin-1"), f"{where} > string at {pos}", result, trusted, depth)
-                    except UnicodeEncodeError:
-                        pass
-                stack.append(text)
-                continue
-            if name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8") and isinstance(arg, (bytes, bytearray)):
-                _scan_nested(bytes(arg), f"{where} > bytes at {pos}", result, trusted, depth)
-                stack.append(None)
-                continue
-            if name in ("EXT1", "EXT2", "EXT4"):
-                # A copyreg extension code names a global through the loader's registry: unknowable here.
-                ext = GlobalRef(f"<copyreg extension {arg}>", where, name, NEEDS_TRUST)
-                result.globals.append(ext)
-                stack.append(_Global(ext.name))
-                continue
-            if name == "DUP":
-                stack.append(stack[-1] if stack else None)
-                continue
-            _generic(stack, op)
-            if name == "STOP":
-                break
-    except Exception as exc:  # noqa: BLE001 - genops raises ValueError and others on broken streams
-        result.problems.append(f"{where}: truncated or malformed pickle stream ({exc})")
-    return end
+@dataclass(frozen=True)
+class ScanReport:
+    """Several files: exit 3 if any finding, else 2 if any unreadable, else 1 if any needs trust."""
+
+    files: tuple[ScanResult, ...] = field(default_factory=tuple)
+
+    @property
+    def exit_code(self) -> int:
+        return max((r.exit_code for r in self.files), key=_SEVERITY.__getitem__, default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "files": [r.to_dict() for r in self.files]}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [row for r in self.files for row in r.rows()]
 
 
-def _record(result: ScanResult, module: str, attr: str, where: str, opcode: str, proto: int,
-            trusted: tuple[str, ...]) -> _Global:
-    verdict = _classify(module, attr, trusted)
-    g = GlobalRef(f"{module}.{attr}", where, opcode, verdict)
-    result.globals.append(g)
-    return _Global(g.name)
+def scan_paths(paths: list[str]) -> ScanReport:
+    """Scan every checkpoint named (a folder: every checkpoint below it)."""
+    return ScanReport(tuple(scan(p) for p in expand_paths(paths)))
 
 
-def _callee(stack: list[Any], name: str) -> Any:
-    if name == "OBJ":
-        for i in range(len(stack) - 1, -1, -1):
-            if stack[i] is _MARK:
-                return stack[i + 1] if i + 1 < len(stack) else None
-        return None
-    back = {"REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3, "BUILD": 2}[name]
-    return stack[-back] if len(stack) >= back else None
-
-
-def _pop_to_mark(stack: list[Any]) -> None:
-    while stack:
-        if stack.pop() is _MARK:
-            return
-
-
-def _generic(stack: list[Any], op: Any) -> None:
-    before = op.stack_before
-    if pickletools.markobject in before:
-        _pop_to_mark(stack)
-        for _ in range(before.index(pickletools.markobject)):
-            if stack:
-                stack.pop()
-    else:
-        for _ in before:
-            if stack:
-                stack.pop()
-    for item in op.stack_after:
-        stack.append(_MARK if item is pickletools.markobject else None)
-
-
-def _scan_nested(data: bytes, where: str, result: ScanResult, trusted: tuple[str, ...], depth: int) -> None:
-    """A byte string that is a torch archive or a pickle (any protocol, whole or cut short) is scanned
-    too: torch.storage._load_from_bytes and pickle.loads would load it."""
-    if len(data) < MIN_NESTED:
-        return
-    if depth >= MAX_NESTING:
-        result.problems.append(f"{where}: pickles nested more than {MAX_NESTING} deep")
-        return
-    if data[:4] == b"PK\x03\x04":
-        _scan_zip_bytes(data, where, result, trusted, depth + 1)
-        return
-    sub = ScanResult(result.path, "")
-    scan_pickle(data, where, sub, trusted, depth + 1)
-    # Random bytes rarely parse as opcodes that name a global; a string that does is a pickle, even a
-    # truncated one, and its globals count. Its own parse problems do not: it may be plain data.
-    if sub.globals:
-        result.globals += sub.globals
-        result.calls += sub.calls
-        result.pickles += sub.pickles
-        result.problems += [p for p in sub.problems if "nested more than" in p]
-
-
-def _scan_zip_bytes(data: bytes, where: str, result: ScanResult, trusted: tuple[str, ...], depth: int) -> None:
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        return
-    for info in zf.infolist():
-        try:
-            member = zf.read(info)
-        except Exception:  # noqa: BLE001
-            continue
-        if info.filename.endswith(".pkl") or member[:1] == b"\x80":
-            scan_pickle(member, f"{where} > {info.filename}", result, trusted, depth)
-        elif "/data/" not in info.filename:
-            _scan_nested(member, f"{where} > {info.filename}", result, trusted, depth)
-
-
-def _check_zip(path: str, f: Any, result: ScanResult) -> zipfile.ZipFile | None:
-    try:
-        zf = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        result.problems.append(f"corrupt zip archive: {exc}")
-        return None
-    names = [i.filename for i in zf.infolist()]
-    for n in sorted({n for n in names if names.count(n) > 1}):
-        result.problems.append(f"duplicate zip member {n!r}")
-    for info in zf.infolist():
-        if info.flag_bits & 0x1:
-            result.problems.append(f"zip member {info.filename!r} has the encryption flag")
-        if info.header_offset < 0:
-            result.problems.append(f"zip member {info.filename!r} has an impossible header offset")
-            continue
-        f.seek(info.header_offset)
-        head = f.read(30)
-        if len(head) < 30 or head[:4] != b"PK\x03\x04":
-            result.problems.append(f"zip member {info.filename!r} has no local header")
-            continue
-        nlen = struct.unpack("<H", head[26:28])[0]
-        local = f.read(nlen).decode("utf-8", "replace")
-        if local != info.filename:
-            result.problems.append(f"zip local header name {local!r} differs from central directory {info.filename!r}")
-    return zf
+def _result(path: str, fmt: str, acc: Findings) -> ScanResult:
+    return ScanResult(path, fmt, tuple(acc.globals), tuple(acc.calls), tuple(dict.fromkeys(acc.problems)),
+                      acc.pickles, tuple(dict.fromkeys(acc.errors)))
 
 
 def scan(path: str, verify_crc: bool = True) -> ScanResult:
     """Scan one checkpoint (file, sharded folder or DCP directory). `verify_crc` reads every zip
     member to check its CRC (the whole file); without it only the pickles are read."""
-    target = resolve_path(path)
-    if os.path.isdir(target):
-        meta = os.path.join(target, ".metadata")
-        result = ScanResult(path, "torch.distributed.checkpoint")
-        scan_pickle(_read_all(meta), ".metadata", result, DCP_TRUSTED_PREFIXES + ("pathlib.PosixPath",))
-        return result
-    if target.endswith(".index.json"):
-        from ..formats.sharded import read_index
+    acc = Findings()
+    fmt = ""
+    try:
+        target = resolve_path(path)
+        if os.path.isdir(target):
+            with open_regular(os.path.join(target, ".metadata")) as f:
+                scan_stream(f, ".metadata", acc, Context(DCP_TRUSTED_PREFIXES + ("pathlib.",)))
+            return _result(path, "torch.distributed.checkpoint", acc)
+        if target.endswith(".index.json"):
+            return _scan_sharded(path, target, verify_crc)
+        with open_regular(target) as f:
+            head = f.read(512)
+        kind = detect_format(target, head)
+        fmt = {"zip": "torch zip", "safetensors": "safetensors", "pickle": "pickle", "tar": "torch tar (pre-0.4)",
+               "npy": "numpy array"}[kind]
+        if kind == "zip":
+            fmt = _scan_zip(target, acc, verify_crc)
+        elif kind == "safetensors":
+            from ..formats import safetensors as st
 
-        wmap, _ = read_index(target)
-        result = ScanResult(path, "sharded")
-        folder = os.path.dirname(os.path.abspath(target))
-        for shard in sorted(set(wmap.values())):
-            if "/" in shard or "\\" in shard or shard.startswith(".."):
-                result.problems.append(f"index names shard {shard!r} outside its folder")
-                continue
-            sub = scan(os.path.join(folder, shard), verify_crc)
-            for g in sub.globals:
-                g.where = f"{shard}: {g.where}"
-            result.globals += sub.globals
-            result.calls += sub.calls
-            result.problems += [f"{shard}: {p}" for p in sub.problems]
-            result.pickles += sub.pickles
-        return result
-    with open_regular(target) as f:
-        head = f.read(512)
-        f.seek(0)
-        if head[:4] == b"PK\x03\x04":
-            return _scan_zip(path, f, verify_crc)
-        from ..formats import safetensors as st
-
-        if st.detect(head):
-            result = ScanResult(path, "safetensors")
-            try:
-                st.read(target)
-            except BadInput as exc:
-                result.problems.append(exc.problem)
-            return result
-        if len(head) > 262 and head[257:262] == b"ustar":
-            return _scan_tar(path, target)
-        return _scan_pickles(path, f)
+            st.read(target)
+        elif kind == "pickle":
+            fmt = _scan_pickles(target, acc)
+        elif kind == "tar":
+            _scan_tar(target, acc)
+        else:
+            _scan_npy(target, acc)
+    except StatecliError as exc:
+        acc.errors.append(exc.problem)
+    return _result(path, fmt, acc)
 
 
-def _scan_zip(path: str, f: Any, verify_crc: bool = True) -> ScanResult:
-    result = ScanResult(path, "torch zip")
-    zf = _check_zip(path, f, result)
-    if zf is None:
-        return result
-    bad = _testzip(zf) if verify_crc else None
-    if bad:
-        result.problems.append(f"CRC error in zip member {bad!r}")
-    for info in zf.infolist():
-        is_data = "/data/" in info.filename and not info.filename.endswith(".pkl")
-        try:
-            with zf.open(info) as member:
-                head = member.read(2)
-            if info.filename.endswith(".pkl") or (not is_data and head[:1] == b"\x80"):
-                with zf.open(info) as member:  # streamed: a member of any size is scanned whole
-                    scan_pickle(member, info.filename, result)
-            elif not is_data and info.file_size <= 64 << 20:
-                _scan_nested(zf.read(info), info.filename, result, (), 0)
-        except Exception as exc:  # noqa: BLE001 - zipfile raises many kinds on broken members
-            result.problems.append(f"cannot read zip member {info.filename!r}: {exc}")
-    return result
+def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:
+    from ..formats.sharded import read_index
+
+    wmap, _ = read_index(target)
+    acc = Findings()
+    folder = os.path.dirname(os.path.abspath(target))
+    for shard in sorted(set(wmap.values())):
+        if "/" in shard or "\\" in shard or shard.startswith(".."):
+            acc.problems.append(f"index names shard {shard!r} outside its folder")
+            continue
+        sub = scan(os.path.join(folder, shard), verify_crc)
+        acc.globals += [GlobalRef(g.name, f"{shard}: {g.where}", g.opcode, g.verdict, g.detail) for g in sub.globals]
+        acc.calls += list(sub.calls)
+        acc.problems += [f"{shard}: {p}" for p in sub.problems]
+        acc.errors += [f"{shard}: {p}" for p in sub.errors]
+        acc.pickles += sub.pickles
+    return _result(path, "sharded", acc)
 
 
-def _scan_pickles(path: str, f: Any) -> ScanResult:
-    """A legacy torch file (magic-number pickle first, in any protocol) or a bare pickle."""
-    first = ScanResult(path, "")
-    scan_pickle(f, "pickle 1", first)
-    f.seek(0)
-    legacy = _is_legacy_magic(f)
-    f.seek(0)
-    result = ScanResult(path, "torch legacy" if legacy else "pickle")
-    # torch.load reads five pickles in a legacy file (magic, protocol, sys_info, object, storage
-    # keys) before the raw storages; any of them may carry a payload.
-    for n in range(5 if legacy else 1):
-        start = f.tell()
-        end = scan_pickle(f, f"pickle {n + 1}", result)
-        if end <= 0 or result.problems:
-            break
-        f.seek(start + end)
-    return result
-
-
-def _is_legacy_magic(f: Any) -> bool:
-    from ..formats.torchlegacy import MAGIC_NUMBER
+def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
+    from ..errors import BadInput
+    from ..formats import npy
+    from ..formats.torchzip import trailing_findings
+    from ..formats.zipcheck import Archive
 
     try:
-        for op, arg, _ in pickletools.genops(f):
-            if op.name in ("PROTO", "FRAME"):
+        arc = Archive(target)
+    except BadInput as exc:
+        if exc.problem.startswith("not a checkpoint") and npy.scan_zip(target, acc):
+            return "numpy npz"
+        raise
+    try:
+        acc.problems += arc.problems
+        ctx = Context(torchscript=arc.torchscript)
+        pkl = arc.prefix + "data.pkl"
+        if pkl in arc.infos:
+            size = arc.infos[pkl].file_size
+            if size > MAX_PICKLE_SCAN:
+                acc.problems.append(f"{pkl} declares {size} bytes, over the {MAX_PICKLE_SCAN}-byte pickle cap")
+            data = arc.member(pkl, MAX_PICKLE_SCAN)
+            end = scan_stream(data, pkl, acc, ctx, max_pickles=1)
+            trailing_findings(data, end, pkl, acc, arc.torchscript)
+        for info in arc.zf.infolist():  # the shadowed copies of a duplicated name: another reader's pick
+            if arc.infos.get(info.filename) is not info and info.file_size <= MAX_PICKLE_SCAN:
+                try:
+                    with arc.zf.open(info) as member:
+                        shadowed = member.read()
+                except Exception as exc:  # noqa: BLE001 - zipfile raises many kinds on broken members
+                    acc.problems.append(f"cannot read duplicate zip member {info.filename!r}: {exc}")
+                    continue
+                scan_stream(shadowed, f"{info.filename} (duplicate)", acc, ctx)
+        scan_stream(arc.tail_bytes(), "after the zip end record", acc)
+        unexpected = arc.unexpected(acc.storage_keys)
+        acc.problems += [f"zip member {n!r} is never read by torch.load" for n in unexpected]
+        for name, info in arc.infos.items():
+            if name == pkl or info.file_size > MAX_PICKLE_SCAN:
                 continue
-            return op.name in ("LONG1", "LONG4", "LONG", "INT") and arg == MAGIC_NUMBER
-    except Exception:  # noqa: BLE001
-        return False
-    return False
+            rel = name[len(arc.prefix):] if name.startswith(arc.prefix) else name
+            if arc.torchscript and (rel == "constants.pkl" or rel.endswith(".debug_pkl")):
+                scan_stream(arc.member(name), name, acc, ctx)
+            elif name in unexpected or not name.startswith(arc.prefix):
+                data = arc.member(name)
+                if name.endswith(".npy"):
+                    npy.scan_bytes(data, name, acc)
+                elif name.endswith(".pkl") or data[:1] == b"\x80":
+                    scan_stream(data, name, acc, ctx)
+                else:
+                    scan_nested(data, name, acc, ctx)
+            elif verify_crc:
+                before = len(arc.problems)
+                arc.member(name)
+                acc.errors += [f"corrupt tensor data: {p}" for p in arc.problems[before:]]
+        return "torchscript zip" if arc.torchscript else "torch zip"
+    finally:
+        arc.close()
 
 
-def _scan_tar(path: str, target: str) -> ScanResult:
+def _scan_pickles(target: str, acc: Findings) -> str:
+    """A legacy torch file (five pickles, the storages, nothing after) or a bare pickle stream."""
+    from ..errors import BadInput
+    from ..formats import torchlegacy
+
+    try:
+        end, size = torchlegacy.storages_end(target)
+    except BadInput as exc:
+        legacy = not exc.problem.startswith("not a checkpoint")
+        if legacy:
+            acc.errors.append(exc.problem)
+    except StatecliError:
+        legacy = False
+    else:
+        with open_regular(target) as f:
+            scan_stream(f, "pickle", acc, max_pickles=5)
+        if end < size:
+            torchlegacy.tail_findings(target, end, size, acc)
+        return "torch legacy"
+    with open_regular(target) as f:
+        stop = scan_stream(f, "pickle", acc, max_pickles=5 if legacy else None)
+        size = f.seek(0, 2)
+    if not legacy and stop < size:
+        acc.problems.append(f"{size - stop} byte(s) after the last pickle that are not a pickle")
+    if not legacy and not any(g.verdict is DANGEROUS for g in acc.globals):
+        acc.errors.append("not a checkpoint: a bare pickle, not a torch.save file")
+    return "torch legacy" if legacy else "pickle"
+
+
+def _scan_npy(target: str, acc: Findings) -> None:
+    from ..formats import npy
+
+    with open_regular(target) as f:
+        data = f.read(npy.MAX_MEMBER)
+    if not npy.scan_bytes(data, target, acc):
+        acc.errors.append("not a checkpoint (looks like a numpy array)")
+
+
+def _scan_tar(target: str, acc: Findings) -> None:
     """Pre-0.4 tar checkpoints: torch.load unpickles the 'sys_info', 'pickle', 'storages' and 'tensors'
-    members; every member is scanned as a sequence of pickles."""
+    members; every member is scanned as a sequence of pickles (or as an .npy)."""
     import tarfile
 
-    result = ScanResult(path, "torch tar (pre-0.4)")
+    from ..formats import npy
+
     try:
         with tarfile.open(target, "r:") as tf:
             for member in tf.getmembers():
-                if not member.isfile():
-                    continue
-                fobj = tf.extractfile(member)
+                fobj = tf.extractfile(member) if member.isfile() else None
                 if fobj is None:
                     continue
-                data = fobj.read()
-                pos = 0
-                while pos < len(data):
-                    sub = ScanResult(path, "")
-                    end = scan_pickle(data[pos:], f"{member.name} @ {pos}", sub)
-                    result.globals += sub.globals
-                    result.calls += sub.calls
-                    result.pickles += sub.pickles
-                    if end <= 0 or sub.problems:
-                        break
-                    pos += end
+                data = fobj.read(MAX_PICKLE_SCAN)
+                if member.name.endswith(".npy") or npy.detect(data):
+                    npy.scan_bytes(data, member.name, acc)
+                    continue
+                sub = Findings()
+                scan_stream(data, member.name, sub)
+                acc.globals += sub.globals
+                acc.calls += sub.calls
+                acc.pickles += sub.pickles
+                acc.problems += sub.problems
     except (tarfile.TarError, OSError) as exc:
-        result.problems.append(f"corrupt tar archive: {exc}")
-    return result
-
-
-def _testzip(zf: zipfile.ZipFile) -> str | None:
-    try:
-        return zf.testzip()
-    except Exception as exc:  # noqa: BLE001
-        return str(exc)
-
-
-def _read_all(path: str) -> bytes:
-    with open_regular(path) as f:
-        data = f.read(1 << 30)
-    return data
+        acc.errors.append(f"corrupt tar archive: {exc}")
+    if not acc.errors:
+        acc.errors.append("a pre-0.4 tar-format torch file; not supported (load and re-save it with torch)")

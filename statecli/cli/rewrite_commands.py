@@ -1,16 +1,22 @@
-"""The rewrite commands: cast, strip, move, convert. Each parses options, plans, runs, renders."""
+"""The rewrite commands: cast, strip, move, convert, rename. Each parses options, plans, runs, renders."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+import sys
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from .app import app
+from ..errors import UsageError
+from ..render import set_verbosity
+from ..state import OutputFormat
+from .app import app, exit_with
 from .commands import _model_info
 from .options import (
+    AddPrefixOpt,
     DropUnsupportedOpt,
     DryRunOpt,
+    FormatOpt,
     InPlaceOpt,
     KeyOpt,
     ModelArgOpt,
@@ -18,32 +24,70 @@ from .options import (
     ModelOpt,
     OutputOpt,
     PathArg,
+    QuietOpt,
     ShardOpt,
+    StripOpt,
     ToOpt,
+    VerboseOpt,
 )
 
+if TYPE_CHECKING:
+    from ..formats import RawCheckpoint
+    from ..rewrite.plan import Plan
+    from ..rewrite.rename import Renames
+    from ..rewrite.spec import Target
+    from ..state import Checkpoint
 
-def _load_for_rewrite(path: str, key: str | None, model: str | None, model_arg: list[str] | None,
-                      model_kwargs: str | None) -> tuple[Any, Any, Any]:
+RenameOpt = Annotated[Optional[list[str]], typer.Option(
+    "--rename", help="Rename model keys: OLD is a Python regex replaced by NEW everywhere in the key (\\1 "
+                     "backrefs); repeatable, applied after --strip-prefix and before --add-prefix.",
+    metavar="OLD=NEW")]
+
+
+def _load(path: str, key: str | None, model: str | None = None, model_arg: list[str] | None = None,
+          model_kwargs: str | None = None) -> tuple[Checkpoint, RawCheckpoint, Any]:
     """Checkpoint, raw tree and (with --model) the model it is classified against."""
-    from ..rewrite.ops import load_for_rewrite
+    from ..classify import with_model
+    from ..rewrite.plan import load
 
-    ck, raw = load_for_rewrite(path, key)
+    ck, raw = load(path, key)
     info = _model_info(ck, path, model, model_arg, model_kwargs, None)
-    if info is not None:
-        from ..modeldef import classify_with_model
-
-        classify_with_model(ck, info)
-    return ck, raw, info
+    return (with_model(ck, info) if info is not None else ck), raw, info
 
 
-def _rewrite(plan: Any, path: str, output: str | None, in_place: bool, to: str | None, max_shard_size: str | None,
-             dry_run: bool, info: Any = None, strict: bool = False, drop_unsupported: bool = False) -> None:
-    from ..render import render_rewrite
-    from ..rewrite.ops import run
+def _renames(strip_prefix: list[str] | None, add_prefix: str | None, rename: list[str] | None) -> Renames:
+    from ..rewrite.rename import Renames
 
-    plan.model = info
-    render_rewrite(run(plan, path, output, in_place, to, max_shard_size, dry_run, strict, drop_unsupported))
+    return Renames(strip_prefixes=tuple(strip_prefix or ()), renames=tuple(rename or ()), add_prefix=add_prefix)
+
+
+def _stdout(target: Target) -> Any:
+    """The binary stdout for `-o -`; a terminal is refused (binary would garble it)."""
+    if target.output != "-" or target.dry_run:
+        return None
+    if sys.stdout.isatty():
+        raise UsageError(None, "-o - writes binary data and stdout is a terminal",
+                         "redirect or pipe it, e.g. -o - > out.safetensors")
+    return getattr(sys.stdout, "buffer", None)
+
+
+def _finish(plan: Plan, target: Target, fmt: OutputFormat, renames: Renames | None = None) -> None:
+    """Apply the renames, run the plan with a progress bar, and print what changed in the chosen format
+    (on stderr when the checkpoint itself goes to stdout)."""
+    from ..render import VERBOSITY, render
+    from ..render.rewrite import write_progress
+    from ..rewrite.rename import with_renames
+    from ..rewrite.run import run
+
+    plan = with_renames(plan, renames)
+    stdout = _stdout(target)
+    with write_progress() as progress:
+        result = run(plan, target, progress, stdout)
+    if target.output != "-" or target.dry_run:
+        render(result, fmt)
+    elif not VERBOSITY.quiet:
+        render(result, fmt, out=sys.stderr)
+    exit_with(result.exit_code)
 
 
 @app.command()
@@ -63,20 +107,31 @@ def cast(
     to: ToOpt = None,
     max_shard_size: ShardOpt = None,
     dry_run: DryRunOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     model_kwargs: ModelKwargsOpt = None,
+    strip_prefix: StripOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    rename: RenameOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Cast floating-point tensors to another dtype (integers, bools and complex never), with overflow checks.
 
     Example: statecli cast sample_checkpoints/cnn.pt --dtype half -o cnn-fp16.safetensors
     """
-    from ..rewrite.ops import plan_cast
+    set_verbosity(quiet, verbose)
+    from ..rewrite.plan import plan
+    from ..rewrite.spec import CastSpec, Target
 
-    ck, raw, info = _load_for_rewrite(path, key, model, model_arg, model_kwargs)
-    plan = plan_cast(ck, raw, dtype, only, keep, keep_buffers, include_optimizer)
-    _rewrite(plan, path, output, in_place, to, max_shard_size, dry_run, info, strict)
+    spec = CastSpec(dtype=dtype, only=only, keep=tuple(keep or ()), keep_buffers=keep_buffers,
+                    include_optimizer=include_optimizer)
+    target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
+                    strict=strict)
+    ck, raw, info = _load(path, key, model, model_arg, model_kwargs)
+    _finish(plan(ck, raw, spec, info), target, fmt, _renames(strip_prefix, add_prefix, rename))
 
 
 @app.command()
@@ -99,23 +154,33 @@ def strip(
     to: ToOpt = None,
     max_shard_size: ShardOpt = None,
     dry_run: DryRunOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
     drop_unsupported: DropUnsupportedOpt = False,
     key: KeyOpt = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     model_kwargs: ModelKwargsOpt = None,
+    strip_prefix: StripOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    rename: RenameOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Remove buffers, optimizer state, EMA weights or entries by pattern; prints what went and the bytes saved.
 
     Example: statecli strip sample_checkpoints/train_ckpt.pt --optimizer -o weights.pt
     """
-    from ..rewrite.ops import plan_strip, required_keys
+    set_verbosity(quiet, verbose)
+    from ..rewrite.plan import plan
+    from ..rewrite.spec import StripSpec, Target
 
-    ck, raw, info = _load_for_rewrite(path, key, model, model_arg, model_kwargs)
-    plan = plan_strip(ck, raw, buffers, non_persistent, optimizer, ema, keep_ema_as_model, pattern, keep,
-                      required_keys(info), force)
-    _rewrite(plan, path, output, in_place, to, max_shard_size, dry_run, None if force else info,
-             drop_unsupported=drop_unsupported)
+    spec = StripSpec(buffers=buffers, non_persistent=non_persistent, optimizer=optimizer, ema=ema,
+                     keep_ema_as_model=keep_ema_as_model, patterns=tuple(pattern or ()), keep=tuple(keep or ()),
+                     force=force)
+    target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
+                    drop_unsupported=drop_unsupported)
+    ck, raw, info = _load(path, key, model, model_arg, model_kwargs)
+    _finish(plan(ck, raw, spec, info), target, fmt, _renames(strip_prefix, add_prefix, rename))
 
 
 @app.command()
@@ -124,21 +189,27 @@ def move(
     device: Annotated[str, typer.Option("--device", help="Device to record for every tensor: cpu or cuda:N.", metavar="DEVICE")],
     output: OutputOpt = None,
     in_place: InPlaceOpt = False,
+    to: ToOpt = None,
     dry_run: DryRunOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
+    strip_prefix: StripOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    rename: RenameOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Rewrite the saved device of every tensor, e.g. make a cuda:0 checkpoint load on a CPU-only machine.
 
     Example: statecli move sample_checkpoints/cuda.pt --device cpu -o cuda-on-cpu.pt
     """
-    from ..rewrite.ops import load_for_rewrite, plan_move
+    set_verbosity(quiet, verbose)
+    from ..rewrite.plan import plan
+    from ..rewrite.spec import MoveSpec, Target
 
-    ck, raw = load_for_rewrite(path, key)
-    plan = plan_move(ck, raw, device)
-    if ck.format == "safetensors":
-        plan.notes.append("safetensors records no device: the output is the same tensors")
-    _rewrite(plan, path, output, in_place, None if output is None or output.endswith((".pt", ".pth", ".bin"))
-             else None, None, dry_run)
+    ck, raw, _ = _load(path, key)
+    target = Target(output=output, in_place=in_place, to=to, dry_run=dry_run)
+    _finish(plan(ck, raw, MoveSpec(device=device)), target, fmt, _renames(strip_prefix, add_prefix, rename))
 
 
 @app.command()
@@ -148,16 +219,58 @@ def convert(
     to: ToOpt = None,
     max_shard_size: ShardOpt = None,
     dry_run: DryRunOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
     drop_unsupported: DropUnsupportedOpt = False,
     key: KeyOpt = None,
+    strip_prefix: StripOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    rename: RenameOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Convert between .pt/.bin, .safetensors, sharded folders and DCP; tied tensors written once.
+    """Convert between .pt/.bin, .safetensors, sharded and Hugging Face folders and DCP; ties kept where the format can.
 
     Example: statecli convert sample_checkpoints/cnn.pt -o cnn.safetensors
     """
-    from ..rewrite.ops import Plan, load_for_rewrite
+    set_verbosity(quiet, verbose)
+    from ..rewrite.plan import plan
+    from ..rewrite.spec import ConvertSpec, Target
 
-    ck, raw = load_for_rewrite(path, key)
-    _rewrite(Plan(ck, raw), path, output, False, to, max_shard_size, dry_run, drop_unsupported=drop_unsupported)
+    target = Target(output=output, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
+                    drop_unsupported=drop_unsupported)
+    ck, raw, _ = _load(path, key)
+    _finish(plan(ck, raw, ConvertSpec()), target, fmt, _renames(strip_prefix, add_prefix, rename))
 
 
+@app.command("rename")
+def rename_keys(
+    path: PathArg,
+    output: OutputOpt = None,
+    strip_prefix: StripOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    rename: RenameOpt = None,
+    in_place: InPlaceOpt = False,
+    to: ToOpt = None,
+    max_shard_size: ShardOpt = None,
+    dry_run: DryRunOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    drop_unsupported: DropUnsupportedOpt = False,
+    key: KeyOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Rename model keys (strip or add a prefix such as DataParallel's 'module.', or regex renames); values as they are.
+
+    Example: statecli rename dp.pt --strip-prefix module. -o plain.pt
+    """
+    set_verbosity(quiet, verbose)
+    from ..rewrite.plan import plan
+    from ..rewrite.spec import ConvertSpec, Target
+
+    renames = _renames(strip_prefix, add_prefix, rename)
+    if not renames:
+        raise UsageError(None, "rename needs --strip-prefix, --add-prefix or --rename")
+    target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
+                    drop_unsupported=drop_unsupported)
+    ck, raw, _ = _load(path, key)
+    _finish(plan(ck, raw, ConvertSpec()), target, fmt, renames)

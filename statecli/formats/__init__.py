@@ -7,7 +7,7 @@ import os
 from ..errors import BadInput
 from ._common import RawCheckpoint, open_regular
 
-__all__ = ["RawCheckpoint", "expand_paths", "read_raw", "resolve_path"]
+__all__ = ["RawCheckpoint", "detect_format", "expand_paths", "read_raw", "resolve_path", "sniff"]
 
 # File names a single-checkpoint folder is recognised by, best first.
 _SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
@@ -71,6 +71,70 @@ def expand_paths(paths: list[str]) -> list[str]:
     return out
 
 
+# What a file that is not a checkpoint looks like, by its first bytes.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"), (b"\x1f\x8b", "gzip data"), (b"BZh", "bzip2 data"), (b"\xfd7zXZ", "xz data"),
+    (b"7z\xbc\xaf", "a 7z archive"), (b"Rar!", "a RAR archive"), (b"\x7fELF", "an ELF executable"),
+    (b"\x89HDF", "an HDF5 file"), (b"\x93NUMPY", "a numpy array"), (b"RIFF", "a RIFF media file"),
+    (b"\x28\xb5\x2f\xfd", "zstd data"), (b"PK\x05\x06", "an empty zip archive"),
+)
+
+
+def sniff(head: bytes) -> str:
+    """A few words on what a non-checkpoint file looks like ("a PNG image", "text")."""
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head[:512]):
+        return "text"
+    return "unknown format: not a torch.save zip, legacy torch file, safetensors or index"
+
+
+def detect_format(path: str, head: bytes) -> str:
+    """The container a file's first bytes announce: "zip", "safetensors", "pickle", "tar" or "npy";
+    BadInput "not a checkpoint (looks like ...)" otherwise. Shared by the readers and `scan`."""
+    from . import npy, safetensors, torchlegacy, torchzip
+
+    if not head:
+        raise BadInput(path, "empty file")
+    if torchzip.detect(head):
+        return "zip"
+    if safetensors.detect(head):
+        return "safetensors"
+    if torchlegacy.detect_tar(head):  # before pickles: a tar member name can read as one
+        return "tar"
+    if torchlegacy.detect(head) or head[:1] in (b"c", b"(", b"]", b"}", b"\x80"):
+        # A protocol 0/1 pickle (no PROTO) is read by pickle.load too; torchlegacy decides.
+        return "pickle" if torchlegacy.detect(head) or _looks_like_pickle(head) else _refuse(path, head)
+    if npy.detect(head):
+        return "npy"
+    return _refuse(path, head)
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    import pickletools
+
+    try:
+        ops = 0
+        for _ in pickletools.genops(head):
+            ops += 1
+            if ops >= 3:
+                return True
+    except Exception:  # noqa: BLE001 - a short or broken head: decide on what parsed
+        return ops >= 2
+    return ops >= 1
+
+
+def _refuse(path: str, head: bytes) -> str:
+    if head.startswith(b"GGUF"):
+        raise BadInput(path, "not a checkpoint: a GGUF file; statecli reads torch.save, safetensors, sharded and "
+                             "DCP checkpoints")
+    if head.lstrip()[:1] == b"{":
+        raise BadInput(path, "a JSON file, not a checkpoint (an index must be named *.index.json)")
+    raise BadInput(path, f"not a checkpoint (looks like {sniff(head)})")
+
+
 def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:
     """Detect the format of `path` from its bytes (not its name) and read its metadata."""
     from . import dcp, safetensors, sharded, torchlegacy, torchzip
@@ -82,18 +146,36 @@ def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:
         return sharded.read(path)
     with open_regular(path) as f:
         head = f.read(512)
-    if not head:
-        raise BadInput(path, "empty file")
-    if torchzip.detect(head):
-        return torchzip.read(path)
-    if safetensors.detect(head):
+    kind = detect_format(path, head)
+    if kind == "zip":
+        try:
+            return torchzip.read(path)
+        except BadInput as exc:
+            if exc.problem.startswith("not a checkpoint"):
+                _refuse_npy_payload(path, zipped=True)
+            raise
+    if kind == "safetensors":
         return safetensors.read(path)
-    if torchlegacy.detect(head):
+    if kind == "pickle":
         return torchlegacy.read(path)
-    if torchlegacy.detect_tar(head):
-        raise BadInput(path, "a pre-0.4 tar-format torch file; not supported (load and re-save it with torch)")
-    if head.startswith(b"GGUF"):
-        raise BadInput(path, "a GGUF file; statecli reads torch.save, safetensors, sharded and DCP checkpoints")
-    if head.lstrip()[:1] == b"{":
-        raise BadInput(path, "a JSON file, not a checkpoint (an index must be named *.index.json)")
-    raise BadInput(path, "unknown format: not a torch.save zip, legacy torch file, safetensors or index")
+    if kind == "npy":
+        _refuse_npy_payload(path, zipped=False)
+        raise BadInput(path, "not a checkpoint (looks like a numpy array)")
+    raise BadInput(path, "a pre-0.4 tar-format torch file; not supported (load and re-save it with torch)")
+
+
+def _refuse_npy_payload(path: str, zipped: bool) -> None:
+    """An object array is a pickle np.load would run: a payload there is a finding, not a format error."""
+    from ..errors import UnsafeContent
+    from . import npy
+    from .pickles import Findings
+
+    acc = Findings()
+    if zipped:
+        npy.scan_zip(path, acc)
+    else:
+        with open_regular(path) as f:
+            npy.scan_bytes(f.read(npy.MAX_MEMBER), path, acc)
+    if acc.dangerous:
+        raise UnsafeContent(path, "numpy object array pickle references code that loading would run: "
+                            + ", ".join(acc.dangerous), "refusing the file; do not np.load it")

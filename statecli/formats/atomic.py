@@ -1,22 +1,253 @@
-"""Streaming writers: a torch.save-compatible zip and safetensors, written one tensor at a time into a
-temp file beside the target, fsynced and renamed only after it re-reads correctly."""
+"""Atomic outputs: every writer fills a temp file (or folder) beside the target, which is fsynced and
+renamed into place only when the write succeeded; on any error or interrupt it is removed.
+
+Modes: a new output gets 0666 & ~umask (a folder 0777 & ~umask), as `open()` and `mkdir` would give
+it; replacing an existing file (`--in-place`, or `-o` over an older output) keeps that file's mode.
+Temp names carry a host tag and the writer's pid (`.statecli-<host>-<pid>-<random>[.tmp]`), so the
+next run on a folder can remove what a killed run left there without touching a live writer's files.
+"""
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import re
 import shutil
 import signal
-import struct
+import socket
+import stat
 import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO, Any
 
-from ..errors import BadInput
+from ..errors import BadInput, StatecliError
+from ..units import fmt_bytes
 
-ALIGN = 64  # torch aligns every data/ record to 64 bytes (.storage_alignment)
+_PREFIX = ".statecli-"
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@dataclass
+class SimulatedDisk:
+    """Test-only: a file system with `free` bytes left (writes past it fail with ENOSPC) or one
+    mounted read-only. Set `atomic.SIMULATED` to one; production code never does."""
+
+    free: int | None = None
+    read_only: bool = False
+    written: int = 0
+
+
+SIMULATED: SimulatedDisk | None = None
+
+
+def _host_tag() -> str:
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _temp_prefix() -> str:
+    return f"{_PREFIX}{_host_tag()}-{os.getpid()}-"
+
+
+# A killed replace may leave `.statecli-old-*`, the only copy of the previous output: never swept.
+_STALE = re.compile(r"\.statecli-([0-9a-f]{8})-(\d+)-")
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
+def free_bytes(folder: str) -> int:
+    """Bytes free for an unprivileged writer in `folder` (the simulated disk's, in tests)."""
+    if SIMULATED is not None and SIMULATED.free is not None:
+        return SIMULATED.free  # what is free once the failed write's temp file is gone
+    return shutil.disk_usage(folder).free
+
+
+def check_space(target: str, need: int) -> None:
+    """Refuse before writing when the target's file system cannot hold `need` bytes."""
+    folder = _folder_of(target)
+    if os.path.isdir(folder) and need > free_bytes(folder):
+        raise no_space(folder, need)
+
+
+def no_space(folder: str, need: int | None) -> BadInput:
+    needs = f"needs about {fmt_bytes(need)}, " if need else ""
+    return BadInput(folder, f"not enough free space for the output ({needs}{fmt_bytes(free_bytes(folder))} free); "
+                            "nothing was written and the input is untouched", "free space or write elsewhere with -o")
+
+
+def _not_writable(folder: str, exc: OSError) -> BadInput:
+    why = "read-only file system" if exc.errno == errno.EROFS else "permission denied"
+    return BadInput(folder, f"cannot write the output here ({why}); nothing was written",
+                    "choose another folder with -o")
+
+
+class _Counted:
+    """A binary file that fails like a full disk once the simulated disk is full (tests only)."""
+
+    def __init__(self, f: IO[bytes], disk: SimulatedDisk) -> None:
+        self._f, self._disk = f, disk
+
+    def write(self, data: Any) -> int:
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
+        if self._disk.free is not None and self._disk.written + n > self._disk.free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._disk.written += n
+        return self._f.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _Counted:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._f.close()
+
+
+def open_output(path: str) -> IO[bytes]:
+    """Open a temp output for binary writing: the one place every statecli writer opens files."""
+    f = open(path, "wb")  # noqa: SIM115 - returned to the caller's `with`
+    if SIMULATED is not None:
+        return _Counted(f, SIMULATED)  # type: ignore[return-value]
+    return f
+
+
+def remove_stale(folder: str) -> list[str]:
+    """Remove temp files/folders a killed statecli run left in `folder`: only this host's, and only
+    those whose writer process is gone. Returns the names removed."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    host = _host_tag()
+    for name in names:
+        m = _STALE.match(name)
+        if not m or m.group(1) != host or _alive(int(m.group(2))):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed.append(name)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is another user's
+        return True
+    return True
+
+
+def _folder_of(target: str) -> str:
+    return os.path.dirname(os.path.abspath(target.rstrip("/") or target)) or "."
+
+
+def _check_writable(folder: str) -> None:
+    if SIMULATED is not None and SIMULATED.read_only:
+        raise _not_writable(folder, OSError(errno.EROFS, os.strerror(errno.EROFS)))
+
+
+def _reraise_os(exc: BaseException, folder: str, need: int | None) -> None:
+    """Turn a full disk or an unwritable folder into a one-line BadInput; anything else re-raises."""
+    if isinstance(exc, StatecliError):
+        return
+    err: BaseException | None = exc
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            raise no_space(folder, need) from exc
+        if isinstance(err, OSError) and err.errno in _NOT_WRITABLE:
+            raise _not_writable(folder, err) from exc
+        err = err.__cause__ or err.__context__
+
+
+@contextmanager
+def atomic_file(target: str, need: int | None = None) -> Iterator[str]:
+    """Yield a temp path in the target's directory; on success fsync and rename it over `target`,
+    on any error or interrupt remove it, so no partial output ever exists under the final name.
+    `need` (bytes, when known) goes into the message of a full disk."""
+    folder = _folder_of(target)
+    if not os.path.isdir(folder):
+        raise BadInput(target, "output directory does not exist")
+    _check_writable(folder)
+    try:
+        old_mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.isfile(target) else None
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), suffix=".tmp", dir=folder)
+    except OSError as exc:
+        _reraise_os(exc, folder, need)
+        raise
+    os.close(fd)
+    try:
+        with _sigterm_as_interrupt():
+            yield tmp
+            os.chmod(tmp, old_mode if old_mode is not None else new_file_mode())
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        _fsync_dir(folder)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        _reraise_os(exc, folder, need)
+        raise
+
+
+@contextmanager
+def atomic_dir(target: str, replace: bool = False, need: int | None = None) -> Iterator[str]:
+    """The directory counterpart of atomic_file, for sharded, Hugging Face and DCP outputs."""
+    parent = _folder_of(target)
+    if os.path.exists(target) and not replace and (not os.path.isdir(target) or os.listdir(target)):
+        raise BadInput(target, "output exists and is not an empty directory; choose another path")
+    if not os.path.isdir(parent):
+        raise BadInput(target, "output directory does not exist")
+    _check_writable(parent)
+    try:
+        old_mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.isdir(target) else None
+        tmp = tempfile.mkdtemp(prefix=_temp_prefix(), dir=parent)
+    except OSError as exc:
+        _reraise_os(exc, parent, need)
+        raise
+    try:
+        with _sigterm_as_interrupt():
+            yield tmp
+            for name in os.listdir(tmp):
+                with open(os.path.join(tmp, name), "rb+") as f:
+                    os.fsync(f.fileno())
+            os.chmod(tmp, old_mode if old_mode is not None else 0o777 & ~current_umask())
+            backup = None
+            if os.path.exists(target):
+                backup = tempfile.mkdtemp(prefix=_PREFIX + "old-" + _temp_prefix()[len(_PREFIX):], dir=parent)
+                os.rmdir(backup)
+                os.rename(target, backup)
+            os.rename(tmp, target)
+            if backup:
+                shutil.rmtree(backup, ignore_errors=True)
+        _fsync_dir(parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _reraise_os(exc, parent, need)
+        raise
 
 
 @contextmanager
@@ -35,55 +266,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-@contextmanager
-def atomic_file(target: str) -> Iterator[str]:
-    """Yield a temp path in the target's directory; on success fsync and rename it over `target`,
-    on any error or interrupt remove it, so no partial output ever exists under the final name."""
-    folder = os.path.dirname(os.path.abspath(target)) or "."
-    if not os.path.isdir(folder):
-        raise BadInput(target, "output directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".statecli-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        with _sigterm_as_interrupt():
-            yield tmp
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        _fsync_dir(folder)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-@contextmanager
-def atomic_dir(target: str, replace: bool = False) -> Iterator[str]:
-    """The directory counterpart of atomic_file, for sharded and DCP outputs."""
-    parent = os.path.dirname(os.path.abspath(target.rstrip("/"))) or "."
-    if os.path.exists(target) and not replace and (not os.path.isdir(target) or os.listdir(target)):
-        raise BadInput(target, "output exists and is not an empty directory; choose another path")
-    tmp = tempfile.mkdtemp(prefix=".statecli-", dir=parent)
-    try:
-        with _sigterm_as_interrupt():
-            yield tmp
-            for name in os.listdir(tmp):
-                with open(os.path.join(tmp, name), "rb+") as f:
-                    os.fsync(f.fileno())
-            backup = None
-            if os.path.exists(target):
-                backup = tempfile.mkdtemp(prefix=".statecli-old-", dir=parent)
-                os.rmdir(backup)
-                os.rename(target, backup)
-            os.rename(tmp, target)
-            if backup:
-                shutil.rmtree(backup, ignore_errors=True)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _fsync_dir(folder: str) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -95,72 +277,3 @@ def _fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-class ZipWriter:
-    """A minimal streaming, 64-byte-aligned, zip64-capable STORED zip writer in torch's layout."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.entries: list[tuple[bytes, int, int, int]] = []  # name, crc, size, header offset
-
-    def _local_header(self, name: bytes, size: int, offset: int) -> bytes:
-        zip64 = size >= 0xFFFFFFFF
-        extra = struct.pack("<HHQQ", 1, 16, size, size) if zip64 else b""
-        base = 30 + len(name) + len(extra)
-        pad = (-(offset + base + 4)) % ALIGN  # a padding field (id 'FB', as torch writes) aligns the data
-        extra += struct.pack("<HH", 0x4246, pad) + b"Z" * pad
-        sz = 0xFFFFFFFF if zip64 else size
-        return struct.pack("<4s5H3L2H", b"PK\x03\x04", 45 if zip64 else 20, 0x800, 0, 0, 0, 0, sz, sz,
-                           len(name), len(extra)) + name + extra
-
-    def write(self, name: str, chunks: Iterator[bytes | memoryview] | bytes, size: int) -> None:
-        bname = name.encode("utf-8")
-        offset = self.f.tell()
-        header = self._local_header(bname, size, offset)
-        self.f.write(header)
-        crc, written = 0, 0
-        for chunk in ([chunks] if isinstance(chunks, bytes) else chunks):
-            crc = zlib.crc32(chunk, crc)
-            written += len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
-            self.f.write(chunk)
-        if written != size:
-            raise RuntimeError(f"{name}: wrote {written} bytes, expected {size}")
-        end = self.f.tell()
-        self.f.seek(offset + 14)
-        self.f.write(struct.pack("<L", crc))
-        self.f.seek(end)
-        self.entries.append((bname, crc, size, offset))
-
-    def close(self) -> None:
-        cd_start = self.f.tell()
-        for name, crc, size, offset in self.entries:
-            need64 = size >= 0xFFFFFFFF or offset >= 0xFFFFFFFF
-            extra = struct.pack("<HHQQQ", 1, 24, size, size, offset) if need64 else b""
-            sz = 0xFFFFFFFF if need64 else size
-            off = 0xFFFFFFFF if need64 else offset
-            self.f.write(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 45 if need64 else 20, 45 if need64 else 20,
-                                     0x800, 0, 0, 0, crc, sz, sz, len(name), len(extra), 0, 0, 0, 0, off)
-                         + name + extra)
-        cd_end = self.f.tell()
-        n, cd_size = len(self.entries), cd_end - cd_start
-        if n >= 0xFFFF or cd_start >= 0xFFFFFFFF or cd_size >= 0xFFFFFFFF:
-            self.f.write(struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size, cd_start))
-            self.f.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, cd_end, 1))
-            self.f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
-        else:
-            self.f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, cd_size, cd_start, 0))
-
-
-def safetensors_header(items: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str]) -> bytes:
-    """Header bytes (length prefix included) for (name, safetensors dtype, shape, nbytes) in write order."""
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = metadata
-    pos = 0
-    for name, dtype, shape, nbytes in items:
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
-        pos += nbytes
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * ((-len(text)) % 8)  # the safetensors library pads the header to 8 bytes
-    return struct.pack("<Q", len(text)) + text

@@ -93,3 +93,16 @@ class _BytesItem:
 
     def __repr__(self) -> str:
         return f"<object saved by DCP, {self.length} bytes>"
+
+
+# -- write side (driven by statecli.rewrite) -------------------------------------------------------
+
+def write(folder: str, state_dict: dict[str, Any]) -> None:
+    """Save a state dict of torch tensors and plain values with torch's own FileSystemWriter (imports torch)."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... single process": as intended
+        dcp.save(state_dict, storage_writer=dcp.FileSystemWriter(folder), no_dist=True)  # type: ignore[call-arg]

@@ -87,3 +87,37 @@ def _flat_tensors(sub: RawCheckpoint) -> dict[str, TensorInfo]:
         if isinstance(v, (TensorRef, TensorInfo)):
             out[str(k)] = sub.tensor_info(v)
     return out
+
+
+# -- write side: shard layout and the index (driven by statecli.rewrite) ---------------------------
+
+def shard_layout(safetensors: bool) -> tuple[str, str, str]:
+    """(file stem, extension, index file name) as Hugging Face names them."""
+    if safetensors:
+        return "model", "safetensors", "model.safetensors.index.json"
+    return "pytorch_model", "bin", "pytorch_model.bin.index.json"
+
+
+def shard_name(stem: str, ext: str, i: int, total: int) -> str:
+    return f"{stem}-{i:05d}-of-{total:05d}.{ext}"
+
+
+def split_by_size(sizes: list[int], max_bytes: int) -> list[list[int]]:
+    """Indices of `sizes` grouped in order into shards of at most `max_bytes` (a bigger item alone)."""
+    groups: list[list[int]] = [[]]
+    size = 0
+    for i, n in enumerate(sizes):
+        if groups[-1] and size + n > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += n
+    return groups
+
+
+def write_index(path: str, weight_map: dict[str, str], total_size: int) -> None:
+    from .atomic import open_output
+
+    text = json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map}, indent=2) + "\n"
+    with open_output(path) as f:
+        f.write(text.encode("utf-8"))

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import BadInput, UnsafeContent
 from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
+from .pickles import Findings
 from .unpickler import StorageRef, storage_from_pid, unpickle
 
 FORMAT = "torch legacy"
@@ -36,14 +37,72 @@ def detect_tar(head: bytes) -> bool:
     return len(head) > 262 and head[257:262] == b"ustar"
 
 
+MAX_TAIL = 64 << 20
+
+
 def read(path: str) -> RawCheckpoint:
+    raw, end, size = _read(path, refuse=True)
+    if end < size:
+        _refuse_tail(path, end, size)
+    return raw
+
+
+def storages_end(path: str) -> tuple[int, int]:
+    """(offset just past the last storage, file size) of a legacy file whose header pickles `scan`
+    has already judged: the bytes after it are what `scan` must still account for."""
+    _, end, size = _read(path, refuse=False)
+    return end, size
+
+
+def tail_findings(path: str, end: int, size: int, acc: Findings) -> None:
+    """Bytes after a legacy file's storages: torch.load never reads them; another loader calling
+    pickle.load again would. Scanned (the first MAX_TAIL bytes) and reported."""
+    from .pickles import scan_stream
+
+    with open_regular(path) as f:
+        tail = read_exact(f, end, min(size - end, MAX_TAIL), path, "bytes after the storages")
+    before = acc.pickles
+    scan_stream(tail, "after the storages", acc)
+    extra = acc.pickles - before
+    acc.problems.append(f"{size - end} byte(s) after the last storage" + (f" ({extra} pickle(s))" if extra else ""))
+
+
+def _refuse_tail(path: str, end: int, size: int) -> None:
+    acc = Findings()
+    tail_findings(path, end, size, acc)
+    if acc.dangerous:
+        raise UnsafeContent(path, "pickle after the storages references code that loading would run: "
+                            + ", ".join(acc.dangerous), "refusing the file; do not load it")
+    raise UnsafeContent(path, acc.problems[-1], "refusing the file (statecli scan lists every finding)")
+
+
+def _refuse_stream(path: str) -> None:
+    """A bare pickle is not a checkpoint, but a payload in any pickle of its stream is a finding."""
+    from .pickles import scan_stream
+
+    with open_regular(path) as f:
+        data = f.read(MAX_TAIL)
+    acc = Findings()
+    scan_stream(data, "pickle", acc)
+    if acc.dangerous:
+        raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(acc.dangerous),
+                            "refusing the file; do not torch.load it")
+
+
+def _read(path: str, refuse: bool) -> tuple[RawCheckpoint, int, int]:
     with open_regular(path) as f:
         size = f.seek(0, 2)
         f.seek(0)
-        magic, up_magic = unpickle(f, _no_pid, path, "legacy header")
+        try:
+            magic, up_magic = unpickle(f, _no_pid, path, "legacy header")
+        except BadInput:
+            _refuse_stream(path)
+            raise
         if magic != MAGIC_NUMBER:
             _refuse_dangerous(path, up_magic)
-            raise BadInput(path, "a bare pickle, not a torch.save file; statecli does not read arbitrary pickles")
+            _refuse_stream(path)
+            raise BadInput(path, "not a checkpoint: a bare pickle, not a torch.save file; statecli does not read "
+                                 "arbitrary pickles")
         proto, up_proto = unpickle(f, _no_pid, path, "legacy header")
         if proto != PROTOCOL_VERSION:
             raise BadInput(path, f"legacy torch file has protocol version {proto!r}, expected {PROTOCOL_VERSION}")
@@ -75,7 +134,8 @@ def read(path: str) -> RawCheckpoint:
         keys, up_keys = unpickle(f, _no_pid, path, "legacy storage-key list")
         ups = [up_magic, up_proto, up_info, up, up_keys]
         for u in ups:  # torch.load(weights_only=False) would run a payload in any of the five pickles
-            _refuse_dangerous(path, u)
+            if refuse:
+                _refuse_dangerous(path, u)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise BadInput(path, "legacy storage-key list is malformed")
         raw = RawCheckpoint(path=path, format=FORMAT, root=root, files=[path],
@@ -104,4 +164,4 @@ def read(path: str) -> RawCheckpoint:
             raw.storages[view_key] = (src, None if off is None else off + offset * itemsize(roots[root_key].dtype))
         if not little:
             raw.warnings.append("tensors were saved big-endian")
-        return raw
+        return raw, pos, size

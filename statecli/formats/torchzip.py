@@ -2,101 +2,44 @@
 
 from __future__ import annotations
 
-import struct
+import io
 import zipfile
 from typing import Any
 
-from ..errors import BadInput
+from ..errors import BadInput, UnsafeContent
 from ..units import itemsize
-from ._common import RawCheckpoint, open_regular, read_exact
+from ._common import RawCheckpoint
+from .pickles import Findings, scan_stream
 from .unpickler import MAX_PICKLE_BYTES, StorageRef, storage_from_pid, unpickle
+from .zipcheck import MAGIC, Archive
 
 FORMAT = "torch zip"
-MAGIC = b"PK\x03\x04"
-_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+REFUSE_HINT = "refusing the file; do not torch.load it (statecli scan lists every finding)"
 
 
 def detect(head: bytes) -> bool:
     return head.startswith(MAGIC)
 
 
-class _Archive:
-    """The zip central directory, checked member by member against the local headers."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.f = open_regular(path)
-        try:
-            self.zf = zipfile.ZipFile(self.f)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-            self.f.close()
-            raise BadInput(path, f"corrupt zip archive: {exc}") from exc
-        try:
-            self._check()
-        except BaseException:
-            self.close()
-            raise
-
-    def _check(self) -> None:
-        infos = self.zf.infolist()
-        if not infos:
-            raise BadInput(self.path, "empty zip archive: not a torch.save file")
-        names = [i.filename for i in infos]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})[0]
-            raise BadInput(self.path, f"zip archive has duplicate member {dup!r}; refusing an ambiguous file")
-        prefixes = {n.split("/", 1)[0] for n in names}
-        if len(prefixes) != 1 or any("/" not in n for n in names):
-            raise BadInput(self.path, "zip members are not under one archive folder: not a torch.save file")
-        self.prefix = prefixes.pop() + "/"
-        size = self.f.seek(0, 2)
-        self.offsets: dict[str, int] = {}
-        for info in infos:
-            if info.flag_bits & 0x1:
-                raise BadInput(self.path, f"zip member {info.filename!r} is encrypted")
-            raw = read_exact(self.f, info.header_offset, _LOCAL_HEADER.size, self.path, "zip local header")
-            fields = _LOCAL_HEADER.unpack(raw)
-            if fields[0] != MAGIC:
-                raise BadInput(self.path, f"zip local header of {info.filename!r} is missing")
-            name_len, extra_len = fields[9], fields[10]
-            local_name = read_exact(self.f, info.header_offset + _LOCAL_HEADER.size, name_len, self.path, "zip name")
-            if local_name.decode("utf-8", "replace") != info.filename:
-                raise BadInput(
-                    self.path,
-                    f"zip local header names {local_name!r} but the central directory names {info.filename!r}",
-                )
-            start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-            if start + info.compress_size > size:
-                raise BadInput(self.path, f"truncated file: zip member {info.filename!r} runs past the end")
-            self.offsets[info.filename] = start
-        self.infos = {i.filename: i for i in infos}
-
-    def member(self, name: str) -> bytes:
-        try:
-            return self.zf.read(name)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-            raise BadInput(self.path, f"cannot read zip member {name!r}: {exc}") from exc
-
-    def close(self) -> None:
-        self.zf.close()
-        self.f.close()
-
-
 def read(path: str, trusted_prefixes: tuple[str, ...] = ()) -> RawCheckpoint:
-    arc = _Archive(path)
+    arc = Archive(path)
     try:
         return _read(arc, trusted_prefixes)
     finally:
         arc.close()
 
 
-def _read(arc: _Archive, trusted_prefixes: tuple[str, ...]) -> RawCheckpoint:
+def _read(arc: Archive, trusted_prefixes: tuple[str, ...]) -> RawCheckpoint:
     path, prefix = arc.path, arc.prefix
     pkl_name = prefix + "data.pkl"
     if pkl_name not in arc.infos:
+        if arc.problems:
+            raise UnsafeContent(path, arc.problems[0], REFUSE_HINT)
         raise BadInput(path, "zip archive has no data.pkl: not a torch.save file")
     if arc.infos[pkl_name].file_size > MAX_PICKLE_BYTES:
-        raise BadInput(path, f"data.pkl declares {arc.infos[pkl_name].file_size} bytes, over the pickle size cap")
+        # Past every scanner's size cap: a place to hide a payload, not a real checkpoint.
+        raise UnsafeContent(path, f"data.pkl declares {arc.infos[pkl_name].file_size} bytes, over the "
+                                  f"{MAX_PICKLE_BYTES}-byte pickle cap", REFUSE_HINT)
     byteorder = "little"
     if prefix + "byteorder" in arc.infos:
         byteorder = arc.member(prefix + "byteorder").decode("ascii", "replace").strip()
@@ -126,10 +69,20 @@ def _read(arc: _Archive, trusted_prefixes: tuple[str, ...]) -> RawCheckpoint:
         storages[key] = ref
         return ref
 
-    root, up = unpickle(arc.member(pkl_name), resolve, path, "data.pkl pickle", trusted_prefixes)
-    fmt = FORMAT
-    if prefix + "constants.pkl" in arc.infos or any(n.startswith(prefix + "code/") for n in arc.infos):
-        fmt = "torchscript zip"
+    data = arc.member(pkl_name)
+    if arc.problems:
+        raise UnsafeContent(path, arc.problems[0], REFUSE_HINT)
+    stream = io.BytesIO(data)
+    try:
+        root, up = unpickle(stream, resolve, path, "data.pkl pickle", trusted_prefixes, arc.torchscript)
+    except BadInput:
+        _refuse_findings(arc, None, data, len(data))
+        raise
+    if up.dangerous:
+        raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
+                            REFUSE_HINT)
+    _refuse_findings(arc, set(storages), data, stream.tell())
+    fmt = "torchscript zip" if arc.torchscript else FORMAT
     raw = RawCheckpoint(path=path, format=fmt, root=root, files=[path], byteorder=byteorder,
                         globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
     for key in storages:
@@ -137,3 +90,31 @@ def _read(arc: _Archive, trusted_prefixes: tuple[str, ...]) -> RawCheckpoint:
     if byteorder != "little":
         raw.warnings.append("tensors were saved big-endian; values read by statecli are byte-swapped by torch")
     return raw
+
+
+def trailing_findings(data: bytes, end: int, where: str, acc: Findings, torchscript: bool = False) -> None:
+    """Bytes after data.pkl's STOP: torch never reads them, other loaders may; scanned, and a finding."""
+    from .pickles import Context
+
+    if end >= len(data):
+        return
+    before = acc.pickles
+    stop = scan_stream(data, f"{where} after STOP", acc, Context(torchscript=torchscript), start=end)
+    extra = acc.pickles - before
+    what = f" ({extra} more pickle(s))" if extra else ""
+    acc.problems.append(f"{where}: {len(data) - end} byte(s) after the pickle's STOP{what}"
+                        + (f", {len(data) - stop} of them not a pickle" if stop < len(data) else ""))
+
+
+def _refuse_findings(arc: Archive, keys: set[str] | None, data: bytes, end: int) -> None:
+    """The reader refuses what `scan` reports: members torch never reads, bytes after STOP. With
+    `keys` None (data.pkl could not be read) storage records are not judged."""
+    acc = Findings()
+    trailing_findings(data, end, arc.prefix + "data.pkl", acc, arc.torchscript)
+    scan_stream(arc.tail_bytes(), "after the zip end record", acc)
+    extra = [n for n in arc.unexpected(keys or set()) if keys is not None or not n.startswith(arc.prefix + "data/")]
+    problems = acc.problems + [f"zip member {n!r} is never read by torch.load" for n in extra]
+    if acc.dangerous:
+        problems.insert(0, "pickle references code that loading would run: " + ", ".join(acc.dangerous))
+    if problems:
+        raise UnsafeContent(arc.path, problems[0], REFUSE_HINT)

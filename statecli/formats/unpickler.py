@@ -4,280 +4,65 @@ arguments and state."""
 
 from __future__ import annotations
 
-import _compat_pickle
 import io
 import pickle
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from struct import error as struct_error
 from typing import Any, BinaryIO
 
 from ..errors import BadInput, UnsafeContent
+from ..state import Verdict
 from ..units import ITEMSIZE, itemsize
+from .inert import (
+    _CALL_RESULT,
+    DtypeValue,
+    InertSet,
+    NamedValue,
+    SeenGlobal,
+    StateDict,
+    StorageRef,
+    StorageType,
+    StubObject,
+    TensorRef,
+    _GetattrProbe,
+    _stub_class,
+)
+from .verdict import (
+    DCP_TRUSTED_PREFIXES,
+    LAYOUTS,
+    MEMORY_FORMATS,
+    QSCHEMES,
+    STORAGE_DTYPES,
+    TENSOR_CLASSES,
+    dangerous_reason,
+    normalize,
+    verdict,
+)
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
 # object needs at least one opcode), so capping the size caps work and memory.
 MAX_PICKLE_BYTES = 1 << 30
 
-# Modules (matched on every dotted prefix) and (module, name) pairs whose use in a pickle means
-# loading it would run code. Python 2 names are mapped through _compat_pickle first.
-DANGEROUS_MODULES = frozenset({
-    "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "commands", "popen2", "sys",
-    "runpy", "importlib", "imp", "pickle", "_pickle", "cPickle", "pickletools", "shelve",
-    "marshal", "shutil", "socket", "pty", "code", "codeop", "ctypes", "_ctypes", "webbrowser",
-    "multiprocessing", "asyncio", "threading", "_thread", "signal", "platform", "pdb", "bdb",
-    "timeit", "trace", "profile", "cProfile", "dill", "cloudpickle", "joblib", "types",
-    "sysconfig", "distutils", "setuptools", "pip", "venv", "ensurepip", "zipimport", "pkgutil",
-    "requests", "urllib", "http", "ftplib", "smtplib", "telnetlib", "tempfile", "glob", "io",
-    "_io", "fileinput", "gc", "inspect", "ast", "operator", "functools",
-    "torch.hub", "torch.jit", "torch._C", "torch.serialization", "torch._dynamo",
-    "torch.utils.cpp_extension", "torch.package", "torch._inductor", "numpy.testing",
-    "numpy.f2py", "numpy.distutils", "numpy.ctypeslib", "_sqlite3", "sqlite3", "builtins.eval",
-    # Gadgets that run commands or code (published scanner bypasses).
-    "_operator", "_functools", "_osx_support", "_aix_support", "imaplib", "pydoc", "idlelib",
-    "lib2to3", "xmlrpc", "socketserver", "smtpd", "nntplib", "poplib", "mailcap", "site",
-    "zipfile", "tarfile", "cgi", "cgitb", "turtle", "tkinter", "doctest",
-    "unittest", "test", "concurrent", "atexit", "_posixsubprocess", "_winapi",
-    "torch.utils.collect_env", "torch.fx", "torch.utils._config_module", "torch.distributed.rpc",
-    "torch.testing", "torch.utils.data", "torch.onnx", "torch.export", "torch.utils.hooks",
-})
-# Attribute names that, anywhere in a dotted global name, reach code execution.
-DANGEROUS_ATTRS = frozenset({
-    "system", "popen", "spawn", "spawnl", "spawnv", "execv", "execl", "execve", "fork", "eval", "exec",
-    "compile", "__import__", "getattr", "setattr", "__getattribute__", "__globals__", "__builtins__",
-    "__subclasses__", "__code__", "__call__", "__reduce__", "__reduce_ex__", "__init__", "__new__",
-    "load", "loads", "run", "call", "check_call", "check_output", "getoutput", "getstatusoutput",
-    "import_module", "_load_from_bytes", "open", "remove", "unlink", "rmtree", "startfile",
-})
-DANGEROUS_NAMES = frozenset({
-    ("builtins", n) for n in (
-        "eval", "exec", "execfile", "compile", "open", "__import__", "getattr", "setattr",
-        "delattr", "globals", "locals", "vars", "breakpoint", "input", "apply", "file",
-        "memoryview", "help", "exit", "quit", "reload", "__loader__", "__builtins__",
-    )
-} | {
-    ("torch", "load"), ("torch", "save"), ("torch", "from_file"), ("torch", "_load_global_deps"),
-    ("torch", "hub"), ("torch", "ops"), ("torch", "classes"), ("torch", "_C"),
-    ("torch", "jit"), ("torch", "package"), ("torch", "compile"),
-    ("torch._utils", "_rebuild_device_tensor_from_numpy"),
-    ("torch.storage", "_load_from_bytes"), ("uuid", "_get_command_stdout"), ("uuid", "_popen"),
-    ("uuid", "_ifconfig_getnode"), ("uuid", "_ip_getnode"), ("uuid", "_arp_getnode"), ("uuid", "_lanscan_getnode"),
-    ("uuid", "_netstat_getnode"), ("uuid", "_find_mac_near_keyword"), ("uuid", "_find_mac_under_heading"),
-    ("torch.storage", "UntypedStorage._load_from_bytes"),
-    ("numpy", "load"), ("numpy", "loadtxt"), ("numpy", "fromfile"), ("numpy", "save"),
-    ("numpy.lib.npyio", "load"), ("numpy.core.multiarray", "_reconstruct_from_pickle"),
-    ("_codecs", "open"), ("codecs", "open"),
-})
-# Entire packages whose classes are data, not code, that readers of specific formats trust
-# (torch.distributed.checkpoint's .metadata dataclasses).
-DCP_TRUSTED_PREFIXES = ("torch.distributed.checkpoint.",)
-
-# Storage class names -> dtype.
-_STORAGE_DTYPES: dict[str, str] = {
-    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
-    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
-    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
-    "ComplexDoubleStorage": "complex128", "ComplexFloatStorage": "complex64",
-    "QInt8Storage": "qint8", "QUInt8Storage": "quint8", "QInt32Storage": "qint32",
-    "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
-    "UntypedStorage": "uint8", "TypedStorage": "uint8",
-}
-_TENSOR_CLASSES = {f"{n[:-7]}Tensor" for n in _STORAGE_DTYPES if n not in ("UntypedStorage", "TypedStorage")}
-_QSCHEMES = {"per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
-             "per_channel_symmetric", "per_channel_affine_float_qparams"}
-_LAYOUTS = {"strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "_mkldnn", "jagged"}
-_MEMORY_FORMATS = {"contiguous_format", "channels_last", "channels_last_3d", "preserve_format"}
-
-
-def dangerous_reason(module: str, name: str) -> bool:
-    """True when the global module.name is known to run code when a pickle is loaded."""
-    mod = _compat_pickle.IMPORT_MAPPING.get(module, module)
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        mod, name = _compat_pickle.NAME_MAPPING[(module, name)]
-    full = f"{mod}.{name}"
-    parts = full.split(".")
-    for i in range(1, len(parts) + 1):
-        if ".".join(parts[:i]) in DANGEROUS_MODULES:
-            return True
-    for i in range(1, len(parts)):
-        if (".".join(parts[:i]), parts[i]) in DANGEROUS_NAMES:
-            return True
-    if "." in name:
-        # Protocol 4 resolves dotted names attribute by attribute: 'logging' + 'os.system' reaches os.
-        # Any step that is itself a dangerous module or attribute makes the whole name dangerous.
-        for i, part in enumerate(name.split(".")):
-            if part in DANGEROUS_ATTRS or any(m.split(".")[0] == part for m in DANGEROUS_MODULES):
-                return True
-            if (".".join([mod] + name.split(".")[:i]), part) in DANGEROUS_NAMES:
-                return True
-    return False
-
-
-class _Inert:
-    """Base of every value the unpickler builds: BUILD never reaches a real object's __dict__."""
-
-    def __setstate__(self, state: Any) -> None:
-        raise pickle.UnpicklingError(f"BUILD applied to {type(self).__name__}")
-
-
-@dataclass(eq=False)
-class DtypeValue(_Inert):
-    name: str
-
-    def __repr__(self) -> str:
-        return f"torch.{self.name}"
-
-
-@dataclass(eq=False)
-class NamedValue(_Inert):
-    """A torch enum-like global (layout, qscheme, memory format)."""
-
-    qualname: str
-
-    def __repr__(self) -> str:
-        return self.qualname
-
-
-@dataclass(eq=False)
-class StorageType(_Inert):
-    dtype: str
-    name: str
-    typed: bool
-
-
-@dataclass(eq=False)
-class StorageRef(_Inert):
-    """A storage named by a persistent id; no bytes read. `numel` is in elements of `dtype`."""
-
-    key: str
-    dtype: str
-    location: str
-    numel: int
-    typed: bool
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * itemsize(self.dtype)
-
-
-@dataclass(eq=False)
-class TensorRef(_Inert):
-    storage: StorageRef | None
-    dtype: str
-    shape: tuple[int, ...]
-    stride: tuple[int, ...] | None
-    storage_offset: int
-    requires_grad: bool = False
-    layout: str = "strided"
-    device: str | None = None  # overrides the storage location (meta, wrapper subclasses)
-    is_parameter: bool = False
-    subclass: str | None = None
-    components: list[TensorRef] = field(default_factory=list)  # sparse/qparam pieces
-
-    @property
-    def location(self) -> str:
-        if self.device is not None:
-            return self.device
-        return self.storage.location if self.storage is not None else "cpu"
-
-
-class StubObject(_Inert):
-    """An instance of a global we refuse to import. Keeps what the pickle gave it, runs nothing."""
-
-    __stub_name__ = "?"
-
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    state: Any
-    items: dict[Any, Any]
-    listitems: list[Any]
-
-    # NEWOBJ calls __new__ without __init__, REDUCE calls both: record the arguments in __new__.
-    def __new__(cls, *args: Any, **kwargs: Any) -> StubObject:
-        obj = object.__new__(cls)
-        obj.args, obj.kwargs, obj.state, obj.items, obj.listitems = args, kwargs, None, {}, []
-        return obj
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __call__(self, *args: Any, **kwargs: Any) -> StubObject:
-        # getattr(stub, "system")(...) tricks call a stub's result: stay inert and keep reading, so
-        # every global of the pickle is seen and named.
-        return _CALL_RESULT(*args, **kwargs)
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.items[key] = value
-
-    def append(self, value: Any) -> None:
-        self.listitems.append(value)
-
-    def extend(self, values: Any) -> None:
-        self.listitems.extend(values)
-
-    def add(self, value: Any) -> None:  # ADDITEMS on a set-like stub
-        self.listitems.append(value)
-
-    @property
-    def class_name(self) -> str:
-        return type(self).__stub_name__
-
-    def attrs(self) -> dict[str, Any]:
-        """The instance dict the object would have had (BUILD state or dict-like args)."""
-        st = self.state
-        if isinstance(st, tuple) and len(st) == 2 and (st[0] is None or isinstance(st[0], dict)):
-            merged: dict[str, Any] = {}
-            for part in st:
-                if isinstance(part, dict):
-                    merged.update(part)
-            return merged
-        return st if isinstance(st, dict) else {}
-
-    def __repr__(self) -> str:
-        return f"<{self.class_name}>"
-
-
-_CALL_RESULT = type("CallResult", (StubObject,), {"__stub_name__": "<result of calling a stub>"})
-
-
-class StateDict(OrderedDict):  # type: ignore[type-arg]
-    """An OrderedDict that keeps BUILD state (state_dict()'s `_metadata`) instead of setattr."""
-
-    pickled_state: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        self.pickled_state = state
-
-    @property
-    def torch_metadata(self) -> Any:
-        st = self.pickled_state
-        return st.get("_metadata") if isinstance(st, dict) else None
-
-
-class InertSet(set):  # type: ignore[type-arg]
-    def __setstate__(self, state: Any) -> None:
-        raise pickle.UnpicklingError("BUILD applied to set")
-
-
-def _stub_class(module: str, name: str) -> type[StubObject]:
-    return type(name.rsplit(".", 1)[-1], (StubObject,), {"__stub_name__": f"{module}.{name}", "__module__": "statecli.stub"})
+# Storage class names -> dtype, and the other allowlisted torch names, live with the verdict.
+_STORAGE_DTYPES = STORAGE_DTYPES
+_TENSOR_CLASSES = TENSOR_CLASSES
+_QSCHEMES, _LAYOUTS, _MEMORY_FORMATS = QSCHEMES, LAYOUTS, MEMORY_FORMATS
+__all__ = ["DCP_TRUSTED_PREFIXES", "DtypeValue", "InertSet", "NamedValue", "RestrictedUnpickler", "SeenGlobal",
+           "StateDict", "StorageRef", "StorageType", "StubObject", "TensorRef", "dangerous_reason", "unpickle"]
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Reads a torch pickle into TensorRef/StorageRef/StubObject trees without importing anything.
 
     `storage_resolver(pid)` turns a persistent id into a StorageRef (format-specific); every
-    global is recorded in `globals_seen`, those outside torch's weights-only allowlist in
-    `untrusted`, and known-dangerous ones in `dangerous`.
+    global is recorded in `refs` (in order, with its verdict from formats/verdict.py), its name in
+    `globals_seen`, the needs-trust ones in `untrusted` and the dangerous ones in `dangerous`.
 
     It is the C unpickler (6x faster than pickle._Unpickler on 5,000-tensor files) with
     `find_class` overridden: every GLOBAL, STACK_GLOBAL, INST, OBJ and EXT lookup goes through it,
     and it never imports. The C machine is not recursive, and object count is bounded by the
-    pickle's size, which MAX_PICKLE_BYTES caps.
+    pickle's size, which MAX_PICKLE_BYTES caps. `lenient` (scan) turns a builder's refusal into an
+    inert stub and a note in `problems`, so reading goes on to the end of the stream.
     """
 
     def __init__(
@@ -285,6 +70,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         data: bytes | BinaryIO,
         storage_resolver: Callable[[Any], Any],
         trusted_prefixes: tuple[str, ...] = (),
+        torchscript: bool = False,
+        lenient: bool = False,
     ) -> None:
         if isinstance(data, bytes):
             if len(data) > MAX_PICKLE_BYTES:
@@ -293,32 +80,51 @@ class RestrictedUnpickler(pickle.Unpickler):
         super().__init__(data, encoding="latin1")
         self._resolver = storage_resolver
         self._trusted_prefixes = trusted_prefixes
-        self.globals_seen: list[str] = []
-        self.untrusted: list[str] = []
-        self.dangerous: list[str] = []
+        self._torchscript = torchscript
+        self._lenient = lenient
+        self.refs: list[SeenGlobal] = []
+        self.problems: list[str] = []
+        self._probes: list[_GetattrProbe] = []
         self._stubs: dict[str, type[StubObject]] = {}
 
     # -- globals -------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
-        if True:  # Python 2 names, as pickle's own find_class maps them (harmless for Python 3 names)
-            if (module, name) in _compat_pickle.NAME_MAPPING:
-                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-            elif module in _compat_pickle.IMPORT_MAPPING:
-                module = _compat_pickle.IMPORT_MAPPING[module]
+        module, name = normalize(module, name)
         full = f"{module}.{name}"
-        if full not in self.globals_seen:
-            self.globals_seen.append(full)
+        seen = SeenGlobal(full, verdict(module, name, self._trusted_prefixes, self._torchscript))
+        self.refs.append(seen)
+        if full == "builtins.getattr":
+            probe = _GetattrProbe(seen, self._trusted_prefixes, self._torchscript)
+            self._probes.append(probe)
+            return probe
         allowed = self._allowed(module, name)
         if allowed is not None:
-            return allowed
-        if dangerous_reason(module, name):
-            if full not in self.dangerous:
-                self.dangerous.append(full)
-        elif ("." in name or not full.startswith(self._trusted_prefixes)) and full not in self.untrusted:
-            self.untrusted.append(full)
+            return _lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
         if full not in self._stubs:
             self._stubs[full] = _stub_class(module, name)
         return self._stubs[full]
+
+    def _settle(self) -> None:
+        """getattr references get the verdict of their uses, known only once the pickle is read."""
+        for probe in self._probes:
+            probe.seen.verdict = probe.worst
+            probe.seen.detail = probe.reason
+        self._probes = []
+
+    def _names(self, v: Verdict) -> list[str]:
+        return list(dict.fromkeys(r.name for r in self.refs if r.verdict is v))
+
+    @property
+    def globals_seen(self) -> list[str]:
+        return list(dict.fromkeys(r.name for r in self.refs))
+
+    @property
+    def untrusted(self) -> list[str]:
+        return self._names(Verdict.NEEDS_TRUST)
+
+    @property
+    def dangerous(self) -> list[str]:
+        return self._names(Verdict.DANGEROUS)
 
     def _allowed(self, module: str, name: str) -> Any:
         """The builder for a global torch's weights-only unpickler accepts, else None."""
@@ -350,6 +156,19 @@ class RestrictedUnpickler(pickle.Unpickler):
             return self.load()
         except RecursionError as exc:
             raise pickle.UnpicklingError("pickle nests too deeply") from exc
+        finally:
+            self._settle()
+
+
+def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return builder(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a builder refusing malformed arguments
+            problems.append(f"{full}: {exc}")
+            return _CALL_RESULT(*args)
+
+    return call
 
 
 # -- builders for allowlisted globals -----------------------------------------------------------
@@ -570,9 +389,9 @@ def storage_from_pid(pid: Any) -> tuple[StorageType, str, str, int, Any]:
 
 
 def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, what: str = "pickle",
-             trusted_prefixes: tuple[str, ...] = ()) -> tuple[Any, RestrictedUnpickler]:
+             trusted_prefixes: tuple[str, ...] = (), torchscript: bool = False) -> tuple[Any, RestrictedUnpickler]:
     """Run the restricted unpickler over `data`; malformed input becomes BadInput naming `path`."""
-    up = RestrictedUnpickler(data, resolver, trusted_prefixes)
+    up = RestrictedUnpickler(data, resolver, trusted_prefixes, torchscript)
     try:
         obj = up.load_value()
     except BadInput:

@@ -21,6 +21,7 @@ _HUMAN = {
     "CheckResult": ("human", "render_check"),
     "ScanReport": ("human", "render_scan"),
     "RewriteResult": ("rewrite", "human"),
+    "ShowResult": ("human_show", "render_show"),
 }
 
 
@@ -72,6 +73,10 @@ def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None
             write_csv(result.columns, result.rows(), stream)
         else:
             write_md(result, stream)
+    elif fmt is OutputFormat.HTML:
+        from .html import write_html
+
+        write_html(result, stream)
     else:
         module, func = _HUMAN[name]
         human: Callable[[Any, Any], None] = getattr(import_module(f".{module}", __name__), func)

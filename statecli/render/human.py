@@ -30,15 +30,19 @@ def render_size(r: SizeResult, con: Any) -> None:
     if r.outside_nbytes:
         con.print(Text(f"{fmt_bytes(r.outside_nbytes)} of saved storage lies outside every tensor view (a slice of a "
                        "larger tensor saves the whole storage; .clone() before saving to drop it)"))
+    from .charts import bar
+
+    # Bars are shares of the distinct storage bytes, so a shared storage is drawn once (its first module).
     rows = [[escape(m.module), str(m.bucket.tensors), fmt_count(m.bucket.numel), fmt_bytes(m.bucket.nbytes),
-             f"{m.share:.1%}", "█" * max(0, round(m.share * 30))] for m in r.by_module]
+             f"{m.share:.1%}", bar(m.share, 30)] for m in r.by_module]
     print_grid(con, f"by module (depth {r.depth})", [Col("module", wrap=True), Col("tensors", right=True),
                Col("numel", right=True), Col("size", right=True), Col("share", right=True), Col("")], rows)
     for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
-        rows = [[escape(b.key), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes),
-                 f"{b.nbytes / r.total.nbytes if r.total.nbytes else 0.0:.1%}"] for b in buckets]
-        print_grid(con, title, [Col(""), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share"))], rows,
-                   {0: KIND_STYLES} if title == "by kind" else None)
+        shares = [b.nbytes / r.total.nbytes if r.total.nbytes else 0.0 for b in buckets]
+        rows = [[escape(b.key), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes), f"{f:.1%}",
+                 bar(f, 30) if title != "by device" else ""] for b, f in zip(buckets, shares)]
+        print_grid(con, title, [Col(""), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share")), Col("")],
+                   rows, {0: KIND_STYLES} if title == "by kind" else None)
     if r.top:
         rows = [[escape(e.name), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes)]
                 for e in r.top if e.tensor is not None]
@@ -68,7 +72,9 @@ def render_diff(r: DiffResult, con: Any) -> None:
         print_grid(con, f"changed structure ({len(structural)})", [Col("name", wrap=True), Col("field"),
                    Col("A", wrap=True), Col("B", wrap=True)], rows)
     valued = [k for k in r.keys if k.mismatched]
-    if valued:
+    if r.modules and (r.by_module or valued):
+        render_module_changes(r, con)
+    if valued and not r.by_module:
         rows = []
         for k in valued:
             note = "; ".join(x for x in (f"compared as {k.compared_as}" if k.compared_as else "", k.note or "") if x)
@@ -81,6 +87,30 @@ def render_diff(r: DiffResult, con: Any) -> None:
         con.print(Text("hint: " + escape(h), style="cyan"))
     style = "bold green" if r.equal else "bold red"
     con.print(Text(r.summary_line, style=style))
+
+
+def render_module_changes(r: DiffResult, con: Any) -> None:
+    """One row per module: how far its values moved, as a bar scaled to the module that moved most."""
+    from .charts import bar, scale
+
+    top = scale([m.rel_change for m in r.modules])
+    structural = any(m.added or m.removed for m in r.modules)
+    rows = []
+    for m in r.modules:
+        rel = m.rel_change
+        frac = None if rel is None else 1.0 if rel == float("inf") else rel / top if top else 0.0
+        row = [escape(m.module), str(m.keys), str(m.changed)]
+        if structural:
+            row += [str(m.added), str(m.removed)]
+        row += ["-" if rel is None else fmt_float(rel), bar(frac, 24),
+                "-" if m.cosine is None else f"{m.cosine:.6f}", fmt_float(m.max_abs),
+                "-" if m.over_tol is None else f"{m.over_tol:.1%}"]
+        rows.append(row)
+    heads = ["keys", "changed"] + (["added", "removed"] if structural else [])
+    cols = [Col("module", wrap=True), *(Col(h, right=True) for h in heads), Col("|b-a|/|a|", right=True), Col(""),
+            *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol"))]
+    order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
+    print_grid(con, f"change by module (depth {r.depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)
 
 
 def render_check(r: CheckResult, con: Any) -> None:

@@ -1,1 +1,6 @@
-"""Rewrites: frozen specs -> frozen Plan -> run(plan, target) -> what changed."""
+"""Rewrites: frozen specs -> frozen Plan -> run(plan, target) -> what changed.
+
+spec.py (CastSpec, StripSpec, MoveSpec, ConvertSpec, Target) -> plan.py (load, plan -> Plan) ->
+run.py (run -> result.RewriteResult); tree.py rebuilds the saved object, encode.py drives the
+formats' encoders, stream.py moves and casts bytes, verify.py re-reads what was written.
+"""

@@ -1,0 +1,170 @@
+"""`statecli show CKPT KEY`: one tensor in full: its statistics, an exact histogram, its first and
+extreme values, and where it sits in the module tree. Reads that one tensor's values only."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import BadInput, UsageError
+from ..formats.values import value_reader
+from ..state import SCHEMA_VERSION, Checkpoint, Entry, Stats, unique_storage_bytes
+from .stats import full_histogram, not_summarised, tensor_stats
+
+SHOW_SAMPLE = 1 << 22  # percentiles of one tensor: exact up to this many elements
+
+
+@dataclass(frozen=True)
+class Level:
+    """A module on the path to the tensor, with the totals of everything below it."""
+
+    path: str
+    tensors: int
+    numel: int
+    nbytes: int  # distinct storage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"module": self.path, "tensors": self.tensors, "numel": self.numel, "nbytes": self.nbytes}
+
+
+@dataclass(frozen=True)
+class Extreme:
+    index: tuple[int, ...]
+    value: float
+
+
+@dataclass(frozen=True)
+class ShowResult:
+    checkpoint: Checkpoint
+    entry: Entry
+    stats: Stats | None
+    first: tuple[Any, ...]
+    smallest: tuple[Extreme, ...]
+    largest: tuple[Extreme, ...]
+    path: tuple[Level, ...]  # (root) first, the tensor's own module last
+    siblings: tuple[Entry, ...]  # the tensors directly in the same module, this one included
+
+    exit_code = 0
+    columns = ("bin", "lo", "hi", "count")
+
+    def edges(self) -> list[float]:
+        """The histogram's bin edges: numpy.histogram's for the same range and bin count."""
+        s = self.stats
+        if s is None or s.min is None or s.max is None or not s.hist:
+            return []
+        lo, hi = (s.min - 0.5, s.max + 0.5) if s.min == s.max else (s.min, s.max)
+        n = len(s.hist)
+        return [lo + i * ((hi - lo) / n) for i in range(n)] + [hi]
+
+    def rows(self) -> list[dict[str, Any]]:
+        e = self.edges()
+        return [{"bin": i, "lo": e[i], "hi": e[i + 1], "count": c} for i, c in enumerate(self.stats.hist)] \
+            if self.stats and e else []
+
+    @property
+    def md_title(self) -> str:
+        return f"# {self.checkpoint.path}: {self.entry.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION, "path": self.checkpoint.path, "format": str(self.checkpoint.format),
+            "entry": self.entry.to_dict(self.stats), "histogram_edges": self.edges(),
+            "first": list(self.first),
+            "smallest": [{"index": list(x.index), "value": x.value} for x in self.smallest],
+            "largest": [{"index": list(x.index), "value": x.value} for x in self.largest],
+            "module_path": [lv.to_dict() for lv in self.path],
+            "siblings": [s.name for s in self.siblings],
+        }
+
+
+def find_entry(ck: Checkpoint, key: str) -> Entry:
+    """The entry named `key` (model state first, then other containers); a miss names close keys."""
+    for e in sorted(ck.entries, key=lambda e: e.group != ""):
+        if e.name == key or (e.group and f"{e.group}.{e.name}" == key):
+            return e
+    close = difflib.get_close_matches(key, [e.name for e in ck.entries], n=3)
+    raise UsageError(ck.path, f"no entry named {key!r}",
+                     f"did you mean: {', '.join(close)}" if close else "list the keys with: statecli inspect " + ck.path)
+
+
+def module_path(ck: Checkpoint, e: Entry) -> tuple[tuple[Level, ...], tuple[Entry, ...]]:
+    """The modules from the root to `e` with their totals, and the tensors beside `e` in its module."""
+    same = [x for x in ck.entries if x.group == e.group and x.tensor is not None]
+    parts = e.name.split(".")
+    levels = []
+    for i in range(len(parts)):
+        prefix = ".".join(parts[:i])
+        under = [x for x in same if not prefix or x.name.startswith(prefix + ".")]
+        levels.append(Level(prefix or "(root)", len(under), sum(x.tensor.numel for x in under if x.tensor),
+                            unique_storage_bytes(under)[1]))
+    parent = ".".join(parts[:-1])
+    siblings = tuple(x for x in same if ".".join(x.name.split(".")[:-1]) == parent)
+    return tuple(levels), siblings
+
+
+def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    for s in reversed(shape):
+        i, r = divmod(i, s) if s else (i, 0)
+        out.append(r)
+    return tuple(reversed(out))
+
+
+def extremes(t: Any, k: int, chunk: int = 1 << 22) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """The k smallest and k largest finite values with their flat indices, chunk by chunk."""
+    import torch
+
+    flat = t.reshape(-1)
+    small: list[tuple[int, float]] = []
+    large: list[tuple[int, float]] = []
+    for start in range(0, flat.numel(), chunk):
+        c = flat[start:start + chunk].to(torch.float64)
+        finite = torch.isfinite(c)
+        for into, fill, largest in ((large, float("-inf"), True), (small, float("inf"), False)):
+            vals = torch.where(finite, c, torch.full_like(c, fill))
+            top = torch.topk(vals, min(k, vals.numel()), largest=largest)
+            into += [(start + int(i), float(v)) for v, i in zip(top.values, top.indices) if v == v and abs(v) != float("inf")]
+    small = sorted(small, key=lambda x: (x[1], x[0]))[:k]
+    large = sorted(large, key=lambda x: (-x[1], x[0]))[:k]
+    return small, large
+
+
+def first_values(t: Any, n: int) -> tuple[Any, ...]:
+    """The first n values in row-major order, as Python numbers (narrow floats widened to float)."""
+    import torch
+
+    head = t.reshape(-1)[:n]
+    if head.dtype.is_floating_point and head.dtype.itemsize < 4:
+        head = head.to(torch.float32)
+    return tuple(head.tolist())
+
+
+def show(ck: Checkpoint, key: str, bins: int = 40, first: int = 10, extreme: int = 5) -> ShowResult:
+    """Everything statecli can say about one entry; a tensor's values are read once for the
+    statistics and, when it is larger than SHOW_SAMPLE elements, once more for an exact histogram."""
+    if bins < 1:
+        raise UsageError(None, "--bins must be at least 1")
+    e = find_entry(ck, key)
+    path, siblings = module_path(ck, e)
+    t = e.tensor
+    if t is None:
+        return ShowResult(ck, e, None, (), (), (), path, siblings)
+    why = not_summarised(t.dtype, t.layout, t.device)
+    if why:
+        return ShowResult(ck, e, Stats(None, None, None, None, 0, 0, why), (), (), (), path, siblings)
+    with value_reader(ck) as reader:
+        try:
+            values = reader.tensor(t)
+            stats = tensor_stats(values, bins=bins, sample=SHOW_SAMPLE)
+            if stats.hist and stats.sampled != stats.finite and stats.min is not None and stats.max is not None:
+                stats = replace(stats, hist=tuple(full_histogram(values, stats.min, stats.max, bins)),
+                                sampled=stats.finite)
+            head = first_values(values, first)
+            small, large = extremes(values, extreme) if extreme and stats.finite else ([], [])
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise BadInput(t.source or ck.path, f"cannot read values of {e.name!r}: {exc}") from exc
+        finally:
+            reader.release(t)
+    return ShowResult(ck, e, stats, head, tuple(Extreme(_unravel(i, t.shape), v) for i, v in small),
+                      tuple(Extreme(_unravel(i, t.shape), v) for i, v in large), path, siblings)

@@ -1,0 +1,42 @@
+"""`statecli show`: one tensor in full (statistics, histogram, first and extreme values, module path)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..render import set_verbosity
+from ..state import OutputFormat
+from .app import app, exit_with
+from .options import FormatOpt, KeyOpt, PathArg, QuietOpt, StripOpt, VerboseOpt
+
+
+@app.command()
+def show(
+    path: PathArg,
+    name: Annotated[str, typer.Argument(help="The entry to show, e.g. 'layers.0.attn.q_proj.weight'.",
+                                        show_default=False, metavar="KEY")],
+    bins: Annotated[int, typer.Option("--bins", min=1, max=1000, help="Histogram bins.", metavar="N")] = 40,
+    first: Annotated[int, typer.Option("--first", min=0, help="How many leading values to print.", metavar="N")] = 10,
+    extremes: Annotated[int, typer.Option("--extremes", min=0, help="How many smallest and largest values.",
+                                          metavar="N")] = 5,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    key: KeyOpt = None,
+    strip_prefix: StripOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Show one tensor: statistics, a full histogram, its first and extreme values and its module path.
+
+    Example: statecli show sample_checkpoints/cnn.pt conv2.weight
+    """
+    set_verbosity(quiet, verbose)
+    from ..analyses.show import show as show_entry
+    from ..load import load_checkpoint
+    from ..render import render
+
+    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
+    result = show_entry(ck, name, bins=bins, first=first, extreme=extremes)
+    render(result, fmt)
+    exit_with(result.exit_code)

@@ -1,0 +1,234 @@
+"""The inert values the no-execution unpickler builds: tensor/storage records, dtype and enum values,
+stub classes for every global it refuses to import, and the probe `builtins.getattr` becomes."""
+
+from __future__ import annotations
+
+import pickle
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..state import Verdict
+from ..units import itemsize
+from .verdict import DANGEROUS_ATTRS, verdict
+
+
+class _Inert:
+    """Base of every value the unpickler builds: BUILD never reaches a real object's __dict__."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError(f"BUILD applied to {type(self).__name__}")
+
+
+@dataclass(eq=False)
+class DtypeValue(_Inert):
+    name: str
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+
+@dataclass(eq=False)
+class NamedValue(_Inert):
+    """A torch enum-like global (layout, qscheme, memory format)."""
+
+    qualname: str
+
+    def __repr__(self) -> str:
+        return self.qualname
+
+
+@dataclass(eq=False)
+class StorageType(_Inert):
+    dtype: str
+    name: str
+    typed: bool
+
+
+@dataclass(eq=False)
+class StorageRef(_Inert):
+    """A storage named by a persistent id; no bytes read. `numel` is in elements of `dtype`."""
+
+    key: str
+    dtype: str
+    location: str
+    numel: int
+    typed: bool
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * itemsize(self.dtype)
+
+
+@dataclass(eq=False)
+class TensorRef(_Inert):
+    storage: StorageRef | None
+    dtype: str
+    shape: tuple[int, ...]
+    stride: tuple[int, ...] | None
+    storage_offset: int
+    requires_grad: bool = False
+    layout: str = "strided"
+    device: str | None = None  # overrides the storage location (meta, wrapper subclasses)
+    is_parameter: bool = False
+    subclass: str | None = None
+    components: list[TensorRef] = field(default_factory=list)  # sparse/qparam pieces
+
+    @property
+    def location(self) -> str:
+        if self.device is not None:
+            return self.device
+        return self.storage.location if self.storage is not None else "cpu"
+
+
+class StubObject(_Inert):
+    """An instance of a global we refuse to import. Keeps what the pickle gave it, runs nothing."""
+
+    __stub_name__ = "?"
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: dict[Any, Any]
+    listitems: list[Any]
+
+    # NEWOBJ calls __new__ without __init__, REDUCE calls both: record the arguments in __new__.
+    def __new__(cls, *args: Any, **kwargs: Any) -> StubObject:
+        _mark_escapes(args)
+        _mark_escapes(kwargs.values())
+        obj = object.__new__(cls)
+        obj.args, obj.kwargs, obj.state, obj.items, obj.listitems = args, kwargs, None, {}, []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> StubObject:
+        # getattr(stub, "system")(...) tricks call a stub's result: stay inert and keep reading, so
+        # every global of the pickle is seen and named.
+        return _CALL_RESULT(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        _mark_escapes((state,))
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _mark_escapes((key, value))
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        _mark_escapes((value,))
+        self.listitems.append(value)
+
+    def extend(self, values: Any) -> None:
+        values = list(values)
+        _mark_escapes(values)
+        self.listitems.extend(values)
+
+    def add(self, value: Any) -> None:  # ADDITEMS on a set-like stub
+        _mark_escapes((value,))
+        self.listitems.append(value)
+
+    @property
+    def class_name(self) -> str:
+        return type(self).__stub_name__
+
+    def attrs(self) -> dict[str, Any]:
+        """The instance dict the object would have had (BUILD state or dict-like args)."""
+        st = self.state
+        if isinstance(st, tuple) and len(st) == 2 and (st[0] is None or isinstance(st[0], dict)):
+            merged: dict[str, Any] = {}
+            for part in st:
+                if isinstance(part, dict):
+                    merged.update(part)
+            return merged
+        return st if isinstance(st, dict) else {}
+
+    def __repr__(self) -> str:
+        return f"<{self.class_name}>"
+
+
+_CALL_RESULT = type("CallResult", (StubObject,), {"__stub_name__": "<result of calling a stub>"})
+
+
+class StateDict(OrderedDict):  # type: ignore[type-arg]
+    """An OrderedDict that keeps BUILD state (state_dict()'s `_metadata`) instead of setattr."""
+
+    pickled_state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.pickled_state = state
+
+    @property
+    def torch_metadata(self) -> Any:
+        st = self.pickled_state
+        return st.get("_metadata") if isinstance(st, dict) else None
+
+
+class InertSet(set):  # type: ignore[type-arg]
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("BUILD applied to set")
+
+
+def _stub_class(module: str, name: str) -> type[StubObject]:
+    return type(name.rsplit(".", 1)[-1], (StubObject,), {"__stub_name__": f"{module}.{name}", "__module__": "statecli.stub"})
+
+
+@dataclass
+class SeenGlobal:
+    """One global reference as the C unpickler resolved it (after Python 2 name mapping)."""
+
+    name: str
+    verdict: Verdict
+    detail: str = ""  # for getattr: what it reached ("torch._C._VariableFunctionsClass.tanh")
+
+
+class _GetattrProbe:
+    """What `builtins.getattr` becomes: called with a constant, non-dunder name it returns an inert
+    stub named like the dotted global it reaches (judged by the same verdict); any other use (a
+    computed name, a dunder, handed to another callable) makes the reference dangerous."""
+
+    def __init__(self, seen: SeenGlobal, trusted: tuple[str, ...], torchscript: bool) -> None:
+        self.seen, self.trusted, self.torchscript = seen, trusted, torchscript
+        self.worst = Verdict.SAFE  # never called: the function object is inert data
+        self.reason = ""
+
+    def _judge(self, v: Verdict, reason: str) -> None:
+        if v.rank > self.worst.rank:
+            self.worst, self.reason = v, reason
+
+    def escaped(self) -> None:
+        self._judge(Verdict.DANGEROUS, "handed to another callable")
+
+    def __call__(self, obj: Any = None, name: Any = None, *default: Any) -> Any:
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("__") or name in DANGEROUS_ATTRS:
+            self._judge(Verdict.DANGEROUS, f"attribute {name!r:.40}")
+            return _CALL_RESULT()
+        target = getattr(obj, "__stub_name__", None) if isinstance(obj, type) else None
+        if isinstance(obj, type) and target is None:
+            self._judge(Verdict.DANGEROUS, f"getattr on {obj!r:.40}")
+            return _CALL_RESULT()
+        if target is not None:
+            # getattr(global, "a") reaches what the dotted global "module.qual.a" reaches.
+            module, _, qual = str(target).rpartition(".")
+            v = verdict(f"{module}.{qual}" if module else qual, name, self.trusted, self.torchscript)
+            self._judge(v, f"{target}.{name}")
+            if not self.reason:
+                self.reason = f"{target}.{name}"
+            return _stub_class(str(target), name)
+        if isinstance(obj, (_GetattrProbe, _Inert)) and not isinstance(obj, StubObject):
+            self._judge(Verdict.DANGEROUS, f"getattr on {type(obj).__name__}")
+            return _CALL_RESULT()
+        # An instance built by the pickle (its class has its own verdict) or a plain value.
+        return _CALL_RESULT(obj, name)
+
+
+def _mark_escapes(values: Any, depth: int = 0) -> None:
+    """A getattr probe handed to a stub (partial, map, a user class) could be called by it."""
+    for v in values:
+        if isinstance(v, _GetattrProbe):
+            v.escaped()
+        elif depth < 3 and isinstance(v, (tuple, list)):
+            _mark_escapes(v, depth + 1)
+        elif depth < 3 and isinstance(v, dict):
+            _mark_escapes(list(v.keys()) + list(v.values()), depth + 1)

@@ -1,0 +1,341 @@
+"""Every pickle in a byte stream, read the way CPython reads it: the C unpickler (our restricted
+subclass, lenient, inert stubs) names each global it resolves, and a static opcode walk over the same
+bytes names the opcodes, the calls and any nested pickle in a string. A global the C unpickler
+resolves that the static walk misses is reported as such: that gap is how scanners are steered.
+Shared by `scan` and the readers, so both see the same globals with the same verdicts."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import pickletools
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from ..state import Verdict
+from .unpickler import RestrictedUnpickler, StorageRef, StubObject, storage_from_pid
+from .verdict import verdict
+
+MAX_NESTING = 16
+MIN_NESTED = 4  # bytes/str constants at least this long are tried as nested pickles
+MAX_NESTED_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class GlobalRef:
+    name: str
+    where: str  # "archive/data.pkl", "pickle 4", "... > bytes at 120"
+    opcode: str  # GLOBAL, STACK_GLOBAL, INST, EXT1..4, or "?" when only the C unpickler saw it
+    verdict: Verdict
+    detail: str = ""
+
+
+@dataclass
+class Findings:
+    """What reading a file's pickles found. `problems` are findings (exit 3: a payload could hide
+    there); `errors` make the input unreadable (exit 2)."""
+
+    globals: list[GlobalRef] = field(default_factory=list)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (opcode, callee, where)
+    problems: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    pickles: int = 0
+    storage_keys: set[str] = field(default_factory=set)  # persistent ids the pickles named
+
+    @property
+    def dangerous(self) -> list[str]:
+        return list(dict.fromkeys(g.name for g in self.globals if g.verdict is Verdict.DANGEROUS))
+
+    def merge(self, other: Findings) -> None:
+        self.globals += other.globals
+        self.calls += other.calls
+        self.problems += other.problems
+        self.errors += other.errors
+        self.pickles += other.pickles
+        self.storage_keys |= other.storage_keys
+
+
+@dataclass(frozen=True)
+class Context:
+    trusted: tuple[str, ...] = ()
+    torchscript: bool = False
+    depth: int = 0
+
+
+def scan_stream(data: bytes | BinaryIO, where: str, acc: Findings, ctx: Context = Context(), start: int = 0,
+                max_pickles: int | None = None) -> int:
+    """Read pickles from data[start:] until EOF (or `max_pickles`); returns the offset reading stopped
+    at. A stretch that is not a pickle ends reading and is left to the caller (offset < size).
+    `data` is bytes or a seekable binary file (a legacy file is read in place, never whole)."""
+    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    size = f.seek(0, 2)
+    pos, n = start, 0
+    while pos < size and (max_pickles is None or n < max_pickles):
+        label = f"pickle {n + 1}" if where == "pickle" else where if n == 0 else f"{where} (pickle {n + 1})"
+        end, ok = scan_one(f, pos, label, acc, ctx, first=n == 0)
+        n += 1
+        if not ok or end <= pos:
+            return pos if n > 1 else max(end, pos)
+        pos = end
+    return pos
+
+
+def scan_one(bio: BinaryIO, pos: int, where: str, acc: Findings, ctx: Context, first: bool = True) -> tuple[int, bool]:
+    """One pickle at offset `pos` of `bio`: (offset just past its STOP, read cleanly)."""
+    bio.seek(pos)
+    keys: set[str] = set()
+    up = RestrictedUnpickler(bio, _recording_resolver(keys), ctx.trusted, ctx.torchscript, lenient=True)
+    error: Exception | None = None
+    try:
+        up.load_value()
+    except Exception as exc:  # noqa: BLE001 - any failure of a hostile stream ends this pickle
+        error = exc
+    dyn_end = bio.tell()
+    static = _static(bio, pos, where, ctx)
+    if error is not None and not up.refs and not static.globals and not first:
+        return pos, False  # not a pickle at all: the caller reports the stretch
+    acc.pickles += 1
+    acc.storage_keys |= keys
+    _merge_globals(up, static, where, acc, ctx)
+    acc.calls += [(o, c, w) for o, c, w in static.calls if _callee_verdict(c, acc) is not Verdict.SAFE]
+    acc.globals += static.nested.globals
+    acc.calls += static.nested.calls
+    acc.problems += static.nested.problems
+    acc.pickles += static.nested.pickles
+    if error is not None:
+        acc.errors.append(f"{where}: truncated or malformed pickle ({error})".replace(" ()", ""))
+        return max(dyn_end, static.end), False
+    acc.errors += [f"{where}: {p}" for p in up.problems]
+    if static.end and static.end != dyn_end and static.end < dyn_end:
+        acc.problems.append(f"{where}: {dyn_end - static.end} byte(s) inside the last frame after STOP")
+    return dyn_end, True
+
+
+def _merge_globals(up: RestrictedUnpickler, static: _Static, where: str, acc: Findings, ctx: Context) -> None:
+    pending = list(static.globals)  # (name, opcode) in stream order
+    for ref in up.refs:
+        match = next((i for i, (name, _) in enumerate(pending) if name == ref.name), None)
+        if match is None:
+            acc.globals.append(GlobalRef(ref.name, where, "?", ref.verdict, ref.detail))
+            acc.problems.append(f"{where}: the C unpickler resolves {ref.name} where a static opcode walk sees "
+                                "none (frame or opcode confusion)")
+            continue
+        _, opcode = pending.pop(match)
+        acc.globals.append(GlobalRef(ref.name, where, opcode, ref.verdict, ref.detail))
+    for name, opcode in pending:  # seen statically only: after an error, or steered the other way
+        module, _, attr = name.rpartition(".")
+        if opcode.startswith("EXT"):
+            v = Verdict.NEEDS_TRUST
+        else:
+            v = verdict(module, attr, ctx.trusted, ctx.torchscript)
+        acc.globals.append(GlobalRef(name, where, opcode, v))
+
+
+def _callee_verdict(callee: str, acc: Findings) -> Verdict:
+    for g in reversed(acc.globals):
+        if g.name == callee:
+            return g.verdict
+    return Verdict.NEEDS_TRUST
+
+
+def _recording_resolver(keys: set[str]) -> Any:
+    def resolve(pid: Any) -> Any:
+        try:
+            stype, key, location, numel, _ = storage_from_pid(pid)
+        except pickle.UnpicklingError:
+            return _PID_STUB()
+        keys.add(key)
+        return StorageRef(key, stype.dtype, location, numel, stype.typed)
+
+    return resolve
+
+
+_PID_STUB = type("PersistentId", (StubObject,), {"__stub_name__": "<persistent id>"})
+
+
+# -- the static walk ------------------------------------------------------------------------------
+
+class _Mark:
+    pass
+
+
+_MARK = _Mark()
+
+
+@dataclass(frozen=True)
+class _G:
+    name: str
+
+
+@dataclass
+class _Static:
+    globals: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+    nested: Findings = field(default_factory=Findings)
+    end: int = 0
+
+
+def _static(stream: BinaryIO, pos: int, where: str, ctx: Context) -> _Static:
+    """A stack simulation over pickletools.genops: globals with their opcode, calls on globals and
+    byte/str constants that are themselves pickles. Builds no object."""
+    from .verdict import normalize
+
+    out = _Static()
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+    stream.seek(pos)
+
+    def record(module: str, attr: str, opcode: str) -> _G:
+        m, a = normalize(module, attr)
+        out.globals.append((f"{m}.{a}", opcode))
+        return _G(f"{m}.{a}")
+
+    try:
+        for op, arg, at in pickletools.genops(stream):
+            name = op.name
+            at = (at or pos) - pos
+            if name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                g = record(module, attr, name)
+                if name == "INST":
+                    _pop_to_mark(stack)
+                    out.calls.append(("INST", g.name, where))
+                    stack.append(None)
+                else:
+                    stack.append(g)
+                continue
+            if name == "STACK_GLOBAL":
+                attr_v = stack.pop() if stack else None
+                module_v = stack.pop() if stack else None
+                if isinstance(module_v, str) and isinstance(attr_v, str):
+                    stack.append(record(module_v, attr_v, name))
+                else:
+                    stack.append(None)  # operands built some other way: the C unpickler's reading names it
+                continue
+            if name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "OBJ"):
+                callee = _callee(stack, name)
+                if isinstance(callee, _G):
+                    out.calls.append((name, callee.name, where))
+            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg or 0)] = stack[-1] if stack else None
+                continue
+            if name == "MEMOIZE":
+                memo[len(memo)] = stack[-1] if stack else None
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo.get(int(arg or 0)))
+                continue
+            if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+                        "SHORT_BINSTRING"):
+                text = arg if isinstance(arg, str) else str(arg)
+                if len(text) >= MIN_NESTED:  # protocol 2 writes bytes as _codecs.encode(latin-1 str)
+                    try:
+                        _nested(text.encode("latin-1"), f"{where} > string at {at}", out.nested, ctx)
+                    except UnicodeEncodeError:
+                        pass
+                stack.append(text)
+                continue
+            if name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8") and isinstance(arg, (bytes, bytearray)):
+                _nested(bytes(arg), f"{where} > bytes at {at}", out.nested, ctx)
+                stack.append(None)
+                continue
+            if name in ("EXT1", "EXT2", "EXT4"):
+                # A copyreg extension code names a global through the loader's registry: unknowable here.
+                ext = f"<copyreg extension {arg}>"
+                out.globals.append((ext, name))
+                stack.append(_G(ext))
+                continue
+            if name == "DUP":
+                stack.append(stack[-1] if stack else None)
+                continue
+            _generic(stack, op)
+            if name == "STOP":
+                out.end = pos + at + 1
+                break
+    except Exception:  # noqa: BLE001 - genops raises ValueError and others on broken streams
+        pass
+    return out
+
+
+def _callee(stack: list[Any], name: str) -> Any:
+    if name == "OBJ":
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is _MARK:
+                return stack[i + 1] if i + 1 < len(stack) else None
+        return None
+    back = {"REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3, "BUILD": 2}[name]
+    return stack[-back] if len(stack) >= back else None
+
+
+def _pop_to_mark(stack: list[Any]) -> None:
+    while stack:
+        if stack.pop() is _MARK:
+            return
+
+
+def _generic(stack: list[Any], op: Any) -> None:
+    before = op.stack_before
+    if pickletools.markobject in before:
+        _pop_to_mark(stack)
+        for _ in range(before.index(pickletools.markobject)):
+            if stack:
+                stack.pop()
+    else:
+        for _ in before:
+            if stack:
+                stack.pop()
+    for item in op.stack_after:
+        stack.append(_MARK if item is pickletools.markobject else None)
+
+
+def _is_name(text: str) -> bool:
+    return all(part.isidentifier() for part in text.split("."))
+
+
+def scan_nested(data: bytes, where: str, acc: Findings, ctx: Context = Context()) -> None:
+    """Bytes that may hold a pickle or a zip of pickles (a member torch never reads)."""
+    _nested(data, where, acc, Context(ctx.trusted, ctx.torchscript, ctx.depth - 1))
+
+
+def _nested(data: bytes, where: str, acc: Findings, ctx: Context) -> None:
+    """A byte string that is a torch archive or a pickle (any protocol, whole or cut short) is scanned
+    too: torch.storage._load_from_bytes and pickle.loads would load it. Source text and random bytes
+    that only parse as globals with impossible names (a module 'lass Net(nn.Module):') are data."""
+    if len(data) < MIN_NESTED or len(data) > MAX_NESTED_BYTES:
+        return
+    if ctx.depth >= MAX_NESTING:
+        acc.problems.append(f"{where}: pickles nested more than {MAX_NESTING} deep")
+        return
+    inner = Context(ctx.trusted, ctx.torchscript, ctx.depth + 1)
+    if data[:4] == b"PK\x03\x04":
+        _nested_zip(data, where, acc, inner)
+        return
+    sub = Findings()
+    scan_stream(data, where, sub, inner)
+    real = [g for g in sub.globals if _is_name(g.name) or g.opcode.startswith("EXT")]
+    if real:
+        acc.globals += real
+        acc.calls += sub.calls
+        acc.pickles += sub.pickles
+        acc.problems += [p for p in sub.problems if "nested more than" in p]
+
+
+def _nested_zip(data: bytes, where: str, acc: Findings, ctx: Context) -> None:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    for info in infos:
+        if info.file_size > MAX_NESTED_BYTES:
+            acc.problems.append(f"{where} > {info.filename}: nested member of {info.file_size} bytes not scanned")
+            continue
+        try:
+            member = zf.read(info)
+        except Exception:  # noqa: BLE001
+            continue
+        if info.filename.endswith(".pkl") or member[:1] == b"\x80":
+            scan_stream(member, f"{where} > {info.filename}", acc, ctx)
+        elif "/data/" not in info.filename:
+            _nested(member, f"{where} > {info.filename}", acc, ctx)

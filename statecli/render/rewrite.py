@@ -1,0 +1,124 @@
+"""The human view of a rewrite: what was removed, cast (with values lost) or moved, the bytes saved,
+where it was written, and a before/after summary."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, Any
+
+from ..units import fmt_bytes
+from .text import TABLE_STYLE, escape, make_console
+
+if TYPE_CHECKING:
+    from ..rewrite.plan import Change
+    from ..rewrite.result import RewriteResult
+
+_LISTED = 12  # names listed per removal reason before "... N more"
+
+
+def human(r: RewriteResult, con: Any) -> None:
+    from rich.text import Text
+
+    if r.dry_run:
+        where = f"would write {escape(str(r.output))} ({r.out_format})" if r.output else f"no -o given ({r.out_format})"
+        con.print(Text(f"dry run: {where}; nothing written", style="bold"))
+        for (_, name), dtype in list(r.plan.cast.items())[:200]:
+            con.print(Text(f"  cast {escape(name)} -> {dtype}"))
+    removed = [c for c in r.changes if c.what == "removed"]
+    if removed:
+        _removed(r, removed, con)
+    renamed = [c for c in r.changes if c.what == "renamed"]
+    if renamed:
+        more = f", ... {len(renamed) - _LISTED} more" if len(renamed) > _LISTED else ""
+        con.print(Text(f"renamed {len(renamed)} key(s): ", style="bold")
+                  + Text(", ".join(f"{escape(c.name)} -> {escape(c.detail)}" for c in renamed[:_LISTED]) + more))
+    casts = [c for c in r.changes if c.what == "cast"]
+    if casts:
+        _casts(casts, con)
+    for c in r.changes:
+        if c.what == "moved":
+            con.print(Text(f"moved {escape(c.name)}: {escape(c.detail)}", style="bold"))
+    if r.dry_run and r.planned_bytes is not None:
+        before = r.summary_rows()[1][1]
+        con.print(Text(f"tensor bytes: {before} -> about {r.planned_bytes:,} B", style="bold"))
+    if not r.dry_run:
+        from rich.table import Table
+
+        where = "stdout" if r.output == "-" else escape(str(r.output))
+        con.print(Text(f"wrote {where} ({r.out_format}); verified by re-reading it", style="bold green"))
+        t = Table(**TABLE_STYLE)
+        for h in ("", "before", "after"):
+            t.add_column(h, overflow="fold")
+        for row in r.summary_rows():
+            t.add_row(*row)
+        con.print(t)
+    for n in r.notes:
+        con.print(Text("note: " + escape(n), style="cyan"))
+
+
+@contextmanager
+def write_progress(enabled: bool = True, err: IO[str] | None = None) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar over bytes written, on stderr, only when stderr is a terminal and not -q.
+    Yields the callback to pass into rewrite.run.run (None when there is no bar)."""
+    from . import VERBOSITY
+
+    stream = err or sys.stderr
+    if not enabled or VERBOSITY.quiet or not stream.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (TextColumn("writing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True, console=make_console(stream)) as bar:
+        task = bar.add_task("writing", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _removed(r: RewriteResult, removed: list[Change], con: Any) -> None:
+    from rich.text import Text
+
+    reasons: dict[str, list[Change]] = {}
+    for c in removed:
+        reasons.setdefault(c.detail, []).append(c)
+    for why, cs in reasons.items():
+        more = f", ... {len(cs) - _LISTED} more" if len(cs) > _LISTED else ""
+        con.print(Text(f"removed {len(cs)} {escape(why)} entr{'y' if len(cs) == 1 else 'ies'}, "
+                       f"{fmt_bytes(sum(c.nbytes for c in cs))}: ", style="bold")
+                  + Text(", ".join(escape(c.name) for c in cs[:_LISTED]) + more))
+    freed, listed = r.saved_bytes, sum(c.nbytes for c in removed)
+    con.print(Text(f"saved {fmt_bytes(freed)} of tensor storage", style="bold")
+              + Text(f" ({fmt_bytes(listed - freed)} of the removed tensors share storage with kept ones)"
+                     if listed > freed else ""))
+
+
+def _casts(casts: list[Change], con: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    details = sorted({c.detail for c in casts})
+    con.print(Text(f"cast {len(casts)} storage(s): {', '.join(details)}", style="bold"))
+    lossy = [c for c in casts if c.overflow or c.underflow]
+    if not lossy:
+        con.print(Text("no value overflowed or underflowed the target dtype"))
+        return
+    t = Table(title="values lost in the cast", title_justify="left", **TABLE_STYLE)
+    for h in ("tensor", "overflow -> inf", "underflow -> 0"):
+        t.add_column(h, overflow="fold", justify="left" if h == "tensor" else "right")
+    for c in lossy:
+        t.add_row(Text(escape(c.name)), f"{c.overflow:,}", f"{c.underflow:,}")
+    con.print(t)
+    con.print(Text(f"warning: {len(lossy)} storage(s) lost values (inf or 0); --strict refuses to write then",
+                   style="bold yellow"))

@@ -1,0 +1,123 @@
+"""Where a plan goes: the output path, format and layout (one file, shards, a Hugging Face folder, DCP,
+stdout) decided from a Target and the input, with every check that needs no writing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .. import units
+from ..errors import UsageError
+from ..units import itemsize
+from .hf import source_folder
+from .plan import Plan, entry_key
+from .result import WriteLog
+from .spec import Target
+from .tree import PICKLED_MODULE, model_items, out_dtype
+
+FORMATS = ("pt", "safetensors", "dcp")
+STDOUT = "-"
+_FILE_EXTS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
+_SHARDED = ("sharded safetensors", "sharded torch")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """The resolved output: `layout` is file, shards, hf, dcp or stdout; `path` None for a dry run
+    without -o; `hf_source` the input's Hugging Face folder (hf layout); `shard` bytes per shard
+    (None for the input's own shards)."""
+
+    path: str | None
+    fmt: str
+    layout: str
+    shard: int | None = None
+    hf_source: str | None = None
+
+
+def output_format(output: str, to: str | None, max_shard_size: int | None, in_format: str) -> str:
+    """pt, safetensors or dcp: from --to, else the output's extension, else (shards) the input's format."""
+    if to:
+        if to not in FORMATS:
+            raise UsageError(None, f"--to {to!r}: choose pt, safetensors or dcp")
+        return to
+    low = output.lower()
+    if low.endswith(".safetensors"):
+        return "safetensors"
+    if low.endswith(_FILE_EXTS):
+        return "pt"
+    if max_shard_size:
+        return "safetensors" if "safetensors" in in_format else "pt"
+    raise UsageError(output, "cannot tell the output format from the name", "end it in .pt or .safetensors, or pass --to")
+
+
+def parse_size(text: str | int) -> int:
+    n = text if isinstance(text, int) else units.parse_size(text)
+    if n is None:
+        raise UsageError(None, f"--max-shard-size {text!r} is not a size like 5GB or 500MiB")
+    return n
+
+
+def resolve(plan: Plan, target: Target) -> Destination:
+    """The destination after every check that needs no writing."""
+    ck, output, in_place = plan.ck, target.output, target.in_place
+    if output is not None and in_place:
+        raise UsageError(None, "-o/--output and --in-place exclude each other")
+    if output is None and not in_place:
+        if not target.dry_run:
+            raise UsageError(None, "give -o/--output PATH (or --in-place to replace the input, or --dry-run)")
+        fmt = target.to or ("safetensors" if "safetensors" in ck.format else "pt")
+        output_format("x", fmt, None, ck.format)  # validates --to
+        return Destination(None, fmt, "file")
+    shard = parse_size(target.max_shard_size) if target.max_shard_size else None
+    if output == STDOUT:
+        if target.to not in ("pt", "safetensors") or shard:
+            raise UsageError(None, "-o - writes one .pt or .safetensors stream to stdout: pass --to pt or --to "
+                                   "safetensors (no --max-shard-size)")
+        return Destination(STDOUT, target.to, "stdout")
+    if in_place:
+        if len(ck.files) != 1 or os.path.isdir(ck.path):
+            raise UsageError(ck.path, "--in-place works on single-file checkpoints only")
+        if target.max_shard_size or target.to:
+            raise UsageError(ck.path, "--in-place keeps the file's name and format: it does not combine with "
+                                      "--to or --max-shard-size", "write to a new path with -o")
+        return Destination(ck.path, "safetensors" if ck.format == "safetensors" else "pt", "file")
+    path = str(output)
+    for f in ck.files + [ck.path]:
+        if os.path.exists(path) and os.path.exists(f) and os.path.samefile(f, path):
+            raise UsageError(path, "is the input; statecli never overwrites its input without --in-place")
+    if target.to == "dcp":
+        return Destination(path, "dcp", "dcp")
+    hf = source_folder(ck.path)
+    folderish = not path.lower().endswith(_FILE_EXTS) and (not os.path.exists(path) or os.path.isdir(path))
+    if folderish and target.to != "dcp" and (hf or ck.format in _SHARDED or shard):
+        fmt = target.to or ("safetensors" if hf or "safetensors" in ck.format else "pt")
+        if hf:
+            return Destination(path, fmt, "hf", shard, hf)
+        return Destination(path, fmt, "shards", shard)
+    fmt = output_format(path, target.to, shard, ck.format)
+    return Destination(path, fmt, "shards" if shard else "file", shard)
+
+
+def planned_bytes(plan: Plan, fmt: str) -> int:
+    """Tensor bytes the output will hold at least: storages written whole for .pt (counted once, at
+    their output dtype), distinct views of the model state for tensor-only formats."""
+    if fmt == "pt" and plan.ck.container != PICKLED_MODULE:
+        total, seen = 0, set()
+        for e in plan.ck.entries:
+            t = e.tensor
+            if t is None or entry_key(e) in plan.drop:
+                continue
+            key = (t.source, t.storage_key) if t.storage_key is not None else id(e)
+            if key in seen:
+                continue
+            seen.add(key)
+            nbytes = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+            total += nbytes // itemsize(t.storage_dtype or t.dtype) * itemsize(out_dtype(plan, e))
+        return total
+    views = {}
+    for _, e in model_items(plan, WriteLog()):
+        t = e.tensor
+        assert t is not None
+        views[(t.source, t.storage_key, t.storage_offset, t.shape, t.stride) if t.storage_key else id(e)] = (
+            t.numel * itemsize(out_dtype(plan, e)))
+    return sum(views.values())

@@ -1,0 +1,264 @@
+"""Driving the formats' encoders from a plan: .pt archives, safetensors files, Hugging Face shards and
+DCP state; tensor bytes stream from the mapped input, casts and their losses go to the write log."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from ..errors import UsageError
+from ..formats import ptwriter, safetensors, sharded
+from ..formats.atomic import open_output
+from ..formats.ptwriter import OutStorage, OutTensor
+from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS, WriteItem
+from ..state import Entry, TensorInfo, contiguous_stride
+from ..units import itemsize
+from . import stream
+from .plan import Change, Plan, entry_key
+from .result import WriteLog
+from .stream import Losses
+from .tree import model_items, out_dtype, out_nbytes
+
+
+@dataclass
+class _Cast:
+    """A cast while its bytes stream: becomes a Change (with the final counts) once written."""
+
+    name: str
+    detail: str
+    losses: Losses
+
+    def change(self) -> Change:
+        return Change(self.name, "cast", self.detail, overflow=self.losses.overflow, underflow=self.losses.underflow)
+
+
+@dataclass(frozen=True)
+class _Source:
+    info: TensorInfo  # the first tensor seen on this storage
+    cast: bool
+    view: bool  # the output storage holds only this view, made contiguous (not its whole input storage)
+
+
+class PtStorages:
+    """The output storages of one .pt file, numbered from 0 (each shard afresh); `leaf(entry)` gives
+    the tensor record that points at its storage."""
+
+    def __init__(self, plan: Plan, compact: bool) -> None:
+        self.plan = plan
+        self.compact = compact  # write views of larger storages as their own storages (shards)
+        self._by_key: dict[Any, OutStorage] = {}
+        self.sources: dict[OutStorage, _Source] = {}
+        self.tied = _recorded_ties(plan)
+
+    def leaf(self, e: Entry) -> OutTensor:
+        t = e.tensor
+        assert t is not None
+        st = self._storage(e, t)
+        if self.sources[st].view:
+            return OutTensor(st, 0, t.shape, contiguous_stride(t.shape), t.requires_grad)
+        stride = t.stride if t.stride is not None else contiguous_stride(t.shape)
+        return OutTensor(st, t.storage_offset, t.shape, stride, t.requires_grad)
+
+    def _storage(self, e: Entry, t: TensorInfo) -> OutStorage:
+        plan = self.plan
+        whole = t.storage_nbytes is None or (t.is_contiguous and t.storage_offset == 0 and t.nbytes == t.storage_nbytes)
+        own = self.compact and not whole  # a shard holds the view alone, not the whole storage it came from
+        key: Any = (t.source, t.storage_key) if t.storage_key is not None else ("anon", id(e))
+        key = self.tied.get(key, key)
+        if own:
+            key = (*key, t.storage_offset, t.shape, t.stride)
+        cast = entry_key(e) in plan.cast
+        st = self._by_key.get(key)
+        if st is None:
+            sdtype = t.storage_dtype or t.dtype
+            nbytes = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+            numel = t.numel if own else nbytes // itemsize(sdtype)
+            dtype = plan.cast.get(entry_key(e), t.dtype if own else sdtype)
+            st = OutStorage(str(len(self._by_key)), dtype, plan.location or t.device, numel)
+            self._by_key[key] = st
+            self.sources[st] = _Source(t, cast, own)
+        elif self.sources[st].cast != cast:
+            raise UsageError(plan.ck.path, f"{e.name!r} shares its storage with a tensor that is treated differently",
+                             "cast or keep both (adjust --keep/--only)")
+        return st
+
+
+def _recorded_ties(plan: Plan) -> dict[tuple[Any, Any], tuple[Any, Any]]:
+    """Storage keys of tensors a safetensors input stores as copies of a tied tensor (recorded in
+    ALIASES_KEY by statecli) -> the storage key of the tensor they copy: a .pt output ties them again."""
+    text = plan.ck.metadata.get(ALIASES_KEY) if plan.ck.format == "safetensors" else None
+    try:
+        recorded = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    by_name = {e.name: e for e in plan.ck.entries if e.group == "" and e.tensor is not None}
+    out = {}
+    for alias, target in recorded.items():
+        a, b = by_name.get(str(alias)), by_name.get(str(target))
+        if a is None or b is None or a.tensor is None or b.tensor is None:
+            continue
+        same = (a.tensor.dtype, a.tensor.shape, out_dtype(plan, a)) == (b.tensor.dtype, b.tensor.shape, out_dtype(plan, b))
+        if same and (entry_key(a) in plan.drop) == (entry_key(b) in plan.drop):
+            out[(a.tensor.source, a.tensor.storage_key)] = (b.tensor.source, b.tensor.storage_key)
+    return out
+
+
+def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log: WriteLog,
+             compact: bool = False) -> None:
+    """A .pt archive of the tree `tree_of(storages)` builds (its tensor leaves from `storages.leaf`)."""
+    from ..formats.values import value_reader
+
+    storages = PtStorages(plan, compact)
+    tree = tree_of(storages)
+    log.expect(sum(st.nbytes for st in storages.sources))
+    casts: list[_Cast] = []
+    with value_reader(plan.ck) as reader:
+        def data(st: OutStorage) -> Iterator[memoryview]:
+            src = storages.sources[st]
+            losses = None
+            if src.cast:
+                users = [e for e in plan.ck.entries if e.tensor is not None and e.tensor.storage_key ==
+                         src.info.storage_key and e.tensor.source == src.info.source]
+                if src.view:
+                    users = [e for e in users if e.tensor is src.info]
+                views = [e.tensor for e in users if e.tensor is not None]
+                cast = _Cast(", ".join(e.name for e in users), f"{src.info.storage_dtype or src.info.dtype} -> {st.dtype}",
+                             Losses())
+                casts.append(cast)
+                losses = cast.losses
+                if not src.view and not any(_covers(t) for t in views):
+                    # Storage no view covers (a slice of a bigger tensor): count losses on the views
+                    # themselves, not on elements nothing refers to.
+                    losses = None
+                    stream.count_view_losses(cast.losses, views, reader, st.dtype)
+            return _counted(log, stream.chunks(reader, src.info, st.dtype if src.cast else None, losses, not src.view))
+
+        ptwriter.write(f, tree, list(storages.sources), data)
+    log.changes.extend(c.change() for c in casts)
+
+
+def _counted(log: WriteLog, chunks: Iterator[memoryview]) -> Iterator[memoryview]:
+    for chunk in chunks:
+        yield chunk
+        log.advance(chunk.nbytes)
+
+
+def _covers(t: TensorInfo) -> bool:
+    return t.is_contiguous and t.storage_offset == 0 and (t.storage_nbytes is None or t.nbytes == t.storage_nbytes)
+
+
+def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], log: WriteLog) -> None:
+    """A safetensors file of `items`. Every key is stored, tied ones as copies, so that
+    load_state_dict(load_file(...), strict=True) works; the ties go in metadata (ALIASES_KEY) so
+    statecli re-ties them when it writes a .pt again. (Hugging Face folders leave tied keys out
+    instead: run() drops them from the plan before this is called.)"""
+    from ..formats.values import value_reader
+
+    for _, e in items:
+        if out_dtype(plan, e) not in TO_SAFETENSORS:
+            raise UsageError(plan.ck.path, f"{e.name!r} has dtype {out_dtype(plan, e)}, which safetensors cannot hold")
+    aliases = tied_aliases(plan, items)
+    meta = {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY} if plan.ck.format == "safetensors" else {}
+    meta.setdefault("format", "pt")
+    if aliases:
+        meta[ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
+        log.note(f"{len(aliases)} tied tensor(s) stored as copies (safetensors has no shared storage), so "
+                 "load_state_dict(load_file(...), strict=True) works: "
+                 + ", ".join(f"{a} = {b}" for a, b in list(aliases.items())[:3]))
+    log.expect(sum(out_nbytes(plan, e) for _, e in items))
+    casts: list[_Cast] = []
+    with value_reader(plan.ck) as reader:
+        def item(name: str, e: Entry) -> WriteItem:
+            t = e.tensor
+            assert t is not None
+            to = plan.cast.get(entry_key(e))
+            losses = None
+            if to and name not in aliases:  # a copy's losses are its original's: count them once
+                casts.append(_Cast(name, f"{t.dtype} -> {to}", Losses()))
+                losses = casts[-1].losses
+            return WriteItem(name, out_dtype(plan, e), t.shape, out_nbytes(plan, e),
+                             lambda: _counted(log, stream.chunks(reader, t, to, losses, False)))
+
+        safetensors.write(f, [item(name, e) for name, e in items], meta)
+    log.changes.extend(c.change() for c in casts)
+
+
+def tied_aliases(plan: Plan, items: list[tuple[str, Entry]]) -> dict[str, str]:
+    """Output name -> the earlier output name it is tied to (same storage, view and output dtype)."""
+    first: dict[tuple[Any, ...], str] = {}
+    out: dict[str, str] = {}
+    for name, e in items:
+        t = e.tensor
+        assert t is not None
+        key = (t.source, t.storage_key, t.storage_offset, t.shape, t.stride, out_dtype(plan, e))
+        if t.storage_key is None:
+            continue
+        if key in first:
+            out[name] = first[key]
+        else:
+            first[key] = name
+    return out
+
+
+def write_shards(plan: Plan, folder: str, fmt: str, max_bytes: int | None, log: WriteLog) -> tuple[str, int]:
+    """Hugging Face shards plus their index in `folder`; (index path, shards). Shards of at most
+    `max_bytes`, or (None) the input's own shards: each output shard holds what its input shard held."""
+    items = model_items(plan, log)
+    sizes = [out_nbytes(plan, e) for _, e in items]
+    log.expect(sum(sizes))
+    if max_bytes is not None:
+        groups = sharded.split_by_size(sizes, max_bytes)
+    else:
+        by_source: dict[Any, list[int]] = {}
+        for j, (_, e) in enumerate(items):
+            by_source.setdefault(e.tensor.source if e.tensor else None, []).append(j)
+        groups = list(by_source.values()) or [[]]
+    stem, ext, index = sharded.shard_layout(fmt == "safetensors")
+    wmap: dict[str, str] = {}
+    total_size = 0
+    for i, idxs in enumerate(groups, 1):
+        fname = sharded.shard_name(stem, ext, i, len(groups))
+        group = [items[j] for j in idxs]
+        with open_output(os.path.join(folder, fname)) as f:
+            if fmt == "safetensors":
+                write_safetensors(plan, f, group, log)  # every key of the weight map is in its shard
+            else:
+                write_pt(plan, f, _flat_tree(group), log, compact=True)
+        for name, e in group:
+            wmap[name] = fname
+            total_size += out_nbytes(plan, e)
+    path = os.path.join(folder, index)
+    sharded.write_index(path, wmap, total_size)
+    return path, len(groups)
+
+
+def _flat_tree(items: list[tuple[str, Entry]]) -> Callable[[PtStorages], Any]:
+    return lambda storages: OrderedDict((name, storages.leaf(e)) for name, e in items)
+
+
+def dcp_tensor(plan: Plan, reader: Any, log: WriteLog) -> Callable[[Entry], Any]:
+    """Tensor leaves for a DCP state dict: views of the mapped input (DCP's writer streams them out),
+    cast eagerly where the plan says so, with the losses counted."""
+    import torch
+
+    def tensor(e: Entry) -> Any:
+        assert e.tensor is not None
+        t = reader.tensor(e.tensor)
+        to = plan.cast.get(entry_key(e))
+        if to is None:
+            return t
+        target = getattr(torch, to)
+        out = t.to(target)
+        losses = Losses()
+        if t.numel() and t.dtype.is_floating_point:
+            stream.count_losses(losses, t.reshape(-1), out.reshape(-1), target)
+        log.changes.append(_Cast(e.name, f"{e.tensor.dtype} -> {to}", losses).change())
+        return out
+
+    return tensor

@@ -1,0 +1,100 @@
+"""Hugging Face folders as outputs: tied keys left out as save_pretrained does, config.json and the
+small companion files (tokenizer, generation config, vocabularies) copied, the config's dtype updated
+by a cast."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any
+
+from ..formats.atomic import open_output
+from ..units import fmt_bytes
+from .encode import tied_aliases
+from .plan import Change, Plan, entry_key
+from .result import WriteLog
+from .tree import model_items
+
+COMPANION_CAP = 64 << 20  # a tokenizer.json of a large vocabulary is ~30 MiB; bigger files are data
+_WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".npz", ".npy")
+_COMPANIONS = (".json", ".txt", ".model", ".jinja", ".md", ".py", ".tiktoken", ".vocab")
+_DTYPE_KEYS = ("torch_dtype", "dtype")
+
+
+def source_folder(path: str) -> str | None:
+    """The folder of an input that is a Hugging Face model folder (a config.json beside the weights)."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    return folder if os.path.isfile(os.path.join(folder, "config.json")) else None
+
+
+def ties_kept(folder: str) -> bool:
+    """False when the config unties the embeddings: then a shared storage is a coincidence to keep."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return True
+    return not (isinstance(config, dict) and config.get("tie_word_embeddings") is False)
+
+
+def without_tied(plan: Plan, folder: str) -> Plan:
+    """The plan with tied keys left out, as save_pretrained writes them: the first name keeps the
+    tensor (the embedding, registered before the head), from_pretrained re-ties the others."""
+    if not ties_kept(folder):
+        return plan
+    items = model_items(plan, WriteLog())
+    aliases = tied_aliases(plan, items)
+    if not aliases:
+        return plan
+    entries = dict(items)
+    drop = {entry_key(entries[name]) for name in aliases}
+    changes = tuple(Change(name, "removed", f"tied to {target}: stored once (from_pretrained re-ties it)")
+                    for name, target in aliases.items())
+    return dataclasses.replace(plan, drop=plan.drop | drop, changes=plan.changes + changes)
+
+
+def copy_companions(src: str, dst: str, cast_to: str | None, log: WriteLog) -> None:
+    """config.json (its dtype set to `cast_to`) and the small non-weight files of `src` into `dst`."""
+    copied, skipped = [], []
+    for name in sorted(os.listdir(src)):
+        path = os.path.join(src, name)
+        if name.startswith(".") or not os.path.isfile(path) or os.path.islink(path):
+            continue
+        low = name.lower()
+        if low.endswith(_WEIGHTS) or low.endswith(".index.json") or not low.endswith(_COMPANIONS):
+            continue
+        if os.path.getsize(path) > COMPANION_CAP:
+            skipped.append(f"{name} ({fmt_bytes(os.path.getsize(path))})")
+            continue
+        if name == "config.json" and cast_to:
+            _write_config(path, os.path.join(dst, name), cast_to, log)
+        else:
+            with open(path, "rb") as fin, open_output(os.path.join(dst, name)) as fout:
+                shutil.copyfileobj(fin, fout)
+        copied.append(name)
+    if copied:
+        log.note(f"copied {len(copied)} companion file(s) of the Hugging Face folder: {', '.join(copied[:6])}"
+                 + (", ..." if len(copied) > 6 else ""))
+    if skipped:
+        log.note(f"not copied (over {fmt_bytes(COMPANION_CAP)}): {', '.join(skipped)}")
+
+
+def _write_config(src: str, dst: str, dtype: str, log: WriteLog) -> None:
+    with open(src, encoding="utf-8") as f:
+        config = json.load(f)
+    if isinstance(config, dict):
+        _set_dtype(config, dtype)
+        for sub in config.values():  # composite models (text_config, vision_config) carry their own
+            if isinstance(sub, dict) and any(k in sub for k in _DTYPE_KEYS):
+                _set_dtype(sub, dtype)
+        log.note(f"config.json: dtype set to {dtype}")
+    with open_output(dst) as out:
+        out.write((json.dumps(config, indent=2) + "\n").encode("utf-8"))
+
+
+def _set_dtype(config: dict[str, Any], dtype: str) -> None:
+    keys = [k for k in _DTYPE_KEYS if k in config] or ["torch_dtype"]
+    for k in keys:
+        config[k] = dtype

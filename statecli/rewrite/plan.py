@@ -1,0 +1,223 @@
+"""Planning a rewrite: a spec and a loaded checkpoint become a frozen Plan of decisions by entry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ..classify import with_model
+from ..errors import UsageError
+from ..formats import RawCheckpoint
+from ..state import Checkpoint, Entry, Kind, Role, unique_storage_bytes
+from ..units import CAST_TARGETS, dtype_name, is_floating
+from .spec import CastSpec, ConvertSpec, MoveSpec, Spec, StripSpec
+
+EntryKey = tuple[str, str]  # (container, name)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a rewrite did (or, for removals and moves, will do) to the checkpoint."""
+
+    name: str
+    what: str  # removed, cast, moved
+    detail: str = ""
+    nbytes: int = 0
+    overflow: int = 0
+    underflow: int = 0
+
+
+def entry_key(e: Entry) -> EntryKey:
+    """Plan decisions are keyed by container and name: 'scale' in the model state and a top-level
+    'scale' beside it are different entries."""
+    return (e.group, e.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Decisions by entry: drop, cast to a dtype, a device to write for every storage. Frozen: the
+    collections are converted to frozenset / MappingProxyType / tuple on creation."""
+
+    ck: Checkpoint
+    raw: RawCheckpoint
+    drop: frozenset[EntryKey] = frozenset()
+    cast: Mapping[EntryKey, str] = field(default_factory=dict)  # entry -> target dtype
+    location: str | None = None
+    model_from: str | None = None  # a container whose entries replace the model state (EMA promotion)
+    changes: tuple[Change, ...] = ()
+    notes: tuple[str, ...] = ()
+    model: Any = None  # modeldef.ModelInfo: an output must load strictly wherever the input did
+    renames: Mapping[str, str] = field(default_factory=dict)  # model-state key -> new key (rename.py)
+    rename_spec: Any = None  # rename.Renames that made `renames` (also renames the state's _metadata)
+    device_notes: tuple[str, ...] = ()  # notes true only where the output format records a device
+
+    def __post_init__(self) -> None:
+        # Callers may pass sets, dicts and lists: freeze copies so nothing can change the plan later.
+        object.__setattr__(self, "drop", frozenset(self.drop))
+        object.__setattr__(self, "cast", MappingProxyType(dict(self.cast)))
+        object.__setattr__(self, "renames", MappingProxyType(dict(self.renames)))
+        object.__setattr__(self, "device_notes", tuple(self.device_notes))
+        object.__setattr__(self, "changes", tuple(self.changes))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+
+def load(path: str, key: str | None, model: Any = None) -> tuple[Checkpoint, RawCheckpoint]:
+    """The checkpoint (classified against `model` when given) and the raw tree it was read from."""
+    from ..load import load_with_raw
+
+    ck, raw = load_with_raw(path, key)
+    if raw.untrusted and raw.format != "torch.distributed.checkpoint":
+        ck.notes.append("the input references non-allowlisted globals; they are kept only if written as .pt "
+                        "values statecli can re-create")
+    return (with_model(ck, model) if model is not None else ck), raw
+
+
+def plan(ck: Checkpoint, raw: RawCheckpoint, spec: Spec, model: Any = None) -> Plan:
+    """The plan for one spec; `model` (a modeldef.ModelInfo) guards strict loading of the output."""
+    if isinstance(spec, CastSpec):
+        return plan_cast(ck, raw, spec, model)
+    if isinstance(spec, StripSpec):
+        return plan_strip(ck, raw, spec, model)
+    if isinstance(spec, MoveSpec):
+        return plan_move(ck, raw, spec)
+    if isinstance(spec, ConvertSpec):
+        return plan_convert(ck, raw, spec)
+    raise TypeError(f"not a rewrite spec: {spec!r}")
+
+
+def _compile(patterns: Iterable[str], flag: str) -> list[re.Pattern[str]]:
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(p))
+        except re.error as exc:
+            raise UsageError(None, f"{flag} {p!r} is not a valid regular expression: {exc}") from exc
+    return out
+
+
+def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = None) -> Plan:
+    target = dtype_name(spec.dtype)
+    if target not in CAST_TARGETS:
+        raise UsageError(None, f"--dtype {spec.dtype!r} is not a floating dtype statecli casts to",
+                         "choose half, bfloat16, float32 or float64")
+    only = spec.only
+    if only not in (None, "params", "buffers"):
+        raise UsageError(None, "--only takes params or buffers")
+    keeps = _compile(spec.keep, "--keep")
+    cast: dict[EntryKey, str] = {}
+    notes: list[str] = []
+    skipped_int = 0
+    buffer_kinds = (Kind.BUFFER, Kind.BUFFER_NP)
+    for e in ck.entries:
+        t = e.tensor
+        if t is None or t.dtype == target:
+            continue
+        if not is_floating(t.dtype):
+            skipped_int += 1
+            continue
+        if e.group and e.kind == Kind.OPTIMIZER and not spec.include_optimizer:
+            continue
+        if e.group and e.kind not in (Kind.PARAMETER, *buffer_kinds, Kind.OPTIMIZER):
+            continue
+        if only == "params" and e.kind != Kind.PARAMETER or only == "buffers" and e.kind not in buffer_kinds:
+            continue
+        if spec.keep_buffers and e.kind in buffer_kinds or any(k.search(e.name) for k in keeps):
+            continue
+        if t.layout != "strided" or t.device == "meta":
+            notes.append(f"{e.name}: {t.layout} {t.device} tensor left as {t.dtype}")
+            continue
+        cast[entry_key(e)] = target
+    if skipped_int:
+        notes.append(f"{skipped_int} integer, bool or complex tensor(s) are never cast")
+    if not spec.include_optimizer and any(e.kind == Kind.OPTIMIZER and e.tensor is not None for e in ck.entries):
+        notes.append("optimizer state left as is (add --include-optimizer to cast it)")
+    return Plan(ck=ck, raw=raw, cast=cast, notes=tuple(notes), model=model)
+
+
+def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any = None) -> Plan:
+    pats, keeps = _compile(spec.patterns, "--pattern"), _compile(spec.keep, "--keep")
+    required = set(model.state_keys) if model is not None else set()
+    roles = {c.name: c.role for c in ck.containers}
+    if spec.non_persistent and not any(e.kind == Kind.BUFFER_NP and not e.evidence.inferred for e in ck.entries):
+        if not any(e.evidence.exact for e in ck.entries):
+            raise UsageError(ck.path, "--non-persistent needs to know the model: pass --model (or use a full-model file)")
+    model_from = None
+    if spec.keep_ema_as_model:
+        ema_groups = [g for g, r in roles.items() if r == Role.EMA]
+        if not ema_groups:
+            raise UsageError(ck.path, "--keep-ema-as-model: no EMA container found",
+                             "name it with --key on inspect to check, e.g. model_ema")
+        model_from = ema_groups[0]
+    drop: set[EntryKey] = set()
+    changes: list[Change] = []
+    notes: list[str] = []
+    for e in ck.entries:
+        why = _strip_reason(e, spec, roles, pats, model_from)
+        if why is None or any(k.search(e.name) for k in keeps):
+            continue
+        if required and e.group == "" and e.name in required and not spec.force:
+            raise UsageError(ck.path, f"{e.name!r} is required by the model definition ({why})",
+                             "add --force to strip it anyway")
+        drop.add(entry_key(e))
+        changes.append(Change(e.name, "removed", why, e.tensor.nbytes if e.tensor else 0))
+    if spec.buffers and not required:
+        notes.append("buffers removed without a model definition: the output will not load with "
+                     "load_state_dict(strict=True) into a model that registers them (pass --model to be told which)")
+    if model_from:
+        notes.append(f"the EMA weights in {model_from!r} replace the model state")
+    if not changes and not model_from:
+        notes.append("nothing matched: the output equals the input")
+    # --force means "I know the output will not load strictly": no model check after writing.
+    return Plan(ck=ck, raw=raw, drop=frozenset(drop), model_from=model_from, changes=tuple(changes),
+                notes=tuple(notes), model=None if spec.force else model)
+
+
+def _strip_reason(e: Entry, spec: StripSpec, roles: Mapping[str, Role], pats: list[re.Pattern[str]],
+                  model_from: str | None) -> str | None:
+    group_role = roles.get(e.group) if e.group else Role.MODEL
+    if spec.optimizer and group_role == Role.OPTIMIZER:
+        return "optimizer state"
+    if (spec.ema or spec.keep_ema_as_model) and group_role == Role.EMA and e.group != model_from:
+        return "EMA state"
+    if spec.buffers and e.kind in (Kind.BUFFER, Kind.BUFFER_NP):
+        return str(e.kind)
+    if spec.non_persistent and e.kind == Kind.BUFFER_NP:
+        return "non-persistent buffer"
+    if any(p.search(e.name) for p in pats):
+        return "pattern"
+    return None
+
+
+def plan_move(ck: Checkpoint, raw: RawCheckpoint, spec: MoveSpec) -> Plan:
+    device = spec.device
+    if not re.fullmatch(r"cpu|meta|cuda(:\d+)?|mps|xpu(:\d+)?", device):
+        raise UsageError(None, f"--device {device!r} is not cpu, cuda:N, mps or xpu:N")
+    if device == "meta":
+        raise UsageError(None, "--device meta would drop every value; use inspect on the original instead")
+    tensors = [e.tensor for e in ck.entries if e.tensor is not None]
+    moved = sorted({t.device for t in tensors if t.device != device})
+    changes = [Change(f"{sum(1 for t in tensors if t.device == dev)} tensor(s)", "moved", f"{dev} -> {device}")
+               for dev in moved]
+    notes, device_notes = [], []
+    if not moved:
+        notes.append(f"every tensor is already saved on {device}")
+    elif device != "cpu":
+        device_notes.append(f"the output loads only where {device} exists (or with torch.load(map_location=...))")
+    # Whether anything moves depends on the output format (safetensors and DCP record no device):
+    # run() keeps the "moved" changes and device notes only for a .pt output.
+    return Plan(ck=ck, raw=raw, location=device, changes=tuple(changes), notes=tuple(notes),
+                device_notes=tuple(device_notes))
+
+
+def plan_convert(ck: Checkpoint, raw: RawCheckpoint, spec: ConvertSpec | None = None) -> Plan:
+    return Plan(ck=ck, raw=raw)
+
+
+def saved_bytes(plan: Plan) -> int:
+    """Storage bytes the dropped entries free: storage shared with a kept entry stays."""
+    tensors = [e for e in plan.ck.entries if e.tensor is not None]
+    kept = [e for e in tensors if entry_key(e) not in plan.drop]
+    return unique_storage_bytes(tensors)[1] - unique_storage_bytes(kept)[1]

@@ -1,0 +1,70 @@
+"""Checking a written output before it is kept: re-read its metadata, compare with the plan, and
+(with a model definition) refuse an output that would not load strictly where the input did."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..classify import with_model
+from ..errors import BadInput, UsageError
+from ..load import load_checkpoint
+from ..state import Checkpoint, Kind
+from .plan import Plan, entry_key
+from .tree import PICKLED_MODULE
+
+
+def expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Output tensor name -> (dtype, shape) the written file must hold."""
+    out = {}
+    for e in plan.ck.entries:
+        if e.tensor is None or entry_key(e) in plan.drop:
+            continue
+        if plan.ck.container == PICKLED_MODULE and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
+            continue
+        if fmt != "pt" and e.group and e.group != plan.model_from:
+            continue
+        name = e.name
+        if plan.model_from and e.group == plan.model_from:
+            name = e.name[len(plan.model_from) + 1:] if e.name.startswith(plan.model_from + ".") else e.name
+        if e.group == (plan.model_from or ""):
+            name = plan.renames.get(name, name)
+        out[name] = (plan.cast.get(entry_key(e), e.tensor.dtype), e.tensor.shape)
+    return out
+
+
+def verify_file(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint:
+    """The written file re-read (named as its final path), or BadInput when it differs from the plan."""
+    after = load_checkpoint(written, key="." if fmt == "pt" and plan.ck.container == "" else None)
+    got = {e.name: (e.tensor.dtype, e.tensor.shape) for e in after.entries if e.tensor is not None}
+    want = expected(plan, fmt)
+    missing = [n for n in want if n not in got or got[n] != want[n]]
+    if missing:
+        raise BadInput(shown_as, f"verification failed: {missing[0]!r} is not as planned in the written file; "
+                                 "nothing was kept")
+    check_model(plan, after, shown_as)
+    return dataclasses.replace(after, path=shown_as, files=[shown_as])
+
+
+def verify_index(plan: Plan, index: str) -> None:
+    after = load_checkpoint(index)
+    got = {e.name: (e.tensor.dtype, e.tensor.shape) for e in after.entries if e.tensor is not None}
+    want = expected(plan, "safetensors")
+    bad = [n for n in want if got.get(n) != want[n]]
+    if bad:
+        raise BadInput(index, f"verification failed for {bad[0]!r}; nothing was kept")
+    check_model(plan, after, index)
+
+
+def check_model(plan: Plan, after: Checkpoint, shown_as: str) -> None:
+    """With --model: refuse an output that would not load strictly when the input did."""
+    if plan.model is None:
+        return
+    from ..modeldef import load_report
+
+    if any(x.blocking for x in load_report(plan.ck, plan.model)):
+        return
+    lines = [x for x in load_report(with_model(after, plan.model), plan.model) if x.blocking]
+    if lines:
+        raise UsageError(shown_as, "the output would not load with load_state_dict(strict=True) although the input "
+                         f"does ({lines[0].key}: {lines[0].problem}); nothing was written",
+                         "add --force to strip required keys anyway" if lines[0].problem == "missing" else None)
