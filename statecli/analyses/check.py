@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..errors import BadInput, StatecliError, UsageError
+from ..errors import BadInput, StatecliError, UnsafeContent, UsageError
 from ..state import SCHEMA_VERSION, Checkpoint, Kind, unique_storage_bytes
 from ..units import dtype_name, fmt_bytes, parse_size
 
@@ -46,26 +46,29 @@ class Finding:
 class CheckResult:
     findings: tuple[Finding, ...] = ()
     errors: tuple[tuple[str, str], ...] = ()  # (path, message): unreadable inputs
+    unsafe: tuple[tuple[str, str], ...] = ()  # (path, message): code that loading would run, or a hidden payload
 
     columns = ("path", "rule", "passed", "reason")
 
     @property
     def passed(self) -> bool:
-        return all(f.passed for f in self.findings) and not self.errors
+        return all(f.passed for f in self.findings) and not self.errors and not self.unsafe
 
     @property
     def exit_code(self) -> int:
-        return 2 if self.errors else 0 if self.passed else 1
+        return 3 if self.unsafe else 2 if self.errors else 0 if self.passed else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "passed": self.passed,
                 "findings": [{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason}
                              for f in self.findings],
-                "errors": [{"path": p, "error": m} for p, m in self.errors]}
+                "errors": [{"path": p, "error": m} for p, m in self.errors],
+                "unsafe": [{"path": p, "finding": m} for p, m in self.unsafe]}
 
     def rows(self) -> list[dict[str, Any]]:
         return ([{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason} for f in self.findings]
-                + [{"path": p, "rule": "read", "passed": False, "reason": m} for p, m in self.errors])
+                + [{"path": p, "rule": "read", "passed": False, "reason": m} for p, m in self.errors]
+                + [{"path": p, "rule": "unsafe", "passed": False, "reason": m} for p, m in self.unsafe])
 
 
 _KEYMAP = {f.name.replace("_", "-"): f.name for f in fields(Rules)}
@@ -184,16 +187,15 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
 
     out: list[Finding] = []
     sr = scan(path, verify_crc=False)  # the safe-pickle rule needs the pickles, not every tensor byte
-    if sr.problems and sr.verdict != DANGEROUS:
-        raise BadInput(path, "malformed: " + sr.problems[0])
+    if sr.error:
+        raise BadInput(path, sr.error)
+    if sr.exit_code == 3:  # a security finding is the result whatever the rules: exit 3, like every command
+        what = ", ".join(sorted({g.name for g in sr.globals if g.verdict == DANGEROUS})[:6]) or sr.problems[0]
+        raise UnsafeContent(path, f"{sr.verdict}: {what}", "do not load this file (statecli scan shows everything)")
     if rules.safe_pickle:
         bad = sorted({g.name for g in sr.globals if g.verdict != SAFE})
         out.append(Finding(path, "safe-pickle", not bad, "only weights-only allowlisted globals" if not bad else
                            f"{sr.verdict}: " + ", ".join(bad[:6])))
-    if sr.verdict == DANGEROUS:
-        out += [Finding(path, r, False, "not evaluated: the file references code that loading would run")
-                for r in _enabled(rules) if r != "safe-pickle"]
-        return out
     ck = load_checkpoint(path)
     tensors = [e for e in ck.entries if e.tensor is not None]
     if rules.no_nan or rules.no_inf:
@@ -301,6 +303,7 @@ def check(paths: list[str], flags: dict[str, Any], config: str | None = None) ->
     configs: dict[str, tuple[dict[str, Any], str | None]] = {}
     findings: list[Finding] = []
     errors: list[tuple[str, str]] = []
+    unsafe: list[tuple[str, str]] = []
     for path in paths:
         # Without --config, each file follows the pyproject.toml of its own project (the nearest above it).
         start = "." if config else os.path.dirname(os.path.abspath(path))
@@ -311,6 +314,8 @@ def check(paths: list[str], flags: dict[str, Any], config: str | None = None) ->
         rules = rules_for(path, rules_from_mapping(base, flags, "command line"), table, source)
         try:
             findings += evaluate(path, rules)
+        except UnsafeContent as exc:
+            unsafe.append((path, exc.message))
         except StatecliError as exc:
             errors.append((path, exc.message))
-    return CheckResult(tuple(findings), tuple(errors))
+    return CheckResult(tuple(findings), tuple(errors), tuple(unsafe))

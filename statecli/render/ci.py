@@ -15,10 +15,10 @@ def junit_xml(result: CheckResult) -> str:
     by_path: dict[str, list[Finding]] = {}
     for f in result.findings:
         by_path.setdefault(f.path, []).append(f)
-    for path, _ in result.errors:
+    for path, _ in result.errors + result.unsafe:
         by_path.setdefault(path, [])
     for path, findings in by_path.items():
-        errors = [m for p, m in result.errors if p == path]
+        errors = [m for p, m in result.errors + result.unsafe if p == path]
         suite = ET.SubElement(suites, "testsuite", name=path, tests=str(len(findings) + len(errors)),
                               failures=str(sum(1 for f in findings if not f.passed)), errors=str(len(errors)))
         for f in findings:
@@ -41,6 +41,7 @@ def github_annotations(result: CheckResult) -> list[str]:
     lines = [f"::error file={esc_prop(f.path)},title={esc_prop('statecli ' + f.rule)}::{esc(f.reason)}"
              for f in result.findings if not f.passed]
     lines += [f"::error file={esc_prop(p)},title=statecli read::{esc(m)}" for p, m in result.errors]
+    lines += [f"::error file={esc_prop(p)},title=statecli unsafe::{esc(m)}" for p, m in result.unsafe]
     return lines
 
 

@@ -118,11 +118,12 @@ def render_check(r: CheckResult, con: Any) -> None:
 
     rows = [[escape(f.path), f.rule, "pass" if f.passed else "FAIL", escape(f.reason)] for f in r.findings]
     rows += [[escape(p), "read", "ERROR", escape(m)] for p, m in r.errors]
+    rows += [[escape(p), "unsafe", "UNSAFE", escape(m)] for p, m in r.unsafe]
     print_grid(con, None, [Col("file", wrap=True), Col("rule"), Col("result"), Col("reason", wrap=True, min_width=20)],
-               rows, {2: {"pass": "green", "FAIL": "bold red", "ERROR": "bold red"}})
+               rows, {2: {"pass": "green", "FAIL": "bold red", "ERROR": "bold red", "UNSAFE": "bold red"}})
     failed = sum(1 for f in r.findings if not f.passed)
-    con.print(Text(f"{len(r.findings) - failed} passed, {failed} failed" + (f", {len(r.errors)} unreadable" if r.errors
-                                                                             else ""),
+    tail = (f", {len(r.errors)} unreadable" if r.errors else "") + (f", {len(r.unsafe)} UNSAFE" if r.unsafe else "")
+    con.print(Text(f"{len(r.findings) - failed} passed, {failed} failed" + tail,
                    style="bold green" if r.passed else "bold red"))
 
 
@@ -132,6 +133,9 @@ def render_scan(report: ScanReport, con: Any) -> None:
     results = report.files
     styles = {"safe": "bold green", "needs-trust": "bold yellow", "dangerous": "bold red", "malformed": "bold red"}
     for r in results:
+        if r.error:  # not a checkpoint, or unreadable: nothing was judged (exit 2)
+            con.print(Text(f"{escape(r.path)}  ") + Text("unreadable", style="bold red") + Text(f"  {escape(r.error)}"))
+            continue
         con.print(Text(f"{escape(r.path)}  {r.format}  ") + Text(r.verdict, style=styles[r.verdict])
                   + Text(f"  ({r.pickles} pickle(s), {len(r.globals)} global reference(s))"))
         seen: dict[str, tuple[str, set[str]]] = {}

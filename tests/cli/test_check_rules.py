@@ -63,3 +63,26 @@ def test_config_comes_from_the_checked_files_project(tmp_path: Path, half: Path,
     code, out, _ = _check(str(half))
     assert code == 1
     assert any(f["rule"] == "dtypes" and not f["passed"] for f in json.loads(out)["findings"])
+
+
+def test_dangerous_file_is_exit_3_and_needs_trust_fails_the_rule(tmp_path: Path, half: Path) -> None:
+    import argparse
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"w": Evil()}, protocol=4))
+    trust = tmp_path / "trust.pt"
+    torch.save({"model": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=0.1)}, trust)
+    code, out, _ = _check(str(half), str(evil))
+    data = json.loads(out)
+    assert code == 3 and data["unsafe"][0]["path"] == str(evil) and "system" in data["unsafe"][0]["finding"]
+    assert not (tmp_path / "pwned").exists()
+    code, out, _ = _check(str(trust))
+    assert code == 1
+    assert any(f["rule"] == "safe-pickle" and not f["passed"] and "needs-trust" in f["reason"]
+               for f in json.loads(out)["findings"])
