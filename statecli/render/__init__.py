@@ -67,10 +67,11 @@ def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None
     elif fmt in (OutputFormat.CSV, OutputFormat.MD):
         if not hasattr(result, "rows"):
             raise UsageError(None, f"--format {fmt} is not available here", "use --format json or table")
-        from .machine import write_csv, write_md
+        from .machine import columns_of, write_csv, write_md
 
         if fmt is OutputFormat.CSV:
-            write_csv(result.columns, result.rows(), stream)
+            rows = result.rows()
+            write_csv(columns_of(result, rows), rows, stream)
         else:
             write_md(result, stream)
     elif fmt is OutputFormat.HTML:

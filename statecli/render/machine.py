@@ -24,6 +24,17 @@ def write_json(data: Any, out: IO[str]) -> None:
     out.write("\n")
 
 
+def columns_of(result: Any, rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """A result's declared columns, else every key its rows use, in first-seen order."""
+    declared = getattr(result, "columns", None)
+    if declared:
+        return tuple(declared)
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.update(dict.fromkeys(r))
+    return tuple(seen)
+
+
 def _cell(v: Any) -> str:
     return escape("" if v is None else str(v))
 
@@ -51,7 +62,8 @@ def write_md(result: Any, out: IO[str]) -> None:
     title = getattr(result, "md_title", None)
     if title:
         out.write(f"{md(title)}\n\n")
-    write_md_table(result.columns, result.rows(), out)
+    rows = result.rows()
+    write_md_table(columns_of(result, rows), rows, out)
     for columns, rows in getattr(result, "md_tables", lambda: [])():
         out.write("\n")
         write_md_table(columns, rows, out)

@@ -31,9 +31,9 @@ def human(r: RewriteResult, con: Any) -> None:
         _removed(r, removed, con)
     renamed = [c for c in r.changes if c.what == "renamed"]
     if renamed:
-        more = f", ... {len(renamed) - _LISTED} more" if len(renamed) > _LISTED else ""
+        more = f", ... {len(renamed) - 3} more (-f json lists all)" if len(renamed) > 3 else ""
         con.print(Text(f"renamed {len(renamed)} key(s): ", style="bold")
-                  + Text(", ".join(f"{escape(c.name)} -> {escape(c.detail)}" for c in renamed[:_LISTED]) + more))
+                  + Text(", ".join(f"{escape(c.name)} -> {escape(c.detail)}" for c in renamed[:3]) + more))
     casts = [c for c in r.changes if c.what == "cast"]
     if casts:
         _casts(casts, con)
