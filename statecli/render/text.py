@@ -35,10 +35,23 @@ def fmt_float(x: float | None) -> str:
 def make_console(out: IO[str] | None = None, err: bool = False) -> Any:
     from rich.console import Console
 
+    from rich.text import Text
+
     class _Console(Console):
         def on_broken_pipe(self) -> None:
             # rich would exit 1 here; the reader merely stopped early (`| head`), which render() handles.
             raise BrokenPipeError
+
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            # Word-wrap a line of text to the terminal as rich does, minus the trailing space rich
+            # leaves at each break (piped output and README examples stay byte-clean).
+            if len(objects) == 1 and isinstance(objects[0], (Text, str)) and not kwargs.get("soft_wrap"):
+                text = objects[0] if isinstance(objects[0], Text) else Text(objects[0])
+                for line in text.wrap(self, self.width):
+                    line.rstrip()
+                    super().print(line, soft_wrap=True, **{k: v for k, v in kwargs.items() if k != "soft_wrap"})
+                return
+            super().print(*objects, **kwargs)
 
     stream = out or (sys.stderr if err else sys.stdout)
     # Piped output is read by people later or by grep: do not squeeze it into 80 columns.

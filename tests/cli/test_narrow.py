@@ -77,6 +77,6 @@ def test_size_and_diff_at_80_columns(ckpt: Path, tmp_path: Path) -> None:
 
 
 def test_pipes_are_not_padded(ckpt: Path) -> None:
-    result = runner.invoke(app, ["inspect", str(ckpt)], env={"NO_COLOR": "1"})
+    result = runner.invoke(app, ["inspect", str(ckpt)], env={"NO_COLOR": "1", "COLUMNS": None, "LINES": None})
     assert all(line == line.rstrip() for line in result.stdout.splitlines())
     assert max(len(line) for line in result.stdout.splitlines()) < 160
