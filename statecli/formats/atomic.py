@@ -161,6 +161,13 @@ def _alive(pid: int) -> bool:
 
 
 def _folder_of(target: str) -> str:
+    from .source import display_name, is_remote
+
+    if is_remote(target):  # the one choke point of every writer: no local file named "s3:/..." ever appears
+        from ..errors import UsageError
+
+        raise UsageError(display_name(target), "writing to a URL is not supported yet",
+                         "write to a local path, then upload it (aws s3 cp, gcloud storage cp, hf upload)")
     return os.path.dirname(os.path.abspath(target.rstrip("/") or target)) or "."
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import BadInput
 from ..state import TensorInfo
 from ._common import RawCheckpoint, open_regular
+from .source import exists, is_remote, map_concurrent
 
 FORMAT_SAFETENSORS = "sharded safetensors"
 FORMAT_BIN = "sharded torch"
@@ -52,11 +53,16 @@ def read(path: str) -> RawCheckpoint:
     by_shard: dict[str, list[str]] = {}
     for name, shard in wmap.items():
         by_shard.setdefault(shard, []).append(name)
+    # Remote shards: every header fetched at once (latency, not bandwidth, is the cost); a failed one
+    # is read again in order below so the error is the same as for local files.
+    early = map_concurrent(lambda s: read_raw(os.path.join(folder, s), allow_sharded=False), shards) \
+        if is_remote(path) else {}
     for shard in shards:
         spath = os.path.join(folder, shard)
-        if not os.path.exists(spath):
+        if not exists(spath):
             raise BadInput(path, f"weight_map names shard {shard!r}, which does not exist")
-        sub = read_raw(spath, allow_sharded=False)
+        pre = early.get(shard)
+        sub = pre if isinstance(pre, RawCheckpoint) else read_raw(spath, allow_sharded=False)
         raw.files.append(spath)
         raw.globals_seen += [g for g in sub.globals_seen if g not in raw.globals_seen]
         raw.untrusted += [g for g in sub.untrusted if g not in raw.untrusted]

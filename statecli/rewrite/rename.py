@@ -101,7 +101,7 @@ def renamed_key(plan: Plan, key: Any, names: set[str]) -> Any:
     k = str(key)
     if k in names:
         return plan.renames.get(k, key)
-    heads = set()
+    heads: set[str | None] = set()
     for name in _names_under(plan, k):
         new = plan.renames.get(name, name)
         tail = name[len(k):]
