@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import BadInput
 from ..state import TensorInfo
 from ._common import RawCheckpoint, open_regular
+from .source import isfile
 from .unpickler import DCP_TRUSTED_PREFIXES, DtypeValue, NamedValue, StubObject, unpickle
 
 FORMAT = "torch.distributed.checkpoint"
@@ -75,13 +76,106 @@ def read(folder: str) -> RawCheckpoint:
             out[str(fqn)] = _BytesItem(str(fqn), sum(p[2] for p in places))
     files = [meta_path] + sorted({os.path.join(folder, p[0]) for ps in files_of.values() for p in ps})
     for fpath in files[1:]:
-        if not os.path.isfile(fpath):
+        if not isfile(fpath):
             raise BadInput(folder, f"DCP data file {os.path.basename(fpath)!r} named in .metadata is missing")
     version = _attr(root, "version", meta_path)
     raw = RawCheckpoint(path=folder, format=FORMAT, root=out, files=files,
                         metadata={"dcp_version": str(version)} if version else {},
                         globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
+    _read_small_values(raw, folder, out, files_of)
+    planner = _attr(root, "planner_data", meta_path)
+    raw.root = _nest(out, planner if isinstance(planner, dict) else {}, meta_path)
     return raw
+
+
+# DCP keeps each non-tensor value (epoch, param_groups' lr...) as a small torch.save blob. Read the small
+# ones (never tensor data) with the same no-execution unpickler, so a training checkpoint keeps them.
+MAX_VALUE_BYTES = 1 << 16
+MAX_VALUES_TOTAL = 16 << 20
+
+
+def _read_small_values(raw: RawCheckpoint, folder: str, out: dict[str, Any],
+                       files_of: dict[str, list[tuple[str, int, int]]]) -> None:
+    from ._common import read_exact
+
+    budget = MAX_VALUES_TOTAL
+    handles: dict[str, Any] = {}
+    try:
+        for fqn, item in out.items():
+            places = files_of.get(fqn, [])
+            if not isinstance(item, _BytesItem) or len(places) != 1 or not 0 < places[0][2] <= MAX_VALUE_BYTES:
+                continue
+            rel, off, length = places[0]
+            budget -= length
+            if budget < 0:
+                break
+            path = os.path.join(folder, rel)
+            if path not in handles:
+                handles[path] = open_regular(path)
+            blob = read_exact(handles[path], off, length, path, f"DCP value {fqn!r}")
+            value = _value_from_blob(raw, blob, path, fqn)
+            if value is not _UNREAD:
+                out[fqn] = value
+    finally:
+        for h in handles.values():
+            h.close()
+
+
+_UNREAD = object()
+
+
+def _value_from_blob(raw: RawCheckpoint, blob: bytes, path: str, fqn: str) -> Any:
+    """A torch.save'd plain value (zip with data.pkl and no storages); anything else stays unread."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+            names = zf.namelist()
+            pkl = [n for n in names if n.endswith("/data.pkl")]
+            if len(pkl) != 1 or any("/data/" in n for n in names):
+                return _UNREAD  # a tensor or an unexpected layout: not a plain value
+            data = zf.read(pkl[0])
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+        return _UNREAD
+    value, up = unpickle(data, _no_pid, path, f"DCP value {fqn!r}")
+    raw.untrusted.extend(g for g in up.untrusted if g not in raw.untrusted)
+    raw.dangerous.extend(g for g in up.dangerous if g not in raw.dangerous)
+    return value
+
+
+def _nest(flat: dict[str, Any], planner: dict[Any, Any], meta_path: str) -> dict[str, Any]:
+    """The state dict as it was saved: DCP flattens {"model": {...}, "optimizer": {...}, "epoch": 5}
+    to dotted keys and records each key's path (planner_data); rebuild the nesting from those paths,
+    so containers (model, optimizer, epoch) are found as in a torch.save checkpoint."""
+    root: dict[Any, Any] = {}
+    for fqn, value in flat.items():
+        path = planner.get(fqn)
+        if not isinstance(path, tuple) or not path or not all(isinstance(p, (str, int)) for p in path):
+            path = (fqn,)
+        node: Any = root
+        for i, part in enumerate(path[:-1]):
+            child: Any = [] if isinstance(path[i + 1], int) else {}
+            if isinstance(node, dict):
+                node = node.setdefault(part, child)
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < 1 << 20:
+                while len(node) <= part:
+                    node.append(None)
+                if node[part] is None:
+                    node[part] = child
+                node = node[part]
+            else:
+                return flat  # inconsistent paths: keep the flat view rather than guess
+        last = path[-1]
+        if isinstance(node, list) and isinstance(last, int) and 0 <= last < 1 << 20:
+            while len(node) <= last:
+                node.append(None)
+            node[last] = value
+        elif isinstance(node, list):
+            return flat
+        else:
+            node[last] = value
+    return root
 
 
 class _BytesItem:

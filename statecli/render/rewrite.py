@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from ..units import fmt_bytes
-from .text import TABLE_STYLE, escape, make_console
+from .grid import Col, print_grid
+from .text import escape, make_console
 
 if TYPE_CHECKING:
     from ..rewrite.plan import Change
@@ -44,16 +45,10 @@ def human(r: RewriteResult, con: Any) -> None:
         before = r.summary_rows()[1][1]
         con.print(Text(f"tensor bytes: {before} -> about {r.planned_bytes:,} B", style="bold"))
     if not r.dry_run:
-        from rich.table import Table
-
         where = "stdout" if r.output == "-" else escape(str(r.output))
         con.print(Text(f"wrote {where} ({r.out_format}); verified by re-reading it", style="bold green"))
-        t = Table(**TABLE_STYLE)
-        for h in ("", "before", "after"):
-            t.add_column(h, overflow="fold")
-        for row in r.summary_rows():
-            t.add_row(*row)
-        con.print(t)
+        print_grid(con, None, [Col(""), Col("before", wrap=True), Col("after", wrap=True)],
+                   [[escape(c) for c in row] for row in r.summary_rows()])
     for n in r.notes:
         con.print(Text("note: " + escape(n), style="cyan"))
 
@@ -105,7 +100,6 @@ def _removed(r: RewriteResult, removed: list[Change], con: Any) -> None:
 
 
 def _casts(casts: list[Change], con: Any) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     details = sorted({c.detail for c in casts})
@@ -114,11 +108,7 @@ def _casts(casts: list[Change], con: Any) -> None:
     if not lossy:
         con.print(Text("no value overflowed or underflowed the target dtype"))
         return
-    t = Table(title="values lost in the cast", title_justify="left", **TABLE_STYLE)
-    for h in ("tensor", "overflow -> inf", "underflow -> 0"):
-        t.add_column(h, overflow="fold", justify="left" if h == "tensor" else "right")
-    for c in lossy:
-        t.add_row(Text(escape(c.name)), f"{c.overflow:,}", f"{c.underflow:,}")
-    con.print(t)
+    print_grid(con, "values lost in the cast", [Col("tensor", wrap=True), Col("overflow -> inf", right=True),
+               Col("underflow -> 0", right=True)], [[escape(c.name), f"{c.overflow:,}", f"{c.underflow:,}"] for c in lossy])
     con.print(Text(f"warning: {len(lossy)} storage(s) lost values (inf or 0); --strict refuses to write then",
                    style="bold yellow"))

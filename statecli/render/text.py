@@ -7,9 +7,6 @@ import sys
 import unicodedata
 from typing import IO, Any
 
-TABLE_STYLE: dict[str, Any] = {"show_edge": False, "pad_edge": False, "box": None, "padding": (0, 2, 0, 0),
-                               "header_style": "bold underline"}
-
 
 def escape(text: str) -> str:
     """Make a checkpoint-supplied string safe for a terminal: control, format (bidi) and other
@@ -34,7 +31,6 @@ def fmt_float(x: float | None) -> str:
 
 def make_console(out: IO[str] | None = None, err: bool = False) -> Any:
     from rich.console import Console
-
     from rich.text import Text
 
     class _Console(Console):
