@@ -1,0 +1,45 @@
+"""`statecli browse`: the interactive terminal browser (needs the optional `tui` extra)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app
+from .options import KeyOpt, PathArg, StripOpt
+
+
+@app.command()
+def browse(
+    path: PathArg,
+    path_b: Annotated[Optional[str], typer.Argument(help="A second checkpoint: show what changed, module by module "
+                                                         "(reads every value of both).", show_default=False,
+                                                    metavar="PATH_B")] = None,
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as torch.allclose.", metavar="FLOAT")] = 1e-5,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as torch.allclose.", metavar="FLOAT")] = 1e-8,
+    key: KeyOpt = None,
+    key_b: Annotated[Optional[str], typer.Option("--key-b", help="Container of PATH_B's model state (default: --key).",
+                                                 metavar="KEY")] = None,
+    strip_prefix: StripOpt = None,
+) -> None:
+    """Browse a checkpoint in the terminal: module tree, entries, values on demand; with two, what moved where.
+
+    Example: statecli browse sample_checkpoints/cnn.pt sample_checkpoints/train_ckpt.pt --key-b model_ema
+    """
+    from ..tui import require_textual
+
+    require_textual()  # before reading anything: a missing extra is one line, exit 2
+    from ..analyses.diff import diff
+    from ..analyses.inspect import inspect
+    from ..load import load_checkpoint
+    from ..render import progress_callback
+    from ..tui import browse_data, run
+
+    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
+    compared = None
+    if path_b is not None:
+        ck_b = load_checkpoint(path_b, key=key_b or key, strip_prefix=tuple(strip_prefix or ()))
+        with progress_callback(enabled=True) as progress:
+            compared = diff(ck, ck_b, rtol=rtol, atol=atol, progress=progress, by_module=True)
+    run(browse_data(inspect(ck), compared))
