@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ..errors import BadInput
 from ._common import RawCheckpoint, open_regular
+from .source import hf_cache_path, is_remote, listdir, register
 
 __all__ = ["RawCheckpoint", "detect_format", "expand_paths", "read_raw", "resolve_path", "sniff"]
 
@@ -15,12 +17,39 @@ _EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
 
 
 def resolve_path(path: str) -> str:
-    """A directory becomes its index, DCP folder or single checkpoint file; else BadInput."""
+    """A directory becomes its index, DCP folder or single checkpoint file; else BadInput. A URL keeps
+    its credentials out of sight (see source.register); `org/repo[@rev]` not on disk is looked up,
+    offline, in the local Hugging Face cache."""
+    if is_remote(path):
+        return _resolve_remote(path)
     if not os.path.lexists(path):
-        raise BadInput(path, "no such file or directory")
+        cached = hf_cache_path(path)
+        if cached is None:
+            raise BadInput(path, "no such file or directory")
+        path = cached
     if not os.path.isdir(path):
         return path
-    names = sorted(os.listdir(path))
+    return _choose(path, sorted(os.listdir(path)), lambda n: os.path.isfile(os.path.join(path, n)))
+
+
+def _resolve_remote(url: str) -> str:
+    url = register(url)
+    if url.lower().endswith(_EXTENSIONS + (".json",)):
+        return url  # a file by its name: no listing request
+    names = listdir(url)
+    return url if names is None else _choose(url.rstrip("/"), names, lambda n: True)
+
+
+def _is_folder(path: str) -> bool:
+    if is_remote(path):
+        from . import remote_values  # noqa: F401 - registers the ranged value reader for this URL's values
+
+        return not path.lower().endswith(_EXTENSIONS + (".json",)) and listdir(path) is not None
+    return os.path.isdir(path)
+
+
+def _choose(path: str, names: list[str], is_file: Callable[[str], bool]) -> str:
+    """The checkpoint a folder holding `names` stands for."""
     if ".metadata" in names:
         return path
     indexes = [n for n in names if n.endswith(".index.json")]
@@ -34,7 +63,7 @@ def resolve_path(path: str) -> str:
     for n in _SINGLE_NAMES:
         if n in names:
             return os.path.join(path, n)
-    found = [n for n in names if n.endswith(_EXTENSIONS) and os.path.isfile(os.path.join(path, n))]
+    found = [n for n in names if n.endswith(_EXTENSIONS) and is_file(n)]
     if len(found) == 1:
         return os.path.join(path, found[0])
     if found:
@@ -139,8 +168,8 @@ def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:
     """Detect the format of `path` from its bytes (not its name) and read its metadata."""
     from . import dcp, safetensors, sharded, torchlegacy, torchzip
 
-    path = resolve_path(path) if allow_sharded else path
-    if os.path.isdir(path):
+    path = resolve_path(path) if allow_sharded else register(path)
+    if _is_folder(path):
         return dcp.read(path)
     if allow_sharded and path.endswith(".index.json"):
         return sharded.read(path)

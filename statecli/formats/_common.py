@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -65,22 +64,10 @@ class RawCheckpoint:
 
 def open_regular(path: str) -> BinaryIO:
     """Open an untrusted path for reading, refusing anything but a regular file (a FIFO or a
-    device would block or never end)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError as exc:
-        raise BadInput(path, "no such file") from exc
-    except IsADirectoryError as exc:
-        raise BadInput(path, "is a directory") from exc
-    except OSError as exc:
-        raise BadInput(path, f"cannot open: {exc.strerror}") from exc
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise BadInput(path, "not a regular file (a FIFO, socket or device); refusing to read it")
-    if hasattr(os, "set_blocking"):
-        os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    device would block or never end). A URL opens as a remote file read by bounded ranges."""
+    from .source import open_file
+
+    return open_file(path)
 
 
 def read_exact(f: BinaryIO, offset: int, n: int, path: str, what: str) -> bytes:

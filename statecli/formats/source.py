@@ -1,0 +1,536 @@
+"""Byte sources: local files and remote objects (S3, GCS, Azure, HTTP(S), the Hugging Face Hub) read
+through fsspec by bounded range requests, with the credentials kept out of every name statecli shows."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import BadInput
+
+T = TypeVar("T")
+REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https", "hf"})
+EXTRA_HINT = "install the remote extra: pip install 'statecli[remote]'"
+MAX_RANGE = 16 << 20  # one request never asks for more: a hostile server cannot make us allocate beyond it
+BLOCK = 64 << 10  # metadata reads are served from cached 64 KiB blocks: many tiny reads, few requests
+TAIL = 256 << 10  # the first read near the end fetches this much: zip end record, directory and tail scan at once
+CACHE_BLOCKS = 256  # 16 MiB of cached metadata blocks, shared by every open of a URL
+RETRIES = 3  # attempts per request for transient failures (connection, timeout, 5xx), with backoff
+BACKOFF = 0.25  # seconds, doubled per attempt
+TIMEOUT = 20.0  # seconds without progress before a request counts as failed
+SHARD_THREADS = 16  # shard headers fetched at once
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\",;)]+")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def is_remote(path: str | None) -> bool:
+    """Whether `path` is a URL statecli reads through fsspec (not a local path)."""
+    m = _SCHEME.match(path or "")
+    return bool(m) and m.group(1).lower() in REMOTE_SCHEMES  # type: ignore[union-attr]
+
+
+def display_name(url: str) -> str:
+    """The URL without user info, query or fragment: what statecli prints and puts in JSON."""
+    if not _SCHEME.match(url):
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def redact(text: str) -> str:
+    """`text` with every URL in it shown without credentials (for messages built from raw input)."""
+    return _URL_IN_TEXT.sub(lambda m: display_name(m.group(0)), text)
+
+
+_SECRETS: dict[str, str] = {}  # display name -> URL as given (with its credentials), never shown
+
+
+def register(url: str) -> str:
+    """Remember a URL's credentials and return its display name; the rest of statecli only ever
+    sees the display name, and `open_source` turns it back into the URL to fetch."""
+    name = display_name(url)
+    if name != url:
+        _SECRETS[name] = url
+    return name
+
+
+def _real(name: str) -> str:
+    return _SECRETS.get(name, name)
+
+
+@dataclass
+class Stats:
+    """Process-wide transfer counters (what tests and benchmarks assert on)."""
+
+    requests: int = 0
+    bytes: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def reset(self) -> None:
+        self.requests = self.bytes = self.in_flight = self.max_in_flight = 0
+
+
+STATS = Stats()
+_LOCK = threading.Lock()
+_SIZES: dict[str, int] = {}
+_BLOCKS: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+
+def clear_cache() -> None:
+    """Forget cached sizes and blocks (tests; a long-lived process reading changed objects)."""
+    with _LOCK:
+        _SIZES.clear()
+        _BLOCKS.clear()
+        _DIRS.clear()
+
+
+class _Fatal(Exception):
+    """A failure that a retry cannot fix: not found, denied, a server breaking the protocol."""
+
+
+def _filesystem(name: str) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError as exc:
+        raise BadInput(name, "reading URLs needs fsspec", EXTRA_HINT) from exc
+    kwargs: dict[str, Any] = {}
+    scheme = name.split("://", 1)[0].lower()
+    if scheme in ("http", "https"):
+        try:
+            import aiohttp
+        except ImportError as exc:
+            raise BadInput(name, "reading http(s) URLs needs aiohttp", EXTRA_HINT) from exc
+        kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT, sock_read=TIMEOUT)}
+    try:
+        return fsspec.core.url_to_fs(_real(name), **kwargs)
+    except ImportError as exc:
+        raise BadInput(name, f"no {scheme}:// support installed ({exc})", EXTRA_HINT) from exc
+    except ValueError as exc:
+        raise BadInput(name, f"unsupported URL scheme {scheme}://", EXTRA_HINT) from exc
+
+
+def _status_of(exc: BaseException) -> int | None:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        # `status` of aiohttp's ClientResponseError, `response.status_code` of httpx/requests errors
+        # (the Hub); not `code`: aiohttp's payload errors carry a parser code there, not an HTTP status.
+        resp = getattr(seen, "response", None)
+        status = getattr(seen, "status", None) or getattr(resp, "status_code", None)
+        if isinstance(status, int) and 100 <= status < 600:
+            return status
+        if isinstance(resp, dict):
+            code = resp.get("Error", {}).get("Code") or resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if str(code) in ("403", "AccessDenied"):
+                return 403
+            if str(code) in ("404", "NoSuchKey", "NoSuchBucket"):
+                return 404
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _root(exc: BaseException) -> BaseException:
+    for _ in range(8):
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+_SHORT_BODY = frozenset({"ContentLengthError", "ClientPayloadError", "TransferEncodingError", "IncompleteRead",
+                         "ServerDisconnectedError", "RemoteProtocolError"})
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Whether retrying cannot help: not found, denied, another 4xx."""
+    status = _status_of(exc)
+    if isinstance(exc, PermissionError) or (status is not None and status < 500):
+        return True
+    if type(_root(exc)).__name__ == "TooManyRedirects":
+        return True
+    return isinstance(exc, FileNotFoundError) and exc.__cause__ is None and exc.__context__ is None
+
+
+def _fail(name: str, exc: BaseException, what: str) -> BadInput:
+    """One line for a failed request: 403/404 named as such, credentials never included."""
+    status = _status_of(exc)
+    if isinstance(exc, PermissionError) or status in (401, 403):
+        return BadInput(name, "access denied (403)", "check the credentials of this backend (environment, profile, "
+                                                      "HF token)")
+    if status in (404, 410) or (isinstance(exc, FileNotFoundError) and _root(exc) is exc):
+        return BadInput(name, "not found (404)")
+    root = _root(exc)
+    kind = type(root).__name__
+    if kind == "TooManyRedirects":
+        return BadInput(name, f"{what} failed: too many redirects (a redirect loop)")
+    if kind in _SHORT_BODY:
+        return BadInput(name, f"{what} failed: the server sent fewer or more bytes than it declared "
+                              "(a wrong Content-Length or a dropped connection)")
+    if status is not None:
+        return BadInput(name, f"{what} failed: HTTP {status}")
+    text = str(root).splitlines()[0] if str(root) else ""
+    detail = redact(f"{type(root).__name__}: {text}" if text else type(root).__name__)[:160]
+    return BadInput(name, f"{what} failed: {detail}")
+
+
+def _retry(name: str, what: str, fn: Callable[[], T]) -> T:
+    delay = BACKOFF
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except BadInput:
+            raise
+        except _Fatal as exc:
+            raise BadInput(name, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - every backend has its own error types
+            if _fatal(exc):
+                raise _fail(name, exc, what) from None
+            if attempt == RETRIES - 1:
+                raise _fail(name, exc, f"{what} (after {RETRIES} attempts)") from None
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+class Source:
+    """Bytes addressed by offset: `pread` returns exactly `n` bytes or raises BadInput."""
+
+    name: str
+    size: int
+
+    def pread(self, offset: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_local(path: str) -> BinaryIO:
+    """Open an untrusted local path for reading, refusing anything but a regular file (a FIFO or a
+    device would block or never end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as exc:
+        raise BadInput(path, "no such file") from exc
+    except IsADirectoryError as exc:
+        raise BadInput(path, "is a directory") from exc
+    except OSError as exc:
+        raise BadInput(path, f"cannot open: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BadInput(path, "not a regular file (a FIFO, socket or device); refusing to read it")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+class LocalSource(Source):
+    """A regular local file (FIFOs and devices refused by open_local)."""
+
+    def __init__(self, path: str) -> None:
+        self.name = path
+        self.f = open_local(path)
+        self.size = os.fstat(self.f.fileno()).st_size
+
+    def pread(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise BadInput(self.name, f"truncated file: {n} bytes at {offset} run past the end ({self.size} bytes)")
+        out = bytearray()
+        while len(out) < n:
+            part = os.pread(self.f.fileno(), n - len(out), offset + len(out))
+            if not part:
+                raise BadInput(self.name, f"truncated file: short read at byte {offset + len(out)}")
+            out += part
+        return bytes(out)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class RemoteSource(Source):
+    """An object behind fsspec: its size from one metadata request, then bounded ranged reads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = register(name)
+        self.fs, self.path = _filesystem(self.name)
+        self.http = self.name.lower().startswith(("http://", "https://"))
+        with _LOCK:
+            size = _SIZES.get(self.name)
+        if size is None:
+            info = _retry(self.name, "metadata request", self._info)
+            if info.get("type") == "directory":
+                raise BadInput(self.name, "is a folder, not a file")
+            size = info.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise BadInput(self.name, "the server does not say how large the file is; cannot read it by ranges")
+            with _LOCK:
+                _SIZES[self.name] = size
+        self.size = size
+
+    def _info(self) -> dict[str, Any]:
+        _count(0)
+        return dict(self.fs.info(self.path))
+
+    def pread(self, offset: int, n: int) -> bytes:
+        if n > MAX_RANGE:
+            raise BadInput(self.name, f"refusing a {n}-byte range request (cap {MAX_RANGE})")
+        if offset < 0 or offset + n > self.size:
+            raise BadInput(self.name, f"truncated file: {n} bytes at {offset} run past the end ({self.size} bytes)")
+        if n == 0:
+            return b""
+        return _retry(self.name, f"range request at byte {offset}", lambda: self._get(offset, n))
+
+    def _get(self, offset: int, n: int) -> bytes:
+        with _LOCK:
+            STATS.in_flight += 1
+            STATS.max_in_flight = max(STATS.max_in_flight, STATS.in_flight)
+        try:
+            _count(0)
+            if self.http:
+                from fsspec.asyn import sync
+
+                data = sync(self.fs.loop, _http_range, self.fs, self.path, offset, n)
+            else:
+                data = self.fs.cat_file(self.path, start=offset, end=offset + n)
+        finally:
+            with _LOCK:
+                STATS.in_flight -= 1
+        _count(len(data), requests=0)
+        if len(data) != n:
+            raise ConnectionError(f"short read: asked {n} bytes at {offset}, got {len(data)}")
+        return bytes(data)
+
+
+def _count(nbytes: int, requests: int = 1) -> None:
+    with _LOCK:
+        STATS.requests += requests
+        STATS.bytes += nbytes
+
+
+async def _http_range(fs: Any, url: str, offset: int, n: int) -> bytes:
+    """One ranged GET over fsspec's own aiohttp session, read at most `n` bytes: fsspec's cat_file would
+    read a whole body, and a server that ignores Range answers with the whole file."""
+    session = await fs.set_session()
+    kw = {k: v for k, v in fs.kwargs.items() if k != "headers"}
+    headers = dict(fs.kwargs.get("headers") or {})
+    headers["Range"] = f"bytes={offset}-{offset + n - 1}"
+    kw.setdefault("max_redirects", 5)
+    async with session.get(fs.encode_url(url), headers=headers, **kw) as r:
+        if r.status in (401, 403, 404, 410):
+            raise FileNotFoundError(url) if r.status in (404, 410) else PermissionError(url)
+        if r.status == 200:
+            raise _Fatal("the server ignored the Range request (it answered with the whole file); refusing to "
+                         "download it")
+        if r.status != 206:
+            err = ConnectionError(f"HTTP {r.status}")
+            if r.status < 500:
+                raise _Fatal(f"range request answered HTTP {r.status}")
+            raise err
+        rng = r.headers.get("Content-Range", "")
+        if not rng.startswith(f"bytes {offset}-{offset + n - 1}/"):
+            raise _Fatal(f"the server answered range bytes={offset}-{offset + n - 1} with {rng[:60]!r}")
+        if r.content_length is not None:
+            if r.content_length != n:
+                raise _Fatal(f"the server declared {r.content_length} bytes for a range of {n} at byte {offset}")
+            return await r.read()  # aiohttp reads exactly Content-Length bytes, or fails on a short body
+        out = bytearray()
+        while len(out) <= n:
+            chunk = await r.content.read(min(1 << 20, n + 1 - len(out)))
+            if not chunk:
+                break
+            out += chunk
+        if len(out) > n:
+            raise _Fatal(f"the server sent more than the {n} bytes asked for at byte {offset}")
+        return bytes(out)
+
+
+class SourceFile(io.RawIOBase):
+    """A read-only, seekable file over a Source for the readers (zipfile, the unpickler): small reads
+    come from cached blocks shared by every open of the URL, large ones go out in bounded ranges."""
+
+    def __init__(self, src: Source) -> None:
+        super().__init__()
+        self.src = src
+        self.name = src.name
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.src.size}[whence]
+        if base + offset < 0:
+            raise OSError("negative seek position")
+        self.pos = base + offset
+        return self.pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = max(0, self.src.size - self.pos)
+        n = left if n is None or n < 0 else min(n, left)
+        data = self.pread(self.pos, n)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def pread(self, offset: int, n: int) -> bytes:
+        if n <= 0:
+            return b""
+        if n > 4 * BLOCK:
+            return b"".join(self.src.pread(o, min(MAX_RANGE, offset + n - o)) for o in range(offset, offset + n, MAX_RANGE))
+        first, last = offset // BLOCK, (offset + n - 1) // BLOCK
+        with _LOCK:
+            have = {i: _BLOCKS.get((self.name, i)) for i in range(first, last + 1)}
+        missing = [i for i, b in have.items() if b is None]
+        if missing:
+            lo, hi = missing[0], missing[-1]
+            if (hi + 1) * BLOCK >= self.src.size:  # near the end: the zip end record, directory and tail together
+                lo = min(lo, max(0, self.src.size - TAIL) // BLOCK)
+            start, end = lo * BLOCK, min(self.src.size, (hi + 1) * BLOCK)
+            data = self.src.pread(start, end - start)
+            with _LOCK:
+                for i in range(lo, hi + 1):
+                    blk = data[(i - lo) * BLOCK:(i - lo + 1) * BLOCK]
+                    _BLOCKS[(self.name, i)] = blk
+                    if i in have:
+                        have[i] = blk
+                while len(_BLOCKS) > CACHE_BLOCKS:
+                    _BLOCKS.popitem(last=False)
+        joined = b"".join(have[i] or b"" for i in range(first, last + 1))
+        return joined[offset - first * BLOCK:offset - first * BLOCK + n]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.src.close()
+        super().close()
+
+
+def open_source(path: str) -> Source:
+    """A Source for a local path or a URL (s3://, gs://, az://, http(s)://, hf://)."""
+    return RemoteSource(path) if is_remote(path) else LocalSource(path)
+
+
+def open_file(path: str) -> BinaryIO:
+    """A read-only file object: a SourceFile for a URL, the regular file itself for a local path."""
+    return SourceFile(RemoteSource(path)) if is_remote(path) else open_local(path)  # type: ignore[return-value]
+
+
+_DIRS: dict[str, list[str] | None] = {}
+
+
+def listdir(url: str) -> list[str] | None:
+    """The names in a remote folder, or None when `url` is not a folder (HTTP has no folders)."""
+    url = register(url).rstrip("/")
+    if url.lower().startswith(("http://", "https://")):
+        return None
+    with _LOCK:
+        if url in _DIRS:
+            return _DIRS[url]
+    fs, path = _filesystem(url)
+
+    def ls() -> list[str] | None:
+        _count(0)
+        if not fs.isdir(path):
+            return None
+        return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+
+    names = _retry(url, "listing", ls)
+    with _LOCK:
+        _DIRS[url] = names
+    return names
+
+
+def isdir(path: str) -> bool:
+    return listdir(path) is not None if is_remote(path) else os.path.isdir(path)
+
+
+def isfile(path: str) -> bool:
+    return exists(path) if is_remote(path) else os.path.isfile(path)
+
+
+def exists(path: str) -> bool:
+    """Whether a file exists (a metadata request for a URL, answered from the cache when read before)."""
+    if not is_remote(path):
+        return os.path.exists(path)
+    try:
+        RemoteSource(path)
+    except BadInput as exc:
+        if exc.problem.startswith("not found"):
+            return False
+        raise
+    return True
+
+
+def file_size(path: str) -> int:
+    """Bytes in a local file or a remote object."""
+    if is_remote(path):
+        return RemoteSource(path).size
+    return os.path.getsize(path)
+
+
+def map_concurrent(fn: Callable[[str], T], items: Iterable[str], threads: int = SHARD_THREADS) -> dict[str, T | BaseException]:
+    """fn over items on a small thread pool; each result or the exception it raised, by item."""
+    todo = list(dict.fromkeys(items))
+    if not todo:
+        return {}
+
+    def one(item: str) -> T | BaseException:
+        try:
+            return fn(item)
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller, which re-raises in order
+            return exc
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(todo))) as pool:
+        return dict(zip(todo, pool.map(one, todo)))
+
+
+def hf_cache_path(path: str) -> str | None:
+    """`org/repo` or `org/repo@rev` as a folder of the local Hugging Face cache, resolved offline
+    (no request is made); None when `path` is not a repo id or the cache does not hold it."""
+    if not _REPO_ID.match(path) or os.path.lexists(path):
+        return None
+    repo, _, rev = path.partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME")
+                                               else None)
+    try:
+        folder = snapshot_download(repo, revision=rev or None, cache_dir=cache, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (or not a repo id at all): the caller says "no such file"
+        return None
+    return str(folder) if os.path.isdir(folder) else None

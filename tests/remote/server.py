@@ -1,0 +1,143 @@
+"""A real HTTP server with Range support for the remote tests and benchmarks, on 127.0.0.1 only, with
+switches that make it slow or hostile: latency, truncation, lying lengths, ignored ranges, redirect loops."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Behaviour:
+    """What the server does; tests flip these between requests."""
+
+    latency: float = 0.0  # seconds slept before answering each request
+    ignore_ranges: bool = False  # answer a Range request with 200 and the whole file
+    truncate: int | None = None  # send at most this many body bytes, then close (lengths still claim all)
+    extra_length: int = 0  # add this to every Content-Length and to the size HEAD reports
+    redirect_loop: bool = False  # every request redirects to itself (with a counter)
+    status: int | None = None  # answer every request with this status (403, 404, 500)
+
+
+@dataclass
+class Log:
+    """What the server saw: requests, bytes sent, and how many were in flight at once."""
+
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Range header)
+    bytes_sent: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.bytes_sent = self.in_flight = self.max_in_flight = 0
+
+
+class RangeServer:
+    """Serves files under `root` at http://127.0.0.1:PORT/<relative path>."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.behaviour = Behaviour()
+        self.log = Log()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(body=False)
+
+            def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def _serve(self, body: bool) -> None:
+                b, log = server.behaviour, server.log
+                with log.lock:
+                    log.requests.append((self.command, self.path, self.headers.get("Range", "")))
+                    log.in_flight += 1
+                    log.max_in_flight = max(log.max_in_flight, log.in_flight)
+                try:
+                    if b.latency:
+                        time.sleep(b.latency)
+                    self._answer(body, b)
+                finally:
+                    with log.lock:
+                        log.in_flight -= 1
+
+            def _answer(self, body: bool, b: Behaviour) -> None:
+                if b.redirect_loop:
+                    self.send_response(302)
+                    self.send_header("Location", self.path.split("?")[0] + f"?n={len(server.log.requests)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path = os.path.join(server.root, self.path.split("?")[0].lstrip("/"))
+                if b.status is not None or not os.path.isfile(path):
+                    self.send_response(b.status or 404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                size = os.path.getsize(path)
+                start, end = 0, size
+                m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                if m and not b.ignore_ranges:
+                    start = int(m.group(1))
+                    end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+                    if start >= size:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size + b.extra_length}")
+                else:
+                    self.send_response(200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(end - start + b.extra_length))
+                self.end_headers()
+                if not body:
+                    return
+                todo = end - start if b.truncate is None else min(end - start, b.truncate)
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(start)
+                        while todo > 0:
+                            chunk = f.read(min(todo, 1 << 20))
+                            if not chunk:
+                                break
+                            self.wfile.write(chunk)
+                            todo -= len(chunk)
+                            with server.log.lock:
+                                server.log.bytes_sent += len(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading: what a careful client does with an unwanted body
+                if b.truncate is not None or b.extra_length:
+                    self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, rel: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{rel}"
+
+    def __enter__(self) -> RangeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
