@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,11 +101,14 @@ def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
         if t.storage_key is None or key not in seen:  # a tied parameter is one parameter
             n_params += t.numel
             seen.add(key)
+    from ..errors import StatecliError
+    from ..formats.source import file_size
+
     file_bytes = 0
     for f in ck.files:
         try:
-            file_bytes += os.path.getsize(f)
-        except OSError:
+            file_bytes += file_size(f)  # local or remote (a HEAD request)
+        except (OSError, StatecliError):
             pass
     largest = tuple(sorted(tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name))[:top])
     shared, outside = storage_overlap(tensors)

@@ -115,7 +115,10 @@ def print_warnings(warnings: list[str], notes: list[str], out: IO[str] | None = 
 
 
 def error_line(message: str) -> None:
-    sys.stderr.write(f"statecli: error: {escape(message)}\n")
+    """The one error line; URLs in it lose their credentials (a message may quote a raw argument)."""
+    from ..formats.source import redact
+
+    sys.stderr.write(f"statecli: error: {escape(redact(message))}\n")
 
 
 @contextmanager
