@@ -79,23 +79,32 @@ def evict(paths: list[Path]) -> None:
             pass
 
 
-def run(cmd: list[str], repeat: int, cold: list[Path] | None = None, env: dict[str, str] | None = None
-        ) -> tuple[float, float]:
-    """(median seconds, max peak RSS MiB) of a command; one untimed warm-up run first."""
-    times, rss = [], []
+def _once(cmd: list[str], cold: list[Path] | None, env: dict[str, str] | None) -> tuple[float, float]:
+    if cold:
+        evict(cold)
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+    secs = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return secs, int(m.group(1)) / 1024 if m else float("nan")
+
+
+def run(cmd: list[str], repeat: int, cold: list[Path] | None = None, envs: list[dict[str, str] | None] | None = None
+        ) -> list[tuple[float, float]]:
+    """(median seconds, max peak RSS MiB) of a command under each env, runs interleaved (A B A B ...) so
+    a busy machine's load falls on both alike; one untimed warm-up run of each first."""
+    envs = envs or [None]
+    times: list[list[float]] = [[] for _ in envs]
+    rss: list[list[float]] = [[] for _ in envs]
     for i in range(repeat + 1):
-        if cold:
-            evict(cold)
-        t0 = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
-        if i == 0 and not cold:
-            continue
-        times.append(time.perf_counter() - t0)
-        if proc.returncode not in (0, 1):
-            raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
-        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-        rss.append(int(m.group(1)) / 1024 if m else float("nan"))
-    return statistics.median(times), max(rss)
+        for j, env in enumerate(envs):
+            secs, peak = _once(cmd, cold, env)
+            if i or cold:
+                times[j].append(secs)
+                rss[j].append(peak)
+    return [(statistics.median(t), max(r)) for t, r in zip(times, rss)]
 
 
 def py(code: str, *args: str) -> list[str]:
@@ -154,15 +163,22 @@ def main() -> None:
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--cold", action="store_true", help="also time diff with the inputs evicted first")
+    ap.add_argument("--baseline", help="a PYTHONPATH holding an older statecli/ to time side by side (before)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="statecli-vbench-"))
     work.mkdir(parents=True, exist_ok=True)
-    rows: list[tuple[str, float, float, str]] = []
+    rows: list[tuple[str, float, float, str, str]] = []
+    base_env = {**os.environ, "PYTHONPATH": args.baseline} if args.baseline else None
 
     def add(label: str, cmd: list[str], moved: float = 0.0, cold: list[Path] | None = None,
             env: dict[str, str] | None = None) -> float:
-        secs, rss = run(cmd, args.repeat, cold, env)
-        rows.append((label, secs, rss, f"{moved / secs / (1 << 30):.2f} GiB/s" if moved else "-"))
+        envs: list[dict[str, str] | None] = [env]
+        if base_env is not None and cmd[0] == STATECLI:
+            envs.append({**base_env, **(env or {})})
+        res = run(cmd, args.repeat, cold, envs)
+        secs, rss = res[0]
+        before = f"{res[1][0]:.3f} s, {res[1][1]:.0f} MiB" if len(res) > 1 else "-"
+        rows.append((label, secs, rss, f"{moved / secs / (1 << 30):.2f} GiB/s" if moved else "-", before))
         print(rows[-1], file=sys.stderr)
         return secs
 
@@ -213,13 +229,14 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run([STATECLI, "inspect", str(d), "-f", "json"], capture_output=True, env=env)
             rows.append(("inspect 70B-shaped folder with config.json (first run, empty cache)",
-                         time.perf_counter() - t0, float("nan"), "-"))
+                         time.perf_counter() - t0, float("nan"), "-", "-"))
             add("inspect 70B-shaped folder with config.json (repeated)", [STATECLI, "inspect", str(d), "-f", "json"],
                 env=env)
-    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, load average at the end {load}"
     lines = [f"### {args.label} ({time.strftime('%Y-%m-%d %H:%M')}, {machine}; median of {args.repeat})", "",
-             "| run | median s | peak RSS MiB | throughput |", "|---|---|---|---|"]
-    lines += [f"| {label} | {secs:.3f} | {rss:.0f} | {thr} |" for label, secs, rss, thr in rows]
+             "| run | median s | peak RSS MiB | throughput | before (--baseline) |", "|---|---|---|---|---|"]
+    lines += [f"| {label} | {secs:.3f} | {rss:.0f} | {thr} | {before} |" for label, secs, rss, thr, before in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     with open(HERE / "values_results.md", "a", encoding="utf-8") as f:

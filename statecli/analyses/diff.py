@@ -9,22 +9,11 @@ from typing import Any
 
 from ..errors import UsageError
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
-from ..units import is_floating
-from .changes import (
-    MODULE_COLUMNS,
-    SORTS,
-    ModuleChange,
-    Sums,
-    as_float64,
-    jsonable,
-    module_changes,
-    pair_sums,
-    sort_modules,
-    square_sum,
-)
+from .changes import MODULE_COLUMNS, SORTS, ModuleChange, Sums, jsonable, module_changes, sort_modules
+from .compare_torch import _compare_pair
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
-CHUNK = 1 << 22  # elements compared per step: bounds the float64 working set to ~100 MiB
+NP_CHUNK = 1 << 20  # elements per read + compare task of the numpy path (a few MiB per side per worker)
 
 
 @dataclass
@@ -264,9 +253,9 @@ def _groups(ck: Checkpoint) -> tuple[str, ...]:
 
 def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, TensorInfo, TensorInfo]], rtol: float,
                     atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None) -> None:
-    import torch
-
-    from ..formats.values import value_reader
+    """Each pair through the numpy kernel (compare.py) when numpy can read both tensors; through torch
+    (imported only then) for the rest: complex, DCP directories, torch-only dtypes."""
+    from ..formats.values import numpy_readable, value_reader
 
     with value_reader(a) as ra, value_reader(b) as rb:
         for i, (kd, x, y) in enumerate(pairs):
@@ -276,13 +265,11 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
                 kd.note = f"values of {x.layout}/{x.device} tensors not compared"
                 continue
             try:
-                ta, tb = ra.tensor(x), rb.tensor(y)
-
-                def done(lo: int, hi: int, x: TensorInfo = x, y: TensorInfo = y) -> None:
-                    ra.release_elements(x, lo, hi)  # contiguous tensors: drop each chunk's pages
-                    rb.release_elements(y, lo, hi)
-
-                _compare_pair(kd, ta, tb, rtol, atol, equal_nan, torch, done)
+                # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those.
+                if numpy_readable(x) and numpy_readable(y) and not (_complex(x.dtype) or _complex(y.dtype)):
+                    _compare_numpy(kd, x, y, ra, rb, rtol, atol, equal_nan)
+                else:
+                    _compare_torch(kd, x, y, ra, rb, rtol, atol, equal_nan)
             finally:
                 ra.release(x)
                 rb.release(y)
@@ -292,77 +279,39 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
             progress(len(pairs), len(pairs))
 
 
-def _work_dtype(common: Any, torch: Any) -> Any:
-    """Compare in the common dtype, as torch.allclose does; narrow floats are widened to float32 so
-    differences do not overflow, integers go to float64."""
-    if common.is_complex:
-        return torch.complex128
-    if common in (torch.float32, torch.float64):
-        return common
-    return torch.float32 if common.is_floating_point else torch.int64
+def _complex(dtype: str) -> bool:
+    return dtype.startswith("complex")
 
 
-def _compare_pair(kd: _Work, ta: Any, tb: Any, rtol: float, atol: float, equal_nan: bool, torch: Any,
-                  done: Callable[[int, int], None] | None = None) -> None:
-    """max |a-b|, max |a-b|/|b| and how many elements fail |a-b| <= atol + rtol*|b| (torch.allclose),
-    chunk by chunk; `done(lo, hi)` is told when elements lo..hi are finished so their pages can go."""
-    n = ta.numel()
-    try:
-        common = torch.promote_types(ta.dtype, tb.dtype)
-    except RuntimeError:  # torch has no promotion for float8 types: compare in float32
-        common = torch.float32
-    if ta.dtype != tb.dtype:
-        kd.compared_as = str(common).removeprefix("torch.")
-    work = _work_dtype(common, torch)
-    same_dtype = ta.dtype == tb.dtype and ta.dtype != torch.bool
-    fa, fb = ta.reshape(-1), tb.reshape(-1)
-    max_abs, max_rel, bad, nonfinite_bad = 0.0, 0.0, 0, 0
-    sums = Sums()
-    for start in range(0, n, CHUNK):
-        ca, cb = fa[start:start + CHUNK], fb[start:start + CHUNK]
-        # Identical bytes are equal whatever the tolerance (NaNs only with --equal-nan): memcmp speed.
-        if same_dtype and ca.is_contiguous() and cb.is_contiguous() and torch.equal(
-                ca.view(torch.uint8), cb.view(torch.uint8)) and (equal_nan or not _has_nan(ca, torch)):
-            sq = square_sum(ca, torch) if work != torch.int64 else 0.0
-            sums += Sums(sq, sq, sq, 0.0)
-            if done:
-                done(start, start + ca.numel())
-            continue
-        if work == torch.int64:  # integers: the difference exactly, then compared as floats
-            ca, cb = ca.to(torch.int64), cb.to(torch.int64)
-            d = (ca - cb).abs().to(torch.float64)
-            babs = cb.abs().to(torch.float64)
-        else:
-            ca = ca.to(common).to(work) if ca.dtype != work else ca
-            cb = cb.to(common).to(work) if cb.dtype != work else cb
-            d = (ca - cb).abs()
-            babs = cb.abs()
-        close = d <= atol + rtol * babs
-        finite = bool(torch.isfinite(ca).all()) and bool(torch.isfinite(cb).all())
-        sums += pair_sums(as_float64(ca, torch), as_float64(cb, torch), finite, torch)
-        if not finite:  # inf == inf of the same sign is close; NaN only with equal_nan
-            special = torch.isinf(ca) & (ca == cb)
-            if equal_nan:
-                special |= torch.isnan(ca) & torch.isnan(cb)
-            close |= special
-            d = torch.where(special, torch.zeros_like(d), d)
-            dfin = torch.isfinite(d)
-            nonfinite_bad += int(torch.count_nonzero(~dfin & ~close))
-            d = torch.where(dfin, d, torch.zeros_like(d))
-        bad += d.numel() - int(torch.count_nonzero(close))
-        max_abs = max(max_abs, float(d.max()))
-        rel = torch.where(babs > 0, d / babs, torch.zeros_like(d))
-        max_rel = max(max_rel, float(torch.nan_to_num(rel, nan=0.0, posinf=0.0).max()))
-        if done:
-            done(start, start + ca.numel())
-    kd.max_abs, kd.max_rel, kd.mismatched = max_abs, max_rel, bad
+def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rtol: float, atol: float,
+                   equal_nan: bool) -> None:
+    """One pass over the pair: chunks read (pread) and compared on both cores, merged in order."""
+    from ..formats.values import ordered_map
+    from .compare import Partial, compare_chunk, promote, work_dtype
+
+    if x.dtype != y.dtype:
+        kd.compared_as = promote(x.dtype, y.dtype)
+
+    def one(lo: int, hi: int) -> Partial:
+        return compare_chunk(ra.read_flat(x, lo, hi), rb.read_flat(y, lo, hi), x.dtype, y.dtype, rtol, atol,
+                             equal_nan)
+
+    total = Partial()
+    for part in ordered_map(one, x.numel, NP_CHUNK):
+        total.merge(part)
+    kd.max_abs, kd.max_rel, kd.mismatched = total.max_abs, total.max_rel, total.bad
     # Norms of integer tensors (step counters, masks, ids) would swamp a module's weights: floats only.
-    kd.sums = sums if work != torch.int64 else None
-    if nonfinite_bad:
-        kd.note = f"{nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)"
+    kd.sums = total.sums if work_dtype(promote(x.dtype, y.dtype)) != "int64" else None
+    if total.nonfinite_bad:
+        kd.note = f"{total.nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)"
 
 
-def _has_nan(t: Any, torch: Any) -> bool:
-    if not is_floating(str(t.dtype).removeprefix("torch.")):
-        return False
-    return bool(torch.isnan(t.to(torch.float32) if t.dtype.itemsize == 1 else t).any())
+def _compare_torch(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rtol: float, atol: float,
+                   equal_nan: bool) -> None:
+    import torch
+
+    def done(lo: int, hi: int) -> None:
+        ra.release_elements(x, lo, hi)  # contiguous tensors: drop each chunk's pages
+        rb.release_elements(y, lo, hi)
+
+    _compare_pair(kd, ra.tensor(x), rb.tensor(y), rtol, atol, equal_nan, torch, done)

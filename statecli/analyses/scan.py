@@ -248,29 +248,8 @@ def _scan_npy(target: str, acc: Findings) -> None:
 
 
 def _scan_tar(target: str, acc: Findings) -> None:
-    """Pre-0.4 tar checkpoints: torch.load unpickles the 'sys_info', 'pickle', 'storages' and 'tensors'
-    members; every member is scanned as a sequence of pickles (or as an .npy)."""
-    import tarfile
+    """Pre-0.4 tar checkpoints: every member scanned as a sequence of pickles (or as an .npy); the
+    loader refuses them through the same function, so inspect/check/cast agree with scan."""
+    from ..formats.torchtar import scan_tar
 
-    from ..formats import npy
-
-    try:
-        with tarfile.open(target, "r:") as tf:
-            for member in tf.getmembers():
-                fobj = tf.extractfile(member) if member.isfile() else None
-                if fobj is None:
-                    continue
-                data = fobj.read(MAX_PICKLE_SCAN)
-                if member.name.endswith(".npy") or npy.detect(data):
-                    npy.scan_bytes(data, member.name, acc)
-                    continue
-                sub = Findings()
-                scan_stream(data, member.name, sub)
-                acc.globals += sub.globals
-                acc.calls += sub.calls
-                acc.pickles += sub.pickles
-                acc.problems += sub.problems
-    except (tarfile.TarError, OSError) as exc:
-        acc.errors.append(f"corrupt tar archive: {exc}")
-    if not acc.errors:
-        acc.errors.append("a pre-0.4 tar-format torch file; not supported (load and re-save it with torch)")
+    scan_tar(target, acc)

@@ -112,19 +112,29 @@ def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def extremes(t: Any, k: int, chunk: int = 1 << 22) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """The k smallest and k largest finite values with their flat indices, chunk by chunk."""
-    import torch
+    """The k smallest and k largest finite values with their flat indices, chunk by chunk; ties go to
+    the lower index."""
+    import numpy as np
 
-    flat = t.reshape(-1)
+    from .stats import as_array
+
+    flat = as_array(t).reshape(-1)
     small: list[tuple[int, float]] = []
     large: list[tuple[int, float]] = []
-    for start in range(0, flat.numel(), chunk):
-        c = flat[start:start + chunk].to(torch.float64)
-        finite = torch.isfinite(c)
-        for into, fill, largest in ((large, float("-inf"), True), (small, float("inf"), False)):
-            vals = torch.where(finite, c, torch.full_like(c, fill))
-            top = torch.topk(vals, min(k, vals.numel()), largest=largest)
-            into += [(start + int(i), float(v)) for v, i in zip(top.values, top.indices) if v == v and abs(v) != float("inf")]
+    for start in range(0, flat.size, chunk):
+        c = flat[start:start + chunk]
+        c = (c.astype(np.float32) if c.dtype.itemsize == 1 and c.dtype.kind == "V" else c).astype(np.float64)
+        idx = np.flatnonzero(np.isfinite(c))
+        vals = c[idx]
+        for into, sign in ((large, -1.0), (small, 1.0)):
+            m = min(k, vals.size)
+            if not m:
+                continue
+            key = vals * sign
+            part = np.argpartition(key, m - 1)[:m] if m < vals.size else np.arange(vals.size)
+            cut = key[part].max()  # the k-th smallest key: every element below it, then ties by index
+            pick = np.concatenate([np.flatnonzero(key < cut), np.flatnonzero(key == cut)])[:m]
+            into += [(start + int(idx[i]), float(vals[i])) for i in pick]
     small = sorted(small, key=lambda x: (x[1], x[0]))[:k]
     large = sorted(large, key=lambda x: (-x[1], x[0]))[:k]
     return small, large
@@ -132,11 +142,15 @@ def extremes(t: Any, k: int, chunk: int = 1 << 22) -> tuple[list[tuple[int, floa
 
 def first_values(t: Any, n: int) -> tuple[Any, ...]:
     """The first n values in row-major order, as Python numbers (narrow floats widened to float)."""
-    import torch
+    import numpy as np
 
-    head = t.reshape(-1)[:n]
-    if head.dtype.is_floating_point and head.dtype.itemsize < 4:
-        head = head.to(torch.float32)
+    from .stats import as_array
+
+    head = as_array(t).reshape(-1)[:n]
+    if head.dtype.kind == "V" or head.dtype == np.float16:  # bfloat16/float8 (ml_dtypes) and float16
+        head = head.astype(np.float32)
+    if head.dtype.kind == "c":
+        return tuple(complex(x) for x in head.tolist())
     return tuple(head.tolist())
 
 
@@ -155,7 +169,7 @@ def show(ck: Checkpoint, key: str, bins: int = 40, first: int = 10, extreme: int
         return ShowResult(ck, e, Stats(None, None, None, None, 0, 0, why), (), (), (), path, siblings)
     with value_reader(ck) as reader:
         try:
-            values = reader.tensor(t)
+            values = reader.array(t)
             stats = tensor_stats(values, bins=bins, sample=SHOW_SAMPLE)
             if stats.hist and stats.sampled != stats.finite and stats.min is not None and stats.max is not None:
                 stats = replace(stats, hist=tuple(full_histogram(values, stats.min, stats.max, bins)),

@@ -4,18 +4,22 @@ Everything comes from ONE pass over a tensor's chunks: moments, extremes and cou
 merged chunk by chunk with Chan's formula); the |x| percentiles and the histogram from the finite
 values of an evenly spaced sample of at most SAMPLE elements taken from the chunks as they pass,
 so they are exact for tensors up to SAMPLE elements and estimates above. Each reduction is a small
-function of (values, parameters) so a faster backend can replace it one by one.
+function of (values, parameters). The kernels are numpy (no torch import); chunks of a tensor in a
+file are read with pread and reduced on both cores, merged in order (tests keep torch as the oracle).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..errors import BadInput
-from ..formats.values import value_reader
+from ..formats.values import numpy_readable, ordered_map, value_reader
 from ..state import Checkpoint, Entry, Stats
 from ..units import COMPLEX
+from .compare import dot64 as _dot
 
 _SUB_BYTE = {f"{p}int{n}" for p in ("", "u") for n in range(1, 8)}
 CHUNK = 1 << 22  # elements per reduction step: bounds the float64 working copy to 32 MiB
@@ -55,12 +59,13 @@ class Moments:
 
 def chunk_moments(vals: Any) -> Moments:
     """Moments of a float64 chunk of finite values."""
-    n = vals.numel()
+
+    n = vals.size
     if n == 0:
         return Moments()
     mean = float(vals.mean())
     dev = vals - mean
-    return Moments(n, mean, float((dev * dev).sum()), float(vals.min()), float(vals.max()))
+    return Moments(n, mean, float(_dot(dev, dev)), float(vals.min()), float(vals.max()))
 
 
 def sample_of(chunk: Any, start: int, step: int) -> Any:
@@ -70,72 +75,130 @@ def sample_of(chunk: Any, start: int, step: int) -> Any:
 
 
 def histogram(vals: Any, lo: float, hi: float, bins: int) -> list[int]:
-    """Counts of `vals` (float64, all within [lo, hi]) in `bins` equal bins: numpy.histogram's edges
-    and edge rules exactly (the last bin is closed; a constant tensor gets the range lo-0.5..hi+0.5)."""
-    import torch
+    """Counts of `vals` (float64, all within [lo, hi]) in `bins` equal bins: numpy.histogram (the last
+    bin is closed; a constant tensor gets the range lo-0.5..hi+0.5)."""
+    import numpy as np
 
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
-    if vals.numel() == 0:
+    if vals.size == 0:
         return [0] * bins
-    edges = torch.arange(bins + 1, dtype=torch.float64) * ((hi - lo) / bins) + lo
-    edges[-1] = hi
-    idx = ((vals - lo) / (hi - lo) * bins).to(torch.int64).clamp_(0, bins - 1)
-    idx -= (vals < edges[idx]).to(torch.int64)
-    idx += ((vals >= edges[idx + 1]) & (idx != bins - 1)).to(torch.int64)
-    return [int(c) for c in torch.bincount(idx, minlength=bins)]
+    return [int(c) for c in np.histogram(vals, bins=bins, range=(lo, hi))[0]]
 
 
 def abs_percentiles(vals: Any, qs: tuple[float, ...] = PERCENTILES) -> list[float]:
-    """Percentiles of |vals| with linear interpolation (numpy.percentile's default)."""
-    import torch
+    """Percentiles of |vals| with linear interpolation (numpy.percentile's default, torch.quantile's)."""
+    import numpy as np
 
-    if vals.numel() == 0:
+    if vals.size == 0:
         return []
-    return [float(x) for x in torch.quantile(vals.abs(), torch.tensor(qs, dtype=torch.float64))]
+    return [float(x) for x in np.quantile(np.abs(vals), qs)]
+
+
+def as_array(t: Any) -> Any:
+    """A numpy array of the values (a torch tensor is converted without a copy where it can be)."""
+    if type(t).__module__.startswith("torch"):
+        from ..formats.values import torch_to_numpy
+
+        return torch_to_numpy(t)
+    return t
+
+
+@dataclass
+class Part:
+    """One chunk's share of a tensor's statistics (merged in chunk order)."""
+
+    acc: Moments = field(default_factory=Moments)
+    nan: int = 0
+    inf: int = 0
+    zeros: int = 0
+    kept: Any = None
+
+
+def _float64(raw: Any) -> Any:
+    import numpy as np
+
+    return (raw.astype(np.float32) if raw.dtype.itemsize == 1 and raw.dtype.kind == "V" else raw).astype(np.float64)
+
+
+def chunk_part(raw: Any, start: int, step: int) -> Part:
+    """Counts, moments and the sample of one flat chunk (any numpy dtype statecli summarises)."""
+    import numpy as np
+
+    chunk = _float64(raw)
+    lo, hi = (chunk.min(), chunk.max()) if chunk.size else (0.0, 0.0)
+    part = Part(zeros=chunk.size - int(np.count_nonzero(chunk)))
+    picked = sample_of(chunk, start, step)
+    if np.isfinite(lo) and np.isfinite(hi):  # NaN and Inf reach min/max: no mask needed
+        part.acc = _moments(chunk, float(lo), float(hi))
+        part.kept = picked.copy()
+        return part
+    finite = np.isfinite(chunk)
+    part.nan = int(np.count_nonzero(np.isnan(chunk)))
+    part.inf = int(np.count_nonzero(np.isinf(chunk)))
+    part.acc = chunk_moments(chunk[finite])
+    part.kept = picked[np.isfinite(picked)]
+    return part
+
+
+def _moments(vals: Any, lo: float, hi: float) -> Moments:
+
+    mean = float(vals.mean())
+    dev = vals - mean
+    return Moments(vals.size, mean, float(_dot(dev, dev)), lo, hi)
+
+
+def stats_of_parts(parts: Any, n: int, bins: int) -> Stats:
+    """A tensor's Stats from its chunks' parts, in order."""
+    import numpy as np
+
+    acc, nan, inf, zeros, kept = Moments(), 0, 0, 0, []
+    for p in parts:
+        acc.add(p.acc)
+        nan, inf, zeros = nan + p.nan, inf + p.inf, zeros + p.zeros
+        kept.append(p.kept)
+    if acc.count == 0:
+        return Stats(None, None, None, None, nan, inf, "no finite values", numel=n, zeros=zeros)
+    values = np.concatenate(kept)
+    # Every sampled element may be non-finite while others are not: no percentiles then (torch's kernel raised).
+    pcts: list[float | None] = [*abs_percentiles(values)] or [None, None]
+    p50, p99 = pcts
+    return Stats(acc.lo, acc.hi, acc.mean, acc.std, nan, inf, numel=n, zeros=zeros, p50_abs=p50, p99_abs=p99,
+                 hist=tuple(histogram(values, acc.lo, acc.hi, bins)), sampled=values.size, finite=acc.count)
+
+
+def read_stats(read: Callable[[int, int], Any], n: int, bins: int = BINS, sample: int = SAMPLE,
+               threads: int | None = None) -> Stats:
+    """Stats of n elements that `read(lo, hi)` returns flat, chunk by chunk on both cores."""
+    step = max(1, -(-n // sample))
+
+    def one(lo: int, hi: int) -> Part:
+        return chunk_part(read(lo, hi), lo, step)
+
+    kw = {} if threads is None else {"threads": threads}
+    return stats_of_parts(ordered_map(one, n, CHUNK, **kw), n, bins)
 
 
 def tensor_stats(t: Any, bins: int = BINS, sample: int = SAMPLE) -> Stats:
     """Moments, extremes, zero/NaN/Inf counts, |x| percentiles and a histogram, in one pass."""
-    import torch
-
-    if t.dtype.is_complex:
+    arr = as_array(t)
+    if arr.dtype.kind == "c":
         return Stats(None, None, None, None, 0, 0, "complex: not summarised")
-    flat = t.reshape(-1)
-    n = flat.numel()
-    if n == 0:
+    flat = arr.reshape(-1)
+    if flat.size == 0:
         return Stats(None, None, None, None, 0, 0, "empty")
-    step = max(1, -(-n // sample))
-    acc, nan, inf, zeros = Moments(), 0, 0, 0
-    kept = []
-    for start in range(0, n, CHUNK):
-        chunk = flat[start:start + CHUNK].to(torch.float64)
-        finite = torch.isfinite(chunk)
-        all_finite = bool(finite.all())
-        if not all_finite:
-            nan += int(torch.isnan(chunk).sum())
-            inf += int(torch.isinf(chunk).sum())
-        zeros += int((chunk == 0).sum())
-        acc.add(chunk_moments(chunk if all_finite else chunk[finite]))
-        picked = sample_of(chunk, start, step)
-        kept.append(picked if all_finite else picked[torch.isfinite(picked)])
-    if acc.count == 0:
-        return Stats(None, None, None, None, nan, inf, "no finite values", numel=n, zeros=zeros)
-    values = torch.cat(kept)
-    p50, p99 = abs_percentiles(values)
-    return Stats(acc.lo, acc.hi, acc.mean, acc.std, nan, inf, numel=n, zeros=zeros, p50_abs=p50, p99_abs=p99,
-                 hist=tuple(histogram(values, acc.lo, acc.hi, bins)), sampled=values.numel(), finite=acc.count)
+    return read_stats(lambda lo, hi: flat[lo:hi], flat.size, bins, sample, threads=1)
 
 
 def full_histogram(t: Any, lo: float, hi: float, bins: int) -> list[int]:
     """Every finite value of `t` binned over [lo, hi] (a second pass; `show` pays it for one tensor)."""
-    import torch
+    import numpy as np
 
-    flat = t.reshape(-1)
+    flat = as_array(t).reshape(-1)
     counts = [0] * bins
-    for start in range(0, flat.numel(), CHUNK):
-        chunk = flat[start:start + CHUNK].to(torch.float64)
-        chunk = chunk[torch.isfinite(chunk)]
+    for start in range(0, flat.size, CHUNK):
+        chunk = _float64(flat[start:start + CHUNK])
+        chunk = chunk[np.isfinite(chunk)]
         counts = [a + b for a, b in zip(counts, histogram(chunk, lo, hi, bins))]
     return counts
 
@@ -162,7 +225,12 @@ def stats_for(ck: Checkpoint, entries: list[Entry]) -> dict[str, Stats]:
                 out[e.name] = Stats(None, None, None, None, 0, 0, why)
                 continue
             try:
-                out[e.name] = tensor_stats(reader.tensor(t))
+                if t.numel == 0:
+                    out[e.name] = Stats(None, None, None, None, 0, 0, "empty")
+                elif numpy_readable(t):
+                    out[e.name] = read_stats(partial(reader.read_flat, t), t.numel)
+                else:  # DCP: torch reads the tensor, numpy reduces it
+                    out[e.name] = tensor_stats(reader.array(t))
             except (ValueError, RuntimeError, TypeError) as exc:
                 raise BadInput(t.source or ck.path, f"cannot read values of {e.name!r}: {exc}") from exc
             finally:

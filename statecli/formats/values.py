@@ -1,20 +1,110 @@
-"""Reading tensor values lazily, one tensor at a time, from the memory-mapped file (imports torch)."""
+"""Reading tensor values lazily, one tensor at a time, from the memory-mapped file: as numpy arrays
+(ml_dtypes for bfloat16 and float8; no torch import) or as torch tensors (imports torch)."""
 
 from __future__ import annotations
 
 import mmap
+import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BadInput
 from ..state import Checkpoint, TensorInfo, contiguous_stride
 from ..units import itemsize
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
+T = TypeVar("T")
+THREADS = min(2, os.cpu_count() or 1)  # chunk workers: numpy and pread release the GIL
+
+
+def np_dtype(name: str) -> np.dtype[Any] | None:
+    """numpy's dtype for a torch dtype name (ml_dtypes for bfloat16 and float8); None where numpy has
+    none (complex32, float4, quantized, sub-byte ints): those values are read through torch."""
+    import numpy as np
+
+    if name in _NUMPY:
+        return np.dtype(name)
+    if name in _ML_DTYPES:
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    return None
+
+
+_NUMPY = {"float64", "float32", "float16", "complex128", "complex64", "int64", "int32", "int16", "int8",
+          "uint64", "uint32", "uint16", "uint8", "bool"}
+_ML_DTYPES = {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu"}
+
+
+def numpy_readable(info: TensorInfo) -> bool:
+    """Whether `array()` reads this tensor without torch (a strided tensor in a file, numpy dtype)."""
+    return (info.layout == "strided" and info.device != "meta" and info.source is not None
+            and info.data_offset is not None and np_dtype(info.dtype) is not None
+            and np_dtype(info.storage_dtype or info.dtype) is not None
+            and itemsize(info.dtype) == itemsize(info.storage_dtype or info.dtype))
+
+
+def torch_to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as a numpy array of the same dtype (bfloat16/float8 through a same-width int view)."""
+    import torch
+
+    dt = np_dtype(str(t.dtype).removeprefix("torch."))
+    if dt is None:
+        raise TypeError(f"numpy has no {t.dtype}")
+    t = t.detach().contiguous()
+    raw = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64, 16: torch.complex128}[t.element_size()]
+    return t.view(raw).numpy().view(dt) if t.dtype != raw else t.numpy()
+
+
+def ordered_map(fn: Callable[[int, int], T], total: int, step: int, threads: int = THREADS) -> Iterator[T]:
+    """fn(lo, hi) over [0, total) in steps, on `threads` workers, results in order; at most 2 x threads
+    steps in flight so memory stays a few chunks. One worker (or one step) runs inline, no thread."""
+    spans = [(lo, min(lo + step, total)) for lo in range(0, total, step)]
+    if threads <= 1 or len(spans) <= 1:
+        for lo, hi in spans:
+            yield fn(lo, hi)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending: list[Future[T]] = []
+        it = iter(spans)
+        for lo, hi in it:
+            pending.append(pool.submit(fn, lo, hi))
+            if len(pending) >= 2 * threads:
+                break
+        try:
+            while pending:
+                yield pending.pop(0).result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(fn, *nxt))
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two flat arrays hold the same bytes: a memcmp when both came from read_flat."""
+    import numpy as np
+
+    if a.nbytes != b.nbytes:
+        return False
+    ba, bb = _owner(a), _owner(b)
+    if ba is not None and bb is not None:
+        return ba == bb
+    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
+                               np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
+
+
+def _owner(a: np.ndarray) -> bytearray | None:
+    """The bytearray an array from read_flat spans exactly, or None."""
+    base = a.base.obj if isinstance(a.base, memoryview) else a.base
+    return base if isinstance(base, bytearray) and len(base) == a.nbytes else None
 
 
 class ValueReader:
@@ -24,6 +114,64 @@ class ValueReader:
     def __init__(self, ck: Checkpoint) -> None:
         self.ck = ck
         self._maps: dict[str, mmap.mmap] = {}
+        self._fds: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
+
+    def array(self, info: TensorInfo) -> np.ndarray:
+        """The tensor as a read-only numpy view into the mapping (its shape and strides; no copy)."""
+        import numpy as np
+        from numpy.lib.stride_tricks import as_strided
+
+        if not numpy_readable(info):
+            return torch_to_numpy(self.tensor(info))
+        assert info.source is not None and info.data_offset is not None
+        sdt, dt = np_dtype(info.storage_dtype or info.dtype), np_dtype(info.dtype)
+        assert sdt is not None and dt is not None
+        mm = self._map(info.source)
+        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+        if info.data_offset + nbytes > len(mm):
+            raise BadInput(info.source, f"storage at byte {info.data_offset} runs past the end of the file")
+        flat = np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=info.data_offset).view(sdt).view(dt)
+        if info.is_contiguous:
+            return flat[info.storage_offset:info.storage_offset + info.numel].reshape(info.shape)
+        stride = info.stride if info.stride is not None else contiguous_stride(info.shape)
+        return as_strided(flat[info.storage_offset:], info.shape, [s * dt.itemsize for s in stride], writeable=False)
+
+    def read_flat(self, info: TensorInfo, lo: int, hi: int) -> np.ndarray:
+        """Elements lo..hi of the tensor in row-major order, as a fresh 1-D array. A contiguous tensor in a
+        file is read with pread (the GIL is released; no mapped pages stay resident), others are copied
+        out of the mapping."""
+        import numpy as np
+
+        dt = np_dtype(info.dtype)
+        if dt is None or not numpy_readable(info) or not info.is_contiguous:
+            return np.ascontiguousarray(self.array(info).reshape(-1)[lo:hi])
+        assert info.source is not None and info.data_offset is not None
+        size = dt.itemsize
+        buf = bytearray((hi - lo) * size)  # `bytes(a) == bytes(b)` on these buffers is a memcmp: see same_bytes()
+        out = np.frombuffer(buf, dtype=dt)
+        start = info.data_offset + (info.storage_offset + lo) * size
+        end = info.data_offset + (info.storage_offset + hi) * size
+        if end > self._size(info.source):
+            raise BadInput(info.source, f"tensor data at byte {start} runs past the end of the file")
+        view, got = memoryview(buf), 0
+        while got < end - start:
+            n = os.preadv(self._fd(info.source), [view[got:]], start + got)
+            if n <= 0:
+                raise BadInput(info.source, f"short read at byte {start + got}")
+            got += n
+        return out
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+            self._sizes[path] = os.fstat(fd).st_size
+        return fd
+
+    def _size(self, path: str) -> int:
+        self._fd(path)
+        return self._sizes[path]
 
     def _map(self, path: str) -> mmap.mmap:
         mm = self._maps.get(path)
@@ -114,8 +262,14 @@ class ValueReader:
 
     def close(self) -> None:
         for mm in self._maps.values():
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:  # a numpy view still points into it: the mapping goes with the last view
+                pass
         self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def _accepts_no_dist() -> bool:
@@ -126,9 +280,16 @@ def _accepts_no_dist() -> bool:
     return "no_dist" in inspect.signature(dcp.load).parameters
 
 
+REMOTE_READER: Callable[[Checkpoint], ValueReader] | None = None
+
+
 @contextmanager
 def value_reader(ck: Checkpoint) -> Iterator[ValueReader]:
-    reader = ValueReader(ck)
+    from .source import is_remote
+
+    # URLs: bounded ranged reads; formats/remote_values.py sets REMOTE_READER when a URL is read.
+    remote = REMOTE_READER is not None and any(is_remote(f) for f in ck.files)
+    reader = REMOTE_READER(ck) if remote and REMOTE_READER is not None else ValueReader(ck)
     try:
         yield reader
     finally:
