@@ -46,3 +46,11 @@ def flatten_torch(obj: object, prefix: str = "") -> dict[str, object]:
 
     walk(obj, prefix)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_terminal_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables fit COLUMNS when it is set; a test must not depend on the caller's terminal (pytest-xdist
+    workers inherit COLUMNS=80). Tests that want a width pass it explicitly."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
