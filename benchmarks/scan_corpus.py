@@ -495,6 +495,10 @@ def build_corpus(directory: str | os.PathLike[str], heavy: bool = False) -> list
     add("truncated-state-dict", replace_member(real, "/data.pkl", real_pkl[: len(real_pkl) // 2]), MALFORMED,
         "a real data.pkl cut in half", torch_load=False)
 
+    from .scan_corpus_issue10 import add_cases
+
+    add_cases(add, real, real_pkl, sd, os_system, marker)
+
     if heavy:
         add("zip-oversized-data-pkl", _oversized(real, payload_pkl), DANGEROUS,
             "payload data.pkl padded after STOP to 1 GiB + 1 (deflated to ~1 MiB): over scanners' size caps")

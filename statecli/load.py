@@ -3,7 +3,6 @@ wrappers, every entry flattened to a dotted name and classified. Metadata only; 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -11,14 +10,13 @@ from . import classify
 from .classify import EMA_KEYS, OPTIMIZER_KEYS
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
+from .formats.graph import GraphRef, flatten, holds_tensors, render_value
 from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 from .state import Checkpoint, Container, Entry, Evidence, Kind, ModuleNode, Role, Source, TensorInfo, unique_storage_bytes
 
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "model_state",
               "weights", "params", "generator")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-MAX_NODES = 20_000_000
-_VALUE_ITEMS = 16
 
 
 def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, ...] = (),
@@ -38,8 +36,8 @@ def load_with_raw(path: str, key: str | None = None,
                   strip_prefix: tuple[str, ...] = ()) -> tuple[Checkpoint, RawCheckpoint]:
     """The Checkpoint and the raw object tree it was built from (rewrite commands need both)."""
     raw = read_raw(path)
-    if raw.dangerous:
-        raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
+    if raw.dangerous:  # raw.path: a URL's credentials never reach a message
+        raise UnsafeContent(raw.path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
                             "refusing the file; do not torch.load it (statecli scan shows every global)")
     return build(raw, key, strip_prefix), raw
 
@@ -204,6 +202,13 @@ def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], r
         if model and all(e.name.startswith(p) for e in model):
             ck.notes.append(f"every model key starts with {p!r} (a {'DDP/DataParallel' if p == 'module.' else 'torch.compile'} "
                             f"wrapper); add --strip-prefix {p} to see the plain module names")
+    refs = {t: sum(1 for e in ck.entries if e.value_type == t) for t in ("shared reference", "cycle")}
+    if refs["shared reference"]:
+        ck.notes.append(f"{refs['shared reference']} key(s) name a container already listed under another name "
+                        "(the file shares it by many paths); each is shown once as <shared: same object as ...>")
+    if refs["cycle"]:
+        ck.notes.append(f"{refs['cycle']} key(s) refer back to a container that holds them (a cycle), shown as "
+                        "<cycle: refers back to ...>")
     groups: dict[str, list[Entry]] = {}
     for e in ck.entries:
         groups.setdefault(e.group, []).append(e)
@@ -283,63 +288,14 @@ def _is_tensor(v: Any) -> bool:
     return isinstance(v, (TensorRef, TensorInfo))
 
 
-def _holds_tensors(v: Any, _budget: list[int] | None = None) -> bool:
-    budget = _budget if _budget is not None else [100_000]
-    todo = [v]
-    while todo and budget[0] > 0:
-        x = todo.pop()
-        budget[0] -= 1
-        if _is_tensor(x):
-            return True
-        if isinstance(x, Mapping):
-            todo.extend(x.values())
-        elif isinstance(x, (list, tuple)):
-            todo.extend(x)
-    return False
+def _holds_tensors(v: Any) -> bool:
+    return holds_tensors(v)
 
 
 def _flatten(raw: RawCheckpoint, obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    """Dotted names for every tensor and every plain value; containers without tensors are one value."""
-    out: list[tuple[str, Any]] = []
-    stack: list[tuple[str, Any, frozenset[int]]] = [(prefix, obj, frozenset())]
-    nodes = 0
-    while stack:
-        name, x, path_ids = stack.pop()
-        nodes += 1
-        if nodes > MAX_NODES:
-            raise BadInput(raw.path, "object tree is too large to list (more than 20M nodes)")
-        if id(x) in path_ids:
-            out.append((name, "<recursive reference>"))
-            continue
-        if isinstance(x, Mapping) and (x or not name):
-            ids = path_ids | {id(x)}
-            for k, v in reversed(list(x.items())):
-                if isinstance(v, (Mapping, list, tuple)) and v and not _holds_tensors(v):
-                    stack.append((_join(name, k), _Whole(v), ids))
-                else:
-                    stack.append((_join(name, k), v, ids))
-            continue
-        if isinstance(x, _Whole):
-            out.append((name, x.value))
-            continue
-        if isinstance(x, (list, tuple)) and _holds_tensors(x):
-            ids = path_ids | {id(x)}
-            for i in range(len(x) - 1, -1, -1):
-                stack.append((_join(name, i), x[i], ids))
-            continue
-        out.append((name, x))
-    return iter(out)
-
-
-class _Whole:
-    """Marks a container without tensors, listed as one value rather than element by element."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def _join(prefix: str, key: Any) -> str:
-    return f"{prefix}.{key}" if prefix else str(key)
+    """Dotted names for every tensor and every plain value (formats.graph: each object visited once,
+    cycles and containers shared past a budget listed as one reference entry)."""
+    return iter(flatten(obj, prefix, raw.path))
 
 
 def _tensor_entry(raw: RawCheckpoint, name: str, leaf: Any, group: str) -> Entry:
@@ -362,47 +318,6 @@ def _type_name(v: Any) -> str:
         return "torch enum"
     if isinstance(v, (TensorRef, TensorInfo)):
         return "tensor"
+    if isinstance(v, GraphRef):
+        return v.type_name
     return type(v).__name__.replace("StateDict", "OrderedDict").replace("InertSet", "set")
-
-
-def render_value(v: Any, depth: int = 0) -> Any:
-    """A JSON-able rendering of a non-tensor value, capped in size and depth."""
-    if v is None or isinstance(v, (bool, int, str)):
-        if isinstance(v, str) and len(v) > 200:
-            return v[:200] + "..."
-        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**63:
-            return str(v)
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else str(v)
-    if isinstance(v, complex):
-        return str(v)
-    if isinstance(v, (bytes, bytearray)):
-        return f"<{len(v)} bytes>"
-    if isinstance(v, (DtypeValue, NamedValue)):
-        return repr(v)
-    if depth > 4:
-        return "..."
-    if isinstance(v, Mapping):
-        items = list(v.items())
-        out = {str(k): render_value(x, depth + 1) for k, x in items[:_VALUE_ITEMS]}
-        if len(items) > _VALUE_ITEMS:
-            out["..."] = f"{len(items) - _VALUE_ITEMS} more"
-        return out
-    if isinstance(v, (list, tuple, set, frozenset)):
-        seq = list(v)
-        rendered = [render_value(x, depth + 1) for x in seq[:_VALUE_ITEMS]]
-        if len(seq) > _VALUE_ITEMS:
-            rendered.append(f"... {len(seq) - _VALUE_ITEMS} more")
-        return rendered
-    if isinstance(v, StubObject):
-        attrs = v.attrs()
-        if attrs:
-            return {"__class__": v.class_name, **{str(k): render_value(x, depth + 1)
-                                                  for k, x in list(attrs.items())[:_VALUE_ITEMS]}}
-        return f"<{v.class_name}>"
-    if isinstance(v, (TensorRef, TensorInfo)):
-        return "<tensor>"
-    if type(v).__repr__ is not object.__repr__:
-        return repr(v)
-    return f"<{type(v).__name__}>"

@@ -187,11 +187,12 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
 
     out: list[Finding] = []
     sr = scan(path, verify_crc=False)  # the safe-pickle rule needs the pickles, not every tensor byte
+    if sr.exit_code == 3:  # a security finding is the result whatever the rules: exit 3, like every command
+        what = ", ".join(sorted({g.name for g in sr.globals if g.verdict == DANGEROUS})[:6]) or (
+            sr.problems[0] if sr.problems else str(sr.verdict))
+        raise UnsafeContent(path, f"{sr.verdict}: {what}", "do not load this file (statecli scan shows everything)")
     if sr.error:
         raise BadInput(path, sr.error)
-    if sr.exit_code == 3:  # a security finding is the result whatever the rules: exit 3, like every command
-        what = ", ".join(sorted({g.name for g in sr.globals if g.verdict == DANGEROUS})[:6]) or sr.problems[0]
-        raise UnsafeContent(path, f"{sr.verdict}: {what}", "do not load this file (statecli scan shows everything)")
     if rules.safe_pickle:
         bad = sorted({g.name for g in sr.globals if g.verdict != SAFE})
         out.append(Finding(path, "safe-pickle", not bad, "only weights-only allowlisted globals" if not bad else

@@ -190,7 +190,9 @@ def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:
     if kind == "npy":
         _refuse_npy_payload(path, zipped=False)
         raise BadInput(path, "not a checkpoint (looks like a numpy array)")
-    raise BadInput(path, "a pre-0.4 tar-format torch file; not supported (load and re-save it with torch)")
+    from .torchtar import refuse
+
+    refuse(path)  # exit 3 where scan finds a payload in a member, else unsupported (exit 2)
 
 
 def _refuse_npy_payload(path: str, zipped: bool) -> None:

@@ -141,6 +141,10 @@ def _callee_verdict(callee: str, acc: Findings) -> Verdict:
 
 def _recording_resolver(keys: set[str]) -> Any:
     def resolve(pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) > 1 and pid[0] == "module":
+            # A legacy full-model save records each module class with its source text: the loader
+            # gets the class (already a stub from find_class) back; the source is data, never read.
+            return pid[1]
         try:
             stype, key, location, numel, _ = storage_from_pid(pid)
         except pickle.UnpicklingError:

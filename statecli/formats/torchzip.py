@@ -82,11 +82,18 @@ def _read(arc: Archive, trusted_prefixes: tuple[str, ...]) -> RawCheckpoint:
         raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
                             REFUSE_HINT)
     _refuse_findings(arc, set(storages), data, stream.tell())
+    if arc.torchscript:
+        from .torchscript import as_modules
+
+        root = as_modules(arc, root)
     fmt = "torchscript zip" if arc.torchscript else FORMAT
     raw = RawCheckpoint(path=path, format=fmt, root=root, files=[path], byteorder=byteorder,
                         globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
     for key in storages:
         raw.storages[key] = (path, arc.offsets[f"{prefix}data/{key}"])
+    if arc.torchscript:
+        raw.warnings.append("a TorchScript archive (torch.jit.save): torch.jit.load would run its compiled code; "
+                            "statecli read its parameters and buffers as data (classes declared in code/)")
     if byteorder != "little":
         raw.warnings.append("tensors were saved big-endian; values read by statecli are byte-swapped by torch")
     return raw

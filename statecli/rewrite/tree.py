@@ -3,11 +3,13 @@ replaced by output leaves, or the flat (name, entry) list of the model state for
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import BadInput, UsageError
+from ..formats.graph import MAX_DEPTH, tensor_holders
 from ..formats.unpickler import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
 from ..state import Entry, Kind, TensorInfo
 from ..units import itemsize
@@ -17,6 +19,8 @@ from .result import WriteLog
 
 PICKLED_MODULE = "(pickled module)"
 _SKIP = object()  # a value the output leaves out (named in a note)
+_NEW = object()  # a container to rebuild here (not a cycle or a reference to one rebuilt before)
+_TUPLE = object()  # a tuple being rebuilt: it cannot be handed out before it exists
 
 
 def out_dtype(plan: Plan, e: Entry) -> str:
@@ -70,43 +74,94 @@ def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog) -> Any:
     dropped = _dropped_groups(plan)
     names = set(model_names(plan)) if plan.renames else set()
 
+    # The saved object is a graph: each container is rebuilt once per group and reused where load
+    # listed a name as a reference (a cycle, or a container shared past its repeat budget), so sharing
+    # and cycles survive into the output and the work grows with the objects, not with their paths.
+    holders = tensor_holders(raw.root, ck.path)
+    built: dict[tuple[str, int], Any] = {}
+    building: dict[int, Any] = {}
+    plain_memo: dict[int, Any] = {}
+
     def leaf(x: Any, group: str, name: str) -> Any:
         if isinstance(x, (TensorRef, TensorInfo)):
             e = by_name.get((group, name))
             if e is None:
                 raise BadInput(ck.path, f"internal: no entry for tensor {name!r}")
             return make(e)
-        return _plain(x, name)
+        return _plain(x, name, plain_memo)
+
+    def again(x: Any, path: tuple[str, ...], group: str, name: str) -> Any:
+        """The output already made for container `x` when it is not rebuilt afresh here, else _NEW."""
+        if len(path) > MAX_DEPTH:
+            raise UsageError(ck.path, f"{name!r} nests more than {MAX_DEPTH} levels deep; statecli does not re-create it",
+                             "write --to safetensors")
+        if id(x) in building:  # a cycle: the output refers back to its own container
+            if building[id(x)] is _TUPLE:
+                raise UsageError(ck.path, f"{name!r} is a tuple that contains itself; statecli does not re-create it",
+                                 "write --to safetensors")
+            return building[id(x)]
+        e = by_name.get((group, name))
+        if e is not None and e.tensor is None and e.value_type in ("shared reference", "cycle"):
+            if (group, id(x)) not in built:
+                raise UsageError(ck.path, f"{name!r} is the same object as a key this rewrite removes",
+                                 "remove or keep both")
+            return built[(group, id(x))]
+        return _NEW
+
+    def keep(x: Any, group: str, out: Any) -> Any:
+        """`out`, or the output rebuilt before for the same container when they are interchangeable
+        (the same plan decisions applied under both names): the output then shares it too."""
+        first = built.setdefault((group, id(x)), out)
+        return first if first is not out and _same(first, out) else out
 
     def walk(x: Any, path: tuple[str, ...], group: str, prefix: str, top: bool, in_model: bool) -> Any:
         if not in_model and container and path == container:
             if plan.model_from:
                 return walk(raw.root[plan.model_from], path, plan.model_from, plan.model_from, True, True)
             return walk(x, path, "", "", True, True)
-        if isinstance(x, Mapping) and x and (top or _has_tensor(x)):
+        if isinstance(x, Mapping) and x and (top or id(x) in holders):
+            made = again(x, path, group, prefix)
+            if made is not _NEW:
+                return made
             model_root = bool(plan.renames) and path == container and (in_model or not container)
             out = _new_mapping(x, plan if model_root else None)
-            for k, v in x.items():
-                g = group
-                if not path and container:  # the root's keys are the containers
-                    g = str(k)
-                    if g == plan.model_from or g in dropped:
-                        continue
-                name = f"{prefix}.{k}" if prefix else str(k)
-                if (g, name) in plan.drop:
-                    continue
-                value = walk(v, path + (str(k),), g, name, not path and bool(container), in_model)
-                if value is _SKIP:
-                    log.note("non-tensor values of a torch.distributed.checkpoint input are not carried over "
-                             "(their pickled bytes are not loaded)")
-                    continue
-                out[renamed_key(plan, k, names) if model_root else k] = value
-            return out
-        if isinstance(x, (list, tuple)) and _has_tensor(x):
-            items = [walk(v, path + (str(i),), group, f"{prefix}.{i}" if prefix else str(i), False, in_model)
-                     for i, v in enumerate(x)]
-            return tuple(items) if isinstance(x, tuple) else items
+            building[id(x)] = out
+            try:
+                fill(out, x, path, group, prefix, model_root, in_model)
+            finally:
+                del building[id(x)]
+            return keep(x, group, out)
+        if isinstance(x, (list, tuple)) and id(x) in holders:
+            made = again(x, path, group, prefix)
+            if made is not _NEW:
+                return made
+            seq: list[Any] = []
+            building[id(x)] = seq if isinstance(x, list) else _TUPLE
+            try:
+                seq.extend(walk(v, path + (str(i),), group, f"{prefix}.{i}" if prefix else str(i), False, in_model)
+                           for i, v in enumerate(x))
+            finally:
+                del building[id(x)]
+            return keep(x, group, seq if isinstance(x, list) else tuple(seq))
         return leaf(x, group, prefix)
+
+    def fill(out: Any, x: Mapping[Any, Any], path: tuple[str, ...], group: str, prefix: str, model_root: bool,
+             in_model: bool) -> None:
+        for k, v in x.items():
+            g = group
+            if not path and container:  # the root's keys are the containers
+                g = str(k)
+                if g == plan.model_from or g in dropped:
+                    continue
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if (g, name) in plan.drop:
+                continue
+            value = walk(v, path + (str(k),), g, name, not path and bool(container), in_model)
+            if value is _SKIP:
+                log.note("non-tensor values of a torch.distributed.checkpoint input are not carried over "
+                         "(their pickled bytes are not loaded)")
+                continue
+            out[renamed_key(plan, k, names) if model_root else k] = value
 
     return walk(raw.root, (), "", "", True, False)
 
@@ -128,18 +183,30 @@ def _new_mapping(x: Any, renamed: Plan | None = None) -> Any:
     return OrderedDict() if isinstance(x, OrderedDict) else {}
 
 
-def _has_tensor(x: Any) -> bool:
-    if isinstance(x, (TensorRef, TensorInfo)):
+def _same(a: Any, b: Any) -> bool:
+    """Two rebuilt containers hold the same items, judged one level deep: their child containers were
+    rebuilt first and are already the same object where they can be; tensor leaves compare by field."""
+    if type(a) is not type(b) or getattr(a, "_metadata", None) != getattr(b, "_metadata", None):
+        return False
+    if isinstance(a, Mapping):
+        return list(a) == list(b) and all(_same_leaf(a[k], b[k]) for k in a)
+    return len(a) == len(b) and all(_same_leaf(x, y) for x, y in zip(a, b))
+
+
+def _same_leaf(a: Any, b: Any) -> bool:
+    if a is b:
         return True
-    if isinstance(x, Mapping):
-        return any(_has_tensor(v) for v in x.values())
-    if isinstance(x, (list, tuple)):
-        return any(_has_tensor(v) for v in x)
-    return False
+    if type(a) is not type(b):
+        return False
+    if dataclasses.is_dataclass(a):
+        return all(getattr(a, f.name) is getattr(b, f.name) or getattr(a, f.name) == getattr(b, f.name)
+                   for f in dataclasses.fields(a))
+    return isinstance(a, (bool, int, float, complex, str, bytes)) and a == b
 
 
-def _plain(x: Any, name: str) -> Any:
-    """A real Python/torch value for re-pickling; refuses objects statecli only holds as stubs."""
+def _plain(x: Any, name: str, memo: dict[int, Any] | None = None, depth: int = 0) -> Any:
+    """A real Python/torch value for re-pickling; refuses objects statecli only holds as stubs. Each
+    container is converted once (`memo`): shared stays shared in the output, a cycle stays a cycle."""
     import torch
 
     if x is None or isinstance(x, (bool, int, float, complex, str, bytes)):
@@ -150,19 +217,36 @@ def _plain(x: Any, name: str) -> Any:
         return getattr(torch, x.name)
     if isinstance(x, NamedValue):
         return getattr(torch, x.qualname.removeprefix("torch."))
-    if isinstance(x, InertSet):
-        return {_plain(v, name) for v in x}
-    if isinstance(x, (StateDict, OrderedDict)):
-        return OrderedDict((k, _plain(v, f"{name}.{k}")) for k, v in x.items())
-    if isinstance(x, Mapping):
-        return {k: _plain(v, f"{name}.{k}") for k, v in x.items()}
-    if isinstance(x, list):
-        return [_plain(v, name) for v in x]
-    if isinstance(x, tuple):
-        return tuple(_plain(v, name) for v in x)
     if isinstance(x, StubObject):
         raise UsageError(None, f"{name!r} holds a pickled {x.class_name}, which statecli does not re-create",
                          "strip it (--pattern) or write --to safetensors")
     if type(x).__name__ == "_BytesItem":  # a DCP non-tensor value: its bytes are a pickle we do not load
         return _SKIP
-    raise UsageError(None, f"{name!r} holds a {type(x).__name__} statecli cannot write to .pt")
+    if not isinstance(x, (InertSet, Mapping, list, tuple)):
+        raise UsageError(None, f"{name!r} holds a {type(x).__name__} statecli cannot write to .pt")
+    memo = {} if memo is None else memo
+    if id(x) in memo:
+        if memo[id(x)] is _TUPLE:
+            raise UsageError(None, f"{name!r} is a tuple that contains itself; statecli does not re-create it",
+                             "strip it (--pattern) or write --to safetensors")
+        return memo[id(x)]
+    if depth > MAX_DEPTH:
+        raise UsageError(None, f"{name!r} nests more than {MAX_DEPTH} levels deep; statecli does not re-create it",
+                         "strip it (--pattern) or write --to safetensors")
+    d = depth + 1
+    if isinstance(x, Mapping):
+        out: Any = OrderedDict() if isinstance(x, (StateDict, OrderedDict)) else {}
+        memo[id(x)] = out
+        for k, v in x.items():
+            out[k] = _plain(v, f"{name}.{k}", memo, d)
+        return out
+    if isinstance(x, list):
+        memo[id(x)] = out = []
+        out.extend(_plain(v, name, memo, d) for v in x)
+        return out
+    memo[id(x)] = _TUPLE  # a tuple or set exists only once its items do
+    if isinstance(x, InertSet):
+        memo[id(x)] = out = {_plain(v, name, memo, d) for v in x}
+        return out
+    memo[id(x)] = out = tuple(_plain(v, name, memo, d) for v in x)
+    return out
