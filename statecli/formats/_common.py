@@ -65,7 +65,7 @@ class RawCheckpoint:
 def open_regular(path: str) -> BinaryIO:
     """Open an untrusted path for reading, refusing anything but a regular file (a FIFO or a
     device would block or never end). A URL opens as a remote file read by bounded ranges."""
-    from .source import open_file
+    from .sourcefile import open_file
 
     return open_file(path)
 

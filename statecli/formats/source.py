@@ -3,23 +3,29 @@ through fsspec by bounded range requests, with the credentials kept out of every
 
 from __future__ import annotations
 
-import io
 import os
-import re
 import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import BadInput
+from .urls import (  # noqa: F401 - re-exported: the URL side of a source
+    EXTRA_HINT,
+    REMOTE_SCHEMES,
+    _real,
+    display_name,
+    hf_cache_path,
+    is_remote,
+    map_concurrent,
+    redact,
+    register,
+)
 
 T = TypeVar("T")
-REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https", "hf"})
-EXTRA_HINT = "install the remote extra: pip install 'statecli[remote]'"
 MAX_RANGE = 16 << 20  # one request never asks for more: a hostile server cannot make us allocate beyond it
 BLOCK = 64 << 10  # metadata reads are served from cached 64 KiB blocks: many tiny reads, few requests
 TAIL = 256 << 10  # the first read near the end fetches this much: zip end record, directory and tail scan at once
@@ -29,45 +35,6 @@ BACKOFF = 0.25  # seconds, doubled per attempt
 TIMEOUT = 20.0  # seconds without progress before a request counts as failed
 SHARD_THREADS = 16  # shard headers fetched at once
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\",;)]+")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
-
-def is_remote(path: str | None) -> bool:
-    """Whether `path` is a URL statecli reads through fsspec (not a local path)."""
-    m = _SCHEME.match(path or "")
-    return bool(m) and m.group(1).lower() in REMOTE_SCHEMES  # type: ignore[union-attr]
-
-
-def display_name(url: str) -> str:
-    """The URL without user info, query or fragment: what statecli prints and puts in JSON."""
-    if not _SCHEME.match(url):
-        return url
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def redact(text: str) -> str:
-    """`text` with every URL in it shown without credentials (for messages built from raw input)."""
-    return _URL_IN_TEXT.sub(lambda m: display_name(m.group(0)), text)
-
-
-_SECRETS: dict[str, str] = {}  # display name -> URL as given (with its credentials), never shown
-
-
-def register(url: str) -> str:
-    """Remember a URL's credentials and return its display name; the rest of statecli only ever
-    sees the display name, and `open_source` turns it back into the URL to fetch."""
-    name = display_name(url)
-    if name != url:
-        _SECRETS[name] = url
-    return name
-
-
-def _real(name: str) -> str:
-    return _SECRETS.get(name, name)
 
 
 @dataclass
@@ -366,86 +333,6 @@ async def _http_range(fs: Any, url: str, offset: int, n: int) -> bytes:
         return bytes(out)
 
 
-class SourceFile(io.RawIOBase):
-    """A read-only, seekable file over a Source for the readers (zipfile, the unpickler): small reads
-    come from cached blocks shared by every open of the URL, large ones go out in bounded ranges."""
-
-    def __init__(self, src: Source) -> None:
-        super().__init__()
-        self.src = src
-        self.name = src.name
-        self.pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.pos, 2: self.src.size}[whence]
-        if base + offset < 0:
-            raise OSError("negative seek position")
-        self.pos = base + offset
-        return self.pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        left = max(0, self.src.size - self.pos)
-        n = left if n is None or n < 0 else min(n, left)
-        data = self.pread(self.pos, n)
-        self.pos += len(data)
-        return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def pread(self, offset: int, n: int) -> bytes:
-        if n <= 0:
-            return b""
-        if n > 4 * BLOCK:
-            return b"".join(self.src.pread(o, min(MAX_RANGE, offset + n - o)) for o in range(offset, offset + n, MAX_RANGE))
-        first, last = offset // BLOCK, (offset + n - 1) // BLOCK
-        with _LOCK:
-            have = {i: _BLOCKS.get((self.name, i)) for i in range(first, last + 1)}
-        missing = [i for i, b in have.items() if b is None]
-        if missing:
-            lo, hi = missing[0], missing[-1]
-            if (hi + 1) * BLOCK >= self.src.size:  # near the end: the zip end record, directory and tail together
-                lo = min(lo, max(0, self.src.size - TAIL) // BLOCK)
-            start, end = lo * BLOCK, min(self.src.size, (hi + 1) * BLOCK)
-            data = self.src.pread(start, end - start)
-            with _LOCK:
-                for i in range(lo, hi + 1):
-                    blk = data[(i - lo) * BLOCK:(i - lo + 1) * BLOCK]
-                    _BLOCKS[(self.name, i)] = blk
-                    if i in have:
-                        have[i] = blk
-                while len(_BLOCKS) > CACHE_BLOCKS:
-                    _BLOCKS.popitem(last=False)
-        joined = b"".join(have[i] or b"" for i in range(first, last + 1))
-        return joined[offset - first * BLOCK:offset - first * BLOCK + n]
-
-    def close(self) -> None:
-        if not self.closed:
-            self.src.close()
-        super().close()
-
-
-def open_source(path: str) -> Source:
-    """A Source for a local path or a URL (s3://, gs://, az://, http(s)://, hf://)."""
-    return RemoteSource(path) if is_remote(path) else LocalSource(path)
-
-
-def open_file(path: str) -> BinaryIO:
-    """A read-only file object: a SourceFile for a URL, the regular file itself for a local path."""
-    return SourceFile(RemoteSource(path)) if is_remote(path) else open_local(path)  # type: ignore[return-value]
-
-
 _DIRS: dict[str, list[str] | None] = {}
 
 
@@ -499,38 +386,6 @@ def file_size(path: str) -> int:
     return os.path.getsize(path)
 
 
-def map_concurrent(fn: Callable[[str], T], items: Iterable[str], threads: int = SHARD_THREADS) -> dict[str, T | BaseException]:
-    """fn over items on a small thread pool; each result or the exception it raised, by item."""
-    todo = list(dict.fromkeys(items))
-    if not todo:
-        return {}
-
-    def one(item: str) -> T | BaseException:
-        try:
-            return fn(item)
-        except Exception as exc:  # noqa: BLE001 - handed back to the caller, which re-raises in order
-            return exc
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(threads, len(todo))) as pool:
-        return dict(zip(todo, pool.map(one, todo)))
-
-
-def hf_cache_path(path: str) -> str | None:
-    """`org/repo` or `org/repo@rev` as a folder of the local Hugging Face cache, resolved offline
-    (no request is made); None when `path` is not a repo id or the cache does not hold it."""
-    if not _REPO_ID.match(path) or os.path.lexists(path):
-        return None
-    repo, _, rev = path.partition("@")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        return None
-    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME")
-                                               else None)
-    try:
-        folder = snapshot_download(repo, revision=rev or None, cache_dir=cache, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached (or not a repo id at all): the caller says "no such file"
-        return None
-    return str(folder) if os.path.isdir(folder) else None
+def open_source(path: str) -> Source:
+    """A Source for a local path or a URL (s3://, gs://, az://, http(s)://, hf://)."""
+    return RemoteSource(path) if is_remote(path) else LocalSource(path)
