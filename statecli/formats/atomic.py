@@ -166,8 +166,9 @@ def _folder_of(target: str) -> str:
     if is_remote(target):  # the one choke point of every writer: no local file named "s3:/..." ever appears
         from ..errors import UsageError
 
-        raise UsageError(display_name(target), "writing to a URL is not supported yet",
-                         "write to a local path, then upload it (aws s3 cp, gcloud storage cp, hf upload)")
+        # URL outputs are written to a local temp folder and uploaded after verifying (rewrite/upload.py)
+        raise UsageError(display_name(target), "this writer takes local paths only; a URL output is written "
+                                               "locally, verified, then uploaded")
     return os.path.dirname(os.path.abspath(target.rstrip("/") or target)) or "."
 
 
@@ -189,11 +190,24 @@ def _reraise_os(exc: BaseException, folder: str, need: int | None) -> None:
         err = err.__cause__ or err.__context__
 
 
+def _regular_target(target: str) -> str:
+    """Where the bytes go: a symbolic link is followed (the file it names is replaced, the link kept),
+    and anything but a regular file there (a device such as /dev/full, a FIFO, a socket, a terminal
+    behind /dev/stdout) is refused rather than replaced by a file."""
+    real = os.path.realpath(target) if os.path.islink(target) else target
+    if os.path.lexists(real) and not os.path.isfile(real):
+        what = "a directory" if os.path.isdir(real) else "not a regular file (a device, FIFO or socket)"
+        raise BadInput(target, f"exists and is {what}; statecli writes regular files only",
+                       "give a new path (for stdout use -o - with --to)")
+    return real
+
+
 @contextmanager
 def atomic_file(target: str, need: int | None = None) -> Iterator[str]:
     """Yield a temp path in the target's directory; on success fsync and rename it over `target`,
     on any error or interrupt remove it, so no partial output ever exists under the final name.
     `need` (bytes, when known) goes into the message of a full disk."""
+    target = _regular_target(target)
     folder = _folder_of(target)
     if not os.path.isdir(folder):
         raise BadInput(target, "output directory does not exist")

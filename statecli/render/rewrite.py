@@ -49,7 +49,9 @@ def human(r: RewriteResult, con: Any) -> None:
         con.print(Text(f"wrote {where} ({r.out_format}); verified by re-reading it", style="bold green"))
         print_grid(con, None, [Col(""), Col("before", wrap=True), Col("after", wrap=True)],
                    [[escape(c) for c in row] for row in r.summary_rows()])
-    for n in r.notes:
+    from . import VERBOSITY
+
+    for n in () if VERBOSITY.quiet else r.notes:
         con.print(Text("note: " + escape(n), style="cyan"))
 
 
