@@ -47,6 +47,7 @@ class CheckResult:
     findings: tuple[Finding, ...] = ()
     errors: tuple[tuple[str, str], ...] = ()  # (path, message): unreadable inputs
     unsafe: tuple[tuple[str, str], ...] = ()  # (path, message): code that loading would run, or a hidden payload
+    rules_from: tuple[tuple[str, str], ...] = ()  # (path, where its rules came from): no gate passes silently
 
     columns = ("path", "rule", "passed", "reason")
 
@@ -60,6 +61,7 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "passed": self.passed,
+                "rules_from": {p: src for p, src in self.rules_from},
                 "findings": [{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason}
                              for f in self.findings],
                 "errors": [{"path": p, "error": m} for p, m in self.errors],
@@ -141,33 +143,36 @@ def parse_size_value(value: Any, source: str) -> int:
 
 
 def load_config(config: str | None, start: str = ".") -> tuple[dict[str, Any], str | None]:
-    """[tool.statecli.check] from --config (a TOML file: that table or a top-level [check]) or the
-    nearest pyproject.toml above `start`."""
+    """[tool.statecli.check] from --config (a TOML file: that table or a top-level [check]) or else the
+    nearest pyproject.toml above `start` that has that table (a pyproject.toml without it, such as a
+    sub-package's, does not hide the project's rules further up)."""
+    if config is not None:
+        data = _read_toml(config)
+        table = data.get("tool", {}).get("statecli", {}).get("check")
+        return (data.get("check", data) if table is None else table) or {}, config
+    folder = os.path.abspath(start)
+    while True:
+        cand = os.path.join(folder, "pyproject.toml")
+        if os.path.isfile(cand):
+            table = _read_toml(cand).get("tool", {}).get("statecli", {}).get("check")
+            if table is not None:
+                return table or {}, cand
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return {}, None
+        folder = parent
+
+
+def _read_toml(path: str) -> dict[str, Any]:
     import tomllib
 
-    path = config
-    if path is None:
-        folder = os.path.abspath(start)
-        while True:
-            cand = os.path.join(folder, "pyproject.toml")
-            if os.path.isfile(cand):
-                path = cand
-                break
-            parent = os.path.dirname(folder)
-            if parent == folder:
-                return {}, None
-            folder = parent
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError as exc:
         raise BadInput(path, "config file not found") from exc
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise BadInput(path, f"unreadable TOML: {exc}") from exc
-    table = data.get("tool", {}).get("statecli", {}).get("check")
-    if table is None and config is not None:
-        table = data.get("check", data)
-    return (table or {}), path
 
 
 def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None) -> Rules:
@@ -307,12 +312,14 @@ def check(paths: list[str], flags: dict[str, Any], config: str | None = None) ->
     findings: list[Finding] = []
     errors: list[tuple[str, str]] = []
     unsafe: list[tuple[str, str]] = []
+    sources: list[tuple[str, str]] = []
     for path in paths:
         # Without --config, each file follows the pyproject.toml of its own project (the nearest above it).
         start = "." if config else os.path.dirname(os.path.abspath(path))
         if start not in configs:
             configs[start] = load_config(config, start)
         table, source = configs[start]
+        sources.append((path, f"{source} + command line" if source else "command line (no [tool.statecli.check] found)"))
         base = rules_from_mapping(Rules(), table, source or "config") if table else Rules()
         rules = rules_for(path, rules_from_mapping(base, flags, "command line"), table, source)
         try:
@@ -321,4 +328,4 @@ def check(paths: list[str], flags: dict[str, Any], config: str | None = None) ->
             unsafe.append((path, exc.message))
         except StatecliError as exc:
             errors.append((path, exc.message))
-    return CheckResult(tuple(findings), tuple(errors), tuple(unsafe))
+    return CheckResult(tuple(findings), tuple(errors), tuple(unsafe), tuple(sources))

@@ -116,6 +116,8 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
 def render_check(r: CheckResult, con: Any) -> None:
     from rich.text import Text
 
+    for src in dict.fromkeys(src for _, src in r.rules_from):
+        con.print(Text(f"rules: {escape(src)}", style="dim"))
     rows = [[escape(f.path), f.rule, "pass" if f.passed else "FAIL", escape(f.reason)] for f in r.findings]
     rows += [[escape(p), "read", "ERROR", escape(m)] for p, m in r.errors]
     rows += [[escape(p), "unsafe", "UNSAFE", escape(m)] for p, m in r.unsafe]

@@ -86,3 +86,15 @@ def test_dangerous_file_is_exit_3_and_needs_trust_fails_the_rule(tmp_path: Path,
     assert code == 1
     assert any(f["rule"] == "safe-pickle" and not f["passed"] and "needs-trust" in f["reason"]
                for f in json.loads(out)["findings"])
+
+
+def test_a_pyproject_without_rules_does_not_hide_the_projects_rules(tmp_path: Path, half: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.statecli.check]\nparam-dtypes = ["bfloat16"]\n')
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "pyproject.toml").write_text('[project]\nname = "sub"\n')
+    moved = sub / half.name
+    half.rename(moved)
+    code, out, _ = _check(str(moved))
+    data = json.loads(out)
+    assert code == 1 and data["rules_from"][str(moved)].startswith(str(tmp_path / "pyproject.toml"))
