@@ -5,9 +5,11 @@ us (torch ignores CRCs, so a mismatch is a finding, not a reason to stop reading
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
 import zlib
+from typing import BinaryIO
 
 from ..errors import BadInput
 from ._common import open_regular, read_exact
@@ -35,8 +37,10 @@ class Archive:
             self.zf = zipfile.ZipFile(self.f)
             self._check()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error) as exc:
+            hint = _truncation(self.f) if isinstance(exc, zipfile.BadZipFile) else None
             self.close()
-            raise BadInput(path, f"corrupt zip archive: {exc}") from exc
+            raise BadInput(path, hint or f"corrupt zip archive: {exc}",
+                           "copy or download it again" if hint else None) from exc
         except BaseException:
             self.close()
             raise
@@ -163,3 +167,29 @@ class Archive:
         if hasattr(self, "zf"):
             self.zf.close()
         self.f.close()
+
+
+def _truncation(f: BinaryIO) -> str | None:
+    """Why a file that starts like a zip has no end record: a cut-short copy or download, most often.
+    Walk the local headers that carry sizes to say where the data stops when that can be told."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if os.pread(f.fileno(), 4, 0) != b"PK\x03\x04":
+            return None
+        offset = 0
+        while offset + 30 <= size:
+            head = os.pread(f.fileno(), 30, offset)
+            flags, = struct.unpack("<H", head[6:8])
+            csize, _, name_len, extra_len = struct.unpack("<II2H", head[18:30])
+            if head[:4] != b"PK\x03\x04" or flags & 0x08:
+                break  # sizes follow the data (a data descriptor): the walk cannot go on
+            name = os.pread(f.fileno(), name_len, offset + 30).decode("utf-8", "replace")
+            end = offset + 30 + name_len + extra_len + csize
+            if end > size:
+                return (f"looks truncated: the file is {size:,} bytes and ends inside member {name!r}, "
+                        f"which needs {end:,}")
+            offset = end
+    except (OSError, struct.error, ValueError):
+        return None
+    return (f"looks truncated: it starts as a zip (torch.save) but its end record, the central directory, "
+            f"is missing ({size:,} bytes)")
