@@ -43,6 +43,9 @@ def make_console(out: IO[str] | None = None, err: bool = False) -> Any:
             # leaves at each break (piped output and README examples stay byte-clean).
             if len(objects) == 1 and isinstance(objects[0], (Text, str)) and not kwargs.get("soft_wrap"):
                 text = objects[0] if isinstance(objects[0], Text) else Text(objects[0])
+                if not fit:  # piped: one line stays one line (grep, scripts)
+                    super().print(text, soft_wrap=True, **{k: v for k, v in kwargs.items() if k != "soft_wrap"})
+                    return
                 for line in text.wrap(self, self.width):
                     line.rstrip()
                     super().print(line, soft_wrap=True, **{k: v for k, v in kwargs.items() if k != "soft_wrap"})
@@ -50,6 +53,8 @@ def make_console(out: IO[str] | None = None, err: bool = False) -> Any:
             super().print(*objects, **kwargs)
 
     stream = out or (sys.stderr if err else sys.stdout)
-    # Piped output is read by people later or by grep: do not squeeze it into 80 columns.
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    # Piped output is read by people later or by grep: text is not wrapped at all, and renderables
+    # that need a width (trees) get a wide one. A terminal, or an explicit COLUMNS, is fitted.
+    fit = stream.isatty() or bool(os.environ.get("COLUMNS"))
+    width = None if fit else 160
     return _Console(file=stream, highlight=False, soft_wrap=False, width=width)

@@ -80,3 +80,12 @@ def test_pipes_are_not_padded(ckpt: Path) -> None:
     result = runner.invoke(app, ["inspect", str(ckpt)], env={"NO_COLOR": "1", "COLUMNS": None, "LINES": None})
     assert all(line == line.rstrip() for line in result.stdout.splitlines())
     assert max(len(line) for line in result.stdout.splitlines()) < 160
+
+
+def test_piped_text_lines_are_not_wrapped(tmp_path: Path) -> None:
+    path = tmp_path / "train.pt"
+    groups = {f"container_number_{i}": {"w": torch.ones(1)} for i in range(12)}
+    torch.save({"model": {"w": torch.ones(2)}, **groups}, path)
+    result = runner.invoke(app, ["inspect", str(path)], env={"NO_COLOR": "1", "COLUMNS": None})
+    line = next(x for x in result.stdout.splitlines() if x.startswith("other containers:"))
+    assert all(f"container_number_{i} " in line for i in range(12)) and len(line) > 160
