@@ -90,3 +90,8 @@ def parse_size(text: str) -> int | None:
     if not m:
         return None
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 tensor', '2 tensors' ('1 entry', '3 entries' with `many`)."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
+from ..units import plural
 from .changes import MODULE_COLUMNS, SORTS, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
 
@@ -112,7 +113,7 @@ class DiffResult:
     def summary_line(self) -> str:
         if self.equal:
             how = f"values allclose (rtol={self.rtol:g}, atol={self.atol:g})" if self.values else "structure only"
-            return f"equal: {self.count(EQUAL)} keys, {how}"
+            return f"equal: {plural(self.count(EQUAL), 'key')}, {how}"
         return (f"different: {self.count(REMOVED)} removed, {self.count(ADDED)} added, {self.count(CHANGED)} changed, "
                 f"{self.count(EQUAL)} equal")
 
@@ -243,8 +244,32 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     keys.sort(key=lambda k: order.get(k.name, 0))
     frozen = tuple(KeyDiff(**{**vars(k), "changes": MappingProxyType(k.changes)}) for k in keys)
     left_out = ((), ()) if everything else (_groups(a), _groups(b))
-    return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(_prefix_hint(only_a, only_b)), only_changed,
+    hints = _prefix_hint(only_a, only_b) + _precision_hint(keys, ea, eb, rtol, atol)
+    return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(hints), only_changed,
                       left_out, ignore_dtype, sort_modules(module_changes(frozen, depth), sort), depth, by_module, sort)
+
+
+# torch.testing.assert_close's default tolerances: the precision a dtype can be compared at.
+_DTYPE_TOL = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5),
+              "float8_e4m3fn": (1.25e-1, 1e-3), "float8_e5m2": (2.5e-1, 1e-3)}
+
+
+def _precision_hint(keys: list[_Work], ea: dict[str, Entry], eb: dict[str, Entry], rtol: float, atol: float) -> list[str]:
+    """Values compared across dtypes that differ only at the narrower dtype's precision: say which
+    tolerance compares them at that precision (a float16 export of float32 weights, say)."""
+    loose = (0.0, 0.0)
+    for k in keys:
+        if not k.mismatched or not k.compared_as:
+            continue
+        x, y = ea[k.name].tensor, eb[k.name].tensor
+        for t in (x, y):
+            tol = _DTYPE_TOL.get(t.dtype if t is not None else "", (0.0, 0.0))
+            loose = max(loose, tol)
+    if loose <= (rtol, atol) or loose == (0.0, 0.0):
+        return []
+    return [f"values were compared across dtypes at rtol={rtol:g}, atol={atol:g}; the narrower dtype keeps less "
+            f"precision: --rtol {loose[0]:g} --atol {loose[1]:g} compares at its precision (torch.testing.assert_close's "
+            "defaults)"]
 
 
 def _groups(ck: Checkpoint) -> tuple[str, ...]:

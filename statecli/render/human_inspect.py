@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..state import Entry, Role, Stats
-from ..units import fmt_bytes, fmt_count, fmt_shape
+from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from .grid import KIND_STYLES, Col, print_grid
 from .text import escape, fmt_float
 
@@ -39,7 +39,7 @@ def _header(con: Any, r: InspectResult) -> None:
     t.append(escape(ck.path), style="bold")
     t.append(f"  {ck.format}")
     if len(ck.files) > 1:
-        t.append(f", {len(ck.files) - 1} data files + {'index' if ck.path.endswith('.json') else '.metadata'}")
+        t.append(f", {plural(len(ck.files) - 1, 'data file')} + {'index' if ck.path.endswith('.json') else '.metadata'}")
     t.append(f"  model state: {escape(ck.container or '(root)')}")
     con.print(t)
     others = [c for c in ck.containers if c.role != Role.MODEL]
@@ -78,7 +78,7 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
             row += _stat_cells(s)
         rows.append(row)
     cols = [Col(h, right=h in _NUMERIC, wrap=h in _MIN, min_width=_MIN.get(h, 12)) for h in heads]
-    print_grid(con, f"{escape(title)} ({len(rows)} tensors)", cols, rows, {1: KIND_STYLES})
+    print_grid(con, f"{escape(title)} ({plural(len(rows), 'tensor')})", cols, rows, {1: KIND_STYLES})
 
 
 def _stat_cells(s: Stats | None) -> list[str]:

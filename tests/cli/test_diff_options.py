@@ -41,3 +41,12 @@ def test_diff_names_the_container_and_what_was_left_out(tmp_path: Path) -> None:
     assert data["a"]["left_out"] == ["epoch", "optimizer"]
     human = runner.invoke(app, ["diff", str(a), str(b)], env={"COLUMNS": "200"})
     assert "model state: model" in human.stdout and "not compared: epoch, optimizer" in human.stdout
+
+
+def test_cross_dtype_mismatch_hints_at_the_narrower_dtypes_tolerance(tmp_path: Path) -> None:
+    a, b = _files(tmp_path)
+    data = json.loads(runner.invoke(app, ["diff", str(a), str(b), "-f", "json", "--ignore-dtype"]).stdout)
+    hint = next(h for h in data["hints"] if "--rtol" in h)
+    rtol, atol = hint.split("--rtol ")[1].split(" --atol ")
+    follow = runner.invoke(app, ["diff", str(a), str(b), "--ignore-dtype", "--rtol", rtol, "--atol", atol.split()[0]])
+    assert follow.exit_code == 0, follow.stdout  # the hint's tolerance is the one that compares them
