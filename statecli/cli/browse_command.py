@@ -16,8 +16,8 @@ def browse(
     path_b: Annotated[Optional[str], typer.Argument(help="A second checkpoint: show what changed, module by module "
                                                          "(reads every value of both).", show_default=False,
                                                     metavar="PATH_B")] = None,
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as torch.allclose.", metavar="FLOAT")] = 1e-5,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as torch.allclose.", metavar="FLOAT")] = 1e-8,
+    rtol: Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (torch.allclose).", metavar="FLOAT")] = 1e-5,
+    atol: Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance (torch.allclose).", metavar="FLOAT")] = 1e-8,
     key: KeyOpt = None,
     key_b: Annotated[Optional[str], typer.Option("--key-b", help="Container of PATH_B's model state (default: --key).",
                                                  metavar="KEY")] = None,

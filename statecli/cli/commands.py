@@ -12,6 +12,7 @@ from ..state import OutputFormat
 from .app import app, exit_with
 from .options import (
     AddPrefixOpt,
+    DataFormat,
     FormatOpt,
     HfConfigOpt,
     KeyOpt,
@@ -20,6 +21,7 @@ from .options import (
     ModelOpt,
     PathArg,
     QuietOpt,
+    ReportFormatOpt,
     StripOpt,
     VerboseOpt,
 )
@@ -36,7 +38,7 @@ def inspect(
     filter_: Annotated[Optional[str], typer.Option("--filter", help="Only entries whose name matches this regex.",
         metavar="REGEX")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf counts (reads values).")] = False,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
@@ -82,7 +84,7 @@ def size(
     path: PathArg,
     depth: Annotated[int, typer.Option("--depth", min=1, help="Group modules by this many name components.", metavar="N")] = 1,
     top: Annotated[int, typer.Option("--top", min=0, help="List the N largest tensors.", metavar="N")] = 10,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
     quiet: QuietOpt = False,
@@ -105,8 +107,8 @@ def size(
 def diff(
     a: Annotated[str, typer.Argument(help="First checkpoint (A).", show_default=False, metavar="A")],
     b: Annotated[str, typer.Argument(help="Second checkpoint (B).", show_default=False, metavar="B")],
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance, as torch.allclose.", metavar="FLOAT")] = 1e-5,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance, as torch.allclose.", metavar="FLOAT")] = 1e-8,
+    rtol: Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (torch.allclose).", metavar="FLOAT")] = 1e-5,
+    atol: Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance (torch.allclose).", metavar="FLOAT")] = 1e-8,
     equal_nan: Annotated[bool, typer.Option("--equal-nan", help="NaN equals NaN (default: NaN differs).")] = False,
     values: Annotated[bool, typer.Option("--values/--no-values", help="Compare values (reads tensors).")] = True,
     only_changed: Annotated[bool, typer.Option("--only-changed", help="Leave equal keys out of the listing.")] = False,
@@ -122,7 +124,7 @@ def diff(
     sort: Annotated[str, typer.Option("--sort", help="Order of the modules: order (as in the model), change, cosine, "
                                                      "max-abs, over-tol, name.", metavar="BY")] = "order",
     quiet: QuietOpt = False,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
     add_prefix_a: Annotated[Optional[str], typer.Option("--add-prefix-a", help="Prepend this to A's model keys.",
@@ -159,7 +161,7 @@ def diff(
 def scan(
     paths: Annotated[list[str], typer.Argument(help="Checkpoints to scan (a folder: every checkpoint below it).",
                                                show_default=False, metavar="PATH")],
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = DataFormat.TABLE,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -205,7 +207,7 @@ def check(
     model_arg: ModelArgOpt = None,
     require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
                                                                                     "safetensors.", metavar="FORMATS")] = None,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = DataFormat.TABLE,
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
                                                           "GITHUB_ACTIONS=true).")] = False,

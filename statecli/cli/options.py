@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Optional
 
 import typer
@@ -10,7 +11,18 @@ from ..state import OutputFormat
 
 PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder "
                                              "(sharded, DCP or single checkpoint).", show_default=False, metavar="PATH")]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+class DataFormat(StrEnum):
+    """The formats every command gives (html only where a report exists: ReportFormatOpt)."""
+
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+    MD = "md"
+
+
+FormatOpt = Annotated[DataFormat, typer.Option("--format", "-f", help="Output format.")]
+ReportFormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format (html: one "
+                                                                               "self-contained page, no network).")]
 KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Container that holds the model state, e.g. "
                                                            "'model_ema' or 'state_dict' ('.' for the file's root).",
                                                                metavar="KEY")]
@@ -30,8 +42,9 @@ StripOpt = Annotated[Optional[list[str]], typer.Option("--strip-prefix", help="R
                                                                              "(repeatable), e.g. 'module.'.", metavar="PREFIX")]
 
 
-OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write (.pt, .safetensors, or a "
-                                                                      "folder with --max-shard-size / --to dcp).",
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write (.pt, .safetensors, a "
+                                                                      "folder with --max-shard-size / --to dcp, or - "
+                                                                      "for stdout with --to).",
                                                                           metavar="PATH")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Replace the input (atomically).")]
 ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: pt, safetensors or dcp (default: from "
@@ -41,6 +54,9 @@ ShardOpt = Annotated[Optional[str], typer.Option("--max-shard-size", help="Write
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
 DropUnsupportedOpt = Annotated[bool, typer.Option("--drop-unsupported", help="Leave out sparse/quantized/meta "
                                                                              "tensors instead of refusing.")]
+DuplicateTiedOpt = Annotated[bool, typer.Option("--duplicate-tied", help="safetensors output: store every tied "
+    "key as a copy, so plain load_state_dict(load_file(...), strict=True) works (default: each tied tensor once, "
+    "as safetensors.torch.save_model writes it).")]
 
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only the result: no notes, warnings or progress on "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -9,13 +10,14 @@ import typer
 
 from ..errors import UsageError
 from ..render import set_verbosity
-from ..state import OutputFormat
 from .app import app, exit_with
 from .commands import _model_info
 from .options import (
     AddPrefixOpt,
+    DataFormat,
     DropUnsupportedOpt,
     DryRunOpt,
+    DuplicateTiedOpt,
     FormatOpt,
     InPlaceOpt,
     KeyOpt,
@@ -71,7 +73,8 @@ def _stdout(target: Target) -> Any:
     return getattr(sys.stdout, "buffer", None)
 
 
-def _finish(plan: Plan, target: Target, fmt: OutputFormat, renames: Renames | None = None) -> None:
+def _finish(plan: Plan, target: Target, fmt: str, renames: Renames | None = None,
+            duplicate_tied: bool = False) -> None:
     """Apply the renames, run the plan with a progress bar, and print what changed in the chosen format
     (on stderr when the checkpoint itself goes to stdout)."""
     from ..render import VERBOSITY, render
@@ -80,6 +83,8 @@ def _finish(plan: Plan, target: Target, fmt: OutputFormat, renames: Renames | No
     from ..rewrite.run import run
 
     plan = with_renames(plan, renames)
+    if duplicate_tied:
+        plan = dataclasses.replace(plan, duplicate_tied=True)
     stdout = _stdout(target)
     with write_progress() as progress:
         result = run(plan, target, progress, stdout)
@@ -107,7 +112,7 @@ def cast(
     to: ToOpt = None,
     max_shard_size: ShardOpt = None,
     dry_run: DryRunOpt = False,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = DataFormat.TABLE,
     key: KeyOpt = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
@@ -115,6 +120,7 @@ def cast(
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
+    duplicate_tied: DuplicateTiedOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -131,7 +137,8 @@ def cast(
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     strict=strict)
     ck, raw, info = _load(path, key, model, model_arg, model_kwargs)
-    _finish(plan(ck, raw, spec, info), target, fmt, _renames(strip_prefix, add_prefix, rename))
+    _finish(plan(ck, raw, spec, info), target, fmt, _renames(strip_prefix, add_prefix, rename),
+            duplicate_tied)
 
 
 @app.command()
@@ -154,7 +161,7 @@ def strip(
     to: ToOpt = None,
     max_shard_size: ShardOpt = None,
     dry_run: DryRunOpt = False,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = DataFormat.TABLE,
     drop_unsupported: DropUnsupportedOpt = False,
     key: KeyOpt = None,
     model: ModelOpt = None,
@@ -163,6 +170,7 @@ def strip(
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
+    duplicate_tied: DuplicateTiedOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -180,7 +188,8 @@ def strip(
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, info = _load(path, key, model, model_arg, model_kwargs)
-    _finish(plan(ck, raw, spec, info), target, fmt, _renames(strip_prefix, add_prefix, rename))
+    _finish(plan(ck, raw, spec, info), target, fmt, _renames(strip_prefix, add_prefix, rename),
+            duplicate_tied)
 
 
 @app.command()
@@ -191,15 +200,16 @@ def move(
     in_place: InPlaceOpt = False,
     to: ToOpt = None,
     dry_run: DryRunOpt = False,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = DataFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
+    duplicate_tied: DuplicateTiedOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Rewrite the saved device of every tensor, e.g. make a cuda:0 checkpoint load on a CPU-only machine.
+    """Rewrite the saved device of every tensor: a checkpoint saved on cuda:0 then loads on a CPU-only machine.
 
     Example: statecli move sample_checkpoints/cuda.pt --device cpu -o cuda-on-cpu.pt
     """
@@ -209,7 +219,8 @@ def move(
 
     ck, raw, _ = _load(path, key)
     target = Target(output=output, in_place=in_place, to=to, dry_run=dry_run)
-    _finish(plan(ck, raw, MoveSpec(device=device)), target, fmt, _renames(strip_prefix, add_prefix, rename))
+    _finish(plan(ck, raw, MoveSpec(device=device)), target, fmt, _renames(strip_prefix, add_prefix, rename),
+            duplicate_tied)
 
 
 @app.command()
@@ -219,12 +230,13 @@ def convert(
     to: ToOpt = None,
     max_shard_size: ShardOpt = None,
     dry_run: DryRunOpt = False,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = DataFormat.TABLE,
     drop_unsupported: DropUnsupportedOpt = False,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
+    duplicate_tied: DuplicateTiedOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -239,7 +251,8 @@ def convert(
     target = Target(output=output, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, _ = _load(path, key)
-    _finish(plan(ck, raw, ConvertSpec()), target, fmt, _renames(strip_prefix, add_prefix, rename))
+    _finish(plan(ck, raw, ConvertSpec()), target, fmt, _renames(strip_prefix, add_prefix, rename),
+            duplicate_tied)
 
 
 @app.command("rename")
@@ -253,9 +266,10 @@ def rename_keys(
     to: ToOpt = None,
     max_shard_size: ShardOpt = None,
     dry_run: DryRunOpt = False,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = DataFormat.TABLE,
     drop_unsupported: DropUnsupportedOpt = False,
     key: KeyOpt = None,
+    duplicate_tied: DuplicateTiedOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -273,4 +287,5 @@ def rename_keys(
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, _ = _load(path, key)
-    _finish(plan(ck, raw, ConvertSpec()), target, fmt, renames)
+    _finish(plan(ck, raw, ConvertSpec()), target, fmt, renames,
+            duplicate_tied)

@@ -9,7 +9,7 @@ import typer
 from ..render import set_verbosity
 from ..state import OutputFormat
 from .app import app, exit_with
-from .options import FormatOpt, KeyOpt, PathArg, QuietOpt, StripOpt, VerboseOpt
+from .options import KeyOpt, PathArg, QuietOpt, ReportFormatOpt, StripOpt, VerboseOpt
 
 
 @app.command()
@@ -21,7 +21,7 @@ def show(
     first: Annotated[int, typer.Option("--first", min=0, help="How many leading values to print.", metavar="N")] = 10,
     extremes: Annotated[int, typer.Option("--extremes", min=0, help="How many smallest and largest values.",
                                           metavar="N")] = 5,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
     quiet: QuietOpt = False,

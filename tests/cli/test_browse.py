@@ -214,3 +214,12 @@ def test_a_filter_keeps_the_module_in_view(pair: tuple[Path, Path]) -> None:
         assert app.module == "" and app.query_one("#tree").cursor_node.data == ""
 
     drive(data_for(pair[0]), script)
+
+
+def test_without_a_terminal_browse_refuses_at_once(pair: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "statecli", "browse", str(pair[0])], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "needs a terminal" in proc.stderr and proc.stdout == ""
