@@ -19,16 +19,8 @@ def require_textual() -> None:
 
 
 def run(data: Browse, **kwargs: Any) -> None:
-    """Run the browser in this terminal until the user quits. Without a terminal on stdin and
-    stdout (a pipe, a CI job) it refuses at once instead of waiting for keys that never come."""
-    import sys
-
-    from ..errors import UsageError
-
+    """Run the browser in this terminal until the user quits."""
     require_textual()
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError(None, "statecli browse is interactive and needs a terminal on stdin and stdout",
-                         "use inspect --tree, diff --by-module or --format html in scripts")
     from .app import run as run_app
 
     run_app(data, **kwargs)
