@@ -242,9 +242,14 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
     if rules.no_optimizer_state:
         opt = [e for e in ck.entries if e.kind == Kind.OPTIMIZER]
         groups = sorted({e.group for e in opt})
-        out.append(Finding(path, "no-optimizer-state", not opt, "no optimizer state" if not opt else
-                           f"optimizer state in {', '.join(groups)} ({fmt(unique_storage_bytes(opt)[1])}); "
-                           f"run: statecli strip {path} --optimizer -o OUT"))
+        size = fmt(unique_storage_bytes(opt)[1])
+        if not opt:
+            reason = "no optimizer state"
+        elif "" in groups:  # the whole file is an optimizer state dict: there is nothing to strip it to
+            reason = f"the file is an optimizer state dict ({size}), not model weights"
+        else:
+            reason = f"optimizer state in {', '.join(groups)} ({size}); run: statecli strip {path} --optimizer -o OUT"
+        out.append(Finding(path, "no-optimizer-state", not opt, reason))
     if rules.matches_model:
         from ..classify import with_model
         from ..modeldef import build_model, load_report, parse_model_args

@@ -40,9 +40,13 @@ def _header(con: Any, r: InspectResult) -> None:
     t.append(f"  {ck.format}")
     if len(ck.files) > 1:
         t.append(f", {plural(len(ck.files) - 1, 'data file')} + {'index' if ck.path.endswith('.json') else '.metadata'}")
-    t.append(f"  model state: {escape(ck.container or '(root)')}")
+    root_role = next((c.role for c in ck.containers if c.name == (ck.container or "(root)")), Role.MODEL)
+    if root_role == Role.MODEL:
+        t.append(f"  model state: {escape(ck.container or '(root)')}")
+    else:  # a bare optimizer.state_dict() (accelerate's optimizer.bin) or similar: no model state at all
+        t.append(f"  no model state: the file holds {root_role} state only")
     con.print(t)
-    others = [c for c in ck.containers if c.role != Role.MODEL]
+    others = [c for c in ck.containers if c.role != Role.MODEL and c.name != (ck.container or "(root)")]
     if others:
         con.print(Text("other containers: " + ", ".join(
             f"{escape(c.name)} ({c.role}, {c.tensors} tensors, {c.entries - c.tensors} values)" for c in others)))
@@ -55,7 +59,9 @@ def _tables(con: Any, r: InspectResult) -> None:
     for g, es in groups.items():
         tensors = [e for e in es if e.tensor is not None]
         values = [e for e in es if e.tensor is None]
-        title = "model state" if g == "" else g
+        root_role = next((c.role for c in r.checkpoint.containers if c.name == (r.checkpoint.container or "(root)")),
+                         Role.MODEL)
+        title = ("model state" if root_role == Role.MODEL else f"{root_role} state") if g == "" else g
         if tensors:
             _tensor_table(con, title, tensors, r.stats)
         if values:

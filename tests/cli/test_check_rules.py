@@ -98,3 +98,19 @@ def test_a_pyproject_without_rules_does_not_hide_the_projects_rules(tmp_path: Pa
     code, out, _ = _check(str(moved))
     data = json.loads(out)
     assert code == 1 and data["rules_from"][str(moved)].startswith(str(tmp_path / "pyproject.toml"))
+
+
+def test_a_bare_optimizer_file_is_named_as_such(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 3)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "optimizer.bin"
+    torch.save(opt.state_dict(), path)
+    code, out, _ = _check(str(path), "--no-optimizer-state")
+    reason = next(f["reason"] for f in json.loads(out)["findings"] if f["rule"] == "no-optimizer-state")
+    assert code == 1 and "is an optimizer state dict" in reason and "strip" not in reason
+    human = runner.invoke(app, ["inspect", str(path)], env={"NO_COLOR": "1"})
+    first = human.stdout.splitlines()[0]
+    assert "no model state" in first and "optimizer" in first
+    assert "other containers" not in human.stdout
