@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from ..state import Role
 from .plan import Change, Plan, entry_key
 
 
@@ -91,8 +92,25 @@ def with_renames(plan: Plan, spec: Renames | None) -> Plan:
     notes = plan.notes
     if not changed:
         notes += ("no model key matched the renames: the keys are written as they are",)
+    notes += _other_copies(plan, rename)
     changes = tuple(Change(old, "renamed", new) for old, new in changed.items())
     return dataclasses.replace(plan, renames=changed, rename_spec=spec, changes=plan.changes + changes, notes=notes)
+
+
+def _other_copies(plan: Plan, rename: Any) -> tuple[str, ...]:
+    """Other containers holding weights the same renames would change (an EMA copy of a DataParallel
+    model keeps its `module.` keys): renames apply to the model state only, so say where else to look."""
+    out = []
+    for c in plan.ck.containers:
+        if not c.name or c.role not in (Role.EMA, Role.OTHER_STATE):
+            continue
+        names = [e.name for e in plan.ck.entries if e.group == c.name and e.tensor is not None]
+        inner = [n[len(c.name) + 1:] if n.startswith(c.name + ".") else n for n in names]
+        hits = sum(1 for n in inner if rename(n) != n)
+        if hits:
+            out.append(f"{c.name!r} ({c.role}) has {hits} key(s) these renames would change too; renames apply to the "
+                       f"model state only: run again with --key {c.name} to rename them")
+    return tuple(out)
 
 
 def renamed_key(plan: Plan, key: Any, names: set[str]) -> Any:

@@ -94,3 +94,19 @@ def test_rename_dry_run_json_lists_renames(tmp_path: Path, dp_file: tuple[Path, 
     renamed = {r["name"]: r["detail"] for r in data["changes"] if r["what"] == "renamed"}
     assert renamed == {f"module.{k}": k for k in model.state_dict()}
     assert data["output"] is None and data["dry_run"]
+
+
+def test_an_ema_copy_with_the_same_prefix_is_pointed_out(tmp_path: Path) -> None:
+    sd = {"module.w": torch.ones(2), "module.b": torch.ones(1)}
+    src = tmp_path / "dp.pt"
+    torch.save({"model": sd, "model_ema": dict(sd), "epoch": 1}, src)
+    out = tmp_path / "out.pt"
+    result = runner.invoke(app, ["rename", str(src), "--strip-prefix", "module.", "-o", str(out), "-f", "json"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert any("model_ema" in n and "--key model_ema" in n for n in data["notes"])
+    fixed = runner.invoke(app, ["rename", str(out), "--key", "model_ema", "--strip-prefix", "module.",
+                                "-o", str(tmp_path / "both.pt")])
+    assert fixed.exit_code == 0, fixed.stderr
+    both = torch.load(tmp_path / "both.pt", weights_only=True)
+    assert set(both["model"]) == set(both["model_ema"]) == {"w", "b"}
