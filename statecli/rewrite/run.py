@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..formats import atomic
 from ..load import load_checkpoint
 from ..state import Checkpoint
-from . import encode, hf
+from . import encode, hf, upload
 from .destination import STDOUT, Destination, output_format, parse_size, planned_bytes, resolve
 from .plan import Change, Plan, entry_key
 from .result import RewriteResult, WriteLog
@@ -34,8 +34,8 @@ def run(plan: Plan, target: Target, progress: Progress | None = None, stdout: IO
     ck = plan.ck
     dest = resolve(plan, target)
     plan = _without_unsupported(plan, target.drop_unsupported)
-    if dest.layout == "hf" and dest.hf_source:
-        plan = hf.without_tied(plan, dest.hf_source)
+    if dest.layout == "hf" and dest.hf_source or dest.fmt == "safetensors" and dest.layout != "dcp":
+        plan = hf.without_tied(plan, dest.hf_source if dest.layout == "hf" else None)
     plan = _device_report(plan, dest.fmt)
     need = planned_bytes(plan, dest.fmt)
     log = WriteLog(progress=progress)
@@ -45,11 +45,17 @@ def run(plan: Plan, target: Target, progress: Progress | None = None, stdout: IO
             if stdout is None:
                 raise UsageError(None, "-o - needs a binary stdout")
             after = _write_stdout(plan, dest, target.strict, log, need, stdout)
+        elif upload.is_url(dest.path):
+            assert dest.path is not None
+            after = upload.write_remote(dest.path, dest.layout != "file", need, lambda local: _write(
+                plan, dataclasses.replace(dest, path=local), target, log, need))
         else:
             assert dest.path is not None
             _sweep(dest.path, log)
             atomic.check_space(dest.path, need)
             after = _write(plan, dest, target, log, need)
+    elif dest.fmt == "safetensors":
+        model_items(plan, log)  # a dry run says what a flat tensor file would leave out, as the real run does
     notes = plan.notes + tuple(n for n in log.notes if n not in plan.notes)
     return RewriteResult(plan=plan, output=dest.path, out_format=dest.fmt, before=ck, after=after,
                          dry_run=target.dry_run, changes=plan.changes + tuple(log.changes), notes=notes,

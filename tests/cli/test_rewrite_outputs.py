@@ -206,3 +206,12 @@ def test_quiet_and_verbose_flags(ckpt: Path, tmp_path: Path) -> None:
     assert verbose.exit_code == 0 and "done in" in verbose.stderr
     quiet = runner.invoke(app, ["strip", str(ckpt), "--pattern", "layer0", "-o", str(tmp_path / "q.pt"), "-q"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_dry_run_names_what_a_flat_file_leaves_out(tmp_path: Path) -> None:
+    src = tmp_path / "train.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "optimizer": {"state": {}, "param_groups": []}, "epoch": 3}, src)
+    result = runner.invoke(app, ["convert", str(src), "--to", "safetensors", "--dry-run", "-f", "json"])
+    assert result.exit_code == 0, result.stderr
+    notes = json.loads(result.stdout)["notes"]
+    assert any("containers not written" in n and "epoch" in n and "optimizer" in n for n in notes)
