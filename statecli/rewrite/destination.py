@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .. import units
 from ..errors import UsageError
 from ..units import itemsize
+from . import upload
 from .hf import source_folder
 from .plan import Plan, entry_key
 from .result import WriteLog
@@ -82,6 +83,8 @@ def resolve(plan: Plan, target: Target) -> Destination:
                                       "--to or --max-shard-size", "write to a new path with -o")
         return Destination(ck.path, "safetensors" if ck.format == "safetensors" else "pt", "file")
     path = str(output)
+    if upload.is_url(path):  # written locally, verified, then uploaded (rewrite/upload.py)
+        path = upload.output_url(path, ck.files + [ck.path])
     for f in ck.files + [ck.path]:
         if os.path.exists(path) and os.path.exists(f) and os.path.samefile(f, path):
             raise UsageError(path, "is the input; statecli never overwrites its input without --in-place")

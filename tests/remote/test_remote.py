@@ -257,10 +257,11 @@ def test_header_length_2_63(http: RangeServer, http_root: Path) -> None:
     assert "not a checkpoint" in out or "cap" in out
 
 
-def test_remote_output_refused(http: RangeServer, http_root: Path) -> None:
+def test_http_output_refused(http: RangeServer, http_root: Path) -> None:
+    # URL outputs are uploaded (tests/remote/test_remote_output.py); http(s):// is read-only
     save_file(_state(), http_root / "o.safetensors")
-    out = _one_line_error(["cast", http.url("o.safetensors"), "--dtype", "half", "-o", "s3://bucket/out.safetensors"])
-    assert "not supported" in out
+    out = _one_line_error(["cast", http.url("o.safetensors"), "--dtype", "half", "-o", http.url("out.safetensors")])
+    assert "read-only" in out and not (http_root / "out.safetensors").exists()
 
 
 @pytest.mark.parametrize("url", ["gs://bucket/model.pt", "az://container/model.pt"])
