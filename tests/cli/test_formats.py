@@ -58,5 +58,5 @@ def test_every_read_command_every_format(pair: tuple[Path, Path], command: str, 
 @pytest.mark.parametrize("command", ["scan", "check"])
 def test_html_is_refused_where_there_is_no_report(pair: tuple[Path, Path], command: str) -> None:
     result = runner.invoke(app, [*COMMANDS[command](*pair), "--format", "html"], env={"GITHUB_ACTIONS": "false"})
-    assert result.exit_code == 2
-    assert result.stderr.count("\n") == 1 and "html" in result.stderr and result.stdout == ""
+    assert result.exit_code == 2  # a usage error: the option itself does not offer html here
+    assert "'html' is not one of" in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
