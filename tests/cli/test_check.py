@@ -1,5 +1,5 @@
 """`statecli check` rules (pass and fail), config files, JUnit XML, GitHub annotations, pre-commit hook;
-`statecli scan` verdicts on plain cases (the adversarial corpus lives in test_scan_corpus.py)."""
+`statecli scan` verdicts on plain cases (the adversarial corpus lives in tests/security/)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from statecli.cli import app
 from statecli.load import load_checkpoint
 from statecli.state import Kind
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 NO_COLOR_ENV = {"FORCE_COLOR": None, "CLICOLOR_FORCE": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None}
@@ -582,7 +582,7 @@ def test_pickled_module_does_not_import_its_class(tmp_path: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["imported"] == []
     assert out["kinds"] == _expected_kinds(_Net())
-    assert __name__ in {"tests.test_safety", "test_safety"}
+    assert __name__ in {"tests.security.test_safety", "test_safety"}
 
 
 # -- 4. terminal escapes in names ----------------------------------------------------------------
