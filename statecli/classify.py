@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .state import Checkpoint, Entry, Evidence, Kind, Role, Source, TensorInfo
 from .units import COMPLEX, is_floating
@@ -29,8 +29,24 @@ _FLOAT_MASKS = {"masked_bias", "attn_mask", "attention_mask", "causal_mask"}
 # torch.get_rng_state()/cuda.get_rng_state() results as trainers save them (HF Trainer's rng_state.pth,
 # accelerate's random_states_N.pkl, hand-written {"rng_state": ...}).
 _RNG_NAME = re.compile(r"(^|[._])(rng|random|manual_seed)", re.IGNORECASE)
-_RNG_ROOT = {"python", "numpy", "cpu"}  # HF Trainer's rng_state.pth
 _OPTIMIZER_ROOT = {"state", "param_groups"}  # torch.optim.Optimizer.state_dict()
+# Whole files that are no model state: keys that must all be at the root, and what the file then is.
+_ROOTS: tuple[tuple[frozenset[str], Role, Kind, str], ...] = (
+    (frozenset({"base_lrs", "last_epoch"}), Role.OPTIMIZER, Kind.OPTIMIZER, "lr scheduler state_dict() layout"),
+    (frozenset({"scale", "growth_factor", "backoff_factor", "growth_interval"}), Role.OPTIMIZER, Kind.OPTIMIZER,
+     "GradScaler state_dict() layout"),
+    (frozenset({"python", "numpy", "cpu"}), Role.METADATA, Kind.METADATA, "RNG state layout"),  # HF Trainer
+    (frozenset({"random_state", "numpy_random_seed", "torch_manual_seed"}), Role.METADATA, Kind.METADATA,
+     "RNG state layout"),  # accelerate's random_states_N.pkl
+)
+# Lightning's non-model containers: callback, loop and hyper-parameter state, never model entries.
+_TRAINER_STATE = {"callbacks", "loops", "hyper_parameters", "datamodule_hyper_parameters", "hparams"}
+# accelerate's save_state folder: file name pattern -> what the file holds.
+_ACCELERATE = ((re.compile(r"^optimizer(_\d+)?\.bin$"), "optimizer state"),
+               (re.compile(r"^scheduler(_\d+)?\.bin$"), "lr scheduler state"),
+               (re.compile(r"^random_states_\d+\.pkl$"), "RNG state"),
+               (re.compile(r"^scaler\.pt$"), "GradScaler state"),
+               (re.compile(r"^(model(_\d+)?\.safetensors|pytorch_model(_\d+)?\.bin)$"), "model state"))
 
 
 def infer(name: str, tensor: TensorInfo | None) -> tuple[Kind, Evidence]:
@@ -70,6 +86,8 @@ def container_role(name: str, *, state_dict: bool, tensors: bool) -> tuple[Role,
     low = name.lower()
     if name in OPTIMIZER_KEYS or "optim" in low or "scheduler" in low:
         return Role.OPTIMIZER, Kind.OPTIMIZER
+    if name in _TRAINER_STATE:
+        return Role.METADATA, Kind.METADATA
     if name in EMA_KEYS or "ema" in low.split("_"):
         return Role.EMA, None
     if _RNG_NAME.search(name):
@@ -87,9 +105,75 @@ def root_role(keys: Iterable[str]) -> tuple[Role, Kind, Evidence] | None:
     names = {str(k) for k in keys}
     if names == _OPTIMIZER_ROOT:
         return Role.OPTIMIZER, Kind.OPTIMIZER, Evidence(Source.CONTAINER, "optimizer.state_dict() layout")
-    if _RNG_ROOT <= names:
-        return Role.METADATA, Kind.METADATA, Evidence(Source.CONTAINER, "RNG state layout")
+    for need, role, kind, what in _ROOTS:
+        if need <= names:
+            return role, kind, Evidence(Source.CONTAINER, what)
     return None
+
+
+def training_note(ck: Checkpoint) -> str | None:
+    """What kind of training checkpoint `ck` is, when its layout says so (PyTorch Lightning's .ckpt)."""
+    values = {e.name: e.value for e in ck.entries if e.tensor is None and "." not in e.name}
+    groups = {c.name for c in ck.containers}
+    if "pytorch-lightning_version" not in values and not {"optimizer_states", "lr_schedulers"} <= groups:
+        return None
+    version = values.get("pytorch-lightning_version")
+    facts = ", ".join(f"{k} {values[k]}" for k in ("epoch", "global_step") if k in values)
+    return (f"a PyTorch Lightning checkpoint{f' (Lightning {version})' if version else ''}{f': {facts}' if facts else ''}; "
+            "model state from state_dict (keys start with the LightningModule's attribute names), optimizer_states and "
+            "lr_schedulers as optimizer state, callbacks, loops and hyper_parameters as metadata")
+
+
+def folder_note(names: Iterable[str], current: str) -> str | None:
+    """In an accelerate save_state folder (None for any other folder): what each file holds, for
+    its model state file `current`; what `current` is, for the others."""
+    found = {n: what for n in sorted(names) for pattern, what in _ACCELERATE if pattern.match(n)}
+    if not any(w == "RNG state" for w in found.values()) or not any(w == "optimizer state" for w in found.values()):
+        return None
+    if found.get(current, "model state") != "model state":
+        return f"{current} of an accelerate save_state folder: {found[current]}"
+    return ("an accelerate save_state folder: " + ", ".join(f"{n} ({w})" for n, w in found.items())
+            + f"; this shows {current}, inspect each file for the rest")
+
+
+def with_adapter(ck: Checkpoint, config: dict[str, Any]) -> Checkpoint:
+    """A PEFT adapter file (adapter_config.json beside it): every tensor is a trainable adapter
+    parameter, labelled with the target module it adapts; a note names the targets."""
+    targets = config.get("target_modules") or []
+    if isinstance(targets, str):  # a regex over module names
+        pattern = re.compile(targets)
+        # PEFT matches module names of the base model: without the saved file's base_model.model. prefix.
+        match: Any = lambda module: bool(pattern.fullmatch(module.removeprefix("base_model.model.")))  # noqa: E731
+    else:
+        wanted = {str(t) for t in targets}
+        match = lambda module: module.rsplit(".", 1)[-1] in wanted or module in wanted  # noqa: E731
+    rank = config.get("r")
+    extra = f", r={rank}" if isinstance(rank, int) else ""
+    saved = {str(m) for m in config.get("modules_to_save") or []}
+    out: list[Entry] = []
+    hit: set[str] = set()
+    for e in ck.entries:
+        if e.group != "" or e.tensor is None:
+            out.append(e)
+            continue
+        parts = e.name.split(".")
+        module = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if match(".".join(parts[:i]))), None)
+        if module is not None:
+            leaf = module.rsplit(".", 1)[-1]
+            hit.add(leaf)
+            detail = f"PEFT adapter (target {leaf}{extra})"
+        elif any(p in saved for p in parts):
+            detail = f"PEFT adapter (modules_to_save {next(p for p in parts if p in saved)})"
+        else:
+            detail = "PEFT adapter"
+        out.append(replace(e, kind=Kind.PARAMETER, evidence=Evidence(Source.CONTAINER, detail)))
+    peft = config.get("peft_type") or "PEFT"
+    base = config.get("base_model_name_or_path")
+    shown = ", ".join(sorted(hit)) or (targets if isinstance(targets, str) else ", ".join(map(str, targets))) or "none named"
+    note = (f"a {peft} adapter{f' for {base}' if base else ''} (adapter_config.json{extra.replace(', ', ': ', 1)}): "
+            f"targets {shown}; every tensor is an adapter parameter, loaded onto the base model by "
+            "PeftModel.from_pretrained")
+    return replace(ck, entries=out, notes=ck.notes + [note])
 
 
 def in_container(name: str, tensor: TensorInfo | None, kind_for_tensors: Kind) -> tuple[Kind, Evidence]:

@@ -3,6 +3,8 @@ wrappers, every entry flattened to a dotted name and classified. Metadata only; 
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -11,6 +13,7 @@ from .classify import EMA_KEYS, OPTIMIZER_KEYS
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
 from .formats.graph import GraphRef, flatten, holds_tensors, render_value
+from .formats.source import is_remote
 from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 from .state import Checkpoint, Container, Entry, Evidence, Kind, ModuleNode, Role, Source, TensorInfo, unique_storage_bytes
 
@@ -39,12 +42,41 @@ def load_with_raw(path: str, key: str | None = None,
     if raw.dangerous:  # raw.path: a URL's credentials never reach a message
         raise UnsafeContent(raw.path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
                             "refusing the file; do not torch.load it (statecli scan shows every global)")
-    return build(raw, key, strip_prefix), raw
+    return _layouts(build(raw, key, strip_prefix), raw), raw
+
+
+def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:
+    """Training layouts told by files beside the checkpoint or its own shape: a PEFT adapter
+    (adapter_config.json), an accelerate save_state folder, a Lightning .ckpt."""
+    note = classify.training_note(ck)
+    if note:
+        ck.notes.append(note)
+    if is_remote(raw.path):
+        return ck
+    folder = os.path.dirname(os.path.abspath(raw.path)) if not os.path.isdir(raw.path) else raw.path
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return ck
+    note = classify.folder_note(names, os.path.basename(raw.path))
+    if note:
+        ck.notes.append(note)
+    if "adapter_config.json" in names and os.path.basename(raw.path).startswith("adapter_model"):
+        try:
+            with open(os.path.join(folder, "adapter_config.json"), encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            config = None
+        if isinstance(config, dict):
+            return classify.with_adapter(ck, config)
+    return ck
 
 
 def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) -> Checkpoint:
     ck = Checkpoint(path=raw.path, format=raw.format, entries=[], container="", files=list(raw.files),
                     metadata=dict(raw.metadata), warnings=list(raw.warnings))
+    if raw.format == "safetensors" and raw.metadata and isinstance(raw.root, Mapping):
+        _alias_note(ck, raw.metadata, raw.root)
     if raw.untrusted:
         ck.unsafe_globals = list(raw.untrusted)
         ck.warnings.append("torch.load would need weights_only=False: " + ", ".join(raw.untrusted)
@@ -95,6 +127,19 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
             _add_group(ck, raw, gname, gvalue, roles)
     _finish(ck, raw, strip_prefix, roles)
     return ck
+
+
+def _alias_note(ck: Checkpoint, meta: Mapping[str, str], root: Mapping[Any, Any]) -> None:
+    """Tied keys a safetensors file leaves out (save_model's convention): named as aliases, never as
+    stored tensors, with what restores them."""
+    from .formats.safetensors import recorded_aliases
+
+    aliases = recorded_aliases(meta, (str(k) for k in root))
+    if aliases:
+        shown = ", ".join(f"{a} -> {t}" for a, t in list(aliases.items())[:3]) + (", ..." if len(aliases) > 3 else "")
+        ck.notes.append(f"{len(aliases)} tied key(s) are aliases, not stored tensors (safetensors.torch.save_model's "
+                        f"convention; load_model and from_pretrained re-tie them, plain load_file does not return "
+                        f"them): {shown}")
 
 
 # -- containers ----------------------------------------------------------------------------------

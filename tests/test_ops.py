@@ -157,9 +157,9 @@ def test_convert_round_trip_with_tied_weights(tmp_path: Path) -> None:
     sd = {"emb.weight": emb.weight.detach(), "head.weight": head.weight.detach(), "t": base.t(), "v": base[2:4],
           "i": torch.arange(3), "b": torch.tensor([True]), "bf": torch.randn(3).bfloat16(), "e": torch.empty(0, 2)}
     torch.save(sd, tmp_path / "a.pt")
-    _ok(["convert", str(tmp_path / "a.pt"), "-o", str(tmp_path / "a.safetensors")])
+    _ok(["convert", str(tmp_path / "a.pt"), "-o", str(tmp_path / "a.safetensors"), "--duplicate-tied"])
     st = load_file(str(tmp_path / "a.safetensors"))
-    assert set(st) == set(sd)  # a plain state dict: the tied key is stored as a copy, so it loads strictly
+    assert set(st) == set(sd)  # --duplicate-tied: the tied key is stored as a copy, so it loads strictly
     tied = torch.nn.Linear(4, 10, bias=False)
     tied.weight = torch.nn.Parameter(torch.zeros(10, 4))
     tied.load_state_dict({"weight": st["head.weight"]}, strict=True)

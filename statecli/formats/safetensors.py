@@ -14,8 +14,8 @@ from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
 
 FORMAT = "safetensors"
-MAX_HEADER = 100_000_000
-ALIASES_KEY = "statecli.aliases"  # {alias: target}: tied tensors written once by statecli  # the safetensors library's own cap
+MAX_HEADER = 100_000_000  # the safetensors library's own cap
+ALIASES_KEY = "statecli.aliases"  # JSON {copy: original}: tied keys a --duplicate-tied output stores as copies
 
 DTYPES: dict[str, str] = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -110,24 +110,33 @@ def read(path: str) -> RawCheckpoint:
     return raw
 
 
+def recorded_aliases(meta: Mapping[str, str], stored: Iterable[str]) -> dict[str, str]:
+    """{alias: stored name} for tied keys a file leaves out: safetensors.torch.save_model's entries
+    (metadata[alias] = kept name) and statecli's older ALIASES_KEY record. An alias that is itself
+    stored (a --duplicate-tied copy) is not left out and not listed here."""
+    names = set(stored)
+    out = {k: v for k, v in meta.items() if k not in names and k != "format" and v in names}
+    try:
+        legacy = json.loads(meta.get(ALIASES_KEY) or "{}")
+    except ValueError:
+        legacy = {}
+    if isinstance(legacy, dict):
+        out |= {str(a): str(t) for a, t in legacy.items() if str(a) not in names and str(t) in names}
+    return out
+
+
 def _restore_aliases(raw: RawCheckpoint, root: dict[str, TensorInfo], meta: dict[str, str]) -> None:
-    """Tied tensors recorded by statecli: only reported (an alias is never listed as a stored tensor)."""
+    """Tied keys the file leaves out are never listed as stored tensors (load_file does not return
+    them); load.py names them as aliases. Only a malformed statecli record is worth a warning here."""
     text = meta.get(ALIASES_KEY)
     if not text:
         return
     try:
         aliases = json.loads(text)
     except ValueError:
-        raw.warnings.append(f"ignoring malformed {ALIASES_KEY} metadata")
-        return
+        aliases = None
     if not isinstance(aliases, dict):
-        return
-    # The file lists exactly what it stores: a recorded alias is not an entry. Today's statecli stores
-    # tied keys as copies (both in root); files from earlier versions left the alias out: say so.
-    absent = [f"{a} -> {t}" for a, t in aliases.items() if isinstance(a, str) and a not in root]
-    if absent:
-        raw.warnings.append(f"{len(absent)} tied key(s) recorded in {ALIASES_KEY} metadata are not stored in the file "
-                            f"(load_file will not return them): {', '.join(absent[:3])}")
+        raw.warnings.append(f"ignoring malformed {ALIASES_KEY} metadata")
 
 
 # -- write side: header and tensor streaming (driven by statecli.rewrite) ---------------------------

@@ -18,6 +18,8 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
     """The load report of `ck` against `info`. Lines are `blocking` when the model's own loader
     reports them (from_pretrained for a Hugging Face model); `fails_strict` says whether plain
     load_state_dict(strict=True) would."""
+    if info.memo is not None:  # cache.py: stored for this checkpoint's keys, else computed live and stored
+        return info.memo.load_report(ck, info)
     file_tensors = {e.name: e.tensor for e in ck.entries if e.group == "" and e.tensor is not None}
     file_values = {e.name for e in ck.entries if e.group == "" and e.tensor is None}
     lines = _strict_lines(ck, info, file_tensors, file_values)
@@ -131,34 +133,75 @@ def _conversions(info: ModelInfo, unexpected: list[str], missing: list[str]) -> 
     lines: list[ReportLine] = []
     want = set(missing)
     filled: set[str] = set()
+    renamed: list[tuple[str, str, str]] = []  # (file key, model key, rule)
     if info.hf is not None:
         sources: dict[str, list[str]] = {}
         for key, m in info.hf.map_keys(unexpected).items():
             if not m.how or not set(m.targets) <= want:
                 continue
             if len(m.targets) == 1 and not m.how.startswith("converted"):
-                lines.append(ReportLine(key, "renamed", f"differs only by a rename transformers applies on load: "
-                                        f"{m.how}",
-                                        "load with from_pretrained (it renames the key)", blocking=False,
-                                        strict_blocking=True))
+                prefix = m.how.startswith("base-model prefix")
+                renamed.append((key, m.targets[0], m.how.split(" by from_pretrained")[0] if prefix else ""))
             else:
                 for t in m.targets:
                     sources.setdefault(t, []).append(key)
             filled |= set(m.targets)
             unexpected.remove(key)
-        for target, keys in sources.items():
-            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            lines.append(ReportLine(target, "converted", f"from_pretrained builds it from {len(keys)} file "
-                                    f"key{'s' if len(keys) > 1 else ''} ({shown})",
-                                    "load with from_pretrained (it converts the keys)", blocking=False,
-                                    strict_blocking=True))
+        lines += _renamed_lines(renamed, strict=True)
+        lines += _converted_lines(sources)
     else:
         for src, (dst, why) in _hf_renames(info, unexpected, missing).items():
-            lines.append(ReportLine(src, "renamed", f"differs only by a rename transformers applies on load: {why} "
-                                    f"gives {dst}", "load with from_pretrained (it renames the key)", blocking=False))
+            renamed.append((src, dst, why))
             unexpected.remove(src)
             filled.add(dst)
+        lines += _renamed_lines(renamed, strict=False)
     missing[:] = [k for k in missing if k not in filled]
+    return lines
+
+
+def _rule(key: str, new: str) -> str:
+    """The rename between two keys as its changed dotted parts ('attention.query' -> 'q_proj'; 'gamma'
+    -> 'weight'), layer numbers generalised: one rule for every layer."""
+    import difflib
+
+    a, b = key.split("."), new.split(".")
+    steps = [f"{'.'.join(a[i1:i2]) or '(nothing)'!r} -> {'.'.join(b[j1:j2]) or '(nothing)'!r}"
+             for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if tag != "equal"]
+    return re.sub(r"\b\d+\b", "N", ", ".join(steps))
+
+
+def _renamed_lines(renamed: list[tuple[str, str, str]], strict: bool) -> list[ReportLine]:
+    """One line per rename rule, with its count (every key in `keys`): a full-size model renames
+    hundreds of keys by a handful of rules."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key, new, rule in renamed:
+        groups.setdefault(rule or _rule(key, new), []).append((key, new))
+    lines = []
+    for rule, pairs in groups.items():
+        key, new = pairs[0]
+        head = key if len(pairs) == 1 else f"({len(pairs)} keys)"
+        example = f"{key} -> {new}" if len(pairs) == 1 else f"e.g. {key} -> {new}"
+        lines.append(ReportLine(head, "renamed", f"differ{'s' if len(pairs) == 1 else ''} only by a rename "
+                                f"transformers applies on load: {rule} ({example})",
+                                "load with from_pretrained (it renames the key)", blocking=False,
+                                strict_blocking=True if strict else None, keys=tuple(k for k, _ in pairs)))
+    return lines
+
+
+def _converted_lines(sources: dict[str, list[str]]) -> list[ReportLine]:
+    """One line per fused entry pattern (layer numbers generalised), with every target in `keys`."""
+    groups: dict[str, list[str]] = {}
+    for target in sources:
+        groups.setdefault(re.sub(r"\.\d+\.", ".N.", target), []).append(target)
+    lines = []
+    for pattern, targets in groups.items():
+        keys = [k for t in targets for k in sources[t]]
+        shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        head = targets[0] if len(targets) == 1 else f"({len(targets)} entries) {pattern}"
+        lines.append(ReportLine(head, "converted", f"from_pretrained builds {'it' if len(targets) == 1 else 'each'} "
+                                f"from {len(keys)} file key{'s' if len(keys) > 1 else ''} ({shown})",
+                                "load with from_pretrained (it converts the keys)", blocking=False,
+                                strict_blocking=True, keys=tuple(targets)))
     return lines
 
 

@@ -19,6 +19,7 @@ from ..state import Entry, TensorInfo, contiguous_stride
 from ..units import itemsize
 from . import stream
 from .plan import Change, Plan, entry_key
+from .rename import rename_function
 from .result import WriteLog
 from .stream import Losses
 from .tree import model_items, out_dtype, out_nbytes
@@ -154,21 +155,21 @@ def _covers(t: TensorInfo) -> bool:
 
 
 def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], log: WriteLog) -> None:
-    """A safetensors file of `items`. Every key is stored, tied ones as copies, so that
-    load_state_dict(load_file(...), strict=True) works; the ties go in metadata (ALIASES_KEY) so
-    statecli re-ties them when it writes a .pt again. (Hugging Face folders leave tied keys out
-    instead: run() drops them from the plan before this is called.)"""
+    """A safetensors file of `items`. Tied keys are left out before this is called (hf.without_tied,
+    save_model's convention) and recorded in metadata as save_model does, {left-out key: stored key};
+    with plan.duplicate_tied every key is stored, tied ones as copies, so that
+    load_state_dict(load_file(...), strict=True) works, and the ties go in ALIASES_KEY so statecli
+    re-ties them when it writes a .pt again."""
     from ..formats.values import value_reader
 
     for _, e in items:
         if out_dtype(plan, e) not in TO_SAFETENSORS:
             raise UsageError(plan.ck.path, f"{e.name!r} has dtype {out_dtype(plan, e)}, which safetensors cannot hold")
-    aliases = tied_aliases(plan, items)
-    meta = {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY} if plan.ck.format == "safetensors" else {}
-    meta.setdefault("format", "pt")
+    aliases = tied_aliases(plan, items) if plan.duplicate_tied else {}
+    meta = _metadata(plan, {name for name, _ in items})
     if aliases:
         meta[ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
-        log.note(f"{len(aliases)} tied tensor(s) stored as copies (safetensors has no shared storage), so "
+        log.note(f"--duplicate-tied: {len(aliases)} tied tensor(s) stored as copies, so "
                  "load_state_dict(load_file(...), strict=True) works: "
                  + ", ".join(f"{a} = {b}" for a, b in list(aliases.items())[:3]))
     log.expect(sum(out_nbytes(plan, e) for _, e in items))
@@ -189,20 +190,45 @@ def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], 
     log.changes.extend(c.change() for c in casts)
 
 
-def tied_aliases(plan: Plan, items: list[tuple[str, Entry]]) -> dict[str, str]:
-    """Output name -> the earlier output name it is tied to (same storage, view and output dtype)."""
-    first: dict[tuple[Any, ...], str] = {}
-    out: dict[str, str] = {}
+def _metadata(plan: Plan, names: set[str]) -> dict[str, str]:
+    """The output's __metadata__: the input's (a safetensors input), its alias records brought up to
+    date, and {left-out key: key that stores it} for the ties the plan leaves out, as save_model
+    records them (user entries of the same name are never overwritten, as save_model does)."""
+    meta: dict[str, str] = {}
+    carried: dict[str, str] = {}
+    if plan.ck.format == "safetensors":
+        stored = {e.name for e in plan.ck.entries if e.group == "" and e.tensor is not None}
+        old = safetensors.recorded_aliases(plan.ck.metadata, stored)
+        meta = {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY and k not in old}
+        # A tie the input already left out stays left out: record it under the names written now.
+        fn = rename_function(plan.rename_spec) if plan.rename_spec else None
+
+        def renamed(k: str) -> str:  # an alias is no entry, so plan.renames does not list it
+            return plan.renames.get(k) or (fn(k) if fn else k)
+
+        carried = {renamed(a): renamed(t) for a, t in old.items()}
+    meta.setdefault("format", "pt")
+    for alias, kept in {**carried, **plan.tied}.items():
+        if kept in names and alias not in names:
+            meta.setdefault(alias, kept)
+    return meta
+
+
+def tied_aliases(plan: Plan, items: list[tuple[str, Entry]], keep: str = "first") -> dict[str, str]:
+    """Output name -> the output name that stores its tensor, for names tied together (same storage,
+    view and output dtype). `keep`: "first" in write order, or "sorted" (safetensors.torch.save_model's
+    choice: the first name in sorted order)."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
     for name, e in items:
         t = e.tensor
         assert t is not None
-        key = (t.source, t.storage_key, t.storage_offset, t.shape, t.stride, out_dtype(plan, e))
-        if t.storage_key is None:
-            continue
-        if key in first:
-            out[name] = first[key]
-        else:
-            first[key] = name
+        if t.storage_key is not None:
+            key = (t.source, t.storage_key, t.storage_offset, t.shape, t.stride, out_dtype(plan, e))
+            groups.setdefault(key, []).append(name)
+    out: dict[str, str] = {}
+    for names in groups.values():
+        kept = min(names) if keep == "sorted" else names[0]
+        out |= {n: kept for n in names if n != kept}
     return out
 
 
@@ -261,4 +287,5 @@ def dcp_tensor(plan: Plan, reader: Any, log: WriteLog) -> Callable[[Entry], Any]
         log.changes.append(_Cast(e.name, f"{e.tensor.dtype} -> {to}", losses).change())
         return out
 
+    tensor.real_torch_values = True  # type: ignore[attr-defined]  # tree.rebuild: DCP's writer wants torch's objects
     return tensor

@@ -13,7 +13,7 @@ from typing import Any
 from ..formats.atomic import open_output
 from ..units import fmt_bytes
 from .encode import tied_aliases
-from .plan import Change, Plan, entry_key
+from .plan import Plan, entry_key
 from .result import WriteLog
 from .tree import model_items
 
@@ -39,20 +39,26 @@ def ties_kept(folder: str) -> bool:
     return not (isinstance(config, dict) and config.get("tie_word_embeddings") is False)
 
 
-def without_tied(plan: Plan, folder: str) -> Plan:
-    """The plan with tied keys left out, as save_pretrained writes them: the first name keeps the
-    tensor (the embedding, registered before the head), from_pretrained re-ties the others."""
-    if not ties_kept(folder):
+def without_tied(plan: Plan, folder: str | None) -> Plan:
+    """The plan of a safetensors output with tied keys left out, each stored once. In a Hugging Face
+    folder (`folder`) the first name keeps the tensor, as save_pretrained does (the embedding,
+    registered before the head); in other outputs the name safetensors.torch.save_model keeps (the
+    first in sorted order). from_pretrained and load_model re-tie the others; `plan.duplicate_tied`
+    keeps every key as a copy instead, for plain load_state_dict(load_file(...), strict=True)."""
+    if plan.duplicate_tied or folder is not None and not ties_kept(folder):
         return plan
     items = model_items(plan, WriteLog())
-    aliases = tied_aliases(plan, items)
+    aliases = tied_aliases(plan, items, keep="first" if folder is not None else "sorted")
     if not aliases:
         return plan
     entries = dict(items)
     drop = {entry_key(entries[name]) for name in aliases}
-    changes = tuple(Change(name, "removed", f"tied to {target}: stored once (from_pretrained re-ties it)")
-                    for name, target in aliases.items())
-    return dataclasses.replace(plan, drop=plan.drop | drop, changes=plan.changes + changes)
+    how = ("as save_pretrained writes them; from_pretrained re-ties them" if folder is not None else
+           "as safetensors.torch.save_model writes them; load_model and from_pretrained re-tie them, "
+           "--duplicate-tied stores copies for plain load_file")
+    shown = ", ".join(f"{a} -> {t}" for a, t in list(aliases.items())[:3]) + (", ..." if len(aliases) > 3 else "")
+    note = f"{len(aliases)} tied key(s) stored once ({how}): {shown}"
+    return dataclasses.replace(plan, drop=plan.drop | drop, notes=plan.notes + (note,), tied={**plan.tied, **aliases})
 
 
 def copy_companions(src: str, dst: str, cast_to: str | None, log: WriteLog) -> None:

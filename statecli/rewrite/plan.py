@@ -53,12 +53,17 @@ class Plan:
     renames: Mapping[str, str] = field(default_factory=dict)  # model-state key -> new key (rename.py)
     rename_spec: Any = None  # rename.Renames that made `renames` (also renames the state's _metadata)
     device_notes: tuple[str, ...] = ()  # notes true only where the output format records a device
+    # safetensors outputs: tied keys written as copies (plain load_file loads strictly) instead of
+    # left out under save_model's convention; `tied` maps each key left out to the key that stores it.
+    duplicate_tied: bool = False
+    tied: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Callers may pass sets, dicts and lists: freeze copies so nothing can change the plan later.
         object.__setattr__(self, "drop", frozenset(self.drop))
         object.__setattr__(self, "cast", MappingProxyType(dict(self.cast)))
         object.__setattr__(self, "renames", MappingProxyType(dict(self.renames)))
+        object.__setattr__(self, "tied", MappingProxyType(dict(self.tied)))
         object.__setattr__(self, "device_notes", tuple(self.device_notes))
         object.__setattr__(self, "changes", tuple(self.changes))
         object.__setattr__(self, "notes", tuple(self.notes))

@@ -55,8 +55,57 @@ ARCHS: dict[str, tuple[Any, Any]] = {
                  lambda: T.Wav2Vec2Config(vocab_size=12, num_hidden_layers=1, conv_dim=(8, 8), conv_stride=(5, 2),
                                           conv_kernel=(10, 3), num_conv_pos_embeddings=4,
                                           num_conv_pos_embedding_groups=2, **D)),
+    "roberta": (T.RobertaForMaskedLM, lambda: T.RobertaConfig(**LM, **D, pad_token_id=1)),
+    "distilbert": (T.DistilBertForMaskedLM, lambda: T.DistilBertConfig(vocab_size=64, dim=16, n_layers=1, n_heads=2,
+                                                                       hidden_dim=32, max_position_embeddings=32)),
+    "albert": (T.AlbertForMaskedLM, lambda: T.AlbertConfig(**LM, **D, embedding_size=8)),
+    "electra": (T.ElectraForPreTraining, lambda: T.ElectraConfig(**LM, **D, embedding_size=8)),
+    "deberta_v2": (T.DebertaV2ForMaskedLM, lambda: T.DebertaV2Config(**LM, **D, relative_attention=True,
+                                                                     position_buckets=8, pos_att_type=["p2c", "c2p"])),
+    "mistral": (T.MistralForCausalLM, lambda: T.MistralConfig(**LM, **D, num_key_value_heads=1)),
+    "qwen2": (T.Qwen2ForCausalLM, lambda: T.Qwen2Config(**LM, **D, num_key_value_heads=1, tie_word_embeddings=True)),
+    "phi": (T.PhiForCausalLM, lambda: T.PhiConfig(**LM, **D)),
+    "falcon": (T.FalconForCausalLM, lambda: T.FalconConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                                           num_attention_heads=2)),
+    "opt": (T.OPTForCausalLM, lambda: T.OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
+                                                  num_attention_heads=2, max_position_embeddings=32,
+                                                  word_embed_proj_dim=16)),
+    "bloom": (T.BloomForCausalLM, lambda: T.BloomConfig(vocab_size=64, hidden_size=16, n_layer=1, n_head=2)),
+    "gptj": (T.GPTJForCausalLM, lambda: T.GPTJConfig(vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=32,
+                                                     rotary_dim=4)),
+    "mamba": (T.MambaForCausalLM, lambda: T.MambaConfig(vocab_size=64, hidden_size=16, state_size=4,
+                                                        num_hidden_layers=1, expand=2, conv_kernel=2)),
+    "mbart": (T.MBartForConditionalGeneration,
+              lambda: T.MBartConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=32,
+                                    decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+                                    max_position_embeddings=32)),
+    "whisper": (T.WhisperForConditionalGeneration,
+                lambda: T.WhisperConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1,
+                                        encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2,
+                                        decoder_attention_heads=2, num_mel_bins=8, max_source_positions=16,
+                                        max_target_positions=16, pad_token_id=1, bos_token_id=2,
+                                        eos_token_id=3, decoder_start_token_id=2, suppress_tokens=[],
+                                        begin_suppress_tokens=[])),
+    "hubert": (T.HubertForCTC,
+               lambda: T.HubertConfig(vocab_size=12, num_hidden_layers=1, conv_dim=(8, 8), conv_stride=(5, 2),
+                                      conv_kernel=(10, 3), num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2,
+                                      **D)),
+    "convnext": (T.ConvNextForImageClassification,
+                 lambda: T.ConvNextConfig(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3,
+                                          num_stages=2, image_size=16)),
+    "resnet": (T.ResNetForImageClassification,
+               lambda: T.ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                      num_labels=3)),
+    "qwen3_moe": (T.Qwen3MoeForCausalLM,
+                  lambda: T.Qwen3MoeConfig(**LM, **D, num_key_value_heads=1, head_dim=8, num_experts=4,
+                                           num_experts_per_tok=2, moe_intermediate_size=8)),
+    "clip": (T.CLIPModel, lambda: T.CLIPConfig(
+        text_config={"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 16, "projection_dim": 8},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 8, "patch_size": 4, "projection_dim": 8}, projection_dim=8)),
 }
-PICKLABLE = [a for a in ARCHS if a != "wav2vec2"]  # weight-norm parametrizations refuse torch.save(model)
+PICKLABLE = [a for a in ARCHS if a not in ("wav2vec2", "hubert")]  # weight-norm parametrizations refuse torch.save(model)
 
 
 class Built:
@@ -148,6 +197,21 @@ def test_inference_alone_matches_torch(built: dict[str, Built], arch: str) -> No
         assert wrong == []
 
 
+def test_inference_over_every_key_of_every_architecture(built: dict[str, Built]) -> None:
+    """The issue's bar, over all file keys of all architectures together (original-layout keys judged
+    by the model entry from_pretrained makes of them): >= 99.9% right by name and dtype rules alone."""
+    assert len(ARCHS) >= 25
+    total, wrong = 0, []
+    for arch in ARCHS:
+        b = built[arch]
+        for folder in (b.folder, b.legacy, b.plain):
+            tensors = [e for e in load_checkpoint(str(folder)).entries if e.tensor is not None]
+            matches = b.info.map_keys(e.name for e in tensors)
+            total += len(tensors)
+            wrong += [(arch, e.name, e.kind) for e in tensors if e.kind != b.truth[matches[e.name].targets[0]]]
+    assert 1 - len(wrong) / total >= 0.999, wrong
+
+
 @pytest.mark.parametrize("arch", PICKLABLE)
 def test_full_pickle_is_exact(built: dict[str, Built], arch: str) -> None:
     b = built[arch]
@@ -204,9 +268,18 @@ def test_bfloat16_config_builds_a_bfloat16_model(built: dict[str, Built], tmp_pa
 def test_model_for(built: dict[str, Built], tmp_path: Path) -> None:
     b = built["bert"]
     info, notes = model_for(str(b.folder), None, None, None, None, auto_hf=True)
-    assert info is not None and info.class_name == "BertForMaskedLM" and notes == []
+    assert info is not None and info.class_name == "BertForMaskedLM" and not any("ignored" in n for n in notes)
     assert info.to_dict()["loader"] == "from_pretrained"
     assert model_for(str(b.folder), None, None, None, None, auto_hf=False) == (None, [])
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["NoSuchModel"]}))
     info, notes = model_for(os.path.join(tmp_path, "w.pt"), None, None, None, None, auto_hf=True)
     assert info is None and len(notes) == 1 and "ignored" in notes[0]
+
+
+def test_renamed_lines_are_grouped_by_rule(built: dict[str, Built]) -> None:
+    b = built["vit"]
+    ck = classify.with_model(load_checkpoint(str(b.legacy)), b.info)
+    renamed = [x for x in load_report(ck, b.info) if x.problem == "renamed"]
+    keys = [k for x in renamed for k in x.keys]
+    assert len(keys) == len(set(keys)) > len(renamed)  # one line per rule, every key listed once
+    assert all(x.to_dict()["keys"] == list(x.keys) and "->" in x.explanation for x in renamed)

@@ -198,14 +198,17 @@ def test_hugging_face_documented_renames(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     renamed = [x for x in data["load_report"] if x["problem"] == "renamed"]
     gammas = [k for k in old if k.endswith("LayerNorm.gamma")]
-    assert sorted(x["key"] for x in renamed if x["key"].endswith("gamma")) == sorted(gammas)
-    assert all("LayerNorm.weight" in x["explanation"] for x in renamed if x["key"].endswith("gamma"))
+    gamma = [x for x in renamed if any(k.endswith("gamma") for k in x["keys"])]
+    assert len(gamma) == 1 and sorted(gamma[0]["keys"]) == sorted(gammas)  # one line per rename rule
+    assert gamma[0]["key"] == f"({len(gammas)} keys)" and "'gamma' -> 'weight'" in gamma[0]["explanation"]
+    assert "LayerNorm.weight" in gamma[0]["explanation"] and len(renamed) == 2  # gamma and beta
     assert not any(x["problem"] == "missing" and "LayerNorm" in x["key"] for x in data["load_report"])
     base = {k.removeprefix("bert."): v for k, v in sd.items() if k.startswith("bert.")}
     torch.save(base, tmp_path / "pytorch_model.bin")
     data = json.loads(runner.invoke(app, ["inspect", str(tmp_path), "--format", "json"]).stdout)
     prefixed = [x for x in data["load_report"] if x["problem"] == "renamed"]
-    assert prefixed and all("base-model prefix" in x["explanation"] for x in prefixed)
+    assert len(prefixed) == 1 and "base-model prefix" in prefixed[0]["explanation"]
+    assert len(prefixed[0]["keys"]) == len(base)
 
 
 def test_meta_build_failure_falls_back_to_cpu_with_warning(tmp_path: Path) -> None:
