@@ -13,6 +13,7 @@ from ..errors import StatecliError
 from ..formats import detect_format, expand_paths, resolve_path
 from ..formats._common import open_regular
 from ..formats.pickles import Context, Findings, GlobalRef, scan_nested, scan_stream
+from ..formats.urls import is_remote
 from ..formats.verdict import DCP_TRUSTED_PREFIXES
 from ..state import SCHEMA_VERSION, Verdict
 
@@ -89,7 +90,9 @@ class ScanReport:
 
 def scan_paths(paths: list[str]) -> ScanReport:
     """Scan every checkpoint named (a folder: every checkpoint below it)."""
-    return ScanReport(tuple(scan(p) for p in expand_paths(paths)))
+    # A remote file's tensor bytes are not fetched to check CRCs (that would download all of it): the
+    # pickles, the container checks and every finding are the same, read by range requests.
+    return ScanReport(tuple(scan(p, verify_crc=not is_remote(p)) for p in expand_paths(paths)))
 
 
 def _result(path: str, fmt: str, acc: Findings) -> ScanResult:

@@ -165,7 +165,7 @@ def scan(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """List every global and call each pickle makes, without executing it; exit 0 safe, 1 needs-trust, 3 dangerous/malformed.
+    """List every global and call each pickle makes, without running it; exit 0 safe, 1 needs-trust, 2 unreadable, 3 unsafe.
 
     Example: statecli scan sample_checkpoints/full_model.pt
     """

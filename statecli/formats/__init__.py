@@ -76,6 +76,9 @@ def expand_paths(paths: list[str]) -> list[str]:
     a sharded index or DCP directory counts as one, its shards are not listed again."""
     out: list[str] = []
     for p in paths:
+        if is_remote(p):  # listed by its display name: credentials stay out of every report
+            out.append(register(p))
+            continue
         if not os.path.isdir(p):
             out.append(p)
             continue

@@ -187,6 +187,10 @@ def _reraise_os(exc: BaseException, folder: str, need: int | None) -> None:
             raise no_space(folder, need) from exc
         if isinstance(err, OSError) and err.errno in _NOT_WRITABLE:
             raise _not_writable(folder, err) from exc
+        if isinstance(err, OSError) and err.errno == errno.EFBIG:  # a file-size limit (ulimit -f, a quota)
+            what = f"{need:,} bytes" if need else "the output"
+            raise BadInput(folder, f"cannot write {what} here: the file is larger than this process or file system "
+                                   "allows (ulimit -f or a per-file limit)", "raise the limit or write elsewhere") from exc
         err = err.__cause__ or err.__context__
 
 
