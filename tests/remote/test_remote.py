@@ -272,3 +272,15 @@ def test_missing_backend_names_the_extra(url: str) -> None:
         pytest.skip("backend installed")
     out = _one_line_error(["inspect", url])
     assert "statecli[remote]" in out
+
+
+def test_scan_and_check_never_print_credentials(http: RangeServer, http_root: Path, tmp_path: Path) -> None:
+    torch.save(_state(), http_root / "cred.pt")
+    url = http.url("cred.pt").replace("http://", "http://alice:SECRETPW@") + "?token=SECRETTOKEN"
+    junit = tmp_path / "j.xml"
+    for args in (["scan", url], ["scan", url, "-f", "json"], ["check", url, "--no-nan", "-f", "json", "--junit", str(junit)],
+                 ["check", url, "--github"], ["check", url.replace("cred.pt", "missing.pt"), "--github"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code in (0, 1, 2), (args, result.output)
+        assert "SECRET" not in result.stdout + result.stderr, args
+    assert "SECRET" not in junit.read_text()
