@@ -119,8 +119,8 @@ def diff(
     by_module: Annotated[bool, typer.Option("--by-module", help="Show the values compared by module: ||b-a||/||a||, "
                                                                 "cosine, max |d|, share over tolerance (CSV: one row per "
                                                                 "module).")] = False,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="Modules are this many name components.",
-                                       metavar="N")] = 1,
+    depth: Annotated[int, typer.Option("--depth", min=0, help="Modules are this many name components (0: down to "
+                                                              "each numbered block, e.g. layers.3).", metavar="N")] = 0,
     sort: Annotated[str, typer.Option("--sort", help="Order of the modules: order (as in the model), change, cosine, "
                                                      "max-abs, over-tol, name.", metavar="BY")] = "order",
     quiet: QuietOpt = False,

@@ -110,7 +110,8 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
     cols = [Col("module", wrap=True), *(Col(h, right=True) for h in heads), Col("|b-a|/|a|", right=True), Col(""),
             *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol"))]
     order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
-    print_grid(con, f"change by module (depth {r.depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)
+    depth = f"depth {r.depth}" if r.depth else "by block"
+    print_grid(con, f"change by module ({depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)
 
 
 def render_check(r: CheckResult, con: Any) -> None:

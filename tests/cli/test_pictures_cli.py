@@ -39,10 +39,14 @@ def test_diff_by_module_in_every_format(pair: tuple[str, str]) -> None:
     assert set(ranked[:2]) == {"blocks.2", "blocks.3"} and "█" in lines[head + 2]
     assert "changed values" not in human.stdout  # --by-module replaces the per-key table
     default = runner.invoke(app, ["diff", a, b], env=ENV)  # values differ: the module view leads
-    assert "change by module (depth 1, model order" in default.stdout and "changed values" in default.stdout
+    assert "change by module (by block, model order" in default.stdout and "changed values" in default.stdout
+    auto = default.stdout.splitlines()
+    head = next(i for i, line in enumerate(auto) if line.startswith("change by module"))
+    assert auto[head + 2].split()[0] == "blocks.0"  # by default a stack of blocks is one row per block
     data = json.loads(runner.invoke(app, ["diff", a, b, "-f", "json", "--depth", "3"]).stdout)
     assert data["module_depth"] == 3 and len(data["modules"]) == 8
-    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["diff", a, b, "-f", "csv", "--by-module"]).stdout)))
+    top = runner.invoke(app, ["diff", a, b, "-f", "csv", "--by-module", "--depth", "1"]).stdout
+    rows = list(csv.DictReader(io.StringIO(top)))
     assert [r["module"] for r in rows] == ["blocks"] and float(rows[0]["rel_change"]) > 0
     assert runner.invoke(app, ["diff", a, b, "--sort", "bogus"]).exit_code == 2
 
