@@ -10,6 +10,7 @@ file are read with pread and reduced on both cores, merged in order (tests keep 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -87,12 +88,34 @@ def histogram(vals: Any, lo: float, hi: float, bins: int) -> list[int]:
 
 
 def abs_percentiles(vals: Any, qs: tuple[float, ...] = PERCENTILES) -> list[float]:
-    """Percentiles of |vals| with linear interpolation (numpy.percentile's default, torch.quantile's)."""
+    """Percentiles of |vals| with linear interpolation, computed exactly as torch.quantile does (rank
+    q*(n-1) in float64, then torch's lerp), so the figures equal torch's to the last bit."""
     import numpy as np
 
     if vals.size == 0:
         return []
-    return [float(x) for x in np.quantile(np.abs(vals), qs)]
+    a = np.abs(np.asarray(vals, dtype=np.float64).ravel())
+    out = []
+    for q in qs:
+        rank = q * (a.size - 1)
+        lo, hi = math.floor(rank), math.ceil(rank)
+        part = np.partition(a, (lo, hi)) if a.size > 1 else a
+        v0, v1, w = float(part[lo]), float(part[hi]), rank - lo
+        out.append(_lerp(v0, v1, w))
+    return out
+
+
+def _lerp(start: float, end: float, weight: float) -> float:
+    """torch's vectorised lerp: fma(weight, end - start, start) below 0.5, else fma(weight - 1,
+    end - start, end) — one rounding each, emulated exactly with fractions (two values per tensor)."""
+    from fractions import Fraction
+
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return start + weight * (end - start)
+    diff = end - start
+    if abs(weight) < 0.5:
+        return float(Fraction(weight) * Fraction(diff) + Fraction(start))
+    return float(Fraction(weight - 1) * Fraction(diff) + Fraction(end))
 
 
 def as_array(t: Any) -> Any:
