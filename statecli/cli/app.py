@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import ExitCode, StatecliError
+from . import fastparams  # noqa: F401 - option conversion without pydantic's import (issue 13)
 
 EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage, unreadable input or an
 internal error; 3 unsafe content refused (the file references code that loading would run)."""

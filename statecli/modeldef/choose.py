@@ -21,7 +21,8 @@ def model_for(path: str, model: str | None, model_args: list[str] | None, model_
     if model_args or model_kwargs:
         raise UsageError(None, "--model-arg/--model-kwargs need --model")
     if hf_config:
-        return build_hf_model(hf_config), []
+        info = build_hf_model(hf_config)
+        return info, [info.memo.note] if info.memo is not None else []
     cfg = find_hf_config(path) if auto_hf else None
     if cfg is None:
         return None, []
@@ -36,6 +37,7 @@ def model_for(path: str, model: str | None, model_args: list[str] | None, model_
         return None, [f"{cfg} describes a Hugging Face model; install transformers (pip install 'statecli[hf]') "
                       "to classify entries exactly against it"]
     try:
-        return build_hf_model(cfg), []
+        info = build_hf_model(cfg)
+        return info, [info.memo.note] if info.memo is not None else []  # cached or built now (cache.py)
     except Exception as exc:  # noqa: BLE001 - an auto-detected config must never break inspect
         return None, [f"ignored {cfg} ({exc}); pass --hf-config to insist"]

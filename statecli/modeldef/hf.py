@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from typing import Any
 
@@ -13,9 +14,17 @@ from .loader import HfLoader
 from .model import ModelInfo, describe
 
 
-def build_hf_model(config_path: str) -> ModelInfo:
+def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
     """Build a Hugging Face architecture from config.json on meta, with transformers (optional), in
-    the dtype from_pretrained would use (the config's dtype / torch_dtype)."""
+    the dtype from_pretrained would use (the config's dtype / torch_dtype). `use_cache`: take the
+    description from cache.py when stored (no torch/transformers import), store it when built."""
+    if use_cache:
+        from . import cache
+
+        hit = cache.lookup(config_path)
+        if hit is not None:
+            return hit
+    started = time.perf_counter()
     try:
         import transformers
     except ImportError as exc:
@@ -48,6 +57,8 @@ def build_hf_model(config_path: str) -> ModelInfo:
         info.renames = [(r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"),
                         (r"\.weight_g$", ".parametrizations.weight.original0"),
                         (r"\.weight_v$", ".parametrizations.weight.original1")]
+    if use_cache:
+        cache.store(config_path, info, time.perf_counter() - started)
     return info
 
 

@@ -42,6 +42,7 @@ class ReportLine:
     fix: str | None = None
     blocking: bool = True
     strict_blocking: bool | None = None  # None: same as blocking
+    keys: tuple[str, ...] = ()  # a line for many keys (one rename rule): every key it stands for
 
     @property
     def fails_strict(self) -> bool:
@@ -49,7 +50,7 @@ class ReportLine:
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "problem": self.problem, "explanation": self.explanation, "fix": self.fix,
-                "blocking": self.blocking, "strict_blocking": self.fails_strict}
+                "blocking": self.blocking, "strict_blocking": self.fails_strict, "keys": list(self.keys or (self.key,))}
 
 
 @dataclass
@@ -67,13 +68,17 @@ class ModelInfo:
     renames: list[tuple[str, str]] = field(default_factory=list)
     base_model_prefix: str | None = None
     hf: HfLoader | None = None  # transformers' own key conversions and from_pretrained semantics
+    memo: Any = None  # cache.Memo: stored results for a cached description; builds `model`/`hf` on a miss
 
     @property
     def loader(self) -> str:
-        return "from_pretrained" if self.hf is not None else "load_state_dict(strict=True)"
+        hf = self.hf is not None or (self.memo is not None and self.memo.from_pretrained)
+        return "from_pretrained" if hf else "load_state_dict(strict=True)"
 
     def map_keys(self, names: Iterable[str]) -> dict[str, KeyMatch]:
         """{file key: the model entries it becomes} for the keys the model knows."""
+        if self.memo is not None:  # cache.py: stored for this key set, else computed live and stored
+            return self.memo.map_keys(self, names)
         if self.hf is not None:
             return self.hf.map_keys(names)
         return {n: KeyMatch((n,)) for n in names if n in self.slots}
