@@ -54,3 +54,11 @@ def _no_inherited_terminal_size(monkeypatch: pytest.MonkeyPatch) -> None:
     workers inherit COLUMNS=80). Tests that want a width pass it explicitly."""
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.delenv("LINES", raising=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Model descriptions cached by the tests go to a temp folder, never the user's ~/.cache."""
+    import os
+
+    os.environ.setdefault("STATECLI_CACHE_DIR", str(tmp_path_factory.mktemp("statecli-cache")))

@@ -106,12 +106,16 @@ def jsonable(v: Any) -> Any:
     return v
 
 
+AUTO = -1  # diff --depth 0: one row per numbered block
+
+
 def module_prefix(name: str, depth: int) -> str:
     """The module a key belongs to at `depth` name components (as `size --depth`): its first
     `depth` components, or its parent when the name is shorter; "(root)" for a top-level key.
-    Depth 0 picks it per key: through the first numbered block, so a stack of layers is one row each."""
+    Depth 0 is the root (every key); AUTO picks it per key: through the first numbered block, so a
+    stack of layers is one row each."""
     parts = name.split(".")
-    if depth == 0:  # auto: down to the first block number (blocks.4, model.layers.12), else the top module
+    if depth == AUTO:  # down to the first block number (blocks.4, model.layers.12), else the top module
         depth = next((i + 1 for i, p in enumerate(parts[:4]) if p.isdigit() and i < len(parts) - 1), 1)
     return ".".join(parts[:depth]) if len(parts) > depth else ".".join(parts[:-1]) or "(root)"
 

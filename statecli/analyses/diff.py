@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import UsageError
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..units import plural
-from .changes import MODULE_COLUMNS, SORTS, ModuleChange, Sums, jsonable, module_changes, sort_modules
+from .changes import AUTO, MODULE_COLUMNS, SORTS, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
@@ -246,7 +246,7 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     left_out = ((), ()) if everything else (_groups(a), _groups(b))
     hints = _prefix_hint(only_a, only_b) + _precision_hint(keys, ea, eb, rtol, atol)
     return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(hints), only_changed,
-                      left_out, ignore_dtype, sort_modules(module_changes(frozen, depth), sort), depth, by_module, sort)
+                      left_out, ignore_dtype, sort_modules(module_changes(frozen, depth or AUTO), sort), depth, by_module, sort)
 
 
 # torch.testing.assert_close's default tolerances: the precision a dtype can be compared at.
