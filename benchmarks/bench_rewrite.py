@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--small-mib", type=int, default=10, help="size of the small checkpoint (start-up bound rows)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="statecli-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -101,15 +102,30 @@ def main() -> None:
         secs, rss = run(cmd, args.repeat)
         rows.append((label, secs, rss, f"{moved_gib / secs:.2f} GiB/s"))
 
-    add("python -c 'import torch' (RSS floor of every value-reading command)",
+    add("python -c 'import torch' (what a rewrite paid before it read without torch)",
         [sys.executable, "-c", "import torch"], 0.0)
+    small = work / "small.safetensors"
+    small_bytes, _ = generate(small, args.small_mib / 1024, max(1, args.small_mib // 4), perturb=False)
+    small_gib = small_bytes / (1 << 30)
+    add(f"statecli convert small ({small_bytes >> 20} MiB) -o .pt", [STATECLI, "convert", str(small), "-o",
+                                                                     str(work / "small.pt")], small_gib)
+    add(f"statecli cast small.pt ({small_bytes >> 20} MiB) --dtype half -o .pt",
+        [STATECLI, "cast", str(work / "small.pt"), "--dtype", "half", "-o", str(work / "small-half.pt")], small_gib)
+    add(f"statecli cast small ({small_bytes >> 20} MiB) --dtype bfloat16 -o .safetensors",
+        [STATECLI, "cast", str(small), "--dtype", "bfloat16", "-o", str(work / "small-bf.safetensors")], small_gib)
     add("plain read of A and B (baseline)", plain_read([a, b]), 2 * gib)
     add("statecli diff A B (values, rtol/atol defaults)", [STATECLI, "diff", str(a), str(b), "-q", "--format", "json"],
         2 * gib)
     add("plain read+write of A (baseline)", plain_copy(a, work / "copy.bin"), gib)
     add("statecli cast A --dtype half -o .safetensors",
         [STATECLI, "cast", str(a), "--dtype", "half", "-o", str(work / "half.safetensors")], gib)
+    add("statecli cast A --dtype bfloat16 -o .safetensors",
+        [STATECLI, "cast", str(a), "--dtype", "bfloat16", "-o", str(work / "bf.safetensors")], gib)
     add("statecli convert A -o .pt", [STATECLI, "convert", str(a), "-o", str(work / "a.pt")], gib)
+    add("statecli cast A.pt --dtype half -o .pt", [STATECLI, "cast", str(work / "a.pt"), "--dtype", "half", "-o",
+                                                   str(work / "half.pt")], gib)
+    add("statecli cast A.pt --dtype float8_e4m3fn -o .pt", [STATECLI, "cast", str(work / "a.pt"), "--dtype",
+                                                            "float8_e4m3fn", "-o", str(work / "f8.pt")], gib)
     add("statecli convert A.pt -o .safetensors", [STATECLI, "convert", str(work / "a.pt"), "-o",
                                                   str(work / "back.safetensors")], gib)
     add("statecli inspect A.pt (metadata only)", [STATECLI, "inspect", str(work / "a.pt"), "--format", "json"], 0.0)

@@ -1,5 +1,6 @@
 """The write side of torch.save zip archives (the read side is torchzip.py): a streaming, aligned zip
-writer and a pickler that writes a tree of output records exactly as torch.save pickles tensors."""
+writer and a pickler that writes a tree of output records exactly as torch.save pickles tensors,
+without importing torch (its globals are written by name)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ..units import itemsize
+from .verdict import LAYOUTS
 
 ALIGN = 64  # torch aligns every data/ record to 64 bytes (.storage_alignment)
 _STORAGE_CLASS = {"float64": "DoubleStorage", "float32": "FloatStorage", "float16": "HalfStorage",
@@ -49,23 +51,88 @@ class OutTensor:
     requires_grad: bool = False
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        import torch
-
         args: tuple[Any, ...] = (self.storage, self.offset, tuple(self.shape), tuple(self.stride),
                                  self.requires_grad, OrderedDict())
         if self.storage.dtype in _STORAGE_CLASS:
-            return torch._utils._rebuild_tensor_v2, args
-        return torch._utils._rebuild_tensor_v3, args + (getattr(torch, self.storage.dtype),)
+            return torch_global("torch._utils", "_rebuild_tensor_v2"), args
+        return torch_global("torch._utils", "_rebuild_tensor_v3"), args + (torch_global("torch", self.storage.dtype),)
 
 
-class _Pickler(pickle.Pickler):
+@dataclass(frozen=True, eq=False)
+class TorchGlobal:
+    """A torch object known by name (a dtype, layout, storage class, rebuild function): pickled as
+    the GLOBAL opcode torch.save writes for it, so writing a .pt never imports torch. One instance
+    per name (torch_global), so the pickle memoizes it as torch.save memoizes the real object."""
+
+    module: str
+    name: str
+
+    def __call__(self, *args: Any) -> Any:  # pickle's save_reduce wants a callable; never called here
+        raise TypeError(f"{self.module}.{self.name} is a stand-in for pickling")
+
+    def resolve(self) -> Any:
+        """The real object (imports torch): for writers that are torch's own (DCP)."""
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+@dataclass(frozen=True, eq=False)
+class TorchLayout:
+    """torch.strided and the other layouts: torch pickles them as torch.serialization._get_layout(name)."""
+
+    name: str
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return torch_global("torch.serialization", "_get_layout"), (f"torch.{self.name}",)
+
+    def resolve(self) -> Any:
+        import torch
+
+        return getattr(torch, self.name)
+
+
+_GLOBALS: dict[tuple[str, str], Any] = {}
+
+
+def torch_global(module: str, name: str) -> TorchGlobal:
+    g = _GLOBALS.get((module, name))
+    if g is None:
+        g = _GLOBALS[(module, name)] = TorchGlobal(module, name)
+    return g
+
+
+def torch_value(name: str) -> TorchGlobal | TorchLayout:
+    """The stand-in for `torch.<name>` (a dtype, layout, qscheme or memory format) that pickles as torch
+    pickles the real object."""
+    if name in LAYOUTS:
+        layout = _GLOBALS.get(("layout", name))
+        if layout is None:
+            layout = _GLOBALS[("layout", name)] = TorchLayout(name)
+        return layout  # type: ignore[no-any-return]
+    return torch_global("torch", name)
+
+
+_PyPickler: Any = pickle._Pickler  # type: ignore[attr-defined]  # the pure-Python pickler: its dispatch table is open
+
+
+class _Pickler(_PyPickler):
+    """Python's own pickler (its save_global would import torch to check a name): TorchGlobal
+    stand-ins are written as GLOBAL opcodes directly, everything else as pickle writes it."""
+
+    dispatch = dict(_PyPickler.dispatch)
+
+    def save_torch_global(self, obj: TorchGlobal) -> None:
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+        self.memoize(obj)
+
+    dispatch[TorchGlobal] = save_torch_global
+
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, OutStorage):
-            import torch
-
             if obj.dtype in _STORAGE_CLASS:
-                return ("storage", getattr(torch, _STORAGE_CLASS[obj.dtype]), obj.key, obj.location, obj.numel)
-            return ("storage", torch.UntypedStorage, obj.key, obj.location, obj.nbytes)
+                return ("storage", torch_global("torch", _STORAGE_CLASS[obj.dtype]), obj.key, obj.location, obj.numel)
+            return ("storage", torch_global("torch.storage", "UntypedStorage"), obj.key, obj.location, obj.nbytes)
         return None
 
 

@@ -1,28 +1,89 @@
-"""Moving tensor bytes: chunked reads from the mapped input, cast on the way, values lost counted."""
+"""Moving tensor bytes: chunked reads from the input, cast on the way, values lost counted. numpy and
+ml_dtypes do it (no torch import) wherever they read the tensor and cast its dtype exactly as torch
+does; torch does the rest (other dtypes, DCP, sparse/quantized/nested tensors)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from ..formats.values import numpy_readable, ordered_map
 from ..state import TensorInfo
+from ..units import itemsize
+from . import cast as npcast
+from .cast import Losses
 
-CHUNK_BYTES = 64 << 20  # bytes moved per step: the engine's working set beside the largest tensor
+__all__ = ["CHUNK_BYTES", "Losses", "chunks", "count_losses", "count_view_losses"]
 
-
-@dataclass
-class Losses:
-    """Running counts for one cast while its chunks stream by (mutable on purpose: a write-time tally)."""
-
-    overflow: int = 0
-    underflow: int = 0
+CHUNK_BYTES = 64 << 20  # bytes moved per step on torch's path: the working set beside the largest tensor
+NP_CHUNK_BYTES = 16 << 20  # numpy's path keeps 2 x THREADS chunks in flight: ~64 MiB read ahead
 
 
 def chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | None,
            whole_storage: bool) -> Iterator[memoryview]:
     """The bytes of a storage (pt) or of one tensor made contiguous (safetensors), cast on the way,
-    in chunks of CHUNK_BYTES so memory stays bounded by the chunk, not the checkpoint."""
+    in chunks so memory stays bounded by a few chunks, not the checkpoint."""
+    if _numpy_path(reader, info, cast_to, whole_storage):
+        return _np_chunks(reader, info, cast_to, losses, whole_storage)
+    return _torch_chunks(reader, info, cast_to, losses, whole_storage)
+
+
+def _numpy_path(reader: Any, info: TensorInfo, cast_to: str | None, whole_storage: bool) -> bool:
+    src = (info.storage_dtype or info.dtype) if whole_storage else info.dtype
+    return (hasattr(reader, "read_flat") and numpy_readable(info)
+            and (cast_to is None or npcast.supported(src, cast_to)))
+
+
+def _storage_info(info: TensorInfo) -> TensorInfo:
+    """The whole storage behind `info` as one flat contiguous tensor of the storage's dtype."""
+    sdtype = info.storage_dtype or info.dtype
+    nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+    n = nbytes // itemsize(sdtype)
+    return dataclasses.replace(info, dtype=sdtype, shape=(n,), stride=(1,), storage_offset=0, storage_dtype=sdtype,
+                               storage_nbytes=nbytes)
+
+
+def _np_chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | None,
+               whole_storage: bool) -> Iterator[memoryview]:
+    import numpy as np
+
+    src = _storage_info(info) if whole_storage else info
+    count_here = losses is not None and cast_to is not None and npcast.lossy(src.dtype, cast_to)
+    if src.is_contiguous:
+        def read(lo: int, hi: int) -> Any:
+            return reader.read_flat(src, lo, hi)
+    else:  # a strided view made contiguous: bounded by this one tensor, as torch's .contiguous() was
+        flat = np.ascontiguousarray(reader.array(src)).reshape(-1)
+
+        def read(lo: int, hi: int) -> Any:
+            return flat[lo:hi]
+
+    def step(lo: int, hi: int) -> tuple[Any, Losses]:
+        part = Losses()
+        a = read(lo, hi)
+        if cast_to is None:
+            return a, part
+        out = npcast.cast(a, cast_to)
+        if count_here:
+            npcast.count(part, a, out, cast_to)
+        return out, part
+
+    n = src.numel
+    per = max(1, NP_CHUNK_BYTES // max(1, itemsize(src.dtype)))
+    try:
+        for out, part in ordered_map(step, n, per):
+            if losses is not None:
+                losses.overflow += part.overflow
+                losses.underflow += part.underflow
+            raw: Any = np.ascontiguousarray(out).reshape(-1).view(np.uint8)
+            yield memoryview(raw)
+    finally:
+        reader.release(info)
+
+
+def _torch_chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | None,
+                  whole_storage: bool) -> Iterator[memoryview]:
     import torch
 
     src = reader.storage(info) if whole_storage else reader.tensor(info)
@@ -36,8 +97,7 @@ def chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | 
     flat = src.reshape(-1)
     step = max(1, CHUNK_BYTES // max(1, flat.element_size()))
     target = getattr(torch, cast_to) if cast_to else None
-    # Range, not bit width, decides whether a cast can lose values: bfloat16 -> float16 is 16 -> 16
-    # bits but overflows above 65504 and underflows below 6e-8.
+    # Range, not bit width, decides whether a cast can lose values (see cast.lossy).
     lossy = target is not None and target.is_floating_point and src.dtype.is_floating_point and (
         torch.finfo(target).max < torch.finfo(src.dtype).max or torch.finfo(target).tiny > torch.finfo(src.dtype).tiny)
     try:
@@ -57,8 +117,8 @@ def chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | 
 
 
 def count_losses(losses: Losses, chunk: Any, out: Any, target: Any) -> None:
-    """Overflow: finite values that became inf (or NaN: float8 e4m3 has no inf); underflow: non-zero
-    values that became zero. Counted on the chunk in float32 where torch lacks kernels (float8)."""
+    """Torch's side of cast.count (DCP outputs and dtypes numpy lacks): the same rules. Counted on
+    the chunk in float32 where torch lacks kernels (float8)."""
     import torch
 
     if target.itemsize == 1:
@@ -79,9 +139,6 @@ def count_losses(losses: Losses, chunk: Any, out: Any, target: Any) -> None:
 def count_view_losses(losses: Losses, views: Iterable[TensorInfo], reader: Any, dtype: str) -> None:
     """Losses counted on the tensors themselves, once per distinct view: for a storage no view covers
     (a slice of a bigger tensor), elements nothing refers to must not count."""
-    import torch
-
-    target = getattr(torch, dtype)
     seen: set[tuple[Any, ...]] = set()
     for t in views:
         ident = (t.storage_offset, t.shape, t.stride)
@@ -89,6 +146,13 @@ def count_view_losses(losses: Losses, views: Iterable[TensorInfo], reader: Any, 
             continue
         seen.add(ident)
         try:
+            if hasattr(reader, "array") and numpy_readable(t) and npcast.supported(t.dtype, dtype):
+                a = reader.array(t).reshape(-1)
+                npcast.count(losses, a, npcast.cast(a, dtype), dtype)
+                continue
+            import torch
+
+            target = getattr(torch, dtype)
             v = reader.tensor(t).reshape(-1)
             if v.dtype.is_floating_point:
                 count_losses(losses, v, v.to(target), target)

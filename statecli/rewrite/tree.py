@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import BadInput, UsageError
 from ..formats.graph import MAX_DEPTH, tensor_holders
+from ..formats.ptwriter import torch_value
 from ..formats.unpickler import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
 from ..state import Entry, Kind, TensorInfo
 from ..units import itemsize
@@ -61,10 +62,14 @@ def model_items(plan: Plan, log: WriteLog) -> list[tuple[str, Entry]]:
     return out
 
 
-def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog) -> Any:
+def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog, real: bool | None = None) -> Any:
     """The saved object with dropped entries removed and each tensor replaced by `make(entry)`. The
-    walk names every leaf exactly as load.build does, so plan decisions (by entry name) apply."""
+    walk names every leaf exactly as load.build does, so plan decisions (by entry name) apply.
+    torch's dtypes and layouts come out as TorchGlobal stand-ins for ptwriter, or (`real`, by default
+    when `make` says so with a `real_torch_values` attribute) as torch's own objects for DCP."""
     raw, ck = plan.raw, plan.ck
+    if real is None:
+        real = bool(getattr(make, "real_torch_values", False))
     if ck.container == PICKLED_MODULE:
         # The class cannot be re-created without running its code: write what model.state_dict()
         # would hold instead, which is what every loader wants.
@@ -88,7 +93,7 @@ def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog) -> Any:
             if e is None:
                 raise BadInput(ck.path, f"internal: no entry for tensor {name!r}")
             return make(e)
-        return _plain(x, name, plain_memo)
+        return _plain(x, name, plain_memo, real=real)
 
     def again(x: Any, path: tuple[str, ...], group: str, name: str) -> Any:
         """The output already made for container `x` when it is not rebuilt afresh here, else _NEW."""
@@ -124,7 +129,7 @@ def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog) -> Any:
             if made is not _NEW:
                 return made
             model_root = bool(plan.renames) and path == container and (in_model or not container)
-            out = _new_mapping(x, plan if model_root else None)
+            out = _new_mapping(x, plan if model_root else None, real)
             building[id(x)] = out
             try:
                 fill(out, x, path, group, prefix, model_root, in_model)
@@ -171,12 +176,12 @@ def _dropped_groups(plan: Plan) -> set[str]:
     return {g for g in groups if all(entry_key(e) in plan.drop for e in plan.ck.entries if e.group == g)}
 
 
-def _new_mapping(x: Any, renamed: Plan | None = None) -> Any:
+def _new_mapping(x: Any, renamed: Plan | None = None, real: bool = False) -> Any:
     if isinstance(x, StateDict):
         out: Any = OrderedDict()
         meta = x.torch_metadata
         if meta is not None:
-            out._metadata = _plain(meta, "_metadata")
+            out._metadata = _plain(meta, "_metadata", real=real)
             if renamed is not None:
                 out._metadata = OrderedDict(renamed_metadata(renamed, out._metadata))
         return out
@@ -204,19 +209,18 @@ def _same_leaf(a: Any, b: Any) -> bool:
     return isinstance(a, (bool, int, float, complex, str, bytes)) and a == b
 
 
-def _plain(x: Any, name: str, memo: dict[int, Any] | None = None, depth: int = 0) -> Any:
-    """A real Python/torch value for re-pickling; refuses objects statecli only holds as stubs. Each
-    container is converted once (`memo`): shared stays shared in the output, a cycle stays a cycle."""
-    import torch
-
+def _plain(x: Any, name: str, memo: dict[int, Any] | None = None, depth: int = 0, real: bool = False) -> Any:
+    """A plain Python value for re-pickling, torch's dtypes and layouts as TorchGlobal stand-ins
+    (`real`: the torch objects themselves, for torch's own writers); refuses objects statecli only
+    holds as stubs. Each container is converted once (`memo`): shared stays shared in the output, a
+    cycle stays a cycle."""
     if x is None or isinstance(x, (bool, int, float, complex, str, bytes)):
         return x
     if isinstance(x, bytearray):
         return bytearray(x)
-    if isinstance(x, DtypeValue):
-        return getattr(torch, x.name)
-    if isinstance(x, NamedValue):
-        return getattr(torch, x.qualname.removeprefix("torch."))
+    if isinstance(x, (DtypeValue, NamedValue)):
+        g = torch_value(x.name if isinstance(x, DtypeValue) else x.qualname.removeprefix("torch."))
+        return g.resolve() if real else g
     if isinstance(x, StubObject):
         raise UsageError(None, f"{name!r} holds a pickled {x.class_name}, which statecli does not re-create",
                          "strip it (--pattern) or write --to safetensors")
@@ -238,15 +242,15 @@ def _plain(x: Any, name: str, memo: dict[int, Any] | None = None, depth: int = 0
         out: Any = OrderedDict() if isinstance(x, (StateDict, OrderedDict)) else {}
         memo[id(x)] = out
         for k, v in x.items():
-            out[k] = _plain(v, f"{name}.{k}", memo, d)
+            out[k] = _plain(v, f"{name}.{k}", memo, d, real)
         return out
     if isinstance(x, list):
         memo[id(x)] = out = []
-        out.extend(_plain(v, name, memo, d) for v in x)
+        out.extend(_plain(v, name, memo, d, real) for v in x)
         return out
     memo[id(x)] = _TUPLE  # a tuple or set exists only once its items do
     if isinstance(x, InertSet):
-        memo[id(x)] = out = {_plain(v, name, memo, d) for v in x}
+        memo[id(x)] = out = {_plain(v, name, memo, d, real) for v in x}
         return out
-    memo[id(x)] = out = tuple(_plain(v, name, memo, d) for v in x)
+    memo[id(x)] = out = tuple(_plain(v, name, memo, d, real) for v in x)
     return out
