@@ -10,13 +10,16 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from ..state import Checkpoint, Kind, ModuleNode
 from .loader import KeyMatch
 from .model import ModelInfo, ModelSlot, ReportLine
+
+# How a cache miss gets the live model: set by hf.py (which imports this module, not the reverse).
+BUILD: Callable[[str], ModelInfo] | None = None
 
 FORMAT = 1  # bump when the layout of an entry changes
 MAX_ENTRIES = 512  # files kept; a new build prunes the least recently used down to 3/4 of this
@@ -203,9 +206,9 @@ class Memo:
         """Give `info` the live model and transformers' loader (built now: a cache miss)."""
         if info.model is not None:
             return
-        from .hf import build_hf_model
-
-        live = build_hf_model(self.config_path, use_cache=False)
+        if BUILD is None:
+            raise RuntimeError("statecli.modeldef.hf registers the model builder on import")
+        live = BUILD(self.config_path)
         info.model, info.hf = live.model, live.hf
 
     def map_keys(self, info: ModelInfo, names: Iterable[str]) -> dict[str, KeyMatch]:

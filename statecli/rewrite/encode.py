@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ..errors import UsageError
-from ..formats import ptwriter, safetensors, sharded
+from ..formats import safetensors, sharded, torchzip
 from ..formats.atomic import open_output
-from ..formats.ptwriter import OutStorage, OutTensor
 from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS, WriteItem
+from ..formats.torchzip import OutStorage, OutTensor
 from ..state import Entry, TensorInfo, contiguous_stride
 from ..units import itemsize
 from . import stream
@@ -140,7 +140,7 @@ def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log
                     stream.count_view_losses(cast.losses, views, reader, st.dtype)
             return _counted(log, stream.chunks(reader, src.info, st.dtype if src.cast else None, losses, not src.view))
 
-        ptwriter.write(f, tree, list(storages.sources), data)
+        torchzip.write(f, tree, list(storages.sources), data)
     log.changes.extend(c.change() for c in casts)
 
 

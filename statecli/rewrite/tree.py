@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import BadInput, UsageError
 from ..formats.graph import MAX_DEPTH, tensor_holders
-from ..formats.ptwriter import torch_value
+from ..formats.torchzip import torch_value
 from ..formats.unpickler import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
 from ..state import Entry, Kind, TensorInfo
 from ..units import itemsize
@@ -65,7 +65,7 @@ def model_items(plan: Plan, log: WriteLog) -> list[tuple[str, Entry]]:
 def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog, real: bool | None = None) -> Any:
     """The saved object with dropped entries removed and each tensor replaced by `make(entry)`. The
     walk names every leaf exactly as load.build does, so plan decisions (by entry name) apply.
-    torch's dtypes and layouts come out as TorchGlobal stand-ins for ptwriter, or (`real`, by default
+    torch's dtypes and layouts come out as TorchGlobal stand-ins for the .pt writer (formats/torchzip.py), or (`real`, by default
     when `make` says so with a `real_torch_values` attribute) as torch's own objects for DCP."""
     raw, ck = plan.raw, plan.ck
     if real is None:

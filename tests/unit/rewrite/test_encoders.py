@@ -13,9 +13,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from statecli.formats import dcp, ptwriter, safetensors, sharded
-from statecli.formats.ptwriter import OutStorage, OutTensor
+from statecli.formats import dcp, safetensors, sharded, torchzip
 from statecli.formats.safetensors import WriteItem
+from statecli.formats.torchzip import OutStorage, OutTensor
 from statecli.load import load_checkpoint
 
 
@@ -41,7 +41,7 @@ def test_pt_writer_round_trips_through_torch_load(tmp_path: Path) -> None:
     ])
     path = tmp_path / "w.pt"
     with open(path, "wb") as f:
-        ptwriter.write(f, tree, storages, lambda st: [memoryview(_bytes(data[st.key]))])
+        torchzip.write(f, tree, storages, lambda st: [memoryview(_bytes(data[st.key]))])
     got = torch.load(path, weights_only=True, map_location="cpu")
     m = base.reshape(3, 4)
     assert torch.equal(got["m"], m) and torch.equal(got["row"], m[1]) and torch.equal(got["t"], m.t())
@@ -58,7 +58,7 @@ def test_pt_writer_round_trips_through_torch_load(tmp_path: Path) -> None:
 def test_pt_writer_refuses_a_short_storage(tmp_path: Path) -> None:
     st = OutStorage("0", "float32", "cpu", 4)
     with open(tmp_path / "x.pt", "wb") as f, pytest.raises(RuntimeError, match="expected 16"):
-        ptwriter.write(f, {"w": OutTensor(st, 0, (4,), (1,))}, [st], lambda _: [b"\0" * 8])
+        torchzip.write(f, {"w": OutTensor(st, 0, (4,), (1,))}, [st], lambda _: [b"\0" * 8])
 
 
 def _items(tensors: dict[str, torch.Tensor]) -> list[WriteItem]:

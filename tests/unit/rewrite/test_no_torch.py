@@ -1,5 +1,5 @@
 """Rewrites of ordinary .pt and .safetensors files do not import torch (numpy + ml_dtypes read and cast,
-ptwriter pickles torch's globals by name), and their outputs load in torch as before."""
+the .pt writer pickles torch's globals by name), and their outputs load in torch as before."""
 
 from __future__ import annotations
 
