@@ -44,10 +44,17 @@ def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
     cls = getattr(transformers, str(archs[0]), None)
     if cls is None:
         raise UsageError(config_path, f"transformers {transformers.__version__} has no class {archs[0]!r}")
-    config = transformers.AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(config_path)))
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # nothing below the CLI writes to the terminal (config advice, etc.)
+    try:
+        config = transformers.AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(config_path)))
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     info = describe(model, f"{archs[0]} from {config_path}")
     info.base_model_prefix = getattr(model, "base_model_prefix", None) or None
     info.hf = _loader(model, info)

@@ -60,7 +60,8 @@ def svg_bar_chart(items: Sequence[tuple[str, float | None, str]], title: str, wi
     value; long labels are cut in the drawing and kept whole in the row's tooltip."""
     row, top = 18, scale([v for _, v, _ in items])
     height = row * len(items) + 24
-    bar_w = width - label_width - 110
+    # Room after the longest bar for the longest value text (~7 px a character), so no label is cut.
+    bar_w = width - label_width - max(110, 7 * max((len(t) for _, _, t in items), default=0) + 12)
     out = [f'<svg class="chart" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
            f"<title>{_x(title)}</title>",
            f'<text x="0" y="14" class="ct">{_x(title)}</text>']
