@@ -11,7 +11,6 @@ from .model import (
     ModelSlot,
     ReportLine,
     build_model,
-    classify_with_model,
     describe,
     find_hf_config,
     parse_model_args,
@@ -19,5 +18,5 @@ from .model import (
 from .report import load_report
 
 __all__ = ["HfLoader", "HfVerdict", "KeyMatch", "ModelInfo", "ModelSlot", "ReportLine", "build_hf_model",
-           "build_model", "classify_with_model", "describe", "find_hf_config", "load_report", "model_for",
+           "build_model", "describe", "find_hf_config", "load_report", "model_for",
            "parse_model_args"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from ..state import Checkpoint, Entry, Evidence, Kind, ModuleNode, Source
+from ..state import Kind, ModuleNode
 from .loader import HfLoader, KeyMatch
 
 
@@ -200,28 +200,6 @@ def describe(model: Any, spec: str, built_on: str = "meta", notes: list[str] | N
     state_keys = list(model.state_dict(keep_vars=True).keys())
     return ModelInfo(spec=spec, class_name=type(model).__name__, slots=slots, state_keys=state_keys,
                      modules=modules, built_on=built_on, warnings=list(notes or []), model=model)
-
-
-def classify_with_model(ck: Checkpoint, info: ModelInfo) -> None:
-    """Exact kinds for the model-state entries, in place. Superseded by classify.with_model (which
-    returns a new Checkpoint); kept until its callers move. modeldef sits below classify, so it
-    cannot delegate there: this repeats the decision, file keys mapped the same way."""
-    matches = info.map_keys(e.name for e in ck.entries if e.group == "" and e.tensor is not None)
-    out = []
-    for e in ck.entries:
-        if e.group != "" or e.tensor is None:
-            out.append(e)
-            continue
-        m = matches.get(e.name)
-        if m is None:
-            kind, ev = Kind.UNKNOWN, Evidence(Source.NOT_IN_MODEL)
-        else:
-            kind, ev = info.slots[m.targets[0]].kind, Evidence(Source.MODEL, m.how)
-        out.append(Entry(name=e.name, tensor=e.tensor, value=e.value, value_type=e.value_type, kind=kind,
-                         evidence=ev, group=e.group))
-    ck.entries = out
-    ck.modules = info.modules
-    ck.warnings.extend(info.warnings)
 
 
 def find_hf_config(path: str) -> str | None:

@@ -12,9 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from statecli.classify import with_model
 from statecli.cli import app
 from statecli.load import load_checkpoint
-from statecli.modeldef import build_model, classify_with_model, load_report, parse_model_args
+from statecli.modeldef import build_model, load_report, parse_model_args
 
 runner = CliRunner()
 
@@ -64,7 +65,7 @@ def test_classification_matches_torch(tmp_path: Path, model_file: Path) -> None:
     torch.save(sd, tmp_path / "ck.pt")
     ck = load_checkpoint(str(tmp_path / "ck.pt"))
     info = build_model(f"{model_file}:Net", {})
-    classify_with_model(ck, info)
+    ck = with_model(ck, info)
     kinds = {e.name: e.kind for e in ck.entries}
     params = {n for n, _ in ref.named_parameters(remove_duplicate=False)}
     nonpersistent = {f"{m}.{b}" if m else b for m, mod in ref.named_modules() for b in mod._non_persistent_buffers_set}
@@ -88,7 +89,7 @@ def test_load_report_matches_load_state_dict(tmp_path: Path, model_file: Path) -
     torch.save(sd, tmp_path / "ck.pt")
     ck = load_checkpoint(str(tmp_path / "ck.pt"))
     info = build_model(f"{model_file}:Net", {})
-    classify_with_model(ck, info)
+    ck = with_model(ck, info)
     lines = load_report(ck, info)
     probe = dict(sd)
     probe["blocks.0.lin.weight"] = torch.zeros(4, 4)
