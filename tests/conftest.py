@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,31 @@ def samples() -> Path:
                if not (SAMPLES / n).is_file()]
     assert not missing, f"sample_checkpoints/ lacks {missing}: run python sample_checkpoints/make_samples.py"
     return SAMPLES
+
+
+def small_cnn() -> Any:
+    """A conv + BatchNorm + linear module: parameters, buffers and num_batches_tracked in 7 keys."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.head = torch.nn.Linear(4, 2)
+
+    return Net()
+
+
+@pytest.fixture
+def cnn(tmp_path: Path) -> Path:
+    """small_cnn()'s state dict saved with torch.save (seeded)."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path / "cnn.pt"
+    torch.save(small_cnn().state_dict(), path)
+    return path
 
 
 def flatten_torch(obj: object, prefix: str = "") -> dict[str, object]:

@@ -14,24 +14,10 @@ from typer.testing import CliRunner
 
 from statecli import __version__
 from statecli.cli import app
+from tests.conftest import small_cnn
 
 runner = CliRunner()
 
-
-class Net(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3)
-        self.bn = torch.nn.BatchNorm2d(4)
-        self.head = torch.nn.Linear(4, 2)
-
-
-@pytest.fixture
-def cnn(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "cnn.pt"
-    torch.save(Net().state_dict(), path)
-    return path
 
 
 def _json(args: list[str]) -> dict:
@@ -49,7 +35,7 @@ def test_version_and_help() -> None:
 
 
 def test_inspect_json(cnn: Path) -> None:
-    sd = Net().state_dict()
+    sd = small_cnn().state_dict()
     data = _json(["inspect", str(cnn), "--format", "json"])
     assert data["format"] == "torch zip" and data["container"] == ""
     entries = {e["name"]: e for e in data["entries"]}
@@ -85,9 +71,9 @@ def test_inspect_table_tree_csv_md(cnn: Path) -> None:
     assert tree.exit_code == 0 and "bn" in tree.stdout and "running_var" in tree.stdout
     out = runner.invoke(app, ["inspect", str(cnn), "--format", "csv"])
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    assert {r["name"] for r in rows} == set(Net().state_dict())
+    assert {r["name"] for r in rows} == set(small_cnn().state_dict())
     md = runner.invoke(app, ["inspect", str(cnn), "--format", "md"])
-    assert md.stdout.count("| bn.") == sum(k.startswith("bn.") for k in Net().state_dict())
+    assert md.stdout.count("| bn.") == sum(k.startswith("bn.") for k in small_cnn().state_dict())
 
 
 def test_inspect_stats_match_torch(cnn: Path) -> None:

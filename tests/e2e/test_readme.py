@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import pytest
-import torch
 from typer.testing import CliRunner
 
 from statecli.cli import app
@@ -15,26 +10,6 @@ from tests.conftest import ROOT
 runner = CliRunner()
 
 
-class Net(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3)
-        self.bn = torch.nn.BatchNorm2d(4)
-        self.head = torch.nn.Linear(4, 2)
-
-
-@pytest.fixture
-def cnn(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "cnn.pt"
-    torch.save(Net().state_dict(), path)
-    return path
-
-
-def _json(args: list[str]) -> dict:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_every_command_has_help_and_a_readme_example() -> None:
