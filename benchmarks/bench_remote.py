@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -20,20 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.remote.server import RangeServer  # noqa: E402 - the same server the tests use
-
-GIB = 1 << 30
-
-
-def _sparse_safetensors(path: Path, tensors: int = 4) -> None:
-    each = GIB // tensors
-    header = {f"layer{i}.weight": {"dtype": "F32", "shape": [each // 4], "data_offsets": [i * each, (i + 1) * each]}
-              for i in range(tensors)}
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text)
-        f.truncate(8 + len(text) + tensors * each)
+from tests.remote.server import GIB, RangeServer  # noqa: E402 - the same server the tests use
+from tests.remote.server import sparse_safetensors as _sparse_safetensors  # noqa: E402
 
 
 def _make(root: Path, diff_mib: int) -> None:

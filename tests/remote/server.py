@@ -3,12 +3,15 @@ switches that make it slow or hostile: latency, truncation, lying lengths, ignor
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -141,3 +144,18 @@ class RangeServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+GIB = 1 << 30
+
+
+def sparse_safetensors(path: Path, tensors: int = 4) -> None:
+    """A 1 GiB safetensors file that costs a few KiB of disk: a real header over a sparse data section."""
+    each = GIB // tensors
+    header = {f"layer{i}.weight": {"dtype": "F32", "shape": [each // 4], "data_offsets": [i * each, (i + 1) * each]}
+              for i in range(tensors)}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        f.truncate(8 + len(text) + tensors * each)

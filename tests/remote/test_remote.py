@@ -19,22 +19,11 @@ from statecli.cli import app
 from statecli.formats import source
 from statecli.load import load_checkpoint
 
-from .server import RangeServer
+from .server import GIB, RangeServer
+from .server import sparse_safetensors as _sparse_safetensors
 
 runner = CliRunner()
-GIB = 1 << 30
 
-
-def _sparse_safetensors(path: Path, tensors: int = 4) -> None:
-    """A 1 GiB safetensors file that costs a few KiB of disk: a real header over a sparse data section."""
-    each = GIB // tensors
-    header = {f"layer{i}.weight": {"dtype": "F32", "shape": [each // 4], "data_offsets": [i * each, (i + 1) * each]}
-              for i in range(tensors)}
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text)
-        f.truncate(8 + len(text) + tensors * each)
 
 
 def _sparse_pt(path: Path) -> None:

@@ -73,15 +73,22 @@ def test_cast_to_s3_equals_local(s3: Any, tmp_path: Path, temp_root: Path) -> No
     assert os.listdir(temp_root) == [], "the local temp folder was left behind"
 
 
-def test_sharded_folder_uploaded_index_last(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    save_file(_state(rows=4096), tmp_path / "in.safetensors")
+def _record_uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The remote names uploaded, in order (the real upload still happens)."""
     order: list[str] = []
     real = upload._put
+
     def put(fs: Any, local: str, remote: str) -> None:
         order.append(remote)
         real(fs, local, remote)
 
     monkeypatch.setattr(upload, "_put", put)
+    return order
+
+
+def test_sharded_folder_uploaded_index_last(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_file(_state(rows=4096), tmp_path / "in.safetensors")
+    order = _record_uploads(monkeypatch)
     code, out = _invoke(["convert", str(tmp_path / "in.safetensors"), "--max-shard-size", "200KB", "-o", "s3://ckpt/sharded"])
     assert code == 0, out
     assert len(order) >= 3 and order[-1].endswith(".index.json")
@@ -189,14 +196,7 @@ def test_s3_to_s3_and_the_input_refused(s3: Any, tmp_path: Path) -> None:
 
 def test_dcp_folder_metadata_last(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     save_file(_state(), tmp_path / "in.safetensors")
-    order: list[str] = []
-    real = upload._put
-
-    def put(fs: Any, local: str, remote: str) -> None:
-        order.append(remote)
-        real(fs, local, remote)
-
-    monkeypatch.setattr(upload, "_put", put)
+    order = _record_uploads(monkeypatch)
     code, out = _invoke(["convert", str(tmp_path / "in.safetensors"), "--to", "dcp", "-o", "s3://ckpt/dcp"])
     assert code == 0, out
     assert order[-1] == "ckpt/dcp/.metadata" and len(order) >= 2
