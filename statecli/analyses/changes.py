@@ -57,8 +57,22 @@ class Sums:
         return max(-1.0, min(1.0, self.ab / (self.aa * self.bb) ** 0.5))
 
 
+class ChangeFigures:
+    """||b-a||/||a|| and the cosine of whatever carries `sums` (one key, or a module's keys added up)."""
+
+    sums: Sums | None
+
+    @property
+    def rel_change(self) -> float | None:
+        return self.sums.rel_change if self.sums else None
+
+    @property
+    def cosine(self) -> float | None:
+        return self.sums.cosine if self.sums else None
+
+
 @dataclass(frozen=True)
-class ModuleChange:
+class ModuleChange(ChangeFigures):
     """The values of one module (a dotted prefix at the chosen depth) compared as a whole."""
 
     module: str
@@ -72,13 +86,6 @@ class ModuleChange:
     max_abs: float | None
     sums: Sums | None
 
-    @property
-    def rel_change(self) -> float | None:
-        return self.sums.rel_change if self.sums else None
-
-    @property
-    def cosine(self) -> float | None:
-        return self.sums.cosine if self.sums else None
 
     @property
     def over_tol(self) -> float | None:

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import UsageError
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..units import plural
-from .changes import AUTO, MODULE_COLUMNS, SORTS, ModuleChange, Sums, jsonable, module_changes, sort_modules
+from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
@@ -34,7 +34,7 @@ class _Work:
 
 
 @dataclass(frozen=True)
-class KeyDiff:
+class KeyDiff(ChangeFigures):
     name: str
     status: DiffStatus
     changes: Mapping[str, tuple[Any, Any]]
@@ -46,13 +46,6 @@ class KeyDiff:
     note: str | None = None
     sums: Sums | None = None
 
-    @property
-    def rel_change(self) -> float | None:
-        return self.sums.rel_change if self.sums else None
-
-    @property
-    def cosine(self) -> float | None:
-        return self.sums.cosine if self.sums else None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "status": str(self.status)}
