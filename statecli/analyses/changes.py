@@ -86,7 +86,6 @@ class ModuleChange(ChangeFigures):
     max_abs: float | None
     sums: Sums | None
 
-
     @property
     def over_tol(self) -> float | None:
         """The share of compared elements over tolerance."""

@@ -46,7 +46,6 @@ class KeyDiff(ChangeFigures):
     note: str | None = None
     sums: Sums | None = None
 
-
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "status": str(self.status)}
         if self.changes:
