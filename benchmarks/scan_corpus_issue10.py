@@ -21,6 +21,7 @@ from .scan_corpus import (
     EMPTY_DICT,
     MALFORMED,
     NEEDS_TRUST,
+    SAFE,
     STOP,
     TinyNet,
     binunicode,
@@ -63,6 +64,23 @@ def npy_object_array(pickle_bytes: bytes) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + pickle_bytes
 
 
+def frame_divergent(body: bytes) -> bytes:
+    """python/cpython#154848 with the payload `body`: pickletools.genops reads ... FRAME 2, one
+    263-byte BINBYTES, POP_MARK, STOP; CPython's C unpickler before 3.13.15 reads the BINBYTES opcode
+    and its length inside a 2-byte frame, then runs `body` from inside those "bytes"."""
+    hidden = (body + b"(").ljust(256 + 5, b"N")
+    fill = b"V" + b"a" * (8192 * 16 - 17) + b"\n"  # UNICODE: puts the frame where the C reader's buffer ends
+    frame = b"\x95" + struct.pack("<Q", 2)  # FRAME of 2 bytes: the BINBYTES opcode and one length byte
+    return proto(5) + b"N" + fill + b"0(" + frame + b"B" + struct.pack("<I", 263) + b"\x00\x00" + hidden + b"1" + STOP
+
+
+def framed_torch_zip(sd: dict[str, Any], protocol: int) -> bytes:
+    """torch.save with pickle_protocol 4/5: FRAMEs that end where they should (must not be refused)."""
+    buf = io.BytesIO()
+    torch.save(sd, buf, pickle_protocol=protocol)
+    return buf.getvalue()
+
+
 def _torchscript_bytes() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "script.pt")
@@ -102,6 +120,18 @@ def add_cases(add: Callable[..., None], real: bytes, real_pkl: bytes, sd: dict[s
     add("npy-object-array", npy, DANGEROUS, "an .npy object array payload (np.load(allow_pickle=True))", ext=".npy",
         torch_load=False)
 
+    # -- frame-boundary divergence: a static walk and the C unpickler read different opcodes -----------
+    hidden = frame_divergent(os_system)
+    add("frame-boundary-divergence-zip", write_zip([(n, hidden if n.endswith("/data.pkl") else d) for n, d in members]),
+        DANGEROUS, "data.pkl whose FRAME lengths make genops see one BINBYTES where the C unpickler runs "
+        "GLOBAL os system ... REDUCE (python/cpython#154848)")
+    add("frame-boundary-divergence-bare", hidden, DANGEROUS,
+        "the same framing trick as a bare pickle stream (torch.load's legacy path unpickles it)", ext=".pkl")
+    safe_hidden = frame_divergent(call(glob("collections", "OrderedDict")))
+    add("frame-boundary-divergence-hides-safe-global",
+        write_zip([(n, safe_hidden if n.endswith("/data.pkl") else d) for n, d in members]), MALFORMED,
+        "the framing trick hiding only an allowlisted global: still parser confusion, a finding")
+
     # -- capabilities under private spellings, getattr gadgets ---------------------------------------
     add("logging-filehandler", in_zip(call(glob("logging", "FileHandler"), binunicode(marker))), DANGEROUS,
         "logging.FileHandler(marker): creates a file at load time")
@@ -124,6 +154,9 @@ def add_cases(add: Callable[..., None], real: bytes, real_pkl: bytes, sd: dict[s
     if TinyNet is not None:
         add("control-legacy-full-model", legacy_bytes(TinyNet()), NEEDS_TRUST,
             "control: legacy torch.save(model): class source strings ride along as data")
+
+    add("control-framed-protocol-5", framed_torch_zip(sd, 5), SAFE,
+        "control: torch.save(..., pickle_protocol=5): well-formed FRAMEs")
 
     # -- not checkpoints: unreadable input (exit 2), not a security finding ---------------------------
     add("control-not-checkpoint-png", b"\x89PNG\r\n\x1a\n" + bytes(64), MALFORMED, "control: a PNG named .pt (exit 2)")

@@ -241,7 +241,7 @@ def _scan_pickles(target: str, acc: Findings) -> str:
         size = f.seek(0, 2)
     if not legacy and stop < size:
         acc.problems.append(f"{size - stop} byte(s) after the last pickle that are not a pickle")
-    if not legacy and not any(g.verdict is DANGEROUS for g in acc.globals):
+    if not legacy and not acc.problems and not any(g.verdict is DANGEROUS for g in acc.globals):
         acc.errors.append("not a checkpoint: a bare pickle, not a torch.save file")
     return "torch legacy" if legacy else "pickle"
 

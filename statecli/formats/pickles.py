@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ..state import Verdict
+from .frames import FrameCheck
 from .unpickler import RestrictedUnpickler, StorageRef, StubObject, storage_from_pid
 from .verdict import verdict
 
@@ -102,6 +103,7 @@ def scan_one(bio: BinaryIO, pos: int, where: str, acc: Findings, ctx: Context, f
     acc.globals += static.nested.globals
     acc.calls += static.nested.calls
     acc.problems += static.nested.problems
+    acc.problems += static.framing
     acc.pickles += static.nested.pickles
     if error is not None:
         acc.errors.append(f"{where}: truncated or malformed pickle ({error})".replace(" ()", ""))
@@ -178,6 +180,7 @@ class _Static:
     calls: list[tuple[str, str, str]] = field(default_factory=list)
     nested: Findings = field(default_factory=Findings)
     end: int = 0
+    framing: list[str] = field(default_factory=list)
 
 
 def _static(stream: BinaryIO, pos: int, where: str, ctx: Context) -> _Static:
@@ -195,10 +198,18 @@ def _static(stream: BinaryIO, pos: int, where: str, ctx: Context) -> _Static:
         out.globals.append((f"{m}.{a}", opcode))
         return _G(f"{m}.{a}")
 
+    frames = FrameCheck(where)
+    prev: tuple[str, Any, int] | None = None
     try:
         for op, arg, at in pickletools.genops(stream):
             name = op.name
-            at = (at or pos) - pos
+            at = at or pos
+            if prev is not None:
+                frames.op(*prev, at)
+            prev = (name, arg, at)
+            if name == "STOP":
+                frames.op(name, None, at, at + 1)
+            at -= pos
             if name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")
                 g = record(module, attr, name)
@@ -259,6 +270,7 @@ def _static(stream: BinaryIO, pos: int, where: str, ctx: Context) -> _Static:
                 break
     except Exception:  # noqa: BLE001 - genops raises ValueError and others on broken streams
         pass
+    out.framing = frames.problems
     return out
 
 

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 from ..errors import BadInput, UnsafeContent
 from ..state import Verdict
 from ..units import ITEMSIZE, itemsize
+from .frames import frame_problems, may_frame
 from .inert import (
     _CALL_RESULT,
     DtypeValue,
@@ -42,6 +43,7 @@ from .verdict import (
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
 # object needs at least one opcode), so capping the size caps work and memory.
 MAX_PICKLE_BYTES = 1 << 30
+MAX_FRAMED_TAIL = 64 << 20  # read past where the C unpickler stopped, to see what a linear walk reads
 
 # Storage class names -> dtype, and the other allowlisted torch names, live with the verdict.
 _STORAGE_DTYPES = STORAGE_DTYPES
@@ -392,15 +394,35 @@ def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, 
              trusted_prefixes: tuple[str, ...] = (), torchscript: bool = False) -> tuple[Any, RestrictedUnpickler]:
     """Run the restricted unpickler over `data`; malformed input becomes BadInput naming `path`."""
     up = RestrictedUnpickler(data, resolver, trusted_prefixes, torchscript)
+    start = 0 if isinstance(data, bytes) else data.tell()
     try:
         obj = up.load_value()
     except BadInput:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError, struct_error) as exc:
+        _refuse_framing(data, start, path, what)
         if up.dangerous:  # a payload that also breaks the stream is still a payload
             raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
                                 "refusing the file") from exc
         raise BadInput(path, f"corrupt {what}: {exc}".rstrip(": ")) from exc
+    _refuse_framing(data, start, path, what)
     return obj, up
+
+
+def _refuse_framing(data: bytes | BinaryIO, start: int, path: str, what: str) -> None:
+    """A pickle whose framing the C unpickler and a static walk read differently is refused by every
+    reader, as `scan` reports it (formats/frames.py). Costs a byte search unless a FRAME could be there."""
+    if isinstance(data, bytes):
+        head = data[start:]
+    else:
+        end = data.tell()
+        data.seek(start)
+        head = data.read(end - start)
+        if may_frame(head):
+            head += data.read(MAX_FRAMED_TAIL)
+        data.seek(end)
+    problems = frame_problems(head, what)
+    if problems:
+        raise UnsafeContent(path, problems[0], "refusing the file (statecli scan lists every finding)")
 

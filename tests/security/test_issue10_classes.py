@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import io
+import pickle
+import pickletools
 import shlex
 import struct
 import zipfile
@@ -29,7 +31,9 @@ from benchmarks.scan_corpus import (
     write_zip,
     zip_members,
 )
+from benchmarks.scan_corpus_issue10 import frame_divergent, framed_torch_zip
 from statecli.analyses.scan import scan, scan_paths
+from statecli.formats.frames import frame_problems
 from statecli.cli import app
 from statecli.state import Verdict
 
@@ -143,6 +147,85 @@ def test_capabilities_under_every_spelling(tmp_path: Path, marker: Path, module:
     p.write_bytes(replace_member(torch_zip_bytes(_sd()), "/data.pkl", wrap(body)))
     assert scan(str(p)).verdict is Verdict.DANGEROUS
     assert runner.invoke(app, ["inspect", str(p)]).exit_code == 3
+
+
+# -- frame-boundary divergence (python/cpython#154848) ------------------------------------------------
+
+class _Recording(pickle.Unpickler):
+    """CPython's C unpickler over a file object, as torch.load drives it; globals are recorded, never
+    imported, so the test shows what an ordinary loader would resolve."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.names: list[str] = []
+
+    def find_class(self, module: str, name: str) -> object:
+        self.names.append(f"{module}.{name}")
+        return lambda *a, **k: None
+
+
+def _c_unpickler_names(data: bytes) -> list[str]:
+    up = _Recording(data)
+    try:
+        up.load()
+    except pickle.UnpicklingError as exc:
+        if "frame" in str(exc):
+            pytest.skip(f"this CPython enforces frame boundaries ({exc})")
+        raise
+    return up.names
+
+
+def _zip_of(pkl: bytes) -> bytes:
+    """A torch zip whose data.pkl is `pkl` and which has no storage members left unread."""
+    members = [(n, pkl if n.endswith("/data.pkl") else d) for n, d in zip_members(torch_zip_bytes(_sd()))
+               if "/data/" not in n]
+    return write_zip(members)
+
+
+@pytest.mark.parametrize("container", ["bare", "zip"])
+def test_frame_boundary_divergence(tmp_path: Path, marker: Path, container: str) -> None:
+    pkl = frame_divergent(_os_system(marker))
+    ops = [op.name for op, _, _ in pickletools.genops(pkl)]
+    assert "GLOBAL" not in ops and "REDUCE" not in ops and "BINBYTES" in ops  # what a static walker sees
+    assert _c_unpickler_names(pkl) == ["os.system"]  # what pickle.load / torch.load run
+    p = tmp_path / ("frame.pkl" if container == "bare" else "frame.pt")
+    p.write_bytes(pkl if container == "bare" else _zip_of(pkl))
+    r = scan(str(p))
+    assert r.verdict is Verdict.DANGEROUS and "os.system" in {g.name for g in r.globals}, r.to_dict()
+    assert any("bad pickle framing" in x and "past the end of its frame" in x for x in r.problems), r.problems
+    assert _codes(p) == {"scan": 3, "inspect": 3, "check": 3, "cast": 3}
+
+
+def test_frame_divergence_hiding_an_allowed_global_is_still_a_finding(tmp_path: Path) -> None:
+    pkl = frame_divergent(call(glob("collections", "OrderedDict")))
+    assert _c_unpickler_names(pkl) == ["collections.OrderedDict"]
+    p = tmp_path / "frame_safe.pt"
+    p.write_bytes(_zip_of(pkl))
+    assert scan(str(p)).verdict is Verdict.MALFORMED
+    codes = _codes(p)
+    assert codes == {"scan": 3, "inspect": 3, "check": 3, "cast": 3}, codes
+    res = runner.invoke(app, ["inspect", str(p)])
+    assert "bad pickle framing" in res.stderr and "frame.pt" not in res.stderr and "frame_safe.pt" in res.stderr
+
+
+def test_a_frame_opening_inside_another_is_reported() -> None:
+    inner = b"\x95" + struct.pack("<Q", 1) + b"N"
+    body = b"\x95" + struct.pack("<Q", len(inner) + 2) + b"N0" + inner + b"."
+    problems = frame_problems(proto(4) + body, "p")
+    assert len(problems) == 1 and "begins before the frame ending at" in problems[0], problems
+    straddle = proto(4) + b"\x95" + struct.pack("<Q", 3) + b"Vabcdef\n."  # a text argument past its frame
+    assert "UNICODE at offset 11 runs" in " ".join(frame_problems(straddle, "p"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_well_framed_pickles_are_read(tmp_path: Path, protocol: int) -> None:
+    p = tmp_path / f"p{protocol}.pt"
+    p.write_bytes(framed_torch_zip(_sd(), protocol))
+    assert not frame_problems(dict(zip_members(p.read_bytes()))[next(
+        n for n, _ in zip_members(p.read_bytes()) if n.endswith("data.pkl"))], "p")
+    r = scan(str(p))
+    assert r.exit_code == 0 and not r.problems, r.to_dict()
+    assert _codes(p) == {"scan": 0, "inspect": 0, "check": 0, "cast": 0}
 
 
 # -- false alarms ------------------------------------------------------------------------------------
