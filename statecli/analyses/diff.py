@@ -310,7 +310,7 @@ def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rt
         kd.compared_as = promote(x.dtype, y.dtype)
 
     def one(lo: int, hi: int) -> Partial:
-        return compare_chunk(ra.read_flat(x, lo, hi), rb.read_flat(y, lo, hi), x.dtype, y.dtype, rtol, atol,
+        return compare_chunk(ra.read_flat(x, lo, hi, 0), rb.read_flat(y, lo, hi, 1), x.dtype, y.dtype, rtol, atol,
                              equal_nan)
 
     total = Partial()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pickletools
 from typing import Any
 
+
 def may_frame(data: bytes) -> bool:
     """Cheap gate: does `data` hold a byte that could be a FRAME opcode with a length that fits? Most
     torch.save pickles (protocol 2) have none, and then no walk is needed."""

@@ -130,13 +130,14 @@ class RemoteValueReader(ValueReader):
     def tensor(self, info: TensorInfo) -> torch.Tensor:
         return super().tensor(self._local(info))
 
-    def read_flat(self, info: TensorInfo, lo: int, hi: int) -> np.ndarray:
-        """Elements lo..hi straight from ranged reads into the array (no spool) where numpy reads them."""
+    def read_flat(self, info: TensorInfo, lo: int, hi: int, slot: int | None = None) -> np.ndarray:
+        """Elements lo..hi straight from ranged reads into the array (no spool) where numpy reads them;
+        `slot` is honoured for local files only (ranged reads arrive in their own buffers)."""
         import numpy as np
 
         dt = np_dtype(info.dtype)
         if not is_remote(info.source) or dt is None or not numpy_readable(info) or not info.is_contiguous:
-            return super().read_flat(self._local(info), lo, hi)
+            return super().read_flat(self._local(info), lo, hi, slot)
         assert info.source is not None and info.data_offset is not None
         size = dt.itemsize
         start, n = info.data_offset + (info.storage_offset + lo) * size, (hi - lo) * size

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 THREADS = min(2, os.cpu_count() or 1)  # chunk workers: numpy and pread release the GIL
+_BUFFERS = threading.local()
 
 
 def np_dtype(name: str) -> np.dtype[Any] | None:
@@ -88,6 +90,22 @@ def ordered_map(fn: Callable[[int, int], T], total: int, step: int, threads: int
                 f.cancel()
 
 
+def _buffer(slot: int | None, nbytes: int) -> bytearray:
+    """A bytearray of exactly `nbytes`: this thread's one for `slot` when it has that size (chunks of a
+    tensor all do), else a new one, kept for the slot when it is large."""
+    cache: dict[int, bytearray] | None = getattr(_BUFFERS, "slots", None)
+    if slot is None:
+        return bytearray(nbytes)
+    if cache is None:
+        cache = _BUFFERS.slots = {}
+    buf = cache.get(slot)
+    if buf is None or len(buf) != nbytes:
+        buf = bytearray(nbytes)
+        if nbytes >= 1 << 20:
+            cache[slot] = buf
+    return buf
+
+
 def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two flat arrays hold the same bytes: a memcmp when both came from read_flat."""
     import numpy as np
@@ -137,10 +155,11 @@ class ValueReader:
         stride = info.stride if info.stride is not None else contiguous_stride(info.shape)
         return as_strided(flat[info.storage_offset:], info.shape, [s * dt.itemsize for s in stride], writeable=False)
 
-    def read_flat(self, info: TensorInfo, lo: int, hi: int) -> np.ndarray:
+    def read_flat(self, info: TensorInfo, lo: int, hi: int, slot: int | None = None) -> np.ndarray:
         """Elements lo..hi of the tensor in row-major order, as a fresh 1-D array. A contiguous tensor in a
         file is read with pread (the GIL is released; no mapped pages stay resident), others are copied
-        out of the mapping."""
+        out of the mapping. With `slot`, the array lives in this thread's buffer for that slot, reused by
+        its next read_flat of the same size (fresh zeroed pages cost as much as the read)."""
         import numpy as np
 
         dt = np_dtype(info.dtype)
@@ -148,7 +167,7 @@ class ValueReader:
             return np.ascontiguousarray(self.array(info).reshape(-1)[lo:hi])
         assert info.source is not None and info.data_offset is not None
         size = dt.itemsize
-        buf = bytearray((hi - lo) * size)  # `bytes(a) == bytes(b)` on these buffers is a memcmp: see same_bytes()
+        buf = _buffer(slot, (hi - lo) * size)  # `bytes(a) == bytes(b)` on these is a memcmp: see same_bytes()
         out = np.frombuffer(buf, dtype=dt)
         start = info.data_offset + (info.storage_offset + lo) * size
         end = info.data_offset + (info.storage_offset + hi) * size

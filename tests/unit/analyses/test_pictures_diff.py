@@ -57,8 +57,9 @@ def test_module_figures_equal_numpy(tmp_path: Path, dtype: torch.dtype) -> None:
     assert list(mods) == ["embed", *(f"blocks.{i}" for i in range(6))]  # model order
     for name in ("blocks.0", "blocks.4", "blocks.5"):
         ref, m = _reference(pa, pb, name), mods[name]
-        assert m.rel_change == pytest.approx(ref["rel"], rel=1e-9, abs=1e-15)
-        assert m.cosine == pytest.approx(ref["cos"], rel=1e-9)
+        # float32 work dtypes are summed from float32 rows of |a-b| (compare.py's SUM_ROW): ~1e-8 relative
+        assert m.rel_change == pytest.approx(ref["rel"], rel=1e-7, abs=1e-15)
+        assert m.cosine == pytest.approx(ref["cos"], rel=1e-7)
         assert m.max_abs == pytest.approx(ref["max_abs"], rel=1e-6, abs=0)
         assert m.over_tol == pytest.approx(ref["over"])
         assert m.keys == 4 and m.compared == 4 and m.numel == 3 * 64 + 1
