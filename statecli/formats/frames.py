@@ -59,7 +59,8 @@ def frame_problems(data: bytes, where: str) -> list[str]:
     check = FrameCheck(where)
     prev: tuple[str, Any, int] | None = None
     try:
-        for op, arg, pos in pickletools.genops(data):
+        for op, arg, at in pickletools.genops(data):
+            pos = at or 0  # genops gives offsets for bytes input
             if prev is not None:
                 check.op(prev[0], prev[1], prev[2], pos)
             prev = (op.name, arg, pos)
