@@ -212,7 +212,11 @@ def _rowdot(x: Any, y: Any) -> float:
     import numpy as np
 
     k = x.size // SUM_ROW * SUM_ROW
-    s = float(np.einsum("ij,ij->i", x[:k].reshape(-1, SUM_ROW), y[:k].reshape(-1, SUM_ROW)).sum(dtype=np.float64))
+    # vecdot's float32 dot loop: faster than einsum's and as exact (its own SIMD loop, not OpenBLAS's threads)
+    rows_x, rows_y = x[:k].reshape(-1, SUM_ROW), y[:k].reshape(-1, SUM_ROW)
+    vecdot = getattr(np, "vecdot", None)  # numpy >= 2.0
+    rows = vecdot(rows_x, rows_y) if vecdot is not None else np.einsum("ij,ij->i", rows_x, rows_y)
+    s = float(rows.sum(dtype=np.float64))
     return s + dot64(x[k:].astype(np.float64), y[k:].astype(np.float64))
 
 
