@@ -9,6 +9,7 @@ import os
 import struct
 import zipfile
 import zlib
+from collections import Counter
 from typing import BinaryIO
 
 from ..errors import BadInput
@@ -55,7 +56,7 @@ class Archive:
             npy = sum(n.endswith(".npy") for n in names)
             what = "a numpy .npz archive" if npy and npy == len(names) else "a zip archive with no data.pkl"
             raise BadInput(self.path, f"not a checkpoint ({what}; not a torch.save file)")
-        for n in sorted({n for n in names if names.count(n) > 1}):
+        for n in sorted(n for n, k in Counter(names).items() if k > 1):
             self.problems.append(f"duplicate zip member {n!r} (an ambiguous file)")
         # torch.load reads the folder of the first entry.
         self.prefix = names[0].split("/", 1)[0] + "/" if "/" in names[0] else pkls[0].split("/", 1)[0] + "/"
