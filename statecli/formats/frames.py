@@ -10,8 +10,9 @@ Pickles that frame correctly read the same both ways, so a framing violation is 
 
 from __future__ import annotations
 
+import io
 import pickletools
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def may_frame(data: bytes) -> bool:
@@ -57,16 +58,19 @@ def frame_problems(data: bytes, where: str) -> list[str]:
     if not may_frame(data):
         return []
     check = FrameCheck(where)
-    prev: tuple[str, Any, int] | None = None
+    walk(io.BytesIO(data), check)
+    return check.problems
+
+
+def walk(stream: BinaryIO, check: FrameCheck) -> None:
+    """Feed `check` every opcode genops reads from `stream` (to STOP or the first byte it cannot read).
+    Each opcode's end is the stream position right after genops yields it, so the opcode before an
+    unreadable byte is checked too (a straddling argument often hides just such a byte)."""
     try:
-        for op, arg, at in pickletools.genops(data):
-            pos = at or 0  # genops gives offsets for bytes input
-            if prev is not None:
-                check.op(prev[0], prev[1], prev[2], pos)
-            prev = (op.name, arg, pos)
+        for op, arg, at in pickletools.genops(stream):
+            start = at if at is not None else 0
+            check.op(op.name, arg, start, stream.tell())
             if op.name == "STOP":
-                check.op("STOP", None, pos, pos + 1)
                 break
     except Exception:  # noqa: BLE001 - a stream genops cannot read: the readers report it on their own
         pass
-    return check.problems

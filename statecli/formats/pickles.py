@@ -199,16 +199,11 @@ def _static(stream: BinaryIO, pos: int, where: str, ctx: Context) -> _Static:
         return _G(f"{m}.{a}")
 
     frames = FrameCheck(where)
-    prev: tuple[str, Any, int] | None = None
     try:
         for op, arg, at in pickletools.genops(stream):
             name = op.name
             at = at or pos
-            if prev is not None:
-                frames.op(*prev, at)
-            prev = (name, arg, at)
-            if name == "STOP":
-                frames.op(name, None, at, at + 1)
+            frames.op(name, arg, at, stream.tell())  # the position after genops yields: this opcode's end
             at -= pos
             if name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")

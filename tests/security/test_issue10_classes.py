@@ -208,6 +208,22 @@ def test_frame_divergence_hiding_an_allowed_global_is_still_a_finding(tmp_path: 
     assert "bad pickle framing" in res.stderr and "frame.pt" not in res.stderr and "frame_safe.pt" in res.stderr
 
 
+@pytest.mark.parametrize("container", ["bare", "zip"])
+def test_frame_straddle_followed_by_an_unreadable_byte(tmp_path: Path, container: str) -> None:
+    """The frame ends one byte into BININT2's argument and the next byte a linear walk reads is 0xff (no
+    opcode): genops stops there, so the straddling opcode itself must be checked (a reviewer's case)."""
+    text = b"a" * 9000
+    inner = b"X" + struct.pack("<I", len(text)) + text + b"0" + b"M\x01"
+    hidden = b"ccollections\nOrderedDict\n)R0"
+    hidden += b"N0" * ((78 - len(hidden)) // 2)
+    pkl = proto(5) + b"\x95" + struct.pack("<Q", len(inner)) + inner + b"\x02\xffN" + hidden + b"0."
+    assert _c_unpickler_names(pkl) == ["collections.OrderedDict"]
+    p = tmp_path / ("poison.pkl" if container == "bare" else "poison.pt")
+    p.write_bytes(pkl if container == "bare" else _zip_of(pkl))
+    assert any("BININT2 at offset" in x for x in scan(str(p)).problems)
+    assert _codes(p) == {"scan": 3, "inspect": 3, "check": 3, "cast": 3}
+
+
 def test_a_frame_opening_inside_another_is_reported() -> None:
     inner = b"\x95" + struct.pack("<Q", 1) + b"N"
     body = b"\x95" + struct.pack("<Q", len(inner) + 2) + b"N0" + inner + b"."
