@@ -219,8 +219,27 @@ class _GetattrProbe:
         if isinstance(obj, (_GetattrProbe, _Inert)) and not isinstance(obj, StubObject):
             self._judge(Verdict.DANGEROUS, f"getattr on {type(obj).__name__}")
             return _CALL_RESULT()
-        # An instance built by the pickle (its class has its own verdict) or a plain value.
-        return _CALL_RESULT(obj, name)
+        if isinstance(obj, StubObject):
+            # A method of an instance built by the pickle: stored (a bound-method hook) it is data;
+            # called while loading (getattr(PosixPath(p), "touch")()) it runs that class's code.
+            return _BoundAttribute(self, obj, name)
+        return _CALL_RESULT(obj, name)  # a plain value's attribute: its class has its own verdict
+
+
+class _BoundAttribute(StubObject):
+    """getattr(instance, name): inert until called; a call makes the getattr reference dangerous."""
+
+    __stub_name__ = "<result of calling a stub>"
+
+    def __new__(cls, probe: _GetattrProbe, obj: Any, name: str) -> StubObject:
+        out = StubObject.__new__(cls, obj, name)
+        out.probe = probe  # type: ignore[attr-defined]
+        return out
+
+    def __call__(self, *args: Any, **kwargs: Any) -> StubObject:
+        owner = getattr(type(self.args[0]), "__stub_name__", "?")
+        self.probe._judge(Verdict.DANGEROUS, f"{owner}.{self.args[1]}() called while loading")  # type: ignore[attr-defined]
+        return _CALL_RESULT(*args, **kwargs)
 
 
 def _mark_escapes(values: Any, depth: int = 0) -> None:

@@ -95,6 +95,7 @@ DANGEROUS_FINAL = frozenset({
     "load_state_dict_from_url", "load_url", "_reconstruct_from_pickle", "_rebuild_device_tensor_from_numpy",
     "FileHandler", "RotatingFileHandler", "TimedRotatingFileHandler", "WatchedFileHandler", "SocketHandler",
     "DatagramHandler", "SysLogHandler", "SMTPHandler", "HTTPHandler", "NTEventLogHandler", "fileConfig",
+    "basicConfig",  # logging.basicConfig(filename=...) creates the file
     "dictConfig", "_get_command_stdout", "_popen", "_ifconfig_getnode", "_ip_getnode", "_arp_getnode",
     "_lanscan_getnode", "_netstat_getnode", "_find_mac_near_keyword", "_find_mac_under_heading",
     "system", "popen", "spawn", "spawnl", "spawnv", "execv", "execl", "execve", "fork", "eval", "exec",

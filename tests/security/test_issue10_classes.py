@@ -286,6 +286,28 @@ def test_getattr_handed_to_partial_is_dangerous(tmp_path: Path) -> None:
     assert scan(str(p)).verdict is Verdict.DANGEROUS
 
 
+def test_a_method_of_a_pickled_object_called_while_loading_is_dangerous(tmp_path: Path, marker: Path) -> None:
+    """getattr(PosixPath(p), "touch")() creates a file under pickle.load; a stored bound method (the
+    GeluNet hook above) is data and stays safe."""
+    path = call(glob("pathlib", "PosixPath"), binunicode(str(marker)))
+    body = call(call(glob("builtins", "getattr"), path, binunicode("touch")))
+    p = tmp_path / "touch.pt"
+    p.write_bytes(_zip_of(wrap(body)))
+    r = scan(str(p))
+    assert {g.name: g.verdict for g in r.globals}["builtins.getattr"] is Verdict.DANGEROUS, r.to_dict()
+    assert _codes(p) == {"scan": 3, "inspect": 3, "check": 3, "cast": 3}
+    stored = tmp_path / "stored.pt"
+    stored.write_bytes(_zip_of(wrap(call(glob("builtins", "getattr"), path, binunicode("touch")))))
+    assert {g.name: g.verdict for g in scan(str(stored)).globals}["builtins.getattr"] is Verdict.SAFE
+
+
+def test_logging_basic_config_through_partial_is_dangerous(tmp_path: Path, marker: Path) -> None:
+    p = tmp_path / "basic.pt"
+    p.write_bytes(_zip_of(wrap(call(call(glob("functools", "partial"), glob("logging", "basicConfig"))))))
+    assert scan(str(p)).verdict is Verdict.DANGEROUS
+    assert _codes(p)["inspect"] == 3
+
+
 def test_partial_of_dangerous_callee_is_dangerous(tmp_path: Path, marker: Path) -> None:
     body = call(call(glob("functools", "partial"), glob("os", "system"), binunicode(str(marker))))
     p = tmp_path / "pd.pt"
