@@ -16,7 +16,9 @@ import shutil
 import signal
 import socket
 import stat
+import sys
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,7 +122,81 @@ def open_output(path: str) -> IO[bytes]:
     f = open(path, "wb")  # noqa: SIM115 - returned to the caller's `with`
     if SIMULATED is not None:
         return _Counted(f, SIMULATED)  # type: ignore[return-value]
+    if _sync_file_range() is not None:
+        return _EarlyWriteback(f)  # type: ignore[return-value]
     return f
+
+
+_FLUSH_STEP = 32 << 20  # bytes written between two writeback starts
+
+
+class _EarlyWriteback:
+    """A binary file whose written bytes start going to disk while later ones are still written
+    (sync_file_range(SYNC_FILE_RANGE_WRITE), on a thread of its own): submitting writeback costs
+    ~0.3 s per GB of CPU here, which the final fsync (or ext4's flush on close of a truncated file)
+    would otherwise pay on the writing thread, after everything else. Durability is unchanged:
+    atomic_file still fsyncs before the rename."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        import queue
+
+        self._f, self._fd = f, f.fileno()
+        self._started = 0  # bytes below this offset have had their writeback started
+        self._queue: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def write(self, data: Any) -> int:
+        n = self._f.write(data)
+        end = self._f.tell()
+        if end - self._started >= _FLUSH_STEP:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._flusher, name="statecli-writeback", daemon=True)
+                self._thread.start()
+            self._f.flush()
+            self._queue.put((self._started, end - self._started))
+            self._started = end
+        return n
+
+    def _flusher(self) -> None:
+        fn = _sync_file_range()
+        assert fn is not None
+        while (span := self._queue.get()) is not None:
+            fn(self._fd, span[0], span[1], 2)  # SYNC_FILE_RANGE_WRITE; best effort, errors ignored
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()  # the descriptor stays open until the flusher is done with it
+            self._thread = None
+        self._f.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _EarlyWriteback:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_SFR: list[Any] = []
+
+
+def _sync_file_range() -> Any:
+    """libc's sync_file_range (Linux), or None where there is none."""
+    if not _SFR:
+        fn = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+                fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            except (OSError, AttributeError):
+                fn = None
+        _SFR.append(fn)
+    return _SFR[0]
 
 
 def remove_stale(folder: str) -> list[str]:

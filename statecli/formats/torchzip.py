@@ -299,12 +299,16 @@ class ZipWriter:
         header = self._local_header(bname, size, offset)
         self.f.write(header)
         crc, written = 0, 0
+        known = getattr(chunks, "crc32", None)  # a source that checksums its chunks on other threads
         for chunk in ([chunks] if isinstance(chunks, bytes) else chunks):
-            crc = zlib.crc32(chunk, crc)
+            if known is None:
+                crc = zlib.crc32(chunk, crc)
             written += len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
             self.f.write(chunk)
         if written != size:
             raise RuntimeError(f"{name}: wrote {written} bytes, expected {size}")
+        if known is not None:
+            crc = known()
         end = self.f.tell()
         self.f.seek(offset + 14)
         self.f.write(struct.pack("<L", crc))

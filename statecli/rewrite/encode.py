@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -120,7 +120,7 @@ def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log
     log.expect(sum(st.nbytes for st in storages.sources))
     casts: list[_Cast] = []
     with value_reader(plan.ck) as reader:
-        def data(st: OutStorage) -> Iterator[memoryview]:
+        def data(st: OutStorage) -> Iterable[memoryview]:
             src = storages.sources[st]
             losses = None
             if src.cast:
@@ -138,16 +138,27 @@ def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log
                     # themselves, not on elements nothing refers to.
                     losses = None
                     stream.count_view_losses(cast.losses, views, reader, st.dtype)
-            return _counted(log, stream.chunks(reader, src.info, st.dtype if src.cast else None, losses, not src.view))
+            return _Counted(log, stream.chunks(reader, src.info, st.dtype if src.cast else None, losses, not src.view,
+                                               checksum=True))
 
         torchzip.write(f, tree, list(storages.sources), data)
     log.changes.extend(c.change() for c in casts)
 
 
-def _counted(log: WriteLog, chunks: Iterator[memoryview]) -> Iterator[memoryview]:
-    for chunk in chunks:
-        yield chunk
-        log.advance(chunk.nbytes)
+class _Counted:
+    """Chunks passed through with the write log advanced after each; a source's crc32() (computed
+    while the chunks were produced, see pipe.LocalChunks) stays visible to the zip writer."""
+
+    def __init__(self, log: WriteLog, chunks: Iterable[memoryview]) -> None:
+        self.log, self.chunks = log, chunks
+        known = getattr(chunks, "crc32", None)
+        if known is not None:
+            self.crc32: Callable[[], int] = known
+
+    def __iter__(self) -> Iterator[memoryview]:
+        for chunk in self.chunks:
+            yield chunk
+            self.log.advance(chunk.nbytes)
 
 
 def _covers(t: TensorInfo) -> bool:
@@ -184,7 +195,7 @@ def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], 
                 casts.append(_Cast(name, f"{t.dtype} -> {to}", Losses()))
                 losses = casts[-1].losses
             return WriteItem(name, out_dtype(plan, e), t.shape, out_nbytes(plan, e),
-                             lambda: _counted(log, stream.chunks(reader, t, to, losses, False)))
+                             lambda: _Counted(log, stream.chunks(reader, t, to, losses, False)))
 
         safetensors.write(f, [item(name, e) for name, e in items], meta)
     log.changes.extend(c.change() for c in casts)

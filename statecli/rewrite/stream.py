@@ -8,11 +8,12 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..formats.values import numpy_readable, ordered_map
+from ..formats.values import ValueReader, numpy_readable, ordered_map
 from ..state import TensorInfo
 from ..units import itemsize
 from . import cast as npcast
 from .cast import Losses
+from .pipe import LocalChunks
 
 __all__ = ["CHUNK_BYTES", "Losses", "chunks", "count_losses", "count_view_losses"]
 
@@ -21,10 +22,17 @@ NP_CHUNK_BYTES = 16 << 20  # numpy's path keeps 2 x THREADS chunks in flight: ~6
 
 
 def chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | None,
-           whole_storage: bool) -> Iterator[memoryview]:
+           whole_storage: bool, checksum: bool = False) -> Iterable[memoryview]:
     """The bytes of a storage (pt) or of one tensor made contiguous (safetensors), cast on the way,
-    in chunks so memory stays bounded by a few chunks, not the checkpoint."""
+    in chunks so memory stays bounded by a few chunks, not the checkpoint. With `checksum`, the
+    result may offer crc32() (the CRC-32 of every byte yielded, computed off the caller's thread)."""
     if _numpy_path(reader, info, cast_to, whole_storage):
+        src = _storage_info(info) if whole_storage else info
+        if type(reader) is ValueReader and src.is_contiguous and src.source is not None and src.data_offset is not None:
+            # A local file: pread into reused buffers, cast and checksum on workers (pipe.py).
+            offset = src.data_offset + src.storage_offset * itemsize(src.dtype)
+            count = losses is not None and cast_to is not None and npcast.lossy(src.dtype, cast_to)
+            return LocalChunks(src.source, offset, src.numel, src.dtype, cast_to, losses if count else None, checksum)
         return _np_chunks(reader, info, cast_to, losses, whole_storage)
     return _torch_chunks(reader, info, cast_to, losses, whole_storage)
 
