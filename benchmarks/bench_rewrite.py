@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a script: the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._timing import timed  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STATECLI = str(Path(sys.executable).with_name("statecli"))
@@ -63,15 +66,7 @@ def run(cmd: list[str], repeat: int) -> tuple[float, float]:
 
 def run_once(cmd: list[str]) -> tuple[float, float, float]:
     """(seconds, peak RSS MiB, CPU seconds user + system) of one run of a command."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
-    secs = time.perf_counter() - t0
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr))
-    return secs, int(m.group(1)) / 1024 if m else float("nan"), cpu
+    return timed(cmd)
 
 
 def rewrites(work: Path, a: Path, gib: float, repeat: int) -> list[str]:

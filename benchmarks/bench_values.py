@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a script: the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._timing import evict, timed  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STATECLI = str(Path(sys.executable).with_name("statecli"))
@@ -70,26 +73,11 @@ def generate(path: Path, total: int, largest: int, seed_offset: int, noise: bool
     return sum(sizes)
 
 
-def evict(paths: list[Path]) -> None:
-    for p in paths:
-        try:
-            fd = os.open(p, os.O_RDONLY)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def _once(cmd: list[str], cold: list[Path] | None, env: dict[str, str] | None) -> tuple[float, float]:
     if cold:
         evict(cold)
-    t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
-    secs = time.perf_counter() - t0
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return secs, int(m.group(1)) / 1024 if m else float("nan")
+    secs, rss, _ = timed(cmd, env)
+    return secs, rss
 
 
 def run(cmd: list[str], repeat: int, cold: list[Path] | None = None, envs: list[dict[str, str] | None] | None = None
