@@ -537,6 +537,89 @@ def targets(results: list[Result], checks: list[Check], base: Result, base_cli: 
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# Metadata at scale: 50,000-tensor files of every kind (issue 13: inspect/size/scan <= 1 s)
+# --------------------------------------------------------------------------------------------
+
+SCALE_BEGIN, SCALE_END = "<!-- scale rows: begin -->", "<!-- scale rows: end -->"
+SCALE_SHARDS = 5
+
+
+def _generate_scale(workdir: Path, n: int) -> int:
+    """--generate-scale: the four scale checkpoints (this child imports torch). Names as a real model
+    names them (model.layers.<i>.<module>.weight), tiny tensors: the cost is all metadata."""
+    import torch
+    from safetensors.torch import save_file
+
+    names = [f"model.layers.{i // 10}.mod{i % 10}.weight" for i in range(n)]
+    stamp = workdir / "scale.layout"
+    if stamp.exists() and stamp.read_text() == str(n):
+        print(f"  reusing the {n}-tensor files", flush=True)
+        return 0
+    t0 = time.perf_counter()
+    torch.save({k: torch.zeros(1) for k in names}, workdir / "scale.pt")
+    torch.save({k: torch.zeros(1) for k in names}, workdir / "scale_legacy.pt", _use_new_zipfile_serialization=False)
+    save_file({k: torch.zeros(4, 4) for k in names}, str(workdir / "scale.safetensors"))
+    folder = workdir / "scale_sharded"
+    folder.mkdir(exist_ok=True)
+    per = math.ceil(n / SCALE_SHARDS)
+    wmap: dict[str, str] = {}
+    for s in range(SCALE_SHARDS):
+        shard = f"model-{s + 1:05d}-of-{SCALE_SHARDS:05d}.safetensors"
+        part = names[s * per:(s + 1) * per]
+        save_file({k: torch.zeros(4, 4) for k in part}, str(folder / shard))
+        wmap |= dict.fromkeys(part, shard)
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": n * 64}, "weight_map": wmap}))
+    stamp.write_text(str(n))
+    print(f"  wrote the {n}-tensor files in {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+def scale_section(python: str, statecli: str, workdir: Path, env: dict[str, str], args: argparse.Namespace) -> str:
+    """Time inspect (JSON and table), size and scan on each scale file; the Markdown section."""
+    n = args.scale
+    print(f"generating the {n}-tensor files:", flush=True)
+    subprocess.run([python, str(Path(__file__).resolve()), "--generate-scale", "--workdir", str(workdir),
+                    "--scale", str(n)], check=True)
+    files = [("zip .pt", workdir / "scale.pt"), ("legacy .pt", workdir / "scale_legacy.pt"),
+             ("safetensors", workdir / "scale.safetensors"), (f"sharded ({SCALE_SHARDS} shards)", workdir / "scale_sharded")]
+    cmds = [("inspect -f json", ["inspect", "{f}", "--format", "json"]), ("inspect (table)", ["inspect", "{f}"]),
+            ("size", ["size", "{f}"]), ("size -f json", ["size", "{f}", "--format", "json"]),
+            ("scan -f json", ["scan", "{f}", "--format", "json"])]
+    load_before = os.getloadavg()
+    rows: list[tuple[str, str, Result]] = []
+    print("timing:", flush=True)
+    for label, path in files:
+        for name, argv in cmds:
+            full = [statecli] + [a.format(f=path) for a in argv]
+            rows.append((label, name, bench(f"statecli {name}", label, full, env, args.scale_runs, 1)))
+    load_after = os.getloadavg()
+    out = [SCALE_BEGIN, f"## {n:,}-tensor files (metadata at scale)", "",
+           f"Median and minimum of {args.scale_runs} fresh processes after 1 warm-up (warm page cache), peak RSS the "
+           f"largest of those runs; stdout to /dev/null, COLUMNS=120. Load average (1/5/15 min) "
+           f"{' / '.join(f'{x:.2f}' for x in load_before)} before, {' / '.join(f'{x:.2f}' for x in load_after)} after "
+           f"({os.cpu_count()} CPUs, shared with other work: medians). Target (issue 13): <= 1 s.", "",
+           "| file | command | median ms | min ms | peak RSS MiB | <= 1 s |", "|---|---|---:|---:|---:|---|"]
+    for label, name, r in rows:
+        ok = "FAILED" if r.failures else ("yes" if r.median_ms <= 1000 else "no")
+        out.append(f"| {label} | `statecli {name}` | {r.median_ms:.0f} | {r.min_ms:.0f} | {r.rss_mib:.0f} | {ok} |")
+    out.append(SCALE_END)
+    return "\n".join(out) + "\n"
+
+
+def _write_section(results: Path, section: str) -> None:
+    """Replace the scale section of `results` (or append it), keeping the rest of the report."""
+    text = results.read_text() if results.exists() else ""
+    if SCALE_BEGIN in text and SCALE_END in text:
+        head, _, rest = text.partition(SCALE_BEGIN)
+        _, _, tail = rest.partition(SCALE_END)
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    results.write_text(text)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--workdir", type=Path, default=None, help="where to write the checkpoints (default: temp dir in /tmp)")
@@ -553,11 +636,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "PYTHONDONTWRITEBYTECODE unset), as an installed package would have (default on)")
     p.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results.md",
                    help="where to write the Markdown report (default benchmarks/results.md)")
+    p.add_argument("--scale", type=int, default=50_000,
+                   help="tensor count of the metadata-scale files (zip .pt, legacy .pt, safetensors, sharded "
+                        "folder; default 50000, 0 skips them)")
+    p.add_argument("--scale-runs", type=int, default=5, help="timed runs per scale command (>= 3; default 5)")
+    p.add_argument("--scale-only", action="store_true",
+                   help="only the scale rows: their section of --results is replaced, the rest kept")
     p.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--generate-scale", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.runs < 5:
         p.error("--runs must be >= 5")
-    if args.generate_only and args.workdir is None:
+    if args.scale_runs < 3:
+        p.error("--scale-runs must be >= 3")
+    if args.scale_only and args.scale <= 0:
+        p.error("--scale-only needs --scale > 0")
+    if (args.generate_only or args.generate_scale) and args.workdir is None:
         p.error("--generate-only needs --workdir")
     return args
 
@@ -581,6 +675,8 @@ def _version(dist: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.generate_scale:
+        return _generate_scale(args.workdir, args.scale)
     if args.generate_only:
         return _generate_child(args)
     python = sys.executable
@@ -598,6 +694,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     print(f"work dir: {workdir}", flush=True)
     try:
+        if args.scale_only:
+            section = scale_section(python, statecli, workdir, env, args)
+            print()
+            print(section)
+            _write_section(args.results, section)
+            print(f"wrote {args.results}")
+            return 0
         # Generation runs in a child so that this process stays small (it forks every timed command).
         print("generating checkpoints:", flush=True)
         gen = [python, str(Path(__file__).resolve()), "--generate-only", "--workdir", str(workdir),
@@ -658,6 +761,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         imports = import_breakdown(python, by["llama.safetensors"].path, env)
 
         report = render(results, checks, cks, args, env_line, imports)
+        if args.scale > 0:
+            report = report.rstrip("\n") + "\n\n" + scale_section(python, statecli, workdir, env, args)
         print()
         print(report)
         args.results.write_text(report)

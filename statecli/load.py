@@ -15,7 +15,19 @@ from .formats import RawCheckpoint, read_raw
 from .formats.graph import GraphRef, flatten, holds_tensors, render_value
 from .formats.source import is_remote
 from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
-from .state import Checkpoint, Container, Entry, Evidence, Kind, ModuleNode, Role, Source, TensorInfo, unique_storage_bytes
+from .state import (
+    Checkpoint,
+    Container,
+    Entry,
+    Evidence,
+    Kind,
+    ModuleNode,
+    Role,
+    Source,
+    TensorInfo,
+    gc_paused,
+    unique_storage_bytes,
+)
 
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "model_state",
               "weights", "params", "generator")
@@ -29,20 +41,22 @@ def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, 
     Refuses files that reference known-dangerous globals (UnsafeContent); names the other
     non-allowlisted globals in a warning. `key` picks the container holding the model state.
     """
-    ck, _ = load_with_raw(path, key, strip_prefix)
-    if add_prefix:
-        ck.entries = [_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries]
-    return ck
+    with gc_paused():  # until the raw tree is gone: the collector then meets only what is kept
+        ck = load_with_raw(path, key, strip_prefix)[0]
+        if add_prefix:
+            ck.entries = [_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries]
+        return ck
 
 
 def load_with_raw(path: str, key: str | None = None,
                   strip_prefix: tuple[str, ...] = ()) -> tuple[Checkpoint, RawCheckpoint]:
     """The Checkpoint and the raw object tree it was built from (rewrite commands need both)."""
-    raw = read_raw(path)
-    if raw.dangerous:  # raw.path: a URL's credentials never reach a message
-        raise UnsafeContent(raw.path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
-                            "refusing the file; do not torch.load it (statecli scan shows every global)")
-    return _layouts(build(raw, key, strip_prefix), raw), raw
+    with gc_paused():
+        raw = read_raw(path)
+        if raw.dangerous:  # raw.path: a URL's credentials never reach a message
+            raise UnsafeContent(raw.path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
+                                "refusing the file; do not torch.load it (statecli scan shows every global)")
+        return _layouts(build(raw, key, strip_prefix), raw), raw
 
 
 def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:
@@ -115,8 +129,15 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
     if isinstance(model_value, StubObject):
         _add_module(ck, raw, model_value, "", "")
     else:
+        # _tensor_entry inlined: this loop runs once per tensor of the model state
+        append, tensor_info, infer = ck.entries.append, raw.tensor_info, classify.infer
         for name, leaf in _flatten(raw, model_value, ""):
-            ck.entries.append(_tensor_entry(raw, name, leaf, "") if _is_tensor(leaf) else _value_entry(name, leaf, ""))
+            if isinstance(leaf, _TENSORS):
+                info = tensor_info(leaf)
+                kind, ev = infer(name, info)
+                append(Entry(name, info, kind=kind, evidence=ev))
+            else:
+                append(_value_entry(name, leaf, ""))
     if choice:
         for gname, gvalue in root.items():
             gname = str(gname)
@@ -247,7 +268,10 @@ def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], r
         if model and all(e.name.startswith(p) for e in model):
             ck.notes.append(f"every model key starts with {p!r} (a {'DDP/DataParallel' if p == 'module.' else 'torch.compile'} "
                             f"wrapper); add --strip-prefix {p} to see the plain module names")
-    refs = {t: sum(1 for e in ck.entries if e.value_type == t) for t in ("shared reference", "cycle")}
+    refs = {"shared reference": 0, "cycle": 0}
+    for e in ck.entries:
+        if e.value_type in refs:
+            refs[e.value_type] += 1
     if refs["shared reference"]:
         ck.notes.append(f"{refs['shared reference']} key(s) name a container already listed under another name "
                         "(the file shares it by many paths); each is shown once as <shared: same object as ...>")
@@ -329,8 +353,11 @@ def _items(m: Any) -> list[tuple[Any, Any]]:
 
 # -- flattening ----------------------------------------------------------------------------------
 
+_TENSORS = (TensorRef, TensorInfo)
+
+
 def _is_tensor(v: Any) -> bool:
-    return isinstance(v, (TensorRef, TensorInfo))
+    return isinstance(v, _TENSORS)
 
 
 def _holds_tensors(v: Any) -> bool:
@@ -340,6 +367,9 @@ def _holds_tensors(v: Any) -> bool:
 def _flatten(raw: RawCheckpoint, obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     """Dotted names for every tensor and every plain value (formats.graph: each object visited once,
     cycles and containers shared past a budget listed as one reference entry)."""
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, _TENSORS) for v in obj.values()):
+        # A plain state dict, what nearly every file is: graph.flatten's answer without its walk.
+        return iter([(f"{prefix}.{k}" if prefix else str(k), v) for k, v in obj.items()])
     return iter(flatten(obj, prefix, raw.path))
 
 

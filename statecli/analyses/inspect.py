@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import UsageError
-from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, unique_storage_bytes
+from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, gc_paused, unique_storage_bytes
 from ..units import fmt_shape
 
 # The columns of `inspect --format csv|md`, in order; `stats` columns follow when values were read.
@@ -79,7 +79,7 @@ class InspectResult:
                 "by_device": {b.key: b.to_dict() for b in self.by_device},
                 "shared": [{"storage": s.storage, "names": list(s.names), "nbytes": s.nbytes} for s in self.shared],
             },
-            "entries": [e.to_dict(self.stats.get(e.name)) for e in self.entries],
+            "entries": _entry_dicts(self.entries, self.stats),
         }
         if self.model is not None:
             d["model"] = self.model.to_dict()
@@ -104,6 +104,10 @@ class InspectResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per entry (CSV/Markdown): shape as text, a value's type in the dtype column."""
+        with gc_paused():
+            return self._rows()
+
+    def _rows(self) -> list[dict[str, Any]]:
         out = []
         for e in self.entries:
             d = e.to_dict(self.stats.get(e.name))
@@ -116,6 +120,13 @@ class InspectResult:
                 row |= {c: st.get(c) for c in STAT_COLUMNS}
             out.append(row)
         return out
+
+
+def _entry_dicts(entries: tuple[Entry, ...], stats: Mapping[str, Stats]) -> list[dict[str, Any]]:
+    with gc_paused():  # 50,000 dicts at once: see state.gc_paused
+        if not stats:
+            return [e.to_dict() for e in entries]
+        return [e.to_dict(stats.get(e.name)) for e in entries]
 
 
 def select(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None) -> list[Entry]:
@@ -146,29 +157,90 @@ def bucket(key: str, entries: list[Entry]) -> Bucket:
 
 
 def group_by(entries: list[Entry], attr: str) -> tuple[Bucket, ...]:
-    groups: dict[str, list[Entry]] = {}
-    for e in entries:
-        if e.tensor is None:
-            continue
-        key = e.kind if attr == "kind" else getattr(e.tensor, attr)
-        groups.setdefault(key, []).append(e)
-    return tuple(sorted((bucket(k, v) for k, v in groups.items()), key=lambda b: (-b.nbytes, b.key)))
+    return getattr(summarize(entries), f"by_{attr}")
 
 
-def shared_storages(entries: list[Entry]) -> tuple[SharedStorage, ...]:
-    groups: dict[tuple[str | None, str], list[Entry]] = {}
+@dataclass(frozen=True)
+class Summary:
+    """Totals by kind, dtype and device, each counting a shared storage once per bucket (as
+    `bucket` would), the overall total, bytes as views and the shared storages."""
+
+    by_kind: tuple[Bucket, ...]
+    by_dtype: tuple[Bucket, ...]
+    by_device: tuple[Bucket, ...]
+    total: Bucket
+    view_nbytes: int
+    shared: tuple[SharedStorage, ...]
+
+
+def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
+    """Every total of `inspect` and `size` in two passes over the entries: a storage that only one
+    tensor uses adds its bytes straight to that tensor's buckets; the few shared storages are then
+    settled bucket by bucket (the largest view of each, as unique_storage_bytes counts them)."""
+    first: dict[tuple[str | None, str], Entry] = {}
+    shared: dict[tuple[str | None, str], list[Entry]] = {}
     for e in entries:
         t = e.tensor
         if t is not None and t.storage_key is not None and t.device != "meta":
-            groups.setdefault((t.source, t.storage_key), []).append(e)
+            k = (t.source, t.storage_key)
+            prev = first.setdefault(k, e)
+            if prev is not e:
+                shared.setdefault(k, [prev]).append(e)
+    # (kind, dtype, device) -> [tensors, numel, bytes of unshared and anonymous storage]
+    combos: dict[tuple[Kind, str, str], list[int]] = {}
+    view = 0
+    for e in entries:
+        t = e.tensor
+        if t is None:
+            continue
+        nbytes = t.nbytes
+        view += nbytes
+        acc = combos.get((e.kind, t.dtype, t.device))
+        if acc is None:
+            acc = combos[(e.kind, t.dtype, t.device)] = [0, 0, 0]
+        acc[0] += 1
+        acc[1] += t.numel
+        if t.device == "meta":
+            continue  # a meta tensor saves no bytes
+        if t.storage_key is None:
+            acc[2] += nbytes
+        elif not shared or (t.source, t.storage_key) not in shared:
+            acc[2] += t.storage_nbytes if t.storage_nbytes is not None else nbytes
+    sums: list[dict[Any, list[int]]] = [{}, {}, {}, {}]  # by kind, dtype, device; total
+    for combo, (n, numel, nbytes) in combos.items():
+        for i, key in enumerate((*combo, "total")):
+            acc = sums[i].setdefault(key, [0, 0, 0])
+            acc[0] += n
+            acc[1] += numel
+            acc[2] += nbytes
+    for es in shared.values():
+        for i in range(4):
+            largest: dict[Any, int] = {}
+            for e in es:
+                t = e.tensor
+                assert t is not None
+                key = "total" if i == 3 else (e.kind, t.dtype, t.device)[i]
+                size = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+                largest[key] = max(largest.get(key, 0), size)
+            for key, size in largest.items():
+                sums[i][key][2] += size
+
+    def buckets(i: int) -> tuple[Bucket, ...]:
+        return tuple(sorted((Bucket(k, *v) for k, v in sums[i].items()), key=lambda b: (-b.nbytes, b.key)))
+
+    total = Bucket("total", *sums[3].get("total", [0, 0, 0]))
     out = []
-    for (_, key), es in groups.items():
-        if len(es) > 1:
-            t = es[0].tensor
-            assert t is not None
-            out.append(SharedStorage(key, tuple(e.name for e in es),
-                                     t.storage_nbytes if t.storage_nbytes is not None else t.nbytes))
-    return tuple(out)
+    for k in (k for k in first if k in shared) if shared else ():  # in order of each storage's first tensor
+        es = shared[k]
+        t = es[0].tensor
+        assert t is not None
+        out.append(SharedStorage(k[1], tuple(e.name for e in es),
+                                 t.storage_nbytes if t.storage_nbytes is not None else t.nbytes))
+    return Summary(buckets(0), buckets(1), buckets(2), total, view, tuple(out))
+
+
+def shared_storages(entries: list[Entry]) -> tuple[SharedStorage, ...]:
+    return summarize(entries).shared
 
 
 def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None, *, stats: bool = False,
@@ -182,17 +254,17 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
 
         ck = with_model(ck, model)
         report = tuple(load_report(ck, model))
-    entries = select(ck, kinds, pattern)
+    with gc_paused():
+        entries = select(ck, kinds, pattern)
+        s = summarize(entries)
     values: Mapping[str, Stats] = MappingProxyType({})
     if stats:
         from .stats import stats_for
 
         values = MappingProxyType(stats_for(ck, entries))
-    view, _ = unique_storage_bytes(entries)
     return InspectResult(
         checkpoint=ck, entries=tuple(entries),
-        by_kind=group_by(entries, "kind"), by_dtype=group_by(entries, "dtype"),
-        by_device=group_by(entries, "device"), shared=shared_storages(entries),
-        total=bucket("total", entries), view_nbytes=view, stats=values,
+        by_kind=s.by_kind, by_dtype=s.by_dtype, by_device=s.by_device, shared=s.shared,
+        total=s.total, view_nbytes=s.view_nbytes, stats=values,
         model=model, load_report=report, model_explicit=model_explicit, tree=tree,
     )

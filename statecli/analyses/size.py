@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
-from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, storage_overlap, unique_storage_bytes
+from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, gc_paused, storage_overlap
 from ..units import fmt_bytes, fmt_count
-from .inspect import Bucket, bucket, group_by
+from .inspect import Bucket, summarize
 
 
 @dataclass(frozen=True)
@@ -65,31 +66,41 @@ class SizeResult:
 
 def module_of(e: Entry, depth: int) -> str:
     name = e.name if not e.group or e.name.startswith(e.group) else f"{e.group}.{e.name}"
-    parts = name.split(".")
+    parts = name.split(".", depth)  # the first `depth` parts are all that is kept
     return ".".join(parts[:depth]) if len(parts) > depth else ".".join(parts[:-1]) or "(root)"
 
 
 def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
+    with gc_paused():  # see state.gc_paused
+        return _size_of(ck, depth, top)
+
+
+def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
     tensors = [e for e in ck.entries if e.tensor is not None]
-    view, distinct = unique_storage_bytes(tensors)
-    modules: dict[str, list[Entry]] = {}
-    owned: dict[str, list[Entry]] = {}  # a shared storage is billed to the first module that holds it
+    summary = summarize(tensors)
+    view, distinct = summary.view_nbytes, summary.total.nbytes
+    # module -> [tensors, numel, bytes of the storages it owns]: a shared storage is billed to the
+    # first module that holds it, at that tensor's storage size (as unique_storage_bytes counts it)
+    modules: dict[str, list[int]] = {}
     owner: set[tuple[str | None, str]] = set()
     for e in tensors:
         m = module_of(e, depth)
-        modules.setdefault(m, []).append(e)
+        acc = modules.get(m)
+        if acc is None:
+            acc = modules[m] = [0, 0, 0]
         t = e.tensor
         assert t is not None
-        skey = (t.source, t.storage_key) if t.storage_key is not None else None
-        if skey is None or skey not in owner:
-            owned.setdefault(m, []).append(e)
-            if skey is not None:
-                owner.add(skey)
-    sized = []
-    for m, es in modules.items():
-        b = bucket(m, es)
-        nbytes = unique_storage_bytes(owned.get(m, []))[1]
-        sized.append(ModuleSize(m, Bucket(m, b.tensors, b.numel, nbytes), nbytes / distinct if distinct else 0.0))
+        acc[0] += 1
+        acc[1] += t.numel
+        if t.storage_key is not None:
+            skey = (t.source, t.storage_key)
+            if skey in owner:
+                continue
+            owner.add(skey)
+        if t.device != "meta":  # a meta tensor saves no bytes
+            acc[2] += t.nbytes if t.storage_key is None or t.storage_nbytes is None else t.storage_nbytes
+    sized = [ModuleSize(m, Bucket(m, n, numel, nbytes), nbytes / distinct if distinct else 0.0)
+             for m, (n, numel, nbytes) in modules.items()]
     by_module = tuple(sorted(sized, key=lambda s: (-s.bucket.nbytes, s.module)))
     params = [e for e in tensors if e.kind == Kind.PARAMETER]
     seen: set[tuple[str | None, str | None, int, tuple[int, ...]]] = set()
@@ -110,8 +121,8 @@ def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
             file_bytes += file_size(f)  # local or remote (a HEAD request)
         except (OSError, StatecliError):
             pass
-    largest = tuple(sorted(tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name))[:top])
+    # nsmallest is sorted(...)[:top] without sorting every tensor
+    largest = tuple(heapq.nsmallest(top, tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name)))
     shared, outside = storage_overlap(tensors)
-    return SizeResult(ck, file_bytes, bucket("total", tensors), view, shared, outside, n_params,
-                      group_by(tensors, "kind"), group_by(tensors, "dtype"), group_by(tensors, "device"),
-                      by_module, largest, depth)
+    return SizeResult(ck, file_bytes, summary.total, view, shared, outside, n_params,
+                      summary.by_kind, summary.by_dtype, summary.by_device, by_module, largest, depth)

@@ -32,34 +32,21 @@ class RawCheckpoint:
         """Turn a pickled tensor record into a TensorInfo that knows where its bytes are."""
         if isinstance(ref, TensorInfo):
             return ref
-        source, offset, skey = self.path, None, None
-        storage_nbytes = None
-        storage_dtype = None
-        if ref.storage is not None:
-            skey = ref.storage.key
-            source, offset = self.storages.get(skey, (self.path, None))
-            storage_nbytes = ref.storage.nbytes
-            storage_dtype = ref.storage.dtype
+        storage = ref.storage
+        if storage is not None:
+            skey = storage.key
+            source, offset = self.storages.get(skey) or (self.path, None)
+            storage_nbytes, storage_dtype = storage.nbytes, storage.dtype
+        else:
+            source, offset, skey, storage_nbytes, storage_dtype = self.path, None, None, None, None
         stored = None
-        if ref.layout not in ("strided", "quantized") and ref.components:
+        if ref.components and ref.layout not in ("strided", "quantized"):
             stored = sum(self.tensor_info(c).nbytes for c in ref.components)
-        return TensorInfo(
-            dtype=ref.dtype,
-            shape=ref.shape,
-            device=ref.location,
-            layout=ref.layout,
-            stride=ref.stride,
-            storage_offset=ref.storage_offset,
-            storage_key=skey,
-            storage_nbytes=storage_nbytes,
-            storage_dtype=storage_dtype,
-            source=source,
-            data_offset=offset,
-            requires_grad=ref.requires_grad,
-            is_parameter_object=ref.is_parameter,
-            stored_nbytes=stored,
-            subclass=ref.subclass,
-        )
+        return TensorInfo(dtype=ref.dtype, shape=ref.shape, device=ref.location, layout=ref.layout, stride=ref.stride,
+                          storage_offset=ref.storage_offset, storage_key=skey, storage_nbytes=storage_nbytes,
+                          storage_dtype=storage_dtype, source=source, data_offset=offset,
+                          requires_grad=ref.requires_grad, is_parameter_object=ref.is_parameter,
+                          stored_nbytes=stored, subclass=ref.subclass)
 
 
 def open_regular(path: str) -> BinaryIO:

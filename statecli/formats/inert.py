@@ -231,14 +231,17 @@ class _BoundAttribute(StubObject):
 
     __stub_name__ = "<result of calling a stub>"
 
-    def __new__(cls, probe: _GetattrProbe, obj: Any, name: str) -> StubObject:
-        out = StubObject.__new__(cls, obj, name)
-        out.probe = probe  # type: ignore[attr-defined]
+    probe: _GetattrProbe
+
+    def __new__(cls, probe: _GetattrProbe, obj: Any, name: str) -> _BoundAttribute:
+        out = object.__new__(cls)
+        out.args, out.kwargs, out.state, out.items, out.listitems = (obj, name), {}, None, {}, []
+        out.probe = probe
         return out
 
     def __call__(self, *args: Any, **kwargs: Any) -> StubObject:
         owner = getattr(type(self.args[0]), "__stub_name__", "?")
-        self.probe._judge(Verdict.DANGEROUS, f"{owner}.{self.args[1]}() called while loading")  # type: ignore[attr-defined]
+        self.probe._judge(Verdict.DANGEROUS, f"{owner}.{self.args[1]}() called while loading")
         return _CALL_RESULT(*args, **kwargs)
 
 

@@ -36,11 +36,13 @@ def detect(head: bytes) -> bool:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r} in header")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):  # the first key seen twice, named as before
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r} in header")
+            seen.add(k)
     return out
 
 
@@ -73,27 +75,30 @@ def read(path: str) -> RawCheckpoint:
     spans: list[tuple[int, int, str]] = []
     root: dict[str, TensorInfo] = {}
     for name, rec in header.items():
-        if not isinstance(rec, dict) or set(rec) - {"dtype", "shape", "data_offsets"} or len(rec) != 3:
+        if (type(rec) is not dict or len(rec) != 3 or "dtype" not in rec or "shape" not in rec
+                or "data_offsets" not in rec):
             raise BadInput(path, f"malformed safetensors header: entry {name!r} needs dtype, shape, data_offsets")
         dtype = DTYPES.get(rec["dtype"]) if isinstance(rec["dtype"], str) else None
         if dtype is None:
             raise BadInput(path, f"tensor {name!r} has unknown dtype {rec['dtype']!r}")
         shape, offs = rec["shape"], rec["data_offsets"]
-        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        # JSON gives int, bool or float: `type(x) is int` is "an int, not a bool"
+        if type(shape) is not list or not all(type(s) is int and s >= 0 for s in shape):
             raise BadInput(path, f"tensor {name!r} has a malformed shape {shape!r:.60}")
-        if (not isinstance(offs, list) or len(offs) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs) or not 0 <= offs[0] <= offs[1]):
+        if (type(offs) is not list or len(offs) != 2 or type(offs[0]) is not int or type(offs[1]) is not int
+                or not 0 <= offs[0] <= offs[1]):
             raise BadInput(path, f"tensor {name!r} has malformed data_offsets {offs!r:.60}")
-        info = TensorInfo(dtype=dtype, shape=tuple(shape), device="cpu", storage_key=name,
-                          source=path, data_offset=start + offs[0], storage_nbytes=offs[1] - offs[0])
+        begin, end = offs
+        info = TensorInfo(dtype, tuple(shape), "cpu", storage_key=name, source=path, data_offset=start + begin,
+                          storage_nbytes=end - begin)
         # F4 packs two values per byte along the last dimension in safetensors' accounting.
         want = info.numel * itemsize(dtype) if dtype != "float4_e2m1fn_x2" else (info.numel + 1) // 2
-        if offs[1] - offs[0] != want:
+        if end - begin != want:
             raise BadInput(path, f"tensor {name!r}: {dtype} {list(shape)} needs {want} bytes but data_offsets "
-                                 f"span {offs[1] - offs[0]}")
-        if start + offs[1] > size:
-            raise BadInput(path, f"truncated file: tensor {name!r} ends at byte {start + offs[1]}, file has {size}")
-        spans.append((offs[0], offs[1], name))
+                                 f"span {end - begin}")
+        if start + end > size:
+            raise BadInput(path, f"truncated file: tensor {name!r} ends at byte {start + end}, file has {size}")
+        spans.append((begin, end, name))
         root[name] = info
     spans.sort()
     pos = 0

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import BadInput
 from ..state import TensorInfo
 from ._common import RawCheckpoint, open_regular
-from .source import exists, is_remote, map_concurrent
+from .source import exists, map_concurrent
 
 FORMAT_SAFETENSORS = "sharded safetensors"
 FORMAT_BIN = "sharded torch"
@@ -53,10 +53,11 @@ def read(path: str) -> RawCheckpoint:
     by_shard: dict[str, list[str]] = {}
     for name, shard in wmap.items():
         by_shard.setdefault(shard, []).append(name)
-    # Remote shards: every header fetched at once (latency, not bandwidth, is the cost); a failed one
-    # is read again in order below so the error is the same as for local files.
+    # Every shard's header is read at once on a thread pool: remote ones for latency, local ones so a
+    # cold disk serves all the reads in parallel. A failed one is read again in order below, so the
+    # error is the one the sequential reading gives.
     early = map_concurrent(lambda s: read_raw(os.path.join(folder, s), allow_sharded=False), shards) \
-        if is_remote(path) else {}
+        if len(shards) > 1 else {}
     for shard in shards:
         spath = os.path.join(folder, shard)
         if not exists(spath):

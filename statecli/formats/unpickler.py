@@ -81,6 +81,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             data = io.BytesIO(data)
         super().__init__(data, encoding="latin1")
         self._resolver = storage_resolver
+        # The C unpickler calls this directly (no method of ours in between): one Python call less
+        # per tensor. Set through the base type's descriptor, so no persistent_load method here.
+        self.persistent_load = storage_resolver  # type: ignore[method-assign]
         self._trusted_prefixes = trusted_prefixes
         self._torchscript = torchscript
         self._lenient = lenient
@@ -150,9 +153,6 @@ class RestrictedUnpickler(pickle.Unpickler):
             return StorageType("uint8", name, typed=name == "TypedStorage")
         return None
 
-    def persistent_load(self, pid: Any) -> Any:
-        return self._resolver(pid)
-
     def load_value(self) -> Any:
         try:
             return self.load()
@@ -176,6 +176,12 @@ def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
 # -- builders for allowlisted globals -----------------------------------------------------------
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if type(value) is tuple:  # the common case, checked without a generator per tensor
+        for v in value:
+            if type(v) is not int:
+                break
+        else:
+            return value
     if isinstance(value, int) and not isinstance(value, bool):
         return (value,)
     if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -184,6 +190,15 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
 
 
 def _check_view(storage: StorageRef, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
+    if offset >= 0 and len(size) == len(stride):  # one loop for a view with no empty dimension
+        end = offset + 1
+        for s, st in zip(size, stride):
+            if s <= 0:
+                break
+            end += (s - 1) * (st if st >= 0 else -st)
+        else:
+            if end <= storage.numel:
+                return
     if offset < 0 or any(s < 0 for s in size):
         raise pickle.UnpicklingError(f"negative size or offset in tensor view: size={size} offset={offset}")
     if len(size) != len(stride):
@@ -380,6 +395,11 @@ _BUILDERS["torch.nn.parameter.Parameter"].__stub_name__ = "torch.nn.parameter.Pa
 
 def storage_from_pid(pid: Any) -> tuple[StorageType, str, str, int, Any]:
     """Validate a ('storage', type, key, location, numel[, view]) persistent id."""
+    if type(pid) is tuple and len(pid) == 5 and pid[0] == "storage":  # torch.save's own, checked in one go
+        _, stype, key, location, numel = pid
+        if (type(stype) is StorageType and type(key) is str and type(location) is str and type(numel) is int
+                and numel >= 0):
+            return stype, key, location, numel, None
     if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
         raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
     stype, key, location, numel = pid[1], pid[2], pid[3], pid[4]

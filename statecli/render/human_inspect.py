@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..state import Entry, Role, Stats
+from ..state import Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from .grid import KIND_STYLES, Col, print_grid
 from .text import escape, fmt_float
@@ -20,12 +20,13 @@ _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
 
 def render_inspect(r: InspectResult, con: Any) -> None:
     _header(con, r)
-    if r.tree and r.model is not None:
-        _model_tree(con, r)
-    elif r.tree:
-        _tree(con, r)
-    else:
-        _tables(con, r)
+    with gc_paused():  # a row of cells per tensor: see state.gc_paused
+        if r.tree and r.model is not None:
+            _model_tree(con, r)
+        elif r.tree:
+            _tree(con, r)
+        else:
+            _tables(con, r)
     _summary(con, r)
     if r.model is not None:
         _load_report(con, r)

@@ -6,6 +6,7 @@ import csv
 import json
 from typing import IO, Any
 
+from ..state import gc_paused
 from .text import escape
 
 
@@ -17,7 +18,10 @@ def write_json(data: Any, out: IO[str]) -> None:
         head = {k: v for k, v in data.items() if k != "entries"}
         text = json.dumps(head, allow_nan=False, default=str)[:-1]
         out.write(text + (', ' if head else '') + '"entries": [\n')
-        out.write(",\n".join(json.dumps(e, allow_nan=False, default=str) for e in entries))
+        encode = json.JSONEncoder(allow_nan=False, default=str).encode  # json.dumps builds one per call
+        with gc_paused():
+            for i in range(0, len(entries), 4096):  # written in slices: the text never exists whole
+                out.write((",\n" if i else "") + ",\n".join([encode(e) for e in entries[i:i + 4096]]))
         out.write("\n]}\n")
         return
     json.dump(data, out, indent=2, allow_nan=False, default=str)

@@ -71,9 +71,11 @@ def _check(ta: torch.Tensor, tb: torch.Tensor, rtol: float, atol: float, equal_n
     if work_dtype(promote(da, db)) != "int64":
         assert kd.sums is not None
         # float64 sums: the summation order of numpy's and torch's BLAS differ; the float32 square
-        # sum of identical chunks is documented at ~1e-8.
+        # sum of identical chunks is documented at ~1e-8. Float32 work takes |a-b| in float32, rounded
+        # once (<= 2^-24 relative), so sum((a-b)^2) may differ by 2 x 2^-24 even for one element.
+        rel = {"dd": 2.5e-7} if work_dtype(promote(da, db)) == "float32" else {}
         for f in ("aa", "bb", "ab", "dd"):
-            assert getattr(got.sums, f) == pytest.approx(getattr(kd.sums, f), rel=1e-7, abs=1e-300)
+            assert getattr(got.sums, f) == pytest.approx(getattr(kd.sums, f), rel=rel.get(f, 1e-7), abs=1e-300)
 
 
 values = st.lists(st.one_of(st.sampled_from(SPECIAL), st.floats(-1e4, 1e4, width=32)), min_size=1, max_size=300)
