@@ -194,11 +194,11 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
         if broken:  # a data.pkl cut short names only some storages: its records are unjudged, as the loader does
             unexpected = [n for n in unexpected if not n.startswith(arc.prefix + "data/")]
         acc.problems += [f"zip member {n!r} is never read by torch.load" for n in unexpected]
+        side = set(arc.side_pickles())
         for name, info in arc.infos.items():
             if name == pkl or info.file_size > MAX_PICKLE_SCAN:
                 continue
-            rel = name[len(arc.prefix):] if name.startswith(arc.prefix) else name
-            if arc.torchscript and (rel == "constants.pkl" or rel.endswith(".debug_pkl")):
+            if name in side:
                 scan_stream(arc.member(name), name, acc, ctx)
             elif name in unexpected or not name.startswith(arc.prefix):
                 data = arc.member(name)

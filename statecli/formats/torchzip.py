@@ -126,8 +126,13 @@ def trailing_findings(data: bytes, end: int, where: str, acc: Findings, torchscr
 def _refuse_findings(arc: Archive, keys: set[str] | None, data: bytes, end: int) -> None:
     """The reader refuses what `scan` reports: members torch never reads, bytes after STOP. With
     `keys` None (data.pkl could not be read) storage records are not judged."""
+    from .pickles import Context
+
     acc = Findings()
     trailing_findings(data, end, arc.prefix + "data.pkl", acc, arc.torchscript)
+    for name in arc.side_pickles():
+        if arc.infos[name].file_size <= MAX_PICKLE_BYTES:
+            scan_stream(arc.member(name), name, acc, Context(torchscript=True))
     scan_stream(arc.tail_bytes(), "after the zip end record", acc)
     extra = [n for n in arc.unexpected(keys or set()) if keys is not None or not n.startswith(arc.prefix + "data/")]
     problems = acc.problems + [f"zip member {n!r} is never read by torch.load" for n in extra]

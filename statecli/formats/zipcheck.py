@@ -31,8 +31,10 @@ _NAME_ROOM = 512  # name bytes read with each header in a block; a longer name i
 # Members torch.save writes besides data/<key> records (torch 1.6 - 2.x).
 TORCH_MEMBERS = frozenset({"data.pkl", "byteorder", "version", ".format_version", ".storage_alignment",
                            ".data/version", ".data/serialization_id"})
-TORCHSCRIPT_MEMBERS = TORCH_MEMBERS | {"constants.pkl"}
-TORCHSCRIPT_FOLDERS = ("code/", "constants/", "extra/", ".data/", "data/")
+# torch.jit.save of a traced module (torch >= 2.0, _store_inputs=True by default) adds the example
+# inputs: traced_inputs.pkl (scanned like every .pkl) and its tensors under traced_inputs/.
+TORCHSCRIPT_MEMBERS = TORCH_MEMBERS | {"constants.pkl", "traced_inputs.pkl"}
+TORCHSCRIPT_FOLDERS = ("code/", "constants/", "extra/", ".data/", "data/", "traced_inputs/")
 
 
 class Archive:
@@ -164,6 +166,15 @@ class Archive:
     def torchscript(self) -> bool:
         p = self.prefix
         return p + "constants.pkl" in self.infos and any(n.startswith(p + "code/") for n in self.infos)
+
+    def side_pickles(self) -> list[str]:
+        """A TorchScript archive's pickles besides data.pkl (constants, traced inputs, debug info):
+        scanned by `scan` and by the reader alike, so both refuse a payload parked there."""
+        if not self.torchscript:
+            return []
+        p = self.prefix
+        return [n for n in self.infos if n.startswith(p) and (
+            n[len(p):] in ("constants.pkl", "traced_inputs.pkl") or n.endswith(".debug_pkl"))]
 
     def unexpected(self, storage_keys: set[str]) -> list[str]:
         """Members torch.load never reads: a payload parked where only other tools look."""

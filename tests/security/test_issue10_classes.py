@@ -324,6 +324,30 @@ def test_torchscript_archive_is_not_dangerous(tmp_path: Path) -> None:
     assert not any(".py" in g.where and ".debug_pkl" not in g.where for g in r.globals)
 
 
+def _traced(path: Path) -> None:
+    module = torch.nn.Linear(4, 2).eval()
+    torch.jit.save(torch.jit.trace(module, torch.randn(3, 4)), str(path))  # stores traced_inputs.pkl
+
+
+def test_traced_torchscript_is_not_refused(tmp_path: Path) -> None:
+    p = tmp_path / "traced.pt"
+    _traced(p)
+    assert any(n.endswith("traced_inputs.pkl") for n, _ in zip_members(p.read_bytes()))
+    r = scan(str(p))
+    assert r.exit_code == 1 and not r.problems, r.to_dict()
+    assert runner.invoke(app, ["inspect", str(p)]).exit_code == 0
+
+
+@pytest.mark.parametrize("member", ["/constants.pkl", "/traced_inputs.pkl"])
+def test_payload_in_a_torchscript_side_pickle(tmp_path: Path, marker: Path, member: str) -> None:
+    traced = tmp_path / "traced.pt"
+    _traced(traced)
+    p = tmp_path / "side.pt"
+    p.write_bytes(replace_member(traced.read_bytes(), member, wrap(_os_system(marker))))
+    assert scan(str(p)).verdict is Verdict.DANGEROUS
+    assert set(_codes(p).values()) == {3}
+
+
 # -- not checkpoints ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "data", "looks"), [
