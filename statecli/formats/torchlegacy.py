@@ -94,7 +94,7 @@ def _read(path: str, refuse: bool) -> tuple[RawCheckpoint, int, int]:
         size = f.seek(0, 2)
         f.seek(0)
         try:
-            magic, up_magic = unpickle(f, _no_pid, path, "legacy header")
+            magic, up_magic = unpickle(f, _no_pid, path, "first pickle")
         except BadInput:
             _refuse_stream(path)
             raise

@@ -136,11 +136,13 @@ def render_scan(report: ScanReport, con: Any) -> None:
     results = report.files
     styles = {"safe": "bold green", "needs-trust": "bold yellow", "dangerous": "bold red", "malformed": "bold red"}
     for r in results:
-        if r.error:  # not a checkpoint, or unreadable: nothing was judged (exit 2)
+        if r.error and not (r.globals or r.calls or r.problems):  # nothing was judged (exit 2)
             con.print(Text(f"{escape(r.path)}  ") + Text("unreadable", style="bold red") + Text(f"  {escape(r.error)}"))
             continue
         con.print(Text(f"{escape(r.path)}  {r.format}  ") + Text(r.verdict, style=styles[r.verdict])
                   + Text(f"  ({r.pickles} pickle(s), {len(r.globals)} global reference(s))"))
+        if r.error:  # unreadable as a checkpoint, but what was read is still listed below
+            con.print(Text("  unreadable: ", style="bold red") + Text(escape(r.error)))
         seen: dict[str, tuple[str, set[str]]] = {}
         for g in r.globals:
             seen.setdefault(g.name, (g.verdict, set()))[1].add(g.where)

@@ -238,6 +238,20 @@ def test_zip_encrypted_member(tmp_path: Path) -> None:
     _assert_refused(_inspect(p), 3, p, "encryption flag")
 
 
+def test_zip_really_encrypted_is_unreadable_everywhere(tmp_path: Path) -> None:
+    """Every member flagged and data.pkl's bytes no pickle (ZipCrypto's 12-byte header, then
+    ciphertext): torch.load cannot read it either, so exit 2 from every command, one clear line."""
+    members = [(n, bytes(range(7, 7 + 64)) if n.endswith("data.pkl") else d)
+               for n, d in _torch_members({"w": torch.zeros(2)})]
+    p = _write_zip(tmp_path / "enc.pt", members)
+    p.write_bytes(bytes(_patch_flags(bytearray(p.read_bytes()), 0x1)))
+    _assert_refused(_inspect(p), 2, p, "an encrypted zip archive")
+    res = runner.invoke(app, ["scan", str(p)])
+    assert res.exit_code == 2 and "an encrypted zip archive" in res.stdout, res.stdout
+    res = runner.invoke(app, ["cast", str(p), "--dtype", "half", "-o", str(tmp_path / "out.pt")])
+    assert res.exit_code == 2 and not (tmp_path / "out.pt").exists()
+
+
 def test_zip_local_name_differs_from_central(tmp_path: Path) -> None:
     p = _write_zip(tmp_path / "names.pt", _torch_members({"w": torch.zeros(2)}))
     data = bytearray(p.read_bytes())
