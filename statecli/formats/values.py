@@ -90,6 +90,21 @@ def ordered_map(fn: Callable[[int, int], T], total: int, step: int, threads: int
                 f.cancel()
 
 
+def pread_array(fd: int, path: str, start: int, nbytes: int, dtype: str, slot: int | None = None) -> np.ndarray:
+    """`nbytes` at `start` of an open file as a 1-D array of `dtype`, read with preadv (no GIL held)
+    into a fresh buffer or this thread's buffer for `slot`."""
+    import numpy as np
+
+    buf = _buffer(slot, nbytes)  # `bytes(a) == bytes(b)` on these is a memcmp: see same_bytes()
+    view, got = memoryview(buf), 0
+    while got < nbytes:
+        n = os.preadv(fd, [view[got:]], start + got)
+        if n <= 0:
+            raise BadInput(path, f"short read at byte {start + got}")
+        got += n
+    return np.frombuffer(buf, dtype=np_dtype(dtype))
+
+
 def _buffer(slot: int | None, nbytes: int) -> bytearray:
     """A bytearray of exactly `nbytes`: this thread's one for `slot` when it has that size (chunks of a
     tensor all do), else a new one, kept for the slot when it is large."""
@@ -162,24 +177,25 @@ class ValueReader:
         its next read_flat of the same size (fresh zeroed pages cost as much as the read)."""
         import numpy as np
 
+        span = self.flat_span(info, lo, hi)
+        if span is None:
+            return np.ascontiguousarray(self.array(info).reshape(-1)[lo:hi])
+        path, start, nbytes = span
+        return pread_array(self._fd(path), path, start, nbytes, info.dtype, slot)
+
+    def flat_span(self, info: TensorInfo, lo: int, hi: int) -> tuple[str, int, int] | None:
+        """(file, first byte, byte count) of elements lo..hi of a contiguous tensor numpy reads straight
+        from a local file, checked against the file's size; None where read_flat must copy instead."""
         dt = np_dtype(info.dtype)
         if dt is None or not numpy_readable(info) or not info.is_contiguous:
-            return np.ascontiguousarray(self.array(info).reshape(-1)[lo:hi])
+            return None
         assert info.source is not None and info.data_offset is not None
         size = dt.itemsize
-        buf = _buffer(slot, (hi - lo) * size)  # `bytes(a) == bytes(b)` on these is a memcmp: see same_bytes()
-        out = np.frombuffer(buf, dtype=dt)
         start = info.data_offset + (info.storage_offset + lo) * size
         end = info.data_offset + (info.storage_offset + hi) * size
         if end > self._size(info.source):
             raise BadInput(info.source, f"tensor data at byte {start} runs past the end of the file")
-        view, got = memoryview(buf), 0
-        while got < end - start:
-            n = os.preadv(self._fd(info.source), [view[got:]], start + got)
-            if n <= 0:
-                raise BadInput(info.source, f"short read at byte {start + got}")
-            got += n
-        return out
+        return info.source, start, end - start
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
