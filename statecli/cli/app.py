@@ -126,4 +126,9 @@ def exit_with(code: int) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    import gc
+
+    # One short-lived command: reference counting frees what it drops, and the cyclic collector's passes
+    # over 50,000-entry trees cost ~0.1 s of a 1 s inspect while finding next to nothing to free.
+    gc.disable()
     app()
