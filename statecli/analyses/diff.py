@@ -273,25 +273,36 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
     """Each pair through the numpy kernel (compare.py) when numpy can read both tensors; through torch
     (imported only then) for the rest: complex, DCP directories, torch-only dtypes."""
     from ..formats.values import numpy_readable, value_reader
+    from .compare_pool import pool_for
+
+    def by_numpy(x: TensorInfo, y: TensorInfo) -> bool:
+        # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those.
+        return numpy_readable(x) and numpy_readable(y) and not (_complex(x.dtype) or _complex(y.dtype))
 
     with value_reader(a) as ra, value_reader(b) as rb:
-        for i, (kd, x, y) in enumerate(pairs):
-            if progress:
-                progress(i, len(pairs))
-            if x.layout != "strided" or y.layout != "strided" or "meta" in (x.device, y.device):
-                kd.note = f"values of {x.layout}/{x.device} tensors not compared"
-                continue
-            try:
-                # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those.
-                if numpy_readable(x) and numpy_readable(y) and not (_complex(x.dtype) or _complex(y.dtype)):
-                    _compare_numpy(kd, x, y, ra, rb, rtol, atol, equal_nan)
-                else:
-                    _compare_torch(kd, x, y, ra, rb, rtol, atol, equal_nan)
-            finally:
-                ra.release(x)
-                rb.release(y)
-            if kd.mismatched:
-                kd.status = CHANGED
+        numpy_pairs = [(x, y) for _, x, y in pairs if by_numpy(x, y)]
+        pool = pool_for(sum(x.nbytes + y.nbytes for x, y in numpy_pairs),
+                        {t.source for x, y in numpy_pairs for t in (x, y) if t.source})
+        try:
+            for i, (kd, x, y) in enumerate(pairs):
+                if progress:
+                    progress(i, len(pairs))
+                if x.layout != "strided" or y.layout != "strided" or "meta" in (x.device, y.device):
+                    kd.note = f"values of {x.layout}/{x.device} tensors not compared"
+                    continue
+                try:
+                    if by_numpy(x, y):
+                        _compare_numpy(kd, x, y, ra, rb, rtol, atol, equal_nan, pool)
+                    else:
+                        _compare_torch(kd, x, y, ra, rb, rtol, atol, equal_nan)
+                finally:
+                    ra.release(x)
+                    rb.release(y)
+                if kd.mismatched:
+                    kd.status = CHANGED
+        finally:
+            if pool is not None:
+                pool.close()
         if progress:
             progress(len(pairs), len(pairs))
 
@@ -301,10 +312,12 @@ def _complex(dtype: str) -> bool:
 
 
 def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rtol: float, atol: float,
-                   equal_nan: bool) -> None:
-    """One pass over the pair: chunks read (pread) and compared on both cores, merged in order."""
+                   equal_nan: bool, pool: Any = None) -> None:
+    """One pass over the pair: chunks read (pread) and compared on both cores, merged in order; on the
+    worker processes of `pool` (compare_pool.py) when given and both tensors are plain local reads."""
     from ..formats.values import ordered_map
     from .compare import Partial, compare_chunk, promote, work_dtype
+    from .compare_pool import SPAN, tasks
 
     if x.dtype != y.dtype:
         kd.compared_as = promote(x.dtype, y.dtype)
@@ -313,8 +326,9 @@ def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rt
         return compare_chunk(ra.read_flat(x, lo, hi, 0), rb.read_flat(y, lo, hi, 1), x.dtype, y.dtype, rtol, atol,
                              equal_nan)
 
+    work = tasks(ra, rb, x, y, rtol, atol, equal_nan) if pool is not None and x.numel > SPAN else None
     total = Partial()
-    for part in ordered_map(one, x.numel, NP_CHUNK):
+    for part in pool.map(work) if work is not None else ordered_map(one, x.numel, NP_CHUNK):
         total.merge(part)
     kd.max_abs, kd.max_rel, kd.mismatched = total.max_abs, total.max_rel, total.bad
     # Norms of integer tensors (step counters, masks, ids) would swamp a module's weights: floats only.
