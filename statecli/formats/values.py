@@ -149,6 +149,7 @@ class ValueReader:
         self._maps: dict[str, mmap.mmap] = {}
         self._fds: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
+        self._open_lock = threading.Lock()
 
     def array(self, info: TensorInfo) -> np.ndarray:
         """The tensor as a read-only numpy view into the mapping (its shape and strides; no copy)."""
@@ -200,8 +201,12 @@ class ValueReader:
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
         if fd is None:
-            fd = self._fds[path] = os.open(path, os.O_RDONLY)
-            self._sizes[path] = os.fstat(fd).st_size
+            with self._open_lock:  # two workers' first reads of a file: one open, size known before the fd
+                fd = self._fds.get(path)
+                if fd is None:
+                    fd = os.open(path, os.O_RDONLY)
+                    self._sizes[path] = os.fstat(fd).st_size
+                    self._fds[path] = fd
         return fd
 
     def _size(self, path: str) -> int:
