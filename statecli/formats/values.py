@@ -96,13 +96,18 @@ def pread_array(fd: int, path: str, start: int, nbytes: int, dtype: str, slot: i
     import numpy as np
 
     buf = _buffer(slot, nbytes)  # `bytes(a) == bytes(b)` on these is a memcmp: see same_bytes()
-    view, got = memoryview(buf), 0
-    while got < nbytes:
+    pread_into(fd, path, memoryview(buf), start)
+    return np.frombuffer(buf, dtype=np_dtype(dtype))
+
+
+def pread_into(fd: int, path: str, view: memoryview, start: int) -> None:
+    """Fill `view` from byte `start` of an open file (preadv until full; a short file is BadInput)."""
+    got = 0
+    while got < len(view):
         n = os.preadv(fd, [view[got:]], start + got)
         if n <= 0:
             raise BadInput(path, f"short read at byte {start + got}")
         got += n
-    return np.frombuffer(buf, dtype=np_dtype(dtype))
 
 
 def _buffer(slot: int | None, nbytes: int) -> bytearray:

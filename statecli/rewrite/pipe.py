@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
-from ..formats.values import THREADS, np_dtype, ordered_map
+from ..formats.values import THREADS, np_dtype, ordered_map, pread_into
 from . import cast as npcast
 from .cast import Losses
 
@@ -113,12 +113,8 @@ class LocalChunks:
         part = Losses()
         inbuf = _POOL.take()
         nbytes = (hi - lo) * sdt.itemsize
-        view, got, start = memoryview(inbuf)[:nbytes], 0, self.offset + lo * sdt.itemsize
-        while got < nbytes:
-            n = os.preadv(fd, [view[got:]], start + got)
-            if n <= 0:
-                raise BadInput(self.path, f"short read at byte {start + got}")
-            got += n
+        view = memoryview(inbuf)[:nbytes]
+        pread_into(fd, self.path, view, self.offset + lo * sdt.itemsize)
         buf, data = inbuf, view
         if self.dst is not None:
             a = np.frombuffer(inbuf, dtype=sdt, count=hi - lo)
