@@ -242,6 +242,7 @@ def _block(out: Partial, ca: Any, cb: Any, wdt: Any, cdt: Any, work: str, rtol: 
     if not finite:
         keep = np.isfinite(fa) & np.isfinite(fb)
         fa, fb = fa[keep], fb[keep]
+        close &= np.isfinite(d)  # torch.isclose: a finite value is never close to an infinite one
         special = np.isinf(a) & (a == b)  # inf == inf of the same sign is close; NaN only with equal_nan
         if equal_nan:
             special |= np.isnan(a) & np.isnan(b)

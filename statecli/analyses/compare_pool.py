@@ -64,13 +64,42 @@ class ChunkPool:
         import multiprocessing
 
         if self._ex is None:
-            self._ex = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"))
-        return self._ex.map(run_task, tasks)
+            self._ex = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"),
+                                           initializer=_worker_init, initargs=(os.getpid(),))
+        return _unbroken(self._ex.map(run_task, tasks))
 
     def close(self) -> None:
         if self._ex is not None:
             self._ex.shutdown(cancel_futures=True)
             self._ex = None
+
+
+def _worker_init(parent: int) -> None:
+    """In each worker: Ctrl-C is the parent's to handle (it shuts the pool down), and the worker ends
+    with its parent, however the parent ends (SIGKILL included: PR_SET_PDEATHSIG on Linux)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent was gone before the signal was armed
+        os._exit(1)
+
+
+def _unbroken(parts: Iterator[Partial]) -> Iterator[Partial]:
+    """A worker that died (killed, out of memory) is one clear error, not an internal one."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ..errors import StatecliError
+
+    try:
+        yield from parts
+    except BrokenProcessPool as exc:
+        raise StatecliError(None, "a diff worker process ended unexpectedly (killed, or out of memory?)") from exc
 
 
 def pool_for(total_bytes: int, files: set[str]) -> ChunkPool | None:

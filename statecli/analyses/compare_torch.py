@@ -72,6 +72,7 @@ def _compare_pair(kd: _Figures, ta: Any, tb: Any, rtol: float, atol: float, equa
         finite = bool(torch.isfinite(ca).all()) and bool(torch.isfinite(cb).all())
         sums += pair_sums(as_float64(ca, torch), as_float64(cb, torch), finite, torch)
         if not finite:  # inf == inf of the same sign is close; NaN only with equal_nan
+            close &= torch.isfinite(d)  # torch.isclose: a finite value is never close to an infinite one
             special = torch.isinf(ca) & (ca == cb)
             if equal_nan:
                 special |= torch.isnan(ca) & torch.isnan(cb)

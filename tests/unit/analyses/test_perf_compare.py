@@ -64,6 +64,9 @@ def _check(ta: torch.Tensor, tb: torch.Tensor, rtol: float, atol: float, equal_n
     kd = _oracle(ta, tb, rtol, atol, equal_nan)
     got: Partial = compare_chunk(torch_to_numpy(ta), torch_to_numpy(tb), da, db, rtol, atol, equal_nan)
     assert got.bad == kd.mismatched
+    if da == db and da in ("float32", "float64"):  # torch.isclose itself, not only statecli's torch path
+        close = torch.isclose(ta, tb, rtol=rtol, atol=atol, equal_nan=equal_nan)
+        assert got.bad == ta.numel() - int(close.sum()), (ta, tb)
     assert _same(got.max_abs, kd.max_abs), (got.max_abs, kd.max_abs)
     assert _same(got.max_rel, kd.max_rel), (got.max_rel, kd.max_rel)
     note = f"{got.nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)" if got.nonfinite_bad else None
@@ -110,3 +113,16 @@ def test_large_chunk_crosses_blocks() -> None:
     b[100_000] = float("inf")
     _check(a, b, 1e-5, 1e-8, False)
     _check(a.to(torch.bfloat16), b, 1e-3, 1e-5, True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_finite_against_infinite_is_never_close(dtype: str) -> None:
+    """|1 - inf| <= atol + rtol*|inf| holds (inf <= inf), but torch.isclose wants a finite difference."""
+    inf = float("inf")
+    a = torch.tensor([1.0, 2.0, inf, 3.0, -inf, inf]).to(getattr(torch, dtype))
+    b = torch.tensor([inf, 2.0, 1.0, 3.0, -inf, -inf]).to(getattr(torch, dtype))
+    got = compare_chunk(torch_to_numpy(a), torch_to_numpy(b), dtype, dtype, 1e-5, 1e-8, False)
+    want = a.numel() - int(torch.isclose(a.float(), b.float(), rtol=1e-5, atol=1e-8).sum())
+    assert got.bad == want == 3
+    assert _oracle(a, b, 1e-5, 1e-8, False).mismatched == want
+
