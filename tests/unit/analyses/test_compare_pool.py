@@ -56,3 +56,39 @@ def test_pool_only_for_big_cached_pairs(tmp_path: Path) -> None:
     assert compare_pool.pool_for(compare_pool.MIN_BYTES - 1, {str(pa)}) is None  # small: threads
     assert compare_pool.pool_for(compare_pool.MIN_BYTES, {str(tmp_path / "missing")}) is None
     assert not compare_pool._cached(str(tmp_path / "missing"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/status"), reason="Linux only")
+def test_a_worker_ends_with_its_parent_and_leaves_ctrl_c_to_it(tmp_path: Path) -> None:
+    """A middle process forks a "worker" that runs the pool's initializer and sleeps, reports the worker's
+    pid and SIGINT disposition, then is SIGKILLed: the worker must be gone soon after."""
+    import signal
+    import time
+
+    report = tmp_path / "worker"
+    middle = os.fork()
+    if middle == 0:  # the parent a real pool's workers would have
+        worker = os.fork()
+        if worker == 0:
+            compare_pool._worker_init(os.getppid())
+            report.write_text(f"{os.getpid()} {signal.getsignal(signal.SIGINT) == signal.SIG_IGN}")
+            time.sleep(60)
+            os._exit(0)
+        time.sleep(60)
+        os._exit(0)
+    for _ in range(200):
+        if report.exists() and report.read_text():
+            break
+        time.sleep(0.05)
+    pid, ignores_int = report.read_text().split()
+    assert ignores_int == "True"
+    os.kill(middle, signal.SIGKILL)
+    os.waitpid(middle, 0)
+    for _ in range(100):  # reparented to init, so only /proc tells; a zombie counts as gone
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or "zombie" in status.read_text():
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(int(pid), signal.SIGKILL)
+        raise AssertionError("the worker outlived its parent")
