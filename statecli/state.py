@@ -230,6 +230,11 @@ class TensorInfo:
         return self.numel * itemsize(self.dtype)
 
     @property
+    def storage_size(self) -> int:
+        """Bytes of the storage behind this tensor (a view's storage may be larger than the view)."""
+        return self.storage_nbytes if self.storage_nbytes is not None else self.nbytes
+
+    @property
     def is_contiguous(self) -> bool:
         if self.stride is None:
             return True
@@ -389,7 +394,7 @@ def storage_overlap(entries: list[Entry]) -> tuple[int, int]:
         if t is None or t.storage_key is None or t.device == "meta":
             continue
         key = (t.source, t.storage_key)
-        size = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+        size = t.storage_size
         g = groups.get(key)
         if g is None:
             groups[key] = [t.nbytes, size]
@@ -423,7 +428,7 @@ def unique_storage_bytes(entries: list[Entry]) -> tuple[int, int]:
             anonymous += nbytes
         else:
             key = (t.source, t.storage_key)
-            size = t.storage_nbytes if t.storage_nbytes is not None else nbytes
+            size = t.storage_size
             if size > seen.get(key, 0):  # the largest view's storage size (a 0-byte one adds nothing)
                 seen[key] = size
     return view_total, anonymous + sum(seen.values())

@@ -205,7 +205,7 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
         if t.storage_key is None:
             acc[2] += nbytes
         elif not shared or (t.source, t.storage_key) not in shared:
-            acc[2] += t.storage_nbytes if t.storage_nbytes is not None else nbytes
+            acc[2] += t.storage_size
     sums: list[dict[Any, list[int]]] = [{}, {}, {}, {}]  # by kind, dtype, device; total
     for combo, (n, numel, nbytes) in combos.items():
         for i, key in enumerate((*combo, "total")):
@@ -220,7 +220,7 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
                 t = e.tensor
                 assert t is not None
                 key = "total" if i == 3 else (e.kind, t.dtype, t.device)[i]
-                size = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+                size = t.storage_size
                 largest[key] = max(largest.get(key, 0), size)
             for key, size in largest.items():
                 sums[i][key][2] += size
@@ -235,7 +235,7 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
         t = es[0].tensor
         assert t is not None
         out.append(SharedStorage(k[1], tuple(e.name for e in es),
-                                 t.storage_nbytes if t.storage_nbytes is not None else t.nbytes))
+                                 t.storage_size))
     return Summary(buckets(0), buckets(1), buckets(2), total, view, tuple(out))
 
 

@@ -84,7 +84,7 @@ class RemoteValueReader(ValueReader):
         if info.data_offset is None:
             raise BadInput(info.source, "values of a remote torch.distributed.checkpoint folder are not read; "
                                         "download the folder and run statecli on it")
-        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+        nbytes = info.storage_size
         key = (info.source, info.data_offset, nbytes)
         path = self._spools.get(key)
         if path is None:
@@ -182,7 +182,7 @@ class RemoteValueReader(ValueReader):
             super().release(info)
             return
         self._forget_ahead(info.source)
-        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+        nbytes = info.storage_size
         path = self._spools.pop((info.source or "", info.data_offset or 0, nbytes), None)
         if path is not None:  # this tensor is done: its disk space goes now, not at close
             self._drop(path)
@@ -195,7 +195,7 @@ class RemoteValueReader(ValueReader):
         if not is_remote(info.source) or info.data_offset is None:
             super().release_bytes(info, first, last)
             return
-        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+        nbytes = info.storage_size
         path = self._spools.get((info.source or "", info.data_offset, nbytes))
         if path is not None:  # the same bytes in the spool, which starts at the storage's first byte
             local = dataclasses.replace(info, source=path, data_offset=0)

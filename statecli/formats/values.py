@@ -167,7 +167,7 @@ class ValueReader:
         sdt, dt = np_dtype(info.storage_dtype or info.dtype), np_dtype(info.dtype)
         assert sdt is not None and dt is not None
         mm = self._map(info.source)
-        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+        nbytes = info.storage_size
         if info.data_offset + nbytes > len(mm):
             raise BadInput(info.source, f"storage at byte {info.data_offset} runs past the end of the file")
         flat = np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=info.data_offset).view(sdt).view(dt)
@@ -238,7 +238,7 @@ class ValueReader:
         assert info.source is not None and info.data_offset is not None
         dtype = getattr(torch, info.storage_dtype or info.dtype)
         mm = self._map(info.source)
-        nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+        nbytes = info.storage_size
         count = nbytes // itemsize(info.storage_dtype or info.dtype)
         if info.data_offset + nbytes > len(mm):
             raise BadInput(info.source, f"storage at byte {info.data_offset} runs past the end of the file")

@@ -114,7 +114,7 @@ def planned_bytes(plan: Plan, fmt: str) -> int:
             if key in seen:
                 continue
             seen.add(key)
-            nbytes = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+            nbytes = t.storage_size
             total += nbytes // itemsize(t.storage_dtype or t.dtype) * itemsize(out_dtype(plan, e))
         return total
     views = {}

@@ -76,7 +76,7 @@ class PtStorages:
         st = self._by_key.get(key)
         if st is None:
             sdtype = t.storage_dtype or t.dtype
-            nbytes = t.storage_nbytes if t.storage_nbytes is not None else t.nbytes
+            nbytes = t.storage_size
             numel = t.numel if own else nbytes // itemsize(sdtype)
             dtype = plan.cast.get(entry_key(e), t.dtype if own else sdtype)
             st = OutStorage(str(len(self._by_key)), dtype, plan.location or t.device, numel)

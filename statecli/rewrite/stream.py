@@ -46,7 +46,7 @@ def _numpy_path(reader: Any, info: TensorInfo, cast_to: str | None, whole_storag
 def _storage_info(info: TensorInfo) -> TensorInfo:
     """The whole storage behind `info` as one flat contiguous tensor of the storage's dtype."""
     sdtype = info.storage_dtype or info.dtype
-    nbytes = info.storage_nbytes if info.storage_nbytes is not None else info.nbytes
+    nbytes = info.storage_size
     n = nbytes // itemsize(sdtype)
     return dataclasses.replace(info, dtype=sdtype, shape=(n,), stride=(1,), storage_offset=0, storage_dtype=sdtype,
                                storage_nbytes=nbytes)
