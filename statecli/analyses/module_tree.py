@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..state import ROOT, Entry
+from ..state import ROOT, Entry, _fast_init, gc_paused
 from ..storage import shared_storages, storage_bytes, unique_storage_bytes
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def parent_of(path: str) -> str:
     return path.rpartition(".")[0]
 
 
+@_fast_init  # 50,000-tensor files have ~55,000 modules: see state._fast_init
 @dataclass(frozen=True)
 class TreeNode:
     """A module (a dotted prefix of entry paths) and the totals of everything below it."""
@@ -124,38 +125,43 @@ def build_tree(entries: Sequence[Entry], label: str = ROOT, classes: Mapping[str
     """The tree of `entries` (tensors and values; only tensors count in the totals), optionally with
     per-module change figures keyed by path. One pass adds each tensor to its own module; totals then
     flow up; the few shared storages are settled per module at the end (once each, at their size)."""
-    children: dict[str, list[str]] = {TOP: []}
-    leaves: dict[str, list[Entry]] = {TOP: []}
-    own: dict[str, list[int]] = {TOP: [0, 0, 0, 0]}  # path -> [keys, tensors, numel, unshared bytes] directly in it
-    kinds: dict[str, dict[str, int]] = {TOP: {}}
+    with gc_paused():  # ~2 objects a module and a tensor: see state.gc_paused
+        return _build(entries, label, classes or {}, changes or {})
+
+
+def _build(entries: Sequence[Entry], label: str, classes: Mapping[str, str],
+           changes: Mapping[str, ModuleChange]) -> ModuleTree:
+    # path -> [children, leaves, keys, tensors, numel, unshared bytes, {kind: tensors}], parents first
+    acc: dict[str, list[Any]] = {TOP: [[], [], 0, 0, 0, 0, {}]}
     shared = shared_storages(entries)
     for e in entries:
-        path = tree_path(e)
-        module = parent_of(path)
-        if module not in leaves:
-            _add_module(module, children, leaves, own, kinds)
-        leaves[module].append(e)
-        acc = own[module]
-        acc[0] += 1
+        g = e.group
+        path = e.name if not g or e.name.startswith(g + ".") else f"{g}.{e.name}"  # tree_path, inlined
+        module = path.rpartition(".")[0]
+        a = acc.get(module)
+        if a is None:
+            a = _add_module(module, acc)
+        a[1].append(e)
+        a[2] += 1
         t = e.tensor
         if t is None:
             continue
-        acc[1] += 1
-        acc[2] += t.numel
+        a[3] += 1
+        a[4] += t.numel
         if not shared or t.storage_id not in shared:
-            acc[3] += storage_bytes(t)
-        k = kinds[module]
+            a[5] += storage_bytes(t)
+        k = a[6]
         k[e.kind] = k.get(e.kind, 0) + 1
-    total = {p: list(v) for p, v in own.items()}
-    below = {p: dict(v) for p, v in kinds.items()}
-    for path in reversed(list(children)):  # children were added after their parents
+    for path in reversed(list(acc)):  # children before their parents: every total flows up
         if path != TOP:
-            up, acc, k = parent_of(path), total[path], below[path]
-            top_acc, top_k = total[up], below[up]
-            for i in range(4):
-                top_acc[i] += acc[i]
-            for kind, n in k.items():
-                top_k[kind] = top_k.get(kind, 0) + n
+            a, up = acc[path], acc[path.rpartition(".")[0]]
+            up[2] += a[2]
+            up[3] += a[3]
+            up[4] += a[4]
+            up[5] += a[5]
+            k = up[6]
+            for kind, n in a[6].items():
+                k[kind] = k.get(kind, 0) + n
     for users in shared.values():
         largest: dict[str, int] = {}  # module -> the storage's size, once per module holding a user
         for e in users:
@@ -169,18 +175,22 @@ def build_tree(entries: Sequence[Entry], label: str = ROOT, classes: Mapping[str
                     break
                 m = parent_of(m)
         for m, size in largest.items():
-            total[m][3] += size
-    ch = changes or {}
-    nodes = {p: TreeNode(p, tuple(children[p]), tuple(leaves[p]), *total[p],
-                         tuple(sorted(below[p].items(), key=lambda kv: -kv[1])), ch.get(p)) for p in children}
-    return ModuleTree(MappingProxyType(nodes), tuple(entries), label, MappingProxyType(dict(classes or {})))
+            acc[m][5] += size
+    nodes = {p: TreeNode(p, tuple(a[0]), tuple(a[1]), a[2], a[3], a[4], a[5],
+                         tuple(a[6].items()) if len(a[6]) < 2 else tuple(sorted(a[6].items(), key=lambda kv: -kv[1])),
+                         changes.get(p)) for p, a in acc.items()}
+    return ModuleTree(MappingProxyType(nodes), tuple(entries), label, MappingProxyType(dict(classes)))
 
 
-def _add_module(path: str, children: dict[str, list[str]], leaves: dict[str, list[Entry]],
-                own: dict[str, list[int]], kinds: dict[str, dict[str, int]]) -> None:
-    """Add `path` and any missing module above it, each under its parent."""
-    up = parent_of(path)
-    if up not in leaves:
-        _add_module(up, children, leaves, own, kinds)
-    children[up].append(path)
-    children[path], leaves[path], own[path], kinds[path] = [], [], [0, 0, 0, 0], {}
+def _add_module(path: str, acc: dict[str, list[Any]]) -> list[Any]:
+    """Add `path` and every missing module above it, each under its parent (a loop: a name may
+    have thousands of dots); `path`'s record."""
+    missing = [path]
+    up = path.rpartition(".")[0]
+    while up not in acc:
+        missing.append(up)
+        up = up.rpartition(".")[0]
+    for p in reversed(missing):
+        acc[p.rpartition(".")[0]][0].append(p)
+        acc[p] = [[], [], 0, 0, 0, 0, {}]
+    return acc[path]
