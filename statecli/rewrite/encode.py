@@ -105,8 +105,9 @@ def _recorded_ties(plan: Plan) -> dict[tuple[Any, Any], tuple[Any, Any]]:
         if a is None or b is None or a.tensor is None or b.tensor is None:
             continue
         same = (a.tensor.dtype, a.tensor.shape, out_dtype(plan, a)) == (b.tensor.dtype, b.tensor.shape, out_dtype(plan, b))
-        if same and (entry_key(a) in plan.drop) == (entry_key(b) in plan.drop):
-            out[a.tensor.storage_id] = b.tensor.storage_id
+        ids = a.tensor.storage_id, b.tensor.storage_id
+        if same and (entry_key(a) in plan.drop) == (entry_key(b) in plan.drop) and ids[0] and ids[1]:
+            out[ids[0]] = ids[1]
     return out
 
 
