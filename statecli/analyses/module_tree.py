@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..state import ROOT, Entry, _fast_init, gc_paused
 from ..storage import shared_storages, storage_bytes, unique_storage_bytes
+from .changes import module_prefix
 
 if TYPE_CHECKING:
     from .changes import ModuleChange
@@ -107,15 +108,13 @@ class ModuleTree:
 
     def level(self, depth: int) -> tuple[LevelRow, ...]:
         """`size --depth`: each tensor billed to its module `depth` components down, or to its own
-        module when it sits higher (ROOT for a top-level key); rows in model order, bytes by the
-        tree's rule (a storage counted once per row)."""
+        module when it sits higher (ROOT for a top-level key: diff's module_prefix); rows in model
+        order, bytes by the tree's rule (a storage counted once per row)."""
         rows: dict[str, list[Entry]] = {}
         for e in self.entries:
             if e.tensor is None:
                 continue
-            parts = tree_path(e).split(".", depth)
-            m = ".".join(parts[:depth]) if len(parts) > depth else ".".join(parts[:-1]) or ROOT
-            rows.setdefault(m, []).append(e)
+            rows.setdefault(module_prefix(tree_path(e), depth), []).append(e)
         return tuple(LevelRow(m, len(es), sum(e.tensor.numel for e in es if e.tensor), unique_storage_bytes(es)[1])
                      for m, es in rows.items())
 
