@@ -585,6 +585,7 @@ def scale_section(python: str, statecli: str, workdir: Path, env: dict[str, str]
     files = [("zip .pt", workdir / "scale.pt"), ("legacy .pt", workdir / "scale_legacy.pt"),
              ("safetensors", workdir / "scale.safetensors"), (f"sharded ({SCALE_SHARDS} shards)", workdir / "scale_sharded")]
     cmds = [("inspect -f json", ["inspect", "{f}", "--format", "json"]), ("inspect (table)", ["inspect", "{f}"]),
+            ("inspect --tree", ["inspect", "{f}", "--tree"]),
             ("size", ["size", "{f}"]), ("size -f json", ["size", "{f}", "--format", "json"]),
             ("scan -f json", ["scan", "{f}", "--format", "json"])]
     load_before = os.getloadavg()

@@ -201,7 +201,7 @@ def with_model(ck: Checkpoint, info: ModelInfo) -> Checkpoint:
     """A new Checkpoint whose model-state tensors take their kind from the model definition: each
     file key maps (through any rename or fusion the model's loader applies) to the model entries it
     becomes. Entries the model does not know stay visible as unknown."""
-    if any(c.role is not Role.MODEL and c.name == (ck.container or "(root)") for c in ck.containers):
+    if any(c.role is not Role.MODEL and c.name == ck.container_name for c in ck.containers):
         return replace(ck, warnings=ck.warnings + info.warnings)  # the root is optimizer or RNG state
     names = [e.name for e in ck.entries if e.group == "" and e.tensor is not None]
     matches = info.map_keys(names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 
 
@@ -43,3 +44,12 @@ class UnsafeContent(StatecliError):
 
 class UsageError(StatecliError):
     """Options that do not fit together or do not fit this input."""
+
+
+def user_regex(pattern: str, what: str, flags: int = 0) -> re.Pattern[str]:
+    """`pattern` (given by the user as `what`: an option, a rule) compiled, or one usage error naming
+    it: a bad regex is a mistake on the command line, never a traceback."""
+    try:
+        return re.compile(pattern, flags)
+    except re.error as exc:
+        raise UsageError(None, f"{what} {pattern!r} is not a valid regular expression: {exc}") from exc

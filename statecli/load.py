@@ -16,6 +16,8 @@ from .formats.graph import GraphRef, flatten, holds_tensors, render_value
 from .formats.source import is_remote
 from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 from .state import (
+    PICKLED_MODULE,
+    ROOT,
     Checkpoint,
     Container,
     Entry,
@@ -26,8 +28,8 @@ from .state import (
     Source,
     TensorInfo,
     gc_paused,
-    unique_storage_bytes,
 )
+from .storage import unique_storage_bytes
 
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "model_state",
               "weights", "params", "generator")
@@ -97,13 +99,13 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
                            + " (statecli read them as inert stubs; nothing was executed)")
     root = raw.root
     if _is_module(root):
-        ck.container = "(pickled module)"
+        ck.container = PICKLED_MODULE
         _add_module(ck, raw, root, "", "")
         _finish(ck, raw, strip_prefix, {})
         return ck
     if not isinstance(root, Mapping):
         if isinstance(root, (TensorRef, TensorInfo)):
-            ck.entries.append(_tensor_entry(raw, "(root)", root, ""))
+            ck.entries.append(_tensor_entry(raw, ROOT, root, ""))
             _finish(ck, raw, strip_prefix, {})
             return ck
         raise BadInput(raw.path, f"holds a {_type_name(root)}, not a state dict or a module")
@@ -284,7 +286,7 @@ def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], r
     for g, es in groups.items():
         tensors = [e for e in es if e.tensor is not None]
         role = roles.get("", Role.MODEL) if g == "" else roles.get(g, Role.OTHER)
-        name = g or (ck.container or "(root)")
+        name = g or ck.container_name
         ck.containers.append(Container(name=name, role=role, entries=len(es), tensors=len(tensors),
                                        nbytes=unique_storage_bytes(tensors)[1]))
     cuda = sorted({e.tensor.device for e in ck.entries if e.tensor is not None and e.tensor.device.startswith("cuda")})

@@ -13,6 +13,10 @@ from typing import Any, Generic, TypeVar, overload
 from .units import itemsize
 
 SCHEMA_VERSION = 1  # of every JSON document statecli prints; bumped when a field changes meaning
+ROOT = "(root)"  # the name shown for the top of a file: its root container, the root of a module tree
+PICKLED_MODULE = "(pickled module)"  # Checkpoint.container of a torch.save(model) file
+
+StorageId = tuple[str | None, str]  # (source file, storage key): see TensorInfo.storage_id
 
 _T = TypeVar("_T")
 _V = TypeVar("_V")
@@ -235,6 +239,12 @@ class TensorInfo:
         return self.storage_nbytes if self.storage_nbytes is not None else self.nbytes
 
     @property
+    def storage_id(self) -> StorageId | None:
+        """The storage's identity across a checkpoint's files (None: the tensor owns its bytes alone):
+        tensors with the same id are tied or views of one storage. storage.py does the accounting."""
+        return None if self.storage_key is None else (self.source, self.storage_key)
+
+    @property
     def is_contiguous(self) -> bool:
         if self.stride is None:
             return True
@@ -361,6 +371,16 @@ class Checkpoint:
     modules: list[ModuleNode] = field(default_factory=list)
     torch_metadata: Any = None  # state_dict()._metadata as saved (per-module versions)
 
+    @property
+    def container_name(self) -> str:
+        """The model state's container as shown: ROOT for the file's root."""
+        return self.container or ROOT
+
+    @property
+    def is_pickled_module(self) -> bool:
+        """A torch.save(model) file: the model state is the pickled module itself."""
+        return self.container == PICKLED_MODULE
+
 
 def contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The row-major stride torch gives a contiguous tensor of this shape."""
@@ -383,52 +403,3 @@ def prefix_matches(keys: list[str], targets: list[str] | set[str]) -> dict[str, 
             if k[len(p):] in wanted:
                 counts[p] = counts.get(p, 0) + 1
     return counts
-
-
-def storage_overlap(entries: list[Entry]) -> tuple[int, int]:
-    """(bytes saved by sharing: views beyond their storage's size, bytes of storage no view covers:
-    a slice of a larger tensor saves the whole storage), summed storage by storage."""
-    groups: dict[tuple[str | None, str], list[int]] = {}  # storage -> [bytes of its views, its size]
-    for e in entries:
-        t = e.tensor
-        if t is None or t.storage_key is None or t.device == "meta":
-            continue
-        key = (t.source, t.storage_key)
-        size = t.storage_size
-        g = groups.get(key)
-        if g is None:
-            groups[key] = [t.nbytes, size]
-        else:
-            g[0] += t.nbytes
-            if size > g[1]:
-                g[1] = size
-    shared = outside = 0
-    for v, s in groups.values():
-        if v > s:
-            shared += v - s
-        else:
-            outside += s - v
-    return shared, outside
-
-
-def unique_storage_bytes(entries: list[Entry]) -> tuple[int, int]:
-    """(bytes of all tensors as views, bytes of the distinct storages behind them)."""
-    view_total = 0
-    seen: dict[tuple[str | None, str], int] = {}
-    anonymous = 0
-    for e in entries:
-        t = e.tensor
-        if t is None:
-            continue
-        nbytes = t.nbytes
-        view_total += nbytes
-        if t.device == "meta":
-            continue  # a meta tensor saves no bytes
-        if t.storage_key is None:
-            anonymous += nbytes
-        else:
-            key = (t.source, t.storage_key)
-            size = t.storage_size
-            if size > seen.get(key, 0):  # the largest view's storage size (a 0-byte one adds nothing)
-                seen[key] = size
-    return view_total, anonymous + sum(seen.values())

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..state import DiffStatus
+from ..state import ROOT, DiffStatus
 
 ROW = 4096  # elements dotted in float32 before the float64 sum (see square_sum)
 
@@ -117,13 +117,13 @@ AUTO = -1  # diff --depth 0: one row per numbered block
 
 def module_prefix(name: str, depth: int) -> str:
     """The module a key belongs to at `depth` name components (as `size --depth`): its first
-    `depth` components, or its parent when the name is shorter; "(root)" for a top-level key.
+    `depth` components, or its parent when the name is shorter; ROOT for a top-level key.
     Depth 0 is the root (every key); AUTO picks it per key: through the first numbered block, so a
     stack of layers is one row each."""
     parts = name.split(".")
     if depth == AUTO:  # down to the first block number (blocks.4, model.layers.12), else the top module
         depth = next((i + 1 for i, p in enumerate(parts[:4]) if p.isdigit() and i < len(parts) - 1), 1)
-    return ".".join(parts[:depth]) if len(parts) > depth else ".".join(parts[:-1]) or "(root)"
+    return ".".join(parts[:depth]) if len(parts) > depth else ".".join(parts[:-1]) or ROOT
 
 
 def module_changes(keys: Sequence[_Compared], depth: int) -> tuple[ModuleChange, ...]:

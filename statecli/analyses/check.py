@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..errors import BadInput, StatecliError, UnsafeContent, UsageError
-from ..state import SCHEMA_VERSION, Checkpoint, Kind, unique_storage_bytes
+from ..errors import BadInput, StatecliError, UnsafeContent, UsageError, user_regex
+from ..state import SCHEMA_VERSION, Checkpoint, Kind
+from ..storage import unique_storage_bytes
 from ..units import dtype_name, fmt_bytes, parse_size
 
 RULES = ("safe-pickle", "no-nan", "no-inf", "dtypes", "max-size", "devices", "required-keys", "forbidden-keys",
@@ -271,10 +272,7 @@ def fmt(n: int) -> str:
 
 
 def _rx(pat: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pat)
-    except re.error as exc:
-        raise UsageError(None, f"key pattern {pat!r} is not a valid regular expression: {exc}") from exc
+    return user_regex(pat, "key pattern")
 
 
 def _enabled(rules: Rules) -> list[str]:

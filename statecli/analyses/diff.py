@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
+from ..storage import shared_storages
 from ..units import plural
 from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
@@ -171,16 +172,11 @@ def _prefix_hint(only_a: list[str], only_b: list[str]) -> list[str]:
 
 
 def _shared_groups(ck: Checkpoint) -> dict[str, frozenset[str]]:
-    groups: dict[tuple[str | None, str], list[str]] = {}
-    for e in ck.entries:
-        t = e.tensor
-        if t is not None and t.storage_key is not None and t.device != "meta":
-            groups.setdefault((t.source, t.storage_key), []).append(e.name)
     out: dict[str, frozenset[str]] = {}
-    for names in groups.values():
-        if len(names) > 1:
-            for n in names:
-                out[n] = frozenset(names)
+    for users in shared_storages(ck.entries).values():
+        names = frozenset(e.name for e in users)
+        for n in names:
+            out[n] = names
     return out
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import UsageError
-from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, gc_paused, unique_storage_bytes
+from ..errors import UsageError, user_regex
+from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, gc_paused
+from ..storage import shared_storages, storage_bytes, unique_storage_bytes
 from ..units import fmt_shape
+from .module_tree import ModuleTree, build_tree
 
 # The columns of `inspect --format csv|md`, in order; `stats` columns follow when values were read.
 COLUMNS = ("name", "group", "kind", "evidence", "dtype", "shape", "numel", "nbytes", "device", "layout", "storage")
@@ -51,6 +52,12 @@ class InspectResult:
     model_explicit: bool = False  # --model/--hf-config given: a failing load report is the result (exit 1)
     tree: bool = False  # the human view: module tree instead of tables
 
+    def module_tree(self) -> ModuleTree:
+        """The selected tensors by module (`--tree`, the HTML page): its root totals are `total`."""
+        ck = self.checkpoint
+        return build_tree([e for e in self.entries if e.tensor is not None], ck.container_name,
+                          {m.path: m.class_name for m in ck.modules})
+
     @property
     def loads_strictly(self) -> bool:
         return not any(x.blocking for x in self.load_report)
@@ -81,6 +88,9 @@ class InspectResult:
             },
             "entries": _entry_dicts(self.entries, self.stats),
         }
+        if self.tree:
+            d["tree"] = [{"module": n.path or ck.container_name, "tensors": n.tensors, "numel": n.numel,
+                          "nbytes": n.nbytes} for n in self.module_tree().walk()]
         if self.model is not None:
             d["model"] = self.model.to_dict()
             d["load_report"] = [x.to_dict() for x in self.load_report]
@@ -133,10 +143,7 @@ def select(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = No
     for k in kinds:
         if k not in KINDS:
             raise UsageError(None, f"unknown --kind {k!r}", f"choose from: {', '.join(KINDS)}")
-    try:
-        rx = re.compile(pattern) if pattern else None
-    except re.error as exc:
-        raise UsageError(None, f"--filter {pattern!r} is not a valid regular expression: {exc}") from exc
+    rx = user_regex(pattern, "--filter") if pattern else None
     wanted = set(kinds)
     if Kind.BUFFER in wanted:  # "buffer" means every buffer; 'buffer (non-persistent)' only those
         wanted.add(Kind.BUFFER_NP)
@@ -177,15 +184,7 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
     """Every total of `inspect` and `size` in two passes over the entries: a storage that only one
     tensor uses adds its bytes straight to that tensor's buckets; the few shared storages are then
     settled bucket by bucket (the largest view of each, as unique_storage_bytes counts them)."""
-    first: dict[tuple[str | None, str], Entry] = {}
-    shared: dict[tuple[str | None, str], list[Entry]] = {}
-    for e in entries:
-        t = e.tensor
-        if t is not None and t.storage_key is not None and t.device != "meta":
-            k = (t.source, t.storage_key)
-            prev = first.setdefault(k, e)
-            if prev is not e:
-                shared.setdefault(k, [prev]).append(e)
+    shared = shared_storages(entries)
     # (kind, dtype, device) -> [tensors, numel, bytes of unshared and anonymous storage]
     combos: dict[tuple[Kind, str, str], list[int]] = {}
     view = 0
@@ -200,12 +199,8 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
             acc = combos[(e.kind, t.dtype, t.device)] = [0, 0, 0]
         acc[0] += 1
         acc[1] += t.numel
-        if t.device == "meta":
-            continue  # a meta tensor saves no bytes
-        if t.storage_key is None:
-            acc[2] += nbytes
-        elif not shared or (t.source, t.storage_key) not in shared:
-            acc[2] += t.storage_size
+        if not shared or t.storage_id not in shared:
+            acc[2] += storage_bytes(t)
     sums: list[dict[Any, list[int]]] = [{}, {}, {}, {}]  # by kind, dtype, device; total
     for combo, (n, numel, nbytes) in combos.items():
         for i, key in enumerate((*combo, "total")):
@@ -230,17 +225,12 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
 
     total = Bucket("total", *sums[3].get("total", [0, 0, 0]))
     out = []
-    for k in (k for k in first if k in shared) if shared else ():  # in order of each storage's first tensor
-        es = shared[k]
+    for k, es in shared.items():  # in order of each storage's first tensor
         t = es[0].tensor
         assert t is not None
         out.append(SharedStorage(k[1], tuple(e.name for e in es),
                                  t.storage_size))
     return Summary(buckets(0), buckets(1), buckets(2), total, view, tuple(out))
-
-
-def shared_storages(entries: list[Entry]) -> tuple[SharedStorage, ...]:
-    return summarize(entries).shared
 
 
 def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None, *, stats: bool = False,

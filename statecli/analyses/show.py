@@ -9,7 +9,8 @@ from typing import Any
 
 from ..errors import BadInput, UsageError
 from ..formats.values import value_reader
-from ..state import SCHEMA_VERSION, Checkpoint, Entry, Stats, unique_storage_bytes
+from ..state import ROOT, SCHEMA_VERSION, Checkpoint, Entry, Stats
+from .module_tree import build_tree, tree_path
 from .stats import full_histogram, not_summarised, tensor_stats
 
 SHOW_SAMPLE = 1 << 22  # percentiles of one tensor: exact up to this many elements
@@ -91,13 +92,14 @@ def find_entry(ck: Checkpoint, key: str) -> Entry:
 def module_path(ck: Checkpoint, e: Entry) -> tuple[tuple[Level, ...], tuple[Entry, ...]]:
     """The modules from the root to `e` with their totals, and the tensors beside `e` in its module."""
     same = [x for x in ck.entries if x.group == e.group and x.tensor is not None]
+    tree = build_tree(same)
+    base = tree_path(e)[:-len(e.name)]  # "group." for an entry of another container named without it
     parts = e.name.split(".")
     levels = []
     for i in range(len(parts)):
         prefix = ".".join(parts[:i])
-        under = [x for x in same if not prefix or x.name.startswith(prefix + ".")]
-        levels.append(Level(prefix or "(root)", len(under), sum(x.tensor.numel for x in under if x.tensor),
-                            unique_storage_bytes(under)[1]))
+        node = tree.nodes.get(base + prefix if prefix else base[:-1])  # none: no tensor below (a value's path)
+        levels.append(Level(prefix or ROOT, *((node.tensors, node.numel, node.nbytes) if node else (0, 0, 0))))
     parent = ".".join(parts[:-1])
     siblings = tuple(x for x in same if ".".join(x.name.split(".")[:-1]) == parent)
     return tuple(levels), siblings

@@ -6,16 +6,18 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
-from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, gc_paused, storage_overlap
+from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, gc_paused
+from ..storage import storage_overlap
 from ..units import fmt_bytes, fmt_count
 from .inspect import Bucket, summarize
+from .module_tree import ModuleTree, build_tree
 
 
 @dataclass(frozen=True)
 class ModuleSize:
     module: str
     bucket: Bucket
-    share: float  # of the checkpoint's distinct storage bytes
+    share: float  # of the checkpoint's distinct storage bytes (a storage two modules hold counts in both)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ class SizeResult:
             "warnings": ck.warnings, "notes": ck.notes,
         }
 
+    def module_tree(self) -> ModuleTree:
+        """Every tensor by module (the HTML page's tree): its root totals are `total`."""
+        ck = self.checkpoint
+        return build_tree([e for e in ck.entries if e.tensor is not None], ck.container_name,
+                          {m.path: m.class_name for m in ck.modules})
+
     @property
     def md_title(self) -> str:
         return f"# {self.checkpoint.path}: {fmt_bytes(self.total.nbytes)}, {fmt_count(self.parameters)} params"
@@ -62,12 +70,6 @@ class SizeResult:
     def rows(self) -> list[dict[str, Any]]:
         return [{"module": m.module, "tensors": m.bucket.tensors, "numel": m.bucket.numel, "nbytes": m.bucket.nbytes,
                  "share": f"{m.share:.6f}"} for m in self.by_module]
-
-
-def module_of(e: Entry, depth: int) -> str:
-    name = e.name if not e.group or e.name.startswith(e.group) else f"{e.group}.{e.name}"
-    parts = name.split(".", depth)  # the first `depth` parts are all that is kept
-    return ".".join(parts[:depth]) if len(parts) > depth else ".".join(parts[:-1]) or "(root)"
 
 
 def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
@@ -79,28 +81,9 @@ def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
     tensors = [e for e in ck.entries if e.tensor is not None]
     summary = summarize(tensors)
     view, distinct = summary.view_nbytes, summary.total.nbytes
-    # module -> [tensors, numel, bytes of the storages it owns]: a shared storage is billed to the
-    # first module that holds it, at that tensor's storage size (as unique_storage_bytes counts it)
-    modules: dict[str, list[int]] = {}
-    owner: set[tuple[str | None, str]] = set()
-    for e in tensors:
-        m = module_of(e, depth)
-        acc = modules.get(m)
-        if acc is None:
-            acc = modules[m] = [0, 0, 0]
-        t = e.tensor
-        assert t is not None
-        acc[0] += 1
-        acc[1] += t.numel
-        if t.storage_key is not None:
-            skey = (t.source, t.storage_key)
-            if skey in owner:
-                continue
-            owner.add(skey)
-        if t.device != "meta":  # a meta tensor saves no bytes
-            acc[2] += t.nbytes if t.storage_key is None or t.storage_nbytes is None else t.storage_nbytes
-    sized = [ModuleSize(m, Bucket(m, n, numel, nbytes), nbytes / distinct if distinct else 0.0)
-             for m, (n, numel, nbytes) in modules.items()]
+    rows = build_tree(tensors, ck.container_name).level(depth)  # a storage counted once per module
+    sized = [ModuleSize(m.module, Bucket(m.module, m.tensors, m.numel, m.nbytes), m.nbytes / distinct if distinct else 0.0)
+             for m in rows]
     by_module = tuple(sorted(sized, key=lambda s: (-s.bucket.nbytes, s.module)))
     params = [e for e in tensors if e.kind == Kind.PARAMETER]
     seen: set[tuple[str | None, str | None, int, tuple[int, ...]]] = set()

@@ -11,8 +11,6 @@ from typing import Any
 from ..state import Checkpoint, Kind, TensorInfo, prefix_matches
 from .model import ModelInfo, ReportLine
 
-PICKLED_MODULE = "(pickled module)"  # load.py's container name for a torch.save(model) file
-
 
 def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
     """The load report of `ck` against `info`. Lines are `blocking` when the model's own loader
@@ -23,7 +21,7 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
     file_tensors = {e.name: e.tensor for e in ck.entries if e.group == "" and e.tensor is not None}
     file_values = {e.name for e in ck.entries if e.group == "" and e.tensor is None}
     lines = _strict_lines(ck, info, file_tensors, file_values)
-    if info.hf is None or ck.container == PICKLED_MODULE:  # torch.load gives a pickled module back whole
+    if info.hf is None or ck.is_pickled_module:  # torch.load gives a pickled module back whole
         return lines
     try:
         verdict = info.hf.verdict({k: (tuple(t.shape), t.dtype) for k, t in file_tensors.items()})
@@ -105,7 +103,7 @@ def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, Tenso
         else:
             lines.append(ReportLine(key, "missing", f"the model has this {slot.kind if slot else 'entry'}; "
                                     "the file does not", "train/initialise it, or load with strict=False"))
-    pickled = ck.container == PICKLED_MODULE
+    pickled = ck.is_pickled_module
     for key in unexpected:
         slot = info.slots.get(key)
         if slot is not None and slot.kind == Kind.BUFFER_NP and pickled:

@@ -8,6 +8,7 @@ import html
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..analyses.module_tree import ModuleTree, TreeNode, build_tree, tree_path
 from ..errors import UsageError
 from ..state import DiffStatus, Entry, Stats
 from ..units import fmt_bytes, fmt_count, fmt_shape
@@ -64,42 +65,33 @@ def kind(k: str) -> Raw:
     return Raw(f'<span class="{_KIND_CLASS.get(k, "")}">{x(k)}</span>')
 
 
-def tree(items: Iterable[tuple[str, Raw, int]], root: str, classes: dict[str, str] | None = None,
-         sizes: bool = True) -> str:
-    """A collapsible tree of dotted names: (name, leaf markup, bytes) -> nested <details> with each
-    module's tensor count and bytes; the root is open."""
-    node: dict[str, Any] = {}
-    for name, leaf, nbytes in items:
-        cur = node
-        parts = name.split(".")
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur.setdefault("\0", []).append((parts[-1], leaf, nbytes))
+def tree(mt: ModuleTree, leaf: Callable[[Entry], Raw], sizes: bool = True) -> str:
+    """A ModuleTree as nested <details> with each module's tensor count and bytes (or, without
+    `sizes`, its key count), `leaf(entry)` after each entry's name; the root is open. A loop, not
+    recursion: a name may have thousands of dots."""
+    def head(node: TreeNode, label: str, top: bool = False) -> str:
+        cls = mt.classes.get(node.path)
+        cls_html = f' <span class="dim">({x(cls.rsplit(".", 1)[-1])})</span>' if cls else ""
+        count = f"{node.tensors} tensors, {fmt_bytes(node.nbytes)}" if sizes else f"{node.keys} keys"
+        return (f'<details{" class=root open" if top else ""}><summary><span class="name">{x(label)}</span>{cls_html} '
+                f'<span class="dim">{count}</span></summary>')
 
-    def totals(n: dict[str, Any]) -> tuple[int, int]:
-        c = sum(1 for _ in n.get("\0", []))
-        b = sum(nb for _, _, nb in n.get("\0", []))
-        for k, v in n.items():
-            if k != "\0":
-                sc, sb = totals(v)
-                c, b = c + sc, b + sb
-        return c, b
-
-    def build(label: str, path: str, n: dict[str, Any], top: bool = False) -> str:
-        c, b = totals(n)
-        cls = f' <span class="dim">({x(classes[path])})</span>' if classes and path in classes else ""
-        out = [f'<details{" class=root open" if top else ""}><summary><span class="name">{x(label)}</span>{cls} '
-               f'<span class="dim">{c} {"tensors" if sizes else "keys"}{f", {fmt_bytes(b)}" if sizes else ""}</span>'
-               '</summary>']
-        for k, v in n.items():
-            if k != "\0":
-                out.append(build(k, f"{path}.{k}" if path else k, v))
-        for leaf, markup, _ in n.get("\0", []):
-            out.append(f'<div class="leaf">{x(leaf)} {markup}</div>')
+    out = [head(mt.root, mt.label, top=True)]
+    stack: list[list[Any]] = [[mt.root, 0]]
+    while stack:
+        frame = stack[-1]
+        node, i = frame
+        if i < len(node.children):
+            frame[1] = i + 1
+            sub = mt.nodes[node.children[i]]
+            out.append(head(sub, sub.name))
+            stack.append([sub, 0])
+            continue
+        for e in node.leaves:
+            out.append(f'<div class="leaf">{x(tree_path(e).rsplit(".", 1)[-1])} {leaf(e)}</div>')
         out.append("</details>")
-        return "".join(out)
-
-    return build(root, "", node, top=True)
+        stack.pop()
+    return "".join(out)
 
 
 def page(title: str, body: Sequence[str]) -> str:
@@ -123,7 +115,7 @@ def write_html(result: Any, out: Any) -> None:
 
 def _header(ck: Any, what: str) -> str:
     return (f"<h1>{x(what)}: <span class=name>{x(ck.path)}</span></h1><p class=meta>{x(ck.format)}, model state: "
-            f"<code>{x(ck.container or '(root)')}</code>, {len(ck.entries)} entries</p>"
+            f"<code>{x(ck.container_name)}</code>, {len(ck.entries)} entries</p>"
             + "".join(f"<p class=bad>warning: {x(w)}</p>" for w in ck.warnings)
             + "".join(f"<p class=meta>note: {x(n)}</p>" for n in ck.notes))
 
@@ -159,9 +151,7 @@ def _inspect(r: InspectResult) -> tuple[str, list[str]]:
     for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
         body += _buckets(title, buckets, r.total.nbytes)
     body.append("<h2>module tree</h2>")
-    body.append(tree(((e.name if not e.group or e.name.startswith(e.group + ".") else f"{e.group}.{e.name}",
-                       _leaf(e), e.tensor.nbytes if e.tensor else 0) for e in tensors),
-                     ck.container or "(root)", {m.path: m.class_name.rsplit(".", 1)[-1] for m in ck.modules}))
+    body.append(tree(r.module_tree(), _leaf))
     heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
     stat_heads = ["min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
     rows = []
@@ -202,17 +192,15 @@ def _size(r: SizeResult) -> tuple[str, list[str]]:
         body.append(table(["name", "kind", "dtype", "shape", "size"],
                           [[e.name, kind(e.kind), e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes)]
                            for e in r.top if e.tensor is not None], (4,)))
-    tensors = [e for e in ck.entries if e.tensor is not None]
     body.append("<h2>module tree</h2>")
-    body.append(tree(((e.name if not e.group or e.name.startswith(e.group + ".") else f"{e.group}.{e.name}", _leaf(e),
-                       e.tensor.nbytes if e.tensor else 0) for e in tensors), ck.container or "(root)"))
+    body.append(tree(r.module_tree(), _leaf))
     return f"statecli size {ck.path}", body
 
 
 def _diff(r: DiffResult) -> tuple[str, list[str]]:
     body = [f"<h1>diff: <span class=name>{x(r.a.path)}</span> vs <span class=name>{x(r.b.path)}</span></h1>",
-            f"<p class=meta>A: {x(r.a.format)}, model state <code>{x(r.a.container or '(root)')}</code>; "
-            f"B: {x(r.b.format)}, model state <code>{x(r.b.container or '(root)')}</code>; rtol={r.rtol:g}, "
+            f"<p class=meta>A: {x(r.a.format)}, model state <code>{x(r.a.container_name)}</code>; "
+            f"B: {x(r.b.format)}, model state <code>{x(r.b.container_name)}</code>; rtol={r.rtol:g}, "
             f"atol={r.atol:g}, equal_nan={r.equal_nan}</p>",
             f"<p class={'ok' if r.equal else 'bad'}>{x(r.summary_line)}</p>"]
     body += [f"<p class=meta>hint: {x(h)}</p>" for h in r.renames]
@@ -235,10 +223,14 @@ def _diff(r: DiffResult) -> tuple[str, list[str]]:
                             fmt_float(k.max_rel), "" if k.mismatched is None else f"{k.mismatched:,}",
                             "" if k.numel is None else f"{k.numel:,}", k.note or ""] for k in changed], (3, 4, 5, 6)))
     body.append("<h2>keys by module</h2>")
-    body.append(tree(((k.name, Raw(f'<span class="s-{x(k.status)}">{x(k.status)}</span>'
-                               + ("" if k.rel_change is None else f" <span class=dim>|b-a|/|a| {fmt_float(k.rel_change)}"
-                                                                  "</span>")), 0) for k in r.keys), "(root)",
-                     sizes=False))
+    by_name = {k.name: k for k in r.keys}
+
+    def status(e: Entry) -> Raw:
+        k = by_name[e.name]
+        return Raw(f'<span class="s-{x(k.status)}">{x(k.status)}</span>'
+                   + ("" if k.rel_change is None else f" <span class=dim>|b-a|/|a| {fmt_float(k.rel_change)}</span>"))
+
+    body.append(tree(build_tree([Entry(k.name) for k in r.keys]), status, sizes=False))
     return f"statecli diff {r.a.path} {r.b.path}", body
 
 

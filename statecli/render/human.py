@@ -54,7 +54,7 @@ def render_diff(r: DiffResult, con: Any) -> None:
     from rich.text import Text
 
     for side, ck, left in (("A", r.a, r.left_out[0]), ("B", r.b, r.left_out[1])):
-        line = f"{side} {escape(ck.path)} ({ck.format}), model state: {escape(ck.container or '(root)')}"
+        line = f"{side} {escape(ck.path)} ({ck.format}), model state: {escape(ck.container_name)}"
         if left:
             line += f"; not compared: {escape(', '.join(left))} (--all compares them)"
         con.print(Text(line))

@@ -41,13 +41,13 @@ def _header(con: Any, r: InspectResult) -> None:
     t.append(f"  {ck.format}")
     if len(ck.files) > 1:
         t.append(f", {plural(len(ck.files) - 1, 'data file')} + {'index' if ck.path.endswith('.json') else '.metadata'}")
-    root_role = next((c.role for c in ck.containers if c.name == (ck.container or "(root)")), Role.MODEL)
+    root_role = next((c.role for c in ck.containers if c.name == ck.container_name), Role.MODEL)
     if root_role == Role.MODEL:
-        t.append(f"  model state: {escape(ck.container or '(root)')}")
+        t.append(f"  model state: {escape(ck.container_name)}")
     else:  # a bare optimizer.state_dict() (accelerate's optimizer.bin) or similar: no model state at all
         t.append(f"  no model state: the file holds {root_role} state only")
     con.print(t)
-    others = [c for c in ck.containers if c.role != Role.MODEL and c.name != (ck.container or "(root)")]
+    others = [c for c in ck.containers if c.role != Role.MODEL and c.name != ck.container_name]
     if others:
         con.print(Text("other containers: " + ", ".join(
             f"{escape(c.name)} ({c.role}, {c.tensors} tensors, {c.entries - c.tensors} values)" for c in others)))
@@ -60,7 +60,7 @@ def _tables(con: Any, r: InspectResult) -> None:
     for g, es in groups.items():
         tensors = [e for e in es if e.tensor is not None]
         values = [e for e in es if e.tensor is None]
-        root_role = next((c.role for c in r.checkpoint.containers if c.name == (r.checkpoint.container or "(root)")),
+        root_role = next((c.role for c in r.checkpoint.containers if c.name == r.checkpoint.container_name),
                          Role.MODEL)
         title = ("model state" if root_role == Role.MODEL else f"{root_role} state") if g == "" else g
         if tensors:
@@ -133,56 +133,9 @@ def _summary(con: Any, r: InspectResult) -> None:
 
 def _tree(con: Any, r: InspectResult) -> None:
     """The module hierarchy with per-module totals; leaves are tensors."""
-    from rich.text import Text
-    from rich.tree import Tree
+    from .tree_text import print_tree
 
-    classes = {m.path: m.class_name for m in r.checkpoint.modules}
-    root: dict[str, Any] = {}
-    for e in r.entries:
-        if e.tensor is None:
-            continue
-        parts = ([e.group] if e.group else []) + e.name.split(".")
-        if e.group and e.name.startswith(e.group + "."):
-            parts = e.name.split(".")
-        node = root
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node.setdefault("\0leaves", []).append((parts[-1], e))
-
-    def totals(node: dict[str, Any]) -> tuple[int, int, int]:
-        n = b = c = 0
-        for k, v in node.items():
-            if k == "\0leaves":
-                for _, e in v:
-                    n += e.tensor.numel
-                    b += e.tensor.nbytes
-                    c += 1
-            else:
-                sn, sb, sc = totals(v)
-                n, b, c = n + sn, b + sb, c + sc
-        return n, b, c
-
-    def label(name: str, path: str, node: dict[str, Any]) -> Text:
-        n, b, c = totals(node)
-        t = Text(escape(name), style="bold")
-        if path in classes:
-            t.append(f" ({escape(classes[path].rsplit('.', 1)[-1])})", style="cyan")
-        t.append(f"  {c} tensors, {fmt_count(n)} elements, {fmt_bytes(b)}", style="dim")
-        return t
-
-    def add(tree: Any, node: dict[str, Any], path: str) -> None:
-        for k, v in node.items():
-            if k == "\0leaves":
-                continue
-            sub = f"{path}.{k}" if path else k
-            add(tree.add(label(k, sub, v)), v, sub)
-        for leaf, e in node.get("\0leaves", []):
-            t = e.tensor
-            tree.add(Text(f"{escape(leaf)}  {e.kind}  {t.dtype} {fmt_shape(t.shape)}  {fmt_bytes(t.nbytes)}"))
-
-    top = Tree(label(r.checkpoint.container or "(root)", "", root))
-    add(top, root, "")
-    con.print(top)
+    print_tree(con, r.module_tree())
 
 
 def _load_report(con: Any, r: InspectResult) -> None:

@@ -14,7 +14,7 @@ from .hf import source_folder
 from .plan import Plan, entry_key
 from .result import WriteLog
 from .spec import Target
-from .tree import PICKLED_MODULE, model_items, out_dtype
+from .tree import model_items, out_dtype
 
 FORMATS = ("pt", "safetensors", "dcp")
 STDOUT = "-"
@@ -104,13 +104,13 @@ def resolve(plan: Plan, target: Target) -> Destination:
 def planned_bytes(plan: Plan, fmt: str) -> int:
     """Tensor bytes the output will hold at least: storages written whole for .pt (counted once, at
     their output dtype), distinct views of the model state for tensor-only formats."""
-    if fmt == "pt" and plan.ck.container != PICKLED_MODULE:
+    if fmt == "pt" and not plan.ck.is_pickled_module:
         total, seen = 0, set()
         for e in plan.ck.entries:
             t = e.tensor
             if t is None or entry_key(e) in plan.drop:
                 continue
-            key = (t.source, t.storage_key) if t.storage_key is not None else id(e)
+            key = t.storage_id or id(e)
             if key in seen:
                 continue
             seen.add(key)

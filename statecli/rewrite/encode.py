@@ -68,7 +68,7 @@ class PtStorages:
         plan = self.plan
         whole = t.storage_nbytes is None or (t.is_contiguous and t.storage_offset == 0 and t.nbytes == t.storage_nbytes)
         own = self.compact and not whole  # a shard holds the view alone, not the whole storage it came from
-        key: Any = (t.source, t.storage_key) if t.storage_key is not None else ("anon", id(e))
+        key: Any = t.storage_id or ("anon", id(e))
         key = self.tied.get(key, key)
         if own:
             key = (*key, t.storage_offset, t.shape, t.stride)
@@ -105,8 +105,9 @@ def _recorded_ties(plan: Plan) -> dict[tuple[Any, Any], tuple[Any, Any]]:
         if a is None or b is None or a.tensor is None or b.tensor is None:
             continue
         same = (a.tensor.dtype, a.tensor.shape, out_dtype(plan, a)) == (b.tensor.dtype, b.tensor.shape, out_dtype(plan, b))
-        if same and (entry_key(a) in plan.drop) == (entry_key(b) in plan.drop):
-            out[(a.tensor.source, a.tensor.storage_key)] = (b.tensor.source, b.tensor.storage_key)
+        ids = a.tensor.storage_id, b.tensor.storage_id
+        if same and (entry_key(a) in plan.drop) == (entry_key(b) in plan.drop) and ids[0] and ids[1]:
+            out[ids[0]] = ids[1]
     return out
 
 

@@ -9,9 +9,10 @@ from types import MappingProxyType
 from typing import Any
 
 from ..classify import with_model
-from ..errors import UsageError
+from ..errors import UsageError, user_regex
 from ..formats import RawCheckpoint
-from ..state import Checkpoint, Entry, Kind, Role, unique_storage_bytes
+from ..state import Checkpoint, Entry, Kind, Role
+from ..storage import unique_storage_bytes
 from ..units import CAST_TARGETS, dtype_name, is_floating
 from .spec import CastSpec, ConvertSpec, MoveSpec, Spec, StripSpec
 
@@ -94,13 +95,7 @@ def plan(ck: Checkpoint, raw: RawCheckpoint, spec: Spec, model: Any = None) -> P
 
 
 def _compile(patterns: Iterable[str], flag: str) -> list[re.Pattern[str]]:
-    out = []
-    for p in patterns:
-        try:
-            out.append(re.compile(p))
-        except re.error as exc:
-            raise UsageError(None, f"{flag} {p!r} is not a valid regular expression: {exc}") from exc
-    return out
+    return [user_regex(p, flag) for p in patterns]
 
 
 def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = None) -> Plan:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, user_regex
 from ..state import Role
 from .plan import Change, Plan, entry_key
 
@@ -41,10 +41,7 @@ def rename_function(spec: Renames) -> Callable[[str], str]:
         old, sep, new = text.partition("=")
         if not sep or not old:
             raise UsageError(None, f"--rename {text!r} is not OLD=NEW", "e.g. --rename '^encoder\\.=backbone.'")
-        try:
-            rules.append((re.compile(old), new))
-        except re.error as exc:
-            raise UsageError(None, f"--rename {text!r}: {old!r} is not a valid regular expression: {exc}") from exc
+        rules.append((user_regex(old, f"--rename {text!r}:"), new))
     prefixes = tuple(p for p in spec.strip_prefixes if p)
 
     def rename(key: str) -> str:

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..state import SCHEMA_VERSION, Checkpoint, unique_storage_bytes
+from ..state import SCHEMA_VERSION, Checkpoint
+from ..storage import unique_storage_bytes
 from .plan import Change, Plan, entry_key, saved_bytes
 
 

@@ -18,7 +18,6 @@ from .plan import Plan, entry_key
 from .rename import model_names, renamed_key, renamed_metadata
 from .result import WriteLog
 
-PICKLED_MODULE = "(pickled module)"
 _SKIP = object()  # a value the output leaves out (named in a note)
 _NEW = object()  # a container to rebuild here (not a cycle or a reference to one rebuilt before)
 _TUPLE = object()  # a tuple being rebuilt: it cannot be handed out before it exists
@@ -43,7 +42,7 @@ def model_items(plan: Plan, log: WriteLog) -> list[tuple[str, Entry]]:
     for e in ck.entries:
         if e.group != group or entry_key(e) in plan.drop and not (plan.model_from and e.group == plan.model_from):
             continue
-        if ck.container == PICKLED_MODULE and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
+        if ck.is_pickled_module and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
             not_state += 1  # not in state_dict(): the module rebuilds them
             continue
         if e.tensor is None:
@@ -70,7 +69,7 @@ def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog, real: bool 
     raw, ck = plan.raw, plan.ck
     if real is None:
         real = bool(getattr(make, "real_torch_values", False))
-    if ck.container == PICKLED_MODULE:
+    if ck.is_pickled_module:
         # The class cannot be re-created without running its code: write what model.state_dict()
         # would hold instead, which is what every loader wants.
         return OrderedDict((name, make(e)) for name, e in model_items(plan, log))

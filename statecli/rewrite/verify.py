@@ -10,7 +10,6 @@ from ..errors import BadInput, UsageError
 from ..load import load_checkpoint
 from ..state import Checkpoint, Kind
 from .plan import Plan, entry_key
-from .tree import PICKLED_MODULE
 
 
 def expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -19,7 +18,7 @@ def expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     for e in plan.ck.entries:
         if e.tensor is None or entry_key(e) in plan.drop:
             continue
-        if plan.ck.container == PICKLED_MODULE and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
+        if plan.ck.is_pickled_module and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
             continue
         if fmt != "pt" and e.group and e.group != plan.model_from:
             continue
@@ -36,7 +35,7 @@ def verify_file(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint
     """The written file re-read (named as its final path), or BadInput when it differs from the plan."""
     # Re-read with the container the input was read with (--key), so names line up entry for entry.
     key = None
-    if fmt == "pt" and not plan.model_from and plan.ck.container != PICKLED_MODULE:
+    if fmt == "pt" and not plan.model_from and not plan.ck.is_pickled_module:
         key = plan.ck.container or "."
     after = load_checkpoint(written, key=key)
     got = {e.name: (e.tensor.dtype, e.tensor.shape) for e in after.entries if e.tensor is not None}

@@ -3,6 +3,7 @@ entries on the right, one entry's values read on demand; with two checkpoints, w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -16,6 +17,7 @@ from textual.widgets.tree import TreeNode
 from ..errors import StatecliError
 from ..render.text import escape
 from ..state import KINDS, Entry
+from ..state import ROOT as ROOT_NAME
 from ..units import fmt_bytes
 from .labels import change_text, entry_cells, entry_head, kind_style, node_label, stats_text
 from .model import ROOT, Browse, Filter, Node, parents
@@ -52,7 +54,8 @@ class BrowserApp(App[None]):
         super().__init__()
         self.data = data
         self.flt = Filter()
-        self.nodes: dict[str, Node] = {}
+        self.nodes: Mapping[str, Node] = {}
+        self.below: tuple[Entry, ...] = ()  # every entry below the module shown
         self.module = ROOT
         self.rows: list[Entry] = []
         self.shown: tuple[str, Filter] | None = None  # the table's module and filter: refilled only on a change
@@ -84,7 +87,8 @@ class BrowserApp(App[None]):
 
     def populate(self) -> None:
         """(Re)build the tree for the current filter; modules in model order, top levels expanded."""
-        self.nodes = self.data.tree(self.flt)
+        self.module_tree = self.data.tree(self.flt)
+        self.nodes = self.module_tree.nodes
         tops = _scales(self.nodes)
         tree: Tree[str] = self.query_one("#tree", Tree)
         tree.clear()
@@ -126,7 +130,8 @@ class BrowserApp(App[None]):
         if node is None or self.shown == (path, self.flt):
             return
         self.module, self.shown = path, (path, self.flt)
-        self.rows = list(node.entries[:ROW_LIMIT])
+        self.below = self.module_tree.entries_under(path)
+        self.rows = list(self.below[:ROW_LIMIT])
         table = self.query_one("#tensors", DataTable)
         table.clear()
         for i, e in enumerate(self.rows):
@@ -135,12 +140,12 @@ class BrowserApp(App[None]):
         self.show_entry(self.rows[0] if self.rows else None)
 
     def _module_line(self, node: Node) -> Text:
-        out = Text(escape(node.path or "(root)"), style="bold")
+        out = Text(escape(node.path or ROOT_NAME), style="bold")
         out.append(f"  {node.tensors} tensors  {fmt_bytes(node.nbytes)}")
         for kind, n in node.kinds:
             out.append(f"  {n} {kind}", style=kind_style(kind))
-        if len(node.entries) > ROW_LIMIT:
-            out.append(f"\nthe first {ROW_LIMIT:,} of {len(node.entries):,} entries: pick a submodule or filter (/)",
+        if len(self.below) > ROW_LIMIT:
+            out.append(f"\nthe first {ROW_LIMIT:,} of {len(self.below):,} entries: pick a submodule or filter (/)",
                        style="yellow")
         if node.change is not None and node.moved:
             out.append("\n")
@@ -245,7 +250,7 @@ class BrowserApp(App[None]):
         self.populate()
 
 
-def _scales(nodes: dict[str, Node]) -> dict[int, float]:
+def _scales(nodes: Mapping[str, Node]) -> dict[int, float]:
     """The largest finite change at each depth: a module's bar is relative to its peers."""
     out: dict[int, float] = {}
     for path, n in nodes.items():

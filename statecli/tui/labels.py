@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
+from ..analyses.module_tree import tree_path
 from ..render.charts import bar, spark
 from ..render.grid import KIND_STYLES
 from ..render.text import escape, fmt_float
@@ -77,7 +78,8 @@ def node_label(node: Node, two: bool, top: float = 0.0, root_name: str | None = 
 def entry_cells(e: Entry, module: str, key: KeyDiff | None, two: bool) -> list[Text]:
     """A row of the tensor table: the name below `module`, kind, evidence, dtype, shape, size,
     device; with two checkpoints also the status and the tensor's change figures."""
-    name = e.name[len(module) + 1:] if module else e.name
+    path = tree_path(e)
+    name = path[len(module) + 1:] if module else path
     t = e.tensor
     cells = [Text(escape(name)), Text(str(e.kind), style=kind_style(e.kind)), Text(escape(str(e.evidence))),
              Text(t.dtype if t else escape(e.value_type or "-")), Text(fmt_shape(t.shape) if t else "-"),

@@ -10,8 +10,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ..analyses.changes import ModuleChange, module_changes
-from ..errors import UsageError
-from ..state import Entry, Kind, unique_storage_bytes
+from ..analyses.module_tree import TOP, ModuleTree, TreeNode, build_tree
+from ..errors import user_regex
+from ..state import ROOT as STATE_ROOT
+from ..state import Entry, Kind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -19,30 +21,8 @@ if TYPE_CHECKING:
     from ..analyses.diff import DiffResult, KeyDiff
     from ..analyses.inspect import InspectResult
 
-ROOT = ""  # the path of the tree's root
-
-
-@dataclass(frozen=True)
-class Node:
-    """A module (a dotted prefix of entry names) with everything below it."""
-
-    path: str  # dotted; ROOT for the checkpoint itself
-    children: tuple[str, ...]  # child module paths, in model order (first appearance)
-    entries: tuple[Entry, ...]  # every entry below this module, in model order
-    tensors: int
-    nbytes: int  # distinct storage bytes: shared storage counted once
-    kinds: tuple[tuple[str, int], ...]  # tensors by kind, most first
-    change: ModuleChange | None = None  # two checkpoints: this module's values compared as a whole
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit(".", 1)[-1]
-
-    @property
-    def moved(self) -> bool:
-        """Something in this module differs between the two checkpoints."""
-        c = self.change
-        return c is not None and (c.changed + c.added + c.removed) > 0
+ROOT = TOP  # the path of the tree's root
+Node = TreeNode  # a module of the browser's tree
 
 
 @dataclass(frozen=True)
@@ -56,12 +36,9 @@ class Filter:
     def matcher(self) -> re.Pattern[str] | None:
         if not self.text:
             return None
-        try:
-            if self.text.startswith("/"):
-                return re.compile(self.text[1:])
-            return re.compile(re.escape(self.text), re.IGNORECASE)
-        except re.error as exc:
-            raise UsageError(None, f"not a regular expression: {exc}") from exc
+        if self.text.startswith("/"):
+            return user_regex(self.text[1:], "filter")
+        return re.compile(re.escape(self.text), re.IGNORECASE)
 
     def keeps(self, e: Entry, rx: re.Pattern[str] | None) -> bool:
         if self.kind is not None and not (e.kind == self.kind or (self.kind == Kind.BUFFER and e.kind.is_buffer)):
@@ -90,9 +67,11 @@ class Browse:
             out += [e for e in self.compared.b.entries if e.group == "" and e.name not in have]
         return out
 
-    def tree(self, flt: Filter = Filter()) -> dict[str, Node]:
+    def tree(self, flt: Filter = Filter()) -> ModuleTree:
         rx = flt.matcher()
-        return build_tree([e for e in self.entries() if flt.keeps(e, rx)], self.changes())
+        ck = self.inspected.checkpoint
+        return build_tree([e for e in self.entries() if flt.keeps(e, rx)], ck.container_name,
+                          {m.path: m.class_name for m in ck.modules}, self.changes())
 
     def changes(self) -> dict[str, ModuleChange]:
         return changes_by_module(self.compared.keys) if self.compared is not None else {}
@@ -112,30 +91,6 @@ def parents(name: str) -> list[str]:
     return [ROOT] + [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def build_tree(entries: Sequence[Entry], changes: Mapping[str, ModuleChange] | None = None) -> dict[str, Node]:
-    """Every module below the root with its totals, keyed by path; children in model order."""
-    below: dict[str, list[Entry]] = {ROOT: []}
-    children: dict[str, list[str]] = {ROOT: []}
-    for e in entries:
-        chain = parents(e.name)
-        for up, path in zip(chain, chain[1:]):
-            if path not in below:
-                below[path] = []
-                children[path] = []
-                children[up].append(path)
-        for path in chain:
-            below[path].append(e)
-    out = {}
-    for path, es in below.items():
-        kinds: dict[str, int] = {}
-        for e in es:
-            if e.tensor is not None:
-                kinds[e.kind] = kinds.get(e.kind, 0) + 1
-        out[path] = Node(path, tuple(children[path]), tuple(es), sum(kinds.values()), unique_storage_bytes(es)[1],
-                         tuple(sorted(kinds.items(), key=lambda kv: -kv[1])), (changes or {}).get(path))
-    return out
-
-
 def changes_by_module(keys: Sequence[KeyDiff]) -> dict[str, ModuleChange]:
     """Per-module change figures for every module of the tree: diff's own aggregation at each depth,
     keeping at depth n the modules of n name components (deeper keys are all inside them); the root
@@ -146,7 +101,7 @@ def changes_by_module(keys: Sequence[KeyDiff]) -> dict[str, ModuleChange]:
         out[ROOT] = m
     for depth in range(1, deepest + 1):
         for m in module_changes(keys, depth):
-            if m.module.count(".") + 1 == depth and m.module != "(root)":
+            if m.module.count(".") + 1 == depth and m.module != STATE_ROOT:
                 out[m.module] = m
     return out
 

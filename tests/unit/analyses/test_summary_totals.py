@@ -8,7 +8,8 @@ import random
 
 from statecli.analyses.inspect import Bucket, bucket, summarize
 from statecli.analyses.size import size_of
-from statecli.state import Checkpoint, Entry, Evidence, Kind, Source, TensorInfo, storage_overlap, unique_storage_bytes
+from statecli.state import Checkpoint, Entry, Evidence, Kind, Source, TensorInfo
+from statecli.storage import storage_overlap, unique_storage_bytes
 
 
 def _entries(seed: int) -> list[Entry]:
@@ -56,23 +57,16 @@ def test_summarize_empty() -> None:
     assert s.total == Bucket("total", 0, 0, 0) and s.by_kind == () and s.shared == ()
 
 
-def test_size_modules_bill_shared_storage_to_first_holder() -> None:
+def test_size_modules_count_each_storage_once_per_module() -> None:
+    """A module's bytes are the distinct storages of its own tensors: a storage two modules share
+    counts in both (it used to be billed to the first holder, the other showing 0 B)."""
     for seed in range(10):
         es = [e for e in _entries(seed) if e.tensor is not None]
         r = size_of(Checkpoint(path="x", format="torch zip", entries=es, container=""), depth=1)
-        owner: set = set()
-        want: dict[str, int] = {}
+        groups: dict[str, list[Entry]] = {}
         for e in es:
-            m = e.name.split(".")[0]
-            t = e.tensor
-            assert t is not None
-            k = (t.source, t.storage_key)
-            owned = t.storage_key is None or k not in owner
-            if t.storage_key is not None:
-                owner.add(k)
-            want.setdefault(m, 0)
-            if owned:
-                want[m] += unique_storage_bytes([e])[1]
+            groups.setdefault(e.name.split(".")[0], []).append(e)
+        want = {m: unique_storage_bytes(g)[1] for m, g in groups.items()}
         assert {m.module: m.bucket.nbytes for m in r.by_module} == want
         assert (r.duplicate_nbytes, r.outside_nbytes) == storage_overlap(es)
         assert r.top == tuple(sorted(es, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name))[:10])
