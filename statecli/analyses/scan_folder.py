@@ -24,10 +24,12 @@ __all__ = ["CHECKPOINT_SUFFIXES", "Role", "Target", "TargetKind", "plan"]
 # bytes are a checkpoint container (a pickle, zip, tar, npy).
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl", ".pickle", ".npy", ".npz",
                        ".joblib", ".dill", ".pck")
-# Plain-text companions no checkpoint loader unpickles (tokenizers, configs, cards, code named by
-# auto_map, which config.json's verdict already covers); skipped without being opened.
+# Companions no checkpoint loader unpickles: text (tokenizers, configs, cards, the code auto_map names,
+# which config.json's verdict covers) and other frameworks' weights and media, read by their own
+# non-pickle parsers (Flax msgpack, Keras HDF5, ONNX protobuf, GGUF); skipped without being opened.
 _TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jinja", ".yaml", ".yml", ".toml", ".cfg", ".csv", ".tiktoken",
-                  ".vocab", ".gitattributes", ".gitignore", ".html")
+                  ".vocab", ".gitattributes", ".gitignore", ".html", ".msgpack", ".h5", ".onnx", ".gguf", ".tflite",
+                  ".png", ".jpg", ".jpeg", ".gif", ".svg", ".wav", ".mp3")
 _DCP_OWN = (".metadata", ".distcp")  # the DCP reader's own files (scanned as the DCP checkpoint)
 CONFIG = "config.json"
 
@@ -72,7 +74,7 @@ def plan(paths: list[str]) -> list[Target]:
 def _walk(top: str) -> list[Target]:
     out: list[Target] = []
     for root, dirs, files in os.walk(top):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if d != ".git")  # a clone's object store: no loader reads it
         names = sorted(files)
         if ".metadata" in names:  # a DCP folder: its items are the checkpoint; everything else beside it
             dirs[:] = []
