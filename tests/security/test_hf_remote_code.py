@@ -121,3 +121,11 @@ def test_a_config_without_auto_map_names_no_code(tmp_path: Path, auto_map: objec
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"model_type": "llama"} | ({} if auto_map is None else {"auto_map": auto_map})))
     assert config_code(str(cfg)) is None
+
+
+def test_hf_config_option_refuses_a_config_only_its_code_can_build(tmp_path: Path) -> None:
+    folder, canary = _folder(tmp_path, model_type=False, arch="LlamaForCausalLM")
+    run = _statecli(tmp_path, "inspect", str(folder / "model.safetensors"), "--hf-config", str(folder / "config.json"))
+    assert run.returncode == 2 and "never runs" in run.stderr and "configuration_x.py" in run.stderr, run.stderr
+    assert PROMPT not in run.stdout + run.stderr and "Traceback" not in run.stderr
+    assert not canary.exists()
