@@ -6,16 +6,17 @@ reading and the verdicts are the formats layer's, so `scan` and the loader agree
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import StatecliError
-from ..formats import detect_format, expand_paths, resolve_path
+from ..formats import detect_format, resolve_path
 from ..formats._common import open_regular
 from ..formats.pickles import Context, Findings, GlobalRef, scan_nested, scan_stream
 from ..formats.urls import is_remote
 from ..formats.verdict import DCP_TRUSTED_PREFIXES
 from ..state import SCHEMA_VERSION, Verdict
+from .scan_folder import Role, Target, TargetKind, plan
 
 SAFE, NEEDS_TRUST, DANGEROUS, MALFORMED = Verdict.SAFE, Verdict.NEEDS_TRUST, Verdict.DANGEROUS, Verdict.MALFORMED
 MAX_PICKLE_SCAN = 1 << 30
@@ -34,6 +35,7 @@ class ScanResult:
     problems: tuple[str, ...] = ()
     pickles: int = 0
     errors: tuple[str, ...] = ()
+    role: Role = Role.LOADED  # BESIDE: in a folder checkpoint, not read by its loader (counts with --strict)
 
     @property
     def verdict(self) -> Verdict:
@@ -61,7 +63,8 @@ class ScanResult:
                 "globals": [{"name": g.name, "verdict": str(g.verdict), "where": g.where, "opcode": g.opcode}
                             | ({"detail": g.detail} if g.detail else {}) for g in self.globals],
                 "calls": [{"opcode": o, "callee": c, "where": w} for o, c, w in self.calls],
-                "problems": list(self.problems), "error": self.error, "exit_code": self.exit_code}
+                "problems": list(self.problems), "error": self.error, "exit_code": self.exit_code,
+                "role": self.role.value}
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"path": self.path, "name": g.name, "verdict": str(g.verdict), "where": g.where, "opcode": g.opcode}
@@ -73,26 +76,49 @@ _SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3}
 
 @dataclass(frozen=True)
 class ScanReport:
-    """Several files: exit 3 if any finding, else 2 if any unreadable, else 1 if any needs trust."""
+    """Several files: exit 3 if any finding, else 2 if any unreadable, else 1 if any needs trust. Files
+    beside a folder checkpoint (role BESIDE) are listed and count only when `strict`."""
 
     files: tuple[ScanResult, ...] = field(default_factory=tuple)
+    strict: bool = False
+
+    def counts(self, r: ScanResult) -> bool:
+        return self.strict or r.role is Role.LOADED
 
     @property
     def exit_code(self) -> int:
-        return max((r.exit_code for r in self.files), key=_SEVERITY.__getitem__, default=0)
+        return max((r.exit_code for r in self.files if self.counts(r)), key=_SEVERITY.__getitem__, default=0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "files": [r.to_dict() for r in self.files]}
+        return {"schema_version": SCHEMA_VERSION, "strict": self.strict,
+                "files": [r.to_dict() | {"counted": self.counts(r)} for r in self.files]}
 
     def rows(self) -> list[dict[str, Any]]:
         return [row for r in self.files for row in r.rows()]
 
 
-def scan_paths(paths: list[str]) -> ScanReport:
-    """Scan every checkpoint named (a folder: every checkpoint below it)."""
-    # A remote file's tensor bytes are not fetched to check CRCs (that would download all of it): the
-    # pickles, the container checks and every finding are the same, read by range requests.
-    return ScanReport(tuple(scan(p, verify_crc=not is_remote(p)) for p in expand_paths(paths)))
+def scan_paths(paths: list[str], strict: bool = False) -> ScanReport:
+    """Scan every checkpoint named (a folder: every checkpoint below it, each folder checkpoint whole:
+    see scan_folder). `strict`: the files beside a folder checkpoint count in the exit code too."""
+    out: list[ScanResult] = []
+    for t in plan(paths):
+        # A remote file's tensor bytes are not fetched to check CRCs (that would download all of it): the
+        # pickles, the container checks and every finding are the same, read by range requests.
+        r = _config_result(t) if t.kind is TargetKind.CONFIG else scan(t.path, verify_crc=not is_remote(t.path))
+        if t.optional and r.errors and not (r.globals or r.calls or r.problems):
+            continue  # a companion without a checkpoint suffix whose bytes are no checkpoint: no loader reads it
+        out.append(replace(r, role=t.role))
+    return ScanReport(tuple(out), strict)
+
+
+def _config_result(t: Target) -> ScanResult:
+    """A config.json whose auto_map names code: transformers imports that code when trusted, so the
+    folder needs trust whatever its weights are (statecli itself never runs it)."""
+    assert t.code is not None
+    why = t.code.describe()
+    refs = [GlobalRef(f"auto_map: {f}", "config.json auto_map", "auto_map", NEEDS_TRUST, why)
+            for f in (*t.code.files, *t.code.absent)]
+    return ScanResult(t.path, "hugging face config", tuple(refs))
 
 
 def _result(path: str, fmt: str, acc: Findings) -> ScanResult:

@@ -161,6 +161,9 @@ def diff(
 def scan(
     paths: Annotated[list[str], typer.Argument(help="Checkpoints to scan (a folder: every checkpoint below it).",
                                                show_default=False, metavar="PATH")],
+    strict: Annotated[bool, typer.Option("--strict", help="Files beside a folder checkpoint that its loader does not "
+                                                          "read (optimizer.pt, training_args.bin, *.pkl...) count in "
+                                                          "the exit code too (default: listed only).")] = False,
     fmt: FormatOpt = DataFormat.TABLE,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -173,7 +176,7 @@ def scan(
     from ..analyses.scan import scan_paths
     from ..render import render
 
-    report = scan_paths(paths)
+    report = scan_paths(paths, strict=strict)
     render(report, fmt)
     exit_with(report.exit_code)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from ..errors import UsageError
+from ..errors import BadInput, UsageError
+from ..formats.hfconfig import ConfigCode, config_code
 from .hf import build_hf_model
 from .model import ModelInfo, build_model, find_hf_config, parse_model_args
 
@@ -22,22 +23,39 @@ def model_for(path: str, model: str | None, model_args: list[str] | None, model_
         raise UsageError(None, "--model-arg/--model-kwargs need --model")
     if hf_config:
         info = build_hf_model(hf_config)
-        return info, [info.memo.note] if info.memo is not None else []
+        return info, _notes(_code(hf_config), [info.memo.note] if info.memo is not None else [])
     cfg = find_hf_config(path) if auto_hf else None
     if cfg is None:
         return None, []
+    code = _code(cfg)
     try:
         with open(cfg, encoding="utf-8") as f:
             archs = json.load(f).get("architectures")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         archs = None
     if not archs:
-        return None, []  # some other config.json: not a Hugging Face model description
+        return None, _notes(code, [])  # some other config.json: not a Hugging Face model description
     if importlib.util.find_spec("transformers") is None:
-        return None, [f"{cfg} describes a Hugging Face model; install transformers (pip install 'statecli[hf]') "
-                      "to classify entries exactly against it"]
+        return None, _notes(code, [f"{cfg} describes a Hugging Face model; install transformers (pip install "
+                                   "'statecli[hf]') to classify entries exactly against it"])
     try:
         info = build_hf_model(cfg)
-        return info, [info.memo.note] if info.memo is not None else []  # cached or built now (cache.py)
+        return info, _notes(code, [info.memo.note] if info.memo is not None else [])  # cached or built now
     except Exception as exc:  # noqa: BLE001 - an auto-detected config must never break inspect
+        if code is not None:
+            return None, _notes(code, ["classified by inference instead (no standard class to build)"])
         return None, [f"ignored {cfg} ({exc}); pass --hf-config to insist"]
+
+
+def _code(cfg: str) -> ConfigCode | None:
+    try:
+        return config_code(cfg)
+    except BadInput:
+        return None  # an unreadable config is named by the paths that read it
+
+
+def _notes(code: ConfigCode | None, notes: list[str]) -> list[str]:
+    """One note: the custom code the config names (never run) and how classification went on."""
+    if code is None:
+        return notes
+    return ["; ".join([code.note(), *notes])]

@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 
 from ..errors import BadInput, UsageError
+from ..formats.hfconfig import config_code
 from .loader import HfLoader
 from .model import ModelInfo, describe
 
@@ -41,15 +42,23 @@ def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
     archs = raw.get("architectures") if isinstance(raw, dict) else None
     if not archs or not isinstance(archs, list):
         raise UsageError(config_path, "config.json names no architectures")
+    code = config_code(config_path)
+    if code is not None and (code.model_type is None or code.model_type not in _standard_types()):
+        # transformers could only build this config from the folder's own code, which statecli never runs
+        raise UsageError(config_path, f"{code.describe()}, and no standard model_type to build instead; statecli "
+                                      "never runs a folder's code")
     cls = getattr(transformers, str(archs[0]), None)
     if cls is None:
-        raise UsageError(config_path, f"transformers {transformers.__version__} has no class {archs[0]!r}")
+        raise UsageError(config_path, f"transformers {transformers.__version__} has no class {archs[0]!r}"
+                                      + (f" ({code.describe()}; statecli never runs it)" if code else ""))
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # nothing below the CLI writes to the terminal (config advice, etc.)
     try:
-        config = transformers.AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(config_path)))
+        # trust_remote_code=False: an auto_map never makes transformers prompt, nor import the folder's code
+        config = transformers.AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(config_path)),
+                                                         trust_remote_code=False)
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
@@ -68,6 +77,13 @@ def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
     if use_cache:
         cache.store(config_path, info, time.perf_counter() - started)
     return info
+
+
+def _standard_types() -> set[str]:
+    """The model types transformers builds from its own code (CONFIG_MAPPING's keys)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return set(CONFIG_MAPPING_NAMES)
 
 
 def _loader(model: Any, info: ModelInfo) -> HfLoader | None:

@@ -136,11 +136,14 @@ def render_scan(report: ScanReport, con: Any) -> None:
     results = report.files
     styles = {"safe": "bold green", "needs-trust": "bold yellow", "dangerous": "bold red", "malformed": "bold red"}
     for r in results:
+        # A file beside a folder checkpoint that its loader does not read: its verdict counts only with --strict
+        beside = "" if report.counts(r) else "  [beside the checkpoint; counts with --strict]"
         if r.error and not (r.globals or r.calls or r.problems):  # nothing was judged (exit 2)
-            con.print(Text(f"{escape(r.path)}  ") + Text("unreadable", style="bold red") + Text(f"  {escape(r.error)}"))
+            con.print(Text(f"{escape(r.path)}  ") + Text("unreadable", style="bold red") + Text(f"  {escape(r.error)}")
+                      + Text(beside, style="dim"))
             continue
         con.print(Text(f"{escape(r.path)}  {r.format}  ") + Text(r.verdict, style=styles[r.verdict])
-                  + Text(f"  ({r.pickles} pickle(s), {len(r.globals)} global reference(s))"))
+                  + Text(f"  ({r.pickles} pickle(s), {len(r.globals)} global reference(s))") + Text(beside, style="dim"))
         if r.error:  # unreadable as a checkpoint, but what was read is still listed below
             con.print(Text("  unreadable: ", style="bold red") + Text(escape(r.error)))
         seen: dict[str, tuple[str, set[str]]] = {}
@@ -162,3 +165,7 @@ def render_scan(report: ScanReport, con: Any) -> None:
             con.print(Text(f"  ... and {len(r.calls) - 50} more calls; --format json lists all", style="dim"))
         for p in r.problems:
             con.print(Text("  malformed: " + escape(p), style="red"))
+    uncounted = [r for r in results if not report.counts(r) and r.exit_code]
+    if uncounted:  # exit 0 must not read as "the whole folder is clean"
+        con.print(Text(f"{len(uncounted)} file(s) beside a folder checkpoint are not safe; its loader does not read "
+                       "them, so they count in the exit code only with --strict", style="bold yellow"))

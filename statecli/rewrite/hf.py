@@ -10,6 +10,7 @@ import os
 import shutil
 from typing import Any
 
+from ..errors import BadInput
 from ..formats.atomic import open_output
 from ..units import fmt_bytes
 from .encode import tied_aliases
@@ -85,6 +86,19 @@ def copy_companions(src: str, dst: str, cast_to: str | None, log: WriteLog) -> N
                  + (", ..." if len(copied) > 6 else ""))
     if skipped:
         log.note(f"not copied (over {fmt_bytes(COMPANION_CAP)}): {', '.join(skipped)}")
+    _note_code(os.path.join(src, "config.json"), log)
+
+
+def _note_code(config: str, log: WriteLog) -> None:
+    """The output's config.json names custom code as the input's did: said, never run."""
+    from ..formats.hfconfig import config_code
+
+    try:
+        code = config_code(config) if os.path.isfile(config) else None
+    except BadInput:
+        return
+    if code is not None:
+        log.note(code.note())
 
 
 def _write_config(src: str, dst: str, dtype: str, log: WriteLog) -> None:
