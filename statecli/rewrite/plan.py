@@ -57,6 +57,9 @@ class Plan:
     # left out under save_model's convention; `tied` maps each key left out to the key that stores it.
     duplicate_tied: bool = False
     tied: Mapping[str, str] = field(default_factory=dict)
+    # .pt outputs: tied keys the input leaves out but records (modeldef.ties) -> the model-state key
+    # they alias; written again on its storage, as torch.save of the tied model holds them.
+    restore: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Callers may pass sets, dicts and lists: freeze copies so nothing can change the plan later.
@@ -64,6 +67,7 @@ class Plan:
         object.__setattr__(self, "cast", MappingProxyType(dict(self.cast)))
         object.__setattr__(self, "renames", MappingProxyType(dict(self.renames)))
         object.__setattr__(self, "tied", MappingProxyType(dict(self.tied)))
+        object.__setattr__(self, "restore", MappingProxyType(dict(self.restore)))
         object.__setattr__(self, "device_notes", tuple(self.device_notes))
         object.__setattr__(self, "changes", tuple(self.changes))
         object.__setattr__(self, "notes", tuple(self.notes))

@@ -19,7 +19,7 @@ from .destination import STDOUT, Destination, output_format, parse_size, planned
 from .plan import Change, Plan, entry_key
 from .result import RewriteResult, WriteLog
 from .spec import Target
-from .tree import model_items, rebuild
+from .tree import model_items, rebuild, with_restored_ties
 from .verify import verify_file, verify_index
 
 __all__ = ["run", "output_format", "parse_size"]
@@ -37,8 +37,10 @@ def run(plan: Plan, target: Target, progress: Progress | None = None, stdout: IO
     if dest.layout == "hf" and dest.hf_source or dest.fmt == "safetensors" and dest.layout != "dcp":
         plan = hf.without_tied(plan, dest.hf_source if dest.layout == "hf" else None)
     plan = _device_report(plan, dest.fmt)
-    need = planned_bytes(plan, dest.fmt)
     log = WriteLog(progress=progress)
+    if dest.fmt == "pt" and dest.layout in ("file", "stdout"):
+        plan = with_restored_ties(plan, log)
+    need = planned_bytes(plan, dest.fmt)
     after = None
     if not target.dry_run:
         if dest.layout == "stdout":
