@@ -230,3 +230,24 @@ def saved_bytes(plan: Plan) -> int:
     tensors = [e for e in plan.ck.entries if e.tensor is not None]
     kept = [e for e in tensors if entry_key(e) not in plan.drop]
     return unique_storage_bytes(tensors)[1] - unique_storage_bytes(kept)[1]
+
+
+def removed_sharing(plan: Plan) -> tuple[int, int]:
+    """(bytes of the removed tensors whose storage a kept tensor also uses, so removing them frees none
+    of it; bytes by which the other removed tensors repeat a storage among themselves, counted once)."""
+    removed: list[Entry] = []
+    kept_storages: set[tuple[str | None, str]] = set()
+    for e in plan.ck.entries:
+        t = e.tensor
+        if t is None or t.device == "meta":  # a meta tensor holds no bytes
+            continue
+        if entry_key(e) in plan.drop:
+            removed.append(e)
+        elif t.storage_key is not None:
+            kept_storages.add((t.source, t.storage_key))
+
+    def on_kept(e: Entry) -> bool:
+        return e.tensor is not None and (e.tensor.source, e.tensor.storage_key) in kept_storages
+
+    views, storages = unique_storage_bytes([e for e in removed if not on_kept(e)])
+    return sum(e.tensor.nbytes for e in removed if e.tensor is not None and on_kept(e)), max(views - storages, 0)
