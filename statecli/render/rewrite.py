@@ -96,13 +96,13 @@ def _removed(r: RewriteResult, removed: list[Change], con: Any) -> None:
                        f"{fmt_bytes(sum(c.nbytes for c in cs))}: ", style="bold")
                   + Text(", ".join(escape(c.name) for c in cs[:_LISTED]) + more))
     with_kept, among = r.removed_sharing
-    why = []
+    shared = []
     if with_kept:
-        why.append(f"{fmt_bytes(with_kept)} of the removed tensors share storage with kept ones, which stays")
+        shared.append(f"{fmt_bytes(with_kept)} of the removed tensors share storage with kept ones, which stays")
     if among:
-        why.append(f"the removed tensors share storage among themselves: {fmt_bytes(among)} counted once")
+        shared.append(f"the removed tensors share storage among themselves: {fmt_bytes(among)} counted once")
     con.print(Text(f"saved {fmt_bytes(r.saved_bytes)} of tensor storage", style="bold")
-              + Text(f" ({'; '.join(why)})" if why else ""))
+              + Text(f" ({'; '.join(shared)})" if shared else ""))
 
 
 def _casts(casts: list[Change], con: Any) -> None:

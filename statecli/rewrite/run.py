@@ -72,7 +72,10 @@ def _write(plan: Plan, dest: Destination, target: Target, log: WriteLog, need: i
         return _write_hf(plan, dest, target.strict, log, need)
     if dest.layout == "shards":
         return _write_sharded(plan, dest.path, dest.fmt, dest.shard, target.in_place, target.strict, log, need)
-    return _write_single(plan, dest.path, dest.fmt, target.strict, log, need)
+    after = _write_single(plan, dest.path, dest.fmt, target.strict, log, need)
+    if target.in_place:
+        hf.config_in_place(plan, log)
+    return after
 
 
 def _sweep(path: str, log: WriteLog) -> None:
@@ -181,7 +184,9 @@ def _write_hf(plan: Plan, dest: Destination, strict: bool, log: WriteLog, need: 
             _refuse_if_strict(plan, strict, log)
             verify_file(plan, os.path.join(tmp, name), "safetensors", os.path.join(dest.path, name))
             log.note(f"wrote a Hugging Face folder: {name}")
-        hf.copy_companions(dest.hf_source, tmp, casts.pop() if len(casts) == 1 else None, log)
+        own = {os.path.basename(f) for f in plan.ck.files
+               if os.path.dirname(os.path.abspath(f)) == os.path.abspath(dest.hf_source)}
+        hf.copy_companions(dest.hf_source, tmp, own, casts.pop() if len(casts) == 1 else None, log)
     return load_checkpoint(dest.path)
 
 
