@@ -210,7 +210,10 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     only_b = [n for n in eb if n not in ea]
     keys += [_Work(n, REMOVED) for n in only_a]
     keys += [_Work(n, ADDED) for n in only_b]
-    shared_a, shared_b = _shared_groups(ea.values()), _shared_groups(eb.values())
+    # Sharing over every entry (an EMA or optimizer tensor on a model tensor's storage counts too),
+    # with the restored aliases on their targets' storage.
+    shared_a = _shared_groups([*a.entries, *(ea[n] for n in aliases["A"])])
+    shared_b = _shared_groups([*b.entries, *(eb[n] for n in aliases["B"])])
     sharing: list[str] = []
     common = [n for n in ea if n in eb]
     pairs: list[tuple[_Work, TensorInfo, TensorInfo]] = []
