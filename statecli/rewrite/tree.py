@@ -156,7 +156,8 @@ def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog, real: bool 
                 del building[id(x)]
             if plan.restore and path == container and (in_model or not container):
                 for alias, target in plan.restore.items():  # the target's own entry: its storage and cast
-                    out.setdefault(alias_name(plan, alias), make(by_name[("", target)]))
+                    if alias_name(plan, alias) not in out:
+                        out[alias_name(plan, alias)] = make(by_name[("", target)])
             return keep(x, group, out)
         if isinstance(x, (list, tuple)) and id(x) in holders:
             made = again(x, path, group, prefix)
