@@ -5,6 +5,7 @@ cache snapshot links each file into ../../blobs)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ _SUPERSEDED = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin
 # not the output's: they would describe files it no longer holds.
 _NOT_COPIED = (".git", ".cache")
 _OWN_TEMP = ".statecli-"  # a temp file of another statecli run (formats/atomic.py names them so)
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 @dataclass
@@ -65,6 +67,8 @@ def _copy_dir(src: str, dst: str, root: str, rel: str, rewritten: set[str], tall
         try:
             _copy_one(s, d, root, where, rewritten, tally, write_config)
         except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise  # formats/atomic.py says it, with the space needed
             raise BadInput(s, f"cannot copy {where} into the output folder: {exc.strerror or exc}; nothing was "
                               "written") from exc
 

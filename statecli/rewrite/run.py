@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import IO
 
 from ..errors import UsageError
-from ..formats import atomic
+from ..formats import atomic, sharded
 from ..load import load_checkpoint
 from ..state import Checkpoint
 from . import encode, hf, upload
 from .destination import STDOUT, Destination, output_format, parse_size, planned_bytes, resolve
+from .folder import copy_folder
 from .plan import Change, Plan, entry_key
 from .result import RewriteResult, WriteLog
 from .spec import Target
@@ -24,6 +25,7 @@ from .verify import verify_file, verify_index
 
 __all__ = ["run", "output_format", "parse_size"]
 _NO_DEVICE = ("safetensors", "dcp")  # formats that record no device: a move cannot change anything there
+_SHARDED_IN = (sharded.FORMAT_SAFETENSORS, sharded.FORMAT_BIN)  # an index over shards: a folder input
 
 Progress = Callable[[int, int], None]
 
@@ -161,6 +163,9 @@ def _write_sharded(plan: Plan, target: str, fmt: str, shard: int | None, in_plac
         index, total = encode.write_shards(plan, tmp, fmt, shard, log)
         _refuse_if_strict(plan, strict, log)
         verify_index(plan, index)
+        if plan.ck.format in _SHARDED_IN and not in_place:  # a folder in, a folder out: the rest comes too
+            source = os.path.dirname(os.path.abspath(plan.ck.path))
+            copy_folder(source, tmp, _own_files(plan, source), log)
     size = f"of at most {shard} bytes" if shard else "as the input's shards"
     log.note(f"wrote {total} shard(s) {size} and {os.path.basename(index)}")
     return load_checkpoint(target)
@@ -184,10 +189,14 @@ def _write_hf(plan: Plan, dest: Destination, strict: bool, log: WriteLog, need: 
             _refuse_if_strict(plan, strict, log)
             verify_file(plan, os.path.join(tmp, name), "safetensors", os.path.join(dest.path, name))
             log.note(f"wrote a Hugging Face folder: {name}")
-        own = {os.path.basename(f) for f in plan.ck.files
-               if os.path.dirname(os.path.abspath(f)) == os.path.abspath(dest.hf_source)}
-        hf.copy_companions(dest.hf_source, tmp, own, casts.pop() if len(casts) == 1 else None, log)
+        hf.copy_companions(dest.hf_source, tmp, _own_files(plan, dest.hf_source),
+                           casts.pop() if len(casts) == 1 else None, log)
     return load_checkpoint(dest.path)
+
+
+def _own_files(plan: Plan, folder: str) -> set[str]:
+    """Names of the input's own files directly in `folder`: the weights the output holds anew."""
+    return {os.path.basename(f) for f in plan.ck.files if os.path.dirname(os.path.abspath(f)) == os.path.abspath(folder)}
 
 
 def _write_dcp(plan: Plan, target: str, strict: bool, log: WriteLog, need: int) -> Checkpoint:

@@ -110,6 +110,25 @@ def test_subfolders_modes_and_links_are_kept(tmp_path: Path) -> None:
         assert torch.equal(loaded.state_dict()[k], v), k
 
 
+def test_sharded_folder_without_config_keeps_its_other_files(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "card.md").write_text("# card")
+    torch.manual_seed(0)
+    sd = {"a.weight": torch.randn(4, 4), "b.weight": torch.randn(4)}
+    save_file({"a.weight": sd["a.weight"]}, str(src / "model-00001-of-00002.safetensors"))
+    save_file({"b.weight": sd["b.weight"]}, str(src / "model-00002-of-00002.safetensors"))
+    (src / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+        "a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}))
+    _ok(["cast", str(src), "--dtype", "half", "-o", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "docs" / "card.md").read_text() == "# card"
+    assert set(_tree(tmp_path / "out")) == set(_tree(src))
+    assert torch.equal(load_file(str(tmp_path / "out" / "model-00001-of-00002.safetensors"))["a.weight"],
+                       sd["a.weight"].half())
+
+
 def test_hf_cache_snapshot_is_copied_as_files(tmp_path: Path) -> None:
     """A cache snapshot's files are links into ../../blobs: the output holds the files themselves."""
     model = _bert(tmp_path / "plain")
