@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from ..errors import UsageError
+from ..modeldef.ties import Alias, alias_entry, recorded_aliases
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..storage import shared_storages
 from ..units import plural
@@ -80,6 +81,8 @@ class DiffResult:
     depth: int = 1
     by_module: bool = False  # the view (and CSV rows) by module instead of by key
     sort: str = "order"
+    notes: tuple[str, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
+    strict_sharing: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -126,6 +129,8 @@ class DiffResult:
                           "values_compared": self.values, "ignore_dtype": self.ignore_dtype},
             "summary": {str(s): self.count(s) for s in (REMOVED, ADDED, CHANGED, EQUAL)},
             "hints": list(self.renames),
+            "notes": list(self.notes),
+            "strict_sharing": self.strict_sharing,
             "keys": [k.to_dict() for k in self.listed],
             "module_depth": self.depth,
             "module_sort": self.sort,
@@ -171,9 +176,9 @@ def _prefix_hint(only_a: list[str], only_b: list[str]) -> list[str]:
     return hints
 
 
-def _shared_groups(ck: Checkpoint) -> dict[str, frozenset[str]]:
+def _shared_groups(entries: Iterable[Entry]) -> dict[str, frozenset[str]]:
     out: dict[str, frozenset[str]] = {}
-    for users in shared_storages(ck.entries).values():
+    for users in shared_storages(entries).values():
         names = frozenset(e.name for e in users)
         for n in names:
             out[n] = names
@@ -183,21 +188,29 @@ def _shared_groups(ck: Checkpoint) -> dict[str, frozenset[str]]:
 def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False,
          values: bool = True, progress: Callable[[int, int], None] | None = None,
          everything: bool = False, only_changed: bool = False, ignore_dtype: bool = False, depth: int = 1,
-         by_module: bool = False, sort: str = "order") -> DiffResult:
+         by_module: bool = False, sort: str = "order", strict_sharing: bool = False) -> DiffResult:
     """Compare the model states of `a` and `b` (with `everything`, every container: optimizer, ...).
     With `ignore_dtype`, a dtype difference alone is no change: values are compared in the common
     dtype within the tolerance (a float16 export against its float32 source). The per-module figures
-    (`depth` name components, ordered by `sort`) come from the same pass over the values."""
+    (`depth` name components, ordered by `sort`) come from the same pass over the values.
+    A key one side leaves out but records as a tie (`modeldef.ties`) is compared as the tensor it names.
+    Storage sharing (ties, views) that differs is a note, not a difference, unless `strict_sharing`."""
     if sort not in SORTS:
         raise UsageError(None, f"unknown --sort {sort!r}", f"choose from: {', '.join(SORTS)}")
     ea = {_key(e): e for e in a.entries if everything or e.group == ""}
     eb = {_key(e): e for e in b.entries if everything or e.group == ""}
     keys: list[_Work] = []
+    stored_a, stored_b = list(ea.values()), list(eb.values())
+    aliases = {"A": _restore_aliases(a, ea, stored_b), "B": _restore_aliases(b, eb, stored_a)}
     only_a = [n for n in ea if n not in eb]
     only_b = [n for n in eb if n not in ea]
     keys += [_Work(n, REMOVED) for n in only_a]
     keys += [_Work(n, ADDED) for n in only_b]
-    shared_a, shared_b = _shared_groups(a), _shared_groups(b)
+    # Sharing over every entry (an EMA or optimizer tensor on a model tensor's storage counts too),
+    # with the restored aliases on their targets' storage.
+    shared_a = _shared_groups([*a.entries, *(ea[n] for n in aliases["A"])])
+    shared_b = _shared_groups([*b.entries, *(eb[n] for n in aliases["B"])])
+    sharing: list[str] = []
     common = [n for n in ea if n in eb]
     pairs: list[tuple[_Work, TensorInfo, TensorInfo]] = []
     for n in common:
@@ -218,9 +231,18 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
                 kd.changes.pop("dtype", None)
             if x.kind != y.kind and not (x.evidence.inferred or y.evidence.inferred):
                 kd.changes["kind"] = (x.kind, y.kind)
+            for side, found in aliases.items():
+                if n in found:
+                    _add_note(kd, f"{side} leaves it out: an alias of {found[n].target} ({found[n].source})")
             sa, sb = shared_a.get(n, frozenset()), shared_b.get(n, frozenset())
             if sa != sb:
-                kd.changes["shared_with"] = (sorted(sa - {n}), sorted(sb - {n}))
+                shared = (sorted(sa - {n}), sorted(sb - {n}))
+                if strict_sharing:
+                    kd.changes["shared_with"] = shared
+                else:
+                    sharing.append(n)
+                    _add_note(kd, f"storage shared with {shared[0] or 'no other key'} in A, {shared[1] or 'no other key'} "
+                                  "in B")
             if kd.changes:
                 kd.status = CHANGED
             if values and "shape" not in kd.changes:
@@ -234,7 +256,38 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     left_out = ((), ()) if everything else (_groups(a), _groups(b))
     hints = _prefix_hint(only_a, only_b) + _precision_hint(keys, ea, eb, rtol, atol)
     return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(hints), only_changed,
-                      left_out, ignore_dtype, sort_modules(module_changes(frozen, depth or AUTO), sort), depth, by_module, sort)
+                      left_out, ignore_dtype, sort_modules(module_changes(frozen, depth or AUTO), sort), depth, by_module, sort,
+                      tuple(_notes(aliases, sharing)), strict_sharing)
+
+
+def _restore_aliases(ck: Checkpoint, mine: dict[str, Entry], other: list[Entry]) -> dict[str, Alias]:
+    """Keys the other side stores that `ck` leaves out but records as ties: added to `mine` as entries
+    of the tensor they name, so they are compared (values, and storage sharing) like any key."""
+    wanted = [e.name for e in other if e.name not in mine and e.group == "" and e.tensor is not None]
+    found = recorded_aliases(ck, wanted) if wanted else {}
+    for alias in found.values():
+        if alias.target in mine:
+            mine[alias.name] = alias_entry(alias, mine[alias.target])
+    return {n: x for n, x in found.items() if n in mine}
+
+
+def _notes(aliases: dict[str, dict[str, Alias]], sharing: list[str]) -> list[str]:
+    out = []
+    for side, found in aliases.items():
+        if found:
+            shown = ", ".join(f"{x.name} -> {x.target}" for x in list(found.values())[:3]) + (", ..." if len(found) > 3 else "")
+            sources = ", ".join(sorted({str(x.source) for x in found.values()}))
+            out.append(f"{side} leaves out {plural(len(found), 'tied key')} ({sources}); each was compared as the tensor "
+                       f"it aliases: {shown}")
+    if sharing:
+        out.append(f"storage sharing differs for {plural(len(sharing), 'key')} ({', '.join(sharing[:3])}"
+                   f"{', ...' if len(sharing) > 3 else ''}): tensors tied or viewed on one side are stored apart on the "
+                   "other; a structure note, not a difference (--strict-sharing makes it one)")
+    return out
+
+
+def _add_note(kd: _Work, text: str) -> None:
+    kd.note = f"{kd.note}; {text}" if kd.note else text
 
 
 # torch.testing.assert_close's default tolerances: the precision a dtype can be compared at.
@@ -279,13 +332,19 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
         numpy_pairs = [(x, y) for _, x, y in pairs if by_numpy(x, y)]
         pool = pool_for(sum(x.nbytes + y.nbytes for x, y in numpy_pairs),
                         {t.source for x, y in numpy_pairs for t in (x, y) if t.source})
+        done: dict[tuple[Any, ...], _Work] = {}  # a pair of views compared before (a tie, an alias): its figures
         try:
             for i, (kd, x, y) in enumerate(pairs):
                 if progress:
                     progress(i, len(pairs))
                 if x.layout != "strided" or y.layout != "strided" or "meta" in (x.device, y.device):
-                    kd.note = f"values of {x.layout}/{x.device} tensors not compared"
+                    _add_note(kd, f"values of {x.layout}/{x.device} tensors not compared")
                     continue
+                same = (_view(x), _view(y)) if x.storage_key is not None and y.storage_key is not None else None
+                if same in done:
+                    _copy_figures(done[same], kd)
+                    continue
+                note, kd.note = kd.note, None
                 try:
                     if by_numpy(x, y):
                         _compare_numpy(kd, x, y, ra, rb, rtol, atol, equal_nan, pool)
@@ -294,6 +353,10 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
                 finally:
                     ra.release(x)
                     rb.release(y)
+                if same is not None:
+                    done[same] = _Work(kd.name, kd.status, max_abs=kd.max_abs, max_rel=kd.max_rel, mismatched=kd.mismatched,
+                                       numel=kd.numel, compared_as=kd.compared_as, note=kd.note, sums=kd.sums)
+                kd.note = "; ".join(n for n in (note, kd.note) if n) or None
                 if kd.mismatched:
                     kd.status = CHANGED
         finally:
@@ -301,6 +364,19 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
                 pool.close()
         if progress:
             progress(len(pairs), len(pairs))
+
+
+def _view(t: TensorInfo) -> tuple[Any, ...]:
+    return (t.source, t.storage_key, t.storage_offset, t.shape, t.stride, t.dtype)
+
+
+def _copy_figures(src: _Work, kd: _Work) -> None:
+    kd.max_abs, kd.max_rel, kd.mismatched, kd.compared_as, kd.sums = (src.max_abs, src.max_rel, src.mismatched,
+                                                                      src.compared_as, src.sums)
+    if src.note:
+        _add_note(kd, src.note)
+    if kd.mismatched:
+        kd.status = CHANGED
 
 
 def _complex(dtype: str) -> bool:
@@ -330,7 +406,7 @@ def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rt
     # Norms of integer tensors (step counters, masks, ids) would swamp a module's weights: floats only.
     kd.sums = total.sums if work_dtype(promote(x.dtype, y.dtype)) != "int64" else None
     if total.nonfinite_bad:
-        kd.note = f"{total.nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)"
+        _add_note(kd, f"{total.nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)")
 
 
 def _compare_torch(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rtol: float, atol: float,

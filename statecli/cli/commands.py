@@ -135,6 +135,9 @@ def diff(
         metavar="KEY")] = None,
     key_b: Annotated[Optional[str], typer.Option("--key-b", help="Container of B's model state (default: --key).",
         metavar="KEY")] = None,
+    strict_sharing: Annotated[bool, typer.Option("--strict-sharing", help="Storage sharing that differs (a tie or "
+                                                 "view on one side, separate tensors on the other) makes the files "
+                                                 "different (default: a note).")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Compare two checkpoints: keys, shapes, dtypes, devices, kinds and values; exit 0 equal, 1 different.
@@ -152,7 +155,8 @@ def diff(
     with progress_callback(enabled=not quiet) as progress:
         result = diff_checkpoints(ck_a, ck_b, rtol=rtol, atol=atol, equal_nan=equal_nan, values=values,
                                   progress=progress, everything=everything, only_changed=only_changed,
-                                  ignore_dtype=ignore_dtype, depth=depth, by_module=by_module, sort=sort)
+                                  ignore_dtype=ignore_dtype, depth=depth, by_module=by_module, sort=sort,
+                                  strict_sharing=strict_sharing)
     render(result, fmt)
     exit_with(result.exit_code)
 

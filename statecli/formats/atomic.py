@@ -332,9 +332,7 @@ def atomic_dir(target: str, replace: bool = False, need: int | None = None) -> I
     try:
         with _sigterm_as_interrupt():
             yield tmp
-            for name in os.listdir(tmp):
-                with open(os.path.join(tmp, name), "rb+") as f:
-                    os.fsync(f.fileno())
+            _fsync_tree(tmp)
             os.chmod(tmp, old_mode if old_mode is not None else 0o777 & ~current_umask())
             backup = None
             if os.path.exists(target):
@@ -365,6 +363,23 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def _fsync_tree(top: str) -> None:
+    """Every regular file below `top` (a folder output may hold subfolders, links and read-only
+    copies: links are not followed, files are opened read-only) and every subfolder."""
+    for folder, _, files in os.walk(top):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if folder != top:
+            _fsync_dir(folder)
 
 
 def _fsync_dir(folder: str) -> None:

@@ -95,10 +95,14 @@ def _removed(r: RewriteResult, removed: list[Change], con: Any) -> None:
         con.print(Text(f"removed {len(cs)} {escape(why)} entr{'y' if len(cs) == 1 else 'ies'}, "
                        f"{fmt_bytes(sum(c.nbytes for c in cs))}: ", style="bold")
                   + Text(", ".join(escape(c.name) for c in cs[:_LISTED]) + more))
-    freed, listed = r.saved_bytes, sum(c.nbytes for c in removed)
-    con.print(Text(f"saved {fmt_bytes(freed)} of tensor storage", style="bold")
-              + Text(f" ({fmt_bytes(listed - freed)} of the removed tensors share storage with kept ones)"
-                     if listed > freed else ""))
+    with_kept, among = r.removed_sharing
+    shared = []
+    if with_kept:
+        shared.append(f"{fmt_bytes(with_kept)} of the removed tensors share storage with kept ones, which stays")
+    if among:
+        shared.append(f"the removed tensors share storage among themselves: {fmt_bytes(among)} counted once")
+    con.print(Text(f"saved {fmt_bytes(r.saved_bytes)} of tensor storage", style="bold")
+              + Text(f" ({'; '.join(shared)})" if shared else ""))
 
 
 def _casts(casts: list[Change], con: Any) -> None:

@@ -19,7 +19,7 @@ from ..state import Entry, TensorInfo, contiguous_stride
 from ..units import itemsize
 from . import stream
 from .plan import Change, Plan, entry_key
-from .rename import rename_function
+from .rename import alias_name
 from .result import WriteLog
 from .stream import Losses
 from .tree import model_items, out_dtype, out_nbytes
@@ -213,12 +213,7 @@ def _metadata(plan: Plan, names: set[str]) -> dict[str, str]:
         old = safetensors.recorded_aliases(plan.ck.metadata, stored)
         meta = {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY and k not in old}
         # A tie the input already left out stays left out: record it under the names written now.
-        fn = rename_function(plan.rename_spec) if plan.rename_spec else None
-
-        def renamed(k: str) -> str:  # an alias is no entry, so plan.renames does not list it
-            return plan.renames.get(k) or (fn(k) if fn else k)
-
-        carried = {renamed(a): renamed(t) for a, t in old.items()}
+        carried = {alias_name(plan, a): alias_name(plan, t) for a, t in old.items()}
     meta.setdefault("format", "pt")
     for alias, kept in {**carried, **plan.tied}.items():
         if kept in names and alias not in names:

@@ -1,27 +1,24 @@
-"""Hugging Face folders as outputs: tied keys left out as save_pretrained does, config.json and the
-small companion files (tokenizer, generation config, vocabularies) copied, the config's dtype updated
-by a cast."""
+"""Hugging Face folders as outputs: tied keys left out as save_pretrained does, the rest of the input
+folder copied (folder.py), the config's dtype updated by a cast (in place too)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import shutil
+from collections.abc import Collection
 from typing import Any
 
 from ..errors import BadInput
-from ..formats.atomic import open_output
-from ..units import fmt_bytes
+from ..formats.atomic import atomic_file, open_output
 from .encode import tied_aliases
+from .folder import copy_folder
 from .plan import Plan, entry_key
 from .result import WriteLog
 from .tree import model_items
 
-COMPANION_CAP = 64 << 20  # a tokenizer.json of a large vocabulary is ~30 MiB; bigger files are data
-_WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".npz", ".npy")
-_COMPANIONS = (".json", ".txt", ".model", ".jinja", ".md", ".py", ".tiktoken", ".vocab")
-_DTYPE_KEYS = ("torch_dtype", "dtype")
+_DTYPE_KEYS = ("torch_dtype", "dtype")  # transformers 5 writes `dtype`, older ones `torch_dtype`: either may be read
+_MODEL_FILES = ("model.safetensors", "pytorch_model.bin")  # the weights a folder's config.json describes
 
 
 def source_folder(path: str) -> str | None:
@@ -62,31 +59,30 @@ def without_tied(plan: Plan, folder: str | None) -> Plan:
     return dataclasses.replace(plan, drop=plan.drop | drop, notes=plan.notes + (note,), tied={**plan.tied, **aliases})
 
 
-def copy_companions(src: str, dst: str, cast_to: str | None, log: WriteLog) -> None:
-    """config.json (its dtype set to `cast_to`) and the small non-weight files of `src` into `dst`."""
-    copied, skipped = [], []
-    for name in sorted(os.listdir(src)):
-        path = os.path.join(src, name)
-        if name.startswith(".") or not os.path.isfile(path) or os.path.islink(path):
-            continue
-        low = name.lower()
-        if low.endswith(_WEIGHTS) or low.endswith(".index.json") or not low.endswith(_COMPANIONS):
-            continue
-        if os.path.getsize(path) > COMPANION_CAP:
-            skipped.append(f"{name} ({fmt_bytes(os.path.getsize(path))})")
-            continue
-        if name == "config.json" and cast_to:
-            _write_config(path, os.path.join(dst, name), cast_to, log)
-        else:
-            with open(path, "rb") as fin, open_output(os.path.join(dst, name)) as fout:
-                shutil.copyfileobj(fin, fout)
-        copied.append(name)
-    if copied:
-        log.note(f"copied {len(copied)} companion file(s) of the Hugging Face folder: {', '.join(copied[:6])}"
-                 + (", ..." if len(copied) > 6 else ""))
-    if skipped:
-        log.note(f"not copied (over {fmt_bytes(COMPANION_CAP)}): {', '.join(skipped)}")
+def copy_companions(src: str, dst: str, rewritten: Collection[str], cast_to: str | None, log: WriteLog) -> None:
+    """Everything of the folder `src` but the weights rewritten into `dst` (folder.py), config.json
+    with its dtype set to `cast_to`."""
+    write = (lambda s, d: _write_config(s, d, cast_to, log)) if cast_to else None
+    copy_folder(src, dst, rewritten, log, write)
     _note_code(os.path.join(src, "config.json"), log)
+
+
+def config_in_place(plan: Plan, log: WriteLog) -> None:
+    """After an in-place cast of a Hugging Face folder's weight file: its config.json's dtype set to
+    the cast's (atomically), so from_pretrained loads the folder in the dtype it now holds."""
+    folder = source_folder(plan.ck.path)
+    casts = set(plan.cast.values())
+    if folder is None or len(casts) != 1 or os.path.basename(plan.ck.path) not in _MODEL_FILES:
+        return
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as exc:
+        log.note(f"config.json not updated (unreadable: {exc}); set its dtype to {casts.pop()} by hand")
+        return
+    with atomic_file(path) as tmp:
+        _write_config(path, tmp, casts.pop(), log)
 
 
 def _note_code(config: str, log: WriteLog) -> None:
@@ -115,6 +111,6 @@ def _write_config(src: str, dst: str, dtype: str, log: WriteLog) -> None:
 
 
 def _set_dtype(config: dict[str, Any], dtype: str) -> None:
-    keys = [k for k in _DTYPE_KEYS if k in config] or ["torch_dtype"]
+    keys = [k for k in _DTYPE_KEYS if k in config] or ["dtype"]
     for k in keys:
         config[k] = dtype

@@ -11,7 +11,7 @@ from typing import Any
 from ..classify import with_model
 from ..errors import UsageError, user_regex
 from ..formats import RawCheckpoint
-from ..state import Checkpoint, Entry, Kind, Role
+from ..state import Checkpoint, Entry, Kind, Role, StorageId
 from ..storage import unique_storage_bytes
 from ..units import CAST_TARGETS, dtype_name, is_floating
 from .spec import CastSpec, ConvertSpec, MoveSpec, Spec, StripSpec
@@ -58,6 +58,9 @@ class Plan:
     # left out under save_model's convention; `tied` maps each key left out to the key that stores it.
     duplicate_tied: bool = False
     tied: Mapping[str, str] = field(default_factory=dict)
+    # .pt outputs: tied keys the input leaves out but records (modeldef.ties) -> the model-state key
+    # they alias; written again on its storage, as torch.save of the tied model holds them.
+    restore: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Callers may pass sets, dicts and lists: freeze copies so nothing can change the plan later.
@@ -65,6 +68,7 @@ class Plan:
         object.__setattr__(self, "cast", MappingProxyType(dict(self.cast)))
         object.__setattr__(self, "renames", MappingProxyType(dict(self.renames)))
         object.__setattr__(self, "tied", MappingProxyType(dict(self.tied)))
+        object.__setattr__(self, "restore", MappingProxyType(dict(self.restore)))
         object.__setattr__(self, "device_notes", tuple(self.device_notes))
         object.__setattr__(self, "changes", tuple(self.changes))
         object.__setattr__(self, "notes", tuple(self.notes))
@@ -221,3 +225,24 @@ def saved_bytes(plan: Plan) -> int:
     tensors = [e for e in plan.ck.entries if e.tensor is not None]
     kept = [e for e in tensors if entry_key(e) not in plan.drop]
     return unique_storage_bytes(tensors)[1] - unique_storage_bytes(kept)[1]
+
+
+def removed_sharing(plan: Plan) -> tuple[int, int]:
+    """(bytes of the removed tensors whose storage a kept tensor also uses, so removing them frees none
+    of it; bytes by which the other removed tensors repeat a storage among themselves, counted once)."""
+    removed: list[Entry] = []
+    kept_storages: set[StorageId] = set()
+    for e in plan.ck.entries:
+        t = e.tensor
+        if t is None or t.device == "meta":  # a meta tensor holds no bytes
+            continue
+        if entry_key(e) in plan.drop:
+            removed.append(e)
+        elif t.storage_id is not None:
+            kept_storages.add(t.storage_id)
+
+    def on_kept(e: Entry) -> bool:
+        return e.tensor is not None and e.tensor.storage_id in kept_storages
+
+    views, storages = unique_storage_bytes([e for e in removed if not on_kept(e)])
+    return sum(e.tensor.nbytes for e in removed if e.tensor is not None and on_kept(e)), max(views - storages, 0)

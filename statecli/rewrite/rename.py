@@ -61,6 +61,12 @@ def rename_function(spec: Renames) -> Callable[[str], str]:
     return rename
 
 
+def alias_name(plan: Plan, key: str) -> str:
+    """The output name of a model-state key that is no entry (a tie the input leaves out): renamed
+    as an entry of that name would be."""
+    return plan.renames.get(key) or (rename_function(plan.rename_spec)(key) if plan.rename_spec else key)
+
+
 def model_names(plan: Plan) -> list[str]:
     """Model-state keys as written (relative to the container), dropped entries left out."""
     group = plan.model_from or ""

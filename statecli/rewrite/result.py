@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from ..state import SCHEMA_VERSION, Checkpoint
 from ..storage import unique_storage_bytes
-from .plan import Change, Plan, entry_key, saved_bytes
+from .plan import Change, Plan, entry_key, removed_sharing, saved_bytes
 
 
 @dataclass
@@ -82,6 +82,11 @@ class RewriteResult:
         """Tensor storage bytes the removed entries free (storage shared with kept entries stays)."""
         return saved_bytes(self.plan)
 
+    @property
+    def removed_sharing(self) -> tuple[int, int]:
+        """(removed bytes on storage kept tensors still use, removed bytes repeating a removed storage)."""
+        return removed_sharing(self.plan)
+
     def summary_rows(self) -> list[tuple[str, str, str]]:
         """(what, before, after) rows for the before/after table."""
         b = Summary.of(self.before)
@@ -121,6 +126,8 @@ class RewriteResult:
             "dry_run": self.dry_run,
             "changes": self.rows(),
             "saved_bytes": self.saved_bytes,
+            "removed_sharing_kept_storage_bytes": self.removed_sharing[0],
+            "removed_sharing_removed_storage_bytes": self.removed_sharing[1],
             "planned_tensor_bytes": self.planned_bytes,
             "notes": list(self.notes),
             "before": Summary.of(self.before).to_dict(),

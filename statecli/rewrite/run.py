@@ -11,19 +11,21 @@ from collections.abc import Callable
 from typing import IO
 
 from ..errors import UsageError
-from ..formats import atomic
+from ..formats import atomic, sharded
 from ..load import load_checkpoint
 from ..state import Checkpoint
 from . import encode, hf, upload
 from .destination import STDOUT, Destination, output_format, parse_size, planned_bytes, resolve
+from .folder import copy_folder
 from .plan import Change, Plan, entry_key
 from .result import RewriteResult, WriteLog
 from .spec import Target
-from .tree import model_items, rebuild
+from .tree import model_items, rebuild, with_restored_ties
 from .verify import verify_file, verify_index
 
 __all__ = ["run", "output_format", "parse_size"]
 _NO_DEVICE = ("safetensors", "dcp")  # formats that record no device: a move cannot change anything there
+_SHARDED_IN = (sharded.FORMAT_SAFETENSORS, sharded.FORMAT_BIN)  # an index over shards: a folder input
 
 Progress = Callable[[int, int], None]
 
@@ -37,8 +39,10 @@ def run(plan: Plan, target: Target, progress: Progress | None = None, stdout: IO
     if dest.layout == "hf" and dest.hf_source or dest.fmt == "safetensors" and dest.layout != "dcp":
         plan = hf.without_tied(plan, dest.hf_source if dest.layout == "hf" else None)
     plan = _device_report(plan, dest.fmt)
-    need = planned_bytes(plan, dest.fmt)
     log = WriteLog(progress=progress)
+    if dest.fmt == "pt" and dest.layout in ("file", "stdout"):
+        plan = with_restored_ties(plan, log)
+    need = planned_bytes(plan, dest.fmt)
     after = None
     if not target.dry_run:
         if dest.layout == "stdout":
@@ -70,7 +74,10 @@ def _write(plan: Plan, dest: Destination, target: Target, log: WriteLog, need: i
         return _write_hf(plan, dest, target.strict, log, need)
     if dest.layout == "shards":
         return _write_sharded(plan, dest.path, dest.fmt, dest.shard, target.in_place, target.strict, log, need)
-    return _write_single(plan, dest.path, dest.fmt, target.strict, log, need)
+    after = _write_single(plan, dest.path, dest.fmt, target.strict, log, need)
+    if target.in_place:
+        hf.config_in_place(plan, log)
+    return after
 
 
 def _sweep(path: str, log: WriteLog) -> None:
@@ -156,6 +163,9 @@ def _write_sharded(plan: Plan, target: str, fmt: str, shard: int | None, in_plac
         index, total = encode.write_shards(plan, tmp, fmt, shard, log)
         _refuse_if_strict(plan, strict, log)
         verify_index(plan, index)
+        if plan.ck.format in _SHARDED_IN and not in_place:  # a folder in, a folder out: the rest comes too
+            source = os.path.dirname(os.path.abspath(plan.ck.path))
+            copy_folder(source, tmp, _own_files(plan, source), log)
     size = f"of at most {shard} bytes" if shard else "as the input's shards"
     log.note(f"wrote {total} shard(s) {size} and {os.path.basename(index)}")
     return load_checkpoint(target)
@@ -179,8 +189,14 @@ def _write_hf(plan: Plan, dest: Destination, strict: bool, log: WriteLog, need: 
             _refuse_if_strict(plan, strict, log)
             verify_file(plan, os.path.join(tmp, name), "safetensors", os.path.join(dest.path, name))
             log.note(f"wrote a Hugging Face folder: {name}")
-        hf.copy_companions(dest.hf_source, tmp, casts.pop() if len(casts) == 1 else None, log)
+        hf.copy_companions(dest.hf_source, tmp, _own_files(plan, dest.hf_source),
+                           casts.pop() if len(casts) == 1 else None, log)
     return load_checkpoint(dest.path)
+
+
+def _own_files(plan: Plan, folder: str) -> set[str]:
+    """Names of the input's own files directly in `folder`: the weights the output holds anew."""
+    return {os.path.basename(f) for f in plan.ck.files if os.path.dirname(os.path.abspath(f)) == os.path.abspath(folder)}
 
 
 def _write_dcp(plan: Plan, target: str, strict: bool, log: WriteLog, need: int) -> Checkpoint:

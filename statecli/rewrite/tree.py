@@ -15,7 +15,7 @@ from ..formats.unpickler import DtypeValue, InertSet, NamedValue, StateDict, Stu
 from ..state import Entry, Kind, TensorInfo
 from ..units import itemsize
 from .plan import Plan, entry_key
-from .rename import model_names, renamed_key, renamed_metadata
+from .rename import alias_name, model_names, renamed_key, renamed_metadata
 from .result import WriteLog
 
 _SKIP = object()  # a value the output leaves out (named in a note)
@@ -59,6 +59,25 @@ def model_items(plan: Plan, log: WriteLog) -> list[tuple[str, Entry]]:
         log.note(f"a full-model pickle: wrote its state_dict() (parameters and persistent buffers); "
                  f"{not_state} non-persistent buffer(s) / tensor attribute(s) are not state")
     return out
+
+
+def with_restored_ties(plan: Plan, log: WriteLog) -> Plan:
+    """The plan of a .pt output with the tied keys the input leaves out but records (safetensors
+    metadata, a Hugging Face config's tie rules) written again, each on its target's storage, so the
+    output loads with load_state_dict(strict=True) as torch.save of the tied model does."""
+    from ..modeldef.ties import recorded_aliases
+
+    if plan.model_from or plan.ck.is_pickled_module:
+        return plan
+    kept = {e.name for e in plan.ck.entries if e.group == "" and e.tensor is not None and entry_key(e) not in plan.drop}
+    aliases = [a for a in recorded_aliases(plan.ck).values() if a.target in kept]
+    if not aliases:
+        return plan
+    shown = ", ".join(f"{alias_name(plan, a.name)} = {alias_name(plan, a.target)}" for a in aliases[:3])
+    log.note(f"{len(aliases)} tied key(s) the input leaves out ({', '.join(sorted({str(a.source) for a in aliases}))}) "
+             f"written again, sharing storage with the key they alias as torch.save of the tied model does: {shown}"
+             + (", ..." if len(aliases) > 3 else ""))
+    return dataclasses.replace(plan, restore={a.name: a.target for a in aliases})
 
 
 def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog, real: bool | None = None) -> Any:
@@ -134,6 +153,10 @@ def rebuild(plan: Plan, make: Callable[[Entry], Any], log: WriteLog, real: bool 
                 fill(out, x, path, group, prefix, model_root, in_model)
             finally:
                 del building[id(x)]
+            if plan.restore and path == container and (in_model or not container):
+                for alias, target in plan.restore.items():  # the target's own entry: its storage and cast
+                    if alias_name(plan, alias) not in out:
+                        out[alias_name(plan, alias)] = make(by_name[("", target)])
             return keep(x, group, out)
         if isinstance(x, (list, tuple)) and id(x) in holders:
             made = again(x, path, group, prefix)

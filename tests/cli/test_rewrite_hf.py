@@ -57,8 +57,9 @@ def test_cast_sharded_hf_folder_writes_hf_folder(tmp_path: Path) -> None:
     _ok(["cast", str(src), "--dtype", "half", "-o", str(out)])
     files = sorted(p.name for p in out.iterdir())
     assert files == ["config.json", "generation_config.json", "model-00001-of-00002.safetensors",
-                     "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
-                     "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.txt"]
+                     "model-00002-of-00002.safetensors", "model.safetensors.index.json", "optimizer.pt",
+                     "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.txt"]
+    assert (out / "optimizer.pt").read_bytes() == b"not a companion"  # every file of the folder is kept
     config = json.loads((out / "config.json").read_text())
     assert config["torch_dtype"] == "float16" and config["text_config"]["dtype"] == "float16"
     assert config["model_type"] == "llama"
