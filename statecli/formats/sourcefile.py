@@ -5,7 +5,20 @@ from __future__ import annotations
 import io
 from typing import Any, BinaryIO
 
-from .source import _BLOCKS, _LOCK, BLOCK, CACHE_BLOCKS, MAX_RANGE, TAIL, RemoteSource, Source, is_remote, open_local
+from .source import (
+    _BLOCKS,
+    _LOCK,
+    BLOCK,
+    CACHE_BLOCKS,
+    MAX_RANGE,
+    TAIL,
+    RangeSource,
+    RemoteSource,
+    Source,
+    is_range,
+    is_remote,
+    open_local,
+)
 
 
 class SourceFile(io.RawIOBase):
@@ -79,5 +92,8 @@ class SourceFile(io.RawIOBase):
 
 
 def open_file(path: str) -> BinaryIO:
-    """A read-only file object: a SourceFile for a URL, the regular file itself for a local path."""
+    """A read-only file object: a SourceFile for a URL or a registered byte range (a DCP item), the
+    regular file itself for a local path."""
+    if is_range(path):
+        return SourceFile(RangeSource(path))  # type: ignore[return-value]
     return SourceFile(RemoteSource(path)) if is_remote(path) else open_local(path)  # type: ignore[return-value]
