@@ -236,13 +236,13 @@ class LocalSource(Source):
         self.f.close()
 
 
-# Byte ranges of a local file that readers open as files of their own (a DCP item inside a `.distcp`):
+# Byte ranges of a file that readers open as files of their own (a DCP item inside a `.distcp`):
 # only names statecli registered here are ranges, so no path a user types is ever read as one.
 _RANGES: dict[str, tuple[str, int, int]] = {}
 
 
 def register_range(path: str, offset: int, length: int, label: str) -> str:
-    """A name under which bytes offset..offset+length of local file `path` open as a file."""
+    """A name under which bytes offset..offset+length of `path` (a file or URL) open as a file."""
     name = f"{path}[{label}]"
     _RANGES[name] = (path, offset, length)
     with _LOCK:  # the file may have been rewritten since this name was last read: no stale cached blocks
@@ -256,12 +256,12 @@ def is_range(name: str | None) -> bool:
 
 
 class RangeSource(Source):
-    """A registered byte range of a local file; reads past either end of the range are refused."""
+    """A registered byte range of a file or URL; reads past either end of the range are refused."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         path, self.base, self.size = _RANGES[name]
-        self.inner = LocalSource(path)
+        self.inner = open_source(path)  # a URL's items are read by bounded ranges like the rest of it
         if self.base + self.size > self.inner.size:
             self.inner.close()
             raise BadInput(name, f"the item's {self.size} bytes at offset {self.base} run past the end of "
