@@ -127,8 +127,12 @@ def _scan_dcp(folder: str, acc: Findings) -> None:
     meta = dcp.metadata_path(folder)
     with open_regular(meta) as f:
         scan_stream(f, ".metadata", acc, Context(DCP_TRUSTED))
+    done: set[tuple[str, int, int]] = set()
     for item in dcp.layout(folder).items:
-        name = os.path.basename(item.path)
+        if item.span in done:  # records naming the same bytes: scanned once
+            continue
+        done.add(item.span)
+        name = item.name
         sub = Findings()
         try:
             dcp.refuse_transforms(item)

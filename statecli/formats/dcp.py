@@ -38,6 +38,15 @@ class Item:
     transforms: tuple[str, ...]
     path: str
 
+    @property
+    def span(self) -> tuple[str, int, int]:
+        return self.file, self.offset, self.length
+
+    @property
+    def name(self) -> str:
+        """The item as findings list it: `__0_0.distcp[model.w @ (0, 0)]` (an fqn may hold '/')."""
+        return self.path[len(os.path.dirname(self.file)):].lstrip("/\\")
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -145,7 +154,14 @@ def read(folder: str) -> RawCheckpoint:
         by_fqn.setdefault(item.fqn, []).append(item)
     # Every item is a file torch.load would read (weights_only=False for non-tensors): each one is read
     # and judged here, whatever its size, before anything of the folder is used.
-    values = {item: _read_item(item, raw) for item in lay.items}
+    # Records naming the same bytes are read once: work grows with the .distcp bytes, not the records.
+    seen: dict[tuple[str, int, int], Any] = {}
+    values = {}
+    for item in lay.items:
+        key = item.span
+        if key not in seen:
+            seen[key] = _read_item(item, raw)
+        values[item] = seen[key]
     out: dict[str, Any] = {}
     for fqn, entry in lay.entries.items():
         fqn = str(fqn)

@@ -247,6 +247,26 @@ def test_payload_in_a_distcp_blob(two_rank: Path, tmp_path: Path, how: str) -> N
     assert not any((tmp_path / n).exists() for n in ("c.pt", "c.safetensors", "s.pt", "m.pt"))
 
 
+def test_needs_trust_blob_counts_for_every_command(two_rank: Path, tmp_path: Path) -> None:
+    """A bytes item holding a user class (no payload): scan exit 1, inspect names it; values still read."""
+    import argparse
+
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+
+    folder = _copy(two_rank, tmp_path / "ck")
+    buf = io.BytesIO()
+    torch.save(argparse.Namespace(lr=0.1), buf)
+    (folder / "__9_0.distcp").write_bytes(buf.getvalue())
+    md = _metadata(folder)
+    idx = next(i for i in md.storage_data if i.fqn == "epoch")  # type: ignore[attr-defined]
+    md.storage_data[idx] = _StorageInfo("__9_0.distcp", 0, len(buf.getvalue()))  # type: ignore[attr-defined]
+    (folder / ".metadata").write_bytes(pickle.dumps(md))
+    scan = runner.invoke(app, ["scan", str(folder)])
+    assert scan.exit_code == 1 and "argparse.Namespace" in scan.output
+    res = runner.invoke(app, ["inspect", str(folder)])
+    assert res.exit_code == 0 and "argparse.Namespace" in res.output
+
+
 def test_item_outside_the_folder_and_transforms_are_refused(two_rank: Path, tmp_path: Path) -> None:
     from torch.distributed.checkpoint.filesystem import _StorageInfo
 
@@ -268,3 +288,30 @@ def test_per_rank_metadata_only_is_refused_with_one_line(two_rank: Path, tmp_pat
     (folder / ".metadata").rename(folder / "__0.metadata")
     res = runner.invoke(app, ["inspect", str(folder)])
     assert res.exit_code == 2 and "__0.metadata" in res.output and "Traceback" not in res.output
+
+
+def test_records_naming_the_same_bytes_are_read_once(two_rank: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of `.metadata` records pointing at one item (a memo reference each) cost one read."""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
+
+    import statecli.analyses.scan as scan_mod
+    import statecli.formats as formats
+
+    folder = _copy(two_rank, tmp_path / "ck")
+    md = _metadata(folder)
+    epoch = next(i for i in md.storage_data if i.fqn == "epoch")  # type: ignore[attr-defined]
+    for n in range(3000):
+        md.state_dict_metadata[f"e{n}"] = BytesStorageMetadata()  # type: ignore[attr-defined]
+        md.storage_data[MetadataIndex(f"e{n}")] = md.storage_data[epoch]  # type: ignore[attr-defined]
+    (folder / ".metadata").write_bytes(pickle.dumps(md))
+    reads: list[str] = []
+    real_read, real_scan = formats.read_raw, scan_mod._scan_file
+    monkeypatch.setattr(formats, "read_raw", lambda p, **k: reads.append(p) or real_read(p, **k))
+    monkeypatch.setattr(scan_mod, "_scan_file", lambda p, *a, **k: reads.append(p) or real_scan(p, *a, **k))
+    assert runner.invoke(app, ["inspect", str(folder)]).exit_code == 0
+    items = len({(i.relative_path, i.offset) for i in md.storage_data.values()})  # type: ignore[attr-defined]
+    assert len(reads) == 1 + items  # the folder, then each distinct item once
+    reads.clear()
+    assert runner.invoke(app, ["scan", str(folder)]).exit_code == 0
+    assert len(reads) == items
