@@ -222,6 +222,9 @@ class TensorInfo:
     is_parameter_object: bool = False  # pickled as torch.nn.Parameter
     stored_nbytes: int | None = None  # set where the dense size is wrong (sparse, nested)
     subclass: str | None = None  # a tensor subclass, when the pickle names one
+    # A tensor saved in pieces (DCP chunks from several ranks): each piece's offsets in this tensor and
+    # where its own bytes are; the tensor has no `source` of its own then.
+    pieces: tuple[TensorPiece, ...] = ()
 
     @_cached
     def numel(self) -> int:
@@ -254,6 +257,14 @@ class TensorInfo:
                 return False
             expected *= size
         return True
+
+
+@dataclass(frozen=True)
+class TensorPiece:
+    """One saved piece of a larger tensor: it covers offsets[i] .. offsets[i] + info.shape[i]."""
+
+    offsets: tuple[int, ...]
+    info: TensorInfo
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from ..formats import detect_format, resolve_path
 from ..formats._common import open_regular
 from ..formats.pickles import Context, Findings, GlobalRef, scan_nested, scan_stream
 from ..formats.urls import is_remote
-from ..formats.verdict import DCP_TRUSTED_PREFIXES
+from ..formats.verdict import DCP_TRUSTED
 from ..state import SCHEMA_VERSION, Verdict
 from .scan_folder import Role, Target, TargetKind, plan
 
@@ -134,31 +134,64 @@ def scan(path: str, verify_crc: bool = True) -> ScanResult:
     try:
         target = resolve_path(path)
         if os.path.isdir(target):
-            with open_regular(os.path.join(target, ".metadata")) as f:
-                scan_stream(f, ".metadata", acc, Context(DCP_TRUSTED_PREFIXES + ("pathlib.",)))
-            return _result(path, "torch.distributed.checkpoint", acc)
+            fmt = "torch.distributed.checkpoint"
+            _scan_dcp(target, acc)
+            return _result(path, fmt, acc)
         if target.endswith(".index.json"):
             return _scan_sharded(path, target, verify_crc)
-        with open_regular(target) as f:
-            head = f.read(512)
-        kind = detect_format(target, head)
-        fmt = {"zip": "torch zip", "safetensors": "safetensors", "pickle": "pickle", "tar": "torch tar (pre-0.4)",
-               "npy": "numpy array"}[kind]
-        if kind == "zip":
-            fmt = _scan_zip(target, acc, verify_crc)
-        elif kind == "safetensors":
-            from ..formats import safetensors as st
-
-            st.read(target)
-        elif kind == "pickle":
-            fmt = _scan_pickles(target, acc)
-        elif kind == "tar":
-            _scan_tar(target, acc)
-        else:
-            _scan_npy(target, acc)
+        fmt = _scan_file(target, acc, verify_crc)
     except StatecliError as exc:
         acc.errors.append(exc.problem)
     return _result(path, fmt, acc)
+
+
+def _scan_dcp(folder: str, acc: Findings) -> None:
+    """`.metadata` (DCP's dataclasses trusted by exact name), then every item it names in the `.distcp`
+    files, each scanned as the standalone file torch.load would read (any size, any format)."""
+    from ..formats import dcp
+
+    meta = dcp.metadata_path(folder)
+    with open_regular(meta) as f:
+        scan_stream(f, ".metadata", acc, Context(DCP_TRUSTED))
+    done: set[tuple[str, int, int]] = set()
+    for item in dcp.layout(folder).items:
+        if item.span in done:  # records naming the same bytes: scanned once
+            continue
+        done.add(item.span)
+        name = item.name
+        sub = Findings()
+        try:
+            dcp.refuse_transforms(item)
+            _scan_file(item.path, sub, verify_crc=False)
+        except StatecliError as exc:
+            sub.errors.append(exc.problem)
+        acc.globals += [GlobalRef(g.name, f"{name}: {g.where}", g.opcode, g.verdict, g.detail) for g in sub.globals]
+        acc.calls += [(o, c, f"{name}: {w}") for o, c, w in sub.calls]
+        acc.problems += [f"{name}: {p}" for p in sub.problems]
+        acc.errors += [f"{name}: {p}" for p in sub.errors]
+        acc.pickles += sub.pickles
+
+
+def _scan_file(target: str, acc: Findings, verify_crc: bool) -> str:
+    """One file (or one DCP item) by the container its bytes announce; returns the format's name."""
+    with open_regular(target) as f:
+        head = f.read(512)
+    kind = detect_format(target, head)
+    fmt = {"zip": "torch zip", "safetensors": "safetensors", "pickle": "pickle", "tar": "torch tar (pre-0.4)",
+           "npy": "numpy array"}[kind]
+    if kind == "zip":
+        fmt = _scan_zip(target, acc, verify_crc)
+    elif kind == "safetensors":
+        from ..formats import safetensors as st
+
+        st.read(target)
+    elif kind == "pickle":
+        fmt = _scan_pickles(target, acc)
+    elif kind == "tar":
+        _scan_tar(target, acc)
+    else:
+        _scan_npy(target, acc)
+    return fmt
 
 
 def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:

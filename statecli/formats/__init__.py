@@ -50,8 +50,8 @@ def _is_folder(path: str) -> bool:
 
 def _choose(path: str, names: list[str], is_file: Callable[[str], bool]) -> str:
     """The checkpoint a folder holding `names` stands for."""
-    if ".metadata" in names:
-        return path
+    if ".metadata" in names or any(n.startswith("__") and n.endswith(".metadata") for n in names):
+        return path  # a DCP folder (per-rank __N.metadata alone: formats/dcp.py says why it is not read)
     indexes = [n for n in names if n.endswith(".index.json")]
     if len(indexes) == 1:
         return os.path.join(path, indexes[0])

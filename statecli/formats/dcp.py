@@ -1,20 +1,76 @@
-"""torch.distributed.checkpoint directories: the `.metadata` pickle (read by statecli's own
-no-execution unpickler, since torch reads it with plain pickle.load) names every tensor and chunk."""
+"""torch.distributed.checkpoint folders, read by statecli itself. torch's loader plain-pickle.loads
+`.metadata` and torch.load(weights_only=False)s every non-tensor item, so it is never used for reading:
+`.metadata` goes through the no-execution unpickler (DCP's dataclasses trusted by exact name), and every
+item it names in the `.distcp` files (each its own torch.save zip) through the same reader as a .pt."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadInput
-from ..state import TensorInfo
+from ..errors import BadInput, UnsafeContent
+from ..state import TensorInfo, TensorPiece
 from ._common import RawCheckpoint, open_regular
-from .source import isfile
-from .unpickler import DCP_TRUSTED_PREFIXES, DtypeValue, NamedValue, StubObject, unpickle
+from .source import isfile, register_range
+from .unpickler import DtypeValue, NamedValue, RestrictedUnpickler, StubObject, TensorRef, unpickle
+from .verdict import DCP_TRUSTED
 
 FORMAT = "torch.distributed.checkpoint"
+METADATA = ".metadata"
 MAX_METADATA = 1 << 30
-_TRUSTED = DCP_TRUSTED_PREFIXES + ("pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath")
+_METADATA_CLS = "torch.distributed.checkpoint.metadata.Metadata"
+_TENSOR_CLS = "torch.distributed.checkpoint.metadata.TensorStorageMetadata"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One record of `.metadata`'s storage_data: a tensor piece (`offsets` set) or a bytes value, stored
+    as `length` bytes at `offset` of `file`. `path` opens those bytes as a file of their own."""
+
+    fqn: str
+    offsets: tuple[int, ...] | None
+    file: str
+    offset: int
+    length: int
+    transforms: tuple[str, ...]
+    path: str
+
+    @property
+    def span(self) -> tuple[str, int, int]:
+        return self.file, self.offset, self.length
+
+    @property
+    def name(self) -> str:
+        """The item as findings list it: `__0_0.distcp[model.w @ (0, 0)]` (an fqn may hold '/')."""
+        return self.path[len(os.path.dirname(self.file)):].lstrip("/\\")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A DCP folder as `.metadata` describes it, read without running anything."""
+
+    meta_path: str
+    root: StubObject
+    entries: dict[str, Any]  # fqn -> TensorStorageMetadata / BytesStorageMetadata stub
+    items: tuple[Item, ...]
+    reader: RestrictedUnpickler
+
+
+def metadata_path(folder: str) -> str:
+    """The folder's global `.metadata`. A folder with only per-rank `__N.metadata` files (saved without
+    rank coordination) has no one description of the checkpoint: refused, naming them."""
+    path = os.path.join(folder, METADATA)
+    if isfile(path) or not os.path.isdir(folder):
+        return path
+    ranks = sorted(n for n in os.listdir(folder) if n.startswith("__") and n.endswith(METADATA))
+    if ranks:
+        raise BadInput(folder, f"DCP folder has per-rank metadata ({', '.join(ranks[:3])}) but no global "
+                               ".metadata (saved without rank coordination); statecli reads a folder with one "
+                               ".metadata")
+    return path
 
 
 def _no_pid(pid: Any) -> Any:
@@ -27,6 +83,161 @@ def _attr(obj: Any, name: str, path: str) -> Any:
     return obj.attrs().get(name)
 
 
+def _int(value: Any, what: str, path: str) -> int:
+    if type(value) is not int or value < 0:
+        raise BadInput(path, f"malformed .metadata: {what} is {value!r:.40}, not a byte count")
+    return value
+
+
+def _sizes(value: Any, what: str, path: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or not all(type(v) is int and v >= 0 for v in value):
+        raise BadInput(path, f"malformed .metadata: {what} is {value!r:.60}, not a torch.Size")
+    return value
+
+
+def layout(folder: str) -> Layout:
+    """`.metadata` through the no-execution unpickler and every storage record it holds, checked to lie
+    inside the folder. Reads no `.distcp` byte."""
+    meta_path = metadata_path(folder)
+    with open_regular(meta_path) as f:
+        data = f.read(MAX_METADATA + 1)
+    if len(data) > MAX_METADATA:
+        raise BadInput(meta_path, "DCP .metadata is larger than 1 GiB")
+    root, up = unpickle(data, _no_pid, meta_path, "DCP .metadata pickle", trusted=DCP_TRUSTED)
+    if not (isinstance(root, StubObject) and root.class_name == _METADATA_CLS):
+        raise BadInput(meta_path, "not a torch.distributed.checkpoint Metadata pickle")
+    entries = _attr(root, "state_dict_metadata", meta_path)
+    storage = _attr(root, "storage_data", meta_path) or {}
+    if not isinstance(entries, dict) or not isinstance(storage, dict):
+        raise BadInput(meta_path, "malformed .metadata: state_dict_metadata/storage_data are not mappings")
+    items = []
+    for idx, info in storage.items():
+        fqn = str(_attr(idx, "fqn", meta_path))
+        offsets = _attr(idx, "offset", meta_path)
+        rel = _attr(info, "relative_path", meta_path)
+        if not isinstance(rel, str) or rel in ("", ".", "..") or "/" in rel or "\\" in rel or os.path.isabs(rel):
+            raise BadInput(meta_path, f"storage record names file {rel!r:.80} outside the checkpoint folder")
+        off = _int(_attr(info, "offset", meta_path), f"the offset of {fqn!r}", meta_path)
+        length = _int(_attr(info, "length", meta_path), f"the length of {fqn!r}", meta_path)
+        transforms = _attr(info, "transform_descriptors", meta_path) or ()
+        if not isinstance(transforms, (list, tuple)) or not all(isinstance(t, str) for t in transforms):
+            raise BadInput(meta_path, f"malformed .metadata: transform descriptors of {fqn!r}")
+        file = os.path.join(folder, rel)
+        where = f"{fqn}" if offsets is None else f"{fqn} @ {tuple(offsets) if isinstance(offsets, tuple) else offsets}"
+        items.append(Item(fqn, None if offsets is None else _sizes(offsets, f"the offsets of {fqn!r}", meta_path),
+                          file, off, length, tuple(transforms), register_range(file, off, length, where)))
+    for fpath in sorted({i.file for i in items}):
+        if not isfile(fpath):
+            raise BadInput(folder, f"DCP data file {os.path.basename(fpath)!r} named in .metadata is missing")
+    return Layout(meta_path, root, entries, tuple(items), up)
+
+
+def refuse_transforms(item: Item) -> None:
+    """Items written through DCP's stream extensions (e.g. zstd) are not decoded by statecli."""
+    if item.transforms:
+        raise BadInput(item.path, f"DCP item is stored through {', '.join(item.transforms)} (a DCP stream "
+                                  "extension); statecli does not decode those items")
+
+
+def read(folder: str) -> RawCheckpoint:
+    lay = layout(folder)
+    raw = RawCheckpoint(path=folder, format=FORMAT, root={}, files=[lay.meta_path] + sorted({i.file for i in lay.items}),
+                        globals_seen=lay.reader.globals_seen, untrusted=lay.reader.untrusted,
+                        dangerous=lay.reader.dangerous)
+    version = _attr(lay.root, "version", lay.meta_path)
+    if version:
+        raw.metadata["dcp_version"] = str(version)
+    if raw.dangerous:
+        return raw  # the loader refuses it on these names; its items are not worth reading
+    by_fqn: dict[str, list[Item]] = {}
+    for item in lay.items:
+        by_fqn.setdefault(item.fqn, []).append(item)
+    # Every item is a file torch.load would read (weights_only=False for non-tensors): each one is read
+    # and judged here, whatever its size, before anything of the folder is used.
+    # Records naming the same bytes are read once: work grows with the .distcp bytes, not the records.
+    seen: dict[tuple[str, int, int], Any] = {}
+    values = {}
+    for item in lay.items:
+        key = item.span
+        if key not in seen:
+            seen[key] = _read_item(item, raw)
+        values[item] = seen[key]
+    out: dict[str, Any] = {}
+    for fqn, entry in lay.entries.items():
+        fqn = str(fqn)
+        items = by_fqn.get(fqn, [])
+        if isinstance(entry, StubObject) and entry.class_name == _TENSOR_CLS:
+            out[fqn] = _tensor(fqn, entry, items, values, lay.meta_path)
+        elif len(items) == 1 and items[0].offsets is None:
+            value = values[items[0]]
+            out[fqn] = value if not isinstance(value, RawCheckpoint) else _BytesItem(fqn, items[0].length)
+        else:
+            raise BadInput(lay.meta_path, f"malformed .metadata: value {fqn!r} has {len(items)} storage records")
+    planner = _attr(lay.root, "planner_data", lay.meta_path)
+    raw.root = _nest(out, planner if isinstance(planner, dict) else {})
+    return raw
+
+
+def _read_item(item: Item, raw: RawCheckpoint) -> Any:
+    """One item through the reader a standalone .pt gets (a payload refuses the folder; needs-trust
+    names are added to the folder's); a tensor item's raw result, a plain value's value."""
+    from . import read_raw
+
+    refuse_transforms(item)
+    sub = read_raw(item.path, allow_sharded=False)
+    if sub.dangerous:
+        raise UnsafeContent(item.path, "pickle references code that loading would run: " + ", ".join(sub.dangerous),
+                            "refusing the folder; do not load it with torch.distributed.checkpoint")
+    raw.globals_seen.extend(g for g in sub.globals_seen if g not in raw.globals_seen)
+    raw.untrusted.extend(g for g in sub.untrusted if g not in raw.untrusted)
+    raw.warnings.extend(w for w in sub.warnings if w not in raw.warnings)
+    if item.offsets is not None or sub.storages:
+        return sub  # a tensor (or a value holding tensors): its storages are located by the caller
+    return sub.root
+
+
+def _tensor(fqn: str, entry: StubObject, items: list[Item], values: dict[Item, Any], meta_path: str) -> TensorInfo:
+    """A tensor from its pieces: each piece's own TensorInfo (in its .distcp, at its absolute offset),
+    checked against the chunk it stands for; one piece covering the whole tensor is the tensor."""
+    dtype, layout_, requires_grad = _properties(_attr(entry, "properties", meta_path), meta_path)
+    size = _sizes(_attr(entry, "size", meta_path), f"the size of {fqn!r}", meta_path)
+    if not isinstance(dtype, DtypeValue):
+        raise BadInput(meta_path, f"malformed .metadata record for {fqn!r}")
+    layout_name = layout_.qualname.removeprefix("torch.") if isinstance(layout_, NamedValue) else "strided"
+    pieces: list[TensorPiece] = []
+    for item in items:
+        offsets = item.offsets
+        if offsets is None or len(offsets) != len(size):
+            raise BadInput(meta_path, f"malformed .metadata: a piece of {fqn!r} has offsets {offsets!r:.60}")
+        info = _piece_info(item, values[item])
+        if info.dtype != dtype.name or len(info.shape) != len(size) or any(
+                o + s > n for o, s, n in zip(offsets, info.shape, size)):
+            raise BadInput(item.path, f"the piece of {fqn!r} at {offsets} ({info.dtype} {list(info.shape)}) does not "
+                                      f"fit the tensor ({dtype.name} {list(size)})")
+        pieces.append(TensorPiece(offsets, info))
+    if sum(p.info.numel for p in pieces) != math.prod(size):
+        raise BadInput(meta_path, f"the pieces of {fqn!r} hold {sum(p.info.numel for p in pieces)} elements; the "
+                                  f"tensor has {math.prod(size)}")
+    if len(pieces) == 1:
+        return dataclasses.replace(pieces[0].info, storage_key=fqn, requires_grad=requires_grad is True,
+                                   layout=layout_name)
+    return TensorInfo(dtype=dtype.name, shape=size, device="cpu", layout=layout_name, storage_key=fqn,
+                      requires_grad=requires_grad is True, pieces=tuple(pieces))
+
+
+def _piece_info(item: Item, sub: Any) -> TensorInfo:
+    """A tensor item's one tensor, relocated from the item to its bytes in the .distcp file."""
+    if not isinstance(sub, RawCheckpoint) or not isinstance(sub.root, TensorRef):
+        raise BadInput(item.path, "a DCP tensor item that does not hold one tensor")
+    info = sub.tensor_info(sub.root)
+    if info.data_offset is None or info.source != item.path:
+        raise BadInput(item.path, "a DCP tensor item whose tensor has no data in the item")
+    if info.data_offset + info.storage_size > item.length:
+        raise BadInput(item.path, "tensor data runs past the end of its DCP item")
+    return dataclasses.replace(info, source=item.file, data_offset=item.offset + info.data_offset,
+                               storage_key=f"{item.path}/{info.storage_key}", device="cpu")
+
+
 def _properties(props: Any, path: str) -> tuple[Any, Any, Any]:
     """TensorProperties pickles its fields as a tuple (dtype, layout, requires_grad, ...)."""
     if isinstance(props, StubObject) and isinstance(props.state, tuple) and len(props.state) >= 3:
@@ -34,117 +245,7 @@ def _properties(props: Any, path: str) -> tuple[Any, Any, Any]:
     return _attr(props, "dtype", path), _attr(props, "layout", path), _attr(props, "requires_grad", path)
 
 
-def read(folder: str) -> RawCheckpoint:
-    meta_path = os.path.join(folder, ".metadata")
-    with open_regular(meta_path) as f:
-        data = f.read(MAX_METADATA + 1)
-    if len(data) > MAX_METADATA:
-        raise BadInput(meta_path, "DCP .metadata is larger than 1 GiB")
-    root, up = unpickle(data, _no_pid, meta_path, "DCP .metadata pickle", trusted_prefixes=_TRUSTED)
-    if not (isinstance(root, StubObject) and root.class_name.endswith("checkpoint.metadata.Metadata")):
-        raise BadInput(meta_path, "not a torch.distributed.checkpoint Metadata pickle")
-    sd_meta = _attr(root, "state_dict_metadata", meta_path)
-    storage = _attr(root, "storage_data", meta_path) or {}
-    if not isinstance(sd_meta, dict) or not isinstance(storage, dict):
-        raise BadInput(meta_path, "malformed .metadata: state_dict_metadata/storage_data are not mappings")
-    files_of: dict[str, list[tuple[str, int, int]]] = {}
-    for idx, info in storage.items():
-        fqn = _attr(idx, "fqn", meta_path)
-        rel = _attr(info, "relative_path", meta_path)
-        off, length = _attr(info, "offset", meta_path), _attr(info, "length", meta_path)
-        if not isinstance(rel, str) or os.path.isabs(rel) or ".." in rel.split("/") or "/" in rel:
-            raise BadInput(meta_path, f"storage record names file {rel!r} outside the checkpoint folder")
-        files_of.setdefault(str(fqn), []).append((rel, off if isinstance(off, int) else 0,
-                                                  length if isinstance(length, int) else 0))
-    out: dict[str, Any] = {}
-    for fqn, item in sd_meta.items():
-        cls = item.class_name if isinstance(item, StubObject) else ""
-        places = files_of.get(str(fqn), [])
-        source = os.path.join(folder, places[0][0]) if places else None
-        if cls.endswith("TensorStorageMetadata"):
-            dtype, layout, requires_grad = _properties(_attr(item, "properties", meta_path), meta_path)
-            size = _attr(item, "size", meta_path)
-            if not isinstance(dtype, DtypeValue) or not isinstance(size, tuple):
-                raise BadInput(meta_path, f"malformed .metadata record for {fqn!r}")
-            out[str(fqn)] = TensorInfo(
-                dtype=dtype.name, shape=tuple(size), device="cpu",
-                layout=layout.qualname.removeprefix("torch.") if isinstance(layout, NamedValue) else "strided",
-                storage_key=str(fqn), source=source, data_offset=None,
-                storage_nbytes=None, requires_grad=requires_grad is True,
-            )
-        else:
-            out[str(fqn)] = _BytesItem(str(fqn), sum(p[2] for p in places))
-    files = [meta_path] + sorted({os.path.join(folder, p[0]) for ps in files_of.values() for p in ps})
-    for fpath in files[1:]:
-        if not isfile(fpath):
-            raise BadInput(folder, f"DCP data file {os.path.basename(fpath)!r} named in .metadata is missing")
-    version = _attr(root, "version", meta_path)
-    raw = RawCheckpoint(path=folder, format=FORMAT, root=out, files=files,
-                        metadata={"dcp_version": str(version)} if version else {},
-                        globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
-    _read_small_values(raw, folder, out, files_of)
-    planner = _attr(root, "planner_data", meta_path)
-    raw.root = _nest(out, planner if isinstance(planner, dict) else {}, meta_path)
-    return raw
-
-
-# DCP keeps each non-tensor value (epoch, param_groups' lr...) as a small torch.save blob. Read the small
-# ones (never tensor data) with the same no-execution unpickler, so a training checkpoint keeps them.
-MAX_VALUE_BYTES = 1 << 16
-MAX_VALUES_TOTAL = 16 << 20
-
-
-def _read_small_values(raw: RawCheckpoint, folder: str, out: dict[str, Any],
-                       files_of: dict[str, list[tuple[str, int, int]]]) -> None:
-    from ._common import read_exact
-
-    budget = MAX_VALUES_TOTAL
-    handles: dict[str, Any] = {}
-    try:
-        for fqn, item in out.items():
-            places = files_of.get(fqn, [])
-            if not isinstance(item, _BytesItem) or len(places) != 1 or not 0 < places[0][2] <= MAX_VALUE_BYTES:
-                continue
-            rel, off, length = places[0]
-            budget -= length
-            if budget < 0:
-                break
-            path = os.path.join(folder, rel)
-            if path not in handles:
-                handles[path] = open_regular(path)
-            blob = read_exact(handles[path], off, length, path, f"DCP value {fqn!r}")
-            value = _value_from_blob(raw, blob, path, fqn)
-            if value is not _UNREAD:
-                out[fqn] = value
-    finally:
-        for h in handles.values():
-            h.close()
-
-
-_UNREAD = object()
-
-
-def _value_from_blob(raw: RawCheckpoint, blob: bytes, path: str, fqn: str) -> Any:
-    """A torch.save'd plain value (zip with data.pkl and no storages); anything else stays unread."""
-    import io
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-            names = zf.namelist()
-            pkl = [n for n in names if n.endswith("/data.pkl")]
-            if len(pkl) != 1 or any("/data/" in n for n in names):
-                return _UNREAD  # a tensor or an unexpected layout: not a plain value
-            data = zf.read(pkl[0])
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
-        return _UNREAD
-    value, up = unpickle(data, _no_pid, path, f"DCP value {fqn!r}")
-    raw.untrusted.extend(g for g in up.untrusted if g not in raw.untrusted)
-    raw.dangerous.extend(g for g in up.dangerous if g not in raw.dangerous)
-    return value
-
-
-def _nest(flat: dict[str, Any], planner: dict[Any, Any], meta_path: str) -> dict[str, Any]:
+def _nest(flat: dict[str, Any], planner: dict[Any, Any]) -> dict[str, Any]:
     """The state dict as it was saved: DCP flattens {"model": {...}, "optimizer": {...}, "epoch": 5}
     to dotted keys and records each key's path (planner_data); rebuild the nesting from those paths,
     so containers (model, optimizer, epoch) are found as in a torch.save checkpoint."""
@@ -179,7 +280,7 @@ def _nest(flat: dict[str, Any], planner: dict[Any, Any], meta_path: str) -> dict
 
 
 class _BytesItem:
-    """A non-tensor value DCP stored as a torch.save'd blob; its value is not read for metadata."""
+    """A non-tensor value DCP stored as a torch.save'd blob holding tensors of its own: judged, not shown."""
 
     def __init__(self, fqn: str, length: int) -> None:
         self.fqn = fqn

@@ -188,7 +188,7 @@ class _GetattrProbe:
     stub named like the dotted global it reaches (judged by the same verdict); any other use (a
     computed name, a dunder, handed to another callable) makes the reference dangerous."""
 
-    def __init__(self, seen: SeenGlobal, trusted: tuple[str, ...], torchscript: bool) -> None:
+    def __init__(self, seen: SeenGlobal, trusted: frozenset[str], torchscript: bool) -> None:
         self.seen, self.trusted, self.torchscript = seen, trusted, torchscript
         self.worst = Verdict.SAFE  # never called: the function object is inert data
         self.reason = ""

@@ -59,7 +59,7 @@ class Findings:
 
 @dataclass(frozen=True)
 class Context:
-    trusted: tuple[str, ...] = ()
+    trusted: frozenset[str] = frozenset()
     torchscript: bool = False
     depth: int = 0
 

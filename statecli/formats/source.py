@@ -236,6 +236,46 @@ class LocalSource(Source):
         self.f.close()
 
 
+# Byte ranges of a file that readers open as files of their own (a DCP item inside a `.distcp`):
+# only names statecli registered here are ranges, so no path a user types is ever read as one.
+_RANGES: dict[str, tuple[str, int, int]] = {}
+
+
+def register_range(path: str, offset: int, length: int, label: str) -> str:
+    """A name under which bytes offset..offset+length of `path` (a file or URL) open as a file."""
+    name = f"{path}[{label}]"
+    _RANGES[name] = (path, offset, length)
+    with _LOCK:  # the file may have been rewritten since this name was last read: no stale cached blocks
+        for key in [k for k in _BLOCKS if k[0] == name]:
+            del _BLOCKS[key]
+    return name
+
+
+def is_range(name: str | None) -> bool:
+    return name in _RANGES
+
+
+class RangeSource(Source):
+    """A registered byte range of a file or URL; reads past either end of the range are refused."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        path, self.base, self.size = _RANGES[name]
+        self.inner = open_source(path)  # a URL's items are read by bounded ranges like the rest of it
+        if self.base + self.size > self.inner.size:
+            self.inner.close()
+            raise BadInput(name, f"the item's {self.size} bytes at offset {self.base} run past the end of "
+                                 f"{os.path.basename(path)!r} ({self.inner.size} bytes)")
+
+    def pread(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise BadInput(self.name, f"truncated item: {n} bytes at {offset} run past its end ({self.size} bytes)")
+        return self.inner.pread(self.base + offset, n)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class RemoteSource(Source):
     """An object behind fsspec: its size from one metadata request, then bounded ranged reads."""
 

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import io
+import os
 from typing import Any, BinaryIO
 
-from .source import _BLOCKS, _LOCK, BLOCK, CACHE_BLOCKS, MAX_RANGE, TAIL, RemoteSource, Source, is_remote, open_local
+from .source import (
+    _BLOCKS,
+    _LOCK,
+    BLOCK,
+    CACHE_BLOCKS,
+    MAX_RANGE,
+    TAIL,
+    LocalSource,
+    RangeSource,
+    RemoteSource,
+    Source,
+    is_range,
+    is_remote,
+    open_local,
+)
 
 
 class SourceFile(io.RawIOBase):
@@ -78,6 +93,55 @@ class SourceFile(io.RawIOBase):
         super().close()
 
 
+class RangeFile(io.RawIOBase):
+    """A registered byte range of a local file as a read-only file of its own (a DCP item): reads go
+    straight to pread, clipped to the range (thousands of small items: no block cache in between)."""
+
+    def __init__(self, src: RangeSource, fd: int) -> None:
+        super().__init__()
+        self.src, self.fd, self.name, self.pos = src, fd, src.name, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.src.size}[whence]
+        if base + offset < 0:
+            raise OSError("negative seek position")
+        self.pos = base + offset
+        return self.pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = max(0, self.src.size - self.pos)
+        n = left if n is None or n < 0 else min(n, left)
+        data = os.pread(self.fd, n, self.src.base + self.pos) if n else b""
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.src.close()
+        super().close()
+
+
 def open_file(path: str) -> BinaryIO:
-    """A read-only file object: a SourceFile for a URL, the regular file itself for a local path."""
+    """A read-only file object: a SourceFile for a URL or a registered byte range (a DCP item), the
+    regular file itself for a local path."""
+    if is_range(path):
+        src = RangeSource(path)
+        inner = getattr(src.inner, "f", None)
+        if isinstance(src.inner, LocalSource) and inner is not None:
+            return RangeFile(src, inner.fileno())  # type: ignore[return-value]
+        return SourceFile(src)  # type: ignore[return-value]
     return SourceFile(RemoteSource(path)) if is_remote(path) else open_local(path)  # type: ignore[return-value]

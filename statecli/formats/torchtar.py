@@ -9,6 +9,7 @@ import tarfile
 from typing import NoReturn
 
 from ..errors import BadInput, UnsafeContent
+from ._common import open_regular
 from .pickles import Findings, scan_stream
 
 MAX_MEMBER = 1 << 30
@@ -20,7 +21,7 @@ def scan_tar(path: str, acc: Findings) -> None:
     from . import npy
 
     try:
-        with tarfile.open(path, "r:") as tf:
+        with open_regular(path) as f, tarfile.open(fileobj=f, mode="r:") as tf:  # a DCP item is no path
             for member in tf.getmembers():
                 fobj = tf.extractfile(member) if member.isfile() else None
                 if fobj is None:

@@ -31,15 +31,15 @@ def detect(head: bytes) -> bool:
     return head.startswith(MAGIC)
 
 
-def read(path: str, trusted_prefixes: tuple[str, ...] = ()) -> RawCheckpoint:
+def read(path: str, trusted: frozenset[str] = frozenset()) -> RawCheckpoint:
     arc = Archive(path)
     try:
-        return _read(arc, trusted_prefixes)
+        return _read(arc, trusted)
     finally:
         arc.close()
 
 
-def _read(arc: Archive, trusted_prefixes: tuple[str, ...]) -> RawCheckpoint:
+def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
     path, prefix = arc.path, arc.prefix
     pkl_name = prefix + "data.pkl"
     if pkl_name not in arc.infos:
@@ -84,7 +84,7 @@ def _read(arc: Archive, trusted_prefixes: tuple[str, ...]) -> RawCheckpoint:
         raise UnsafeContent(path, arc.problems[0], REFUSE_HINT)
     stream = io.BytesIO(data)
     try:
-        root, up = unpickle(stream, resolve, path, "data.pkl pickle", trusted_prefixes, arc.torchscript)
+        root, up = unpickle(stream, resolve, path, "data.pkl pickle", trusted, arc.torchscript)
     except BadInput:
         _refuse_findings(arc, None, data, len(data))
         raise

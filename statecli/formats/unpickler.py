@@ -29,7 +29,6 @@ from .inert import (
     _stub_class,
 )
 from .verdict import (
-    DCP_TRUSTED_PREFIXES,
     LAYOUTS,
     MEMORY_FORMATS,
     QSCHEMES,
@@ -49,7 +48,7 @@ MAX_FRAMED_TAIL = 64 << 20  # read past where the C unpickler stopped, to see wh
 _STORAGE_DTYPES = STORAGE_DTYPES
 _TENSOR_CLASSES = TENSOR_CLASSES
 _QSCHEMES, _LAYOUTS, _MEMORY_FORMATS = QSCHEMES, LAYOUTS, MEMORY_FORMATS
-__all__ = ["DCP_TRUSTED_PREFIXES", "DtypeValue", "InertSet", "NamedValue", "RestrictedUnpickler", "SeenGlobal",
+__all__ = ["DtypeValue", "InertSet", "NamedValue", "RestrictedUnpickler", "SeenGlobal",
            "StateDict", "StorageRef", "StorageType", "StubObject", "TensorRef", "dangerous_reason", "unpickle"]
 
 
@@ -71,7 +70,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self,
         data: bytes | BinaryIO,
         storage_resolver: Callable[[Any], Any],
-        trusted_prefixes: tuple[str, ...] = (),
+        trusted: frozenset[str] = frozenset(),
         torchscript: bool = False,
         lenient: bool = False,
     ) -> None:
@@ -84,7 +83,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         # The C unpickler calls this directly (no method of ours in between): one Python call less
         # per tensor. Set through the base type's descriptor, so no persistent_load method here.
         self.persistent_load = storage_resolver  # type: ignore[method-assign]
-        self._trusted_prefixes = trusted_prefixes
+        self._trusted = trusted
         self._torchscript = torchscript
         self._lenient = lenient
         self.refs: list[SeenGlobal] = []
@@ -96,10 +95,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         module, name = normalize(module, name)
         full = f"{module}.{name}"
-        seen = SeenGlobal(full, verdict(module, name, self._trusted_prefixes, self._torchscript))
+        seen = SeenGlobal(full, verdict(module, name, self._trusted, self._torchscript))
         self.refs.append(seen)
         if full == "builtins.getattr":
-            probe = _GetattrProbe(seen, self._trusted_prefixes, self._torchscript)
+            probe = _GetattrProbe(seen, self._trusted, self._torchscript)
             self._probes.append(probe)
             return probe
         allowed = self._allowed(module, name)
@@ -411,9 +410,9 @@ def storage_from_pid(pid: Any) -> tuple[StorageType, str, str, int, Any]:
 
 
 def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, what: str = "pickle",
-             trusted_prefixes: tuple[str, ...] = (), torchscript: bool = False) -> tuple[Any, RestrictedUnpickler]:
+             trusted: frozenset[str] = frozenset(), torchscript: bool = False) -> tuple[Any, RestrictedUnpickler]:
     """Run the restricted unpickler over `data`; malformed input becomes BadInput naming `path`."""
-    up = RestrictedUnpickler(data, resolver, trusted_prefixes, torchscript)
+    up = RestrictedUnpickler(data, resolver, trusted, torchscript)
     start = 0 if isinstance(data, bytes) else data.tell()
     try:
         obj = up.load_value()

@@ -155,12 +155,19 @@ class ValueReader:
         self._fds: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._open_lock = threading.Lock()
+        self._last_assembled: tuple[TensorInfo, np.ndarray] | None = None
 
     def array(self, info: TensorInfo) -> np.ndarray:
         """The tensor as a read-only numpy view into the mapping (its shape and strides; no copy)."""
         import numpy as np
         from numpy.lib.stride_tricks import as_strided
 
+        if info.pieces and np_dtype(info.dtype) is not None:
+            # Chunked readers (read_flat) ask for the same tensor once per chunk: assemble it once.
+            last = self._last_assembled
+            if last is None or last[0] is not info:
+                last = self._last_assembled = (info, self._assembled(info, np.zeros(info.shape, np_dtype(info.dtype))))
+            return last[1]
         if not numpy_readable(info):
             return torch_to_numpy(self.tensor(info))
         assert info.source is not None and info.data_offset is not None
@@ -253,8 +260,10 @@ class ValueReader:
 
         if info.layout != "strided" or info.device == "meta":
             raise BadInput(info.source, f"values of a {info.layout} {info.device} tensor are not read by statecli")
+        if info.pieces:
+            return self._assembled(info, torch.zeros(info.shape, dtype=getattr(torch, info.dtype)))
         if info.source is None or info.data_offset is None:
-            return self._dcp_tensor(info)
+            raise BadInput(info.source, "this tensor has no data in the file")
         dtype = getattr(torch, info.storage_dtype or info.dtype)
         want = getattr(torch, info.dtype)
         flat = self._flat(info)
@@ -263,18 +272,13 @@ class ValueReader:
         stride = info.stride if info.stride is not None else contiguous_stride(info.shape)
         return flat.as_strided(info.shape, stride, info.storage_offset)
 
-    def _dcp_tensor(self, info: TensorInfo) -> torch.Tensor:
-        import torch
-        import torch.distributed.checkpoint as dcp
-
-        name = info.storage_key or ""
-        target = {name: torch.empty(info.shape, dtype=getattr(torch, info.dtype))}
-        # The .metadata pickle already passed statecli's no-execution reader (see formats/dcp.py).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dcp.load(target, checkpoint_id=self.ck.path, no_dist=True) if _accepts_no_dist() else dcp.load(
-                target, checkpoint_id=self.ck.path)
-        return target[name]
+    def _assembled(self, info: TensorInfo, out: Any) -> Any:
+        """A tensor saved in pieces (DCP chunks from several ranks), copied piece by piece into `out`
+        (a zeroed numpy array or torch tensor of its shape): the pieces' coverage was checked on reading."""
+        for piece in info.pieces:
+            where = tuple(slice(o, o + n) for o, n in zip(piece.offsets, piece.info.shape))
+            out[where] = self.array(piece.info) if not hasattr(out, "dim") else self.tensor(piece.info)
+        return out
 
     def release(self, info: TensorInfo) -> None:
         mm = self._maps.get(info.source or "")
@@ -315,14 +319,6 @@ class ValueReader:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
-
-
-def _accepts_no_dist() -> bool:
-    import inspect
-
-    import torch.distributed.checkpoint as dcp
-
-    return "no_dist" in inspect.signature(dcp.load).parameters
 
 
 REMOTE_READER: Callable[[Checkpoint], ValueReader] | None = None

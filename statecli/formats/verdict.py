@@ -123,9 +123,20 @@ DANGEROUS_NAMES = frozenset({
     ("numpy", "load"), ("numpy", "loadtxt"), ("numpy", "fromfile"), ("numpy", "save"),
     ("_codecs", "open"), ("codecs", "open"), ("logging", "FileHandler"),
 })
-# Entire packages whose classes are data, not code, that readers of specific formats trust
-# (torch.distributed.checkpoint's .metadata dataclasses).
-DCP_TRUSTED_PREFIXES = ("torch.distributed.checkpoint.",)
+# The classes torch.distributed.checkpoint writes in `.metadata` (torch 2.x, found by saving plain,
+# nested, optimizer, bytes and two-rank DTensor state dicts), trusted by exact name only: the package
+# also re-exports os, pickle, sys and torch_save_to_dcp (which torch.loads a path), and pathlib holds
+# os, sys and operator.attrgetter. These dataclasses only store their fields when unpickled.
+_DCP = "torch.distributed.checkpoint."
+DCP_TRUSTED = frozenset({
+    *(f"{_DCP}metadata.{n}" for n in (
+        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")),
+    f"{_DCP}filesystem._StorageInfo",
+    # StorageMeta.checkpoint_id is the path the writer was given (PosixPath on Linux/macOS).
+    "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+    "pathlib._local.PosixPath", "pathlib._local.WindowsPath",
+})
 
 
 def normalize(module: str, name: str) -> tuple[str, str]:
@@ -182,9 +193,9 @@ def is_torch_op(module: str, name: str) -> bool:
             and name not in _NOT_OPS)
 
 
-def verdict(module: str, name: str, trusted: tuple[str, ...] = (), torchscript: bool = False) -> Verdict:
-    """What loading a pickle naming `module.name` could do. `trusted`: prefixes of data classes a
-    format trusts (DCP); `torchscript`: the pickle belongs to a TorchScript archive."""
+def verdict(module: str, name: str, trusted: frozenset[str] = frozenset(), torchscript: bool = False) -> Verdict:
+    """What loading a pickle naming `module.name` could do. `trusted`: exact qualified names of data
+    classes a format trusts (DCP_TRUSTED); `torchscript`: the pickle belongs to a TorchScript archive."""
     module, name = normalize(module, name)
     full = f"{module}.{name}"
     if is_weights_only(module, name) or full in PURE:
@@ -196,7 +207,7 @@ def verdict(module: str, name: str, trusted: tuple[str, ...] = (), torchscript: 
         return Verdict.SAFE
     if is_dangerous(module, name):
         return Verdict.DANGEROUS
-    if trusted and full.startswith(trusted) and "." not in name:
+    if full in trusted:
         return Verdict.SAFE
     return Verdict.NEEDS_TRUST
 

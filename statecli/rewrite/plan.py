@@ -79,7 +79,7 @@ def load(path: str, key: str | None, model: Any = None) -> tuple[Checkpoint, Raw
     from ..load import load_with_raw
 
     ck, raw = load_with_raw(path, key)
-    if raw.untrusted and raw.format != "torch.distributed.checkpoint":
+    if raw.untrusted:
         ck.notes.append("the input references non-allowlisted globals; they are kept only if written as .pt "
                         "values statecli can re-create")
     return (with_model(ck, model) if model is not None else ck), raw

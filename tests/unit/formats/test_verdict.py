@@ -30,9 +30,11 @@ def test_verdict_table(module: str, name: str, want: Verdict) -> None:
     assert verdict(module, name) is want
 
 
-def test_trusted_prefix_and_torchscript() -> None:
-    assert verdict("torch.distributed.checkpoint.metadata", "Metadata", ("torch.distributed.checkpoint.",)) is S
-    assert verdict("torch.distributed.checkpoint.fs", "os.system", ("torch.distributed.checkpoint.",)) is D
+def test_trusted_names_and_torchscript() -> None:
+    trusted = frozenset({"torch.distributed.checkpoint.metadata.Metadata"})
+    assert verdict("torch.distributed.checkpoint.metadata", "Metadata", trusted) is S
+    assert verdict("torch.distributed.checkpoint.metadata", "Metadataa", trusted) is Verdict.NEEDS_TRUST
+    assert verdict("torch.distributed.checkpoint.fs", "os.system", trusted) is D
     assert verdict("torch.jit._pickle", "build_intlist") is D
     assert verdict("torch.jit._pickle", "build_intlist", torchscript=True) is S
 
