@@ -118,20 +118,8 @@ def package_findings() -> list[Finding]:
             for f in check_source(p.read_text(encoding="utf-8"), str(p.relative_to(root.parent)))]
 
 
-# torch's DCP reader, still called on main by statecli/formats/values.py: the 'dcp' branch replaces it with
-# statecli's own reader. LEAD: at merge, delete this set and the xfail below (strict: it fails once fixed).
-PENDING_DCP_BRANCH = {("statecli/formats/values.py", f"{DCP}.load")}
-
-
 def test_package_calls_no_code_running_loader() -> None:
-    found = [f for f in package_findings() if (f.path, f.name) not in PENDING_DCP_BRANCH]
-    assert not found, "\n".join(f"{f.path}:{f.line}: {f.name}: {f.why}" for f in found)
-
-
-@pytest.mark.xfail(strict=True, reason="the 'dcp' branch removes torch's DCP reader (dcp.load in formats/values.py); "
-                                       "lead: drop this mark and PENDING_DCP_BRANCH at merge")
-def test_package_never_uses_torch_dcp_reader() -> None:
-    found = [f for f in package_findings() if (f.path, f.name) in PENDING_DCP_BRANCH]
+    found = package_findings()
     assert not found, "\n".join(f"{f.path}:{f.line}: {f.name}: {f.why}" for f in found)
 
 
