@@ -34,6 +34,7 @@ class ScanResult:
     problems: tuple[str, ...] = ()
     pickles: int = 0
     errors: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()  # a TorchScript archive's code/ sources: what its class names run
 
     @property
     def verdict(self) -> Verdict:
@@ -61,7 +62,8 @@ class ScanResult:
                 "globals": [{"name": g.name, "verdict": str(g.verdict), "where": g.where, "opcode": g.opcode}
                             | ({"detail": g.detail} if g.detail else {}) for g in self.globals],
                 "calls": [{"opcode": o, "callee": c, "where": w} for o, c, w in self.calls],
-                "problems": list(self.problems), "error": self.error, "exit_code": self.exit_code}
+                "problems": list(self.problems), "error": self.error, "exit_code": self.exit_code} | (
+                    {"code": list(self.code)} if self.code else {})
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"path": self.path, "name": g.name, "verdict": str(g.verdict), "where": g.where, "opcode": g.opcode}
@@ -97,7 +99,7 @@ def scan_paths(paths: list[str]) -> ScanReport:
 
 def _result(path: str, fmt: str, acc: Findings) -> ScanResult:
     return ScanResult(path, fmt, tuple(acc.globals), tuple(acc.calls), tuple(dict.fromkeys(acc.problems)),
-                      acc.pickles, tuple(dict.fromkeys(acc.errors)))
+                      acc.pickles, tuple(dict.fromkeys(acc.errors)), tuple(dict.fromkeys(acc.code)))
 
 
 def scan(path: str, verify_crc: bool = True) -> ScanResult:
@@ -169,6 +171,8 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
     try:
         acc.problems += arc.problems
         ctx = Context(torchscript=arc.torchscript)
+        if arc.torchscript:
+            acc.code += sorted(n for n in arc.infos if n.startswith(arc.prefix + "code/") and n.endswith(".py"))
         pkl = arc.prefix + "data.pkl"
         broken = False
         if pkl in arc.infos:

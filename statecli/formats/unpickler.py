@@ -37,6 +37,7 @@ from .verdict import (
     TENSOR_CLASSES,
     dangerous_reason,
     normalize,
+    torchscript_source,
     verdict,
 )
 
@@ -94,11 +95,14 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     # -- globals -------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
+        # Judged as written: torch.jit.load (a TorchScript archive) applies no Python 2 mapping.
+        seen_verdict = verdict(module, name, self._trusted_prefixes, self._torchscript)
+        source = torchscript_source(module, name) if self._torchscript else None
         module, name = normalize(module, name)
         full = f"{module}.{name}"
-        seen = SeenGlobal(full, verdict(module, name, self._trusted_prefixes, self._torchscript))
+        seen = SeenGlobal(full, seen_verdict, f"TorchScript class compiled from {source}" if source else "")
         self.refs.append(seen)
-        if full == "builtins.getattr":
+        if full == "builtins.getattr" and not self._torchscript:  # TorchScript: a code/ class like any
             probe = _GetattrProbe(seen, self._trusted_prefixes, self._torchscript)
             self._probes.append(probe)
             return probe

@@ -160,5 +160,7 @@ def render_scan(report: ScanReport, con: Any) -> None:
             con.print(Text(f"  call {o} {escape(c)} in {escape(w)}"))
         if len(r.calls) > 50:
             con.print(Text(f"  ... and {len(r.calls) - 50} more calls; --format json lists all", style="dim"))
+        if r.code:  # the source the TorchScript class names compile to: what trusting the file runs
+            con.print(Text(f"  TorchScript code: {escape(', '.join(r.code)[:200])}"))
         for p in r.problems:
             con.print(Text("  malformed: " + escape(p), style="red"))
