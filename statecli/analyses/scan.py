@@ -226,12 +226,14 @@ def _scan_pickles(target: str, acc: Findings) -> str:
     from ..errors import BadInput
     from ..formats import torchlegacy
 
+    refused = None
     try:
         end, size = torchlegacy.storages_end(target)
     except BadInput as exc:
         legacy = not exc.problem.startswith("not a checkpoint")
         if legacy:
             acc.errors.append(exc.problem)
+        refused = exc.problem
     except StatecliError:
         legacy = False
     else:
@@ -243,6 +245,9 @@ def _scan_pickles(target: str, acc: Findings) -> str:
     with open_regular(target) as f:
         stop = scan_stream(f, "pickle", acc, max_pickles=5 if legacy else None)
         size = f.seek(0, 2)
+    if not legacy and refused and acc.errors and not acc.globals and not acc.problems:
+        acc.errors[:] = [refused]  # no pickle at all (nothing resolved): what the file looks like
+        return "pickle"
     if not legacy and stop < size:
         acc.problems.append(f"{size - stop} byte(s) after the last pickle that are not a pickle")
     if not legacy and not acc.problems and not any(g.verdict is DANGEROUS for g in acc.globals):

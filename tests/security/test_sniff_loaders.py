@@ -1,0 +1,96 @@
+"""Sniff as the loaders do (issue 19, item 5): a file the ordinary loaders (pickle.load, torch.load
+weights_only=False, np.load allow_pickle=True, torch's tarfile-based legacy load) would run is read the
+way they read it, so its payload is a finding (exit 3) for `scan` and every command, never
+"unreadable" (exit 2) and never safe. Each class is proven once under the ordinary loader."""
+
+from __future__ import annotations
+
+import pickle
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from statecli.analyses.scan import scan
+from statecli.cli import app
+
+runner = CliRunner()
+
+
+def _system(canary: Path) -> bytes:
+    """The body of a protocol-0 payload: os.system creating the canary (text opcodes only)."""
+    return b"cos\nsystem\n(S'touch " + shlex.quote(str(canary)).encode() + b"'\ntR."
+
+
+def _refused_everywhere(p: Path) -> None:
+    r = scan(str(p))
+    assert r.exit_code == 3 and "os.system" in {g.name for g in r.globals}, r.to_dict()
+    for cmd in (["inspect", str(p)], ["check", str(p)], ["size", str(p)]):
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 3, (cmd, res.output)
+
+
+# -- a pickle stream from whatever first opcode --------------------------------------------------
+
+FIRST_OPCODES = {
+    "none-pop": b"N0", "int-pop": b"I7\n0", "mark-pop": b"(0", "list-pop": b"]0", "dict-pop": b"}0",
+    "float-pop": b"F1.5\n0", "string-pop": b"S'x'\n0", "unicode-pop": b"Vabc\n0", "binint1-pop": b"K\x070",
+    "newtrue-pop": b"\x880", "long-pop": b"L7L\n0", "binint-pop": b"J\x01\x00\x00\x000",
+    "binfloat-pop": b"G" + b"\x00" * 8 + b"0", "binunicode-pop": b"X\x01\x00\x00\x00a0", "tuple-pop": b")0",
+    "frame": b"\x95" + (len(b"N0") + 30).to_bytes(8, "little"), "empty-stop-first": b"N.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_OPCODES))
+@pytest.mark.parametrize("suffix", [".pt", ".pkl", ".bin"])
+def test_pickle_from_any_first_opcode_is_read_and_refused(tmp_path: Path, name: str, suffix: str) -> None:
+    canary = tmp_path / "canary"
+    p = tmp_path / f"model{suffix}"
+    p.write_bytes(FIRST_OPCODES[name] + _system(canary))
+    _refused_everywhere(p)
+    assert not canary.exists()
+
+
+def test_first_opcode_payloads_run_under_the_ordinary_loaders(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    pickle.loads(b"N0" + _system(canary))  # pickle.load runs it
+    assert canary.exists()
+    canary.unlink()
+    p = tmp_path / "model.pt"
+    p.write_bytes(b"I7\n0" + _system(canary))
+    with pytest.raises(Exception):  # noqa: B017 - torch.load fails after the payload ran (not the magic number)
+        torch.load(p, weights_only=False)
+    assert canary.exists()
+
+
+def test_folder_walk_scans_pkl_not_text(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "state.pkl").write_bytes(b"N0" + _system(canary))
+    (tmp_path / "d" / "notes.txt").write_bytes(b"N0" + _system(canary))
+    res = runner.invoke(app, ["scan", "--format", "json", str(tmp_path / "d")])
+    assert res.exit_code == 3 and "state.pkl" in res.output and "notes.txt" not in res.output
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_legacy_save_of_any_protocol_reads(tmp_path: Path, protocol: int) -> None:
+    p = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(3), "b": torch.zeros(2, dtype=torch.int64)}, p,
+               _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    assert torch.load(p, weights_only=False)["w"].shape == (3,)  # our own benign file
+    assert scan(str(p)).exit_code == 0
+    res = runner.invoke(app, ["inspect", str(p)])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("data", [b"hello world\n", b"\x89PNG\r\n\x1a\n" + bytes(40), b"GGUF\x03\x00\x00\x00" + bytes(40)])
+def test_a_file_with_no_pickle_is_unreadable_with_what_it_looks_like(tmp_path: Path, data: bytes) -> None:
+    p = tmp_path / "model.pt"
+    p.write_bytes(data)
+    r = scan(str(p))
+    assert r.exit_code == 2 and r.error is not None and "not a checkpoint" in r.error, r.to_dict()
+    res = runner.invoke(app, ["inspect", str(p)])
+    assert res.exit_code == 2 and "not a checkpoint" in res.output
+
