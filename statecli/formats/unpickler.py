@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import types
 from collections.abc import Callable
 from struct import error as struct_error
 from typing import Any, BinaryIO
@@ -26,7 +27,9 @@ from .inert import (
     StubObject,
     TensorRef,
     _GetattrProbe,
+    _mark_build,
     _stub_class,
+    stand_in,
 )
 from .verdict import (
     DCP_TRUSTED_PREFIXES,
@@ -110,7 +113,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if allowed is not None:
             return _lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
         if full not in self._stubs:
-            self._stubs[full] = _stub_class(module, name)
+            self._stubs[full] = stand_in(module, name)
         return self._stubs[full]
 
     def _settle(self) -> None:
@@ -174,6 +177,7 @@ def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
             problems.append(f"{full}: {exc}")
             return _CALL_RESULT(*args)
 
+    call.__setstate__ = _mark_build  # type: ignore[attr-defined]
     return call
 
 
@@ -392,6 +396,12 @@ _BUILDERS: dict[str, Any] = {
     "collections.OrderedDict": _ordered_dict,
     "collections.Counter": _counter,
 }
+# BUILD on a global that is a function sets items of its __dict__ (C unpickler): on our shared
+# builders that would outlive this load (a slot state's setattr could even change their defaults),
+# so their __setstate__ looks at the state and drops it, as a stub class's does.
+for _builder in _BUILDERS.values():
+    if isinstance(_builder, types.FunctionType):
+        _builder.__setstate__ = _mark_build  # type: ignore[attr-defined]
 # The weights-only allowlist maps torch.Tensor to a class; our rebuild_from_type_v2 needs its name.
 _BUILDERS["torch.Tensor"].__stub_name__ = "torch.Tensor"
 _BUILDERS["torch.nn.parameter.Parameter"].__stub_name__ = "torch.nn.parameter.Parameter"  # type: ignore[attr-defined]

@@ -94,3 +94,61 @@ def test_a_file_with_no_pickle_is_unreadable_with_what_it_looks_like(tmp_path: P
     res = runner.invoke(app, ["inspect", str(p)])
     assert res.exit_code == 2 and "not a checkpoint" in res.output
 
+
+
+# -- stand-ins behave as str/bytes/int where the C unpickler needs them ------------------------------
+
+def _u(text: str) -> bytes:
+    b = text.encode()
+    return b"\x8c" + bytes([len(b)]) + b
+
+
+def _computed_system(canary: Path, via: bytes = b"cbuiltins\nstr\n") -> bytes:
+    """os.system named by STACK_GLOBAL on `builtins.str('os')`, `builtins.str('system')`: no static
+    walk sees the name, only the unpickler's decoding does."""
+    return (via + b"(" + _u("os") + b"tR" + via + b"(" + _u("system") + b"tR\x93("
+            + _u("touch " + shlex.quote(str(canary))) + b"tR.")
+
+
+VARIANTS = {
+    "str": lambda c: b"\x80\x04" + _computed_system(c),
+    "str-from-bytes": lambda c: b"\x80\x04" + _computed_system(c).replace(
+        b"(" + _u("os") + b"tR", b"(C\x02os" + _u("ascii") + b"tR"),
+    "build-on-function-first": lambda c: (b"\x80\x04ccopyreg\n_reconstructor\n}" + _u("a") + b"K\x01sb0"
+                                          + _computed_system(c)),
+    "build-on-torch-function-first": lambda c: (b"\x80\x04ctorch.nn.functional\nrelu\nN}" + _u("a") + b"K\x01s\x86b0"
+                                                + _computed_system(c)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_computed_global_after_stand_ins_is_dangerous(tmp_path: Path, name: str) -> None:
+    canary = tmp_path / "canary"
+    p = tmp_path / "model.pt"
+    p.write_bytes(VARIANTS[name](canary))
+    _refused_everywhere(p)
+    assert not canary.exists()
+    pickle.loads(p.read_bytes())  # the ordinary loader decodes and runs it
+    assert canary.exists()
+
+
+@pytest.mark.parametrize("args", [b"J\x00\x10\xa5\xd4", b"(X" + (5000).to_bytes(4, "little") + b"9" * 5000 + b"t"])
+def test_stand_ins_never_allocate_or_crash(tmp_path: Path, args: bytes) -> None:
+    # bytes(10**12 / 4) would allocate; a 5000-digit int string is past Python's int limit: stubs stay.
+    p = tmp_path / "model.pt"
+    arg = args if args.endswith(b"t") else b"(" + args + b"t"
+    p.write_bytes(b"\x80\x04cbuiltins\nbytes\n" + arg + b"Rcbuiltins\nint\n" + arg + b"R\x86.")
+    r = scan(str(p))
+    assert r.exit_code in (0, 2) and r.verdict is not None
+
+
+def test_build_on_a_builder_leaves_it_unchanged(tmp_path: Path) -> None:
+    from statecli.formats import unpickler
+
+    before = unpickler._rebuild_tensor_v2.__defaults__
+    p = tmp_path / "model.pt"  # BUILD with a slot state: the C unpickler would setattr __defaults__
+    p.write_bytes(b"\x80\x04ctorch._utils\n_rebuild_tensor_v2\n(N(" + _u("__defaults__") + b"(\x88tdtb0"
+                  + _computed_system(tmp_path / "canary"))
+    assert scan(str(p)).exit_code == 3
+    assert runner.invoke(app, ["inspect", str(p)]).exit_code == 3
+    assert unpickler._rebuild_tensor_v2.__defaults__ == before
