@@ -58,6 +58,8 @@ def scan_zip(path: str, acc: Findings) -> int:
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
+                if info.flag_bits & 0x1:
+                    continue  # encrypted: np.load (zipfile) cannot open it without a password
                 with zf.open(info) as member:
                     if member.read(len(MAGIC)) != MAGIC:
                         continue
