@@ -160,7 +160,7 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
     from ..errors import BadInput
     from ..formats import npy
     from ..formats.torchzip import trailing_findings
-    from ..formats.zipcheck import Archive
+    from ..formats.zipcheck import Archive, fold
 
     try:
         arc = Archive(target)
@@ -172,8 +172,9 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
         acc.problems += arc.problems
         ctx = Context(torchscript=arc.torchscript)
         if arc.torchscript:
-            acc.code += sorted(n for n in arc.infos if n.startswith(arc.prefix + "code/") and n.endswith(".py"))
-        pkl = arc.prefix + "data.pkl"
+            acc.code += sorted(n for n in arc.infos if fold(n).startswith(fold(arc.prefix) + "code/")
+                               and fold(n).endswith(".py"))
+        pkl = arc.lookup("data.pkl") or arc.prefix + "data.pkl"
         broken = False
         if pkl in arc.infos:
             size = arc.infos[pkl].file_size
@@ -185,7 +186,8 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
             broken = len(acc.errors) > before
             trailing_findings(data, end, pkl, acc, arc.torchscript)
         for info in arc.zf.infolist():  # the shadowed copies of a duplicated name: another reader's pick
-            if arc.infos.get(info.filename) is not info and info.file_size <= MAX_PICKLE_SCAN:
+            shadowed_name = arc.folded.get(fold(info.filename)) != info.filename  # a case variant of another
+            if (arc.infos.get(info.filename) is not info or shadowed_name) and info.file_size <= MAX_PICKLE_SCAN:
                 try:
                     with arc.zf.open(info) as member:
                         shadowed = member.read()
@@ -208,7 +210,7 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
                 data = arc.member(name)
                 if name.endswith(".npy"):
                     npy.scan_bytes(data, name, acc)
-                elif name.endswith(".pkl") or data[:1] == b"\x80":
+                elif fold(name).endswith(".pkl") or data[:1] == b"\x80":
                     scan_stream(data, name, acc, ctx)
                 else:
                     scan_nested(data, name, acc, ctx)

@@ -199,3 +199,68 @@ def test_numeric_npy_is_not_a_checkpoint(tmp_path: Path) -> None:
     p = tmp_path / "array.npy"
     p.write_bytes(_npy("[('a', '<f4'), ('b', [('c', '<i8')])]", bytes(12)))
     assert scan(str(p)).exit_code == 2
+
+
+# -- zip member names as torch matches them (case-insensitively) ----------------------------------
+
+def _rezip(src: Path, dst: Path, rename: dict[str, str], replace: dict[str, bytes] | None = None) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
+        for info in zi.infolist():
+            rel = info.filename.split("/", 1)[1]
+            data = (replace or {}).get(rel, zi.read(info))
+            zo.writestr(info.filename.split("/", 1)[0] + "/" + rename.get(rel, rel), data)
+    return dst
+
+
+def _saved(tmp_path: Path) -> Path:
+    p = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(6, dtype=torch.float32)}, p)
+    return p
+
+
+CASE_RENAMES = {"data.pkl": ["DATA.PKL", "Data.pkl", "data.PKL"], "byteorder": ["BYTEORDER", "ByteOrder"],
+                "version": ["VERSION"], "data/0": ["DATA/0", "Data/0"], ".data/serialization_id": [".DATA/SERIALIZATION_ID"],
+                ".format_version": [".FORMAT_VERSION"], ".storage_alignment": [".Storage_Alignment"]}
+CASES = [(rel, new) for rel, news in CASE_RENAMES.items() for new in news]
+
+
+@pytest.mark.parametrize(("rel", "new"), CASES)
+def test_member_names_case_variants_read_as_torch_reads_them(tmp_path: Path, rel: str, new: str) -> None:
+    src = _saved(tmp_path)
+    p = _rezip(src, tmp_path / "case.pt", {rel: new})
+    import zipfile
+
+    if rel not in {i.filename.split("/", 1)[1] for i in zipfile.ZipFile(src).infolist()}:
+        pytest.skip(f"this torch writes no {rel}")
+    assert torch.load(p, weights_only=True)["w"].tolist() == list(range(6))  # torch finds the record
+    r = scan(str(p))
+    assert r.exit_code == 0, r.to_dict()
+    res = runner.invoke(app, ["inspect", str(p)])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("new", CASE_RENAMES["data.pkl"])
+def test_payload_in_a_case_variant_data_pkl_is_refused(tmp_path: Path, new: str) -> None:
+    canary = tmp_path / "canary"
+    p = _rezip(_saved(tmp_path), tmp_path / "case.pt", {"data.pkl": new}, {"data.pkl": _system(canary)})
+    _refused_everywhere(p)
+    assert not canary.exists()
+    try:
+        torch.load(p, weights_only=False)  # torch's reader finds `DATA.PKL` for data.pkl and runs it
+    except Exception:  # noqa: BLE001 - the payload's result is not a state dict
+        pass
+    assert canary.exists()
+
+
+def test_case_variant_twin_of_data_pkl_is_a_duplicate_and_scanned(tmp_path: Path) -> None:
+    import zipfile
+
+    canary = tmp_path / "canary"
+    p = _saved(tmp_path)
+    with zipfile.ZipFile(p, "a") as zf:
+        zf.writestr(zf.namelist()[0].split("/")[0] + "/DATA.PKL", _system(canary))
+    r = scan(str(p))
+    assert r.exit_code == 3 and "os.system" in {g.name for g in r.globals}, r.to_dict()
+    assert runner.invoke(app, ["inspect", str(p)]).exit_code == 3
