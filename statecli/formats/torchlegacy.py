@@ -34,7 +34,9 @@ def _refuse_dangerous(path: str, up: Any) -> None:
 
 
 def detect_tar(head: bytes) -> bool:
-    return len(head) > 262 and head[257:262] == b"ustar"
+    from .torchtar import detect
+
+    return detect(head)
 
 
 MAX_TAIL = 64 << 20

@@ -5,6 +5,7 @@ way they read it, so its payload is a finding (exit 3) for `scan` and every comm
 
 from __future__ import annotations
 
+import io
 import pickle
 import shlex
 from pathlib import Path
@@ -264,3 +265,77 @@ def test_case_variant_twin_of_data_pkl_is_a_duplicate_and_scanned(tmp_path: Path
     r = scan(str(p))
     assert r.exit_code == 3 and "os.system" in {g.name for g in r.globals}, r.to_dict()
     assert runner.invoke(app, ["inspect", str(p)]).exit_code == 3
+
+
+# -- legacy tar files: every header format tarfile takes, every pickle between raw records --------
+
+def _tar(members: list[tuple[str, bytes]], fmt: str) -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    tar_format = {"v7": tarfile.USTAR_FORMAT, "ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT,
+                  "pax": tarfile.PAX_FORMAT}[fmt]
+    with tarfile.open(fileobj=buf, mode="w", format=tar_format) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            if fmt == "pax":
+                info.pax_headers = {"comment": "x"}
+            tar.addfile(info, io.BytesIO(data))
+    out = bytearray(buf.getvalue())
+    if fmt == "v7":  # no magic, no version: a pre-POSIX header, its checksum recomputed
+        at = 0
+        while at < len(out) and out[at:at + 512].strip(b"\0"):
+            size = int(out[at + 124:at + 136].strip(b"\0 ") or b"0", 8)
+            out[at + 257:at + 265] = bytes(8)
+            out[at + 148:at + 156] = b" " * 8
+            out[at + 148:at + 156] = b"%06o\0 " % sum(out[at:at + 512])
+            at += 512 + (size + 511) // 512 * 512
+    return bytes(out)
+
+
+def _storages(views: bytes) -> bytes:
+    """One float storage of two elements, its raw bytes, then `views` where the views pickle goes."""
+    return (pickle.dumps(1, 2) + pickle.dumps(("0", "cpu", torch.FloatStorage), 2)
+            + (2).to_bytes(8, "little") + bytes(8) + views)
+
+
+def _tensors(after: bytes) -> bytes:
+    """One tensor record of the storage above: its pickle, then ndim, padding, size, stride, offset."""
+    return (pickle.dumps(1, 2) + pickle.dumps(("t0", "0", torch.FloatTensor), 2) + (1).to_bytes(4, "little")
+            + bytes(4) + (2).to_bytes(8, "little") + (1).to_bytes(8, "little") + bytes(8) + after)
+
+
+TAR_FORMATS = ["v7", "ustar", "gnu", "pax"]
+
+
+@pytest.mark.parametrize("fmt", TAR_FORMATS)
+@pytest.mark.parametrize("where", ["storages-views", "storages-after-views", "tensors-after-records", "pickle"])
+def test_tar_payload_after_raw_records_is_refused(tmp_path: Path, fmt: str, where: str) -> None:
+    canary = tmp_path / "canary"
+    payload = _system(canary)
+    views = pickle.dumps([], 2)
+    members = {"storages": _storages(payload if where == "storages-views" else views
+                                      + (payload if where == "storages-after-views" else b"")),
+               "tensors": _tensors(payload if where == "tensors-after-records" else b""),
+               "pickle": payload if where == "pickle" else pickle.dumps({"w": 1}, 2)}
+    p = tmp_path / "old.pt"
+    p.write_bytes(_tar([("sys_info", pickle.dumps({}, 2)), *members.items()], fmt))
+    _refused_everywhere(p)
+    assert not canary.exists()
+    if where in ("storages-views", "pickle"):
+        try:
+            torch.load(p, weights_only=False)  # torch's legacy tar loader runs it
+        except Exception:  # noqa: BLE001 - the payload's result is no views list / state dict
+            pass
+        assert canary.exists()
+
+
+@pytest.mark.parametrize("fmt", TAR_FORMATS)
+def test_benign_tar_of_every_format_is_unsupported(tmp_path: Path, fmt: str) -> None:
+    p = tmp_path / "old.pt"
+    p.write_bytes(_tar([("sys_info", pickle.dumps({}, 2)), ("storages", _storages(pickle.dumps([], 2))),
+                        ("tensors", _tensors(b"")), ("pickle", pickle.dumps({"w": 1}, 2))], fmt))
+    r = scan(str(p))
+    assert r.exit_code == 2 and r.error is not None and "pre-0.4" in r.error, r.to_dict()
+    assert runner.invoke(app, ["inspect", str(p)]).exit_code == 2
