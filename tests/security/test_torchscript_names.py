@@ -104,3 +104,19 @@ def test_torchscript_builtins_are_the_only_safe_names() -> None:
         assert torchscript_verdict(module, name) is Verdict.NEEDS_TRUST, (module, name)
     assert torchscript_verdict("torch", "FloatStorage") is Verdict.SAFE  # an enum to torch.jit.load
     assert torchscript_verdict("os", "system") is Verdict.DANGEROUS
+
+
+def test_code_folder_found_case_insensitively_is_still_torchscript(tmp_path: Path) -> None:
+    """torch.load dispatches on an exact constants.pkl record; torch.jit.load then finds code/ under any
+    case (its zip reader compares names case-insensitively): the names stay TorchScript's."""
+    canary = tmp_path / "canary"
+    src = _renamed(tmp_path, "builtins.len", canary)
+    p = tmp_path / "upper_code.pt"
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(p, "w") as zo:
+        for info in zi.infolist():
+            zo.writestr(info.filename.replace("/code/", "/CODE/"), zi.read(info))
+    r = scan(str(p))
+    assert r.verdict is Verdict.NEEDS_TRUST and any(c.endswith("/CODE/builtins.py") for c in r.code), r.to_dict()
+    assert not canary.exists()
+    torch.load(p, weights_only=False)
+    assert canary.read_bytes() == CANARY
