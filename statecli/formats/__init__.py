@@ -142,10 +142,10 @@ def detect_format(path: str, head: bytes) -> str:
         raise BadInput(path, "empty file")
     if torchzip.detect(head):
         return "zip"
+    if torchlegacy.detect_tar(head):  # torch.load's next guess, before a safetensors-looking header
+        return "tar"
     if safetensors.detect(head):
         return "safetensors"
-    if torchlegacy.detect_tar(head):  # before pickles: a tar member name can read as one
-        return "tar"
     if npy.detect(head):
         return "npy"
     if head[:1] in _PICKLE_OPCODES:

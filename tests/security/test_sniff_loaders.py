@@ -339,3 +339,26 @@ def test_benign_tar_of_every_format_is_unsupported(tmp_path: Path, fmt: str) -> 
     r = scan(str(p))
     assert r.exit_code == 2 and r.error is not None and "pre-0.4" in r.error, r.to_dict()
     assert runner.invoke(app, ["inspect", str(p)]).exit_code == 2
+
+
+def test_tar_that_also_looks_like_safetensors_is_a_tar(tmp_path: Path) -> None:
+    """The first header's name field is free bytes: a safetensors length and `{...}` there make a file
+    both; torch.load reads it as a tar (and runs its pickles), so statecli does too."""
+    import struct
+
+    canary = tmp_path / "canary"
+    data = bytearray(_tar([("sys_info", pickle.dumps({}, 2)), ("storages", _storages(_system(canary))),
+                           ("tensors", _tensors(b"")), ("pickle", pickle.dumps({"w": 1}, 2))], "ustar"))
+    header = b'{"__metadata__":{"a":"b"}}'.ljust(80)
+    data[0:100] = (struct.pack("<Q", len(header)) + header).ljust(100, b"\0")
+    data[148:156] = b" " * 8
+    data[148:156] = b"%06o\0 " % sum(data[0:512])
+    p = tmp_path / "model.pt"  # (torch.load hands a *.safetensors path to safetensors, when installed)
+    p.write_bytes(bytes(data))
+    _refused_everywhere(p)
+    assert not canary.exists()
+    try:
+        torch.load(p, weights_only=False)
+    except Exception:  # noqa: BLE001 - the payload's result is no views list
+        pass
+    assert canary.exists()
