@@ -4,13 +4,14 @@ stub classes for every global it refuses to import, and the probe `builtins.geta
 from __future__ import annotations
 
 import pickle
+import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..state import Verdict
 from ..units import itemsize
-from .verdict import DANGEROUS_ATTRS, verdict
+from .verdict import DANGEROUS_ATTRS, normalize, torchscript_source, verdict
 
 
 class _Inert:
@@ -166,6 +167,17 @@ def _mark_build(state: Any) -> None:
     _mark_escapes((state,))
 
 
+def seal(*builders: Any) -> Any:
+    """BUILD on a global that is a function sets items of its __dict__ (C unpickler): on our shared
+    builders that would outlive the load (a slot state's setattr could even change their defaults),
+    so a Python function's __setstate__ looks at the state and drops it, as a stub class's does.
+    Returns the first builder."""
+    for builder in builders:
+        if isinstance(builder, types.FunctionType):
+            builder.__setstate__ = _mark_build  # type: ignore[attr-defined]
+    return builders[0]
+
+
 StubObject.__setstate__ = _BuildState()
 _CALL_RESULT = type("CallResult", (StubObject,), {"__stub_name__": "<result of calling a stub>"})
 
@@ -190,7 +202,12 @@ class InertSet(set):  # type: ignore[type-arg]
 
 
 def _stub_class(module: str, name: str) -> type[StubObject]:
-    return type(name.rsplit(".", 1)[-1], (StubObject,), {"__stub_name__": f"{module}.{name}", "__module__": "statecli.stub"})
+    """The inert class a refused global becomes; str/bytes/int make real values from plain arguments."""
+    ns: dict[str, Any] = {"__stub_name__": f"{module}.{name}", "__module__": "statecli.stub"}
+    kind = _VALUE_TYPES.get(f"{module}.{name}")
+    if kind is not None:
+        ns["__new__"] = _value_new(kind)
+    return type(name.rsplit(".", 1)[-1], (StubObject,), ns)
 
 
 # builtins.str/bytes/int called with plain arguments give the real value, as the loader's call does:
@@ -228,13 +245,13 @@ def _value_new(kind: type) -> Any:
 _VALUE_TYPES: dict[str, type] = {"builtins.str": str, "builtins.bytes": bytes, "builtins.int": int}
 
 
-def stand_in(module: str, name: str) -> type[StubObject]:
-    """The inert class a refused global becomes; str/bytes/int make real values from plain arguments."""
-    cls = _stub_class(module, name)
-    kind = _VALUE_TYPES.get(f"{module}.{name}")
-    if kind is not None:
-        cls.__new__ = _value_new(kind)  # type: ignore[assignment,method-assign]
-    return cls
+def judged(module: str, name: str, trusted: tuple[str, ...], torchscript: bool) -> SeenGlobal:
+    """A global as the unpickler meets it: judged as written (torch.jit.load applies no Python 2
+    mapping), named after Python's mapping; a TorchScript class names the code/ file it runs."""
+    v = verdict(module, name, trusted, torchscript)
+    source = torchscript_source(module, name) if torchscript else None
+    m, n = normalize(module, name)
+    return SeenGlobal(f"{m}.{n}", v, f"TorchScript class compiled from {source}" if source else "")
 
 
 @dataclass

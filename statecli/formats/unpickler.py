@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import types
 from collections.abc import Callable
 from struct import error as struct_error
 from typing import Any, BinaryIO
@@ -27,9 +26,9 @@ from .inert import (
     StubObject,
     TensorRef,
     _GetattrProbe,
-    _mark_build,
     _stub_class,
-    stand_in,
+    judged,
+    seal,
 )
 from .verdict import (
     DCP_TRUSTED_PREFIXES,
@@ -40,8 +39,6 @@ from .verdict import (
     TENSOR_CLASSES,
     dangerous_reason,
     normalize,
-    torchscript_source,
-    verdict,
 )
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
@@ -98,12 +95,9 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     # -- globals -------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
-        # Judged as written: torch.jit.load (a TorchScript archive) applies no Python 2 mapping.
-        seen_verdict = verdict(module, name, self._trusted_prefixes, self._torchscript)
-        source = torchscript_source(module, name) if self._torchscript else None
+        seen = judged(module, name, self._trusted_prefixes, self._torchscript)
         module, name = normalize(module, name)
-        full = f"{module}.{name}"
-        seen = SeenGlobal(full, seen_verdict, f"TorchScript class compiled from {source}" if source else "")
+        full = seen.name
         self.refs.append(seen)
         if full == "builtins.getattr" and not self._torchscript:  # TorchScript: a code/ class like any
             probe = _GetattrProbe(seen, self._trusted_prefixes, self._torchscript)
@@ -113,7 +107,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if allowed is not None:
             return _lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
         if full not in self._stubs:
-            self._stubs[full] = stand_in(module, name)
+            self._stubs[full] = _stub_class(module, name)
         return self._stubs[full]
 
     def _settle(self) -> None:
@@ -177,8 +171,7 @@ def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
             problems.append(f"{full}: {exc}")
             return _CALL_RESULT(*args)
 
-    call.__setstate__ = _mark_build  # type: ignore[attr-defined]
-    return call
+    return seal(call)
 
 
 # -- builders for allowlisted globals -----------------------------------------------------------
@@ -396,12 +389,7 @@ _BUILDERS: dict[str, Any] = {
     "collections.OrderedDict": _ordered_dict,
     "collections.Counter": _counter,
 }
-# BUILD on a global that is a function sets items of its __dict__ (C unpickler): on our shared
-# builders that would outlive this load (a slot state's setattr could even change their defaults),
-# so their __setstate__ looks at the state and drops it, as a stub class's does.
-for _builder in _BUILDERS.values():
-    if isinstance(_builder, types.FunctionType):
-        _builder.__setstate__ = _mark_build  # type: ignore[attr-defined]
+seal(*_BUILDERS.values())
 # The weights-only allowlist maps torch.Tensor to a class; our rebuild_from_type_v2 needs its name.
 _BUILDERS["torch.Tensor"].__stub_name__ = "torch.Tensor"
 _BUILDERS["torch.nn.parameter.Parameter"].__stub_name__ = "torch.nn.parameter.Parameter"  # type: ignore[attr-defined]
