@@ -36,6 +36,7 @@ class ScanResult:
     pickles: int = 0
     errors: tuple[str, ...] = ()
     role: Role = Role.LOADED  # BESIDE: in a folder checkpoint, not read by its loader (counts with --strict)
+    code: tuple[str, ...] = ()  # a TorchScript archive's code/ sources: what its class names run
 
     @property
     def verdict(self) -> Verdict:
@@ -64,7 +65,7 @@ class ScanResult:
                             | ({"detail": g.detail} if g.detail else {}) for g in self.globals],
                 "calls": [{"opcode": o, "callee": c, "where": w} for o, c, w in self.calls],
                 "problems": list(self.problems), "error": self.error, "exit_code": self.exit_code,
-                "role": self.role.value}
+                "role": self.role.value} | ({"code": list(self.code)} if self.code else {})
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"path": self.path, "name": g.name, "verdict": str(g.verdict), "where": g.where, "opcode": g.opcode}
@@ -123,7 +124,7 @@ def _config_result(t: Target) -> ScanResult:
 
 def _result(path: str, fmt: str, acc: Findings) -> ScanResult:
     return ScanResult(path, fmt, tuple(acc.globals), tuple(acc.calls), tuple(dict.fromkeys(acc.problems)),
-                      acc.pickles, tuple(dict.fromkeys(acc.errors)))
+                      acc.pickles, tuple(dict.fromkeys(acc.errors)), code=tuple(dict.fromkeys(acc.code)))
 
 
 def scan(path: str, verify_crc: bool = True) -> ScanResult:
@@ -217,7 +218,7 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
     from ..errors import BadInput
     from ..formats import npy
     from ..formats.torchzip import trailing_findings
-    from ..formats.zipcheck import Archive
+    from ..formats.zipcheck import Archive, fold
 
     try:
         arc = Archive(target)
@@ -228,7 +229,10 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
     try:
         acc.problems += arc.problems
         ctx = Context(torchscript=arc.torchscript)
-        pkl = arc.prefix + "data.pkl"
+        if arc.torchscript:
+            acc.code += sorted(n for n in arc.infos if fold(n).startswith(fold(arc.prefix) + "code/")
+                               and fold(n).endswith(".py"))
+        pkl = arc.lookup("data.pkl") or arc.prefix + "data.pkl"
         broken = False
         if pkl in arc.infos:
             size = arc.infos[pkl].file_size
@@ -240,7 +244,8 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
             broken = len(acc.errors) > before
             trailing_findings(data, end, pkl, acc, arc.torchscript)
         for info in arc.zf.infolist():  # the shadowed copies of a duplicated name: another reader's pick
-            if arc.infos.get(info.filename) is not info and info.file_size <= MAX_PICKLE_SCAN:
+            shadowed_name = arc.folded.get(fold(info.filename)) != info.filename  # a case variant of another
+            if (arc.infos.get(info.filename) is not info or shadowed_name) and info.file_size <= MAX_PICKLE_SCAN:
                 try:
                     with arc.zf.open(info) as member:
                         shadowed = member.read()
@@ -263,7 +268,7 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
                 data = arc.member(name)
                 if name.endswith(".npy"):
                     npy.scan_bytes(data, name, acc)
-                elif name.endswith(".pkl") or data[:1] == b"\x80":
+                elif fold(name).endswith(".pkl") or data[:1] == b"\x80":
                     scan_stream(data, name, acc, ctx)
                 else:
                     scan_nested(data, name, acc, ctx)
@@ -281,12 +286,14 @@ def _scan_pickles(target: str, acc: Findings) -> str:
     from ..errors import BadInput
     from ..formats import torchlegacy
 
+    refused = None
     try:
         end, size = torchlegacy.storages_end(target)
     except BadInput as exc:
         legacy = not exc.problem.startswith("not a checkpoint")
         if legacy:
             acc.errors.append(exc.problem)
+        refused = exc.problem
     except StatecliError:
         legacy = False
     else:
@@ -298,6 +305,9 @@ def _scan_pickles(target: str, acc: Findings) -> str:
     with open_regular(target) as f:
         stop = scan_stream(f, "pickle", acc, max_pickles=5 if legacy else None)
         size = f.seek(0, 2)
+    if not legacy and refused and acc.errors and not acc.globals and not acc.problems:
+        acc.errors[:] = [refused]  # no pickle at all (nothing resolved): what the file looks like
+        return "pickle"
     if not legacy and stop < size:
         acc.problems.append(f"{size - stop} byte(s) after the last pickle that are not a pickle")
     if not legacy and not acc.problems and not any(g.verdict is DANGEROUS for g in acc.globals):

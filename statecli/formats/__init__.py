@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+import pickletools
 from collections.abc import Callable
 
 from ..errors import BadInput
 from ._common import RawCheckpoint, open_regular
 from .source import hf_cache_path, is_remote, listdir, register
 
-__all__ = ["RawCheckpoint", "detect_format", "expand_paths", "read_raw", "resolve_path", "sniff"]
+__all__ = ["RawCheckpoint", "detect_format", "expand_paths", "read_raw", "refusal", "resolve_path", "sniff"]
 
 # File names a single-checkpoint folder is recognised by, best first.
 _SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
 _EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
+_WALKED = _EXTENSIONS + (".pkl",)  # a folder's files scanned as checkpoints (never its .json/.txt)
 
 
 def resolve_path(path: str) -> str:
@@ -98,7 +100,7 @@ def expand_paths(paths: list[str]) -> list[str]:
                     shards |= set(read_index(os.path.join(root, name))[0].values())
                 except BadInput:
                     pass  # reported when the index itself is checked
-            found += [os.path.join(root, f) for f in sorted(files) if f.endswith(_EXTENSIONS) and f not in shards]
+            found += [os.path.join(root, f) for f in sorted(files) if f.endswith(_WALKED) and f not in shards]
         out += found or [p]
     return out
 
@@ -123,48 +125,42 @@ def sniff(head: bytes) -> str:
     return "unknown format: not a torch.save zip, legacy torch file, safetensors or index"
 
 
+# Every opcode byte: pickle.load, and torch.load of a file that is neither zip nor tar, run a stream
+# from whatever opcode it starts with (`N0cos\nsystem...`, `I7\n0...`, a protocol 0/1 legacy save's
+# `L...`), so a file starting with one is read as a pickle; the reader says what it looks like when
+# no pickle is there (formats.refusal).
+_PICKLE_OPCODES = frozenset(op.code.encode("latin-1") for op in pickletools.opcodes)
+
+
 def detect_format(path: str, head: bytes) -> str:
     """The container a file's first bytes announce: "zip", "safetensors", "pickle", "tar" or "npy";
-    BadInput "not a checkpoint (looks like ...)" otherwise. Shared by the readers and `scan`."""
+    BadInput "not a checkpoint (looks like ...)" otherwise. Shared by the readers and `scan`.
+    Checked in the loaders' order: torch.load tries zip, then tar (tarfile's own test), then pickle."""
     from . import npy, safetensors, torchlegacy, torchzip
 
     if not head:
         raise BadInput(path, "empty file")
     if torchzip.detect(head):
         return "zip"
+    if torchlegacy.detect_tar(head):  # torch.load's next guess, before a safetensors-looking header
+        return "tar"
     if safetensors.detect(head):
         return "safetensors"
-    if torchlegacy.detect_tar(head):  # before pickles: a tar member name can read as one
-        return "tar"
-    if torchlegacy.detect(head) or head[:1] in (b"c", b"(", b"]", b"}", b"\x80"):
-        # A protocol 0/1 pickle (no PROTO) is read by pickle.load too; torchlegacy decides.
-        return "pickle" if torchlegacy.detect(head) or _looks_like_pickle(head) else _refuse(path, head)
     if npy.detect(head):
         return "npy"
-    return _refuse(path, head)
+    if head[:1] in _PICKLE_OPCODES:
+        return "pickle"
+    raise refusal(path, head)
 
 
-def _looks_like_pickle(head: bytes) -> bool:
-    import pickletools
-
-    try:
-        ops = 0
-        for _ in pickletools.genops(head):
-            ops += 1
-            if ops >= 3:
-                return True
-    except Exception:  # noqa: BLE001 - a short or broken head: decide on what parsed
-        return ops >= 2
-    return ops >= 1
-
-
-def _refuse(path: str, head: bytes) -> str:
+def refusal(path: str, head: bytes) -> BadInput:
+    """What a file that is no checkpoint (and holds no pickle that resolves a global) looks like."""
     if head.startswith(b"GGUF"):
-        raise BadInput(path, "not a checkpoint: a GGUF file; statecli reads torch.save, safetensors, sharded and "
-                             "DCP checkpoints")
+        return BadInput(path, "not a checkpoint: a GGUF file; statecli reads torch.save, safetensors, sharded and "
+                              "DCP checkpoints")
     if head.lstrip()[:1] == b"{":
-        raise BadInput(path, "a JSON file, not a checkpoint (an index must be named *.index.json)")
-    raise BadInput(path, f"not a checkpoint (looks like {sniff(head)})")
+        return BadInput(path, "a JSON file, not a checkpoint (an index must be named *.index.json)")
+    return BadInput(path, f"not a checkpoint (looks like {sniff(head)})")
 
 
 def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:

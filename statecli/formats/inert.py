@@ -4,13 +4,14 @@ stub classes for every global it refuses to import, and the probe `builtins.geta
 from __future__ import annotations
 
 import pickle
+import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..state import Verdict
 from ..units import itemsize
-from .verdict import DANGEROUS_ATTRS, verdict
+from .verdict import DANGEROUS_ATTRS, normalize, torchscript_source, verdict
 
 
 class _Inert:
@@ -108,9 +109,11 @@ class StubObject(_Inert):
         # every global of the pickle is seen and named.
         return _CALL_RESULT(*args, **kwargs)
 
-    def __setstate__(self, state: Any) -> None:
+    def _build(self, state: Any) -> None:
         _mark_escapes((state,))
         self.state = state
+
+    __setstate__: Any = None  # set below: BUILD on an instance or on the stub class itself
 
     def __setitem__(self, key: Any, value: Any) -> None:
         _mark_escapes((key, value))
@@ -148,6 +151,34 @@ class StubObject(_Inert):
         return f"<{self.class_name}>"
 
 
+class _BuildState:
+    """BUILD calls `__setstate__` of what it is applied to. A stub instance records the state. A stub
+    class stands for a global that may be a function, where the C unpickler's BUILD sets __dict__
+    items (data): the state is looked at for escaping getattr probes, then dropped, and reading goes
+    on as the loader's does (it never reaches our classes)."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return _mark_build
+        return obj._build
+
+
+def _mark_build(state: Any) -> None:
+    _mark_escapes((state,))
+
+
+def seal(*builders: Any) -> Any:
+    """BUILD on a global that is a function sets items of its __dict__ (C unpickler): on our shared
+    builders that would outlive the load (a slot state's setattr could even change their defaults),
+    so a Python function's __setstate__ looks at the state and drops it, as a stub class's does.
+    Returns the first builder."""
+    for builder in builders:
+        if isinstance(builder, types.FunctionType):
+            builder.__setstate__ = _mark_build  # type: ignore[attr-defined]
+    return builders[0]
+
+
+StubObject.__setstate__ = _BuildState()
 _CALL_RESULT = type("CallResult", (StubObject,), {"__stub_name__": "<result of calling a stub>"})
 
 
@@ -171,7 +202,56 @@ class InertSet(set):  # type: ignore[type-arg]
 
 
 def _stub_class(module: str, name: str) -> type[StubObject]:
-    return type(name.rsplit(".", 1)[-1], (StubObject,), {"__stub_name__": f"{module}.{name}", "__module__": "statecli.stub"})
+    """The inert class a refused global becomes; str/bytes/int make real values from plain arguments."""
+    ns: dict[str, Any] = {"__stub_name__": f"{module}.{name}", "__module__": "statecli.stub"}
+    kind = _VALUE_TYPES.get(f"{module}.{name}")
+    if kind is not None:
+        ns["__new__"] = _value_new(kind)
+    return type(name.rsplit(".", 1)[-1], (StubObject,), ns)
+
+
+# builtins.str/bytes/int called with plain arguments give the real value, as the loader's call does:
+# STACK_GLOBAL takes only an exact str, so `builtins.str('os'), builtins.str('system')` must decode
+# as os.system. Never a size to allocate (bytes(10**12)), no codec beyond these, digits bounded by
+# Python's own int limit (ValueError: the stub stays).
+_CODECS = frozenset({"utf-8", "utf8", "latin1", "latin-1", "ascii"})
+_SCALARS = (str, int, float, bool)
+
+
+def _plain_args(kind: type, args: tuple[Any, ...]) -> bool:
+    if not args:
+        return True
+    if kind is int:
+        return (len(args) == 1 and type(args[0]) in _SCALARS) or (
+            len(args) == 2 and type(args[0]) is str and type(args[1]) is int)
+    text = len(args) in (2, 3) and all(type(a) is str for a in args[1:]) and args[1] in _CODECS
+    if kind is str:
+        return (len(args) == 1 and type(args[0]) in _SCALARS) or (type(args[0]) is bytes and text)
+    return (len(args) == 1 and type(args[0]) is bytes) or (type(args[0]) is str and text)
+
+
+def _value_new(kind: type) -> Any:
+    def new(cls: type[StubObject], *args: Any, **kwargs: Any) -> Any:
+        if not kwargs and _plain_args(kind, args):
+            try:
+                return kind(*args)
+            except (ValueError, TypeError, UnicodeError, LookupError, OverflowError):
+                pass
+        return StubObject.__new__(cls, *args, **kwargs)
+
+    return new
+
+
+_VALUE_TYPES: dict[str, type] = {"builtins.str": str, "builtins.bytes": bytes, "builtins.int": int}
+
+
+def judged(module: str, name: str, trusted: frozenset[str], torchscript: bool) -> SeenGlobal:
+    """A global as the unpickler meets it: judged as written (torch.jit.load applies no Python 2
+    mapping), named after Python's mapping; a TorchScript class names the code/ file it runs."""
+    v = verdict(module, name, trusted, torchscript)
+    source = torchscript_source(module, name) if torchscript else None
+    m, n = normalize(module, name)
+    return SeenGlobal(f"{m}.{n}", v, f"TorchScript class compiled from {source}" if source else "")
 
 
 @dataclass

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import ast
-import struct
+import io
 import zipfile
 
 from ..errors import BadInput
@@ -19,33 +18,28 @@ def detect(head: bytes) -> bool:
 
 
 def pickle_offset(data: bytes) -> int | None:
-    """Where the pickle of an object array starts; None for a numeric array or a broken header."""
+    """Where the pickle of an object array starts; None for a numeric array or a broken header.
+    The header is parsed by numpy's own reader (the one np.load uses; it reads the header bytes only,
+    ast.literal_eval and np.dtype): an object array is what np.load unpickles, whatever the descr
+    spells ('O', 'object', [('a', 'object')], nested or subarray fields)."""
+    from numpy.lib import format as npformat
+
     if not data.startswith(MAGIC) or len(data) < 10:
         return None
-    major = data[6]
-    if major == 1:
-        (hlen,) = struct.unpack("<H", data[8:10])
-        start = 10
-    else:
-        if len(data) < 12:
-            return None
-        (hlen,) = struct.unpack("<I", data[8:12])
-        start = 12
-    text = data[start:start + hlen].decode("latin-1", "replace")
-    try:
-        header = ast.literal_eval(text.strip())  # a dict literal of str/bool/tuple: no code
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    version = (data[6], data[7])
+    # np.load with allow_pickle=True reads headers of any size; version 3.0 is 2.0 with a utf-8
+    # header (only field names can differ: the object test does not).
+    readers = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0,
+               (3, 0): npformat.read_array_header_2_0}
+    reader = readers.get(version)
+    if reader is None:
         return None
-    descr = header.get("descr") if isinstance(header, dict) else None
-    return start + hlen if _has_object(descr) else None
-
-
-def _has_object(descr: object) -> bool:
-    if isinstance(descr, str):
-        return "O" in descr
-    if isinstance(descr, (list, tuple)):
-        return any(_has_object(d) for d in descr)
-    return False
+    header = io.BytesIO(data[8:])
+    try:
+        _, _, dtype = reader(header, max_header_size=len(data))
+    except Exception:  # noqa: BLE001 - np.load refuses a header numpy cannot parse: nothing runs
+        return None
+    return 8 + header.tell() if dtype.hasobject else None
 
 
 def scan_bytes(data: bytes, where: str, acc: Findings) -> bool:
@@ -58,13 +52,17 @@ def scan_bytes(data: bytes, where: str, acc: Findings) -> bool:
 
 
 def scan_zip(path: str, acc: Findings) -> int:
-    """Every .npy member of a zip (an .npz): object arrays scanned. Returns how many were pickles."""
+    """Every array member of a zip (an .npz): object arrays scanned. Returns how many were pickles.
+    np.load's NpzFile reads a member as an array by its magic bytes, whatever its name."""
     n = 0
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
+                if info.flag_bits & 0x1:
+                    continue  # encrypted: np.load (zipfile) cannot open it without a password
+                with zf.open(info) as member:
+                    if member.read(len(MAGIC)) != MAGIC:
+                        continue
                 if info.file_size > MAX_MEMBER:
                     acc.problems.append(f"{info.filename}: a {info.file_size}-byte member not scanned")
                     continue

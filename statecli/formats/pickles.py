@@ -43,6 +43,7 @@ class Findings:
     errors: list[str] = field(default_factory=list)
     pickles: int = 0
     storage_keys: set[str] = field(default_factory=set)  # persistent ids the pickles named
+    code: list[str] = field(default_factory=list)  # TorchScript sources torch.jit.load would compile
 
     @property
     def dangerous(self) -> list[str]:
@@ -55,6 +56,7 @@ class Findings:
         self.errors += other.errors
         self.pickles += other.pickles
         self.storage_keys |= other.storage_keys
+        self.code += other.code
 
 
 @dataclass(frozen=True)

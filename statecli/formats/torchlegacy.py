@@ -34,7 +34,9 @@ def _refuse_dangerous(path: str, up: Any) -> None:
 
 
 def detect_tar(head: bytes) -> bool:
-    return len(head) > 262 and head[257:262] == b"ustar"
+    from .torchtar import detect
+
+    return detect(head)
 
 
 MAX_TAIL = 64 << 20
@@ -87,6 +89,10 @@ def _refuse_stream(path: str) -> None:
     if acc.dangerous:
         raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(acc.dangerous),
                             "refusing the file; do not torch.load it")
+    if not acc.globals and not acc.problems and acc.errors and data[:1] != b"\x80":
+        from . import refusal
+
+        raise refusal(path, data[:512])  # no pickle there (a text file, an image): say what it looks like
 
 
 def _read(path: str, refuse: bool) -> tuple[RawCheckpoint, int, int]:

@@ -5,14 +5,19 @@ loader exactly as for `scan`."""
 
 from __future__ import annotations
 
+import io
+import struct
 import tarfile
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..errors import BadInput, UnsafeContent
+from ..units import itemsize
 from ._common import open_regular
-from .pickles import Findings, scan_stream
+from .pickles import Context, Findings, scan_one, scan_stream
+from .unpickler import RestrictedUnpickler, StorageType
 
 MAX_MEMBER = 1 << 30
+_HEAD = 1 << 16
 UNSUPPORTED = "a pre-0.4 tar-format torch file; not supported (load and re-save it with torch)"
 
 
@@ -31,13 +36,17 @@ def scan_tar(path: str, acc: Findings) -> None:
                     npy.scan_bytes(data, member.name, acc)
                     continue
                 sub = Findings()
-                scan_stream(data, member.name, sub)
+                _scan_member(data, member.name, sub)
                 acc.globals += sub.globals
                 acc.calls += sub.calls
                 acc.pickles += sub.pickles
                 acc.problems += sub.problems
     except (tarfile.TarError, OSError, EOFError) as exc:
         acc.errors.append(f"corrupt tar archive: {exc}")
+    from .pickles import scan_nested
+
+    with open_regular(path) as f:  # pickle.load of the file itself reads a header's name field as opcodes
+        scan_nested(f.read(_HEAD), "the file read as a pickle", acc)
     if not acc.errors:
         acc.errors.append(UNSUPPORTED)
 
@@ -53,3 +62,66 @@ def refuse(path: str) -> NoReturn:
     if acc.problems:
         raise UnsafeContent(path, acc.problems[0], "refusing the file (statecli scan lists every finding)")
     raise BadInput(path, acc.errors[0])
+
+
+def detect(head: bytes) -> bool:
+    """A tar file as tarfile.open(mode="r:") decides it (torch's legacy loader tries that before
+    pickle.load): a first 512-byte header whose checksum holds, ustar magic or not (V7, GNU, pax)."""
+    if len(head) < tarfile.BLOCKSIZE:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head[:tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+    except Exception:  # noqa: BLE001 - any failure: tarfile.open does not take it as a tar
+        return False
+    return True
+
+
+def _scan_member(data: bytes, name: str, acc: Findings) -> None:
+    """A member's pickles as torch's legacy loader reads them: `storages` is a count, then per storage
+    a pickle and its raw bytes (an int64 element count, then the elements), then a views pickle;
+    `tensors` is a count, then per tensor a pickle and its raw dims; every pickle after raw bytes is
+    scanned. Where the records stop making sense (torch would stop), the rest is read as pickles."""
+    pos = 0
+    if name in ("storages", "tensors"):
+        pos = _records(data, name, acc)
+    scan_stream(data, name if pos == 0 else f"{name} at {pos}", acc, start=pos)
+
+
+def _records(data: bytes, name: str, acc: Findings) -> int:
+    count, pos = _pickle_at(data, 0, name, acc)
+    if type(count) is not int or count < 0:
+        return pos
+    for i in range(count):
+        args, end = _pickle_at(data, pos, f"{name} record {i}", acc)
+        if end == pos or not isinstance(args, tuple) or len(args) != 3:
+            return end
+        if name == "storages":
+            if not isinstance(args[2], StorageType) or end + 8 > len(data):
+                return end
+            (numel,) = struct.unpack_from("<q", data, end)
+            pos = end + 8 + max(numel, 0) * itemsize(args[2].dtype)
+        else:
+            if end + 8 > len(data):
+                return end
+            (ndim,) = struct.unpack_from("<i", data, end)
+            pos = end + 8 + 16 * max(ndim, 0) + 8
+        if pos > len(data):
+            return end
+    if name == "storages":
+        _, pos = _pickle_at(data, pos, f"{name} views", acc)
+    return pos
+
+
+def _pickle_at(data: bytes, pos: int, where: str, acc: Findings) -> tuple[Any, int]:
+    """(the value of the pickle at `pos` as our inert unpickler reads it, offset after it); its
+    globals go into `acc` through the one scanner."""
+    bio = io.BytesIO(data)
+    end, ok = scan_one(bio, pos, where, acc, Context())
+    if not ok:
+        return None, pos
+    bio.seek(pos)
+    try:
+        value = RestrictedUnpickler(bio, lambda pid: None, lenient=True).load_value()
+    except Exception:  # noqa: BLE001 - scan_one read it cleanly; a value we cannot use ends the walk
+        return None, end
+    return value, end

@@ -41,7 +41,7 @@ def read(path: str, trusted: frozenset[str] = frozenset()) -> RawCheckpoint:
 
 def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
     path, prefix = arc.path, arc.prefix
-    pkl_name = prefix + "data.pkl"
+    pkl_name = arc.lookup("data.pkl") or prefix + "data.pkl"
     if pkl_name not in arc.infos:
         if arc.problems:
             raise UnsafeContent(path, arc.problems[0], REFUSE_HINT)
@@ -51,8 +51,9 @@ def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
         raise UnsafeContent(path, f"data.pkl declares {arc.infos[pkl_name].file_size} bytes, over the "
                                   f"{MAX_PICKLE_BYTES}-byte pickle cap", REFUSE_HINT)
     byteorder = "little"
-    if prefix + "byteorder" in arc.infos:
-        byteorder = arc.member(prefix + "byteorder").decode("ascii", "replace").strip()
+    byteorder_name = arc.lookup("byteorder")
+    if byteorder_name is not None:
+        byteorder = arc.member(byteorder_name).decode("ascii", "replace").strip()
         if byteorder not in ("little", "big"):
             raise BadInput(path, f"unknown byteorder record {byteorder!r}")
     storages: dict[str, StorageRef] = {}
@@ -62,7 +63,7 @@ def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
         seen = storages.get(key)
         if seen is not None:
             return seen
-        member = f"{prefix}data/{key}"
+        member = arc.lookup(f"data/{key}") or f"{prefix}data/{key}"
         info = arc.infos.get(member)
         if info is None:
             raise BadInput(path, f"data.pkl names storage {key!r} but the archive has no member {member!r}")
@@ -100,7 +101,7 @@ def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
     raw = RawCheckpoint(path=path, format=fmt, root=root, files=[path], byteorder=byteorder,
                         globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
     for key in storages:
-        raw.storages[key] = (path, arc.offsets[f"{prefix}data/{key}"])
+        raw.storages[key] = (path, arc.offsets[arc.lookup(f"data/{key}") or f"{prefix}data/{key}"])
     if arc.torchscript:
         raw.warnings.append("a TorchScript archive (torch.jit.save): torch.jit.load would run its compiled code; "
                             "statecli read its parameters and buffers as data (classes declared in code/)")
@@ -129,7 +130,7 @@ def _refuse_findings(arc: Archive, keys: set[str] | None, data: bytes, end: int)
     from .pickles import Context
 
     acc = Findings()
-    trailing_findings(data, end, arc.prefix + "data.pkl", acc, arc.torchscript)
+    trailing_findings(data, end, arc.lookup("data.pkl") or arc.prefix + "data.pkl", acc, arc.torchscript)
     for name in arc.side_pickles():
         if arc.infos[name].file_size <= MAX_PICKLE_BYTES:
             scan_stream(arc.member(name), name, acc, Context(torchscript=True))

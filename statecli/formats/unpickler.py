@@ -27,6 +27,8 @@ from .inert import (
     TensorRef,
     _GetattrProbe,
     _stub_class,
+    judged,
+    seal,
 )
 from .verdict import (
     LAYOUTS,
@@ -36,7 +38,6 @@ from .verdict import (
     TENSOR_CLASSES,
     dangerous_reason,
     normalize,
-    verdict,
 )
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
@@ -93,11 +94,11 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     # -- globals -------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
+        seen = judged(module, name, self._trusted, self._torchscript)
         module, name = normalize(module, name)
-        full = f"{module}.{name}"
-        seen = SeenGlobal(full, verdict(module, name, self._trusted, self._torchscript))
+        full = seen.name
         self.refs.append(seen)
-        if full == "builtins.getattr":
+        if full == "builtins.getattr" and not self._torchscript:  # TorchScript: a code/ class like any
             probe = _GetattrProbe(seen, self._trusted, self._torchscript)
             self._probes.append(probe)
             return probe
@@ -169,7 +170,7 @@ def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
             problems.append(f"{full}: {exc}")
             return _CALL_RESULT(*args)
 
-    return call
+    return seal(call)
 
 
 # -- builders for allowlisted globals -----------------------------------------------------------
@@ -387,6 +388,7 @@ _BUILDERS: dict[str, Any] = {
     "collections.OrderedDict": _ordered_dict,
     "collections.Counter": _counter,
 }
+seal(*_BUILDERS.values())
 # The weights-only allowlist maps torch.Tensor to a class; our rebuild_from_type_v2 needs its name.
 _BUILDERS["torch.Tensor"].__stub_name__ = "torch.Tensor"
 _BUILDERS["torch.nn.parameter.Parameter"].__stub_name__ = "torch.nn.parameter.Parameter"  # type: ignore[attr-defined]

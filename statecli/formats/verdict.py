@@ -54,8 +54,19 @@ TORCH_OP_NAMESPACES = ("torch._C._nn", "torch._C._VariableFunctions", "torch._C.
                        "torch.nn.functional", "torch._C._fft", "torch._C._linalg", "torch._C._special")
 # Modules imported into torch.nn.functional's namespace: a module object is not an op.
 _NOT_OPS = frozenset({"_Reduction", "_VF", "dataclasses", "grad", "importlib", "math", "np", "torch", "warnings"})
-# TorchScript archives name their own builders and compiled classes (run by TorchScript, not Python).
-TORCHSCRIPT_SAFE = ("torch.jit._pickle.",)
+# TorchScript archives: torch.load hands them to torch.jit.load, whose unpickler resolves only these
+# names itself (torch/csrc/jit/serialization/unpickler.cpp, Unpickler::readGlobal), compared as
+# written (no Python 2 mapping); `torch.<X>Storage` and `torch.<qscheme>` are enums there, any other
+# `torch.X` an error. Every other name goes to its type resolver, which compiles the class of that
+# name from the archive's own code/ (a class named `builtins.len` is code/builtins.py's `len`) and
+# runs its __setstate__: TorchScript code, whatever Python object the name would mean.
+TORCHSCRIPT_BUILTINS = frozenset({
+    "__main__.TensorID", "__main__.IntList", "torch.jit._pickle.build_tensor_from_id",
+    "torch.jit._pickle.restore_type_tag", "torch.jit._pickle.build_intlist", "torch.jit._pickle.build_tensorlist",
+    "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist", "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_qtensor", "torch._tensor._rebuild_from_type_v2", "torch._utils._rebuild_sparse_tensor",
+    "builtins.complex", "collections.OrderedDict", "torch.device",
+})
 TORCHSCRIPT_TRUST = ("__torch__.",)
 
 # -- dangerous -----------------------------------------------------------------------------------
@@ -196,11 +207,11 @@ def is_torch_op(module: str, name: str) -> bool:
 def verdict(module: str, name: str, trusted: frozenset[str] = frozenset(), torchscript: bool = False) -> Verdict:
     """What loading a pickle naming `module.name` could do. `trusted`: exact qualified names of data
     classes a format trusts (DCP_TRUSTED); `torchscript`: the pickle belongs to a TorchScript archive."""
+    if torchscript:
+        return torchscript_verdict(module, name, trusted)
     module, name = normalize(module, name)
     full = f"{module}.{name}"
     if is_weights_only(module, name) or full in PURE:
-        return Verdict.SAFE
-    if torchscript and full.startswith(TORCHSCRIPT_SAFE) and name.isidentifier():
         return Verdict.SAFE
     # Checked before the module rules (torch._C is dangerous as a whole), never for a dangerous name.
     if is_torch_op(module, name) and name not in DANGEROUS_FINAL and ("torch", name) not in DANGEROUS_NAMES:
@@ -210,6 +221,25 @@ def verdict(module: str, name: str, trusted: frozenset[str] = frozenset(), torch
     if full in trusted:
         return Verdict.SAFE
     return Verdict.NEEDS_TRUST
+
+
+def torchscript_verdict(module: str, name: str, trusted: frozenset[str] = frozenset()) -> Verdict:
+    """A global in a TorchScript archive's pickle, as torch.jit.load resolves it: its own builtins
+    are safe; `torch.X` is an enum or a load error (Python's verdict, never code/); any other name is
+    a class compiled from code/: needs trust at least, dangerous where Python's name already is."""
+    if f"{module}.{name}" in TORCHSCRIPT_BUILTINS:
+        return Verdict.SAFE
+    python = verdict(module, name, trusted)
+    if module == "torch" or python is Verdict.DANGEROUS:
+        return python
+    return Verdict.NEEDS_TRUST
+
+
+def torchscript_source(module: str, name: str) -> str | None:
+    """The code/ file torch.jit.load compiles the class `module.name` from (None for its builtins)."""
+    if module == "torch" or f"{module}.{name}" in TORCHSCRIPT_BUILTINS:
+        return None
+    return "code/" + module.replace(".", "/") + ".py"
 
 
 def dangerous_reason(module: str, name: str) -> bool:

@@ -6,6 +6,7 @@ us (torch ignores CRCs, so a mismatch is a finding, not a reason to stop reading
 from __future__ import annotations
 
 import os
+import string
 import struct
 import zipfile
 import zlib
@@ -63,13 +64,16 @@ class Archive:
         names = [i.filename for i in infos]
         if not infos:
             raise BadInput(self.path, "not a checkpoint: an empty zip archive")
-        pkls = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        pkls = [n for n in names if fold(n).endswith("/data.pkl") and n.count("/") == 1]
         if not pkls:
             npy = sum(n.endswith(".npy") for n in names)
             what = "a numpy .npz archive" if npy and npy == len(names) else "a zip archive with no data.pkl"
             raise BadInput(self.path, f"not a checkpoint ({what}; not a torch.save file)")
-        for n in sorted(n for n, k in Counter(names).items() if k > 1):
+        # torch's reader (miniz) matches names case-insensitively: `DATA.PKL` beside `data.pkl` is a duplicate.
+        first = {fold(n): n for n in reversed(names)}
+        for n in sorted(first[f] for f, k in Counter(fold(n) for n in names).items() if k > 1):
             self.problems.append(f"duplicate zip member {n!r} (an ambiguous file)")
+        self.folded = first
         # torch.load reads the folder of the first entry.
         self.prefix = names[0].split("/", 1)[0] + "/" if "/" in names[0] else pkls[0].split("/", 1)[0] + "/"
         outside = sorted({n for n in names if not n.startswith(self.prefix)})
@@ -148,6 +152,11 @@ class Archive:
         if gaps > 0:
             self.problems.append(f"{gaps} byte(s) of the archive belong to no zip member")
 
+    def lookup(self, rel: str) -> str | None:
+        """The member torch.load reads for record `rel` ("data.pkl", "data/0"): the archive folder plus
+        `rel`, matched case-insensitively (ASCII) as torch's zip reader matches it."""
+        return self.folded.get(fold(self.prefix + rel))
+
     def tail_bytes(self, cap: int = 64 << 20) -> bytes:
         """The bytes after the end record (scanned: a loader that reads past it would run them)."""
         offset, n = self.tail
@@ -176,8 +185,9 @@ class Archive:
 
     @property
     def torchscript(self) -> bool:
-        p = self.prefix
-        return p + "constants.pkl" in self.infos and any(n.startswith(p + "code/") for n in self.infos)
+        """torch.load hands the archive to torch.jit.load when its record list (names as written, the
+        folder stripped) holds constants.pkl; torch.jit.load then finds code/ case-insensitively."""
+        return self.prefix + "constants.pkl" in self.infos
 
     def side_pickles(self) -> list[str]:
         """A TorchScript archive's pickles besides data.pkl (constants, traced inputs, debug info):
@@ -186,21 +196,22 @@ class Archive:
             return []
         p = self.prefix
         return [n for n in self.infos if n.startswith(p) and (
-            n[len(p):] in ("constants.pkl", "traced_inputs.pkl") or n.endswith(".debug_pkl"))]
+            fold(n[len(p):]) in ("constants.pkl", "traced_inputs.pkl") or fold(n).endswith(".debug_pkl"))]
 
     def unexpected(self, storage_keys: set[str]) -> list[str]:
         """Members torch.load never reads: a payload parked where only other tools look."""
         p, out = self.prefix, []
         ts = self.torchscript
+        keys = {fold(k) for k in storage_keys}
         for name in self.infos:
             if not name.startswith(p):
                 continue  # reported as outside the folder
-            rel = name[len(p):]
+            rel = fold(name[len(p):])  # as torch looks records up
             if rel in (TORCHSCRIPT_MEMBERS if ts else TORCH_MEMBERS) or rel.endswith("/"):
                 continue
             if ts and rel.startswith(TORCHSCRIPT_FOLDERS):
                 continue
-            if rel.startswith("data/") and rel[5:] in storage_keys:
+            if rel.startswith("data/") and rel[5:] in keys:
                 continue
             out.append(name)
         return out
@@ -209,6 +220,15 @@ class Archive:
         if hasattr(self, "zf"):
             self.zf.close()
         self.f.close()
+
+
+_FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def fold(name: str) -> str:
+    """A member name as torch's zip reader compares it: ASCII letters lowered (miniz's MZ_TOLOWER),
+    nothing else (str.lower would also fold non-ASCII letters, which miniz keeps)."""
+    return name.lower() if name.isascii() else name.translate(_FOLD)
 
 
 def _local_headers(f: BinaryIO, offsets: list[int], size: int) -> dict[int, bytes]:

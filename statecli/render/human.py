@@ -165,6 +165,8 @@ def render_scan(report: ScanReport, con: Any) -> None:
             con.print(Text(f"  call {o} {escape(c)} in {escape(w)}"))
         if len(r.calls) > 50:
             con.print(Text(f"  ... and {len(r.calls) - 50} more calls; --format json lists all", style="dim"))
+        if r.code:  # the source the TorchScript class names compile to: what trusting the file runs
+            con.print(Text(f"  TorchScript code: {escape(', '.join(r.code)[:200])}"))
         for p in r.problems:
             con.print(Text("  malformed: " + escape(p), style="red"))
     uncounted = [r for r in results if not report.counts(r) and r.exit_code]
