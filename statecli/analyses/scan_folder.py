@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..errors import BadInput, StatecliError
-from ..formats import _EXTENSIONS as LOADABLE
+from ..formats import _WALKED as LOADABLE  # the files a walked folder holds as checkpoints
 from ..formats import expand_paths, resolve_path
 from ..formats.hfconfig import ConfigCode, config_code
 from ..formats.sharded import read_index
