@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import StatecliError
+from ..errors import StatecliError, UnsafeContent
 from ..formats import detect_format, expand_paths, resolve_path
 from ..formats._common import open_regular
 from ..formats.pickles import Context, Findings, GlobalRef, scan_nested, scan_stream
@@ -130,20 +130,23 @@ def scan(path: str, verify_crc: bool = True) -> ScanResult:
             _scan_tar(target, acc)
         else:
             _scan_npy(target, acc)
+    except UnsafeContent as exc:  # a finding met while reading (a compression bomb): exit 3, as the readers
+        acc.problems.append(exc.problem)
     except StatecliError as exc:
         acc.errors.append(exc.problem)
     return _result(path, fmt, acc)
 
 
 def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:
-    from ..formats.sharded import read_index
+    from ..formats.sharded import read_index, shard_problem
 
     wmap, _ = read_index(target)
     acc = Findings()
     folder = os.path.dirname(os.path.abspath(target))
     for shard in sorted(set(wmap.values())):
-        if "/" in shard or "\\" in shard or shard.startswith(".."):
-            acc.problems.append(f"index names shard {shard!r} outside its folder")
+        problem = shard_problem(target, shard)
+        if problem:
+            acc.problems.append(problem)
             continue
         sub = scan(os.path.join(folder, shard), verify_crc)
         acc.globals += [GlobalRef(g.name, f"{shard}: {g.where}", g.opcode, g.verdict, g.detail) for g in sub.globals]
@@ -157,6 +160,7 @@ def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:
 def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
     from ..errors import BadInput
     from ..formats import npy
+    from ..formats.limits import Inflation, read_zip_member
     from ..formats.torchzip import trailing_findings
     from ..formats.zipcheck import Archive
 
@@ -183,8 +187,10 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
         for info in arc.zf.infolist():  # the shadowed copies of a duplicated name: another reader's pick
             if arc.infos.get(info.filename) is not info and info.file_size <= MAX_PICKLE_SCAN:
                 try:
-                    with arc.zf.open(info) as member:
-                        shadowed = member.read()
+                    shadowed = read_zip_member(arc.zf, info, f"duplicate zip member {info.filename!r}")
+                except Inflation as exc:
+                    acc.problems.append(str(exc))
+                    continue
                 except Exception as exc:  # noqa: BLE001 - zipfile raises many kinds on broken members
                     acc.problems.append(f"cannot read duplicate zip member {info.filename!r}: {exc}")
                     continue
@@ -198,23 +204,33 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
         for name, info in arc.infos.items():
             if name == pkl or info.file_size > MAX_PICKLE_SCAN:
                 continue
-            if name in side:
-                scan_stream(arc.member(name), name, acc, ctx)
-            elif name in unexpected or not name.startswith(arc.prefix):
-                data = arc.member(name)
-                if name.endswith(".npy"):
-                    npy.scan_bytes(data, name, acc)
-                elif name.endswith(".pkl") or data[:1] == b"\x80":
-                    scan_stream(data, name, acc, ctx)
-                else:
-                    scan_nested(data, name, acc, ctx)
-            elif verify_crc:
-                before = len(arc.problems)
-                arc.member(name)
-                acc.errors += [f"corrupt tensor data: {p}" for p in arc.problems[before:]]
+            try:
+                _scan_member(arc, name, name in side, name in unexpected, verify_crc, acc, ctx)
+            except UnsafeContent as exc:  # this member is a compression bomb: the others are still scanned
+                acc.problems.append(exc.problem)
         return "torchscript zip" if arc.torchscript else "torch zip"
     finally:
         arc.close()
+
+
+def _scan_member(arc: Any, name: str, side: bool, unexpected: bool, verify_crc: bool, acc: Findings,
+                 ctx: Context) -> None:
+    from ..formats import npy
+
+    if side:
+        scan_stream(arc.member(name), name, acc, ctx)
+    elif unexpected or not name.startswith(arc.prefix):
+        data = arc.member(name)
+        if name.endswith(".npy"):
+            npy.scan_bytes(data, name, acc)
+        elif name.endswith(".pkl") or data[:1] == b"\x80":
+            scan_stream(data, name, acc, ctx)
+        else:
+            scan_nested(data, name, acc, ctx)
+    elif verify_crc:
+        before = len(arc.problems)
+        arc.check_crc(name)
+        acc.errors += [f"corrupt tensor data: {p}" for p in arc.problems[before:]]
 
 
 def _scan_pickles(target: str, acc: Findings) -> str:

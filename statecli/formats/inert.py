@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from types import FunctionType
 from typing import Any
 
 from ..state import Verdict
@@ -204,7 +205,10 @@ class _GetattrProbe:
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("__") or name in DANGEROUS_ATTRS:
             self._judge(Verdict.DANGEROUS, f"attribute {name!r:.40}")
             return _CALL_RESULT()
-        target = getattr(obj, "__stub_name__", None) if isinstance(obj, type) else None
+        # A global: a stub class, or one of the builders statecli implements as a class or function
+        # (Parameter, OrderedDict, torch.Size, _rebuild_tensor_v2): getattr(Parameter, "mro") is the
+        # dotted global "torch.nn.parameter.Parameter.mro", judged by the one verdict (needs trust).
+        target = getattr(obj, "__stub_name__", None) if isinstance(obj, (type, FunctionType)) else None
         if isinstance(obj, type) and target is None:
             self._judge(Verdict.DANGEROUS, f"getattr on {obj!r:.40}")
             return _CALL_RESULT()
@@ -223,7 +227,9 @@ class _GetattrProbe:
             # A method of an instance built by the pickle: stored (a bound-method hook) it is data;
             # called while loading (getattr(PosixPath(p), "touch")()) it runs that class's code.
             return _BoundAttribute(self, obj, name)
-        return _CALL_RESULT(obj, name)  # a plain value's attribute: its class has its own verdict
+        # A plain value's attribute (a dict's, a str's): kept, it is data; called while loading it runs
+        # that method, which nothing here models: needs trust at least.
+        return _BoundAttribute(self, obj, name, Verdict.NEEDS_TRUST)
 
 
 class _BoundAttribute(StubObject):
@@ -232,16 +238,17 @@ class _BoundAttribute(StubObject):
     __stub_name__ = "<result of calling a stub>"
 
     probe: _GetattrProbe
+    on_call: Verdict
 
-    def __new__(cls, probe: _GetattrProbe, obj: Any, name: str) -> _BoundAttribute:
+    def __new__(cls, probe: _GetattrProbe, obj: Any, name: str, on_call: Verdict = Verdict.DANGEROUS) -> _BoundAttribute:
         out = object.__new__(cls)
         out.args, out.kwargs, out.state, out.items, out.listitems = (obj, name), {}, None, {}, []
-        out.probe = probe
+        out.probe, out.on_call = probe, on_call
         return out
 
     def __call__(self, *args: Any, **kwargs: Any) -> StubObject:
-        owner = getattr(type(self.args[0]), "__stub_name__", "?")
-        self.probe._judge(Verdict.DANGEROUS, f"{owner}.{self.args[1]}() called while loading")
+        owner = getattr(type(self.args[0]), "__stub_name__", type(self.args[0]).__name__)
+        self.probe._judge(self.on_call, f"{owner}.{self.args[1]}() called while loading")
         return _CALL_RESULT(*args, **kwargs)
 
 

@@ -8,6 +8,7 @@ import io
 import pickle
 from collections.abc import Callable
 from struct import error as struct_error
+from types import FunctionType
 from typing import Any, BinaryIO
 
 from ..errors import BadInput, UnsafeContent
@@ -170,7 +171,27 @@ def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
             problems.append(f"{full}: {exc}")
             return _CALL_RESULT(*args)
 
+    if isinstance(builder, type) and issubclass(builder, _Constructor):
+        return _constructor(full, call)  # still a class: NEWOBJ reads in scan as in the loader
+    call.__stub_name__ = full  # type: ignore[attr-defined]
     return call
+
+
+class _Constructor:
+    """Base of the builders for allowlisted classes: a class (NEWOBJ, NEWOBJ_EX and REDUCE all accept
+    it, as they accept the real OrderedDict, Parameter, torch.Size) whose construction is the builder."""
+
+    __stub_name__ = "?"
+
+
+def _constructor(full: str, build: Callable[..., Any]) -> type:
+    """`full`'s builder as a class: NEWOBJ's cls.__new__(cls, *args) and REDUCE's cls(*args) both
+    return build(*args) (not an instance of the class, so __init__ never runs)."""
+    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return build(*args, **kwargs)
+
+    return type(full.rsplit(".", 1)[-1], (_Constructor,), {"__new__": new, "__stub_name__": full,
+                                                           "__module__": "statecli.builder"})
 
 
 # -- builders for allowlisted globals -----------------------------------------------------------
@@ -178,15 +199,20 @@ def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
 def _ints(value: Any, what: str) -> tuple[int, ...]:
     if type(value) is tuple:  # the common case, checked without a generator per tensor
         for v in value:
-            if type(v) is not int:
+            if type(v) is not int or not -_I64 <= v < _I64:
                 break
         else:
             return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and -_I64 <= value < _I64:
         return (value,)
-    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise pickle.UnpicklingError(f"tensor {what} is not a tuple of integers: {value!r:.80}")
+    # torch stores sizes and strides as int64: a longer int (one str() cannot even print) is malformed.
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                      and -_I64 <= v < _I64 for v in value):
+        raise pickle.UnpicklingError(f"tensor {what} is not a tuple of 64-bit integers")
     return tuple(value)
+
+
+_I64 = 1 << 63
 
 
 def _check_view(storage: StorageRef, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
@@ -388,9 +414,14 @@ _BUILDERS: dict[str, Any] = {
     "collections.OrderedDict": _ordered_dict,
     "collections.Counter": _counter,
 }
-# The weights-only allowlist maps torch.Tensor to a class; our rebuild_from_type_v2 needs its name.
-_BUILDERS["torch.Tensor"].__stub_name__ = "torch.Tensor"
-_BUILDERS["torch.nn.parameter.Parameter"].__stub_name__ = "torch.nn.parameter.Parameter"  # type: ignore[attr-defined]
+# Names that are classes in torch and Python become classes here too (NEWOBJ needs a class); every
+# builder carries its global's name, so getattr on it is judged as getattr on that global.
+for _name in ("torch.nn.parameter.Parameter", "torch.Size", "torch.device", "builtins.set",
+              "collections.OrderedDict", "collections.Counter"):
+    _BUILDERS[_name] = _constructor(_name, _BUILDERS[_name])
+for _name, _builder in _BUILDERS.items():
+    if isinstance(_builder, FunctionType):
+        _builder.__stub_name__ = _name  # type: ignore[attr-defined]
 
 
 def storage_from_pid(pid: Any) -> tuple[StorageType, str, str, int, Any]:
@@ -398,15 +429,15 @@ def storage_from_pid(pid: Any) -> tuple[StorageType, str, str, int, Any]:
     if type(pid) is tuple and len(pid) == 5 and pid[0] == "storage":  # torch.save's own, checked in one go
         _, stype, key, location, numel = pid
         if (type(stype) is StorageType and type(key) is str and type(location) is str and type(numel) is int
-                and numel >= 0):
+                and 0 <= numel < _I64):
             return stype, key, location, numel, None
     if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
         raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
     stype, key, location, numel = pid[1], pid[2], pid[3], pid[4]
     if not isinstance(stype, StorageType):
-        raise pickle.UnpicklingError(f"persistent id names a non-storage type {stype!r:.80}")
-    if not isinstance(key, str) or not isinstance(location, str) or not isinstance(numel, int) or numel < 0:
-        raise pickle.UnpicklingError(f"malformed storage record {pid!r:.80}")
+        raise pickle.UnpicklingError("persistent id names a non-storage type")
+    if not isinstance(key, str) or not isinstance(location, str) or not isinstance(numel, int) or not 0 <= numel < _I64:
+        raise pickle.UnpicklingError("malformed storage record")
     return stype, key, location, numel, pid[5] if len(pid) > 5 else None
 
 

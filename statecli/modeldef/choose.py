@@ -4,9 +4,9 @@ config.json found beside the checkpoint (used when it is usable, named in a note
 from __future__ import annotations
 
 import importlib.util
-import json
 
 from ..errors import UsageError
+from ..formats.limits import read_json_file
 from .hf import build_hf_model
 from .model import ModelInfo, build_model, find_hf_config, parse_model_args
 
@@ -27,8 +27,7 @@ def model_for(path: str, model: str | None, model_args: list[str] | None, model_
     if cfg is None:
         return None, []
     try:
-        with open(cfg, encoding="utf-8") as f:
-            archs = json.load(f).get("architectures")
+        archs = read_json_file(cfg).get("architectures")
     except (OSError, ValueError, AttributeError):
         archs = None
     if not archs:

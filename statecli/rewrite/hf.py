@@ -11,6 +11,7 @@ import shutil
 from typing import Any
 
 from ..formats.atomic import open_output
+from ..formats.limits import read_json_file
 from ..units import fmt_bytes
 from .encode import tied_aliases
 from .plan import Plan, entry_key
@@ -32,8 +33,7 @@ def source_folder(path: str) -> str | None:
 def ties_kept(folder: str) -> bool:
     """False when the config unties the embeddings: then a shared storage is a coincidence to keep."""
     try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_json_file(os.path.join(folder, "config.json"))
     except (OSError, ValueError):
         return True
     return not (isinstance(config, dict) and config.get("tie_word_embeddings") is False)
@@ -88,8 +88,7 @@ def copy_companions(src: str, dst: str, cast_to: str | None, log: WriteLog) -> N
 
 
 def _write_config(src: str, dst: str, dtype: str, log: WriteLog) -> None:
-    with open(src, encoding="utf-8") as f:
-        config = json.load(f)
+    config = read_json_file(src)
     if isinstance(config, dict):
         _set_dtype(config, dtype)
         for sub in config.values():  # composite models (text_config, vision_config) carry their own
