@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FunctionType
 from typing import Any
@@ -261,3 +262,36 @@ def _mark_escapes(values: Any, depth: int = 0) -> None:
             _mark_escapes(v, depth + 1)
         elif depth < 3 and isinstance(v, dict):
             _mark_escapes(list(v.keys()) + list(v.values()), depth + 1)
+
+
+def lenient(builder: Any, full: str, problems: list[str]) -> Any:
+    """`builder` for scan: a refusal of malformed arguments becomes a note in `problems` and an inert
+    stub, so reading goes on to the end of the stream."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return builder(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a builder refusing malformed arguments
+            problems.append(f"{full}: {exc}")
+            return _CALL_RESULT(*args)
+
+    if isinstance(builder, type):
+        return constructor(full, call)  # still a class: NEWOBJ reads in scan as in the loader
+    call.__stub_name__ = full  # type: ignore[attr-defined]
+    return call
+
+
+class Constructor:
+    """Base of the builders for allowlisted classes: a class (NEWOBJ, NEWOBJ_EX and REDUCE all accept
+    it, as they accept the real OrderedDict, Parameter, torch.Size) whose construction is the builder."""
+
+    __stub_name__ = "?"
+
+
+def constructor(full: str, build: Callable[..., Any]) -> type:
+    """`full`'s builder as a class: NEWOBJ's cls.__new__(cls, *args) and REDUCE's cls(*args) both
+    return build(*args) (not an instance of the class, so __init__ never runs)."""
+    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return build(*args, **kwargs)
+
+    return type(full.rsplit(".", 1)[-1], (Constructor,), {"__new__": new, "__stub_name__": full,
+                                                           "__module__": "statecli.builder"})

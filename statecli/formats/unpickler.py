@@ -16,7 +16,6 @@ from ..state import Verdict
 from ..units import ITEMSIZE, itemsize
 from .frames import frame_problems, may_frame
 from .inert import (
-    _CALL_RESULT,
     DtypeValue,
     InertSet,
     NamedValue,
@@ -28,6 +27,8 @@ from .inert import (
     TensorRef,
     _GetattrProbe,
     _stub_class,
+    constructor,
+    lenient,
 )
 from .verdict import (
     DCP_TRUSTED_PREFIXES,
@@ -105,7 +106,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return probe
         allowed = self._allowed(module, name)
         if allowed is not None:
-            return _lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
+            return lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
         if full not in self._stubs:
             self._stubs[full] = _stub_class(module, name)
         return self._stubs[full]
@@ -161,37 +162,6 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError("pickle nests too deeply") from exc
         finally:
             self._settle()
-
-
-def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return builder(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a builder refusing malformed arguments
-            problems.append(f"{full}: {exc}")
-            return _CALL_RESULT(*args)
-
-    if isinstance(builder, type) and issubclass(builder, _Constructor):
-        return _constructor(full, call)  # still a class: NEWOBJ reads in scan as in the loader
-    call.__stub_name__ = full  # type: ignore[attr-defined]
-    return call
-
-
-class _Constructor:
-    """Base of the builders for allowlisted classes: a class (NEWOBJ, NEWOBJ_EX and REDUCE all accept
-    it, as they accept the real OrderedDict, Parameter, torch.Size) whose construction is the builder."""
-
-    __stub_name__ = "?"
-
-
-def _constructor(full: str, build: Callable[..., Any]) -> type:
-    """`full`'s builder as a class: NEWOBJ's cls.__new__(cls, *args) and REDUCE's cls(*args) both
-    return build(*args) (not an instance of the class, so __init__ never runs)."""
-    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
-        return build(*args, **kwargs)
-
-    return type(full.rsplit(".", 1)[-1], (_Constructor,), {"__new__": new, "__stub_name__": full,
-                                                           "__module__": "statecli.builder"})
 
 
 # -- builders for allowlisted globals -----------------------------------------------------------
@@ -418,7 +388,7 @@ _BUILDERS: dict[str, Any] = {
 # builder carries its global's name, so getattr on it is judged as getattr on that global.
 for _name in ("torch.nn.parameter.Parameter", "torch.Size", "torch.device", "builtins.set",
               "collections.OrderedDict", "collections.Counter"):
-    _BUILDERS[_name] = _constructor(_name, _BUILDERS[_name])
+    _BUILDERS[_name] = constructor(_name, _BUILDERS[_name])
 for _name, _builder in _BUILDERS.items():
     if isinstance(_builder, FunctionType):
         _builder.__stub_name__ = _name  # type: ignore[attr-defined]
