@@ -30,6 +30,7 @@ from .inert import (
     constructor,
     lenient,
 )
+from .memocheck import stream_memo_problem
 from .verdict import (
     DCP_TRUSTED_PREFIXES,
     LAYOUTS,
@@ -46,6 +47,7 @@ from .verdict import (
 # object needs at least one opcode), so capping the size caps work and memory.
 MAX_PICKLE_BYTES = 1 << 30
 MAX_FRAMED_TAIL = 64 << 20  # read past where the C unpickler stopped, to see what a linear walk reads
+_I64 = 1 << 63
 
 # Storage class names -> dtype, and the other allowlisted torch names, live with the verdict.
 _STORAGE_DTYPES = STORAGE_DTYPES
@@ -82,6 +84,7 @@ class RestrictedUnpickler(pickle.Unpickler):
                 raise pickle.UnpicklingError(f"pickle of {len(data)} bytes exceeds the {MAX_PICKLE_BYTES}-byte cap")
             data = io.BytesIO(data)
         super().__init__(data, encoding="latin1")
+        self._source = data
         self._resolver = storage_resolver
         # The C unpickler calls this directly (no method of ours in between): one Python call less
         # per tensor. Set through the base type's descriptor, so no persistent_load method here.
@@ -157,6 +160,9 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def load_value(self) -> Any:
         try:
+            problem = stream_memo_problem(self._source)  # before the C memo can grow to a bogus index
+            if problem:
+                raise pickle.UnpicklingError(problem)
             return self.load()
         except RecursionError as exc:
             raise pickle.UnpicklingError("pickle nests too deeply") from exc
@@ -180,9 +186,6 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
                                                       and -_I64 <= v < _I64 for v in value):
         raise pickle.UnpicklingError(f"tensor {what} is not a tuple of 64-bit integers")
     return tuple(value)
-
-
-_I64 = 1 << 63
 
 
 def _check_view(storage: StorageRef, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
