@@ -219,7 +219,7 @@ def _scan_member(arc: Any, name: str, side: bool, unexpected: bool, verify_crc: 
     if side:
         scan_stream(arc.member(name), name, acc, ctx)
     elif unexpected or not name.startswith(arc.prefix):
-        data = arc.member(name)
+        data = arc.member(name, any_method=True)
         if name.endswith(".npy"):
             from ..formats.npy import scan_bytes
 

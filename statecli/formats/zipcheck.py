@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from ..errors import BadInput, UnsafeContent
 from ._common import open_regular, read_exact
-from .limits import MAX_INFLATED, Inflation, inflate
+from .limits import MAX_INFLATED, Inflation, inflate, read_zip_member
 
 MAGIC = b"PK\x03\x04"
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -155,10 +155,11 @@ class Archive:
         offset, n = self.tail
         return read_exact(self.f, offset, min(n, cap), self.path, "bytes after the zip end record") if n else b""
 
-    def member(self, name: str, cap: int | None = None) -> bytes:
+    def member(self, name: str, cap: int | None = None, any_method: bool = False) -> bytes:
         """A member's bytes (the first `cap`), its CRC checked here: a mismatch is a finding. A
         compressed member is inflated under limits.inflate's running cap (size and ratio): past it,
-        UnsafeContent (a compression bomb), whatever the member declares."""
+        UnsafeContent (a compression bomb), whatever the member declares. `any_method`: bzip2 and
+        LZMA too (members torch never reads, scanned for other readers)."""
         info = self.infos[name]
         start = self.offsets[name]
         want = info.file_size if cap is None else min(cap, info.file_size)
@@ -171,6 +172,15 @@ class Archive:
                                     f"the {MAX_INFLATED:,}-byte cap", MAX_INFLATED)
                 raw = read_exact(self.f, start, info.compress_size, self.path, f"zip member {name!r}")
                 data = inflate(raw, info.file_size, want, f"zip member {name!r}", MAX_INFLATED - self.inflated)
+                self.inflated += len(data)
+            elif any_method and info.compress_type in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+                # torch cannot read these (scan reads them for other loaders), under the same cap
+                try:
+                    data = read_zip_member(self.zf, info, f"zip member {name!r}", MAX_INFLATED - self.inflated)[:want]
+                except Inflation:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - bz2/lzma/zipfile raise many kinds on broken data
+                    raise BadInput(self.path, f"cannot read zip member {name!r}: {exc}") from exc
                 self.inflated += len(data)
             else:
                 raise BadInput(self.path, f"zip member {name!r} uses compression method {info.compress_type}")
