@@ -5,6 +5,7 @@ index past the pickle's length is never an honest one: refused before any memory
 
 from __future__ import annotations
 
+import mmap
 import pickletools
 import re
 
@@ -56,16 +57,16 @@ def _run_pattern() -> re.Pattern[bytes]:
 _RUN = _run_pattern()
 
 
-def memo_problem(data: bytes | memoryview, start: int = 0) -> str | None:
+def memo_problem(data: bytes | mmap.mmap, start: int = 0) -> str | None:
     """Why the pickle at data[start:] would make the C unpickler's memo huge, else None. Walks opcode
     lengths only (no object is built); stops at STOP, at the end, or at a byte no opcode has (the C
     unpickler then fails there itself)."""
-    buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    buf = data
     n = len(buf)
     limit = max(n - start, _FLOOR)
     i = start
     table = _TABLE
-    find = bytes(buf).find if not isinstance(buf, bytes) else buf.find
+    find = buf.find
     run = _RUN.match
     while i < n:
         i = run(buf, i).end()  # type: ignore[union-attr]  # the pattern matches the empty string
@@ -114,13 +115,11 @@ def stream_memo_problem(source: object) -> str | None:
     """memo_problem for what the unpickler reads: bytes, a BytesIO (from its position) or a local file
     (mapped, so only the pickle's pages are touched). Other streams are read by the C unpickler as is."""
     import io
-    import mmap
 
     if isinstance(source, (bytes, bytearray)):
         return memo_problem(bytes(source))
     if isinstance(source, io.BytesIO):
-        with source.getbuffer() as view:
-            return memo_problem(view, source.tell())
+        return memo_problem(source.getvalue(), source.tell())  # BytesIO(bytes) shares, no copy
     try:
         fd = source.fileno()  # type: ignore[attr-defined]
         pos = source.tell()  # type: ignore[attr-defined]

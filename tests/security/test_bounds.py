@@ -17,9 +17,11 @@ from benchmarks.scan_corpus import replace_member, torch_zip_bytes
 from statecli.formats.limits import MAX_JSON_DEPTH, TooDeep, load_json
 
 from .bound_cases import (
+    HUGE_LENGTHS,
     big_int_state_dict,
     deep_json_safetensors,
     extra_member_bomb,
+    legacy_pickle,
     many_members,
     nested_zip_bomb,
     pkl_bomb,
@@ -65,9 +67,9 @@ def test_compression_bombs_and_member_counts_end_in_bounded_memory(bombs: dict[s
 
 
 def test_a_bomb_is_named_as_one() -> None:
-    from statecli.analyses.scan import scan
-
     import tempfile
+
+    from statecli.analyses.scan import scan
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "b.pt"
@@ -221,3 +223,52 @@ def test_newobj_on_allowlisted_classes_reads(tmp_path: Path, case: str, body: by
         real_pickle.loads(zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl"))))  # benign: loads
     for cmd in (["scan"], ["inspect"], ["inspect", "-f", "json"]):
         assert _run([*cmd, str(p)])["code"] == 0, (case, cmd)
+
+
+# -- pickles whose few bytes declare huge lengths or memo slots --------------------------------------
+
+@pytest.mark.parametrize("case", sorted(HUGE_LENGTHS))
+@pytest.mark.parametrize("where", ["legacy", "data.pkl"])
+def test_huge_declared_lengths_and_memo_indices(tmp_path: Path, case: str, where: str) -> None:
+    body = HUGE_LENGTHS[case]
+    p = tmp_path / f"{case}.pt"
+    if where == "legacy":
+        p.write_bytes(legacy_pickle(body))
+    else:
+        p.write_bytes(replace_member(torch_zip_bytes({}), "/data.pkl", legacy_pickle(body)))
+    for cmd in (["scan"], ["inspect"], ["check"]):
+        r = _run([*cmd, str(p)])
+        assert r["code"] in (2, 3), (cmd, r)
+
+
+def test_memo_index_check_passes_real_pickles() -> None:
+    import io
+    import pickle
+
+    from statecli.formats.memocheck import memo_problem
+
+    buf = io.BytesIO()
+    torch.save({f"layer.{i}.weight": torch.zeros(1) for i in range(2000)}, buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
+        pkl = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+    assert memo_problem(pkl) is None
+    for proto in range(6):
+        obj = [{"k": [i, str(i), (i, i)]} for i in range(70_000)]
+        assert memo_problem(pickle.dumps(obj, protocol=proto)) is None, proto
+    assert memo_problem(b"\x80\x02N" + b"r" + struct.pack("<I", 5 << 24) + b".") is not None
+    assert memo_problem(b"(N" + b"p99999999\n" + b".") is not None
+    # A string that looks like LONG_BINPUT is data, not an opcode.
+    assert memo_problem(b"\x80\x02X\x05\x00\x00\x00r\x00\x00\x00\x05r" + struct.pack("<I", 1) + b".") is None
+
+
+def test_a_payload_in_a_bzip2_member_is_named(tmp_path: Path) -> None:
+    from .bound_cases import _info, _torch_zip
+
+    payload = b"cos\nsystem\n(S'touch PWNED'\ntR."
+    for method in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        p = tmp_path / f"m{method}.pt"
+        p.write_bytes(_torch_zip(lambda zf, m=method: zf.writestr(_info("archive/extra.pkl", m), payload)))
+        from statecli.analyses.scan import scan
+
+        res = scan(str(p))
+        assert res.exit_code == 3 and any(g.name == "os.system" for g in res.globals), res
