@@ -143,10 +143,14 @@ def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:
     wmap, _ = read_index(target)
     acc = Findings()
     folder = os.path.dirname(os.path.abspath(target))
+    local, missing = not is_remote(target), []
     for shard in sorted(set(wmap.values())):
         problem = shard_problem(target, shard)
         if problem:
             acc.problems.append(problem)
+            continue
+        if local and not os.path.isfile(os.path.join(folder, shard)):
+            missing.append(shard)  # one line for all of them: an index may name a million
             continue
         sub = scan(os.path.join(folder, shard), verify_crc)
         acc.globals += [GlobalRef(g.name, f"{shard}: {g.where}", g.opcode, g.verdict, g.detail) for g in sub.globals]
@@ -154,6 +158,8 @@ def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:
         acc.problems += [f"{shard}: {p}" for p in sub.problems]
         acc.errors += [f"{shard}: {p}" for p in sub.errors]
         acc.pickles += sub.pickles
+    if missing:
+        acc.errors.append(f"weight_map names {len(missing)} shard file(s) that do not exist, e.g. {missing[0]!r}")
     return _result(path, "sharded", acc)
 
 

@@ -60,7 +60,7 @@ def tensor_holders(root: Any, path: str | None = None) -> set[int]:
     the way down, then holding is propagated up from the containers that hold a tensor directly."""
     if not isinstance(root, _CONTAINERS):
         return set()
-    parents: dict[int, list[int]] = {}
+    parents: dict[int, Any] = {}  # child id -> parent id, or a list of them when shared (most have one)
     seen: set[int] = set()
     direct: list[int] = []
     todo: list[Any] = [root]
@@ -76,8 +76,14 @@ def tensor_holders(root: Any, path: str | None = None) -> set[int]:
         for c in x.values() if isinstance(x, Mapping) else x:
             if is_tensor(c):
                 held = True
-            elif isinstance(c, _CONTAINERS):
-                parents.setdefault(id(c), []).append(id(x))
+            elif isinstance(c, _CONTAINERS) and c:  # an empty container holds nothing: not recorded
+                p = parents.get(id(c))
+                if p is None:
+                    parents[id(c)] = id(x)
+                elif type(p) is list:
+                    p.append(id(x))
+                else:
+                    parents[id(c)] = [p, id(x)]
                 if id(c) not in seen:
                     todo.append(c)
         if held:
@@ -87,7 +93,11 @@ def tensor_holders(root: Any, path: str | None = None) -> set[int]:
         i = direct.pop()
         if i not in holders:
             holders.add(i)
-            direct.extend(parents.get(i, ()))
+            p = parents.get(i)
+            if type(p) is list:
+                direct.extend(p)
+            elif p is not None:
+                direct.append(p)
     return holders
 
 
@@ -261,9 +271,9 @@ def tame_keys(root: Any) -> None:
                 items = [(safe_str(k) if _unprintable(k) else k, v) for k, v in x.items()]
                 x.clear()
                 x.update(items)
-            stack.extend(v for v in x.values() if isinstance(v, (dict, list, tuple, StubObject)))
+            stack.extend(v for v in x.values() if v and isinstance(v, (dict, list, tuple, StubObject)))
         elif isinstance(x, (list, tuple)):
-            stack.extend(v for v in x if isinstance(v, (dict, list, tuple, StubObject)))
+            stack.extend(v for v in x if v and isinstance(v, (dict, list, tuple, StubObject)))
         elif isinstance(x, StubObject):
             stack.extend(v for v in (x.state, x.args, x.items, x.listitems, x.kwargs)
                          if isinstance(v, (dict, list, tuple, StubObject)))

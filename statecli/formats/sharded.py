@@ -53,14 +53,14 @@ def read(path: str) -> RawCheckpoint:
 
     wmap, meta = read_index(path)
     folder = os.path.dirname(path)
-    shards: list[str] = []
-    for shard in wmap.values():
-        if shard not in shards:
-            shards.append(shard)
+    shards = list(dict.fromkeys(wmap.values()))  # in order, once each (a list's `in` was quadratic)
+    remote = is_remote(path)
     for shard in shards:
         problem = shard_problem(path, shard)
         if problem:
             raise BadInput(path, problem)
+        if not remote and not os.path.isfile(os.path.join(folder, shard)):  # before the pool reads any shard
+            raise BadInput(path, f"weight_map names shard {shard!r}, which does not exist")
     is_st = all(s.endswith(".safetensors") for s in shards)
     raw = RawCheckpoint(path=path, format=FORMAT_SAFETENSORS if is_st else FORMAT_BIN, root={},
                         metadata={str(k): json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})

@@ -116,3 +116,17 @@ def write_index(folder: Path, weight_map: dict[str, str]) -> Path:
     p = folder / "model.safetensors.index.json"
     p.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return p
+
+
+def _s(x: str) -> bytes:
+    return b"X" + struct.pack("<I", len(x)) + x.encode()
+
+
+# data.pkl bodies (a dict {'a': ...}) that build ~1M objects or references from under 1 MB by repetition.
+REPETITIONS = {
+    "binget": b"\x80\x02}" + _s("a") + b"]q\x00(" + b"h\x00" * 450_000 + b"e" + b"s.",
+    "dup": b"\x80\x02}" + _s("a") + b"](N" + b"2" * 900_000 + b"e" + b"s.",
+    "empty-lists": b"\x80\x02}" + _s("a") + b"](" + b"]" * 900_000 + b"e" + b"s.",
+    "one-item-lists": b"\x80\x02}" + _s("a") + b"](" + b"]K\x01a" * 220_000 + b"e" + b"s.",
+    "deep-tuples": b"\x80\x02}" + _s("a") + b"(" * 300_000 + b")" + b"t" * 300_000 + b"s.",
+}

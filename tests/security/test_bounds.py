@@ -18,6 +18,7 @@ from statecli.formats.limits import MAX_JSON_DEPTH, TooDeep, load_json
 
 from .bound_cases import (
     HUGE_LENGTHS,
+    REPETITIONS,
     big_int_state_dict,
     deep_json_safetensors,
     extra_member_bomb,
@@ -272,3 +273,12 @@ def test_a_payload_in_a_bzip2_member_is_named(tmp_path: Path) -> None:
 
         res = scan(str(p))
         assert res.exit_code == 3 and any(g.name == "os.system" for g in res.globals), res
+
+
+@pytest.mark.parametrize("case", sorted(REPETITIONS))
+@pytest.mark.parametrize("command", [["scan"], ["inspect"], ["inspect", "-f", "json"]])
+def test_repetition_builds_are_bounded(tmp_path: Path, case: str, command: list[str]) -> None:
+    p = tmp_path / f"{case}.pt"
+    p.write_bytes(replace_member(torch_zip_bytes({}), "/data.pkl", REPETITIONS[case]))
+    assert p.stat().st_size < 1 << 20
+    assert _run([*command, str(p)])["code"] == 0
