@@ -282,3 +282,11 @@ def test_repetition_builds_are_bounded(tmp_path: Path, case: str, command: list[
     p.write_bytes(replace_member(torch_zip_bytes({}), "/data.pkl", REPETITIONS[case]))
     assert p.stat().st_size < 1 << 20
     assert _run([*command, str(p)])["code"] == 0
+
+
+def test_diff_of_metadata_on_bombs_and_deep_headers(bombs: dict[str, Path], tmp_path: Path) -> None:
+    p = tmp_path / "deep.safetensors"
+    p.write_bytes(deep_json_safetensors())
+    assert _run(["diff", str(bombs["pkl-deflate"]), str(bombs["pkl-deflate"])])["code"] == 3
+    assert _run(["diff", str(bombs["many-members"]), str(bombs["many-members"])])["code"] == 3
+    assert _run(["diff", str(p), str(p)])["code"] == 2
