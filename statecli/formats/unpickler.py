@@ -47,7 +47,7 @@ from .verdict import (
 # object needs at least one opcode), so capping the size caps work and memory.
 MAX_PICKLE_BYTES = 1 << 30
 MAX_FRAMED_TAIL = 64 << 20  # read past where the C unpickler stopped, to see what a linear walk reads
-_I64 = 1 << 63
+_I64 = 1 << 63  # torch stores sizes, strides, numels as int64: a longer int (str() may fail on it) is malformed
 
 # Storage class names -> dtype, and the other allowlisted torch names, live with the verdict.
 _STORAGE_DTYPES = STORAGE_DTYPES
@@ -84,7 +84,7 @@ class RestrictedUnpickler(pickle.Unpickler):
                 raise pickle.UnpicklingError(f"pickle of {len(data)} bytes exceeds the {MAX_PICKLE_BYTES}-byte cap")
             data = io.BytesIO(data)
         super().__init__(data, encoding="latin1")
-        self._source = data
+        self._source = data  # memocheck walks it before load()
         self._resolver = storage_resolver
         # The C unpickler calls this directly (no method of ours in between): one Python call less
         # per tensor. Set through the base type's descriptor, so no persistent_load method here.
@@ -160,8 +160,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def load_value(self) -> Any:
         try:
-            problem = stream_memo_problem(self._source)  # before the C memo can grow to a bogus index
-            if problem:
+            if problem := stream_memo_problem(self._source):  # before the C memo grows to a bogus index
                 raise pickle.UnpicklingError(problem)
             return self.load()
         except RecursionError as exc:
@@ -181,7 +180,6 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
             return value
     if isinstance(value, int) and not isinstance(value, bool) and -_I64 <= value < _I64:
         return (value,)
-    # torch stores sizes and strides as int64: a longer int (one str() cannot even print) is malformed.
     if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                       and -_I64 <= v < _I64 for v in value):
         raise pickle.UnpicklingError(f"tensor {what} is not a tuple of 64-bit integers")
