@@ -55,12 +55,12 @@ def read(path: str) -> RawCheckpoint:
     folder = os.path.dirname(path)
     shards = list(dict.fromkeys(wmap.values()))  # in order, once each (a list's `in` was quadratic)
     remote = is_remote(path)
-    missing = False
+    absent = False
     for shard in shards:
         problem = shard_problem(path, shard)
         if problem:
             raise BadInput(path, problem)
-        missing = missing or (not remote and not os.path.isfile(os.path.join(folder, shard)))
+        absent = absent or (not remote and not os.path.isfile(os.path.join(folder, shard)))
     is_st = all(s.endswith(".safetensors") for s in shards)
     raw = RawCheckpoint(path=path, format=FORMAT_SAFETENSORS if is_st else FORMAT_BIN, root={},
                         metadata={str(k): json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
@@ -72,7 +72,7 @@ def read(path: str) -> RawCheckpoint:
     # cold disk serves all the reads in parallel. A failed one is read again in order below, so the
     # error is the one the sequential reading gives.
     early = map_concurrent(lambda s: read_raw(os.path.join(folder, s), allow_sharded=False), shards) \
-        if len(shards) > 1 and not missing else {}  # a shard missing: read in order up to it, no pool
+        if len(shards) > 1 and not absent else {}  # a shard missing: read in order up to it, no pool
     for shard in shards:
         spath = os.path.join(folder, shard)
         if not exists(spath):
