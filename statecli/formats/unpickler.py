@@ -387,8 +387,8 @@ _BUILDERS: dict[str, Any] = {
 }
 # Names that are classes in torch and Python become classes here too (NEWOBJ needs a class); every
 # builder carries its global's name, so getattr on it is judged as getattr on that global.
-for _name in ("torch.nn.parameter.Parameter", "torch.Size", "torch.device", "builtins.set",
-              "collections.OrderedDict", "collections.Counter"):
+for _name in ("torch.nn.parameter.Parameter", "torch.Size", "torch.device", "builtins.set", "builtins.bytearray",
+              "builtins.complex", "collections.OrderedDict", "collections.Counter"):
     _BUILDERS[_name] = constructor(_name, _BUILDERS[_name])
 for _name, _builder in _BUILDERS.items():
     if isinstance(_builder, FunctionType):

@@ -199,11 +199,14 @@ def _archive(tmp_path: Path, name: str, body: bytes, proto: bytes = b"\x80\x02")
 @pytest.mark.parametrize(("module", "name"), [("torch.nn.parameter", "Parameter"), ("collections", "OrderedDict"),
                                                ("torch", "Size"), ("torch._utils", "_rebuild_tensor_v2"),
                                                ("collections", "Counter"), ("torch", "device"),
-                                               ("builtins", "set"), ("_codecs", "encode")])
+                                               ("builtins", "set"), ("_codecs", "encode"),
+                                               ("builtins", "bytearray"), ("builtins", "complex")])
 def test_getattr_on_a_builder_global_needs_trust(tmp_path: Path, module: str, name: str) -> None:
     p = _archive(tmp_path, name, _g("builtins", "getattr") + _g(module, name) + _s("mro") + b"\x86R)R")
     r = _run(["scan", str(p)])
     assert r["code"] in (1, 3), r
+    # The readers agree with scan: refused (3) where scan calls it dangerous, read with a warning otherwise.
+    assert _run(["inspect", str(p)])["code"] == (3 if r["code"] == 3 else 0)
 
 
 def test_calling_a_plain_values_method_while_loading_needs_trust(tmp_path: Path) -> None:
