@@ -41,6 +41,9 @@ _TABLE = _table()
 _STOP, _LONG_BINPUT, _PUT = ord("."), ord("r"), ord("p")
 
 
+_SHORT = 64
+
+
 def _run_pattern() -> re.Pattern[bytes]:
     """A run of opcodes whose length is fixed, matched at C speed: the walk's Python loop then turns
     only for strings, text opcodes, STOP and a LONG_BINPUT at 2**20 or past (its index is checked)."""
@@ -51,6 +54,12 @@ def _run_pattern() -> re.Pattern[bytes]:
     alts = [b"[" + b"".join(re.escape(bytes([c])) for c in codes) + b"]" + (b"[\x00-\xff]{%d}" % n if n else b"")
             for n, codes in sorted(by_len.items())]
     alts.append(b"r[\x00-\xff][\x00-\xff][\x00-\x0f]\x00")
+    # Text opcodes other than PUT end at a newline (GLOBAL and INST at the second); short BINUNICODE
+    # strings (dict keys, storage keys) by their length byte: one alternative per length.
+    alts.append(b"[ci][^\n]*\n[^\n]*\n")
+    alts.append(b"[ILFSVgP][^\n]*\n")
+    alts.append(b"X(?:" + b"|".join(re.escape(bytes([k, 0, 0, 0])) + (b"[\x00-\xff]{%d}" % k if k else b"")
+                                  for k in range(_SHORT)) + b")")
     return re.compile(b"(?:" + b"|".join(alts) + b")*+", re.DOTALL)  # possessive: no backtracking state
 
 
