@@ -3,7 +3,6 @@ wrappers, every entry flattened to a dotted name and classified. Metadata only; 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -12,7 +11,8 @@ from . import classify
 from .classify import EMA_KEYS, OPTIMIZER_KEYS
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
-from .formats.graph import GraphRef, flatten, holds_tensors, render_value
+from .formats.graph import GraphRef, flatten, holds_tensors, render_value, tame_keys
+from .formats.limits import read_json_file
 from .formats.source import is_remote
 from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 from .state import (
@@ -79,8 +79,7 @@ def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:
         ck.notes.append(note)
     if "adapter_config.json" in names and os.path.basename(raw.path).startswith("adapter_model"):
         try:
-            with open(os.path.join(folder, "adapter_config.json"), encoding="utf-8") as f:
-                config = json.load(f)
+            config = read_json_file(os.path.join(folder, "adapter_config.json"))
         except (OSError, ValueError):
             config = None
         if isinstance(config, dict):
@@ -98,6 +97,7 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
         ck.warnings.append("torch.load would need weights_only=False: " + ", ".join(raw.untrusted)
                            + " (statecli read them as inert stubs; nothing was executed)")
     root = raw.root
+    tame_keys(root)
     if _is_module(root):
         ck.container = PICKLED_MODULE
         _add_module(ck, raw, root, "", "")

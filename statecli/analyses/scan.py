@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import StatecliError
+from ..errors import StatecliError, UnsafeContent
 from ..formats import detect_format, resolve_path
 from ..formats._common import open_regular
 from ..formats.pickles import Context, Findings, GlobalRef, scan_nested, scan_stream
@@ -141,6 +141,8 @@ def scan(path: str, verify_crc: bool = True) -> ScanResult:
         if target.endswith(".index.json"):
             return _scan_sharded(path, target, verify_crc)
         fmt = _scan_file(target, acc, verify_crc)
+    except UnsafeContent as exc:  # a finding met while reading (a compression bomb): exit 3, as the readers
+        acc.problems.append(exc.problem)
     except StatecliError as exc:
         acc.errors.append(exc.problem)
     return _result(path, fmt, acc)
@@ -196,14 +198,19 @@ def _scan_file(target: str, acc: Findings, verify_crc: bool) -> str:
 
 
 def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:
-    from ..formats.sharded import read_index
+    from ..formats.sharded import read_index, shard_problem
 
     wmap, _ = read_index(target)
     acc = Findings()
     folder = os.path.dirname(os.path.abspath(target))
+    local, missing = not is_remote(target), []
     for shard in sorted(set(wmap.values())):
-        if "/" in shard or "\\" in shard or shard.startswith(".."):
-            acc.problems.append(f"index names shard {shard!r} outside its folder")
+        problem = shard_problem(target, shard)
+        if problem:
+            acc.problems.append(problem)
+            continue
+        if local and not os.path.isfile(os.path.join(folder, shard)):
+            missing.append(shard)  # one line for all of them: an index may name a million
             continue
         sub = scan(os.path.join(folder, shard), verify_crc)
         acc.globals += [GlobalRef(g.name, f"{shard}: {g.where}", g.opcode, g.verdict, g.detail) for g in sub.globals]
@@ -211,12 +218,15 @@ def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:
         acc.problems += [f"{shard}: {p}" for p in sub.problems]
         acc.errors += [f"{shard}: {p}" for p in sub.errors]
         acc.pickles += sub.pickles
+    if missing:
+        acc.errors.append(f"weight_map names {len(missing)} shard file(s) that do not exist, e.g. {missing[0]!r}")
     return _result(path, "sharded", acc)
 
 
 def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
     from ..errors import BadInput
     from ..formats import npy
+    from ..formats.limits import Inflation, read_zip_member
     from ..formats.torchzip import trailing_findings
     from ..formats.zipcheck import Archive, fold
 
@@ -247,8 +257,10 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
             shadowed_name = arc.folded.get(fold(info.filename)) != info.filename  # a case variant of another
             if (arc.infos.get(info.filename) is not info or shadowed_name) and info.file_size <= MAX_PICKLE_SCAN:
                 try:
-                    with arc.zf.open(info) as member:
-                        shadowed = member.read()
+                    shadowed = read_zip_member(arc.zf, info, f"duplicate zip member {info.filename!r}")
+                except Inflation as exc:
+                    acc.problems.append(str(exc))
+                    continue
                 except Exception as exc:  # noqa: BLE001 - zipfile raises many kinds on broken members
                     acc.problems.append(f"cannot read duplicate zip member {info.filename!r}: {exc}")
                     continue
@@ -259,26 +271,39 @@ def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
             unexpected = [n for n in unexpected if not n.startswith(arc.prefix + "data/")]
         acc.problems += [f"zip member {n!r} is never read by torch.load" for n in unexpected]
         side = set(arc.side_pickles())
+        never_read = set(unexpected)  # a set: a list's `in` made 9,000 members cost 40M comparisons
         for name, info in arc.infos.items():
             if name == pkl or info.file_size > MAX_PICKLE_SCAN:
                 continue
-            if name in side:
-                scan_stream(arc.member(name), name, acc, ctx)
-            elif name in unexpected or not name.startswith(arc.prefix):
-                data = arc.member(name)
-                if name.endswith(".npy"):
-                    npy.scan_bytes(data, name, acc)
-                elif fold(name).endswith(".pkl") or data[:1] == b"\x80":
-                    scan_stream(data, name, acc, ctx)
-                else:
-                    scan_nested(data, name, acc, ctx)
-            elif verify_crc:
-                before = len(arc.problems)
-                arc.member(name)
-                acc.errors += [f"corrupt tensor data: {p}" for p in arc.problems[before:]]
+            try:
+                _scan_member(arc, name, name in side, name in never_read, verify_crc, acc, ctx)
+            except UnsafeContent as exc:  # this member is a compression bomb: the others are still scanned
+                acc.problems.append(exc.problem)
         return "torchscript zip" if arc.torchscript else "torch zip"
     finally:
         arc.close()
+
+
+def _scan_member(arc: Any, name: str, side: bool, unexpected: bool, verify_crc: bool, acc: Findings,
+                 ctx: Context) -> None:
+    from ..formats.zipcheck import fold
+
+    if side:
+        scan_stream(arc.member(name), name, acc, ctx)
+    elif unexpected or not name.startswith(arc.prefix):
+        data = arc.member(name, any_method=True)
+        if name.endswith(".npy"):
+            from ..formats.npy import scan_bytes
+
+            scan_bytes(data, name, acc)
+        elif fold(name).endswith(".pkl") or data[:1] == b"\x80":
+            scan_stream(data, name, acc, ctx)
+        else:
+            scan_nested(data, name, acc, ctx)
+    elif verify_crc:
+        before = len(arc.problems)
+        arc.check_crc(name)
+        acc.errors += [f"corrupt tensor data: {p}" for p in arc.problems[before:]]
 
 
 def _scan_pickles(target: str, acc: Findings) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import BadInput
 from ..state import TensorInfo
 from .inert import DtypeValue, NamedValue, StubObject, TensorRef
+from .limits import int_text, safe_str
 
 # Distinct containers one walk may visit: the unpickler's size cap bounds them already; this keeps a
 # hostile graph from costing more than a listing could ever show.
@@ -59,7 +60,7 @@ def tensor_holders(root: Any, path: str | None = None) -> set[int]:
     the way down, then holding is propagated up from the containers that hold a tensor directly."""
     if not isinstance(root, _CONTAINERS):
         return set()
-    parents: dict[int, list[int]] = {}
+    parents: dict[int, Any] = {}  # child id -> parent id, or a list of them when shared (most have one)
     seen: set[int] = set()
     direct: list[int] = []
     todo: list[Any] = [root]
@@ -75,8 +76,14 @@ def tensor_holders(root: Any, path: str | None = None) -> set[int]:
         for c in x.values() if isinstance(x, Mapping) else x:
             if is_tensor(c):
                 held = True
-            elif isinstance(c, _CONTAINERS):
-                parents.setdefault(id(c), []).append(id(x))
+            elif isinstance(c, _CONTAINERS) and c:  # an empty container holds nothing: not recorded
+                p = parents.get(id(c))
+                if p is None:
+                    parents[id(c)] = id(x)
+                elif type(p) is list:
+                    p.append(id(x))
+                else:
+                    parents[id(c)] = [p, id(x)]
                 if id(c) not in seen:
                     todo.append(c)
         if held:
@@ -86,7 +93,11 @@ def tensor_holders(root: Any, path: str | None = None) -> set[int]:
         i = direct.pop()
         if i not in holders:
             holders.add(i)
-            direct.extend(parents.get(i, ()))
+            p = parents.get(i)
+            if type(p) is list:
+                direct.extend(p)
+            elif p is not None:
+                direct.append(p)
     return holders
 
 
@@ -102,7 +113,7 @@ class _Whole:
 
 
 def _join(prefix: str, key: Any) -> str:
-    return f"{prefix}.{key}" if prefix else str(key)
+    return f"{prefix}.{safe_str(key)}" if prefix else safe_str(key)
 
 
 def flatten(obj: Any, prefix: str, path: str | None = None) -> list[tuple[str, Any]]:
@@ -169,7 +180,7 @@ class _Render:
             if isinstance(v, str) and len(v) > 200:
                 return v[:200] + "..."
             if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**63:
-                return str(v)
+                return safe_str(v)  # '<int of 5001 digits>' past Python's int-to-string limit
             return v
         if isinstance(v, float):
             return v if math.isfinite(v) else str(v)
@@ -226,7 +237,7 @@ class _Render:
             if self.left < 0:
                 out["..."] = f"{len(items) - i} more (value too large to show)"
                 return out
-            out[str(k)] = self.value(x, _join(where, k), depth + 1)
+            out[safe_str(k)] = self.value(x, _join(where, k), depth + 1)
         if len(items) > VALUE_ITEMS:
             out["..."] = f"{len(items) - VALUE_ITEMS} more"
         return out
@@ -242,3 +253,35 @@ def _plain_leaf(v: Any) -> bool:
         return False
     items = v.values() if isinstance(v, Mapping) else v
     return len(v) <= VALUE_ITEMS and all(x is None or isinstance(x, (bool, int, float, str)) for x in items)
+
+
+def tame_keys(root: Any) -> None:
+    """Replace dict keys that str() cannot print (an int past Python's int-to-string limit, or a tuple
+    holding one) by their safe_str text, in place, once per container: every name built later from a
+    key (flatten, classification, rendering) is then printable, in every output format."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, dict):
+            if any(type(k) is not str and _unprintable(k) for k in x):
+                items = [(safe_str(k) if _unprintable(k) else k, v) for k, v in x.items()]
+                x.clear()
+                x.update(items)
+            stack.extend(v for v in x.values() if v and isinstance(v, (dict, list, tuple, StubObject)))
+        elif isinstance(x, (list, tuple)):
+            stack.extend(v for v in x if v and isinstance(v, (dict, list, tuple, StubObject)))
+        elif isinstance(x, StubObject):
+            stack.extend(v for v in (x.state, x.args, x.items, x.listitems, x.kwargs)
+                         if isinstance(v, (dict, list, tuple, StubObject)))
+
+
+def _unprintable(k: Any, depth: int = 0) -> bool:
+    if isinstance(k, int):
+        return int_text(k) is not None
+    if isinstance(k, tuple) and depth < 8:
+        return any(_unprintable(x, depth + 1) for x in k)
+    return False

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pickle
 import types
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FunctionType
 from typing import Any
 
 from ..state import Verdict
@@ -284,7 +286,10 @@ class _GetattrProbe:
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("__") or name in DANGEROUS_ATTRS:
             self._judge(Verdict.DANGEROUS, f"attribute {name!r:.40}")
             return _CALL_RESULT()
-        target = getattr(obj, "__stub_name__", None) if isinstance(obj, type) else None
+        # A global: a stub class, or one of the builders statecli implements as a class or function
+        # (Parameter, OrderedDict, torch.Size, _rebuild_tensor_v2): getattr(Parameter, "mro") is the
+        # dotted global "torch.nn.parameter.Parameter.mro", judged by the one verdict (needs trust).
+        target = getattr(obj, "__stub_name__", None) if isinstance(obj, (type, FunctionType)) else None
         if isinstance(obj, type) and target is None:
             self._judge(Verdict.DANGEROUS, f"getattr on {obj!r:.40}")
             return _CALL_RESULT()
@@ -303,7 +308,9 @@ class _GetattrProbe:
             # A method of an instance built by the pickle: stored (a bound-method hook) it is data;
             # called while loading (getattr(PosixPath(p), "touch")()) it runs that class's code.
             return _BoundAttribute(self, obj, name)
-        return _CALL_RESULT(obj, name)  # a plain value's attribute: its class has its own verdict
+        # A plain value's attribute (a dict's, a str's): kept, it is data; called while loading it runs
+        # that method, which nothing here models: needs trust at least.
+        return _BoundAttribute(self, obj, name, Verdict.NEEDS_TRUST)
 
 
 class _BoundAttribute(StubObject):
@@ -312,16 +319,17 @@ class _BoundAttribute(StubObject):
     __stub_name__ = "<result of calling a stub>"
 
     probe: _GetattrProbe
+    on_call: Verdict
 
-    def __new__(cls, probe: _GetattrProbe, obj: Any, name: str) -> _BoundAttribute:
+    def __new__(cls, probe: _GetattrProbe, obj: Any, name: str, on_call: Verdict = Verdict.DANGEROUS) -> _BoundAttribute:
         out = object.__new__(cls)
         out.args, out.kwargs, out.state, out.items, out.listitems = (obj, name), {}, None, {}, []
-        out.probe = probe
+        out.probe, out.on_call = probe, on_call
         return out
 
     def __call__(self, *args: Any, **kwargs: Any) -> StubObject:
-        owner = getattr(type(self.args[0]), "__stub_name__", "?")
-        self.probe._judge(Verdict.DANGEROUS, f"{owner}.{self.args[1]}() called while loading")
+        owner = getattr(type(self.args[0]), "__stub_name__", type(self.args[0]).__name__)
+        self.probe._judge(self.on_call, f"{owner}.{self.args[1]}() called while loading")
         return _CALL_RESULT(*args, **kwargs)
 
 
@@ -334,3 +342,36 @@ def _mark_escapes(values: Any, depth: int = 0) -> None:
             _mark_escapes(v, depth + 1)
         elif depth < 3 and isinstance(v, dict):
             _mark_escapes(list(v.keys()) + list(v.values()), depth + 1)
+
+
+def lenient(builder: Any, full: str, problems: list[str]) -> Any:
+    """`builder` for scan: a refusal of malformed arguments becomes a note in `problems` and an inert
+    stub, so reading goes on to the end of the stream."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return builder(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a builder refusing malformed arguments
+            problems.append(f"{full}: {exc}")
+            return _CALL_RESULT(*args)
+
+    if isinstance(builder, type):
+        return constructor(full, call)  # still a class: NEWOBJ reads in scan as in the loader
+    call.__stub_name__ = full  # type: ignore[attr-defined]
+    return seal(call)
+
+
+class Constructor:
+    """Base of the builders for allowlisted classes: a class (NEWOBJ, NEWOBJ_EX and REDUCE all accept
+    it, as they accept the real OrderedDict, Parameter, torch.Size) whose construction is the builder."""
+
+    __stub_name__ = "?"
+
+
+def constructor(full: str, build: Callable[..., Any]) -> type:
+    """`full`'s builder as a class: NEWOBJ's cls.__new__(cls, *args) and REDUCE's cls(*args) both
+    return build(*args) (not an instance of the class, so __init__ never runs)."""
+    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return build(*args, **kwargs)
+
+    return type(full.rsplit(".", 1)[-1], (Constructor,), {"__new__": new, "__stub_name__": full,
+                                                           "__module__": "statecli.builder"})

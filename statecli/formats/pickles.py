@@ -354,6 +354,11 @@ def _nested_zip(data: bytes, where: str, acc: Findings, ctx: Context) -> None:
         if info.file_size > MAX_NESTED_BYTES:
             acc.problems.append(f"{where} > {info.filename}: nested member of {info.file_size} bytes not scanned")
             continue
+        if info.compress_type != zipfile.ZIP_STORED:
+            # torch writes every member stored; inflating here would let each nesting level multiply
+            # the work (a zip in a zip in a zip), so a compressed nested member is a finding, unread.
+            acc.problems.append(f"{where} > {info.filename}: a compressed member of a nested archive (not scanned)")
+            continue
         try:
             member = zf.read(info)
         except Exception:  # noqa: BLE001

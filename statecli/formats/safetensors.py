@@ -12,6 +12,7 @@ from ..errors import BadInput
 from ..state import TensorInfo
 from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
+from .limits import load_json
 
 FORMAT = "safetensors"
 MAX_HEADER = 100_000_000  # the safetensors library's own cap
@@ -59,7 +60,7 @@ def read_header(path: str) -> tuple[dict[str, Any], int, int]:
             raise BadInput(path, f"truncated safetensors file: header of {n} bytes but the file has {size}")
         text = read_exact(f, 8, n, path, "header")
     try:
-        header = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = load_json(text, object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadInput(path, f"malformed safetensors header: {exc}") from exc
     if not isinstance(header, dict):
@@ -122,7 +123,7 @@ def recorded_aliases(meta: Mapping[str, str], stored: Iterable[str]) -> dict[str
     names = set(stored)
     out = {k: v for k, v in meta.items() if k not in names and k != "format" and v in names}
     try:
-        legacy = json.loads(meta.get(ALIASES_KEY) or "{}")
+        legacy = load_json(meta.get(ALIASES_KEY) or "{}")
     except ValueError:
         legacy = {}
     if isinstance(legacy, dict):
@@ -137,7 +138,7 @@ def _restore_aliases(raw: RawCheckpoint, root: dict[str, TensorInfo], meta: dict
     if not text:
         return
     try:
-        aliases = json.loads(text)
+        aliases = load_json(text)
     except ValueError:
         aliases = None
     if not isinstance(aliases, dict):

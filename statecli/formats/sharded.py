@@ -10,7 +10,9 @@ from typing import Any
 from ..errors import BadInput
 from ..state import TensorInfo
 from ._common import RawCheckpoint, open_regular
+from .limits import load_json
 from .source import exists, map_concurrent
+from .urls import is_remote
 
 FORMAT_SAFETENSORS = "sharded safetensors"
 FORMAT_BIN = "sharded torch"
@@ -23,7 +25,7 @@ def read_index(path: str) -> tuple[dict[str, str], dict[str, Any]]:
     if len(data) > MAX_INDEX:
         raise BadInput(path, "index file is larger than 256 MiB")
     try:
-        index = json.loads(data.decode("utf-8"))
+        index = load_json(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadInput(path, f"malformed index JSON: {exc}") from exc
     wmap = index.get("weight_map") if isinstance(index, dict) else None
@@ -33,19 +35,32 @@ def read_index(path: str) -> tuple[dict[str, str], dict[str, Any]]:
     return wmap, meta if isinstance(meta, dict) else {}
 
 
+def shard_problem(index: str, shard: str) -> str | None:
+    """Why a weight map's shard name cannot be a shard file, else None. A weight map is untrusted: a
+    shard is a plain file name in the index's folder, never the folder itself ("", "."), a path
+    outside it, the index itself or another index (reading would recurse), or a directory."""
+    if shard in ("", ".", "..") or os.path.isabs(shard) or "/" in shard or "\\" in shard or "\0" in shard:
+        return f"weight_map names shard {shard!r}, which is not a file name in the index's folder"
+    if shard == os.path.basename(index) or shard.endswith(".index.json"):
+        return f"weight_map names shard {shard!r}, which is an index, not a shard"
+    if not is_remote(index) and os.path.isdir(os.path.join(os.path.dirname(index), shard)):
+        return f"weight_map names shard {shard!r}, which is a directory"
+    return None
+
+
 def read(path: str) -> RawCheckpoint:
     from . import read_raw  # the shard files are read by their own format readers
 
     wmap, meta = read_index(path)
     folder = os.path.dirname(path)
-    shards: list[str] = []
-    for shard in wmap.values():
-        if shard not in shards:
-            shards.append(shard)
+    shards = list(dict.fromkeys(wmap.values()))  # in order, once each (a list's `in` was quadratic)
+    remote = is_remote(path)
+    absent = False
     for shard in shards:
-        # A weight map is untrusted: its shard names must stay inside the index's folder.
-        if os.path.isabs(shard) or os.path.normpath(shard).startswith("..") or "/" in shard or "\\" in shard:
-            raise BadInput(path, f"weight_map names shard {shard!r} outside the index's folder")
+        problem = shard_problem(path, shard)
+        if problem:
+            raise BadInput(path, problem)
+        absent = absent or (not remote and not os.path.isfile(os.path.join(folder, shard)))
     is_st = all(s.endswith(".safetensors") for s in shards)
     raw = RawCheckpoint(path=path, format=FORMAT_SAFETENSORS if is_st else FORMAT_BIN, root={},
                         metadata={str(k): json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
@@ -57,7 +72,7 @@ def read(path: str) -> RawCheckpoint:
     # cold disk serves all the reads in parallel. A failed one is read again in order below, so the
     # error is the one the sequential reading gives.
     early = map_concurrent(lambda s: read_raw(os.path.join(folder, s), allow_sharded=False), shards) \
-        if len(shards) > 1 else {}
+        if len(shards) > 1 and not absent else {}  # a shard missing: read in order up to it, no pool
     for shard in shards:
         spath = os.path.join(folder, shard)
         if not exists(spath):

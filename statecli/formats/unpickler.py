@@ -8,6 +8,7 @@ import io
 import pickle
 from collections.abc import Callable
 from struct import error as struct_error
+from types import FunctionType
 from typing import Any, BinaryIO
 
 from ..errors import BadInput, UnsafeContent
@@ -15,7 +16,6 @@ from ..state import Verdict
 from ..units import ITEMSIZE, itemsize
 from .frames import frame_problems, may_frame
 from .inert import (
-    _CALL_RESULT,
     DtypeValue,
     InertSet,
     NamedValue,
@@ -27,23 +27,19 @@ from .inert import (
     TensorRef,
     _GetattrProbe,
     _stub_class,
+    constructor,
     judged,
+    lenient,
     seal,
 )
-from .verdict import (
-    LAYOUTS,
-    MEMORY_FORMATS,
-    QSCHEMES,
-    STORAGE_DTYPES,
-    TENSOR_CLASSES,
-    dangerous_reason,
-    normalize,
-)
+from .memocheck import stream_memo_problem
+from .verdict import LAYOUTS, MEMORY_FORMATS, QSCHEMES, STORAGE_DTYPES, TENSOR_CLASSES, dangerous_reason, normalize
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
 # object needs at least one opcode), so capping the size caps work and memory.
 MAX_PICKLE_BYTES = 1 << 30
 MAX_FRAMED_TAIL = 64 << 20  # read past where the C unpickler stopped, to see what a linear walk reads
+_I64 = 1 << 63  # torch stores sizes, strides, numels as int64: a longer int (str() may fail on it) is malformed
 
 # Storage class names -> dtype, and the other allowlisted torch names, live with the verdict.
 _STORAGE_DTYPES = STORAGE_DTYPES
@@ -80,6 +76,7 @@ class RestrictedUnpickler(pickle.Unpickler):
                 raise pickle.UnpicklingError(f"pickle of {len(data)} bytes exceeds the {MAX_PICKLE_BYTES}-byte cap")
             data = io.BytesIO(data)
         super().__init__(data, encoding="latin1")
+        self._source = data  # memocheck walks it before load()
         self._resolver = storage_resolver
         # The C unpickler calls this directly (no method of ours in between): one Python call less
         # per tensor. Set through the base type's descriptor, so no persistent_load method here.
@@ -104,7 +101,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return probe
         allowed = self._allowed(module, name)
         if allowed is not None:
-            return _lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
+            return lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
         if full not in self._stubs:
             self._stubs[full] = _stub_class(module, name)
         return self._stubs[full]
@@ -155,6 +152,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def load_value(self) -> Any:
         try:
+            if problem := stream_memo_problem(self._source):  # before the C memo grows to a bogus index
+                raise pickle.UnpicklingError(problem)
             return self.load()
         except RecursionError as exc:
             raise pickle.UnpicklingError("pickle nests too deeply") from exc
@@ -162,30 +161,20 @@ class RestrictedUnpickler(pickle.Unpickler):
             self._settle()
 
 
-def _lenient(builder: Any, full: str, problems: list[str]) -> Any:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return builder(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a builder refusing malformed arguments
-            problems.append(f"{full}: {exc}")
-            return _CALL_RESULT(*args)
-
-    return seal(call)
-
-
 # -- builders for allowlisted globals -----------------------------------------------------------
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
     if type(value) is tuple:  # the common case, checked without a generator per tensor
         for v in value:
-            if type(v) is not int:
+            if type(v) is not int or not -_I64 <= v < _I64:
                 break
         else:
             return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and -_I64 <= value < _I64:
         return (value,)
-    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise pickle.UnpicklingError(f"tensor {what} is not a tuple of integers: {value!r:.80}")
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                      and -_I64 <= v < _I64 for v in value):
+        raise pickle.UnpicklingError(f"tensor {what} is not a tuple of 64-bit integers")
     return tuple(value)
 
 
@@ -388,10 +377,15 @@ _BUILDERS: dict[str, Any] = {
     "collections.OrderedDict": _ordered_dict,
     "collections.Counter": _counter,
 }
-seal(*_BUILDERS.values())
-# The weights-only allowlist maps torch.Tensor to a class; our rebuild_from_type_v2 needs its name.
-_BUILDERS["torch.Tensor"].__stub_name__ = "torch.Tensor"
-_BUILDERS["torch.nn.parameter.Parameter"].__stub_name__ = "torch.nn.parameter.Parameter"  # type: ignore[attr-defined]
+# Names that are classes in torch and Python become classes here too (NEWOBJ needs a class); every
+# builder carries its global's name, so getattr on it is judged as getattr on that global.
+for _name in ("torch.nn.parameter.Parameter", "torch.Size", "torch.device", "builtins.set", "builtins.bytearray",
+              "builtins.complex", "collections.OrderedDict", "collections.Counter"):
+    _BUILDERS[_name] = constructor(_name, _BUILDERS[_name])
+for _name, _builder in _BUILDERS.items():
+    if isinstance(_builder, FunctionType):
+        _builder.__stub_name__ = _name  # type: ignore[attr-defined]
+seal(*_BUILDERS.values())  # BUILD on one of them must not write into our shared functions
 
 
 def storage_from_pid(pid: Any) -> tuple[StorageType, str, str, int, Any]:
@@ -399,15 +393,15 @@ def storage_from_pid(pid: Any) -> tuple[StorageType, str, str, int, Any]:
     if type(pid) is tuple and len(pid) == 5 and pid[0] == "storage":  # torch.save's own, checked in one go
         _, stype, key, location, numel = pid
         if (type(stype) is StorageType and type(key) is str and type(location) is str and type(numel) is int
-                and numel >= 0):
+                and 0 <= numel < _I64):
             return stype, key, location, numel, None
     if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
         raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
     stype, key, location, numel = pid[1], pid[2], pid[3], pid[4]
     if not isinstance(stype, StorageType):
-        raise pickle.UnpicklingError(f"persistent id names a non-storage type {stype!r:.80}")
-    if not isinstance(key, str) or not isinstance(location, str) or not isinstance(numel, int) or numel < 0:
-        raise pickle.UnpicklingError(f"malformed storage record {pid!r:.80}")
+        raise pickle.UnpicklingError("persistent id names a non-storage type")
+    if not isinstance(key, str) or not isinstance(location, str) or not isinstance(numel, int) or not 0 <= numel < _I64:
+        raise pickle.UnpicklingError("malformed storage record")
     return stype, key, location, numel, pid[5] if len(pid) > 5 else None
 
 

@@ -13,8 +13,9 @@ import zlib
 from collections import Counter
 from typing import Any, BinaryIO, NamedTuple
 
-from ..errors import BadInput
+from ..errors import BadInput, UnsafeContent
 from ._common import open_regular, read_exact
+from .limits import MAX_INFLATED, Inflation, inflate, read_zip_member
 
 MAGIC = b"PK\x03\x04"
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -46,6 +47,7 @@ class Archive:
     def __init__(self, path: str) -> None:
         self.path = path
         self.problems: list[str] = []
+        self.inflated = 0  # bytes inflated so far: all members together share MAX_INFLATED
         self.f = open_regular(path)
         try:
             self.zf: Any = _Directory.read(self.f) or zipfile.ZipFile(self.f)
@@ -162,8 +164,11 @@ class Archive:
         offset, n = self.tail
         return read_exact(self.f, offset, min(n, cap), self.path, "bytes after the zip end record") if n else b""
 
-    def member(self, name: str, cap: int | None = None) -> bytes:
-        """A member's bytes (the first `cap`), its CRC checked here: a mismatch is a finding."""
+    def member(self, name: str, cap: int | None = None, any_method: bool = False) -> bytes:
+        """A member's bytes (the first `cap`), its CRC checked here: a mismatch is a finding. A
+        compressed member is inflated under limits.inflate's running cap (size and ratio): past it,
+        UnsafeContent (a compression bomb), whatever the member declares. `any_method`: bzip2 and
+        LZMA too (members torch never reads, scanned for other readers)."""
         info = self.infos[name]
         start = self.offsets[name]
         want = info.file_size if cap is None else min(cap, info.file_size)
@@ -171,17 +176,48 @@ class Archive:
             if info.compress_type == zipfile.ZIP_STORED:
                 data = read_exact(self.f, start, want, self.path, f"zip member {name!r}")
             elif info.compress_type == zipfile.ZIP_DEFLATED:
+                if info.compress_size > MAX_INFLATED:
+                    raise Inflation(f"zip member {name!r} holds {info.compress_size:,} compressed bytes, past "
+                                    f"the {MAX_INFLATED:,}-byte cap", MAX_INFLATED)
                 raw = read_exact(self.f, start, info.compress_size, self.path, f"zip member {name!r}")
-                data = zlib.decompressobj(-15).decompress(raw, want)
+                data = inflate(raw, info.file_size, want, f"zip member {name!r}", MAX_INFLATED - self.inflated)
+                self.inflated += len(data)
+            elif any_method and info.compress_type in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+                # torch cannot read these (scan reads them for other loaders), under the same cap
+                try:
+                    data = read_zip_member(self.zf, info, f"zip member {name!r}", MAX_INFLATED - self.inflated)[:want]
+                except Inflation:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - bz2/lzma/zipfile raise many kinds on broken data
+                    raise BadInput(self.path, f"cannot read zip member {name!r}: {exc}") from exc
+                self.inflated += len(data)
             else:
                 raise BadInput(self.path, f"zip member {name!r} uses compression method {info.compress_type}")
         except zlib.error as exc:
             raise BadInput(self.path, f"cannot read zip member {name!r}: {exc}") from exc
+        except Inflation as exc:
+            raise UnsafeContent(self.path, str(exc), "refusing the file (statecli scan lists every finding)") from exc
         if len(data) != want:
             raise BadInput(self.path, f"cannot read zip member {name!r}: it holds fewer bytes than declared")
         if want == info.file_size and zlib.crc32(data) != info.CRC:
             self.problems.append(f"CRC error in zip member {name!r} (torch.load ignores CRCs)")
         return data
+
+    def check_crc(self, name: str) -> None:
+        """A stored member's CRC, checked in chunks (a tensor record is never held whole); a
+        compressed one is read as `member` reads it."""
+        info = self.infos[name]
+        if info.compress_type != zipfile.ZIP_STORED:
+            self.member(name)
+            return
+        start, left, crc = self.offsets[name], info.file_size, 0
+        while left:
+            n = min(left, 1 << 22)
+            crc = zlib.crc32(read_exact(self.f, start, n, self.path, f"zip member {name!r}"), crc)
+            start += n
+            left -= n
+        if crc != info.CRC:
+            self.problems.append(f"CRC error in zip member {name!r} (torch.load ignores CRCs)")
 
     @property
     def torchscript(self) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..formats.limits import read_json_file
 from ..state import Checkpoint, Kind, ModuleNode
 from .loader import KeyMatch
 from .model import ModelInfo, ModelSlot, ReportLine
@@ -154,8 +155,7 @@ def decode(value: Any) -> Any:
 def _read(path: Path) -> Any:
     """The entry's payload, or None when it is absent, unreadable, corrupt or of another format."""
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+        doc = read_json_file(str(path))
         if doc.get("format") != FORMAT:
             return None
         data = decode(doc["data"])

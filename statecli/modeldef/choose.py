@@ -4,10 +4,10 @@ config.json found beside the checkpoint (used when it is usable, named in a note
 from __future__ import annotations
 
 import importlib.util
-import json
 
 from ..errors import BadInput, UsageError
 from ..formats.hfconfig import ConfigCode, config_code
+from ..formats.limits import read_json_file
 from .hf import build_hf_model
 from .model import ModelInfo, build_model, find_hf_config, parse_model_args
 
@@ -29,9 +29,8 @@ def model_for(path: str, model: str | None, model_args: list[str] | None, model_
         return None, []
     code = _code(cfg)
     try:
-        with open(cfg, encoding="utf-8") as f:
-            archs = json.load(f).get("architectures")
-    except (OSError, ValueError, AttributeError, RecursionError):
+        archs = read_json_file(cfg).get("architectures")
+    except (OSError, ValueError, AttributeError):
         archs = None
     if not archs:
         return None, _notes(code, [])  # some other config.json: not a Hugging Face model description

@@ -3,7 +3,6 @@ transformers' own key conversions and from_pretrained's load semantics attached 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -11,6 +10,7 @@ from typing import Any
 
 from ..errors import BadInput, UsageError
 from ..formats.hfconfig import config_code
+from ..formats.limits import read_json_file
 from .loader import HfLoader
 from .model import ModelInfo, describe
 
@@ -35,8 +35,7 @@ def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
     import torch
 
     try:
-        with open(config_path, encoding="utf-8") as f:
-            raw = json.load(f)
+        raw = read_json_file(config_path)
     except (OSError, ValueError) as exc:
         raise BadInput(config_path, f"unreadable config.json: {exc}") from exc
     archs = raw.get("architectures") if isinstance(raw, dict) else None

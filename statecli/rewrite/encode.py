@@ -13,6 +13,7 @@ from typing import IO, Any
 from ..errors import UsageError
 from ..formats import safetensors, sharded, torchzip
 from ..formats.atomic import open_output
+from ..formats.limits import load_json
 from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS, WriteItem
 from ..formats.torchzip import OutStorage, OutTensor
 from ..state import Entry, TensorInfo, contiguous_stride
@@ -93,7 +94,7 @@ def _recorded_ties(plan: Plan) -> dict[tuple[Any, Any], tuple[Any, Any]]:
     ALIASES_KEY by statecli) -> the storage key of the tensor they copy: a .pt output ties them again."""
     text = plan.ck.metadata.get(ALIASES_KEY) if plan.ck.format == "safetensors" else None
     try:
-        recorded = json.loads(text) if text else {}
+        recorded = load_json(text) if text else {}
     except ValueError:
         return {}
     if not isinstance(recorded, dict):

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import BadInput
 from ..formats.atomic import atomic_file, open_output
+from ..formats.limits import read_json_file
 from .encode import tied_aliases
 from .folder import copy_folder
 from .plan import Plan, entry_key
@@ -30,8 +31,7 @@ def source_folder(path: str) -> str | None:
 def ties_kept(folder: str) -> bool:
     """False when the config unties the embeddings: then a shared storage is a coincidence to keep."""
     try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_json_file(os.path.join(folder, "config.json"))
     except (OSError, ValueError):
         return True
     return not (isinstance(config, dict) and config.get("tie_word_embeddings") is False)
@@ -98,8 +98,7 @@ def _note_code(config: str, log: WriteLog) -> None:
 
 
 def _write_config(src: str, dst: str, dtype: str, log: WriteLog) -> None:
-    with open(src, encoding="utf-8") as f:
-        config = json.load(f)
+    config = read_json_file(src)
     if isinstance(config, dict):
         _set_dtype(config, dtype)
         for sub in config.values():  # composite models (text_config, vision_config) carry their own
