@@ -211,6 +211,8 @@ def check(
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
                                                           "GITHUB_ACTIONS=true).")] = False,
+    summary: Annotated[Optional[str], typer.Option("--summary", help="Also append the Markdown table (-f md) to "
+                                                   "this file, e.g. $GITHUB_STEP_SUMMARY.", metavar="FILE")] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -222,7 +224,7 @@ def check(
     from ..analyses.check import check as run_check
     from ..formats import expand_paths
     from ..render import render
-    from ..render.ci import github_annotations, write_junit
+    from ..render.ci import append_summary, github_annotations, write_junit
 
     flags = {name: value for name, value in (
         ("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf), ("param-dtypes", param_dtypes),
@@ -233,6 +235,8 @@ def check(
     render(result, fmt)
     if junit:
         write_junit(result, junit)
+    if summary:
+        append_summary(result, summary)
     if github or os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(result):
             typer.echo(line)

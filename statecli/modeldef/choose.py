@@ -7,6 +7,7 @@ import importlib.util
 import json
 
 from ..errors import UsageError
+from ..extras import Extra, install_command
 from .hf import build_hf_model
 from .model import ModelInfo, build_model, find_hf_config, parse_model_args
 
@@ -34,7 +35,7 @@ def model_for(path: str, model: str | None, model_args: list[str] | None, model_
     if not archs:
         return None, []  # some other config.json: not a Hugging Face model description
     if importlib.util.find_spec("transformers") is None:
-        return None, [f"{cfg} describes a Hugging Face model; install transformers (pip install 'statecli[hf]') "
+        return None, [f"{cfg} describes a Hugging Face model; install transformers ({install_command(Extra.HF)}) "
                       "to classify entries exactly against it"]
     try:
         info = build_hf_model(cfg)
