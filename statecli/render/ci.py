@@ -63,3 +63,17 @@ def append_summary(result: CheckResult, path: str) -> None:
             write_md(result, f)
     except OSError as exc:
         raise UsageError(path, f"cannot write the summary: {exc.strerror or exc}") from exc
+
+
+def write_ci_outputs(result: CheckResult, junit: str | None, summary: str | None, annotate: bool) -> None:
+    """What `check` adds for CI after its own output: JUnit XML, the job summary, annotations on stdout."""
+    if junit:
+        write_junit(result, junit)
+    if summary:
+        append_summary(result, summary)
+    if annotate:
+        import sys
+
+        for line in github_annotations(result):
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
