@@ -85,5 +85,13 @@ check "the torch-only command names the extra in one line" \
 expect 2 "$SC" browse "$S/cnn.pt"
 check "browse names the tui extra" grep -qF "pip install 'torch-statecli[tui]'" "$WORK/err"
 
+# pipx: only where the machine has it (installing pipx itself from PyPI costs CI about 100 s of network)
+if command -v pipx >/dev/null 2>&1; then
+    expect 0 env PIPX_HOME="$WORK/pipx" PIPX_BIN_DIR="$WORK/pipx-bin" pipx install "$WHEEL"
+    expect 0 "$WORK/pipx-bin/statecli" scan "$S/cnn.pt"
+else
+    echo "skip pipx install: pipx is not on this machine"
+fi
+
 if [ "$FAILED" != 0 ]; then echo "wheel smoke test FAILED"; exit 1; fi
 echo "wheel smoke test passed"

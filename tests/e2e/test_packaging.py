@@ -67,6 +67,18 @@ def test_distribution_and_extras_agree_with_pyproject() -> None:
     assert f"{DISTRIBUTION}[torch]" in project["optional-dependencies"]["hf"], "hf builds models: it needs torch"
 
 
+def test_every_user_extra_maps_its_modules() -> None:
+    """A new extra (gguf, onnx, ...) must be an Extra whose modules PROVIDED_BY knows, or a missing one
+    would end a command as an 'internal error' instead of the line naming it."""
+    groups = {k: v for k, v in PYPROJECT["project"]["optional-dependencies"].items() if k not in ("test", "dev")}
+    assert set(groups) == {e.value for e in Extra}
+    for extra, reqs in groups.items():
+        for req in reqs:
+            name = re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower().replace("-", "_")
+            if name != DISTRIBUTION.replace("-", "_"):  # hf's own torch-statecli[torch]
+                assert PROVIDED_BY.get(name) == extra, (extra, req)
+
+
 def test_missing_extra_is_decided_by_module_name() -> None:
     assert missing_extra(ModuleNotFoundError("x", name="torch.distributed.checkpoint")).extra is Extra.TORCH  # type: ignore[union-attr]
     assert missing_extra(ModuleNotFoundError("x", name="s3fs")).extra is Extra.REMOTE  # type: ignore[union-attr]
