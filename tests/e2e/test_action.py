@@ -38,6 +38,12 @@ def test_action_is_composite_with_the_inputs_the_readme_documents() -> None:
     assert "exit-code" in ACTION["outputs"]
 
 
+def test_this_repository_runs_its_own_action_from_the_tree() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "checkpoints.yml").read_text())
+    steps = [s for job in workflow["jobs"].values() for s in job["steps"] if s.get("uses") == "./"]
+    assert steps and all(set(s.get("with", {})) <= set(ACTION["inputs"]) for s in steps)
+
+
 def _step(step_id: str) -> dict[str, Any]:
     return next(s for s in ACTION["runs"]["steps"] if s.get("id") == step_id)
 

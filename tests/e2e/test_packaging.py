@@ -19,7 +19,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 # Where a user or a hint may read an install line.
 _SCANNED = ["statecli", "docs", "scripts", "benchmarks", "sample_checkpoints", "README.md", "CONTRIBUTING.md",
-            "SECURITY.md", "CHANGELOG.md", ".pre-commit-hooks.yaml", "action.yml", "pyproject.toml", ".ci/run"]
+            "SECURITY.md", "CHANGELOG.md", ".pre-commit-hooks.yaml", "action.yml", ".github", "pyproject.toml", ".ci/run"]
 _TEXT = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt", ""}
 # `statecli` as a requirement: an extra (`statecli[tui]`), a direct URL (`statecli @ git+...`) or a
 # version (`statecli==0.1`), not part of a longer name (torch-statecli[tui], OWNER/statecli@v1 are fine).
