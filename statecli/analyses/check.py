@@ -73,6 +73,42 @@ class CheckResult:
                 + [{"path": p, "rule": "read", "passed": False, "reason": m} for p, m in self.errors]
                 + [{"path": p, "rule": "unsafe", "passed": False, "reason": m} for p, m in self.unsafe])
 
+    def files(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Every checked file with its rows, in the order first met: a file passes when all of them do."""
+        by_path: dict[str, list[dict[str, Any]]] = {}
+        for r in self.rows():
+            by_path.setdefault(r["path"], []).append(r)
+        return list(by_path.items())
+
+    # Markdown (`check -f md`, the Action's job summary): a PR-comment table, one line per file.
+    md_columns = ("result", "file", "reasons")
+
+    @property
+    def md_title(self) -> str:
+        failed = sum(1 for _, rows in self.files() if not all(r["passed"] for r in rows))
+        return f"statecli check: {MARK[self.passed]} " + (f"{failed} of {len(self.files())} file(s) failed" if failed
+                                                          else f"{len(self.files())} file(s) passed")
+
+    def md_rows(self) -> list[dict[str, Any]]:
+        out = []
+        for path, rows in self.files():
+            bad = [r for r in rows if not r["passed"]]
+            reasons = "; ".join(f"{r['rule']}: {r['reason']}" for r in bad) if bad else f"{len(rows)} rule(s) passed"
+            out.append({"result": MARK[not bad], "file": path, "reasons": reasons})
+        return out
+
+    @property
+    def md_footer(self) -> str:
+        rows = self.rows()
+        files = self.files()
+        failed_files = sum(1 for _, rs in files if not all(r["passed"] for r in rs))
+        failed = sum(1 for r in rows if not r["passed"])
+        return (f"**Totals:** {len(files)} file(s): {len(files) - failed_files} {MARK[True]}, {failed_files} {MARK[False]}; "
+                f"{len(rows)} check(s): {len(rows) - failed} passed, {failed} failed")
+
+
+MARK = {True: "✅", False: "❌"}  # pass / fail, in Markdown meant for a pull request or job summary
+
 
 _KEYMAP = {f.name.replace("_", "-"): f.name for f in fields(Rules)}
 

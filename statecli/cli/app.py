@@ -55,9 +55,21 @@ class StatecliGroup(TyperGroup):
                 raise  # a bug: one line and exit 2, never mistaken for "different" (1)
             if os.environ.get("STATECLI_DEBUG"):
                 raise
+            missing = _missing_extra(exc)
+            if missing is not None:  # torch, transformers, ... left out of this install: name the extra
+                _error_line(missing.message)
+                raise typer.Exit(int(missing.exit_code)) from None
             _error_line(f"internal error: {type(exc).__name__}: {exc} (run with STATECLI_DEBUG=1 for the traceback "
                         "and please report it)")
             raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+
+
+def _missing_extra(exc: Exception) -> StatecliError | None:
+    if not isinstance(exc, ModuleNotFoundError):
+        return None
+    from ..extras import missing_extra
+
+    return missing_extra(exc)
 
 
 def _timing(start: float) -> None:

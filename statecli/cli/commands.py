@@ -218,6 +218,8 @@ def check(
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
                                                           "GITHUB_ACTIONS=true).")] = False,
+    summary: Annotated[Optional[str], typer.Option("--summary", help="Also append the Markdown table (-f md) to "
+                                                   "this file, e.g. $GITHUB_STEP_SUMMARY.", metavar="FILE")] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -229,7 +231,7 @@ def check(
     from ..analyses.check import check as run_check
     from ..formats import expand_paths
     from ..render import render
-    from ..render.ci import github_annotations, write_junit
+    from ..render.ci import write_ci_outputs
 
     flags = {name: value for name, value in (
         ("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf), ("param-dtypes", param_dtypes),
@@ -238,9 +240,5 @@ def check(
         ("model-args", model_arg), ("format", require_format)) if value is not None}
     result = run_check(expand_paths(paths), flags, config)
     render(result, fmt)
-    if junit:
-        write_junit(result, junit)
-    if github or os.environ.get("GITHUB_ACTIONS") == "true":
-        for line in github_annotations(result):
-            typer.echo(line)
+    write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)

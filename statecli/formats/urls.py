@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
 REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https", "hf"})
-EXTRA_HINT = "install the remote extra: pip install 'statecli[remote]'"
+EXTRA_HINT = "install the remote extra: pip install 'torch-statecli[remote]'"
 SHARD_THREADS = 16  # shard headers fetched at once
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 from ..errors import BadInput, UsageError
+from ..extras import Extra, install_command
 from ..formats.hfconfig import ConfigCode, config_code
 from ..formats.limits import read_json_file
 from .hf import build_hf_model
@@ -35,8 +36,8 @@ def model_for(path: str, model: str | None, model_args: list[str] | None, model_
     if not archs:
         return None, _notes(code, [])  # some other config.json: not a Hugging Face model description
     if importlib.util.find_spec("transformers") is None:
-        return None, _notes(code, [f"{cfg} describes a Hugging Face model; install transformers (pip install "
-                                   "'statecli[hf]') to classify entries exactly against it"])
+        return None, _notes(code, [f"{cfg} describes a Hugging Face model; install transformers "
+                                   f"({install_command(Extra.HF)}) to classify entries exactly against it"])
     try:
         info = build_hf_model(cfg)
         return info, _notes(code, [info.memo.note] if info.memo is not None else [])  # cached or built now

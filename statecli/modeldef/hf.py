@@ -31,7 +31,7 @@ def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
         import transformers
     except ImportError as exc:
         raise UsageError(config_path, "classifying against a Hugging Face config needs transformers",
-                         "pip install 'statecli[hf]'") from exc
+                         "pip install 'torch-statecli[hf]'") from exc
     import torch
 
     try:

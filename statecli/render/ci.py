@@ -1,4 +1,4 @@
-"""CI outputs of `check`: JUnit XML for test reporters and GitHub Actions annotations."""
+"""CI outputs of `check`: JUnit XML for test reporters, GitHub Actions annotations and the job summary."""
 
 from __future__ import annotations
 
@@ -51,3 +51,29 @@ def write_junit(result: CheckResult, path: str) -> None:
 
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(junit_xml(result))
+
+
+def append_summary(result: CheckResult, path: str) -> None:
+    """The Markdown table of `check -f md`, appended: GitHub's job summary file collects every step's."""
+    from ..errors import UsageError
+    from .machine import write_md
+
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            write_md(result, f)
+    except OSError as exc:
+        raise UsageError(path, f"cannot write the summary: {exc.strerror or exc}") from exc
+
+
+def write_ci_outputs(result: CheckResult, junit: str | None, summary: str | None, annotate: bool) -> None:
+    """What `check` adds for CI after its own output: JUnit XML, the job summary, annotations on stdout."""
+    if junit:
+        write_junit(result, junit)
+    if summary:
+        append_summary(result, summary)
+    if annotate:
+        import sys
+
+        for line in github_annotations(result):
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()

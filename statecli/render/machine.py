@@ -61,13 +61,20 @@ def write_md_table(columns: tuple[str, ...], rows: list[dict[str, Any]], out: IO
 
 
 def write_md(result: Any, out: IO[str]) -> None:
-    """A Markdown title (the result's `md_title`, when it has one), its rows as a table, then any
-    extra tables it offers (`md_tables()`: (columns, rows) pairs)."""
+    """A Markdown title (the result's `md_title`, when it has one), its rows as a table (or its own
+    `md_rows()` under `md_columns`), any extra tables it offers (`md_tables()`: (columns, rows) pairs),
+    then its `md_footer` line (a totals line)."""
     title = getattr(result, "md_title", None)
     if title:
         out.write(f"{md(title)}\n\n")
-    rows = result.rows()
-    write_md_table(columns_of(result, rows), rows, out)
+    if hasattr(result, "md_rows"):  # a result with its own Markdown view (check: one line per file, marks)
+        write_md_table(result.md_columns, result.md_rows(), out)
+    else:
+        rows = result.rows()
+        write_md_table(columns_of(result, rows), rows, out)
     for columns, rows in getattr(result, "md_tables", lambda: [])():
         out.write("\n")
         write_md_table(columns, rows, out)
+    footer = getattr(result, "md_footer", None)
+    if footer:
+        out.write(f"\n{md(footer)}\n")

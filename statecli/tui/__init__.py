@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UsageError
+from ..extras import Extra, install_hint
 from .model import Browse, Filter, Node, browse_data
 
 
@@ -14,8 +15,7 @@ def require_textual() -> None:
     try:
         import textual  # noqa: F401
     except ImportError:
-        raise UsageError(None, "statecli browse needs the optional textual package",
-                         "install it with: pip install 'statecli[tui]'") from None
+        raise UsageError(None, "statecli browse needs the optional textual package", install_hint(Extra.TUI)) from None
 
 
 def run(data: Browse, **kwargs: Any) -> None:

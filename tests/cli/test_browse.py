@@ -200,8 +200,8 @@ def test_missing_textual_is_one_line_naming_the_extra(pair: tuple[Path, Path], m
     result = runner.invoke(cli, ["browse", str(pair[0])])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "statecli: error: statecli browse needs the optional textual package; install it with: "
-        "pip install 'statecli[tui]'"]
+        "statecli: error: statecli browse needs the optional textual package; install the tui extra: "
+        "pip install 'torch-statecli[tui]'"]
 
 
 def test_command_hands_both_checkpoints_to_the_app(pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -260,7 +260,7 @@ def test_missing_backend_names_the_extra(url: str) -> None:
     if importlib.util.find_spec("gcsfs" if url.startswith("gs") else "adlfs"):
         pytest.skip("backend installed")
     out = _one_line_error(["inspect", url])
-    assert "statecli[remote]" in out
+    assert "torch-statecli[remote]" in out
 
 
 def test_scan_and_check_never_print_credentials(http: RangeServer, http_root: Path, tmp_path: Path) -> None:

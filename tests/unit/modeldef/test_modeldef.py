@@ -181,7 +181,7 @@ def test_hf_config_without_transformers_says_how(tmp_path: Path, monkeypatch: py
     torch.save({"w": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
     result = runner.invoke(app, ["inspect", str(tmp_path), "--format", "json"])
     assert result.exit_code == 0
-    assert any("statecli[hf]" in n for n in json.loads(result.stdout)["notes"])
+    assert any("torch-statecli[hf]" in n for n in json.loads(result.stdout)["notes"])
 
 
 def test_hugging_face_documented_renames(tmp_path: Path) -> None:
