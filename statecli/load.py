@@ -11,10 +11,10 @@ from . import classify
 from .classify import EMA_KEYS, OPTIMIZER_KEYS
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
-from .formats.graph import GraphRef, flatten, holds_tensors, render_value, tame_keys
-from .formats.limits import read_json_file
-from .formats.source import is_remote
-from .formats.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
+from .io.limits import read_json_file
+from .io.source import is_remote
+from .pickle.graph import GraphRef, flatten, holds_tensors, render_value, tame_keys
+from .pickle.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 from .state import (
     PICKLED_MODULE,
     ROOT,

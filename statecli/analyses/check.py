@@ -255,7 +255,7 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         out.append(Finding(path, "dtypes", not wrong, "all dtypes allowed" if not wrong else
                            f"{len(wrong)} tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5]) + hint))
     if rules.max_size is not None:
-        from ..formats.source import file_size, isfile
+        from ..io.source import file_size, isfile
 
         on_disk = sum(file_size(f) for f in ck.files if isfile(f))
         ok = on_disk <= rules.max_size

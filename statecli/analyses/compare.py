@@ -134,8 +134,8 @@ def compare_chunk(ca: Any, cb: Any, da: str, db: str, rtol: float, atol: float, 
     already compared the bytes (None: compare here when the dtypes are the same)."""
     import numpy as np
 
-    from ..formats.values import np_dtype
-    from ..formats.values import same_bytes as raw_equal
+    from ..io.values import np_dtype
+    from ..io.values import same_bytes as raw_equal
 
     common = promote(da, db)
     work = work_dtype(common)

@@ -39,7 +39,7 @@ class Task:
 def run_task(t: Task) -> Partial:
     """In a worker: read and compare the pieces in order (each file front to back, so readahead keeps
     up on a cold cache) and return their merged figures."""
-    from ..formats.values import pread_array
+    from ..io.values import pread_array
 
     total = Partial()
     for piece in t.pieces:

@@ -321,7 +321,7 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
                     atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None) -> None:
     """Each pair through the numpy kernel (compare.py) when numpy can read both tensors; through torch
     (imported only then) for the rest: complex, DCP directories, torch-only dtypes."""
-    from ..formats.values import numpy_readable, value_reader
+    from ..io.values import numpy_readable, value_reader
     from .compare_pool import pool_for
 
     def by_numpy(x: TensorInfo, y: TensorInfo) -> bool:
@@ -387,7 +387,7 @@ def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rt
                    equal_nan: bool, pool: Any = None) -> None:
     """One pass over the pair: chunks read (pread) and compared on both cores, merged in order; on the
     worker processes of `pool` (compare_pool.py) when given and both tensors are plain local reads."""
-    from ..formats.values import ordered_map
+    from ..io.values import ordered_map
     from .compare import Partial, compare_chunk, promote, work_dtype
     from .compare_pool import SPAN, tasks
 

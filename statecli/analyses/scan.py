@@ -12,9 +12,9 @@ from typing import Any
 from ..errors import StatecliError, UnsafeContent
 from ..formats import detect_format, resolve_path
 from ..formats._common import open_regular
-from ..formats.pickles import Context, Findings, GlobalRef, scan_nested, scan_stream
-from ..formats.urls import is_remote
-from ..formats.verdict import DCP_TRUSTED
+from ..io.urls import is_remote
+from ..pickle.pickles import Context, Findings, GlobalRef, scan_nested, scan_stream
+from ..pickle.verdict import DCP_TRUSTED
 from ..state import SCHEMA_VERSION, Verdict
 from .scan_folder import Role, Target, TargetKind, plan
 
@@ -226,9 +226,9 @@ def _scan_sharded(path: str, target: str, verify_crc: bool) -> ScanResult:
 def _scan_zip(target: str, acc: Findings, verify_crc: bool) -> str:
     from ..errors import BadInput
     from ..formats import npy
-    from ..formats.limits import Inflation, read_zip_member
     from ..formats.torchzip import trailing_findings
     from ..formats.zipcheck import Archive, fold
+    from ..io.limits import Inflation, read_zip_member
 
     try:
         arc = Archive(target)

@@ -15,7 +15,7 @@ from ..formats import _WALKED as LOADABLE  # the files a walked folder holds as 
 from ..formats import expand_paths, resolve_path
 from ..formats.hfconfig import ConfigCode, config_code
 from ..formats.sharded import read_index
-from ..formats.urls import is_remote
+from ..io.urls import is_remote
 
 __all__ = ["CHECKPOINT_SUFFIXES", "Role", "Target", "TargetKind", "plan"]
 

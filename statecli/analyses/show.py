@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import BadInput, UsageError
-from ..formats.values import value_reader
+from ..io.values import value_reader
 from ..state import ROOT, SCHEMA_VERSION, Checkpoint, Entry, Stats
 from .module_tree import build_tree, tree_path
 from .stats import full_histogram, not_summarised, tensor_stats

@@ -96,7 +96,7 @@ def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
             n_params += t.numel
             seen.add(key)
     from ..errors import StatecliError
-    from ..formats.source import file_size
+    from ..io.source import file_size
 
     file_bytes = 0
     for f in ck.files:

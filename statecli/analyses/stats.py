@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import BadInput
-from ..formats.values import numpy_readable, ordered_map, value_reader
+from ..io.values import numpy_readable, ordered_map, value_reader
 from ..state import Checkpoint, Entry, Stats
 from ..units import COMPLEX
 from .compare import dot64 as _dot
@@ -121,7 +121,7 @@ def _lerp(start: float, end: float, weight: float) -> float:
 def as_array(t: Any) -> Any:
     """A numpy array of the values (a torch tensor is converted without a copy where it can be)."""
     if type(t).__module__.startswith("torch"):
-        from ..formats.values import torch_to_numpy
+        from ..io.values import torch_to_numpy
 
         return torch_to_numpy(t)
     return t

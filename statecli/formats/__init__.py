@@ -7,8 +7,8 @@ import pickletools
 from collections.abc import Callable
 
 from ..errors import BadInput
+from ..io.source import hf_cache_path, is_remote, listdir, register
 from ._common import RawCheckpoint, open_regular
-from .source import hf_cache_path, is_remote, listdir, register
 
 __all__ = ["RawCheckpoint", "detect_format", "expand_paths", "read_raw", "refusal", "resolve_path", "sniff"]
 
@@ -44,7 +44,7 @@ def _resolve_remote(url: str) -> str:
 
 def _is_folder(path: str) -> bool:
     if is_remote(path):
-        from . import remote_values  # noqa: F401 - registers the ranged value reader for this URL's values
+        from ..io import remote_values  # noqa: F401 - registers the ranged value reader for this URL's values
 
         return not path.lower().endswith(_EXTENSIONS + (".json",)) and listdir(path) is not None
     return os.path.isdir(path)
@@ -197,8 +197,8 @@ def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:
 def _refuse_npy_payload(path: str, zipped: bool) -> None:
     """An object array is a pickle np.load would run: a payload there is a finding, not a format error."""
     from ..errors import UnsafeContent
+    from ..pickle.pickles import Findings
     from . import npy
-    from .pickles import Findings
 
     acc = Findings()
     if zipped:

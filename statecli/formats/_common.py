@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ..errors import BadInput
+from ..pickle.unpickler import TensorRef
 from ..state import TensorInfo
-from .unpickler import TensorRef
 
 
 @dataclass
@@ -52,7 +52,7 @@ class RawCheckpoint:
 def open_regular(path: str) -> BinaryIO:
     """Open an untrusted path for reading, refusing anything but a regular file (a FIFO or a
     device would block or never end). A URL opens as a remote file read by bounded ranges."""
-    from .sourcefile import open_file
+    from ..io.sourcefile import open_file
 
     return open_file(path)
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput, UnsafeContent
+from ..io.source import isfile, register_range
+from ..pickle.unpickler import DtypeValue, NamedValue, RestrictedUnpickler, StubObject, TensorRef, unpickle
+from ..pickle.verdict import DCP_TRUSTED
 from ..state import TensorInfo, TensorPiece
 from ._common import RawCheckpoint, open_regular
-from .source import isfile, register_range
-from .unpickler import DtypeValue, NamedValue, RestrictedUnpickler, StubObject, TensorRef, unpickle
-from .verdict import DCP_TRUSTED
 
 FORMAT = "torch.distributed.checkpoint"
 METADATA = ".metadata"

@@ -7,7 +7,7 @@ import io
 import zipfile
 
 from ..errors import BadInput
-from .pickles import Findings, scan_stream
+from ..pickle.pickles import Findings, scan_stream
 
 MAGIC = b"\x93NUMPY"
 MAX_MEMBER = 64 << 20

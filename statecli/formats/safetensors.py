@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, NamedTuple
 
 from ..errors import BadInput
+from ..io.limits import load_json
 from ..state import TensorInfo
 from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
-from .limits import load_json
 
 FORMAT = "safetensors"
 MAX_HEADER = 100_000_000  # the safetensors library's own cap

@@ -8,11 +8,11 @@ import os
 from typing import Any
 
 from ..errors import BadInput
+from ..io.limits import load_json
+from ..io.source import exists, map_concurrent
+from ..io.urls import is_remote
 from ..state import TensorInfo
 from ._common import RawCheckpoint, open_regular
-from .limits import load_json
-from .source import exists, map_concurrent
-from .urls import is_remote
 
 FORMAT_SAFETENSORS = "sharded safetensors"
 FORMAT_BIN = "sharded torch"
@@ -99,7 +99,7 @@ def read(path: str) -> RawCheckpoint:
 
 
 def _flat_tensors(sub: RawCheckpoint) -> dict[str, TensorInfo]:
-    from .unpickler import TensorRef
+    from ..pickle.unpickler import TensorRef
 
     root = sub.root
     if not isinstance(root, dict):
@@ -138,7 +138,7 @@ def split_by_size(sizes: list[int], max_bytes: int) -> list[list[int]]:
 
 
 def write_index(path: str, weight_map: dict[str, str], total_size: int) -> None:
-    from .atomic import open_output
+    from ..io.atomic import open_output
 
     text = json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map}, indent=2) + "\n"
     with open_output(path) as f:

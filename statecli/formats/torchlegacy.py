@@ -7,10 +7,10 @@ import struct
 from typing import Any
 
 from ..errors import BadInput, UnsafeContent
+from ..pickle.pickles import Findings
+from ..pickle.unpickler import StorageRef, storage_from_pid, unpickle
 from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
-from .pickles import Findings
-from .unpickler import StorageRef, storage_from_pid, unpickle
 
 FORMAT = "torch legacy"
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -59,7 +59,7 @@ def storages_end(path: str) -> tuple[int, int]:
 def tail_findings(path: str, end: int, size: int, acc: Findings) -> None:
     """Bytes after a legacy file's storages: torch.load never reads them; another loader calling
     pickle.load again would. Scanned (the first MAX_TAIL bytes) and reported."""
-    from .pickles import scan_stream
+    from ..pickle.pickles import scan_stream
 
     with open_regular(path) as f:
         tail = read_exact(f, end, min(size - end, MAX_TAIL), path, "bytes after the storages")
@@ -80,7 +80,7 @@ def _refuse_tail(path: str, end: int, size: int) -> None:
 
 def _refuse_stream(path: str) -> None:
     """A bare pickle is not a checkpoint, but a payload in any pickle of its stream is a finding."""
-    from .pickles import scan_stream
+    from ..pickle.pickles import scan_stream
 
     with open_regular(path) as f:
         data = f.read(MAX_TAIL)

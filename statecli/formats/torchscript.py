@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
-from .inert import StubObject
+from ..pickle.inert import StubObject
 from .zipcheck import Archive
 
 MAX_CODE_BYTES = 64 << 20  # source text read in all, to find the declarations

@@ -11,10 +11,10 @@ import tarfile
 from typing import Any, NoReturn
 
 from ..errors import BadInput, UnsafeContent
+from ..pickle.pickles import Context, Findings, scan_one, scan_stream
+from ..pickle.unpickler import RestrictedUnpickler, StorageType
 from ..units import itemsize
 from ._common import open_regular
-from .pickles import Context, Findings, scan_one, scan_stream
-from .unpickler import RestrictedUnpickler, StorageType
 
 MAX_MEMBER = 1 << 30
 _HEAD = 1 << 16
@@ -43,7 +43,7 @@ def scan_tar(path: str, acc: Findings) -> None:
                 acc.problems += sub.problems
     except (tarfile.TarError, OSError, EOFError) as exc:
         acc.errors.append(f"corrupt tar archive: {exc}")
-    from .pickles import scan_nested
+    from ..pickle.pickles import scan_nested
 
     with open_regular(path) as f:  # pickle.load of the file itself reads a header's name field as opcodes
         scan_nested(f.read(_HEAD), "the file read as a pickle", acc)

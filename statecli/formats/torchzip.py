@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ..errors import BadInput, UnsafeContent
+from ..pickle.pickles import Findings, scan_stream
+from ..pickle.unpickler import MAX_PICKLE_BYTES, StorageRef, storage_from_pid, unpickle
+from ..pickle.verdict import LAYOUTS
 from ..units import itemsize
 from ._common import RawCheckpoint
-from .pickles import Findings, scan_stream
-from .unpickler import MAX_PICKLE_BYTES, StorageRef, storage_from_pid, unpickle
-from .verdict import LAYOUTS
 from .zipcheck import MAGIC, Archive
 
 FORMAT = "torch zip"
@@ -112,7 +112,7 @@ def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
 
 def trailing_findings(data: bytes, end: int, where: str, acc: Findings, torchscript: bool = False) -> None:
     """Bytes after data.pkl's STOP: torch never reads them, other loaders may; scanned, and a finding."""
-    from .pickles import Context
+    from ..pickle.pickles import Context
 
     if end >= len(data):
         return
@@ -127,7 +127,7 @@ def trailing_findings(data: bytes, end: int, where: str, acc: Findings, torchscr
 def _refuse_findings(arc: Archive, keys: set[str] | None, data: bytes, end: int) -> None:
     """The reader refuses what `scan` reports: members torch never reads, bytes after STOP. With
     `keys` None (data.pkl could not be read) storage records are not judged."""
-    from .pickles import Context
+    from ..pickle.pickles import Context
 
     acc = Findings()
     trailing_findings(data, end, arc.lookup("data.pkl") or arc.prefix + "data.pkl", acc, arc.torchscript)

@@ -14,8 +14,8 @@ from collections import Counter
 from typing import Any, BinaryIO, NamedTuple
 
 from ..errors import BadInput, UnsafeContent
+from ..io.limits import MAX_INFLATED, Inflation, inflate, read_zip_member
 from ._common import open_regular, read_exact
-from .limits import MAX_INFLATED, Inflation, inflate, read_zip_member
 
 MAGIC = b"PK\x03\x04"
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..formats.limits import read_json_file
+from ..io.limits import read_json_file
 from ..state import Checkpoint, Kind, ModuleNode
 from .loader import KeyMatch
 from .model import ModelInfo, ModelSlot, ReportLine

@@ -8,7 +8,7 @@ import importlib.util
 from ..errors import BadInput, UsageError
 from ..extras import Extra, install_command
 from ..formats.hfconfig import ConfigCode, config_code
-from ..formats.limits import read_json_file
+from ..io.limits import read_json_file
 from .hf import build_hf_model
 from .model import ModelInfo, build_model, find_hf_config, parse_model_args
 

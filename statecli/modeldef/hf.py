@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import BadInput, UsageError
 from ..formats.hfconfig import config_code
-from ..formats.limits import read_json_file
+from ..io.limits import read_json_file
 from .loader import HfLoader
 from .model import ModelInfo, describe
 

@@ -54,7 +54,7 @@ def alias_entry(alias: Alias, target: Entry) -> Entry:
 def _config_ties(ck: Checkpoint, stored: Mapping[str, Entry]) -> dict[str, str]:
     """Keys the Hugging Face model of the config.json beside the checkpoint ties to a stored key, when
     the file lacks them (save_pretrained leaves them out; from_pretrained ties them again)."""
-    from ..formats.source import is_remote
+    from ..io.source import is_remote
     from .choose import model_for
 
     if is_remote(ck.path):

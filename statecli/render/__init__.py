@@ -116,7 +116,7 @@ def print_warnings(warnings: list[str], notes: list[str], out: IO[str] | None = 
 
 def error_line(message: str) -> None:
     """The one error line; URLs in it lose their credentials (a message may quote a raw argument)."""
-    from ..formats.source import redact
+    from ..io.source import redact
 
     sys.stderr.write(f"statecli: error: {escape(redact(message))}\n")
 

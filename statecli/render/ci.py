@@ -47,7 +47,7 @@ def github_annotations(result: CheckResult) -> list[str]:
 
 def write_junit(result: CheckResult, path: str) -> None:
     """The JUnit XML report, written atomically (a CI artifact is never half a file)."""
-    from ..formats.atomic import atomic_file
+    from ..io.atomic import atomic_file
 
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(junit_xml(result))

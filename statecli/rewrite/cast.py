@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..formats.values import np_dtype
+from ..io.values import np_dtype
 
 if TYPE_CHECKING:
     import numpy as np

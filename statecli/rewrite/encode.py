@@ -12,10 +12,10 @@ from typing import IO, Any
 
 from ..errors import UsageError
 from ..formats import safetensors, sharded, torchzip
-from ..formats.atomic import open_output
-from ..formats.limits import load_json
 from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS, WriteItem
 from ..formats.torchzip import OutStorage, OutTensor
+from ..io.atomic import open_output
+from ..io.limits import load_json
 from ..state import Entry, TensorInfo, contiguous_stride
 from ..units import itemsize
 from . import stream
@@ -115,7 +115,7 @@ def _recorded_ties(plan: Plan) -> dict[tuple[Any, Any], tuple[Any, Any]]:
 def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log: WriteLog,
              compact: bool = False) -> None:
     """A .pt archive of the tree `tree_of(storages)` builds (its tensor leaves from `storages.leaf`)."""
-    from ..formats.values import value_reader
+    from ..io.values import value_reader
 
     storages = PtStorages(plan, compact)
     tree = tree_of(storages)
@@ -173,7 +173,7 @@ def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], 
     with plan.duplicate_tied every key is stored, tied ones as copies, so that
     load_state_dict(load_file(...), strict=True) works, and the ties go in ALIASES_KEY so statecli
     re-ties them when it writes a .pt again."""
-    from ..formats.values import value_reader
+    from ..io.values import value_reader
 
     for _, e in items:
         if out_dtype(plan, e) not in TO_SAFETENSORS:

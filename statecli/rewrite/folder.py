@@ -21,7 +21,7 @@ _SUPERSEDED = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin
 # A git checkout's history and huggingface_hub's download records (hashes of the input's files) are
 # not the output's: they would describe files it no longer holds.
 _NOT_COPIED = (".git", ".cache")
-_OWN_TEMP = ".statecli-"  # a temp file of another statecli run (formats/atomic.py names them so)
+_OWN_TEMP = ".statecli-"  # a temp file of another statecli run (io/atomic.py names them so)
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
@@ -68,7 +68,7 @@ def _copy_dir(src: str, dst: str, root: str, rel: str, rewritten: set[str], tall
             _copy_one(s, d, root, where, rewritten, tally, write_config)
         except OSError as exc:
             if exc.errno in _NO_SPACE:
-                raise  # formats/atomic.py says it, with the space needed
+                raise  # io/atomic.py says it, with the space needed
             raise BadInput(s, f"cannot copy {where} into the output folder: {exc.strerror or exc}; nothing was "
                               "written") from exc
 

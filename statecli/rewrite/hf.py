@@ -10,8 +10,8 @@ from collections.abc import Collection
 from typing import Any
 
 from ..errors import BadInput
-from ..formats.atomic import atomic_file, open_output
-from ..formats.limits import read_json_file
+from ..io.atomic import atomic_file, open_output
+from ..io.limits import read_json_file
 from .encode import tied_aliases
 from .folder import copy_folder
 from .plan import Plan, entry_key

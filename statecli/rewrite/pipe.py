@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
-from ..formats.values import THREADS, np_dtype, ordered_map, pread_into
+from ..io.values import THREADS, np_dtype, ordered_map, pread_into
 from . import cast as npcast
 from .cast import Losses
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import IO
 
 from ..errors import UsageError
-from ..formats import atomic, sharded
+from ..formats import sharded
+from ..io import atomic
 from ..load import load_checkpoint
 from ..state import Checkpoint
 from . import encode, hf, upload
@@ -201,7 +202,7 @@ def _own_files(plan: Plan, folder: str) -> set[str]:
 
 def _write_dcp(plan: Plan, target: str, strict: bool, log: WriteLog, need: int) -> Checkpoint:
     from ..formats import dcp
-    from ..formats.values import value_reader
+    from ..io.values import value_reader
 
     with atomic.atomic_dir(target, need=need) as tmp, value_reader(plan.ck) as reader:
         # The whole checkpoint, wrappers included: DCP holds nested state (optimizer, counters) too.

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..formats.values import ValueReader, numpy_readable, ordered_map
+from ..io.values import ValueReader, numpy_readable, ordered_map
 from ..state import TensorInfo
 from ..units import itemsize
 from . import cast as npcast

@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import BadInput, UsageError
-from ..formats.graph import MAX_DEPTH, tensor_holders
 from ..formats.torchzip import torch_value
-from ..formats.unpickler import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
+from ..pickle.graph import MAX_DEPTH, tensor_holders
+from ..pickle.unpickler import DtypeValue, InertSet, NamedValue, StateDict, StubObject, TensorRef
 from ..state import Entry, Kind, TensorInfo
 from ..units import itemsize
 from .plan import Plan, entry_key

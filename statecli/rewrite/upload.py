@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BadInput, StatecliError, UsageError
-from ..formats import atomic, source
+from ..io import atomic, source
 from ..state import Checkpoint
 
 PART_SIZE: int | None = None  # multipart part size for backends that take `chunksize` (None: theirs); tests set it

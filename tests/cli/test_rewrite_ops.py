@@ -276,7 +276,7 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, train: tuple[Path, dic
 def test_full_model_pickle_becomes_its_state_dict(tmp_path: Path, samples: Path, suffix: str) -> None:
     """A torch.save(model) file whose class cannot be imported: the output is what model.state_dict()
     holds (parameters and persistent buffers), read without running the pickle."""
-    from statecli.formats.values import value_reader
+    from statecli.io.values import value_reader
     from statecli.load import load_checkpoint
 
     src = samples / "full_model.pt"

@@ -16,7 +16,7 @@ from safetensors.torch import load, load_file, save_file
 from typer.testing import CliRunner
 
 from statecli.cli import app
-from statecli.formats import atomic
+from statecli.io import atomic
 from statecli.render import set_verbosity
 from statecli.render.rewrite import write_progress
 from statecli.rewrite.plan import load as load_plan

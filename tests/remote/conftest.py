@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from statecli.formats import source
+from statecli.io import source
 
 from .server import Behaviour, RangeServer
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from statecli.cli import app
-from statecli.formats import source
+from statecli.io import source
 from statecli.load import load_checkpoint
 
 from .server import GIB, RangeServer

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from statecli.cli import app
 from statecli.errors import BadInput
-from statecli.formats import source
+from statecli.io import source
 from statecli.rewrite import upload
 
 runner = CliRunner()

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-from statecli.formats.graph import MAX_REPEATS, GraphRef, flatten, render_value, tensor_holders
-from statecli.formats.unpickler import StorageRef, TensorRef
 from statecli.load import load_checkpoint
+from statecli.pickle.graph import MAX_REPEATS, GraphRef, flatten, render_value, tensor_holders
+from statecli.pickle.unpickler import StorageRef, TensorRef
 
 from .blowup_cases import shared_dict_with_tensor, write_cases
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmarks.scan_corpus import replace_member, torch_zip_bytes
-from statecli.formats.limits import MAX_JSON_DEPTH, TooDeep, load_json
+from statecli.io.limits import MAX_JSON_DEPTH, TooDeep, load_json
 
 from .bound_cases import (
     HUGE_LENGTHS,
@@ -252,7 +252,7 @@ def test_memo_index_check_passes_real_pickles() -> None:
     import io
     import pickle
 
-    from statecli.formats.memocheck import memo_problem
+    from statecli.pickle.memocheck import memo_problem
 
     buf = io.BytesIO()
     torch.save({f"layer.{i}.weight": torch.zeros(1) for i in range(2000)}, buf)

@@ -15,8 +15,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from statecli.formats.pickles import Findings, scan_stream  # noqa: E402
-from statecli.formats.verdict import normalize  # noqa: E402
+from statecli.pickle.pickles import Findings, scan_stream  # noqa: E402
+from statecli.pickle.verdict import normalize  # noqa: E402
 
 NAMES = [("os", "system"), ("builtins", "getattr"), ("collections", "OrderedDict"), ("torch", "float32"),
          ("torch._utils", "_rebuild_tensor_v2"), ("functools", "partial"), ("__builtin__", "eval"),

@@ -34,7 +34,7 @@ from benchmarks.scan_corpus import (
 from benchmarks.scan_corpus_issue10 import frame_divergent, framed_torch_zip
 from statecli.analyses.scan import scan, scan_paths
 from statecli.cli import app
-from statecli.formats.frames import frame_problems
+from statecli.pickle.frames import frame_problems
 from statecli.state import Verdict
 
 runner = CliRunner()

@@ -144,7 +144,7 @@ def test_stand_ins_never_allocate_or_crash(tmp_path: Path, args: bytes) -> None:
 
 
 def test_build_on_a_builder_leaves_it_unchanged(tmp_path: Path) -> None:
-    from statecli.formats import unpickler
+    from statecli.pickle import unpickler
 
     before = unpickler._rebuild_tensor_v2.__defaults__
     p = tmp_path / "model.pt"  # BUILD with a slot state: the C unpickler would setattr __defaults__

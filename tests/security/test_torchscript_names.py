@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from statecli.analyses.scan import scan
 from statecli.cli import app
-from statecli.formats.verdict import TORCHSCRIPT_BUILTINS, Verdict, torchscript_verdict
+from statecli.pickle.verdict import TORCHSCRIPT_BUILTINS, Verdict, torchscript_verdict
 
 runner = CliRunner()
 CANARY = bytes([67, 65, 78, 65, 82, 89])

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from statecli.analyses.compare import Partial, compare_chunk, promote, work_dtype
 from statecli.analyses.diff import _compare_pair, _Work
-from statecli.formats.values import torch_to_numpy
+from statecli.io.values import torch_to_numpy
 
 FLOATS = ["float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"]
 INTS = ["int64", "int32", "int16", "int8", "uint8", "bool"]

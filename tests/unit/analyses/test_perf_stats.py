@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from statecli.analyses import show as sh
 from statecli.analyses import stats as sts
-from statecli.formats.values import torch_to_numpy
+from statecli.io.values import torch_to_numpy
 
 from . import torch_oracle as oracle
 

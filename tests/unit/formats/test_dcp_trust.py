@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from statecli.formats.verdict import DCP_TRUSTED, verdict
+from statecli.pickle.verdict import DCP_TRUSTED, verdict
 from statecli.state import Verdict
 
 # What `.metadata` may name and be read as plain data: the spec, written out, not read from the code.

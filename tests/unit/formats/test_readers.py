@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from statecli.formats.values import value_reader
+from statecli.io.values import value_reader
 from statecli.load import load_checkpoint
 from statecli.state import Kind
 from tests.conftest import flatten_torch

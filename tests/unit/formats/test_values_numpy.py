@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from statecli.formats.values import np_dtype, numpy_readable, ordered_map, same_bytes, torch_to_numpy, value_reader
+from statecli.io.values import np_dtype, numpy_readable, ordered_map, same_bytes, torch_to_numpy, value_reader
 from statecli.load import load_checkpoint
 
 DTYPES = ["float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "int64", "int32", "int16",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from statecli.formats.values import ValueReader
+from statecli.io.values import ValueReader
 from statecli.load import load_checkpoint
 
 

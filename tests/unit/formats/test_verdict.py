@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from statecli.formats.verdict import verdict
+from statecli.pickle.verdict import verdict
 from statecli.state import Verdict
 
 S, T, D = Verdict.SAFE, Verdict.NEEDS_TRUST, Verdict.DANGEROUS
@@ -40,5 +40,5 @@ def test_trusted_names_and_torchscript() -> None:
 
 
 def test_verdict_imports_no_torch() -> None:
-    code = "import statecli.formats.verdict, statecli.formats.pickles, sys; print('torch' in sys.modules)"
+    code = "import statecli.pickle.verdict, statecli.pickle.pickles, sys; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

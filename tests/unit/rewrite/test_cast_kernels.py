@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statecli.formats.values import np_dtype, torch_to_numpy
+from statecli.io.values import np_dtype, torch_to_numpy
 from statecli.rewrite import cast as npcast
 from statecli.rewrite.stream import count_losses
 

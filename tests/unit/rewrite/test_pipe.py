@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from statecli.errors import BadInput
-from statecli.formats.values import torch_to_numpy
+from statecli.io.values import torch_to_numpy
 from statecli.rewrite import cast as npcast
 from statecli.rewrite import pipe
 

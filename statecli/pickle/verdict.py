@@ -1,6 +1,6 @@
 """The one decision on a pickle global: what loading a pickle that names `module.name` could do.
 
-Both the loader (formats/unpickler.py) and `statecli scan` call `verdict`; SECURITY.md holds the
+Both the loader (pickle/unpickler.py) and `statecli scan` call `verdict`; SECURITY.md holds the
 same table in words. Verdicts are by capability, not by module prefix: a name is dangerous when it
 reaches a process, a file, the network, an import, eval/exec or a nested deserialiser, under every
 spelling (Python 2 names, private modules, re-exports, dotted protocol-4 names)."""

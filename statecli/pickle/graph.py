@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
+from ..io.limits import int_text, safe_str
 from ..state import TensorInfo
 from .inert import DtypeValue, NamedValue, StubObject, TensorRef
-from .limits import int_text, safe_str
 
 # Distinct containers one walk may visit: the unpickler's size cap bounds them already; this keeps a
 # hostile graph from costing more than a listing could ever show.

@@ -328,7 +328,7 @@ REMOTE_READER: Callable[[Checkpoint], ValueReader] | None = None
 def value_reader(ck: Checkpoint) -> Iterator[ValueReader]:
     from .source import is_remote
 
-    # URLs: bounded ranged reads; formats/remote_values.py sets REMOTE_READER when a URL is read.
+    # URLs: bounded ranged reads; io/remote_values.py sets REMOTE_READER when a URL is read.
     remote = REMOTE_READER is not None and any(is_remote(f) for f in ck.files)
     reader = REMOTE_READER(ck) if remote and REMOTE_READER is not None else ValueReader(ck)
     try:

@@ -53,7 +53,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     """Reads a torch pickle into TensorRef/StorageRef/StubObject trees without importing anything.
 
     `storage_resolver(pid)` turns a persistent id into a StorageRef (format-specific); every
-    global is recorded in `refs` (in order, with its verdict from formats/verdict.py), its name in
+    global is recorded in `refs` (in order, with its verdict from pickle/verdict.py), its name in
     `globals_seen`, the needs-trust ones in `untrusted` and the dangerous ones in `dangerous`.
 
     It is the C unpickler (6x faster than pickle._Unpickler on 5,000-tensor files) with
@@ -427,7 +427,7 @@ def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, 
 
 def _refuse_framing(data: bytes | BinaryIO, start: int, path: str, what: str) -> None:
     """A pickle whose framing the C unpickler and a static walk read differently is refused by every
-    reader, as `scan` reports it (formats/frames.py). Costs a byte search unless a FRAME could be there."""
+    reader, as `scan` reports it (pickle/frames.py). Costs a byte search unless a FRAME could be there."""
     if isinstance(data, bytes):
         head = data[start:]
     else:
