@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The wheel is what is tested: install ONLY the built wheel (core dependencies, no torch) into a fresh
 # venv and run the documented commands on the committed samples, with their documented exit codes.
-# Usage: scripts/smoke_wheel.sh dist/torch_statecli-X.Y.Z-py3-none-any.whl
+# Usage: scripts/smoke_wheel.sh dist/torch_statecli-X.Y.Z-py3-none-any.whl [PYTHON]  (PYTHON: python3 by default)
 set -euo pipefail
 WHEEL=$(realpath "$1")
 ROOT=$(realpath "$(dirname "$0")/..")
@@ -10,7 +10,9 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"  # never the source tree: `python -m statecli` must import the installed package
 
-python3 -m venv venv
+PYTHON=${2:-python3}
+"$PYTHON" -m venv venv
+echo "   (the wheel under $("$PYTHON" --version 2>&1))"
 venv/bin/python -m pip install -q "$WHEEL" 2>&1 | grep -v "^WARNING: Location" || true
 PY="$WORK/venv/bin/python"
 SC="$WORK/venv/bin/statecli"

@@ -324,9 +324,15 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
     from ..io.values import numpy_readable, value_reader
     from .compare_pool import pool_for
 
+    import importlib.util
+
+    torch_here = importlib.util.find_spec("torch") is not None
+
     def by_numpy(x: TensorInfo, y: TensorInfo) -> bool:
-        # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those.
-        return numpy_readable(x) and numpy_readable(y) and not (_complex(x.dtype) or _complex(y.dtype))
+        # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those
+        # where it is installed; the core install (no torch) compares them with numpy.
+        complex_pair = _complex(x.dtype) or _complex(y.dtype)
+        return numpy_readable(x) and numpy_readable(y) and not (complex_pair and torch_here)
 
     with value_reader(a) as ra, value_reader(b) as rb:
         numpy_pairs = [(x, y) for _, x, y in pairs if by_numpy(x, y)]

@@ -114,6 +114,7 @@ def test_a_command_that_needs_a_missing_extra_names_it_in_one_line(
 @pytest.mark.parametrize("args", [
     ["inspect", str(SAMPLES / "cnn.pt")],
     ["diff", str(SAMPLES / "cnn.pt"), str(SAMPLES / "cnn.safetensors")],
+    ["diff", str(SAMPLES / "dtypes.pt"), str(SAMPLES / "dtypes.pt")],  # complex values: numpy compares them
     ["check", str(SAMPLES / "cnn.pt"), "--no-nan"],
     ["scan", str(SAMPLES / "legacy.pt")],
     ["cast", str(SAMPLES / "cnn.pt"), "--dtype", "half", "-o", "cnn16.safetensors"],
@@ -138,15 +139,22 @@ def test_one_version_source() -> None:
 
 
 def test_requires_python_is_what_ci_runs() -> None:
-    """CI runs the interpreter this suite runs on; requires-python and the classifiers claim only it."""
+    """requires-python and the classifiers claim exactly the Pythons CI runs: this suite's, and each
+    version .ci/run smoke-tests the wheel under."""
     from packaging.specifiers import SpecifierSet
 
     spec = SpecifierSet(PYPROJECT["project"]["requires-python"])
-    here = f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert spec.contains(f"{here}.0") and not spec.contains(f"{sys.version_info.major}.{sys.version_info.minor + 1}.0")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    extra = re.search(r"for v in ([0-9. ]+); do  # the other Pythons requires-python admits", ci)
+    assert extra, ".ci/run no longer smoke-tests the wheel on the other Pythons"
+    runs = {f"{sys.version_info.major}.{sys.version_info.minor}", *extra.group(1).split()}
+    minors = sorted(int(v.split(".")[1]) for v in runs)
+    assert minors == list(range(minors[0], minors[-1] + 1)), runs  # no gap between the versions CI runs
+    assert all(spec.contains(f"{v}.0") for v in runs)
+    assert not spec.contains(f"3.{minors[0] - 1}.0") and not spec.contains(f"3.{minors[-1] + 1}.0")
     versions = {c.rsplit(":: ", 1)[1] for c in PYPROJECT["project"]["classifiers"]
                 if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
-    assert versions == {here}
+    assert versions == runs
 
 
 def test_license_and_package_data_are_declared() -> None:
