@@ -321,10 +321,10 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
                     atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None) -> None:
     """Each pair through the numpy kernel (compare.py) when numpy can read both tensors; through torch
     (imported only then) for the rest: complex, DCP directories, torch-only dtypes."""
+    import importlib.util
+
     from ..io.values import numpy_readable, value_reader
     from .compare_pool import pool_for
-
-    import importlib.util
 
     torch_here = importlib.util.find_spec("torch") is not None
 
