@@ -88,3 +88,23 @@ def _private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ.setdefault("STATECLI_CACHE_DIR", str(tmp_path_factory.mktemp("statecli-cache")))
+
+
+# The folders whose every test carries the marker of the same name (registered in pyproject.toml).
+FOLDER_MARKERS = ("e2e", "security", "remote")
+
+# Tests that take seconds each on a 2-core machine (measured with `pytest --durations`): `-m "not slow"`
+# leaves them out of the quick loop. A file path marks every test in it; `path::name` one test (and all
+# its parameters).
+SLOW: frozenset[str] = frozenset()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        rel = item.path.relative_to(tests).as_posix()
+        if rel.split("/")[0] in FOLDER_MARKERS:
+            item.add_marker(rel.split("/")[0])
+        name = item.nodeid.split("::", 1)[-1].split("[")[0]
+        if rel in SLOW or f"{rel}::{name}" in SLOW:
+            item.add_marker("slow")
