@@ -7,17 +7,11 @@ and their order (`RANK`) are the scale the corpus states its expectations on.
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
 import pickletools
-import shlex
-import shutil
 import struct
-import tarfile
 import warnings
 import zipfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import pickletools
 import shlex
 import shutil
 import struct
@@ -31,8 +30,6 @@ import tarfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .pickle_bytes import (
@@ -54,8 +51,6 @@ from .pickle_bytes import (
     TUPLE1,
     Case,
     TinyNet,
-    zip_records,
-    sample_state_dict,
     binbytes,
     binget,
     binput,
@@ -66,6 +61,7 @@ from .pickle_bytes import (
     magic_long,
     proto,
     replace_member,
+    sample_state_dict,
     sglob,
     split_pickles,
     str_list,
@@ -74,6 +70,7 @@ from .pickle_bytes import (
     wrap,
     write_zip,
     zip_members,
+    zip_records,
 )
 
 # -- the corpus -------------------------------------------------------------------------------------
