@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.scan_corpus import MARKER, Case, build_corpus  # noqa: E402
+from benchmarks.pickle_bytes import MARKER, Case  # noqa: E402
+from benchmarks.scan_corpus import build_corpus  # noqa: E402
 
 TIMEOUT = 300
 

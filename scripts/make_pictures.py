@@ -1,4 +1,5 @@
-"""Make the README's pictures (docs/pictures/): each view as statecli draws it, exported as SVG by rich
+"""Make the pictures of the README and docs/commands.md (docs/pictures/): each view as statecli draws
+it, exported as SVG by rich
 (the commands' own colour output, replayed into a recording console) and by textual (`browse`, driven
 headless by its pilot); the HTML report as a headless-Chromium screenshot (PNG) when Chromium is there.
 
@@ -7,7 +8,7 @@ headless by its pilot); the HTML report as a headless-Chromium screenshot (PNG) 
 
 The inputs are sample_checkpoints/ and a pair built here in a temp folder (a base model and a
 "fine-tune" that moved only the last blocks' q_proj/v_proj, as a LoRA merge would), so the
-pictures answer the README's questions with a known answer.
+pictures answer the docs' questions with a known answer.
 """
 
 from __future__ import annotations

@@ -88,3 +88,65 @@ def _private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ.setdefault("STATECLI_CACHE_DIR", str(tmp_path_factory.mktemp("statecli-cache")))
+
+
+# The folders whose every test carries the marker of the same name (registered in pyproject.toml).
+FOLDER_MARKERS = ("e2e", "security", "remote")
+
+# Tests that take seconds each on a 2-core machine (measured with `pytest --durations`): `-m "not slow"`
+# leaves them out of the quick loop. A file path marks every test in it; `path::name` one test (and all
+# its parameters).
+SLOW: frozenset[str] = frozenset({
+    "cli/test_browse.py::test_a_filter_keeps_the_module_in_view",
+    "e2e/test_docs.py::test_examples_show_real_current_output",
+    "e2e/test_packaging.py::test_the_core_commands_run_without_torch",
+    "e2e/test_pipes.py::test_own_codes_are_the_full_runs",
+    "e2e/test_pipes.py::test_stdout_closed_early_is_not_an_error",
+    "security/test_blowups.py::test_every_command_ends_within_budget",
+    "security/test_blowups.py::test_shared_and_cyclic_outputs_stay_shared",
+    "security/test_bounds.py::test_compression_bombs_and_member_counts_end_in_bounded_memory",
+    "security/test_bounds.py::test_deep_config_and_index_json",
+    "security/test_bounds.py::test_deep_safetensors_header_is_unreadable_not_a_crash",
+    "security/test_bounds.py::test_fifty_thousand_members_still_read",
+    "security/test_bounds.py::test_getattr_on_a_builder_global_needs_trust",
+    "security/test_bounds.py::test_huge_declared_lengths_and_memo_indices",
+    "security/test_bounds.py::test_index_naming_a_non_shard_is_refused",
+    "security/test_bounds.py::test_int_past_str_limit_renders_in_every_format",
+    "security/test_bounds.py::test_int_past_str_limit_text",
+    "security/test_bounds.py::test_load_json_refuses_depth_before_recursing",
+    "security/test_bounds.py::test_memo_index_check_passes_real_pickles",
+    "security/test_bounds.py::test_newobj_on_allowlisted_classes_reads",
+    "security/test_bounds.py::test_repetition_builds_are_bounded",
+    "security/test_dcp_items.py::test_metadata_payload_before_the_real_metadata",
+    "security/test_dcp_items.py::test_payload_in_a_distcp_blob",
+    "security/test_dcp_items.py::test_reading_never_imports_torch_dcp",
+    "security/test_dcp_items.py::test_two_rank_pieces_are_assembled",
+    "security/test_hf_remote_code.py::test_a_standard_model_type_classifies_against_the_standard_class",
+    "security/test_hf_remote_code.py::test_hf_config_option_refuses_a_config_only_its_code_can_build",
+    "security/test_hf_remote_code.py::test_no_command_prompts_or_imports_the_folders_code",
+    "security/test_hf_remote_code.py::test_the_canary_fires_when_transformers_trusts_the_folder",
+    "security/test_no_code_loaders.py::test_package_calls_no_code_running_loader",
+    "security/test_scan_corpus.py::test_inspect_and_check_never_execute",
+    "security/test_scan_corpus.py::test_load_refuses_dangerous",
+    "security/test_sniff_loaders.py::test_npy_object_array_by_parsed_dtype",
+    "security/test_sniff_loaders.py::test_pickle_from_any_first_opcode_is_read_and_refused",
+    "security/test_sniff_loaders.py::test_tar_payload_after_raw_records_is_refused",
+    "unit/analyses/test_perf_compare.py::test_identical_and_near_values_per_dtype",
+    "unit/analyses/test_perf_noimport.py::test_value_commands_leave_torch_out",
+    "unit/modeldef/test_hf_architectures.py::test_kinds_and_verdict_with_config",
+    "unit/rewrite/test_cast_kernels.py::test_random_bits",
+    "unit/rewrite/test_cast_kernels.py::test_random_values",
+    "unit/rewrite/test_no_torch.py::test_outputs_load_in_torch",
+    "unit/rewrite/test_no_torch.py::test_rewrites_leave_torch_out",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        rel = item.path.relative_to(tests).as_posix()
+        if rel.split("/")[0] in FOLDER_MARKERS:
+            item.add_marker(rel.split("/")[0])
+        name = item.nodeid.split("::", 1)[-1].split("[")[0]
+        if rel in SLOW or f"{rel}::{name}" in SLOW:
+            item.add_marker("slow")

@@ -1,4 +1,4 @@
-"""The GitHub Action (action.yml): its inputs are the ones the README documents, and its check step,
+"""The GitHub Action (action.yml): its inputs are the ones docs/commands.md documents, and its check step,
 run here as the runner would run it, writes the job summary and outputs and exits with check's code."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ACTION: dict[str, Any] = yaml.safe_load((ROOT / "action.yml").read_text())
 
 
 def _readme_action_section() -> str:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "commands.md").read_text()
     start = readme.index("### GitHub Action")
     return readme[start:readme.index("\n### ", start + 1)]
 

@@ -132,7 +132,7 @@ def test_one_version_source() -> None:
         "CHANGELOG.md has no section for the current version"
     assert "## [Unreleased]" in changelog
     # the pre-commit example pins the tag the release steps in CONTRIBUTING create for this version
-    assert f"rev: v{__version__}" in (ROOT / "README.md").read_text()
+    assert f"rev: v{__version__}" in (ROOT / "docs" / "commands.md").read_text()
     assert "git tag v" in (ROOT / "CONTRIBUTING.md").read_text()
     p = subprocess.run([sys.executable, "-m", "statecli", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert p.stdout.strip() == f"statecli {__version__}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.scan_corpus import replace_member, torch_zip_bytes, zip_members
+from benchmarks.pickle_bytes import replace_member, torch_zip_bytes, zip_members
 
 EMPTY_LIST, EMPTY_DICT, MARK, APPEND, APPENDS, SETITEM, POP, STOP = b"]", b"}", b"(", b"a", b"e", b"s", b"0", b"."
 

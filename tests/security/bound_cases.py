@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.scan_corpus import torch_zip_bytes, zip_members
+from benchmarks.pickle_bytes import torch_zip_bytes, zip_members
 
 _ZERO_MIB = bytes(1 << 20)
 _DATE = (2024, 1, 1, 0, 0, 0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.scan_corpus import replace_member, torch_zip_bytes
+from benchmarks.pickle_bytes import replace_member, torch_zip_bytes
 from statecli.io.limits import MAX_JSON_DEPTH, TooDeep, load_json
 
 from .bound_cases import (

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.scan_corpus import MARKER, RANK, Case, build_corpus
+from benchmarks.pickle_bytes import MARKER, RANK, Case
+from benchmarks.scan_corpus import build_corpus
 from statecli.analyses.scan import scan
 from statecli.cli import app
 from statecli.errors import BadInput, UnsafeContent

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from typer.testing import CliRunner
 
-from benchmarks.scan_corpus import TinyNet, binunicode, call, glob, wrap
+from benchmarks.pickle_bytes import TinyNet, binunicode, call, glob, wrap
 from statecli.analyses.scan import scan
 from statecli.cli import app
 from statecli.load import load_checkpoint

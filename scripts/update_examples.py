@@ -1,7 +1,7 @@
-"""Re-run every `$ statecli ...` example in README.md and paste its real output below it.
+"""Re-run every `$ statecli ...` example in README.md and docs/*.md and paste its real output below it.
 
-    python scripts/update_readme.py          # rewrite README.md in place
-    python scripts/update_readme.py --check  # exit 1 if any example's output is stale
+    python scripts/update_examples.py          # rewrite README.md and docs/*.md in place
+    python scripts/update_examples.py --check  # exit 1 if any example's output is stale
 
 Each example is a ```console block whose first line is `$ <command>`; the rest of the block is
 replaced by the command's output (stdout, then stderr, as a 120-column terminal without colour shows
@@ -30,11 +30,11 @@ def _pipeline(cmd: str) -> tuple[list[str], list[Callable[[list[str]], list[str]
     """`statecli ARGS | head -N | tail -N` -> (ARGS, filters on stdout lines)."""
     stages = [shlex.split(part) for part in cmd.split(" | ")]
     if not stages[0] or stages[0][0] != "statecli":
-        raise SystemExit(f"README example does not start with statecli: {cmd}")
+        raise SystemExit(f"example does not start with statecli: {cmd}")
     filters: list[Callable[[list[str]], list[str]]] = []
     for stage in stages[1:]:
         if len(stage) != 2 or stage[0] not in ("head", "tail") or not re.fullmatch(r"-\d+", stage[1]):
-            raise SystemExit(f"README example uses a pipe this script does not emulate: {cmd}")
+            raise SystemExit(f"example uses a pipe this script does not emulate: {cmd}")
         n = int(stage[1][1:])
         filters.append((lambda lines, n=n: lines[:n]) if stage[0] == "head" else (lambda lines, n=n: lines[-n:]))
     return stages[0][1:], filters
@@ -72,19 +72,29 @@ def refreshed(text: str) -> str:
     return BLOCK.sub(replace, text)
 
 
+def example_pages() -> list[Path]:
+    """The pages whose examples are kept true: the README and every docs/ page that has one."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [p for p in pages if BLOCK.search(p.read_text())]
+
+
 def main() -> int:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = refreshed(text)
-    if "--check" in sys.argv:
-        if new != text:
+    stale = 0
+    for page in example_pages():
+        text = page.read_text()
+        new = refreshed(text)
+        if new == text:
+            continue
+        stale += 1
+        if "--check" in sys.argv:
             import difflib
 
-            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True), "README.md",
-                                                       "README.md (now)"))
-        return int(new != text)
-    readme.write_text(new)
-    return 0
+            name = str(page.relative_to(ROOT))
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True), name,
+                                                       f"{name} (now)"))
+        else:
+            page.write_text(new)
+    return int(stale > 0 and "--check" in sys.argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Each class of issue 10, built in tmp_path with payloads replaced by a harmless marker: `scan`,
-`inspect` and `check` agree on every file (exit 3 for a finding anywhere, 2 for a file that is not a
+"""Each hidden-payload class of the scanner corpus, built in tmp_path with payloads replaced by a harmless
+marker: `scan`, `inspect` and `check` agree on every file (exit 3 for a finding anywhere, 2 for a file that is not a
 checkpoint), ordinary full-model pickles are not refused, and nothing ever runs."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from benchmarks.scan_corpus import (
+from benchmarks.pickle_bytes import (
     EMPTY_DICT,
     STOP,
     binunicode,
@@ -31,7 +31,7 @@ from benchmarks.scan_corpus import (
     write_zip,
     zip_members,
 )
-from benchmarks.scan_corpus_issue10 import frame_divergent, framed_torch_zip
+from benchmarks.scan_corpus_hidden import frame_divergent, framed_torch_zip
 from statecli.analyses.scan import scan, scan_paths
 from statecli.cli import app
 from statecli.pickle.frames import frame_problems

@@ -1,4 +1,4 @@
-"""The classes issue 10 added to the scanner corpus (benchmarks/scan_corpus.py calls `add_cases`): a
+"""The hidden-payload classes of the scanner corpus (benchmarks/scan_corpus.py calls `add_cases`): a
 second pickle, trailing bytes, unreferenced members, npy/npz object arrays, capability gadgets under
 private spellings and getattr, and the benign files scanners used to refuse (full models holding torch
 functions, TorchScript, legacy full models) or call malformed (files that are not checkpoints)."""
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .scan_corpus import (
+from .pickle_bytes import (
     DANGEROUS,
     EMPTY_DICT,
     MALFORMED,
@@ -91,7 +91,7 @@ def _torchscript_bytes() -> bytes:
 
 def add_cases(add: Callable[..., None], real: bytes, real_pkl: bytes, sd: dict[str, Any], os_system: bytes,
               marker: str) -> None:
-    """Append the issue-10 cases through the corpus's `add(name, data, expected, technique, ext, torch_load)`."""
+    """Append the hidden-payload cases through the corpus's `add(name, data, expected, technique, ext, torch_load)`."""
     payload = wrap(os_system)
     members = zip_members(real)
     prefix = members[0][0].split("/", 1)[0]
