@@ -16,7 +16,7 @@ from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS, WriteItem
 from ..formats.torchzip import OutStorage, OutTensor
 from ..io.atomic import open_output
 from ..io.limits import load_json
-from ..state import Entry, TensorInfo, contiguous_stride
+from ..state import ChangeKind, Entry, TensorInfo, contiguous_stride
 from ..units import itemsize
 from . import stream
 from .plan import Change, Plan, entry_key
@@ -35,7 +35,7 @@ class _Cast:
     losses: Losses
 
     def change(self) -> Change:
-        return Change(self.name, "cast", self.detail, overflow=self.losses.overflow, underflow=self.losses.underflow)
+        return Change(self.name, ChangeKind.CAST, self.detail, overflow=self.losses.overflow, underflow=self.losses.underflow)
 
 
 @dataclass(frozen=True)
