@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..state import ROOT, DiffStatus, SortOrder
+from ..state import ROOT, DiffStatus
+from ..vocab import SortOrder
 
 ROW = 4096  # elements dotted in float32 before the float64 sum (see square_sum)
 
@@ -152,8 +153,8 @@ def sort_modules(mods: tuple[ModuleChange, ...], by: SortOrder) -> tuple[ModuleC
     if by is SortOrder.NAME:
         return tuple(sorted(mods, key=lambda m: m.module))
     figure = _FIGURES[by]
-    have = [m for m in mods if figure(m) is not None]
-    return tuple(sorted(have, key=lambda m: -figure(m))) + tuple(m for m in mods if figure(m) is None)
+    have = [(f, m) for m in mods if (f := figure(m)) is not None]
+    return tuple(m for _, m in sorted(have, key=lambda fm: -fm[0])) + tuple(m for m in mods if figure(m) is None)
 
 
 # The figure each numeric --sort orders by, largest first (cosine negated: least similar first).

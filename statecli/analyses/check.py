@@ -11,9 +11,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import BadInput, ExitCode, StatecliError, UnsafeContent, UsageError, user_regex
-from ..state import SCHEMA_VERSION, Checkpoint, CheckRule, Entry, Kind, Layout
+from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind
 from ..storage import unique_storage_bytes
 from ..units import dtype_name, fmt_bytes, parse_size
+from ..vocab import CheckRule, Layout
 
 
 @dataclass(frozen=True)

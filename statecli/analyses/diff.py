@@ -9,9 +9,10 @@ from typing import Any
 
 from ..errors import ExitCode, UsageError
 from ..modeldef.ties import Alias, alias_entry, recorded_aliases
-from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, Layout, SortOrder, TensorInfo, prefix_matches
+from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..storage import shared_storages
 from ..units import plural
+from ..vocab import Layout, SortOrder
 from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
 

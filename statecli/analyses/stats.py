@@ -18,8 +18,9 @@ from typing import Any
 
 from ..errors import BadInput
 from ..io.values import numpy_readable, ordered_map, value_reader
-from ..state import Checkpoint, Entry, Layout, Stats
+from ..state import Checkpoint, Entry, Stats
 from ..units import COMPLEX
+from ..vocab import Layout
 from .compare import dot64 as _dot
 
 _SUB_BYTE = {f"{p}int{n}" for p in ("", "u") for n in range(1, 8)}

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..render import set_verbosity
-from ..state import KindFilter, OutputFormat, SortOrder
+from ..state import KindFilter, OutputFormat
+from ..vocab import SortOrder
 from .app import app, exit_with
 from .options import (
     AddPrefixOpt,

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..state import CastTarget, OutputFormat, WriteFormat
+from ..state import OutputFormat
+from ..vocab import CastTarget, WriteFormat
 
 PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder "
                                              "(sharded, DCP or single checkpoint).", show_default=False, metavar="PATH")]

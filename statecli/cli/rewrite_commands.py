@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from ..render import set_verbosity
-from ..state import CastOnly
+from ..vocab import CastOnly
 from .app import app, exit_with
 from .commands import _model_info
 from .options import (

@@ -15,7 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
-from ..state import Checkpoint, Layout, TensorInfo
+from ..state import Checkpoint, TensorInfo
+from ..vocab import Layout
 from . import values
 from .source import MAX_RANGE, RemoteSource, is_remote
 from .values import ValueReader, np_dtype, numpy_readable

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BadInput
-from ..state import Checkpoint, Layout, TensorInfo, contiguous_stride
+from ..state import Checkpoint, TensorInfo, contiguous_stride
 from ..units import itemsize
+from ..vocab import Layout
 
 if TYPE_CHECKING:
     import numpy as np

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from ..state import Kind, ModuleNode, ReportProblem
+from ..state import Kind, ModuleNode
+from ..vocab import ReportProblem
 from .loader import HfLoader, KeyMatch
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from ..state import Checkpoint, Kind, ReportProblem, TensorInfo, prefix_matches
+from ..state import Checkpoint, Kind, TensorInfo, prefix_matches
+from ..vocab import ReportProblem
 from .model import ModelInfo, ReportLine
 
 

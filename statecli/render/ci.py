@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..state import CheckRule
+from ..vocab import CheckRule
 
 if TYPE_CHECKING:
     from ..analyses.check import CheckResult, Finding

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..state import CheckRule, DiffStatus, Verdict
+from ..state import DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
+from ..vocab import CheckRule
 from .grid import KIND_STYLES, Col, print_grid
 from .text import escape, fmt_float
 

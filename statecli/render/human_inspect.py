@@ -6,8 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..state import Entry, Layout, Role, Stats, gc_paused
+from ..state import Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
+from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
 from .text import escape, fmt_float
 

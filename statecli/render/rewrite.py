@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
-from ..state import ChangeKind
 from ..units import fmt_bytes
+from ..vocab import ChangeKind
 from .grid import Col, print_grid
 from .text import escape, make_console
 

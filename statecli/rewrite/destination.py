@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from .. import units
 from ..errors import UsageError
-from ..state import WriteFormat
 from ..units import itemsize
+from ..vocab import WriteFormat
 from . import upload
 from .hf import source_folder
 from .plan import Plan, entry_key

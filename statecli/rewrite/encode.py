@@ -16,8 +16,9 @@ from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS, WriteItem
 from ..formats.torchzip import OutStorage, OutTensor
 from ..io.atomic import open_output
 from ..io.limits import load_json
-from ..state import ChangeKind, Entry, TensorInfo, contiguous_stride
+from ..state import Entry, TensorInfo, contiguous_stride
 from ..units import itemsize
+from ..vocab import ChangeKind
 from . import stream
 from .plan import Change, Plan, entry_key
 from .rename import alias_name

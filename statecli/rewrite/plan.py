@@ -11,9 +11,10 @@ from typing import Any
 from ..classify import with_model
 from ..errors import UsageError, user_regex
 from ..formats import RawCheckpoint
-from ..state import CastOnly, ChangeKind, Checkpoint, Entry, Kind, Layout, Role, StorageId
+from ..state import Checkpoint, Entry, Kind, Role, StorageId
 from ..storage import unique_storage_bytes
 from ..units import CAST_TARGETS, dtype_name, is_floating
+from ..vocab import CastOnly, ChangeKind, Layout
 from .spec import CastSpec, ConvertSpec, MoveSpec, Spec, StripSpec
 
 EntryKey = tuple[str, str]  # (container, name)

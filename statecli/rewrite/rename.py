@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError, user_regex
-from ..state import ChangeKind, Role
+from ..state import Role
+from ..vocab import ChangeKind
 from .plan import Change, Plan, entry_key
 
 

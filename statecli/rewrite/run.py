@@ -14,7 +14,8 @@ from ..errors import UsageError
 from ..formats import sharded
 from ..io import atomic
 from ..load import load_checkpoint
-from ..state import ChangeKind, Checkpoint
+from ..state import Checkpoint
+from ..vocab import ChangeKind
 from . import encode, hf, upload
 from .destination import STDOUT, Destination, output_format, parse_size, planned_bytes, resolve
 from .folder import copy_folder

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from ..state import CastOnly, WriteFormat
+from ..vocab import CastOnly, WriteFormat
 
 
 @dataclass(frozen=True, kw_only=True)

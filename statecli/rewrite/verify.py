@@ -8,7 +8,8 @@ import dataclasses
 from ..classify import with_model
 from ..errors import BadInput, UsageError
 from ..load import load_checkpoint
-from ..state import Checkpoint, Kind, ReportProblem
+from ..state import Checkpoint, Kind
+from ..vocab import ReportProblem
 from .plan import Plan, entry_key
 
 
