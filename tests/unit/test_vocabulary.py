@@ -13,11 +13,11 @@ from typing import Any, get_args, get_origin
 import pytest
 import typer
 from typer.testing import CliRunner
-from vocabcli.vocab import CastOnly, CastTarget, SortOrder, WriteFormat
 
 import statecli
 from statecli.cli import app
 from statecli.state import KindFilter, OutputFormat
+from statecli.vocab import CastOnly, CastTarget, SortOrder, WriteFormat
 
 PACKAGE = Path(statecli.__file__).parent
 
