@@ -154,6 +154,18 @@ class OutputFormat(StrEnum):
     HTML = "html"  # one self-contained page (inspect, size, diff, show)
 
 
+class KindFilter(StrEnum):
+    """`inspect --kind`: a Kind, or BUFFER for every buffer (persistent or not)."""
+
+    PARAMETER = Kind.PARAMETER.value
+    BUFFER = Kind.BUFFER.value
+    BUFFER_NP = Kind.BUFFER_NP.value
+    ATTRIBUTE = Kind.ATTRIBUTE.value
+    OPTIMIZER = Kind.OPTIMIZER.value
+    METADATA = Kind.METADATA.value
+    UNKNOWN = Kind.UNKNOWN.value
+
+
 class Format(StrEnum):
     """On-disk checkpoint formats, as named in output."""
 

@@ -3,11 +3,12 @@ added up by module into ||b-a||/||a||, cosine similarity, max |d| and the share 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..state import ROOT, DiffStatus
+from ..vocab import SortOrder
 
 ROW = 4096  # elements dotted in float32 before the float64 sum (see square_sum)
 
@@ -100,7 +101,7 @@ class ModuleChange(ChangeFigures):
 
 MODULE_COLUMNS = ("module", "keys", "changed", "added", "removed", "compared", "numel", "rel_change", "cosine",
                   "max_abs", "mismatched", "over_tol")
-SORTS = ("order", "change", "cosine", "max-abs", "over-tol", "name")
+SORTS = tuple(SortOrder)
 
 
 def jsonable(v: Any) -> Any:
@@ -144,17 +145,22 @@ def module_changes(keys: Sequence[_Compared], depth: int) -> tuple[ModuleChange,
     return tuple(out)
 
 
-def sort_modules(mods: tuple[ModuleChange, ...], by: str) -> tuple[ModuleChange, ...]:
+def sort_modules(mods: tuple[ModuleChange, ...], by: SortOrder) -> tuple[ModuleChange, ...]:
     """Modules in model order, or largest first by a figure (least similar first for cosine);
     modules without the figure go last, in model order."""
-    if by == "order":
+    if by is SortOrder.ORDER:
         return mods
-    if by == "name":
+    if by is SortOrder.NAME:
         return tuple(sorted(mods, key=lambda m: m.module))
-    figure = {"change": lambda m: m.rel_change, "max-abs": lambda m: m.max_abs, "over-tol": lambda m: m.over_tol,
-              "cosine": lambda m: None if m.cosine is None else -m.cosine}[by]
-    have = [m for m in mods if figure(m) is not None]
-    return tuple(sorted(have, key=lambda m: -figure(m))) + tuple(m for m in mods if figure(m) is None)
+    figure = _FIGURES[by]
+    have = [(f, m) for m in mods if (f := figure(m)) is not None]
+    return tuple(m for _, m in sorted(have, key=lambda fm: -fm[0])) + tuple(m for m in mods if figure(m) is None)
+
+
+# The figure each numeric --sort orders by, largest first (cosine negated: least similar first).
+_FIGURES: dict[SortOrder, Callable[[ModuleChange], float | int | None]] = {
+    SortOrder.CHANGE: lambda m: m.rel_change, SortOrder.MAX_ABS: lambda m: m.max_abs,
+    SortOrder.OVER_TOL: lambda m: m.over_tol, SortOrder.COSINE: lambda m: None if m.cosine is None else -m.cosine}
 
 
 def as_float64(t: Any, torch: Any) -> Any:

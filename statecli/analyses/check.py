@@ -6,16 +6,15 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..errors import BadInput, StatecliError, UnsafeContent, UsageError, user_regex
-from ..state import SCHEMA_VERSION, Checkpoint, Kind
+from ..errors import BadInput, ExitCode, StatecliError, UnsafeContent, UsageError, user_regex
+from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind
 from ..storage import unique_storage_bytes
 from ..units import dtype_name, fmt_bytes, parse_size
-
-RULES = ("safe-pickle", "no-nan", "no-inf", "dtypes", "max-size", "devices", "required-keys", "forbidden-keys",
-         "no-optimizer-state", "matches-model", "format")
+from ..vocab import CheckRule, Layout
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class Rules:
 @dataclass(frozen=True)
 class Finding:
     path: str
-    rule: str
+    rule: CheckRule
     passed: bool
     reason: str
 
@@ -57,8 +56,12 @@ class CheckResult:
         return all(f.passed for f in self.findings) and not self.errors and not self.unsafe
 
     @property
-    def exit_code(self) -> int:
-        return 3 if self.unsafe else 2 if self.errors else 0 if self.passed else 1
+    def exit_code(self) -> ExitCode:
+        if self.unsafe:
+            return ExitCode.UNSAFE
+        if self.errors:
+            return ExitCode.BAD_INPUT
+        return ExitCode.OK if self.passed else ExitCode.DIFFERENT
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "passed": self.passed,
@@ -70,8 +73,8 @@ class CheckResult:
 
     def rows(self) -> list[dict[str, Any]]:
         return ([{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason} for f in self.findings]
-                + [{"path": p, "rule": "read", "passed": False, "reason": m} for p, m in self.errors]
-                + [{"path": p, "rule": "unsafe", "passed": False, "reason": m} for p, m in self.unsafe])
+                + [{"path": p, "rule": CheckRule.READ, "passed": False, "reason": m} for p, m in self.errors]
+                + [{"path": p, "rule": CheckRule.UNSAFE, "passed": False, "reason": m} for p, m in self.unsafe])
 
     def files(self) -> list[tuple[str, list[dict[str, Any]]]]:
         """Every checked file with its rows, in the order first met: a file passes when all of them do."""
@@ -222,85 +225,141 @@ def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None)
     return rules
 
 
+@dataclass(frozen=True)
+class _Subject:
+    """One checkpoint as every rule sees it: its path, its pickle scan and its classified entries."""
+
+    path: str
+    rules: Rules
+    scan: Any  # analyses.scan.ScanResult
+    ck: Checkpoint
+
+    @property
+    def tensors(self) -> list[Entry]:
+        return [e for e in self.ck.entries if e.tensor is not None]
+
+
+def _safe_pickle(s: _Subject) -> list[Finding]:
+    from .scan import SAFE
+
+    bad = sorted({g.name for g in s.scan.globals if g.verdict != SAFE})
+    return [Finding(s.path, CheckRule.SAFE_PICKLE, not bad, "only weights-only allowlisted globals" if not bad else
+                    f"{s.scan.verdict}: " + ", ".join(bad[:6]))]
+
+
+def _dtypes(s: _Subject) -> list[Finding]:
+    rules, wrong = s.rules, []
+    for e in s.tensors:
+        assert e.tensor is not None
+        allowed = rules.param_dtypes if e.kind == Kind.PARAMETER else rules.buffer_dtypes if e.kind.is_buffer else ()
+        if allowed and e.tensor.dtype not in allowed:
+            wrong.append(f"{e.name} ({e.kind}, {e.tensor.dtype})")
+    inferred = any(e.evidence.inferred for e in s.tensors)
+    hint = " (kinds inferred from names and dtypes; --model classifies exactly)" if inferred and wrong else ""
+    return [Finding(s.path, CheckRule.DTYPES, not wrong, "all dtypes allowed" if not wrong else
+                    f"{len(wrong)} tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5]) + hint)]
+
+
+def _max_size(s: _Subject) -> list[Finding]:
+    from ..io.source import file_size, isfile
+
+    budget = s.rules.max_size
+    assert budget is not None
+    on_disk = sum(file_size(f) for f in s.ck.files if isfile(f))
+    return [Finding(s.path, CheckRule.MAX_SIZE, on_disk <= budget, f"{on_disk:,} bytes on disk, budget {budget:,}")]
+
+
+def _devices(s: _Subject) -> list[Finding]:
+    allowed = s.rules.devices
+    wrong = sorted({e.tensor.device for e in s.tensors
+                    if e.tensor is not None and not device_allowed(e.tensor.device, allowed)})
+    target = next((d for d in allowed if d != "meta"), "cpu")
+    return [Finding(s.path, CheckRule.DEVICES, not wrong, f"saved on {', '.join(wrong)}; run: statecli move {s.path} "
+                    f"--device {target} -o OUT" if wrong else f"every tensor on {', '.join(allowed)}")]
+
+
+def _required_keys(s: _Subject) -> list[Finding]:
+    names = [e.name for e in s.ck.entries]
+    out = []
+    for pat in s.rules.required_keys:
+        rx = _rx(pat)
+        ok = any(rx.search(n) for n in names)
+        out.append(Finding(s.path, CheckRule.REQUIRED_KEYS, ok, f"{pat!r} {'present' if ok else 'matches no key'}"))
+    return out
+
+
+def _forbidden_keys(s: _Subject) -> list[Finding]:
+    names = [e.name for e in s.ck.entries]
+    out = []
+    for pat in s.rules.forbidden_keys:
+        rx = _rx(pat)
+        hits = [n for n in names if rx.search(n)]
+        out.append(Finding(s.path, CheckRule.FORBIDDEN_KEYS, not hits,
+                           f"{pat!r} " + (f"matches {', '.join(hits[:5])}" if hits else "matches nothing")))
+    return out
+
+
+def _no_optimizer_state(s: _Subject) -> list[Finding]:
+    opt = [e for e in s.ck.entries if e.kind == Kind.OPTIMIZER]
+    groups = sorted({e.group for e in opt})
+    size = fmt(unique_storage_bytes(opt)[1])
+    if not opt:
+        reason = "no optimizer state"
+    elif "" in groups:  # the whole file is an optimizer state dict: there is nothing to strip it to
+        reason = f"the file is an optimizer state dict ({size}), not model weights"
+    else:
+        reason = f"optimizer state in {', '.join(groups)} ({size}); run: statecli strip {s.path} --optimizer -o OUT"
+    return [Finding(s.path, CheckRule.NO_OPTIMIZER_STATE, not opt, reason)]
+
+
+def _matches_model(s: _Subject) -> list[Finding]:
+    from ..classify import with_model
+    from ..modeldef import build_model, load_report, parse_model_args
+
+    assert s.rules.matches_model is not None
+    info = build_model(s.rules.matches_model, parse_model_args(list(s.rules.model_args), None))
+    lines = [x for x in load_report(with_model(s.ck, info), info) if x.blocking]
+    return [Finding(s.path, CheckRule.MATCHES_MODEL, not lines, f"loads strictly into {info.class_name}" if not lines
+                    else "; ".join(f"{x.key}: {x.problem}" for x in lines[:5]))]
+
+
+def _format(s: _Subject) -> list[Finding]:
+    ck, wanted = s.ck, s.rules.format
+    fmt_name = "safetensors" if "safetensors" in ck.format else "dcp" if "distributed" in ck.format else "pt"
+    ok = fmt_name in wanted or ck.format in wanted
+    return [Finding(s.path, CheckRule.FORMAT, ok, f"{ck.format}" + ("" if ok else f"; required: {', '.join(wanted)}"))]
+
+
+# Every rule after the pickle scan, in report order: (is it enabled, what it finds). NaN and Inf share
+# one pass over the values (_value_rules).
+_RULE_TABLE: tuple[tuple[Callable[[Rules], bool], Callable[[_Subject], list[Finding]]], ...] = (
+    (lambda r: r.safe_pickle, _safe_pickle),
+    (lambda r: r.no_nan or r.no_inf, lambda s: _value_rules(s.ck, s.rules)),
+    (lambda r: bool(r.param_dtypes or r.buffer_dtypes), _dtypes),
+    (lambda r: r.max_size is not None, _max_size),
+    (lambda r: bool(r.devices), _devices),
+    (lambda r: bool(r.required_keys), _required_keys),
+    (lambda r: bool(r.forbidden_keys), _forbidden_keys),
+    (lambda r: r.no_optimizer_state, _no_optimizer_state),
+    (lambda r: bool(r.matches_model), _matches_model),
+    (lambda r: bool(r.format), _format),
+)
+
+
 def evaluate(path: str, rules: Rules) -> list[Finding]:
     """Every enabled rule for one checkpoint; raises StatecliError for an unreadable input."""
     from ..load import load_checkpoint
-    from .scan import DANGEROUS, SAFE, scan
+    from .scan import DANGEROUS, scan
 
-    out: list[Finding] = []
     sr = scan(path, verify_crc=False)  # the safe-pickle rule needs the pickles, not every tensor byte
-    if sr.exit_code == 3:  # a security finding is the result whatever the rules: exit 3, like every command
+    if sr.exit_code == ExitCode.UNSAFE:  # a security finding is the result whatever the rules, as in every command
         what = ", ".join(sorted({g.name for g in sr.globals if g.verdict == DANGEROUS})[:6]) or (
             sr.problems[0] if sr.problems else str(sr.verdict))
         raise UnsafeContent(path, f"{sr.verdict}: {what}", "do not load this file (statecli scan shows everything)")
     if sr.error:
         raise BadInput(path, sr.error)
-    if rules.safe_pickle:
-        bad = sorted({g.name for g in sr.globals if g.verdict != SAFE})
-        out.append(Finding(path, "safe-pickle", not bad, "only weights-only allowlisted globals" if not bad else
-                           f"{sr.verdict}: " + ", ".join(bad[:6])))
-    ck = load_checkpoint(path)
-    tensors = [e for e in ck.entries if e.tensor is not None]
-    if rules.no_nan or rules.no_inf:
-        out += _value_rules(ck, rules)
-    if rules.param_dtypes or rules.buffer_dtypes:
-        wrong = []
-        for e in tensors:
-            assert e.tensor is not None
-            allowed = rules.param_dtypes if e.kind == Kind.PARAMETER else rules.buffer_dtypes if e.kind.is_buffer else ()
-            if allowed and e.tensor.dtype not in allowed:
-                wrong.append(f"{e.name} ({e.kind}, {e.tensor.dtype})")
-        inferred = any(e.evidence.inferred for e in tensors)
-        hint = " (kinds inferred from names and dtypes; --model classifies exactly)" if inferred and wrong else ""
-        out.append(Finding(path, "dtypes", not wrong, "all dtypes allowed" if not wrong else
-                           f"{len(wrong)} tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5]) + hint))
-    if rules.max_size is not None:
-        from ..io.source import file_size, isfile
-
-        on_disk = sum(file_size(f) for f in ck.files if isfile(f))
-        ok = on_disk <= rules.max_size
-        out.append(Finding(path, "max-size", ok, f"{on_disk:,} bytes on disk, budget {rules.max_size:,}"))
-    if rules.devices:
-        wrong = sorted({e.tensor.device for e in tensors
-                        if e.tensor is not None and not device_allowed(e.tensor.device, rules.devices)})
-        target = next((d for d in rules.devices if d != "meta"), "cpu")
-        out.append(Finding(path, "devices", not wrong, f"saved on {', '.join(wrong)}; run: statecli move {path} "
-                           f"--device {target} -o OUT" if wrong else f"every tensor on {', '.join(rules.devices)}"))
-    names = [e.name for e in ck.entries]
-    for pat in rules.required_keys:
-        rx = _rx(pat)
-        ok = any(rx.search(n) for n in names)
-        out.append(Finding(path, "required-keys", ok, f"{pat!r} {'present' if ok else 'matches no key'}"))
-    for pat in rules.forbidden_keys:
-        rx = _rx(pat)
-        hits = [n for n in names if rx.search(n)]
-        out.append(Finding(path, "forbidden-keys", not hits, f"{pat!r} " + (f"matches {', '.join(hits[:5])}" if hits
-                                                                              else "matches nothing")))
-    if rules.no_optimizer_state:
-        opt = [e for e in ck.entries if e.kind == Kind.OPTIMIZER]
-        groups = sorted({e.group for e in opt})
-        size = fmt(unique_storage_bytes(opt)[1])
-        if not opt:
-            reason = "no optimizer state"
-        elif "" in groups:  # the whole file is an optimizer state dict: there is nothing to strip it to
-            reason = f"the file is an optimizer state dict ({size}), not model weights"
-        else:
-            reason = f"optimizer state in {', '.join(groups)} ({size}); run: statecli strip {path} --optimizer -o OUT"
-        out.append(Finding(path, "no-optimizer-state", not opt, reason))
-    if rules.matches_model:
-        from ..classify import with_model
-        from ..modeldef import build_model, load_report, parse_model_args
-
-        info = build_model(rules.matches_model, parse_model_args(list(rules.model_args), None))
-        ck = with_model(ck, info)
-        lines = [x for x in load_report(ck, info) if x.blocking]
-        out.append(Finding(path, "matches-model", not lines, f"loads strictly into {info.class_name}" if not lines
-                           else "; ".join(f"{x.key}: {x.problem}" for x in lines[:5])))
-    if rules.format:
-        fmt_name = "safetensors" if "safetensors" in ck.format else "dcp" if "distributed" in ck.format else "pt"
-        ok = fmt_name in rules.format or ck.format in rules.format
-        out.append(Finding(path, "format", ok, f"{ck.format}" + ("" if ok else f"; required: {', '.join(rules.format)}")))
-    return out
+    subject = _Subject(path, rules, sr, load_checkpoint(path))
+    return [f for enabled, run in _RULE_TABLE if enabled(rules) for f in run(subject)]
 
 
 def fmt(n: int) -> str:
@@ -311,29 +370,17 @@ def _rx(pat: str) -> re.Pattern[str]:
     return user_regex(pat, "key pattern")
 
 
-def _enabled(rules: Rules) -> list[str]:
-    on = []
-    for rule, flag in (("no-nan", rules.no_nan), ("no-inf", rules.no_inf),
-                       ("dtypes", bool(rules.param_dtypes or rules.buffer_dtypes)), ("max-size", rules.max_size is not None),
-                       ("devices", bool(rules.devices)), ("required-keys", bool(rules.required_keys)),
-                       ("forbidden-keys", bool(rules.forbidden_keys)), ("no-optimizer-state", rules.no_optimizer_state),
-                       ("matches-model", bool(rules.matches_model)), ("format", bool(rules.format))):
-        if flag:
-            on.append(rule)
-    return on
-
-
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
     from ..units import is_floating
     from .stats import stats_for
 
-    floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == "strided"
+    floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED
               and e.tensor.device != "meta"]
     skipped = sum(1 for e in ck.entries if e.tensor is not None and e not in floats and not e.tensor.dtype.startswith(
         ("int", "uint", "bool")))
     stats = stats_for(ck, floats)
     out = []
-    for rule, on, attr in (("no-nan", rules.no_nan, "nan"), ("no-inf", rules.no_inf, "inf")):
+    for rule, on, attr in ((CheckRule.NO_NAN, rules.no_nan, "nan"), (CheckRule.NO_INF, rules.no_inf, "inf")):
         if not on:
             continue
         bad = [(n, getattr(s, attr)) for n, s in stats.items() if getattr(s, attr)]

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from ..modeldef.ties import Alias, alias_entry, recorded_aliases
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..storage import shared_storages
 from ..units import plural
+from ..vocab import Layout, SortOrder
 from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
 
@@ -80,7 +81,7 @@ class DiffResult:
     modules: tuple[ModuleChange, ...] = ()  # values compared by module, in `sort` order
     depth: int = 1
     by_module: bool = False  # the view (and CSV rows) by module instead of by key
-    sort: str = "order"
+    sort: SortOrder = SortOrder.ORDER
     notes: tuple[str, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
     strict_sharing: bool = False
 
@@ -95,8 +96,8 @@ class DiffResult:
         return all(k.status == EQUAL for k in self.keys)
 
     @property
-    def exit_code(self) -> int:
-        return 0 if self.equal else 1
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.equal else ExitCode.DIFFERENT
 
     def count(self, status: DiffStatus) -> int:
         return sum(1 for k in self.keys if k.status == status)
@@ -188,7 +189,7 @@ def _shared_groups(entries: Iterable[Entry]) -> dict[str, frozenset[str]]:
 def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False,
          values: bool = True, progress: Callable[[int, int], None] | None = None,
          everything: bool = False, only_changed: bool = False, ignore_dtype: bool = False, depth: int = 1,
-         by_module: bool = False, sort: str = "order", strict_sharing: bool = False) -> DiffResult:
+         by_module: bool = False, sort: SortOrder | str = SortOrder.ORDER, strict_sharing: bool = False) -> DiffResult:
     """Compare the model states of `a` and `b` (with `everything`, every container: optimizer, ...).
     With `ignore_dtype`, a dtype difference alone is no change: values are compared in the common
     dtype within the tolerance (a float16 export against its float32 source). The per-module figures
@@ -197,6 +198,7 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     Storage sharing (ties, views) that differs is a note, not a difference, unless `strict_sharing`."""
     if sort not in SORTS:
         raise UsageError(None, f"unknown --sort {sort!r}", f"choose from: {', '.join(SORTS)}")
+    sort = SortOrder(sort)
     ea = {_key(e): e for e in a.entries if everything or e.group == ""}
     eb = {_key(e): e for e in b.entries if everything or e.group == ""}
     keys: list[_Work] = []
@@ -343,7 +345,7 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
             for i, (kd, x, y) in enumerate(pairs):
                 if progress:
                     progress(i, len(pairs))
-                if x.layout != "strided" or y.layout != "strided" or "meta" in (x.device, y.device):
+                if x.layout != Layout.STRIDED or y.layout != Layout.STRIDED or "meta" in (x.device, y.device):
                     _add_note(kd, f"values of {x.layout}/{x.device} tensors not compared")
                     continue
                 same = (_view(x), _view(y)) if x.storage_key is not None and y.storage_key is not None else None

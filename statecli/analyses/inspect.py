@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import UsageError, user_regex
+from ..errors import ExitCode, UsageError, user_regex
 from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, gc_paused
 from ..storage import shared_storages, storage_bytes, unique_storage_bytes
 from ..units import fmt_shape
@@ -63,8 +63,9 @@ class InspectResult:
         return not any(x.blocking for x in self.load_report)
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.model is not None and self.model_explicit and not self.loads_strictly else 0
+    def exit_code(self) -> ExitCode:
+        fails = self.model is not None and self.model_explicit and not self.loads_strictly
+        return ExitCode.DIFFERENT if fails else ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
         ck = self.checkpoint
@@ -144,7 +145,7 @@ def select(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = No
         if k not in KINDS:
             raise UsageError(None, f"unknown --kind {k!r}", f"choose from: {', '.join(KINDS)}")
     rx = user_regex(pattern, "--filter") if pattern else None
-    wanted = set(kinds)
+    wanted = {Kind(k) for k in kinds}
     if Kind.BUFFER in wanted:  # "buffer" means every buffer; 'buffer (non-persistent)' only those
         wanted.add(Kind.BUFFER_NP)
     out = []
@@ -161,10 +162,6 @@ def bucket(key: str, entries: list[Entry]) -> Bucket:
     tensors = [e for e in entries if e.tensor is not None]
     return Bucket(key, len(tensors), sum(e.tensor.numel for e in tensors if e.tensor),
                   unique_storage_bytes(tensors)[1])
-
-
-def group_by(entries: list[Entry], attr: str) -> tuple[Bucket, ...]:
-    return getattr(summarize(entries), f"by_{attr}")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import StatecliError, UnsafeContent
+from ..errors import ExitCode, StatecliError, UnsafeContent
 from ..formats import detect_format, resolve_path
 from ..formats._common import open_regular
 from ..io.urls import is_remote
@@ -51,13 +51,13 @@ class ScanResult:
         return self.errors[0] if self.errors else None
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         v = self.verdict
         if v is DANGEROUS or self.problems:
-            return 3
+            return ExitCode.UNSAFE
         if self.errors:
-            return 2
-        return 1 if v is NEEDS_TRUST else 0
+            return ExitCode.BAD_INPUT
+        return ExitCode.DIFFERENT if v is NEEDS_TRUST else ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": self.format, "verdict": str(self.verdict), "pickles": self.pickles,
@@ -72,9 +72,6 @@ class ScanResult:
                 for g in self.globals]
 
 
-_SEVERITY = {0: 0, 1: 1, 2: 2, 3: 3}
-
-
 @dataclass(frozen=True)
 class ScanReport:
     """Several files: exit 3 if any finding, else 2 if any unreadable, else 1 if any needs trust. Files
@@ -87,8 +84,8 @@ class ScanReport:
         return self.strict or r.role is Role.LOADED
 
     @property
-    def exit_code(self) -> int:
-        return max((r.exit_code for r in self.files if self.counts(r)), key=_SEVERITY.__getitem__, default=0)
+    def exit_code(self) -> ExitCode:
+        return max((r.exit_code for r in self.files if self.counts(r)), default=ExitCode.OK)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "strict": self.strict,

@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import BadInput, UsageError
+from ..errors import BadInput, ExitCode, UsageError
 from ..io.values import value_reader
 from ..state import ROOT, SCHEMA_VERSION, Checkpoint, Entry, Stats
 from .module_tree import build_tree, tree_path
@@ -46,7 +46,7 @@ class ShowResult:
     path: tuple[Level, ...]  # (root) first, the tensor's own module last
     siblings: tuple[Entry, ...]  # the tensors directly in the same module, this one included
 
-    exit_code = 0
+    exit_code = ExitCode.OK
     columns = ("bin", "lo", "hi", "count")
 
     def edges(self) -> list[float]:

@@ -6,6 +6,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ExitCode
 from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, gc_paused
 from ..storage import storage_overlap
 from ..units import fmt_bytes, fmt_count
@@ -36,7 +37,7 @@ class SizeResult:
     top: tuple[Entry, ...]
     depth: int
 
-    exit_code = 0
+    exit_code = ExitCode.OK
     columns = ("module", "tensors", "numel", "nbytes", "share")
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from ..errors import BadInput
 from ..io.values import numpy_readable, ordered_map, value_reader
 from ..state import Checkpoint, Entry, Stats
 from ..units import COMPLEX
+from ..vocab import Layout
 from .compare import dot64 as _dot
 
 _SUB_BYTE = {f"{p}int{n}" for p in ("", "u") for n in range(1, 8)}
@@ -228,8 +229,8 @@ def full_histogram(t: Any, lo: float, hi: float, bins: int) -> list[int]:
 
 def not_summarised(dtype: str, layout: str, device: str) -> str | None:
     """Why a tensor's values are not summarised, or None when they are."""
-    if layout != "strided" or device == "meta" or dtype in COMPLEX:
-        return f"{layout if layout != 'strided' else device if device == 'meta' else dtype}: not summarised"
+    if layout != Layout.STRIDED or device == "meta" or dtype in COMPLEX:
+        return f"{layout if layout != Layout.STRIDED else device if device == 'meta' else dtype}: not summarised"
     if dtype.startswith(("q", "float4", "bits")) or dtype in _SUB_BYTE:
         return f"{dtype}: not summarised"
     return None

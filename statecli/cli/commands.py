@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..render import set_verbosity
-from ..state import OutputFormat
+from ..state import KindFilter, OutputFormat
+from ..vocab import SortOrder
 from .app import app, exit_with
 from .options import (
     AddPrefixOpt,
@@ -31,7 +32,7 @@ from .options import (
 def inspect(
     path: PathArg,
     tree: Annotated[bool, typer.Option("--tree", help="Show the module hierarchy with per-module totals.")] = False,
-    kind: Annotated[Optional[list[str]], typer.Option(
+    kind: Annotated[Optional[list[KindFilter]], typer.Option(
         "--kind", help="Only entries of this kind (repeatable): parameter, buffer (every buffer), "
                        "'buffer (non-persistent)', 'tensor attribute', 'optimizer state', metadata, unknown.",
         metavar="KIND")] = None,
@@ -121,8 +122,8 @@ def diff(
                                                                 "module).")] = False,
     depth: Annotated[int, typer.Option("--depth", min=0, help="Modules are this many name components (0: down to "
                                                               "each numbered block, e.g. layers.3).", metavar="N")] = 0,
-    sort: Annotated[str, typer.Option("--sort", help="Order of the modules: order (as in the model), change, cosine, "
-                                                     "max-abs, over-tol, name.", metavar="BY")] = "order",
+    sort: Annotated[SortOrder, typer.Option("--sort", help="Order of the modules: order (as in the model), change, "
+                                                           "cosine, max-abs, over-tol, name.", metavar="BY")] = SortOrder.ORDER,
     quiet: QuietOpt = False,
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,

@@ -8,16 +8,17 @@ from typing import Annotated, Optional
 import typer
 
 from ..state import OutputFormat
+from ..vocab import CastTarget, WriteFormat
 
 PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder "
                                              "(sharded, DCP or single checkpoint).", show_default=False, metavar="PATH")]
 class DataFormat(StrEnum):
-    """The formats every command gives (html only where a report exists: ReportFormatOpt)."""
+    """The OutputFormats every command gives (html only where a report exists: ReportFormatOpt)."""
 
-    TABLE = "table"
-    JSON = "json"
-    CSV = "csv"
-    MD = "md"
+    TABLE = OutputFormat.TABLE.value
+    JSON = OutputFormat.JSON.value
+    CSV = OutputFormat.CSV.value
+    MD = OutputFormat.MD.value
 
 
 FormatOpt = Annotated[DataFormat, typer.Option("--format", "-f", help="Output format.")]
@@ -47,7 +48,7 @@ OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Where 
                                                                       "for stdout with --to).",
                                                                           metavar="PATH")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Replace the input (atomically).")]
-ToOpt = Annotated[Optional[str], typer.Option("--to", help="Output format: pt, safetensors or dcp (default: from "
+ToOpt = Annotated[Optional[WriteFormat], typer.Option("--to", help="Output format: pt, safetensors or dcp (default: from "
                                                            "the output's extension).", metavar="FORMAT")]
 ShardOpt = Annotated[Optional[str], typer.Option("--max-shard-size", help="Write Hugging Face shards of at most this "
                                                                           "size (e.g. 5GB) plus an index.", metavar="SIZE")]
@@ -63,3 +64,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only the result: 
                                                                  "stderr.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also report what was read and the time taken "
                                                                    "(on stderr).")]
+
+
+def cast_targets(incomplete: str) -> list[str]:
+    """Shell completion for `--dtype`: the dtypes cast writes. The option stays a string because it
+    also takes every alias a user may type (half, fp16, torch.float16: units.DTYPE_ALIASES)."""
+    return [t.value for t in CastTarget if t.value.startswith(incomplete)]

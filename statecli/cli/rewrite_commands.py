@@ -10,6 +10,7 @@ import typer
 
 from ..errors import UsageError
 from ..render import set_verbosity
+from ..vocab import CastOnly
 from .app import app, exit_with
 from .commands import _model_info
 from .options import (
@@ -31,6 +32,7 @@ from .options import (
     StripOpt,
     ToOpt,
     VerboseOpt,
+    cast_targets,
 )
 
 if TYPE_CHECKING:
@@ -99,9 +101,10 @@ def _finish(plan: Plan, target: Target, fmt: str, renames: Renames | None = None
 def cast(
     path: PathArg,
     dtype: Annotated[str, typer.Option("--dtype", help="Target floating dtype: half, bfloat16, float32, float64 "
-                                                       "(also float8_e4m3fn, float8_e5m2).", metavar="DTYPE")],
+                                                       "(also float8_e4m3fn, float8_e5m2).", metavar="DTYPE",
+                                       autocompletion=cast_targets)],
     output: OutputOpt = None,
-    only: Annotated[Optional[str], typer.Option("--only", help="Cast only params or only buffers.",
+    only: Annotated[Optional[CastOnly], typer.Option("--only", help="Cast only params or only buffers.",
         metavar="params|buffers")] = None,
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Leave tensors matching this regex as they "
                                                                      "are (repeatable).", metavar="REGEX")] = None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import zipfile
 
-from ..errors import BadInput
 from ..pickle.pickles import Findings, scan_stream
 
 MAGIC = b"\x93NUMPY"
@@ -72,7 +71,3 @@ def scan_zip(path: str, acc: Findings) -> int:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         acc.errors.append(f"corrupt zip archive: {exc}")
     return n
-
-
-def not_a_checkpoint(path: str, what: str) -> BadInput:
-    return BadInput(path, f"not a checkpoint (looks like {what})")

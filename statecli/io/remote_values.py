@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
 from ..state import Checkpoint, TensorInfo
+from ..vocab import Layout
 from . import values
 from .source import MAX_RANGE, RemoteSource, is_remote
 from .values import ValueReader, np_dtype, numpy_readable
@@ -79,7 +80,7 @@ class RemoteValueReader(ValueReader):
         if not is_remote(info.source):
             return info
         assert info.source is not None
-        if info.layout != "strided" or info.device == "meta":
+        if info.layout != Layout.STRIDED or info.device == "meta":
             raise BadInput(info.source, f"values of a {info.layout} {info.device} tensor are not read by statecli")
         if info.data_offset is None:
             raise BadInput(info.source, "values of a remote torch.distributed.checkpoint folder are not read; "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import BadInput
 from ..state import Checkpoint, TensorInfo, contiguous_stride
 from ..units import itemsize
+from ..vocab import Layout
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,7 +47,7 @@ _ML_DTYPES = {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "fl
 
 def numpy_readable(info: TensorInfo) -> bool:
     """Whether `array()` reads this tensor without torch (a strided tensor in a file, numpy dtype)."""
-    return (info.layout == "strided" and info.device != "meta" and info.source is not None
+    return (info.layout == Layout.STRIDED and info.device != "meta" and info.source is not None
             and info.data_offset is not None and np_dtype(info.dtype) is not None
             and np_dtype(info.storage_dtype or info.dtype) is not None
             and itemsize(info.dtype) == itemsize(info.storage_dtype or info.dtype))
@@ -258,7 +259,7 @@ class ValueReader:
     def tensor(self, info: TensorInfo) -> torch.Tensor:
         import torch
 
-        if info.layout != "strided" or info.device == "meta":
+        if info.layout != Layout.STRIDED or info.device == "meta":
             raise BadInput(info.source, f"values of a {info.layout} {info.device} tensor are not read by statecli")
         if info.pieces:
             return self._assembled(info, torch.zeros(info.shape, dtype=getattr(torch, info.dtype)))

@@ -16,19 +16,20 @@ from typing import Any
 
 from ..io.limits import read_json_file
 from ..state import Checkpoint, Kind, ModuleNode
+from ..vocab import ReportProblem
 from .loader import KeyMatch
 from .model import ModelInfo, ModelSlot, ReportLine
 
 # How a cache miss gets the live model: set by hf.py (which imports this module, not the reverse).
 BUILD: Callable[[str], ModelInfo] | None = None
 
-FORMAT = 1  # bump when the layout of an entry changes
+FORMAT = 2  # bump when the layout of an entry changes (2: ReportLine.problem is a ReportProblem)
 MAX_ENTRIES = 512  # files kept; a new build prunes the least recently used down to 3/4 of this
 _LIVE = frozenset({"model", "hf", "memo"})  # ModelInfo fields that hold live objects, never cached
 # Only these types are decoded: an entry names a type from this list, never code (a cache is not a
 # code-execution vector, which is why this is JSON and not pickle).
 _CLASSES: dict[str, type] = {c.__name__: c for c in (ModelSlot, ModuleNode, KeyMatch, ReportLine)}
-_ENUMS: dict[str, type[enum.Enum]] = {"Kind": Kind}
+_ENUMS: dict[str, type[enum.Enum]] = {"Kind": Kind, "ReportProblem": ReportProblem}
 
 
 class Unencodable(TypeError):

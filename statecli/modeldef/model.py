@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..state import Kind, ModuleNode
+from ..vocab import ReportProblem
 from .loader import HfLoader, KeyMatch
 
 
@@ -37,7 +38,7 @@ class ReportLine:
     load_state_dict(strict=True) would fail on it (the same as `blocking` for non-HF models)."""
 
     key: str
-    problem: str  # "missing", "unexpected", "shape mismatch", "dtype differs", "renamed", "converted"
+    problem: ReportProblem
     explanation: str
     fix: str | None = None
     blocking: bool = True

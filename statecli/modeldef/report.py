@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from ..state import Checkpoint, Kind, TensorInfo, prefix_matches
+from ..vocab import ReportProblem
 from .model import ModelInfo, ReportLine
 
 
@@ -20,7 +22,7 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
         return info.memo.load_report(ck, info)
     file_tensors = {e.name: e.tensor for e in ck.entries if e.group == "" and e.tensor is not None}
     file_values = {e.name for e in ck.entries if e.group == "" and e.tensor is None}
-    lines = _strict_lines(ck, info, file_tensors, file_values)
+    lines, tied = _strict_lines(ck, info, file_tensors, file_values)
     if info.hf is None or ck.is_pickled_module:  # torch.load gives a pickled module back whole
         return lines
     try:
@@ -29,39 +31,117 @@ def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
         ck.warnings.append(f"from_pretrained's loading step could not run on meta tensors ({type(exc).__name__}: "
                            f"{exc}); the report shows load_state_dict(strict=True)")
         return lines
-    return _from_pretrained(info, file_tensors, lines, verdict)
+    return _from_pretrained(info, file_tensors, lines, verdict, tied)
+
+
+class Why(StrEnum):
+    """Why a key is in the strict report: the outcome, decided before any wording (_EXPLAIN)."""
+
+    SHAPE = "shape"  # args: file shape, model shape
+    DTYPE = "dtype"  # args: file dtype, model dtype
+    TIED = "tied"  # args: the key holding the same Parameter, present in the file
+    BATCH_COUNTER = "batch counter"
+    UNDER_PREFIX = "under another prefix"  # args: flag, prefix
+    ABSENT = "absent"  # args: what the model has there (a kind, or "entry")
+    PICKLED_BUFFER = "pickled non-persistent buffer"
+    STALE_BUFFER = "stale non-persistent buffer"
+    PREFIX_MATCH = "matches after a prefix fix"  # args: flag, prefix
+    NOT_IN_MODEL = "not in the model"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One finding of the strict comparison, as data: which key, what is wrong and why."""
+
+    key: str
+    problem: ReportProblem
+    why: Why
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Text:
+    explanation: str  # str.format templates over Outcome.args
+    fix: str | None
+    blocking: bool = True
+    strict_blocking: bool | None = None
+
+
+_EXPLAIN: dict[Why, _Text] = {
+    Why.SHAPE: _Text("file has {0}, model expects {1}",
+                     "check --model-arg values (e.g. num_classes, vocab size) or drop the key"),
+    Why.DTYPE: _Text("file has {0}, model has {1}; load_state_dict copies with a cast", None, blocking=False),
+    Why.TIED: _Text("tied to {0} in this model (one Parameter); the file stores it once under that name, which "
+                    "fills both", "load with strict=False, or tie after loading"),
+    Why.BATCH_COUNTER: _Text("BatchNorm batch counter: files from older PyTorch or hand-built state dicts lack it; "
+                             "it only matters for momentum=None", "load with strict=False (the counter starts at 0)"),
+    Why.UNDER_PREFIX: _Text("present in the file under another prefix ({1!r})", "{0} {1}"),
+    Why.ABSENT: _Text("the model has this {0}; the file does not", "train/initialise it, or load with strict=False"),
+    Why.PICKLED_BUFFER: _Text("a non-persistent buffer, stored because the file pickles the whole module "
+                              "(torch.save(model)); model.state_dict() leaves it out",
+                              "nothing to do: torch.load returns the module with it", blocking=False,
+                              strict_blocking=True),
+    Why.STALE_BUFFER: _Text("a non-persistent buffer in this model, present in the file (written by an older "
+                            "version of the code); the model rebuilds it itself",
+                            "safe to drop: load with strict=False or remove the key"),
+    Why.PREFIX_MATCH: _Text("matches a model key after {0} {1}", "{0} {1}"),
+    Why.NOT_IN_MODEL: _Text("the file has this key; the model has no such parameter or buffer",
+                            "remove it, or load with strict=False"),
+}
+
+
+def explain(o: Outcome) -> ReportLine:
+    """The report line for an outcome: its wording and fix from _EXPLAIN."""
+    text = _EXPLAIN[o.why]
+    return ReportLine(o.key, o.problem, text.explanation.format(*o.args),
+                      text.fix.format(*o.args) if text.fix is not None else None,
+                      blocking=text.blocking, strict_blocking=text.strict_blocking)
 
 
 def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInfo],
-                  file_values: set[str]) -> list[ReportLine]:
-    import torch
+                  file_values: set[str]) -> tuple[list[ReportLine], set[str]]:
+    """The load_state_dict(strict=True) report, and the missing keys a tie explains (from_pretrained
+    re-ties them)."""
+    shape_dtype = _shape_dtype_outcomes(info, file_tensors)
+    mismatched = {o.key for o in shape_dtype if o.why is Why.SHAPE}
+    missing, unexpected = _key_sets(ck, info, file_tensors, file_values, mismatched)
+    converted = _conversions(info, unexpected, missing)
+    fix = _prefix_fix(unexpected, missing)
+    state = set(info.state_keys)
+    outcomes = ([_missing(key, info, file_tensors, unexpected, fix) for key in missing]
+                + [_unexpected(key, info, state, ck.is_pickled_module, fix) for key in unexpected])
+    lines = [explain(o) for o in shape_dtype] + converted + [explain(o) for o in outcomes]
+    return lines, {o.key for o in outcomes if o.why is Why.TIED}
 
-    lines: list[ReportLine] = []
-    mismatched: set[str] = set()
+
+def _shape_dtype_outcomes(info: ModelInfo, file_tensors: dict[str, TensorInfo]) -> list[Outcome]:
+    """Shape mismatches, then dtype differences grouped (one outcome per (file, model) dtype pair)."""
+    out: list[Outcome] = []
     casts: dict[tuple[str, str], list[str]] = {}
     for name, t in file_tensors.items():
         slot = info.slots.get(name)
         if slot is None or slot.kind == Kind.BUFFER_NP or name not in info.state_keys:
             continue
         if tuple(t.shape) != slot.shape:
-            mismatched.add(name)
-            lines.append(ReportLine(name, "shape mismatch",
-                                    f"file has {list(t.shape)}, model expects {list(slot.shape)}",
-                                    "check --model-arg values (e.g. num_classes, vocab size) or drop the key"))
+            out.append(Outcome(name, ReportProblem.SHAPE_MISMATCH, Why.SHAPE,
+                               (str(list(t.shape)), str(list(slot.shape)))))
         elif t.dtype != slot.dtype:
             casts.setdefault((t.dtype, slot.dtype), []).append(name)
     for (have, want), names in casts.items():  # uniform differences in one line, not one per tensor
         key = names[0] if len(names) == 1 else f"({len(names)} tensors)"
-        lines.append(ReportLine(key, "dtype differs", f"file has {have}, model has {want}; "
-                                "load_state_dict copies with a cast", None, blocking=False))
-    # torch's own logic (hooks such as BatchNorm's num_batches_tracked handling) on meta tensors.
+        out.append(Outcome(key, ReportProblem.DTYPE_DIFFERS, Why.DTYPE, (have, want)))
+    return out
+
+
+def _key_sets(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInfo], file_values: set[str],
+              mismatched: set[str]) -> tuple[list[str], list[str]]:
+    """(missing, unexpected) by torch's own logic (hooks such as BatchNorm's num_batches_tracked
+    handling) run on meta tensors; a plain comparison of key sets where the model refuses them."""
+    import torch
+
     fake: dict[str, Any] = {}
     for name, t in file_tensors.items():
-        if name in mismatched:
-            slot = info.slots[name]
-            shape, dtype = slot.shape, slot.dtype
-        else:
-            shape, dtype = t.shape, t.dtype
+        shape, dtype = (info.slots[name].shape, info.slots[name].dtype) if name in mismatched else (t.shape, t.dtype)
         try:
             fake[name] = torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
         except (AttributeError, RuntimeError, TypeError):
@@ -77,52 +157,36 @@ def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, Tenso
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = info.model.load_state_dict(fake_sd, strict=False)
-        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+        return list(result.missing_keys), list(result.unexpected_keys)
     except Exception as exc:  # noqa: BLE001 - custom hooks may refuse meta tensors; fall back to key sets
         ck.warnings.append(f"the model's load_state_dict could not run on meta tensors ({type(exc).__name__}); "
                            "the report compares key sets")
-        missing = [k for k in info.state_keys if k not in file_tensors and k not in file_values]
-        unexpected = [k for k in list(file_tensors) + sorted(file_values) if k not in info.state_keys]
-    lines += _conversions(info, unexpected, missing)
-    fix = _prefix_fix(unexpected, missing)
-    state = set(info.state_keys)
-    for key in missing:
-        slot = info.slots.get(key)
-        if slot is not None and slot.tied_to and slot.tied_to in file_tensors:
-            lines.append(ReportLine(key, "missing", f"tied to {slot.tied_to} in this model (one Parameter); the "
-                                    "file stores it once under that name, which fills both",
-                                    "load with strict=False, or tie after loading"))
-        elif key.endswith("num_batches_tracked"):
-            lines.append(ReportLine(key, "missing", "BatchNorm batch counter: files from older PyTorch or "
-                                    "hand-built state dicts lack it; it only matters for momentum=None",
-                                    "load with strict=False (the counter starts at 0)"))
-        elif fix and (fix[0] == "--strip-prefix" and any(u == fix[1] + key for u in unexpected)
-                      or fix[0] == "--add-prefix" and key.startswith(fix[1]) and key[len(fix[1]):] in unexpected):
-            lines.append(ReportLine(key, "missing", f"present in the file under another prefix ({fix[1]!r})",
-                                    f"{fix[0]} {fix[1]}"))
-        else:
-            lines.append(ReportLine(key, "missing", f"the model has this {slot.kind if slot else 'entry'}; "
-                                    "the file does not", "train/initialise it, or load with strict=False"))
-    pickled = ck.is_pickled_module
-    for key in unexpected:
-        slot = info.slots.get(key)
-        if slot is not None and slot.kind == Kind.BUFFER_NP and pickled:
-            lines.append(ReportLine(key, "unexpected", "a non-persistent buffer, stored because the file pickles the "
-                                    "whole module (torch.save(model)); model.state_dict() leaves it out",
-                                    "nothing to do: torch.load returns the module with it", blocking=False,
-                                    strict_blocking=True))
-        elif slot is not None and slot.kind == Kind.BUFFER_NP:
-            lines.append(ReportLine(key, "unexpected", "a non-persistent buffer in this model, present in the file "
-                                    "(written by an older version of the code); the model rebuilds it itself",
-                                    "safe to drop: load with strict=False or remove the key"))
-        elif fix and (fix[0] == "--strip-prefix" and key[len(fix[1]):] in state and key.startswith(fix[1])
-                      or fix[0] == "--add-prefix" and fix[1] + key in state):
-            lines.append(ReportLine(key, "unexpected", f"matches a model key after {fix[0]} {fix[1]}",
-                                    f"{fix[0]} {fix[1]}"))
-        else:
-            lines.append(ReportLine(key, "unexpected", "the file has this key; the model has no such "
-                                    "parameter or buffer", "remove it, or load with strict=False"))
-    return lines
+        return ([k for k in info.state_keys if k not in file_tensors and k not in file_values],
+                [k for k in list(file_tensors) + sorted(file_values) if k not in info.state_keys])
+
+
+def _missing(key: str, info: ModelInfo, file_tensors: dict[str, TensorInfo], unexpected: list[str],
+             fix: tuple[str, str, int] | None) -> Outcome:
+    slot = info.slots.get(key)
+    if slot is not None and slot.tied_to and slot.tied_to in file_tensors:
+        return Outcome(key, ReportProblem.MISSING, Why.TIED, (slot.tied_to,))
+    if key.endswith("num_batches_tracked"):
+        return Outcome(key, ReportProblem.MISSING, Why.BATCH_COUNTER)
+    if fix and (fix[0] == "--strip-prefix" and any(u == fix[1] + key for u in unexpected)
+                or fix[0] == "--add-prefix" and key.startswith(fix[1]) and key[len(fix[1]):] in unexpected):
+        return Outcome(key, ReportProblem.MISSING, Why.UNDER_PREFIX, (fix[0], fix[1]))
+    return Outcome(key, ReportProblem.MISSING, Why.ABSENT, (str(slot.kind) if slot else "entry",))
+
+
+def _unexpected(key: str, info: ModelInfo, state: set[str], pickled: bool,
+                fix: tuple[str, str, int] | None) -> Outcome:
+    slot = info.slots.get(key)
+    if slot is not None and slot.kind == Kind.BUFFER_NP:
+        return Outcome(key, ReportProblem.UNEXPECTED, Why.PICKLED_BUFFER if pickled else Why.STALE_BUFFER)
+    if fix and (fix[0] == "--strip-prefix" and key[len(fix[1]):] in state and key.startswith(fix[1])
+                or fix[0] == "--add-prefix" and fix[1] + key in state):
+        return Outcome(key, ReportProblem.UNEXPECTED, Why.PREFIX_MATCH, (fix[0], fix[1]))
+    return Outcome(key, ReportProblem.UNEXPECTED, Why.NOT_IN_MODEL)
 
 
 def _conversions(info: ModelInfo, unexpected: list[str], missing: list[str]) -> list[ReportLine]:
@@ -179,7 +243,7 @@ def _renamed_lines(renamed: list[tuple[str, str, str]], strict: bool) -> list[Re
         key, new = pairs[0]
         head = key if len(pairs) == 1 else f"({len(pairs)} keys)"
         example = f"{key} -> {new}" if len(pairs) == 1 else f"e.g. {key} -> {new}"
-        lines.append(ReportLine(head, "renamed", f"differ{'s' if len(pairs) == 1 else ''} only by a rename "
+        lines.append(ReportLine(head, ReportProblem.RENAMED, f"differ{'s' if len(pairs) == 1 else ''} only by a rename "
                                 f"transformers applies on load: {rule} ({example})",
                                 "load with from_pretrained (it renames the key)", blocking=False,
                                 strict_blocking=True if strict else None, keys=tuple(k for k, _ in pairs)))
@@ -196,7 +260,7 @@ def _converted_lines(sources: dict[str, list[str]]) -> list[ReportLine]:
         keys = [k for t in targets for k in sources[t]]
         shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
         head = targets[0] if len(targets) == 1 else f"({len(targets)} entries) {pattern}"
-        lines.append(ReportLine(head, "converted", f"from_pretrained builds {'it' if len(targets) == 1 else 'each'} "
+        lines.append(ReportLine(head, ReportProblem.CONVERTED, f"from_pretrained builds {'it' if len(targets) == 1 else 'each'} "
                                 f"from {len(keys)} file key{'s' if len(keys) > 1 else ''} ({shown})",
                                 "load with from_pretrained (it converts the keys)", blocking=False,
                                 strict_blocking=True, keys=tuple(targets)))
@@ -204,21 +268,22 @@ def _converted_lines(sources: dict[str, list[str]]) -> list[ReportLine]:
 
 
 def _from_pretrained(info: ModelInfo, file_tensors: dict[str, TensorInfo], lines: list[ReportLine],
-                     verdict: Any) -> list[ReportLine]:
+                     verdict: Any, tied: set[str]) -> list[ReportLine]:
     """The strict report with each line's `blocking` set by what from_pretrained reports, plus what
-    only from_pretrained reports (a conversion that failed, a fused shape that does not fit)."""
+    only from_pretrained reports (a conversion that failed, a fused shape that does not fit).
+    `tied`: the missing keys a tie explains."""
     assert info.hf is not None
     loaded_as = {k: new for k, (new, _) in info.hf.renamed(file_tensors).items()}
     out: list[ReportLine] = []
     covered: set[str] = set()
     for line in lines:
-        if line.problem == "missing":
+        if line.problem is ReportProblem.MISSING:
             blocks = line.key in verdict.missing
             covered.add(line.key)
-        elif line.problem == "unexpected":
+        elif line.problem is ReportProblem.UNEXPECTED:
             blocks = loaded_as.get(line.key, line.key) in verdict.unexpected
             covered.add(loaded_as.get(line.key, line.key))
-        elif line.problem == "shape mismatch":
+        elif line.problem is ReportProblem.SHAPE_MISMATCH:
             blocks = line.key in verdict.mismatched
             covered.add(line.key)
         else:
@@ -226,23 +291,24 @@ def _from_pretrained(info: ModelInfo, file_tensors: dict[str, TensorInfo], lines
             continue
         explanation = line.explanation
         if line.blocking and not blocks:
-            explanation += ("; from_pretrained re-ties it" if line.explanation.startswith("tied") else
-                            "; from_pretrained accepts it after its conversions" if line.problem == "shape mismatch"
+            explanation += ("; from_pretrained re-ties it" if line.key in tied else
+                            "; from_pretrained accepts it after its conversions"
+                            if line.problem is ReportProblem.SHAPE_MISMATCH
                             else "; from_pretrained ignores it")
         out.append(replace(line, explanation=explanation, blocking=blocks, strict_blocking=line.blocking))
     for key in sorted(verdict.missing - covered):
-        out.append(ReportLine(key, "missing", "from_pretrained finds no file key for it after its conversions",
+        out.append(ReportLine(key, ReportProblem.MISSING, "from_pretrained finds no file key for it after its conversions",
                               "train/initialise it, or check the checkpoint's origin", strict_blocking=True))
     for key in sorted(verdict.unexpected - covered):
-        out.append(ReportLine(key, "unexpected", "from_pretrained converts file keys into this name, which the "
+        out.append(ReportLine(key, ReportProblem.UNEXPECTED, "from_pretrained converts file keys into this name, which the "
                               "model does not have", "check the checkpoint's origin", strict_blocking=True))
     for key, (have, want) in sorted(verdict.mismatched.items()):
         if key not in covered:
-            out.append(ReportLine(key, "shape mismatch", f"after from_pretrained's conversions the file gives "
+            out.append(ReportLine(key, ReportProblem.SHAPE_MISMATCH, f"after from_pretrained's conversions the file gives "
                                   f"{list(have)}, model expects {list(want)}", "check the config against the file",
                                   strict_blocking=True))
     for key, why in sorted(verdict.errors.items()):
-        out.append(ReportLine(key, "conversion failed", f"from_pretrained could not convert it: {why}",
+        out.append(ReportLine(key, ReportProblem.CONVERSION_FAILED, f"from_pretrained could not convert it: {why}",
                               "check the config against the file", strict_blocking=True))
     return out
 

@@ -67,7 +67,6 @@ TORCHSCRIPT_BUILTINS = frozenset({
     "torch._utils._rebuild_qtensor", "torch._tensor._rebuild_from_type_v2", "torch._utils._rebuild_sparse_tensor",
     "builtins.complex", "collections.OrderedDict", "torch.device",
 })
-TORCHSCRIPT_TRUST = ("__torch__.",)
 
 # -- dangerous -----------------------------------------------------------------------------------
 # Modules (matched on every dotted prefix) whose names reach code execution, files or the network.

@@ -13,16 +13,31 @@ from ..errors import UsageError
 from ..state import OutputFormat
 from .text import escape, make_console
 
-# Human views by result class name, imported only when used (the JSON path never imports rich).
-_HUMAN = {
-    "InspectResult": ("human_inspect", "render_inspect"),
-    "SizeResult": ("human", "render_size"),
-    "DiffResult": ("human", "render_diff"),
-    "CheckResult": ("human", "render_check"),
-    "ScanReport": ("human", "render_scan"),
-    "RewriteResult": ("rewrite", "human"),
-    "ShowResult": ("human_show", "render_show"),
-}
+# Human views by result type: (module of render/, function). Built on first use, so the JSON path
+# imports neither rich nor the result modules it does not need.
+_HUMAN: dict[type, tuple[str, str]] = {}
+
+
+def _human_view(result: Any) -> Callable[[Any, Any], None]:
+    if not _HUMAN:
+        from ..analyses.check import CheckResult
+        from ..analyses.diff import DiffResult
+        from ..analyses.inspect import InspectResult
+        from ..analyses.scan import ScanReport
+        from ..analyses.show import ShowResult
+        from ..analyses.size import SizeResult
+        from ..rewrite.result import RewriteResult
+
+        _HUMAN.update({InspectResult: ("human_inspect", "render_inspect"), SizeResult: ("human", "render_size"),
+                       DiffResult: ("human", "render_diff"), CheckResult: ("human", "render_check"),
+                       ScanReport: ("human", "render_scan"), RewriteResult: ("rewrite", "human"),
+                       ShowResult: ("human_show", "render_show")})
+    view = next((_HUMAN[t] for t in type(result).__mro__ if t in _HUMAN), None)
+    if view is None:
+        raise TypeError(f"no human view for {type(result).__name__}")
+    module, func = view
+    human: Callable[[Any, Any], None] = getattr(import_module(f".{module}", __name__), func)
+    return human
 
 
 def render(result: Any, fmt: OutputFormat | str = OutputFormat.TABLE, out: IO[str] | None = None) -> None:
@@ -59,7 +74,6 @@ def stdout_gone() -> None:
 
 
 def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None) -> None:
-    name = type(result).__name__
     if fmt is OutputFormat.JSON:
         from .machine import write_json
 
@@ -79,9 +93,7 @@ def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None
 
         write_html(result, stream)
     else:
-        module, func = _HUMAN[name]
-        human: Callable[[Any, Any], None] = getattr(import_module(f".{module}", __name__), func)
-        human(result, make_console(out))
+        _human_view(result)(result, make_console(out))
 
 
 class _Verbosity:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..vocab import CheckRule
+
 if TYPE_CHECKING:
     from ..analyses.check import CheckResult, Finding
 
@@ -26,7 +28,7 @@ def junit_xml(result: CheckResult) -> str:
             if not f.passed:
                 ET.SubElement(case, "failure", message=f.reason).text = f.reason
         for m in errors:
-            case = ET.SubElement(suite, "testcase", classname=path, name="read")
+            case = ET.SubElement(suite, "testcase", classname=path, name=CheckRule.READ)
             ET.SubElement(case, "error", message=m).text = m
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..state import DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
+from ..vocab import CheckRule
 from .grid import KIND_STYLES, Col, print_grid
 from .text import escape, fmt_float
 
@@ -122,8 +123,8 @@ def render_check(r: CheckResult, con: Any) -> None:
     for src in dict.fromkeys(src for _, src in r.rules_from):
         con.print(Text(f"rules: {escape(src)}", style="dim"))
     rows = [[escape(f.path), f.rule, "pass" if f.passed else "FAIL", escape(f.reason)] for f in r.findings]
-    rows += [[escape(p), "read", "ERROR", escape(m)] for p, m in r.errors]
-    rows += [[escape(p), "unsafe", "UNSAFE", escape(m)] for p, m in r.unsafe]
+    rows += [[escape(p), CheckRule.READ, "ERROR", escape(m)] for p, m in r.errors]
+    rows += [[escape(p), CheckRule.UNSAFE, "UNSAFE", escape(m)] for p, m in r.unsafe]
     print_grid(con, None, [Col("file", wrap=True), Col("rule"), Col("result"), Col("reason", wrap=True, min_width=20)],
                rows, {2: {"pass": "green", "FAIL": "bold red", "ERROR": "bold red", "UNSAFE": "bold red"}})
     failed = sum(1 for f in r.findings if not f.passed)

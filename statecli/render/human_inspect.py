@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..state import Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
+from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
 from .text import escape, fmt_float
 
@@ -78,7 +79,7 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
     for e in entries:
         t = e.tensor
         assert t is not None
-        dev = t.device + (f" ({t.layout})" if t.layout != "strided" else "")
+        dev = t.device + (f" ({t.layout})" if t.layout != Layout.STRIDED else "")
         row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
         if stats:
             s = stats.get(e.name)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from ..units import fmt_bytes
+from ..vocab import ChangeKind
 from .grid import Col, print_grid
 from .text import escape, make_console
 
@@ -27,19 +28,19 @@ def human(r: RewriteResult, con: Any) -> None:
         con.print(Text(f"dry run: {where}; nothing written", style="bold"))
         for (_, name), dtype in list(r.plan.cast.items())[:200]:
             con.print(Text(f"  cast {escape(name)} -> {dtype}"))
-    removed = [c for c in r.changes if c.what == "removed"]
+    removed = [c for c in r.changes if c.what is ChangeKind.REMOVED]
     if removed:
         _removed(r, removed, con)
-    renamed = [c for c in r.changes if c.what == "renamed"]
+    renamed = [c for c in r.changes if c.what is ChangeKind.RENAMED]
     if renamed:
         more = f", ... {len(renamed) - 3} more (-f json lists all)" if len(renamed) > 3 else ""
         con.print(Text(f"renamed {len(renamed)} key(s): ", style="bold")
                   + Text(", ".join(f"{escape(c.name)} -> {escape(c.detail)}" for c in renamed[:3]) + more))
-    casts = [c for c in r.changes if c.what == "cast"]
+    casts = [c for c in r.changes if c.what is ChangeKind.CAST]
     if casts:
         _casts(casts, con)
     for c in r.changes:
-        if c.what == "moved":
+        if c.what is ChangeKind.MOVED:
             con.print(Text(f"moved {escape(c.name)}: {escape(c.detail)}", style="bold"))
     if r.dry_run and r.planned_bytes is not None:
         before = r.summary_rows()[1][1]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .. import units
 from ..errors import UsageError
 from ..units import itemsize
+from ..vocab import WriteFormat
 from . import upload
 from .hf import source_folder
 from .plan import Plan, entry_key
@@ -16,7 +17,7 @@ from .result import WriteLog
 from .spec import Target
 from .tree import model_items, out_dtype
 
-FORMATS = ("pt", "safetensors", "dcp")
+FORMATS = tuple(WriteFormat)
 STDOUT = "-"
 _FILE_EXTS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
 _SHARDED = ("sharded safetensors", "sharded torch")
@@ -29,25 +30,25 @@ class Destination:
     (None for the input's own shards)."""
 
     path: str | None
-    fmt: str
+    fmt: WriteFormat
     layout: str
     shard: int | None = None
     hf_source: str | None = None
 
 
-def output_format(output: str, to: str | None, max_shard_size: int | None, in_format: str) -> str:
+def output_format(output: str, to: str | None, max_shard_size: int | None, in_format: str) -> WriteFormat:
     """pt, safetensors or dcp: from --to, else the output's extension, else (shards) the input's format."""
     if to:
         if to not in FORMATS:
             raise UsageError(None, f"--to {to!r}: choose pt, safetensors or dcp")
-        return to
+        return WriteFormat(to)
     low = output.lower()
     if low.endswith(".safetensors"):
-        return "safetensors"
+        return WriteFormat.SAFETENSORS
     if low.endswith(_FILE_EXTS):
-        return "pt"
+        return WriteFormat.PT
     if max_shard_size:
-        return "safetensors" if "safetensors" in in_format else "pt"
+        return WriteFormat.SAFETENSORS if "safetensors" in in_format else WriteFormat.PT
     raise UsageError(output, "cannot tell the output format from the name", "end it in .pt or .safetensors, or pass --to")
 
 
@@ -66,22 +67,22 @@ def resolve(plan: Plan, target: Target) -> Destination:
     if output is None and not in_place:
         if not target.dry_run:
             raise UsageError(None, "give -o/--output PATH (or --in-place to replace the input, or --dry-run)")
-        fmt = target.to or ("safetensors" if "safetensors" in ck.format else "pt")
-        output_format("x", fmt, None, ck.format)  # validates --to
+        fmt = output_format("x", target.to or ("safetensors" if "safetensors" in ck.format else "pt"), None,
+                            ck.format)  # validates --to
         return Destination(None, fmt, "file")
     shard = parse_size(target.max_shard_size) if target.max_shard_size else None
     if output == STDOUT:
         if target.to not in ("pt", "safetensors") or shard:
             raise UsageError(None, "-o - writes one .pt or .safetensors stream to stdout: pass --to pt or --to "
                                    "safetensors (no --max-shard-size)")
-        return Destination(STDOUT, target.to, "stdout")
+        return Destination(STDOUT, WriteFormat(target.to), "stdout")
     if in_place:
         if len(ck.files) != 1 or os.path.isdir(ck.path):
             raise UsageError(ck.path, "--in-place works on single-file checkpoints only")
         if target.max_shard_size or target.to:
             raise UsageError(ck.path, "--in-place keeps the file's name and format: it does not combine with "
                                       "--to or --max-shard-size", "write to a new path with -o")
-        return Destination(ck.path, "safetensors" if ck.format == "safetensors" else "pt", "file")
+        return Destination(ck.path, WriteFormat.SAFETENSORS if ck.format == "safetensors" else WriteFormat.PT, "file")
     path = str(output)
     if upload.is_url(path):  # written locally, verified, then uploaded (rewrite/upload.py)
         path = upload.output_url(path, ck.files + [ck.path])
@@ -89,11 +90,12 @@ def resolve(plan: Plan, target: Target) -> Destination:
         if os.path.exists(path) and os.path.exists(f) and os.path.samefile(f, path):
             raise UsageError(path, "is the input; statecli never overwrites its input without --in-place")
     if target.to == "dcp":
-        return Destination(path, "dcp", "dcp")
+        return Destination(path, WriteFormat.DCP, "dcp")
     hf = source_folder(ck.path)
     folderish = not path.lower().endswith(_FILE_EXTS) and (not os.path.exists(path) or os.path.isdir(path))
     if folderish and target.to != "dcp" and (hf or ck.format in _SHARDED or shard):
-        fmt = target.to or ("safetensors" if hf or "safetensors" in ck.format else "pt")
+        fmt = output_format(path, target.to or ("safetensors" if hf or "safetensors" in ck.format else "pt"), None,
+                            ck.format)
         if hf:
             return Destination(path, fmt, "hf", shard, hf)
         return Destination(path, fmt, "shards", shard)

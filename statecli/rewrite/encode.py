@@ -18,6 +18,7 @@ from ..io.atomic import open_output
 from ..io.limits import load_json
 from ..state import Entry, TensorInfo, contiguous_stride
 from ..units import itemsize
+from ..vocab import ChangeKind
 from . import stream
 from .plan import Change, Plan, entry_key
 from .rename import alias_name
@@ -35,7 +36,7 @@ class _Cast:
     losses: Losses
 
     def change(self) -> Change:
-        return Change(self.name, "cast", self.detail, overflow=self.losses.overflow, underflow=self.losses.underflow)
+        return Change(self.name, ChangeKind.CAST, self.detail, overflow=self.losses.overflow, underflow=self.losses.underflow)
 
 
 @dataclass(frozen=True)

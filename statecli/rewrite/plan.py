@@ -14,6 +14,7 @@ from ..formats import RawCheckpoint
 from ..state import Checkpoint, Entry, Kind, Role, StorageId
 from ..storage import unique_storage_bytes
 from ..units import CAST_TARGETS, dtype_name, is_floating
+from ..vocab import CastOnly, ChangeKind, Layout
 from .spec import CastSpec, ConvertSpec, MoveSpec, Spec, StripSpec
 
 EntryKey = tuple[str, str]  # (container, name)
@@ -24,7 +25,7 @@ class Change:
     """One thing a rewrite did (or, for removals and moves, will do) to the checkpoint."""
 
     name: str
-    what: str  # removed, cast, moved
+    what: ChangeKind
     detail: str = ""
     nbytes: int = 0
     overflow: int = 0
@@ -107,9 +108,9 @@ def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = N
     if target not in CAST_TARGETS:
         raise UsageError(None, f"--dtype {spec.dtype!r} is not a floating dtype statecli casts to",
                          "choose half, bfloat16, float32 or float64")
-    only = spec.only
-    if only not in (None, "params", "buffers"):
+    if spec.only is not None and spec.only not in tuple(CastOnly):
         raise UsageError(None, "--only takes params or buffers")
+    only = CastOnly(spec.only) if spec.only is not None else None
     keeps = _compile(spec.keep, "--keep")
     cast: dict[EntryKey, str] = {}
     notes: list[str] = []
@@ -126,11 +127,11 @@ def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = N
             continue
         if e.group and e.kind not in (Kind.PARAMETER, *buffer_kinds, Kind.OPTIMIZER):
             continue
-        if only == "params" and e.kind != Kind.PARAMETER or only == "buffers" and e.kind not in buffer_kinds:
+        if only is CastOnly.PARAMS and e.kind != Kind.PARAMETER or only is CastOnly.BUFFERS and e.kind not in buffer_kinds:
             continue
         if spec.keep_buffers and e.kind in buffer_kinds or any(k.search(e.name) for k in keeps):
             continue
-        if t.layout != "strided" or t.device == "meta":
+        if t.layout != Layout.STRIDED or t.device == "meta":
             notes.append(f"{e.name}: {t.layout} {t.device} tensor left as {t.dtype}")
             continue
         cast[entry_key(e)] = target
@@ -166,7 +167,7 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
             raise UsageError(ck.path, f"{e.name!r} is required by the model definition ({why})",
                              "add --force to strip it anyway")
         drop.add(entry_key(e))
-        changes.append(Change(e.name, "removed", why, e.tensor.nbytes if e.tensor else 0))
+        changes.append(Change(e.name, ChangeKind.REMOVED, why, e.tensor.nbytes if e.tensor else 0))
     if spec.buffers and not required:
         notes.append("buffers removed without a model definition: the output will not load with "
                      "load_state_dict(strict=True) into a model that registers them (pass --model to be told which)")
@@ -203,7 +204,7 @@ def plan_move(ck: Checkpoint, raw: RawCheckpoint, spec: MoveSpec) -> Plan:
         raise UsageError(None, "--device meta would drop every value; use inspect on the original instead")
     tensors = [e.tensor for e in ck.entries if e.tensor is not None]
     moved = sorted({t.device for t in tensors if t.device != device})
-    changes = [Change(f"{sum(1 for t in tensors if t.device == dev)} tensor(s)", "moved", f"{dev} -> {device}")
+    changes = [Change(f"{sum(1 for t in tensors if t.device == dev)} tensor(s)", ChangeKind.MOVED, f"{dev} -> {device}")
                for dev in moved]
     notes, device_notes = [], []
     if not moved:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import UsageError, user_regex
 from ..state import Role
+from ..vocab import ChangeKind
 from .plan import Change, Plan, entry_key
 
 
@@ -96,7 +97,7 @@ def with_renames(plan: Plan, spec: Renames | None) -> Plan:
     if not changed:
         notes += ("no model key matched the renames: the keys are written as they are",)
     notes += _other_copies(plan, rename)
-    changes = tuple(Change(old, "renamed", new) for old, new in changed.items())
+    changes = tuple(Change(old, ChangeKind.RENAMED, new) for old, new in changed.items())
     return dataclasses.replace(plan, renames=changed, rename_spec=spec, changes=plan.changes + changes, notes=notes)
 
 

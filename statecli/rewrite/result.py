@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..errors import ExitCode
 from ..state import SCHEMA_VERSION, Checkpoint
 from ..storage import unique_storage_bytes
 from .plan import Change, Plan, entry_key, removed_sharing, saved_bytes
@@ -69,7 +70,7 @@ class RewriteResult:
     dry_run: bool
     changes: tuple[Change, ...]  # the plan's, then those made while writing (casts and their losses)
     notes: tuple[str, ...]
-    exit_code: int = 0  # refusals (--strict, strict loading) raise instead: nothing is written then
+    exit_code: ExitCode = ExitCode.OK  # refusals (--strict, strict loading) raise instead: nothing is written then
     planned_bytes: int | None = None  # tensor bytes the output holds (at least), known before writing
     columns: ClassVar[tuple[str, ...]] = ("name", "what", "detail", "nbytes", "overflow", "underflow")
 

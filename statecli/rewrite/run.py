@@ -15,6 +15,7 @@ from ..formats import sharded
 from ..io import atomic
 from ..load import load_checkpoint
 from ..state import Checkpoint
+from ..vocab import ChangeKind
 from . import encode, hf, upload
 from .destination import STDOUT, Destination, output_format, parse_size, planned_bytes, resolve
 from .folder import copy_folder
@@ -99,7 +100,7 @@ def _device_report(plan: Plan, fmt: str) -> Plan:
     note = (f"{fmt} records no device, so nothing was moved: its tensors load where the loader puts them "
             f"({'load_file(..., device=...)' if fmt == 'safetensors' else 'the state dict passed to dcp.load'}); "
             "write a .pt to record a device")
-    return dataclasses.replace(plan, location=None, changes=tuple(c for c in plan.changes if c.what != "moved"),
+    return dataclasses.replace(plan, location=None, changes=tuple(c for c in plan.changes if c.what is not ChangeKind.MOVED),
                                notes=plan.notes + (note,), device_notes=())
 
 
@@ -116,7 +117,7 @@ def _without_unsupported(plan: Plan, drop_unsupported: bool) -> Plan:
                          f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''})",
                          "add --drop-unsupported to leave them out")
     return dataclasses.replace(plan, drop=plan.drop | {entry_key(e) for e in unsupported},
-                               changes=plan.changes + tuple(Change(e.name, "removed", "unsupported layout")
+                               changes=plan.changes + tuple(Change(e.name, ChangeKind.REMOVED, "unsupported layout")
                                                             for e in unsupported))
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from ..vocab import CastOnly, WriteFormat
+
 
 @dataclass(frozen=True, kw_only=True)
 class CastSpec:
     """Cast floating tensors to `dtype`; integer, bool and complex tensors never change."""
 
     dtype: str
-    only: str | None = None  # "params" or "buffers" (checked when planning, so the error names the flag)
+    only: CastOnly | None = None  # a plain "params"/"buffers" too (checked when planning: the error names the flag)
     keep: tuple[str, ...] = ()  # regexes of names left as they are
     keep_buffers: bool = False
     include_optimizer: bool = False
@@ -52,7 +54,7 @@ class Target:
 
     output: str | None = None
     in_place: bool = False
-    to: str | None = None  # pt, safetensors or dcp; default from the output's extension
+    to: WriteFormat | None = None  # default from the output's extension
     max_shard_size: str | int | None = None  # "5GB" or bytes: write Hugging Face shards plus an index
     dry_run: bool = False
     strict: bool = False  # refuse to write when a cast overflows or underflows

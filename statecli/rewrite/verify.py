@@ -9,6 +9,7 @@ from ..classify import with_model
 from ..errors import BadInput, UsageError
 from ..load import load_checkpoint
 from ..state import Checkpoint, Kind
+from ..vocab import ReportProblem
 from .plan import Plan, entry_key
 
 
@@ -68,8 +69,8 @@ def check_model(plan: Plan, after: Checkpoint, shown_as: str) -> None:
         return
     # A tie the output leaves out (save_model's convention) is re-tied by load_model, not a failure.
     lines = [x for x in load_report(with_model(after, plan.model), plan.model)
-             if x.blocking and not (x.problem == "missing" and x.key in plan.tied)]
+             if x.blocking and not (x.problem is ReportProblem.MISSING and x.key in plan.tied)]
     if lines:
         raise UsageError(shown_as, "the output would not load with load_state_dict(strict=True) although the input "
                          f"does ({lines[0].key}: {lines[0].problem}); nothing was written",
-                         "add --force to strip required keys anyway" if lines[0].problem == "missing" else None)
+                         "add --force to strip required keys anyway" if lines[0].problem is ReportProblem.MISSING else None)

@@ -1,0 +1,98 @@
+"""The closed sets of statecli's options and results that are no part of the checkpoint model
+(state.py): sort orders, rewrite targets, change kinds, check rules, load-report problems, layouts.
+StrEnums: each value is the word shown in tables, JSON and CSV, and the value an option takes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Layout(StrEnum):
+    """torch's tensor layouts (TensorInfo.layout holds the name as read: a file may name others)."""
+
+    STRIDED = "strided"
+    SPARSE_COO = "sparse_coo"
+    SPARSE_CSR = "sparse_csr"
+    SPARSE_CSC = "sparse_csc"
+    SPARSE_BSR = "sparse_bsr"
+    SPARSE_BSC = "sparse_bsc"
+    MKLDNN = "_mkldnn"
+    JAGGED = "jagged"
+    QUANTIZED = "quantized"  # statecli's name for a quantized tensor's values (torch keeps them strided)
+
+
+class SortOrder(StrEnum):
+    """`diff --sort`: the order of the per-module rows."""
+
+    ORDER = "order"  # as in the model
+    CHANGE = "change"
+    COSINE = "cosine"
+    MAX_ABS = "max-abs"
+    OVER_TOL = "over-tol"
+    NAME = "name"
+
+
+class WriteFormat(StrEnum):
+    """What a rewrite writes (`--to`)."""
+
+    PT = "pt"
+    SAFETENSORS = "safetensors"
+    DCP = "dcp"
+
+
+class CastTarget(StrEnum):
+    """The floating dtypes `cast` writes (torch names; each has a kernel on every torch build)."""
+
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    FLOAT8_E4M3FN = "float8_e4m3fn"
+    FLOAT8_E5M2 = "float8_e5m2"
+
+
+class CastOnly(StrEnum):
+    """`cast --only`: which tensors of the model state are cast."""
+
+    PARAMS = "params"
+    BUFFERS = "buffers"
+
+
+class ChangeKind(StrEnum):
+    """What a rewrite did to one entry (rewrite.plan.Change.what)."""
+
+    REMOVED = "removed"
+    RENAMED = "renamed"
+    CAST = "cast"
+    MOVED = "moved"
+
+
+class CheckRule(StrEnum):
+    """The rule ids of `statecli check` (as in findings, JSON and CSV); READ and UNSAFE name the rows
+    of a file that could not be checked."""
+
+    SAFE_PICKLE = "safe-pickle"
+    NO_NAN = "no-nan"
+    NO_INF = "no-inf"
+    DTYPES = "dtypes"
+    MAX_SIZE = "max-size"
+    DEVICES = "devices"
+    REQUIRED_KEYS = "required-keys"
+    FORBIDDEN_KEYS = "forbidden-keys"
+    NO_OPTIMIZER_STATE = "no-optimizer-state"
+    MATCHES_MODEL = "matches-model"
+    FORMAT = "format"
+    READ = "read"
+    UNSAFE = "unsafe"
+
+
+class ReportProblem(StrEnum):
+    """What a load-report line says is wrong with one key (modeldef.ReportLine.problem)."""
+
+    MISSING = "missing"
+    UNEXPECTED = "unexpected"
+    SHAPE_MISMATCH = "shape mismatch"
+    DTYPE_DIFFERS = "dtype differs"
+    RENAMED = "renamed"
+    CONVERTED = "converted"
+    CONVERSION_FAILED = "conversion failed"
