@@ -399,15 +399,23 @@ def check(paths: list[str], flags: dict[str, Any], config: str | None = None) ->
     errors: list[tuple[str, str]] = []
     unsafe: list[tuple[str, str]] = []
     sources: list[tuple[str, str]] = []
-    for path in paths:
+    from .scan_folder import Role, TargetKind, plan
+
+    for target in plan(paths):  # what `scan` reads: a folder checkpoint whole, a config.json naming code
+        path = target.path
         # Without --config, each file follows the pyproject.toml of its own project (the nearest above it).
         start = "." if config else os.path.dirname(os.path.abspath(path))
         if start not in configs:
             configs[start] = load_config(config, start)
         table, source = configs[start]
-        sources.append((path, f"{source} + command line" if source else "command line (no [tool.statecli.check] found)"))
         base = rules_from_mapping(Rules(), table, source or "config") if table else Rules()
         rules = rules_for(path, rules_from_mapping(base, flags, "command line"), table, source)
+        if target.kind is TargetKind.CONFIG or target.role is Role.BESIDE:
+            found = _companion(target, rules)
+            findings += found
+            sources += [(path, _from(source))] if found else []
+            continue
+        sources.append((path, _from(source)))
         try:
             findings += evaluate(path, rules)
         except UnsafeContent as exc:
@@ -415,3 +423,29 @@ def check(paths: list[str], flags: dict[str, Any], config: str | None = None) ->
         except StatecliError as exc:
             errors.append((path, exc.message))
     return CheckResult(tuple(findings), tuple(errors), tuple(unsafe), tuple(sources))
+
+
+def _from(source: str | None) -> str:
+    return f"{source} + command line" if source else "command line (no [tool.statecli.check] found)"
+
+
+def _companion(target: Any, rules: Rules) -> list[Finding]:
+    """The safe-pickle rule on what `scan` lists beside a folder checkpoint's loaded files (a pickled
+    `training_args.bin`, an `extra_state.pt`...) and on a config.json whose auto_map names code: a
+    failure of the rule (exit 1), never a read error, since the checkpoint's loader does not read them."""
+    from .scan import NEEDS_TRUST, SAFE, scan
+    from .scan_folder import TargetKind
+
+    if not rules.safe_pickle:
+        return []
+    if target.kind is TargetKind.CONFIG:
+        return [Finding(target.path, CheckRule.SAFE_PICKLE, False, f"{NEEDS_TRUST}: {target.code.describe()}")]
+    r = scan(target.path, verify_crc=False)
+    if target.optional and r.errors and not (r.globals or r.calls or r.problems):
+        return []  # a companion without a checkpoint suffix whose bytes are no checkpoint: no loader reads it
+    bad = sorted({g.name for g in r.globals if g.verdict != SAFE})
+    where = "beside the checkpoint (its loader does not read it)"
+    if not bad and not r.problems and not r.errors:
+        return [Finding(target.path, CheckRule.SAFE_PICKLE, True, f"only weights-only allowlisted globals; {where}")]
+    what = ", ".join(bad[:6]) or (r.problems or r.errors)[0]
+    return [Finding(target.path, CheckRule.SAFE_PICKLE, False, f"{r.verdict}: {what}; {where}")]

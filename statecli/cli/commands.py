@@ -230,7 +230,6 @@ def check(
     """
     set_verbosity(quiet, verbose)
     from ..analyses.check import check as run_check
-    from ..formats import expand_paths
     from ..render import render
     from ..render.ci import write_ci_outputs
 
@@ -239,7 +238,7 @@ def check(
         ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
         ("model-args", model_arg), ("format", require_format)) if value is not None}
-    result = run_check(expand_paths(paths), flags, config)
+    result = run_check(paths, flags, config)
     render(result, fmt)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)
