@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Generic, TypeVar, overload
 
@@ -365,9 +365,50 @@ class ModuleNode:
                 "buffers": list(self.buffers), "non_persistent": list(self.non_persistent)}
 
 
-@dataclass
+class NoteKind(StrEnum):
+    """What a message about a checkpoint is about; each kind is either a warning or a note."""
+
+    UNTRUSTED_GLOBALS = "untrusted globals"  # torch.load would need weights_only=False
+    READER = "reader"  # a format reader's warning (big-endian, TorchScript, a shard's extra tensors)
+    MODEL = "model definition"  # what building the model definition could not do
+    LOAD_REPORT = "load report"  # the model's loader could not run as asked; the report falls back
+    CLASSIFICATION = "classification"  # how the entries were read: prefixes, shared references, devices
+    LAYOUT = "layout"  # a training layout told by the file or the files beside it
+    CONFIG = "config"  # the model definition: a config.json that could not be used, and why
+    REWRITE = "rewrite"  # what a rewrite keeps or drops of the input
+
+    @property
+    def is_warning(self) -> bool:
+        return self in _WARNING_KINDS
+
+
+_WARNING_KINDS = frozenset({NoteKind.UNTRUSTED_GLOBALS, NoteKind.READER, NoteKind.MODEL, NoteKind.LOAD_REPORT})
+
+
+@dataclass(frozen=True)
+class Note:
+    """One message a step returns with its result; render prints them on stderr, never stdout."""
+
+    kind: NoteKind
+    text: str
+
+    @property
+    def is_warning(self) -> bool:
+        return self.kind.is_warning
+
+
+def warning_texts(notes: Iterable[Note]) -> list[str]:
+    return [n.text for n in notes if n.kind.is_warning]
+
+
+def note_texts(notes: Iterable[Note]) -> list[str]:
+    return [n.text for n in notes if not n.kind.is_warning]
+
+
+@dataclass(frozen=True)
 class Checkpoint:
-    """Everything statecli knows about one checkpoint, without tensor bytes."""
+    """Everything statecli knows about one checkpoint, without tensor bytes. Built once (load.py);
+    a later step that adds something makes a new one (dataclasses.replace, with_notes)."""
 
     path: str
     format: str
@@ -377,10 +418,22 @@ class Checkpoint:
     files: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     unsafe_globals: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    messages: tuple[Note, ...] = ()  # warnings and notes, in the order the steps gave them
     modules: list[ModuleNode] = field(default_factory=list)
     torch_metadata: Any = None  # state_dict()._metadata as saved (per-module versions)
+
+    @property
+    def warnings(self) -> list[str]:
+        return warning_texts(self.messages)
+
+    @property
+    def notes(self) -> list[str]:
+        return note_texts(self.messages)
+
+    def with_notes(self, notes: Iterable[Note]) -> Checkpoint:
+        """This checkpoint with more messages; one already present is not repeated."""
+        new = tuple(n for n in dict.fromkeys(notes) if n not in self.messages)
+        return replace(self, messages=self.messages + new) if new else self
 
     @property
     def container_name(self) -> str:

@@ -224,7 +224,7 @@ def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None)
 
 def evaluate(path: str, rules: Rules) -> list[Finding]:
     """Every enabled rule for one checkpoint; raises StatecliError for an unreadable input."""
-    from ..load import load_checkpoint
+    from ..load import ModelChoice, open_checkpoint
     from .scan import DANGEROUS, SAFE, scan
 
     out: list[Finding] = []
@@ -239,7 +239,9 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         bad = sorted({g.name for g in sr.globals if g.verdict != SAFE})
         out.append(Finding(path, "safe-pickle", not bad, "only weights-only allowlisted globals" if not bad else
                            f"{sr.verdict}: " + ", ".join(bad[:6])))
-    ck = load_checkpoint(path)
+    choice = ModelChoice(rules.matches_model, tuple(rules.model_args)) if rules.matches_model else None
+    opened = open_checkpoint(path, model=choice, classify_by_model=False)  # the rules below read the file's kinds
+    ck = opened.checkpoint
     tensors = [e for e in ck.entries if e.tensor is not None]
     if rules.no_nan or rules.no_inf:
         out += _value_rules(ck, rules)
@@ -289,9 +291,9 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         out.append(Finding(path, "no-optimizer-state", not opt, reason))
     if rules.matches_model:
         from ..classify import with_model
-        from ..modeldef import build_model, load_report, parse_model_args
+        from ..modeldef import load_report
 
-        info = build_model(rules.matches_model, parse_model_args(list(rules.model_args), None))
+        info = opened.model
         ck = with_model(ck, info)
         lines = [x for x in load_report(ck, info) if x.blocking]
         out.append(Finding(path, "matches-model", not lines, f"loads strictly into {info.class_name}" if not lines

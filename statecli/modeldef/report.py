@@ -8,32 +8,38 @@ import warnings
 from dataclasses import replace
 from typing import Any
 
-from ..state import Checkpoint, Kind, TensorInfo, prefix_matches
+from ..state import Checkpoint, Kind, Note, NoteKind, TensorInfo, prefix_matches
 from .model import ModelInfo, ReportLine
 
 
 def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
-    """The load report of `ck` against `info`. Lines are `blocking` when the model's own loader
-    reports them (from_pretrained for a Hugging Face model); `fails_strict` says whether plain
-    load_state_dict(strict=True) would."""
+    """The load report of `ck` against `info` (its notes: load_report_notes)."""
+    return load_report_notes(ck, info)[0]
+
+
+def load_report_notes(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine], list[Note]]:
+    """The load report of `ck` against `info`, and the warnings of what could not run as asked. Lines
+    are `blocking` when the model's own loader reports them (from_pretrained for a Hugging Face
+    model); `fails_strict` says whether plain load_state_dict(strict=True) would."""
     if info.memo is not None:  # cache.py: stored for this checkpoint's keys, else computed live and stored
         return info.memo.load_report(ck, info)
+    notes: list[Note] = []
     file_tensors = {e.name: e.tensor for e in ck.entries if e.group == "" and e.tensor is not None}
     file_values = {e.name for e in ck.entries if e.group == "" and e.tensor is None}
-    lines = _strict_lines(ck, info, file_tensors, file_values)
+    lines = _strict_lines(ck, info, file_tensors, file_values, notes)
     if info.hf is None or ck.is_pickled_module:  # torch.load gives a pickled module back whole
-        return lines
+        return lines, notes
     try:
         verdict = info.hf.verdict({k: (tuple(t.shape), t.dtype) for k, t in file_tensors.items()})
     except Exception as exc:  # noqa: BLE001 - transformers internals may refuse; keep the strict verdict
-        ck.warnings.append(f"from_pretrained's loading step could not run on meta tensors ({type(exc).__name__}: "
-                           f"{exc}); the report shows load_state_dict(strict=True)")
-        return lines
-    return _from_pretrained(info, file_tensors, lines, verdict)
+        notes.append(Note(NoteKind.LOAD_REPORT, f"from_pretrained's loading step could not run on meta tensors "
+                          f"({type(exc).__name__}: {exc}); the report shows load_state_dict(strict=True)"))
+        return lines, notes
+    return _from_pretrained(info, file_tensors, lines, verdict), notes
 
 
 def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInfo],
-                  file_values: set[str]) -> list[ReportLine]:
+                  file_values: set[str], notes: list[Note]) -> list[ReportLine]:
     import torch
 
     lines: list[ReportLine] = []
@@ -79,8 +85,8 @@ def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, Tenso
             result = info.model.load_state_dict(fake_sd, strict=False)
         missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     except Exception as exc:  # noqa: BLE001 - custom hooks may refuse meta tensors; fall back to key sets
-        ck.warnings.append(f"the model's load_state_dict could not run on meta tensors ({type(exc).__name__}); "
-                           "the report compares key sets")
+        notes.append(Note(NoteKind.LOAD_REPORT, f"the model's load_state_dict could not run on meta tensors "
+                          f"({type(exc).__name__}); the report compares key sets"))
         missing = [k for k in info.state_keys if k not in file_tensors and k not in file_values]
         unexpected = [k for k in list(file_tensors) + sorted(file_values) if k not in info.state_keys]
     lines += _conversions(info, unexpected, missing)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from statecli.cli import app
 from statecli.io import atomic
-from statecli.render import set_verbosity
+from statecli.render import Output
 from statecli.render.rewrite import write_progress
 from statecli.rewrite.plan import load as load_plan
 from statecli.rewrite.plan import plan
@@ -187,18 +187,14 @@ def test_progress_bar_only_on_a_terminal_and_never_quiet() -> None:
         def isatty(self) -> bool:
             return True
 
-    with write_progress(err=io.StringIO()) as cb:
+    with write_progress(Output(), err=io.StringIO()) as cb:
         assert cb is None  # not a terminal
     tty = Tty()
-    with write_progress(err=tty) as cb:
+    with write_progress(Output(), err=tty) as cb:
         assert cb is not None
         cb(10, 100)
-    try:
-        set_verbosity(quiet=True)
-        with write_progress(err=Tty()) as cb:
-            assert cb is None
-    finally:
-        set_verbosity()
+    with write_progress(Output(quiet=True), err=Tty()) as cb:
+        assert cb is None
 
 
 def test_quiet_and_verbose_flags(ckpt: Path, tmp_path: Path) -> None:
