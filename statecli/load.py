@@ -4,8 +4,8 @@ wrappers, every entry flattened to a dotted name and classified. Metadata only; 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import classify
@@ -71,9 +71,8 @@ def open_checkpoint(path: str, key: str | None = None, model: ModelChoice | None
         ck, raw = load_with_raw(path, key, strip_prefix)
         if add_prefix:
             ck = replace(ck, entries=[_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries])
-        if not keep_raw:
-            del raw
-            raw = None
+        kept = raw if keep_raw else None
+        del raw  # unless kept, the raw tree goes while the collector is still paused
     info = None
     if model is not None:
         from .modeldef import model_for
@@ -83,7 +82,7 @@ def open_checkpoint(path: str, key: str | None = None, model: ModelChoice | None
         ck = ck.with_notes(Note(NoteKind.CONFIG, n) for n in notes)
         if info is not None and classify_by_model:
             ck = classify.with_model(ck, info)
-    return Opened(ck, raw, info)
+    return Opened(ck, kept, info)
 
 
 def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, ...] = (),

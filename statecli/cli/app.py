@@ -94,7 +94,7 @@ def _current_context() -> Any:
     try:  # Typer >= 0.20 runs on its own copy of click
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - an older Typer on click itself
-        from click import get_current_context
+        from click import get_current_context  # type: ignore[no-redef]
     return get_current_context(silent=True)
 
 

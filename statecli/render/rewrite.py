@@ -13,9 +13,9 @@ from .grid import Col, print_grid
 from .text import escape, make_console
 
 if TYPE_CHECKING:
-    from . import Output
     from ..rewrite.plan import Change
     from ..rewrite.result import RewriteResult
+    from . import Output
 
 _LISTED = 12  # names listed per removal reason before "... N more"
 
