@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from .state import Checkpoint, Entry, Evidence, Kind, Note, NoteKind, Role, Source, TensorInfo
+from .notes import Note, NoteKind
+from .state import Checkpoint, Entry, Evidence, Kind, Role, Source, TensorInfo
 from .units import COMPLEX, is_floating
 
 if TYPE_CHECKING:

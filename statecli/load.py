@@ -14,6 +14,7 @@ from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
 from .io.limits import read_json_file
 from .io.source import is_remote
+from .notes import Note, NoteKind
 from .pickle.graph import GraphRef, flatten, holds_tensors, render_value, tame_keys
 from .pickle.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 from .state import (
@@ -25,8 +26,6 @@ from .state import (
     Evidence,
     Kind,
     ModuleNode,
-    Note,
-    NoteKind,
     Role,
     Source,
     TensorInfo,
@@ -39,52 +38,6 @@ MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "netwo
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which model definition to classify against: --model (with its arguments), --hf-config, or
-    (auto_hf) a config.json found beside the checkpoint."""
-
-    model: str | None = None
-    model_args: tuple[str, ...] = ()
-    model_kwargs: str | None = None
-    hf_config: str | None = None
-    auto_hf: bool = False
-
-
-@dataclass(frozen=True)
-class Opened:
-    """An opened checkpoint: classified (against `model` when one was asked for and classify was set),
-    the raw tree when asked to keep it, and the model definition (modeldef.ModelInfo) or None."""
-
-    checkpoint: Checkpoint
-    raw: RawCheckpoint | None
-    model: Any
-
-
-def open_checkpoint(path: str, key: str | None = None, model: ModelChoice | None = None, *,
-                    strip_prefix: tuple[str, ...] = (), add_prefix: str | None = None, keep_raw: bool = False,
-                    classify_by_model: bool = True) -> Opened:
-    """The one way every command opens a checkpoint: read and classify it, find the model definition,
-    and carry the notes of each step on the Checkpoint. `keep_raw` keeps the raw object tree (the
-    rewrites need it; otherwise it is dropped while the collector is paused)."""
-    with gc_paused():
-        ck, raw = load_with_raw(path, key, strip_prefix)
-        if add_prefix:
-            ck = replace(ck, entries=[_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries])
-        kept = raw if keep_raw else None
-        del raw  # unless kept, the raw tree goes while the collector is still paused
-    info = None
-    if model is not None:
-        from .modeldef import model_for
-
-        info, notes = model_for(path, model.model, list(model.model_args), model.model_kwargs, model.hf_config,
-                                model.auto_hf)
-        ck = ck.with_notes(Note(NoteKind.CONFIG, n) for n in notes)
-        if info is not None and classify_by_model:
-            ck = classify.with_model(ck, info)
-    return Opened(ck, kept, info)
-
-
 def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, ...] = (),
                     add_prefix: str | None = None) -> Checkpoint:
     """Read `path` (file, sharded index, folder or DCP directory) into a classified Checkpoint.
@@ -92,8 +45,15 @@ def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, 
     Refuses files that reference known-dangerous globals (UnsafeContent); names the other
     non-allowlisted globals in a warning. `key` picks the container holding the model state.
     """
-    # open_checkpoint pauses the collector until the raw tree is gone: it then meets only what is kept
-    return open_checkpoint(path, key, strip_prefix=strip_prefix, add_prefix=add_prefix).checkpoint
+    with gc_paused():  # until the raw tree is gone: the collector then meets only what is kept
+        return with_prefix(load_with_raw(path, key, strip_prefix)[0], add_prefix)
+
+
+def with_prefix(ck: Checkpoint, add_prefix: str | None) -> Checkpoint:
+    """`ck` with `add_prefix` before every model-state key (--add-prefix)."""
+    if not add_prefix:
+        return ck
+    return replace(ck, entries=[_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries])
 
 
 def load_with_raw(path: str, key: str | None = None,

@@ -224,7 +224,7 @@ def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None)
 
 def evaluate(path: str, rules: Rules) -> list[Finding]:
     """Every enabled rule for one checkpoint; raises StatecliError for an unreadable input."""
-    from ..load import ModelChoice, open_checkpoint
+    from ..open import ModelChoice, open_checkpoint
     from .scan import DANGEROUS, SAFE, scan
 
     out: list[Finding] = []

@@ -32,7 +32,7 @@ def browse(
     require_textual()  # before reading anything: a missing extra is one line, exit 2
     from ..analyses.diff import diff
     from ..analyses.inspect import inspect
-    from ..load import open_checkpoint
+    from ..open import open_checkpoint
     from ..render import Output, progress_callback
     from ..tui import browse_data, run
 

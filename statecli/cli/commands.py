@@ -56,7 +56,7 @@ def inspect(
     """
     view = output_context(fmt, quiet, verbose)
     from ..analyses.inspect import inspect as inspect_checkpoint
-    from ..load import ModelChoice, open_checkpoint
+    from ..open import ModelChoice, open_checkpoint
     from ..render import render
 
     choice = ModelChoice(model, tuple(model_arg or ()), model_kwargs, hf_config, auto_hf=not no_hf_config)

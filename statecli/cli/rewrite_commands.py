@@ -48,7 +48,7 @@ RenameOpt = Annotated[Optional[list[str]], typer.Option(
 def _load(path: str, key: str | None, model: str | None = None, model_arg: list[str] | None = None,
           model_kwargs: str | None = None) -> tuple[Checkpoint, RawCheckpoint, Any]:
     """Checkpoint, raw tree and (with --model) the model it is classified against."""
-    from ..load import ModelChoice
+    from ..open import ModelChoice
     from ..rewrite.plan import open_input
 
     opened = open_input(path, key, ModelChoice(model, tuple(model_arg or ()), model_kwargs))

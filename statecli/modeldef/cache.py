@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io.limits import read_json_file
-from ..state import Checkpoint, Kind, ModuleNode, Note, NoteKind
+from ..notes import Note, NoteKind
+from ..state import Checkpoint, Kind, ModuleNode
 from .loader import KeyMatch
 from .model import ModelInfo, ModelSlot, ReportLine
 

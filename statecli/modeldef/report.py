@@ -8,7 +8,8 @@ import warnings
 from dataclasses import replace
 from typing import Any
 
-from ..state import Checkpoint, Kind, Note, NoteKind, TensorInfo, prefix_matches
+from ..notes import Note, NoteKind
+from ..state import Checkpoint, Kind, TensorInfo, prefix_matches
 from .model import ModelInfo, ReportLine
 
 

@@ -11,7 +11,8 @@ from importlib import import_module
 from typing import IO, Any
 
 from ..errors import UsageError
-from ..state import Checkpoint, Note, NoteKind, OutputFormat, note_texts, warning_texts
+from ..notes import Note, NoteKind, note_texts, warning_texts
+from ..state import Checkpoint, OutputFormat
 from .text import escape, make_console
 
 # Human views by result class name, imported only when used (the JSON path never imports rich).

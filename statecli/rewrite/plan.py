@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 from ..classify import with_model
 from ..errors import UsageError, user_regex
 from ..formats import RawCheckpoint
-from ..state import Checkpoint, Entry, Kind, Note, NoteKind, Role, StorageId
+from ..notes import Note, NoteKind
+from ..state import Checkpoint, Entry, Kind, Role, StorageId
 from ..storage import unique_storage_bytes
 from ..units import CAST_TARGETS, dtype_name, is_floating
 from .spec import CastSpec, ConvertSpec, MoveSpec, Spec, StripSpec
 
 if TYPE_CHECKING:
-    from ..load import ModelChoice, Opened
+    from ..open import ModelChoice, Opened
 
 EntryKey = tuple[str, str]  # (container, name)
 
@@ -81,7 +82,7 @@ class Plan:
 def open_input(path: str, key: str | None, model: ModelChoice | None = None) -> Opened:
     """The input of a rewrite, opened as every command opens one (classified against `model` when
     given), its raw tree kept, and a note of what the rewrite cannot keep."""
-    from ..load import open_checkpoint
+    from ..open import open_checkpoint
 
     opened = open_checkpoint(path, key, model, keep_raw=True)
     assert opened.raw is not None

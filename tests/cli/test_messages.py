@@ -86,7 +86,7 @@ def test_diff_notes_go_to_stderr(tmp_path: Path) -> None:
 
 def test_checkpoint_is_immutable(samples: Path) -> None:
     from statecli.load import load_checkpoint
-    from statecli.state import Note, NoteKind
+    from statecli.notes import Note, NoteKind
 
     ck = load_checkpoint(str(samples / "full_model.pt"))
     for field, value in (("notes", []), ("messages", ()), ("entries", []), ("container", "x"), ("format", "y")):
