@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from .notes import Note, NoteKind
 from .state import Checkpoint, Entry, Evidence, Kind, Role, Source, TensorInfo
 from .units import COMPLEX, is_floating
 
@@ -173,7 +174,7 @@ def with_adapter(ck: Checkpoint, config: dict[str, Any]) -> Checkpoint:
     note = (f"a {peft} adapter{f' for {base}' if base else ''} (adapter_config.json{extra.replace(', ', ': ', 1)}): "
             f"targets {shown}; every tensor is an adapter parameter, loaded onto the base model by "
             "PeftModel.from_pretrained")
-    return replace(ck, entries=out, notes=ck.notes + [note])
+    return replace(ck, entries=out).with_notes([Note(NoteKind.LAYOUT, note)])
 
 
 def in_container(name: str, tensor: TensorInfo | None, kind_for_tensors: Kind) -> tuple[Kind, Evidence]:
@@ -202,7 +203,7 @@ def with_model(ck: Checkpoint, info: ModelInfo) -> Checkpoint:
     file key maps (through any rename or fusion the model's loader applies) to the model entries it
     becomes. Entries the model does not know stay visible as unknown."""
     if any(c.role is not Role.MODEL and c.name == ck.container_name for c in ck.containers):
-        return replace(ck, warnings=ck.warnings + info.warnings)  # the root is optimizer or RNG state
+        return ck.with_notes(_model_notes(info))  # the root is optimizer or RNG state
     names = [e.name for e in ck.entries if e.group == "" and e.tensor is not None]
     matches = info.map_keys(names)
     out: list[Entry] = []
@@ -216,7 +217,11 @@ def with_model(ck: Checkpoint, info: ModelInfo) -> Checkpoint:
             continue
         slot = info.slots[m.targets[0]]
         out.append(replace(e, kind=slot.kind, evidence=Evidence(Source.MODEL, m.how)))
-    return replace(ck, entries=out, modules=list(info.modules), warnings=ck.warnings + info.warnings)
+    return replace(ck, entries=out, modules=list(info.modules)).with_notes(_model_notes(info))
+
+
+def _model_notes(info: ModelInfo) -> list[Note]:
+    return [Note(NoteKind.MODEL, w) for w in info.warnings]
 
 
 _RULES: dict[str, Evidence] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import classify
@@ -13,6 +14,7 @@ from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
 from .io.limits import read_json_file
 from .io.source import is_remote
+from .notes import Note, NoteKind
 from .pickle.graph import GraphRef, flatten, holds_tensors, render_value, tame_keys
 from .pickle.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef
 from .state import (
@@ -44,10 +46,14 @@ def load_checkpoint(path: str, key: str | None = None, strip_prefix: tuple[str, 
     non-allowlisted globals in a warning. `key` picks the container holding the model state.
     """
     with gc_paused():  # until the raw tree is gone: the collector then meets only what is kept
-        ck = load_with_raw(path, key, strip_prefix)[0]
-        if add_prefix:
-            ck.entries = [_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries]
+        return with_prefix(load_with_raw(path, key, strip_prefix)[0], add_prefix)
+
+
+def with_prefix(ck: Checkpoint, add_prefix: str | None) -> Checkpoint:
+    """`ck` with `add_prefix` before every model-state key (--add-prefix)."""
+    if not add_prefix:
         return ck
+    return replace(ck, entries=[_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries])
 
 
 def load_with_raw(path: str, key: str | None = None,
@@ -66,7 +72,7 @@ def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:
     (adapter_config.json), an accelerate save_state folder, a Lightning .ckpt."""
     note = classify.training_note(ck)
     if note:
-        ck.notes.append(note)
+        ck = ck.with_notes([Note(NoteKind.LAYOUT, note)])
     if is_remote(raw.path):
         return ck
     folder = os.path.dirname(os.path.abspath(raw.path)) if not os.path.isdir(raw.path) else raw.path
@@ -76,7 +82,7 @@ def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:
         return ck
     note = classify.folder_note(names, os.path.basename(raw.path))
     if note:
-        ck.notes.append(note)
+        ck = ck.with_notes([Note(NoteKind.LAYOUT, note)])
     if "adapter_config.json" in names and os.path.basename(raw.path).startswith("adapter_model"):
         try:
             config = read_json_file(os.path.join(folder, "adapter_config.json"))
@@ -87,27 +93,57 @@ def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:
     return ck
 
 
+@dataclass
+class _Draft:
+    """The Checkpoint while build() fills it; frozen into one Checkpoint at the end."""
+
+    path: str
+    format: str
+    entries: list[Entry] = field(default_factory=list)
+    container: str = ""
+    containers: list[Container] = field(default_factory=list)
+    unsafe_globals: list[str] = field(default_factory=list)
+    messages: list[Note] = field(default_factory=list)
+    modules: list[ModuleNode] = field(default_factory=list)
+    torch_metadata: Any = None
+
+    @property
+    def container_name(self) -> str:
+        return self.container or ROOT
+
+    def note(self, text: str, kind: NoteKind = NoteKind.CLASSIFICATION) -> None:
+        self.messages.append(Note(kind, text))
+
+
 def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) -> Checkpoint:
-    ck = Checkpoint(path=raw.path, format=raw.format, entries=[], container="", files=list(raw.files),
-                    metadata=dict(raw.metadata), warnings=list(raw.warnings))
+    """The classified Checkpoint of a raw tree."""
+    ck = _Draft(path=raw.path, format=raw.format, messages=[Note(NoteKind.READER, w) for w in raw.warnings])
+    _fill(ck, raw, key, strip_prefix)
+    return Checkpoint(path=ck.path, format=ck.format, entries=ck.entries, container=ck.container,
+                      containers=ck.containers, files=list(raw.files), metadata=dict(raw.metadata),
+                      unsafe_globals=ck.unsafe_globals, messages=tuple(ck.messages), modules=ck.modules,
+                      torch_metadata=ck.torch_metadata)
+
+
+def _fill(ck: _Draft, raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) -> None:
     if raw.format == "safetensors" and raw.metadata and isinstance(raw.root, Mapping):
         _alias_note(ck, raw.metadata, raw.root)
     if raw.untrusted:
         ck.unsafe_globals = list(raw.untrusted)
-        ck.warnings.append("torch.load would need weights_only=False: " + ", ".join(raw.untrusted)
-                           + " (statecli read them as inert stubs; nothing was executed)")
+        ck.note("torch.load would need weights_only=False: " + ", ".join(raw.untrusted)
+                + " (statecli read them as inert stubs; nothing was executed)", NoteKind.UNTRUSTED_GLOBALS)
     root = raw.root
     tame_keys(root)
     if _is_module(root):
         ck.container = PICKLED_MODULE
         _add_module(ck, raw, root, "", "")
         _finish(ck, raw, strip_prefix, {})
-        return ck
+        return
     if not isinstance(root, Mapping):
         if isinstance(root, (TensorRef, TensorInfo)):
             ck.entries.append(_tensor_entry(raw, ROOT, root, ""))
             _finish(ck, raw, strip_prefix, {})
-            return ck
+            return
         raise BadInput(raw.path, f"holds a {_type_name(root)}, not a state dict or a module")
     choice = _choose_container(raw, root, key)
     ck.container = choice
@@ -121,7 +157,7 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
             else:
                 ck.entries.append(_value_entry(name, leaf, ""))
         _finish(ck, raw, strip_prefix, roles)
-        return ck
+        return
     model_value = _get_path(root, choice) if choice else root
     if choice:
         top = choice.split(".", 1)[0]
@@ -149,10 +185,9 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
                 continue
             _add_group(ck, raw, gname, gvalue, roles)
     _finish(ck, raw, strip_prefix, roles)
-    return ck
 
 
-def _alias_note(ck: Checkpoint, meta: Mapping[str, str], root: Mapping[Any, Any]) -> None:
+def _alias_note(ck: _Draft, meta: Mapping[str, str], root: Mapping[Any, Any]) -> None:
     """Tied keys a safetensors file leaves out (save_model's convention): named as aliases, never as
     stored tensors, with what restores them."""
     from .formats.safetensors import recorded_aliases
@@ -160,7 +195,7 @@ def _alias_note(ck: Checkpoint, meta: Mapping[str, str], root: Mapping[Any, Any]
     aliases = recorded_aliases(meta, (str(k) for k in root))
     if aliases:
         shown = ", ".join(f"{a} -> {t}" for a, t in list(aliases.items())[:3]) + (", ..." if len(aliases) > 3 else "")
-        ck.notes.append(f"{len(aliases)} tied key(s) are aliases, not stored tensors (safetensors.torch.save_model's "
+        ck.note(f"{len(aliases)} tied key(s) are aliases, not stored tensors (safetensors.torch.save_model's "
                         f"convention; load_model and from_pretrained re-tie them, plain load_file does not return "
                         f"them): {shown}")
 
@@ -237,7 +272,7 @@ def _strip_path(value: Any, dotted: str) -> Any:
     return out
 
 
-def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, roles: dict[str, Role]) -> None:
+def _add_group(ck: _Draft, raw: RawCheckpoint, gname: str, gvalue: Any, roles: dict[str, Role]) -> None:
     role, tensor_kind = classify.container_role(gname, state_dict=_looks_like_state(gvalue),
                                                 tensors=_holds_tensors(gvalue) or _is_module(gvalue))
     roles[gname] = role
@@ -257,7 +292,7 @@ def _add_group(ck: Checkpoint, raw: RawCheckpoint, gname: str, gvalue: Any, role
             ck.entries.append(_value_entry(name, leaf, gname))
 
 
-def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, Role]) -> None:
+def _finish(ck: _Draft, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, Role]) -> None:
     if strip_prefix:
         ck.entries = [_strip(e, strip_prefix) if e.group == "" else e for e in ck.entries]
     names = [e.name for e in ck.entries if e.group == ""]
@@ -268,17 +303,17 @@ def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], r
     model = [e for e in ck.entries if e.group == "" and e.tensor is not None]
     for p in WRAPPER_PREFIXES:
         if model and all(e.name.startswith(p) for e in model):
-            ck.notes.append(f"every model key starts with {p!r} (a {'DDP/DataParallel' if p == 'module.' else 'torch.compile'} "
+            ck.note(f"every model key starts with {p!r} (a {'DDP/DataParallel' if p == 'module.' else 'torch.compile'} "
                             f"wrapper); add --strip-prefix {p} to see the plain module names")
     refs = {"shared reference": 0, "cycle": 0}
     for e in ck.entries:
         if e.value_type in refs:
             refs[e.value_type] += 1
     if refs["shared reference"]:
-        ck.notes.append(f"{refs['shared reference']} key(s) name a container already listed under another name "
+        ck.note(f"{refs['shared reference']} key(s) name a container already listed under another name "
                         "(the file shares it by many paths); each is shown once as <shared: same object as ...>")
     if refs["cycle"]:
-        ck.notes.append(f"{refs['cycle']} key(s) refer back to a container that holds them (a cycle), shown as "
+        ck.note(f"{refs['cycle']} key(s) refer back to a container that holds them (a cycle), shown as "
                         "<cycle: refers back to ...>")
     groups: dict[str, list[Entry]] = {}
     for e in ck.entries:
@@ -291,7 +326,7 @@ def _finish(ck: Checkpoint, raw: RawCheckpoint, strip_prefix: tuple[str, ...], r
                                        nbytes=unique_storage_bytes(tensors)[1]))
     cuda = sorted({e.tensor.device for e in ck.entries if e.tensor is not None and e.tensor.device.startswith("cuda")})
     if cuda:
-        ck.notes.append(f"tensors were saved on {', '.join(cuda)}: torch.load on a CPU-only machine needs "
+        ck.note(f"tensors were saved on {', '.join(cuda)}: torch.load on a CPU-only machine needs "
                         f"map_location='cpu'; or run: statecli move {ck.path} --device cpu -o OUT")
 
 
@@ -317,7 +352,7 @@ def _is_module(obj: Any) -> bool:
     return "_parameters" in attrs and "_modules" in attrs
 
 
-def _add_module(ck: Checkpoint, raw: RawCheckpoint, root: StubObject, prefix: str, group: str) -> None:
+def _add_module(ck: _Draft, raw: RawCheckpoint, root: StubObject, prefix: str, group: str) -> None:
     """Exact classification from a pickled nn.Module's own _parameters/_buffers/_non_persistent_buffers_set."""
     stack: list[tuple[str, StubObject]] = [(prefix, root)]
     seen: set[int] = set()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Generic, TypeVar, overload
 
+from .notes import Note, note_texts, warning_texts
 from .units import itemsize
 
 SCHEMA_VERSION = 1  # of every JSON document statecli prints; bumped when a field changes meaning
@@ -377,9 +378,10 @@ class ModuleNode:
                 "buffers": list(self.buffers), "non_persistent": list(self.non_persistent)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Checkpoint:
-    """Everything statecli knows about one checkpoint, without tensor bytes."""
+    """Everything statecli knows about one checkpoint, without tensor bytes. Built once (load.py);
+    a later step that adds something makes a new one (dataclasses.replace, with_notes)."""
 
     path: str
     format: str
@@ -389,10 +391,22 @@ class Checkpoint:
     files: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     unsafe_globals: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    messages: tuple[Note, ...] = ()  # warnings and notes, in the order the steps gave them
     modules: list[ModuleNode] = field(default_factory=list)
     torch_metadata: Any = None  # state_dict()._metadata as saved (per-module versions)
+
+    @property
+    def warnings(self) -> list[str]:
+        return warning_texts(self.messages)
+
+    @property
+    def notes(self) -> list[str]:
+        return note_texts(self.messages)
+
+    def with_notes(self, notes: Iterable[Note]) -> Checkpoint:
+        """This checkpoint with more messages; one already present is not repeated."""
+        new = tuple(n for n in dict.fromkeys(notes) if n not in self.messages)
+        return replace(self, messages=self.messages + new) if new else self
 
     @property
     def container_name(self) -> str:

@@ -348,7 +348,7 @@ _RULE_TABLE: tuple[tuple[Callable[[Rules], bool], Callable[[_Subject], list[Find
 
 def evaluate(path: str, rules: Rules) -> list[Finding]:
     """Every enabled rule for one checkpoint; raises StatecliError for an unreadable input."""
-    from ..load import load_checkpoint
+    from ..open import open_checkpoint
     from .scan import DANGEROUS, scan
 
     sr = scan(path, verify_crc=False)  # the safe-pickle rule needs the pickles, not every tensor byte
@@ -358,7 +358,7 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         raise UnsafeContent(path, f"{sr.verdict}: {what}", "do not load this file (statecli scan shows everything)")
     if sr.error:
         raise BadInput(path, sr.error)
-    subject = _Subject(path, rules, sr, load_checkpoint(path))
+    subject = _Subject(path, rules, sr, open_checkpoint(path).checkpoint)
     return [f for enabled, run in _RULE_TABLE if enabled(rules) for f in run(subject)]
 
 

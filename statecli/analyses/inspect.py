@@ -237,10 +237,11 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
     report: tuple[Any, ...] = ()
     if model is not None:
         from ..classify import with_model
-        from ..modeldef import load_report
+        from ..modeldef import load_report_notes
 
         ck = with_model(ck, model)
-        report = tuple(load_report(ck, model))
+        lines, notes = load_report_notes(ck, model)
+        ck, report = ck.with_notes(notes), tuple(lines)
     with gc_paused():
         entries = select(ck, kinds, pattern)
         s = summarize(entries)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -12,6 +12,9 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..errors import ExitCode, StatecliError
 from . import fastparams  # noqa: F401 - option conversion without pydantic's import (issue 13)
+
+if TYPE_CHECKING:
+    from ..render import Output
 
 EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage, unreadable input or an
 internal error; 3 unsafe content refused (the file references code that loading would run)."""
@@ -31,10 +34,10 @@ class StatecliGroup(TyperGroup):
         start = time.perf_counter()
         try:
             result = super().invoke(ctx)
-            _timing(start)
+            _timing(ctx, start)
             return result
         except (typer.Exit, SystemExit):
-            _timing(start)
+            _timing(ctx, start)
             raise
         except StatecliError as exc:
             if os.environ.get("STATECLI_DEBUG"):
@@ -72,10 +75,35 @@ def _missing_extra(exc: Exception) -> StatecliError | None:
     return missing_extra(exc)
 
 
-def _timing(start: float) -> None:
-    from ..render import verbose_line
+_OUTPUT = "statecli.output"  # the command's Output in click's per-invocation ctx.meta (shared by the group)
 
-    verbose_line(f"done in {time.perf_counter() - start:.2f} s")
+
+def output_context(fmt: Any = None, quiet: bool = False, verbose: bool = False) -> Output:
+    """The command's -f/-q/-v read once into the Output passed to everything that prints; kept in this
+    invocation's context too, for the group's closing -v line (`done in`)."""
+    from ..render import Output
+
+    output = Output.of(fmt or "table", quiet, verbose)
+    ctx = _current_context()
+    if ctx is not None:
+        ctx.meta[_OUTPUT] = output
+    return output
+
+
+def _current_context() -> Any:
+    try:  # Typer >= 0.20 runs on its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - an older Typer on click itself
+        from click import get_current_context  # type: ignore[no-redef]
+    return get_current_context(silent=True)
+
+
+def _timing(ctx: Any, start: float) -> None:
+    output = ctx.meta.get(_OUTPUT)
+    if output is not None:
+        from ..render import verbose_line
+
+        verbose_line(f"done in {time.perf_counter() - start:.2f} s", output)
 
 
 def _is_click_exception(exc: Exception) -> bool:

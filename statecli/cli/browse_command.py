@@ -32,14 +32,14 @@ def browse(
     require_textual()  # before reading anything: a missing extra is one line, exit 2
     from ..analyses.diff import diff
     from ..analyses.inspect import inspect
-    from ..load import load_checkpoint
-    from ..render import progress_callback
+    from ..open import open_checkpoint
+    from ..render import Output, progress_callback
     from ..tui import browse_data, run
 
-    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
+    ck = open_checkpoint(path, key, strip_prefix=tuple(strip_prefix or ())).checkpoint
     compared = None
     if path_b is not None:
-        ck_b = load_checkpoint(path_b, key=key_b or key, strip_prefix=tuple(strip_prefix or ()))
-        with progress_callback(enabled=True) as progress:
+        ck_b = open_checkpoint(path_b, key_b or key, strip_prefix=tuple(strip_prefix or ())).checkpoint
+        with progress_callback(Output()) as progress:
             compared = diff(ck, ck_b, rtol=rtol, atol=atol, progress=progress, by_module=True)
     run(browse_data(inspect(ck), compared))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from ..render import set_verbosity
 from ..state import KindFilter, OutputFormat
 from ..vocab import SortOrder
-from .app import app, exit_with
+from .app import app, exit_with, output_context
 from .options import (
     AddPrefixOpt,
     DataFormat,
@@ -56,28 +55,18 @@ def inspect(
 
     Example: statecli inspect sample_checkpoints/cnn.pt
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..analyses.inspect import inspect as inspect_checkpoint
-    from ..load import load_checkpoint
+    from ..open import ModelChoice, open_checkpoint
     from ..render import render
 
-    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix)
-    info = _model_info(ck, path, model, model_arg, model_kwargs, hf_config, auto_hf=not no_hf_config)
-    result = inspect_checkpoint(ck, tuple(kind or ()), filter_, stats=stats, model=info,
+    choice = ModelChoice(model, tuple(model_arg or ()), model_kwargs, hf_config, auto_hf=not no_hf_config)
+    opened = open_checkpoint(path, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
+                             classify_by_model=False)  # inspect classifies and reports against the model itself
+    result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats, model=opened.model,
                                 model_explicit=bool(model or hf_config), tree=tree)
-    render(result, fmt)
+    render(result, view)
     exit_with(result.exit_code)
-
-
-def _model_info(ck: Any, path: str, model: str | None, model_arg: list[str] | None, model_kwargs: str | None,
-                hf_config: str | None, auto_hf: bool = False) -> Any:
-    """The model definition to classify against (--model, --hf-config or a config.json beside the
-    checkpoint); notes about an unusable config join the checkpoint's notes."""
-    from ..modeldef import model_for
-
-    info, notes = model_for(path, model, model_arg, model_kwargs, hf_config, auto_hf)
-    ck.notes.extend(notes)
-    return info
 
 
 @app.command()
@@ -95,13 +84,13 @@ def size(
 
     Example: statecli size sample_checkpoints/transformer.pt --depth 2
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..analyses.size import size_of
     from ..load import load_checkpoint
     from ..render import render
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
-    render(size_of(ck, depth, top), fmt)
+    render(size_of(ck, depth, top), view)
 
 
 @app.command()
@@ -145,7 +134,7 @@ def diff(
 
     Example: statecli diff sample_checkpoints/cnn.pt sample_checkpoints/cnn.safetensors
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..analyses.diff import diff as diff_checkpoints
     from ..load import load_checkpoint
     from ..render import progress_callback, render
@@ -153,12 +142,12 @@ def diff(
     strip = tuple(strip_prefix or ())
     ck_a = load_checkpoint(a, key=key_a or key, strip_prefix=strip, add_prefix=add_prefix_a)
     ck_b = load_checkpoint(b, key=key_b or key, strip_prefix=strip, add_prefix=add_prefix_b)
-    with progress_callback(enabled=not quiet) as progress:
+    with progress_callback(view) as progress:
         result = diff_checkpoints(ck_a, ck_b, rtol=rtol, atol=atol, equal_nan=equal_nan, values=values,
                                   progress=progress, everything=everything, only_changed=only_changed,
                                   ignore_dtype=ignore_dtype, depth=depth, by_module=by_module, sort=sort,
                                   strict_sharing=strict_sharing)
-    render(result, fmt)
+    render(result, view)
     exit_with(result.exit_code)
 
 
@@ -177,12 +166,12 @@ def scan(
 
     Example: statecli scan sample_checkpoints/full_model.pt
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..analyses.scan import scan_paths
     from ..render import render
 
     report = scan_paths(paths, strict=strict)
-    render(report, fmt)
+    render(report, view)
     exit_with(report.exit_code)
 
 
@@ -228,7 +217,7 @@ def check(
 
     Example: statecli check sample_checkpoints/*.safetensors --no-nan --devices cpu
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..analyses.check import check as run_check
     from ..render import render
     from ..render.ci import write_ci_outputs
@@ -239,6 +228,6 @@ def check(
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
         ("model-args", model_arg), ("format", require_format)) if value is not None}
     result = run_check(paths, flags, config)
-    render(result, fmt)
+    render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)

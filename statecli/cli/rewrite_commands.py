@@ -9,10 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
-from ..render import set_verbosity
 from ..vocab import CastOnly
-from .app import app, exit_with
-from .commands import _model_info
+from .app import app, exit_with, output_context
 from .options import (
     AddPrefixOpt,
     DataFormat,
@@ -37,6 +35,7 @@ from .options import (
 
 if TYPE_CHECKING:
     from ..formats import RawCheckpoint
+    from ..render import Output
     from ..rewrite.plan import Plan
     from ..rewrite.rename import Renames
     from ..rewrite.spec import Target
@@ -51,12 +50,12 @@ RenameOpt = Annotated[Optional[list[str]], typer.Option(
 def _load(path: str, key: str | None, model: str | None = None, model_arg: list[str] | None = None,
           model_kwargs: str | None = None) -> tuple[Checkpoint, RawCheckpoint, Any]:
     """Checkpoint, raw tree and (with --model) the model it is classified against."""
-    from ..classify import with_model
-    from ..rewrite.plan import load
+    from ..open import ModelChoice
+    from ..rewrite.plan import open_input
 
-    ck, raw = load(path, key)
-    info = _model_info(ck, path, model, model_arg, model_kwargs, None)
-    return (with_model(ck, info) if info is not None else ck), raw, info
+    opened = open_input(path, key, ModelChoice(model, tuple(model_arg or ()), model_kwargs))
+    assert opened.raw is not None  # kept: the rewrite walks it
+    return opened.checkpoint, opened.raw, opened.model
 
 
 def _renames(strip_prefix: list[str] | None, add_prefix: str | None, rename: list[str] | None) -> Renames:
@@ -75,11 +74,11 @@ def _stdout(target: Target) -> Any:
     return getattr(sys.stdout, "buffer", None)
 
 
-def _finish(plan: Plan, target: Target, fmt: str, renames: Renames | None = None,
+def _finish(plan: Plan, target: Target, view: Output, renames: Renames | None = None,
             duplicate_tied: bool = False) -> None:
     """Apply the renames, run the plan with a progress bar, and print what changed in the chosen format
     (on stderr when the checkpoint itself goes to stdout)."""
-    from ..render import VERBOSITY, render
+    from ..render import render
     from ..render.rewrite import write_progress
     from ..rewrite.rename import with_renames
     from ..rewrite.run import run
@@ -88,12 +87,12 @@ def _finish(plan: Plan, target: Target, fmt: str, renames: Renames | None = None
     if duplicate_tied:
         plan = dataclasses.replace(plan, duplicate_tied=True)
     stdout = _stdout(target)
-    with write_progress() as progress:
+    with write_progress(view) as progress:
         result = run(plan, target, progress, stdout)
     if target.output != "-" or target.dry_run:
-        render(result, fmt)
-    elif not VERBOSITY.quiet:
-        render(result, fmt, out=sys.stderr)
+        render(result, view)
+    elif not view.quiet:
+        render(result, view, out=sys.stderr)
     exit_with(result.exit_code)
 
 
@@ -131,7 +130,7 @@ def cast(
 
     Example: statecli cast sample_checkpoints/cnn.pt --dtype half -o cnn-fp16.safetensors
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..rewrite.plan import plan
     from ..rewrite.spec import CastSpec, Target
 
@@ -140,7 +139,7 @@ def cast(
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     strict=strict)
     ck, raw, info = _load(path, key, model, model_arg, model_kwargs)
-    _finish(plan(ck, raw, spec, info), target, fmt, _renames(strip_prefix, add_prefix, rename),
+    _finish(plan(ck, raw, spec, info), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 
 
@@ -181,7 +180,7 @@ def strip(
 
     Example: statecli strip sample_checkpoints/train_ckpt.pt --optimizer -o weights.pt
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..rewrite.plan import plan
     from ..rewrite.spec import StripSpec, Target
 
@@ -191,7 +190,7 @@ def strip(
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, info = _load(path, key, model, model_arg, model_kwargs)
-    _finish(plan(ck, raw, spec, info), target, fmt, _renames(strip_prefix, add_prefix, rename),
+    _finish(plan(ck, raw, spec, info), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 
 
@@ -216,13 +215,13 @@ def move(
 
     Example: statecli move sample_checkpoints/cuda.pt --device cpu -o cuda-on-cpu.pt
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..rewrite.plan import plan
     from ..rewrite.spec import MoveSpec, Target
 
     ck, raw, _ = _load(path, key)
     target = Target(output=output, in_place=in_place, to=to, dry_run=dry_run)
-    _finish(plan(ck, raw, MoveSpec(device=device)), target, fmt, _renames(strip_prefix, add_prefix, rename),
+    _finish(plan(ck, raw, MoveSpec(device=device)), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 
 
@@ -247,14 +246,14 @@ def convert(
 
     Example: statecli convert sample_checkpoints/cnn.pt -o cnn.safetensors
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..rewrite.plan import plan
     from ..rewrite.spec import ConvertSpec, Target
 
     target = Target(output=output, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, _ = _load(path, key)
-    _finish(plan(ck, raw, ConvertSpec()), target, fmt, _renames(strip_prefix, add_prefix, rename),
+    _finish(plan(ck, raw, ConvertSpec()), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 
 
@@ -280,7 +279,7 @@ def rename_keys(
 
     Example: statecli rename dp.pt --strip-prefix module. -o plain.pt
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..rewrite.plan import plan
     from ..rewrite.spec import ConvertSpec, Target
 
@@ -290,5 +289,5 @@ def rename_keys(
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, _ = _load(path, key)
-    _finish(plan(ck, raw, ConvertSpec()), target, fmt, renames,
+    _finish(plan(ck, raw, ConvertSpec()), target, view, renames,
             duplicate_tied)

@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ..render import set_verbosity
 from ..state import OutputFormat
-from .app import app, exit_with
+from .app import app, exit_with, output_context
 from .options import KeyOpt, PathArg, QuietOpt, ReportFormatOpt, StripOpt, VerboseOpt
 
 
@@ -31,12 +30,12 @@ def show(
 
     Example: statecli show sample_checkpoints/cnn.pt conv2.weight
     """
-    set_verbosity(quiet, verbose)
+    view = output_context(fmt, quiet, verbose)
     from ..analyses.show import show as show_entry
     from ..load import load_checkpoint
     from ..render import render
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
     result = show_entry(ck, name, bins=bins, first=first, extreme=extremes)
-    render(result, fmt)
+    render(result, view)
     exit_with(result.exit_code)

@@ -15,8 +15,8 @@ from .model import (
     find_hf_config,
     parse_model_args,
 )
-from .report import load_report
+from .report import load_report, load_report_notes
 
 __all__ = ["HfLoader", "HfVerdict", "KeyMatch", "ModelInfo", "ModelSlot", "ReportLine", "build_hf_model",
-           "build_model", "describe", "find_hf_config", "load_report", "model_for",
+           "build_model", "describe", "find_hf_config", "load_report", "load_report_notes", "model_for",
            "parse_model_args"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io.limits import read_json_file
+from ..notes import Note, NoteKind
 from ..state import Checkpoint, Kind, ModuleNode
 from ..vocab import ReportProblem
 from .loader import KeyMatch
@@ -229,25 +230,23 @@ class Memo:
             _write(path, [(k, v) for k, v in out.items()])
         return out
 
-    def load_report(self, ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
-        from .report import load_report
+    def load_report(self, ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine], list[Note]]:
+        from .report import load_report_notes
 
         path = self._path("report", _checkpoint_digest(ck))
         if path is not None:
             hit = _read(path)
             if isinstance(hit, dict):
-                ck.warnings.extend(hit["warnings"])
-                return list(hit["lines"])
+                return list(hit["lines"]), [Note(NoteKind.LOAD_REPORT, w) for w in hit["warnings"]]
         self.materialize(info)
-        before = len(ck.warnings)
         info.memo = None
         try:
-            lines = load_report(ck, info)
+            lines, notes = load_report_notes(ck, info)
         finally:
             info.memo = self
         if path is not None:
-            _write(path, {"lines": list(lines), "warnings": list(ck.warnings[before:])})
-        return lines
+            _write(path, {"lines": list(lines), "warnings": [n.text for n in notes]})
+        return lines, notes
 
 
 def _prune(folder: Path) -> None:

@@ -9,29 +9,36 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from ..notes import Note, NoteKind
 from ..state import Checkpoint, Kind, TensorInfo, prefix_matches
 from ..vocab import ReportProblem
 from .model import ModelInfo, ReportLine
 
 
 def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
-    """The load report of `ck` against `info`. Lines are `blocking` when the model's own loader
-    reports them (from_pretrained for a Hugging Face model); `fails_strict` says whether plain
-    load_state_dict(strict=True) would."""
+    """The load report of `ck` against `info` (its notes: load_report_notes)."""
+    return load_report_notes(ck, info)[0]
+
+
+def load_report_notes(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine], list[Note]]:
+    """The load report of `ck` against `info`, and the warnings of what could not run as asked. Lines
+    are `blocking` when the model's own loader reports them (from_pretrained for a Hugging Face
+    model); `fails_strict` says whether plain load_state_dict(strict=True) would."""
     if info.memo is not None:  # cache.py: stored for this checkpoint's keys, else computed live and stored
         return info.memo.load_report(ck, info)
+    notes: list[Note] = []
     file_tensors = {e.name: e.tensor for e in ck.entries if e.group == "" and e.tensor is not None}
     file_values = {e.name for e in ck.entries if e.group == "" and e.tensor is None}
-    lines, tied = _strict_lines(ck, info, file_tensors, file_values)
+    lines, tied = _strict_lines(ck, info, file_tensors, file_values, notes)
     if info.hf is None or ck.is_pickled_module:  # torch.load gives a pickled module back whole
-        return lines
+        return lines, notes
     try:
         verdict = info.hf.verdict({k: (tuple(t.shape), t.dtype) for k, t in file_tensors.items()})
     except Exception as exc:  # noqa: BLE001 - transformers internals may refuse; keep the strict verdict
-        ck.warnings.append(f"from_pretrained's loading step could not run on meta tensors ({type(exc).__name__}: "
-                           f"{exc}); the report shows load_state_dict(strict=True)")
-        return lines
-    return _from_pretrained(info, file_tensors, lines, verdict, tied)
+        notes.append(Note(NoteKind.LOAD_REPORT, f"from_pretrained's loading step could not run on meta tensors "
+                          f"({type(exc).__name__}: {exc}); the report shows load_state_dict(strict=True)"))
+        return lines, notes
+    return _from_pretrained(info, file_tensors, lines, verdict, tied), notes
 
 
 class Why(StrEnum):
@@ -99,12 +106,12 @@ def explain(o: Outcome) -> ReportLine:
 
 
 def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInfo],
-                  file_values: set[str]) -> tuple[list[ReportLine], set[str]]:
+                  file_values: set[str], notes: list[Note]) -> tuple[list[ReportLine], set[str]]:
     """The load_state_dict(strict=True) report, and the missing keys a tie explains (from_pretrained
     re-ties them)."""
     shape_dtype = _shape_dtype_outcomes(info, file_tensors)
     mismatched = {o.key for o in shape_dtype if o.why is Why.SHAPE}
-    missing, unexpected = _key_sets(ck, info, file_tensors, file_values, mismatched)
+    missing, unexpected = _key_sets(ck, info, file_tensors, file_values, mismatched, notes)
     converted = _conversions(info, unexpected, missing)
     fix = _prefix_fix(unexpected, missing)
     state = set(info.state_keys)
@@ -134,7 +141,7 @@ def _shape_dtype_outcomes(info: ModelInfo, file_tensors: dict[str, TensorInfo]) 
 
 
 def _key_sets(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInfo], file_values: set[str],
-              mismatched: set[str]) -> tuple[list[str], list[str]]:
+              mismatched: set[str], notes: list[Note]) -> tuple[list[str], list[str]]:
     """(missing, unexpected) by torch's own logic (hooks such as BatchNorm's num_batches_tracked
     handling) run on meta tensors; a plain comparison of key sets where the model refuses them."""
     import torch
@@ -159,8 +166,8 @@ def _key_sets(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInf
             result = info.model.load_state_dict(fake_sd, strict=False)
         return list(result.missing_keys), list(result.unexpected_keys)
     except Exception as exc:  # noqa: BLE001 - custom hooks may refuse meta tensors; fall back to key sets
-        ck.warnings.append(f"the model's load_state_dict could not run on meta tensors ({type(exc).__name__}); "
-                           "the report compares key sets")
+        notes.append(Note(NoteKind.LOAD_REPORT, f"the model's load_state_dict could not run on meta tensors "
+                          f"({type(exc).__name__}); the report compares key sets"))
         return ([k for k in info.state_keys if k not in file_tensors and k not in file_values],
                 [k for k in list(file_tensors) + sorted(file_values) if k not in info.state_keys])
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import import_module
 from typing import IO, Any
 
 from ..errors import UsageError
-from ..state import OutputFormat
+from ..notes import Note, NoteKind, note_texts, warning_texts
+from ..state import Checkpoint, OutputFormat
 from .text import escape, make_console
 
 # Human views by result type: (module of render/, function). Built on first use, so the JSON path
@@ -40,24 +42,53 @@ def _human_view(result: Any) -> Callable[[Any, Any], None]:
     return human
 
 
-def render(result: Any, fmt: OutputFormat | str = OutputFormat.TABLE, out: IO[str] | None = None) -> None:
-    """Print `result` in `fmt`; then its checkpoint's warnings and notes on stderr. A result that
-    cannot give a format (no rows for CSV, say) refuses it with a UsageError naming both."""
-    fmt = OutputFormat(fmt)
+@dataclass(frozen=True)
+class Output:
+    """How a command prints, read once from its -f/-q/-v options and passed to whatever prints:
+    -q the result only (stdout); -v also what was read and how long it took (stderr)."""
+
+    fmt: OutputFormat = OutputFormat.TABLE
+    quiet: bool = False
+    verbose: bool = False
+
+    @classmethod
+    def of(cls, fmt: OutputFormat | str = OutputFormat.TABLE, quiet: bool = False, verbose: bool = False) -> Output:
+        return cls(OutputFormat(fmt), quiet and not verbose, verbose)
+
+
+def render(result: Any, output: Output | OutputFormat | str = Output(), out: IO[str] | None = None) -> None:
+    """Print `result` in the output's format; then every message it carries (its checkpoints'
+    warnings and notes, its own notes) on stderr, whatever the format, so stdout holds the result
+    only. A result that cannot give a format (no rows for CSV, say) refuses it with a UsageError."""
+    output = output if isinstance(output, Output) else Output.of(output)
     stream = out or sys.stdout
     try:
-        _render(result, fmt, stream, out)
+        _render(result, output.fmt, stream, out)
         stream.flush()
     except BrokenPipeError:  # `| head`: the reader has all it wanted; the command's own exit code stands
         stdout_gone()
+    print_notes(messages(result), output)
     for ck in _checkpoints(result):
-        print_warnings(ck.warnings, ck.notes)
-        verbose_line(f"read {ck.path} ({ck.format}, {len(ck.files)} file(s), {len(ck.entries)} entries)")
+        verbose_line(f"read {ck.path} ({ck.format}, {len(ck.files)} file(s), {len(ck.entries)} entries)", output)
 
 
-def _checkpoints(result: Any) -> list[Any]:
-    found = [getattr(result, name, None) for name in ("checkpoint", "a", "b")]
-    return [ck for ck in found if ck is not None and hasattr(ck, "warnings")]
+def _checkpoints(result: Any) -> list[Checkpoint]:
+    plan = getattr(result, "plan", None)  # a rewrite: the checkpoint it read
+    found = [getattr(result, name, None) for name in ("checkpoint", "a", "b")] + [getattr(plan, "ck", None)]
+    return [ck for ck in found if isinstance(ck, Checkpoint)]
+
+
+def messages(result: Any) -> list[Note]:
+    """Every message `result` carries, each once: its checkpoints' (warnings and notes of reading,
+    classifying and the model definition), then the result's own notes (a diff's, a rewrite's)."""
+    found: list[Note] = [n for ck in _checkpoints(result) for n in ck.messages]
+    own = getattr(result, "notes", ())
+    found += [n if isinstance(n, Note) else Note(_own_kind(result), n) for n in own]
+    return list(dict.fromkeys(found))
+
+
+def _own_kind(result: Any) -> NoteKind:
+    return NoteKind.REWRITE if hasattr(result, "plan") else NoteKind.CLASSIFICATION
 
 
 def stdout_gone() -> None:
@@ -96,33 +127,21 @@ def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None
         _human_view(result)(result, make_console(out))
 
 
-class _Verbosity:
-    quiet = False
-    verbose = False
-
-
-VERBOSITY = _Verbosity()
-
-
-def set_verbosity(quiet: bool = False, verbose: bool = False) -> None:
-    """-q: the result only (stdout); -v: also what was read and how long it took (stderr)."""
-    VERBOSITY.quiet, VERBOSITY.verbose = quiet and not verbose, verbose
-
-
-def verbose_line(text: str) -> None:
-    if VERBOSITY.verbose:
+def verbose_line(text: str, output: Output) -> None:
+    if output.verbose:
         sys.stderr.write(f"statecli: {escape(text)}\n")
 
 
-def print_warnings(warnings: list[str], notes: list[str], out: IO[str] | None = None) -> None:
-    if VERBOSITY.quiet or (not warnings and not notes):
+def print_notes(notes: list[Note], output: Output, out: IO[str] | None = None) -> None:
+    """Warnings first, then notes, on stderr (or `out`); nothing with -q."""
+    if output.quiet or not notes:
         return  # and rich is never imported on the JSON path
     from rich.text import Text
 
     con = make_console(out, err=out is None)
-    for w in warnings:
+    for w in warning_texts(notes):
         con.print(Text("warning: ", style="bold yellow") + Text(escape(w)))
-    for n in notes:
+    for n in note_texts(notes):
         con.print(Text("note: ", style="bold cyan") + Text(escape(n)))
 
 
@@ -134,9 +153,9 @@ def error_line(message: str) -> None:
 
 
 @contextmanager
-def progress_callback(enabled: bool) -> Iterator[Any]:
-    """A rich progress bar on stderr for long comparisons; nothing when stderr is not a terminal."""
-    if not enabled or VERBOSITY.quiet or not sys.stderr.isatty():
+def progress_callback(output: Output) -> Iterator[Any]:
+    """A rich progress bar on stderr for long comparisons; nothing with -q or when stderr is not a terminal."""
+    if output.quiet or not sys.stderr.isatty():
         yield None
         return
     from rich.progress import Progress
@@ -150,4 +169,4 @@ def progress_callback(enabled: bool) -> Iterator[Any]:
         yield update
 
 
-__all__ = ["render", "print_warnings", "error_line", "progress_callback", "escape", "set_verbosity", "verbose_line"]
+__all__ = ["Output", "render", "messages", "print_notes", "error_line", "progress_callback", "escape", "verbose_line"]

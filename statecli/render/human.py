@@ -86,8 +86,6 @@ def render_diff(r: DiffResult, con: Any) -> None:
                     Col("note", wrap=True)], rows)
     for h in r.renames:
         con.print(Text("hint: " + escape(h), style="cyan"))
-    for n in r.notes:
-        con.print(Text("note: " + escape(n)))
     style = "bold green" if r.equal else "bold red"
     con.print(Text(r.summary_line, style=style))
 

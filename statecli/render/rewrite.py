@@ -16,6 +16,7 @@ from .text import escape, make_console
 if TYPE_CHECKING:
     from ..rewrite.plan import Change
     from ..rewrite.result import RewriteResult
+    from . import Output
 
 _LISTED = 12  # names listed per removal reason before "... N more"
 
@@ -50,20 +51,14 @@ def human(r: RewriteResult, con: Any) -> None:
         con.print(Text(f"wrote {where} ({r.out_format}); verified by re-reading it", style="bold green"))
         print_grid(con, None, [Col(""), Col("before", wrap=True), Col("after", wrap=True)],
                    [[escape(c) for c in row] for row in r.summary_rows()])
-    from . import VERBOSITY
-
-    for n in () if VERBOSITY.quiet else r.notes:
-        con.print(Text("note: " + escape(n), style="cyan"))
 
 
 @contextmanager
-def write_progress(enabled: bool = True, err: IO[str] | None = None) -> Iterator[Callable[[int, int], None] | None]:
+def write_progress(output: Output, err: IO[str] | None = None) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar over bytes written, on stderr, only when stderr is a terminal and not -q.
     Yields the callback to pass into rewrite.run.run (None when there is no bar)."""
-    from . import VERBOSITY
-
     stream = err or sys.stderr
-    if not enabled or VERBOSITY.quiet or not stream.isatty():
+    if output.quiet or not stream.isatty():
         yield None
         return
     from rich.progress import (

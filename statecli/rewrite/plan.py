@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..classify import with_model
 from ..errors import UsageError, user_regex
 from ..formats import RawCheckpoint
+from ..notes import Note, NoteKind
 from ..state import Checkpoint, Entry, Kind, Role, StorageId
 from ..storage import unique_storage_bytes
 from ..units import CAST_TARGETS, dtype_name, is_floating
 from ..vocab import CastOnly, ChangeKind, Layout
 from .spec import CastSpec, ConvertSpec, MoveSpec, Spec, StripSpec
+
+if TYPE_CHECKING:
+    from ..open import ModelChoice, Opened
 
 EntryKey = tuple[str, str]  # (container, name)
 
@@ -75,15 +80,25 @@ class Plan:
         object.__setattr__(self, "notes", tuple(self.notes))
 
 
-def load(path: str, key: str | None, model: Any = None) -> tuple[Checkpoint, RawCheckpoint]:
-    """The checkpoint (classified against `model` when given) and the raw tree it was read from."""
-    from ..load import load_with_raw
+def open_input(path: str, key: str | None, model: ModelChoice | None = None) -> Opened:
+    """The input of a rewrite, opened as every command opens one (classified against `model` when
+    given), its raw tree kept, and a note of what the rewrite cannot keep."""
+    from ..open import open_checkpoint
 
-    ck, raw = load_with_raw(path, key)
-    if raw.untrusted:
-        ck.notes.append("the input references non-allowlisted globals; they are kept only if written as .pt "
-                        "values statecli can re-create")
-    return (with_model(ck, model) if model is not None else ck), raw
+    opened = open_checkpoint(path, key, model, keep_raw=True)
+    assert opened.raw is not None
+    if not opened.raw.untrusted:
+        return opened
+    note = Note(NoteKind.REWRITE, "the input references non-allowlisted globals; they are kept only if written "
+                "as .pt values statecli can re-create")
+    return dataclasses.replace(opened, checkpoint=opened.checkpoint.with_notes([note]))
+
+
+def load(path: str, key: str | None, model: Any = None) -> tuple[Checkpoint, RawCheckpoint]:
+    """The checkpoint (classified against `model`, a modeldef.ModelInfo, when given) and its raw tree."""
+    opened = open_input(path, key)
+    assert opened.raw is not None
+    return (with_model(opened.checkpoint, model) if model is not None else opened.checkpoint), opened.raw
 
 
 def plan(ck: Checkpoint, raw: RawCheckpoint, spec: Spec, model: Any = None) -> Plan:

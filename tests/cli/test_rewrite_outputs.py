@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from statecli.cli import app
 from statecli.io import atomic
-from statecli.render import set_verbosity
+from statecli.render import Output
 from statecli.render.rewrite import write_progress
 from statecli.rewrite.plan import load as load_plan
 from statecli.rewrite.plan import plan
@@ -28,9 +28,14 @@ runner = CliRunner()
 
 
 def _ok(args: list[str]) -> str:
+    return _ok_both(args)[0]
+
+
+def _ok_both(args: list[str]) -> tuple[str, str]:
+    """stdout (the result) and stderr (the messages: warnings and notes)."""
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result.stdout
+    return result.stdout, result.stderr
 
 
 @pytest.fixture
@@ -154,9 +159,9 @@ def test_stale_temp_files_of_a_killed_run_are_removed(tmp_path: Path, ckpt: Path
     live.write_bytes(b"x")
     foreign = tmp_path / ".statecli-old-00000000-1-x"
     foreign.mkdir()
-    stdout = _ok(["convert", str(ckpt), "-o", str(tmp_path / "o.safetensors")])
+    _, stderr = _ok_both(["convert", str(ckpt), "-o", str(tmp_path / "o.safetensors")])
     assert sorted(_left(tmp_path)) == sorted([live.name, foreign.name])
-    assert "removed 2 temp file(s)" in stdout
+    assert "removed 2 temp file(s)" in stderr
 
 
 def test_move_to_safetensors_claims_no_move(tmp_path: Path, samples: Path) -> None:
@@ -165,8 +170,9 @@ def test_move_to_safetensors_claims_no_move(tmp_path: Path, samples: Path) -> No
     assert not [c for c in data["changes"] if c["what"] == "moved"]
     assert any("records no device, so nothing was moved" in n for n in data["notes"])
     save_file({"w": torch.ones(2)}, str(tmp_path / "w.safetensors"))
-    human = _ok(["move", str(tmp_path / "w.safetensors"), "--device", "cuda:0", "-o", str(tmp_path / "v.safetensors")])
-    assert "moved" not in human.replace("nothing was moved", "") and "records no device" in human
+    human, notes = _ok_both(["move", str(tmp_path / "w.safetensors"), "--device", "cuda:0", "-o",
+                             str(tmp_path / "v.safetensors")])
+    assert "moved" not in human and "records no device" in notes
     # a .pt output records the device: that move is real and reported
     pt = json.loads(_ok(["move", str(tmp_path / "w.safetensors"), "--device", "cuda:0", "-o", str(tmp_path / "v.pt"),
                          "-f", "json"]))
@@ -187,18 +193,14 @@ def test_progress_bar_only_on_a_terminal_and_never_quiet() -> None:
         def isatty(self) -> bool:
             return True
 
-    with write_progress(err=io.StringIO()) as cb:
+    with write_progress(Output(), err=io.StringIO()) as cb:
         assert cb is None  # not a terminal
     tty = Tty()
-    with write_progress(err=tty) as cb:
+    with write_progress(Output(), err=tty) as cb:
         assert cb is not None
         cb(10, 100)
-    try:
-        set_verbosity(quiet=True)
-        with write_progress(err=Tty()) as cb:
-            assert cb is None
-    finally:
-        set_verbosity()
+    with write_progress(Output(quiet=True), err=Tty()) as cb:
+        assert cb is None
 
 
 def test_quiet_and_verbose_flags(ckpt: Path, tmp_path: Path) -> None:

@@ -57,10 +57,11 @@ def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_cast_to_s3_equals_local(s3: Any, tmp_path: Path, temp_root: Path) -> None:
     save_file(_state(), tmp_path / "in.safetensors")
-    code, out = _invoke(["cast", str(tmp_path / "in.safetensors"), "--dtype", "half", "-o", "s3://ckpt/out.safetensors",
-                         "--format", "json"])
-    assert code == 0, out
-    assert json.loads(out)["output"] == "s3://ckpt/out.safetensors" and SECRET not in out
+    result = runner.invoke(app, ["cast", str(tmp_path / "in.safetensors"), "--dtype", "half", "-o",
+                                 "s3://ckpt/out.safetensors", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    # stdout holds the JSON only (notes go to stderr); neither stream shows the secret
+    assert json.loads(result.stdout)["output"] == "s3://ckpt/out.safetensors" and SECRET not in result.output
     code, local = _invoke(["cast", str(tmp_path / "in.safetensors"), "--dtype", "half", "-o",
                            str(tmp_path / "out.safetensors")])
     assert code == 0, local
