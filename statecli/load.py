@@ -22,6 +22,7 @@ from .state import (
     Container,
     Entry,
     Evidence,
+    Format,
     Kind,
     ModuleNode,
     Role,
@@ -90,7 +91,7 @@ def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:
 def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) -> Checkpoint:
     ck = Checkpoint(path=raw.path, format=raw.format, entries=[], container="", files=list(raw.files),
                     metadata=dict(raw.metadata), warnings=list(raw.warnings))
-    if raw.format == "safetensors" and raw.metadata and isinstance(raw.root, Mapping):
+    if raw.format is Format.SAFETENSORS and raw.metadata and isinstance(raw.root, Mapping):
         _alias_note(ck, raw.metadata, raw.root)
     if raw.untrusted:
         ck.unsafe_globals = list(raw.untrusted)

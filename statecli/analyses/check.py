@@ -297,8 +297,7 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         out.append(Finding(path, "matches-model", not lines, f"loads strictly into {info.class_name}" if not lines
                            else "; ".join(f"{x.key}: {x.problem}" for x in lines[:5])))
     if rules.format:
-        fmt_name = "safetensors" if "safetensors" in ck.format else "dcp" if "distributed" in ck.format else "pt"
-        ok = fmt_name in rules.format or ck.format in rules.format
+        ok = ck.format.family in rules.format or ck.format in rules.format
         out.append(Finding(path, "format", ok, f"{ck.format}" + ("" if ok else f"; required: {', '.join(rules.format)}")))
     return out
 
