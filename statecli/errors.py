@@ -36,6 +36,15 @@ class BadInput(StatecliError):
     """The input is missing, unreadable, corrupt or not a checkpoint."""
 
 
+class NotACheckpoint(BadInput):
+    """The input reads fine but is no checkpoint (an image, a bare pickle, a numpy array): callers that
+    must tell this from a broken checkpoint test the class, never the message."""
+
+
+class NotFound(BadInput):
+    """The input does not exist (no such file, a 404): a caller probing for a file tests the class."""
+
+
 class UnsafeContent(StatecliError):
     """The input references code that loading would execute (a known-dangerous pickle global)."""
 

@@ -24,6 +24,7 @@ from .state import (
     Container,
     Entry,
     Evidence,
+    Format,
     Kind,
     ModuleNode,
     Role,
@@ -98,7 +99,7 @@ class _Draft:
     """The Checkpoint while build() fills it; frozen into one Checkpoint at the end."""
 
     path: str
-    format: str
+    format: Format
     entries: list[Entry] = field(default_factory=list)
     container: str = ""
     containers: list[Container] = field(default_factory=list)
@@ -126,7 +127,7 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
 
 
 def _fill(ck: _Draft, raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) -> None:
-    if raw.format == "safetensors" and raw.metadata and isinstance(raw.root, Mapping):
+    if raw.format is Format.SAFETENSORS and raw.metadata and isinstance(raw.root, Mapping):
         _alias_note(ck, raw.metadata, raw.root)
     if raw.untrusted:
         ck.unsafe_globals = list(raw.untrusted)

@@ -325,8 +325,7 @@ def _matches_model(s: _Subject) -> list[Finding]:
 
 def _format(s: _Subject) -> list[Finding]:
     ck, wanted = s.ck, s.rules.format
-    fmt_name = "safetensors" if "safetensors" in ck.format else "dcp" if "distributed" in ck.format else "pt"
-    ok = fmt_name in wanted or ck.format in wanted
+    ok = ck.format.family in wanted or ck.format in wanted
     return [Finding(s.path, CheckRule.FORMAT, ok, f"{ck.format}" + ("" if ok else f"; required: {', '.join(wanted)}"))]
 
 

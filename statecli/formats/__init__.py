@@ -1,16 +1,23 @@
-"""Format detection: one entry point that turns a path into a RawCheckpoint, reading metadata only."""
+"""Format detection: a path becomes its checkpoint (resolve_path), the registry's handler for it
+(handler_for), then a RawCheckpoint (read_raw, metadata only) or a scan (scan_path)."""
 
 from __future__ import annotations
 
 import os
-import pickletools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..errors import BadInput
+from ..errors import BadInput, NotACheckpoint, NotFound, StatecliError
 from ..io.source import hf_cache_path, is_remote, listdir, register
+from ..state import Format
 from ._common import RawCheckpoint, open_regular
+from .handler import FormatHandler, record
 
-__all__ = ["RawCheckpoint", "detect_format", "expand_paths", "read_raw", "refusal", "resolve_path", "sniff"]
+if TYPE_CHECKING:
+    from ..pickle.pickles import Findings
+
+__all__ = ["Format", "FormatHandler", "RawCheckpoint", "detect_format", "expand_paths", "handler_for", "read_raw",
+           "refusal", "resolve_path", "scan_file", "scan_path", "sniff"]
 
 # File names a single-checkpoint folder is recognised by, best first.
 _SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
@@ -27,7 +34,7 @@ def resolve_path(path: str) -> str:
     if not os.path.lexists(path):
         cached = hf_cache_path(path)
         if cached is None:
-            raise BadInput(path, "no such file or directory")
+            raise NotFound(path, "no such file or directory")
         path = cached
     if not os.path.isdir(path):
         return path
@@ -125,87 +132,71 @@ def sniff(head: bytes) -> str:
     return "unknown format: not a torch.save zip, legacy torch file, safetensors or index"
 
 
-# Every opcode byte: pickle.load, and torch.load of a file that is neither zip nor tar, run a stream
-# from whatever opcode it starts with (`N0cos\nsystem...`, `I7\n0...`, a protocol 0/1 legacy save's
-# `L...`), so a file starting with one is read as a pickle; the reader says what it looks like when
-# no pickle is there (formats.refusal).
-_PICKLE_OPCODES = frozenset(op.code.encode("latin-1") for op in pickletools.opcodes)
-
-
-def detect_format(path: str, head: bytes) -> str:
-    """The container a file's first bytes announce: "zip", "safetensors", "pickle", "tar" or "npy";
-    BadInput "not a checkpoint (looks like ...)" otherwise. Shared by the readers and `scan`.
-    Checked in the loaders' order: torch.load tries zip, then tar (tarfile's own test), then pickle."""
-    from . import npy, safetensors, torchlegacy, torchzip
-
-    if not head:
-        raise BadInput(path, "empty file")
-    if torchzip.detect(head):
-        return "zip"
-    if torchlegacy.detect_tar(head):  # torch.load's next guess, before a safetensors-looking header
-        return "tar"
-    if safetensors.detect(head):
-        return "safetensors"
-    if npy.detect(head):
-        return "npy"
-    if head[:1] in _PICKLE_OPCODES:
-        return "pickle"
-    raise refusal(path, head)
+def detect_format(path: str, head: bytes) -> Format:
+    """The format a file's first bytes announce (a handler with magic bytes); NotACheckpoint
+    "not a checkpoint (looks like ...)" otherwise."""
+    return _by_head(path, head).format
 
 
 def refusal(path: str, head: bytes) -> BadInput:
     """What a file that is no checkpoint (and holds no pickle that resolves a global) looks like."""
     if head.startswith(b"GGUF"):
-        return BadInput(path, "not a checkpoint: a GGUF file; statecli reads torch.save, safetensors, sharded and "
-                              "DCP checkpoints")
+        return NotACheckpoint(path, "not a checkpoint: a GGUF file; statecli reads torch.save, safetensors, "
+                                    "sharded and DCP checkpoints")
     if head.lstrip()[:1] == b"{":
-        return BadInput(path, "a JSON file, not a checkpoint (an index must be named *.index.json)")
-    return BadInput(path, f"not a checkpoint (looks like {sniff(head)})")
+        return NotACheckpoint(path, "a JSON file, not a checkpoint (an index must be named *.index.json)")
+    return NotACheckpoint(path, f"not a checkpoint (looks like {sniff(head)})")
+
+
+def handler_for(path: str, allow_sharded: bool = True) -> FormatHandler:
+    """The first handler of the registry that claims `path`: those without magic bytes (a DCP folder,
+    an index by its name) are asked before a byte is read; then the file's first 512 bytes decide,
+    in the loaders' order (torch.load tries zip, then tar, then pickle). `allow_sharded` False: a
+    shard is read as a file, never as another index."""
+    from .registry import REGISTRY
+
+    name, is_folder = os.path.basename(path), _is_folder(path)
+    for h in REGISTRY:
+        if not h.magic and (allow_sharded or h.format is not Format.SHARDED) and h.detect(b"", name, is_folder):
+            return h
+    with open_regular(path) as f:
+        head = f.read(512)
+    return _by_head(path, head)
+
+
+def _by_head(path: str, head: bytes) -> FormatHandler:
+    from .registry import REGISTRY
+
+    if not head:
+        raise BadInput(path, "empty file")
+    name = os.path.basename(path)
+    for h in REGISTRY:
+        if h.magic and h.detect(head, name, False):
+            return h
+    raise refusal(path, head)
 
 
 def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:
-    """Detect the format of `path` from its bytes (not its name) and read its metadata."""
-    from . import dcp, safetensors, sharded, torchlegacy, torchzip
-
+    """Detect the format of `path` from its layout or bytes (never a file's name alone, except an
+    index) and read its metadata."""
     path = resolve_path(path) if allow_sharded else register(path)
-    if _is_folder(path):
-        return dcp.read(path)
-    if allow_sharded and path.endswith(".index.json"):
-        return sharded.read(path)
+    return handler_for(path, allow_sharded).read(path)
+
+
+def scan_path(path: str, acc: Findings, verify_crc: bool = True) -> Format | None:
+    """Scan one checkpoint (file, sharded index or DCP folder) into `acc`: its format, or None when
+    not even that could be told (the error is in `acc`). `verify_crc` reads every zip member to
+    check its CRC (the whole file); without it only the pickles are read."""
+    try:
+        target = resolve_path(path)
+        return handler_for(target).scan(target, acc, verify_crc)
+    except StatecliError as exc:
+        record(acc, exc)
+        return None
+
+
+def scan_file(path: str, acc: Findings, verify_crc: bool) -> Format:
+    """One file by the format its bytes announce (a DCP item: never a folder or an index)."""
     with open_regular(path) as f:
         head = f.read(512)
-    kind = detect_format(path, head)
-    if kind == "zip":
-        try:
-            return torchzip.read(path)
-        except BadInput as exc:
-            if exc.problem.startswith("not a checkpoint"):
-                _refuse_npy_payload(path, zipped=True)
-            raise
-    if kind == "safetensors":
-        return safetensors.read(path)
-    if kind == "pickle":
-        return torchlegacy.read(path)
-    if kind == "npy":
-        _refuse_npy_payload(path, zipped=False)
-        raise BadInput(path, "not a checkpoint (looks like a numpy array)")
-    from .torchtar import refuse
-
-    refuse(path)  # exit 3 where scan finds a payload in a member, else unsupported (exit 2)
-
-
-def _refuse_npy_payload(path: str, zipped: bool) -> None:
-    """An object array is a pickle np.load would run: a payload there is a finding, not a format error."""
-    from ..errors import UnsafeContent
-    from ..pickle.pickles import Findings
-    from . import npy
-
-    acc = Findings()
-    if zipped:
-        npy.scan_zip(path, acc)
-    else:
-        with open_regular(path) as f:
-            npy.scan_bytes(f.read(npy.MAX_MEMBER), path, acc)
-    if acc.dangerous:
-        raise UnsafeContent(path, "numpy object array pickle references code that loading would run: "
-                            + ", ".join(acc.dangerous), "refusing the file; do not np.load it")
+    return _by_head(path, head).scan(path, acc, verify_crc)

@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BadInput
 from ..pickle.unpickler import TensorRef
-from ..state import TensorInfo
+from ..state import Format, TensorInfo
 
 
 @dataclass
@@ -16,7 +16,7 @@ class RawCheckpoint:
     """A reader's output: the object tree as saved (tensors as TensorInfo/TensorRef leaves)."""
 
     path: str
-    format: str
+    format: Format
     root: Any
     files: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)

@@ -11,14 +11,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadInput, UnsafeContent
+from ..errors import BadInput, StatecliError, UnsafeContent
 from ..io.source import isfile, register_range
+from ..pickle.pickles import Context, Findings, scan_stream
 from ..pickle.unpickler import DtypeValue, NamedValue, RestrictedUnpickler, StubObject, TensorRef, unpickle
 from ..pickle.verdict import DCP_TRUSTED
-from ..state import TensorInfo, TensorPiece
+from ..state import Format, TensorInfo, TensorPiece
 from ._common import RawCheckpoint, open_regular
+from .handler import BaseHandler, merge, record
 
-FORMAT = "torch.distributed.checkpoint"
 METADATA = ".metadata"
 MAX_METADATA = 1 << 30
 _METADATA_CLS = "torch.distributed.checkpoint.metadata.Metadata"
@@ -141,7 +142,7 @@ def refuse_transforms(item: Item) -> None:
 
 def read(folder: str) -> RawCheckpoint:
     lay = layout(folder)
-    raw = RawCheckpoint(path=folder, format=FORMAT, root={}, files=[lay.meta_path] + sorted({i.file for i in lay.items}),
+    raw = RawCheckpoint(path=folder, format=Format.DCP, root={}, files=[lay.meta_path] + sorted({i.file for i in lay.items}),
                         globals_seen=lay.reader.globals_seen, untrusted=lay.reader.untrusted,
                         dangerous=lay.reader.dangerous)
     version = _attr(lay.root, "version", lay.meta_path)
@@ -301,3 +302,48 @@ def write(folder: str, state_dict: dict[str, Any]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "torch.distributed is disabled ... single process": as intended
         dcp.save(state_dict, storage_writer=dcp.FileSystemWriter(folder), no_dist=True)  # type: ignore[call-arg]
+
+
+def scan(folder: str, acc: Findings) -> None:
+    """`.metadata` (DCP's dataclasses trusted by exact name), then every item it names in the `.distcp`
+    files, each scanned as the standalone file torch.load would read (any size, any format)."""
+    from . import scan_file
+
+    with open_regular(metadata_path(folder)) as f:
+        scan_stream(f, ".metadata", acc, Context(DCP_TRUSTED))
+    done: set[tuple[str, int, int]] = set()
+    for item in layout(folder).items:
+        if item.span in done:  # records naming the same bytes: scanned once
+            continue
+        done.add(item.span)
+        sub = Findings()
+        try:
+            refuse_transforms(item)
+            scan_file(item.path, sub, verify_crc=False)
+        except StatecliError as exc:
+            sub.errors.append(exc.problem)
+        merge(acc, sub, item.name)
+
+
+class DcpHandler(BaseHandler):
+    """A torch.distributed.checkpoint folder (no magic: its `.metadata` file names it)."""
+
+    format = Format.DCP
+    magic = False
+    writer = staticmethod(write)
+
+    def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
+        return is_folder
+
+    def read(self, source: str) -> RawCheckpoint:
+        return read(source)
+
+    def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
+        try:
+            scan(source, findings)
+        except StatecliError as exc:  # the folder is still a DCP checkpoint, however broken
+            record(findings, exc)
+        return Format.DCP
+
+
+HANDLER = DcpHandler()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import io
 import zipfile
 
+from ..errors import NotACheckpoint, UnsafeContent
 from ..pickle.pickles import Findings, scan_stream
+from ..state import Format
+from ._common import RawCheckpoint, open_regular
+from .handler import BaseHandler
 
 MAGIC = b"\x93NUMPY"
 MAX_MEMBER = 64 << 20
@@ -71,3 +75,39 @@ def scan_zip(path: str, acc: Findings) -> int:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         acc.errors.append(f"corrupt zip archive: {exc}")
     return n
+
+
+def refuse_payload(path: str, zipped: bool) -> None:
+    """An object array is a pickle np.load would run: a payload there is a finding, not a format error."""
+    acc = Findings()
+    if zipped:
+        scan_zip(path, acc)
+    else:
+        with open_regular(path) as f:
+            scan_bytes(f.read(MAX_MEMBER), path, acc)
+    if acc.dangerous:
+        raise UnsafeContent(path, "numpy object array pickle references code that loading would run: "
+                            + ", ".join(acc.dangerous), "refusing the file; do not np.load it")
+
+
+class NpyHandler(BaseHandler):
+    """A bare .npy is not a checkpoint: never read, but its object-array pickle is scanned."""
+
+    format = Format.NUMPY_ARRAY
+
+    def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
+        return detect(head)
+
+    def read(self, source: str) -> RawCheckpoint:
+        refuse_payload(source, zipped=False)
+        raise NotACheckpoint(source, "not a checkpoint (looks like a numpy array)")
+
+    def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
+        with open_regular(source) as f:
+            data = f.read(MAX_MEMBER)
+        if not scan_bytes(data, source, findings):
+            findings.errors.append("not a checkpoint (looks like a numpy array)")
+        return Format.NUMPY_ARRAY
+
+
+HANDLER = NpyHandler()

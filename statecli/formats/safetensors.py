@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import BadInput
 from ..io.limits import load_json
-from ..state import TensorInfo
+from ..state import Format, TensorInfo
 from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
+from .handler import BaseHandler
 
-FORMAT = "safetensors"
+if TYPE_CHECKING:
+    from ..pickle.pickles import Findings
+
 MAX_HEADER = 100_000_000  # the safetensors library's own cap
 ALIASES_KEY = "statecli.aliases"  # JSON {copy: original}: tied keys a --duplicate-tied output stores as copies
 
@@ -111,7 +114,7 @@ def read(path: str) -> RawCheckpoint:
         pos = end
     if start + pos != size:
         raise BadInput(path, f"data section holds {size - start} bytes but the tensors cover {pos}")
-    raw = RawCheckpoint(path=path, format=FORMAT, root=root, files=[path], metadata=dict(meta))
+    raw = RawCheckpoint(path=path, format=Format.SAFETENSORS, root=root, files=[path], metadata=dict(meta))
     _restore_aliases(raw, root, meta)
     return raw
 
@@ -181,3 +184,23 @@ def write(f: IO[bytes], items: Sequence[WriteItem], metadata: Mapping[str, str])
             written += chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
         if written != item.nbytes:
             raise RuntimeError(f"{item.name!r}: wrote {written} bytes, expected {item.nbytes}")
+
+
+class SafetensorsHandler(BaseHandler):
+    """safetensors files: no pickle anywhere, so a scan is the reader's header validation."""
+
+    format = Format.SAFETENSORS
+    writer = staticmethod(write)
+
+    def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
+        return detect(head)
+
+    def read(self, source: str) -> RawCheckpoint:
+        return read(source)
+
+    def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
+        read(source)
+        return Format.SAFETENSORS
+
+
+HANDLER = SafetensorsHandler()

@@ -11,11 +11,11 @@ from ..errors import BadInput
 from ..io.limits import load_json
 from ..io.source import exists, map_concurrent
 from ..io.urls import is_remote
-from ..state import TensorInfo
+from ..pickle.pickles import Findings
+from ..state import Format, TensorInfo
 from ._common import RawCheckpoint, open_regular
+from .handler import BaseHandler, merge
 
-FORMAT_SAFETENSORS = "sharded safetensors"
-FORMAT_BIN = "sharded torch"
 MAX_INDEX = 256 << 20
 
 
@@ -62,7 +62,7 @@ def read(path: str) -> RawCheckpoint:
             raise BadInput(path, problem)
         absent = absent or (not remote and not os.path.isfile(os.path.join(folder, shard)))
     is_st = all(s.endswith(".safetensors") for s in shards)
-    raw = RawCheckpoint(path=path, format=FORMAT_SAFETENSORS if is_st else FORMAT_BIN, root={},
+    raw = RawCheckpoint(path=path, format=Format.SHARDED_SAFETENSORS if is_st else Format.SHARDED_TORCH, root={},
                         metadata={str(k): json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
     raw.files.append(path)
     by_shard: dict[str, list[str]] = {}
@@ -143,3 +143,45 @@ def write_index(path: str, weight_map: dict[str, str], total_size: int) -> None:
     text = json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map}, indent=2) + "\n"
     with open_output(path) as f:
         f.write(text.encode("utf-8"))
+
+
+def scan(path: str, acc: Findings, verify_crc: bool) -> None:
+    """Every shard the weight map names, each scanned as the file it is."""
+    from . import scan_path
+
+    wmap, _ = read_index(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    local, missing = not is_remote(path), []
+    for shard in sorted(set(wmap.values())):
+        problem = shard_problem(path, shard)
+        if problem:
+            acc.problems.append(problem)
+            continue
+        if local and not os.path.isfile(os.path.join(folder, shard)):
+            missing.append(shard)  # one line for all of them: an index may name a million
+            continue
+        sub = Findings()
+        scan_path(os.path.join(folder, shard), sub, verify_crc)
+        merge(acc, sub, shard, calls_named=False)
+    if missing:
+        acc.errors.append(f"weight_map names {len(missing)} shard file(s) that do not exist, e.g. {missing[0]!r}")
+
+
+class ShardedHandler(BaseHandler):
+    """A Hugging Face `*.index.json` over shard files (no magic: named by its name)."""
+
+    format = Format.SHARDED
+    magic = False
+
+    def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
+        return not is_folder and name.endswith(".index.json")
+
+    def read(self, source: str) -> RawCheckpoint:
+        return read(source)
+
+    def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
+        scan(source, findings, verify_crc)
+        return Format.SHARDED
+
+
+HANDLER = ShardedHandler()

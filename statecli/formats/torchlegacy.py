@@ -3,16 +3,18 @@ by each storage's raw bytes, every one prefixed with its element count."""
 
 from __future__ import annotations
 
+import pickletools
 import struct
-from typing import Any
+from typing import Any, BinaryIO
 
-from ..errors import BadInput, UnsafeContent
+from ..errors import BadInput, NotACheckpoint, UnsafeContent
 from ..pickle.pickles import Findings
 from ..pickle.unpickler import StorageRef, storage_from_pid, unpickle
+from ..state import Format
 from ..units import itemsize
 from ._common import RawCheckpoint, open_regular, read_exact
+from .handler import BaseHandler
 
-FORMAT = "torch legacy"
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 
@@ -21,22 +23,23 @@ def _no_pid(pid: Any) -> Any:
     raise BadInput(None, "unexpected persistent id in a legacy header pickle")
 
 
+# Every opcode byte: pickle.load, and torch.load of a file that is neither zip nor tar, run a stream
+# from whatever opcode it starts with (`N0cos\nsystem...`, `I7\n0...`, a protocol 0/1 legacy save's
+# `L...`), so a file starting with one is read as a pickle; the reader says what it looks like when
+# no pickle is there (formats.refusal).
+PICKLE_OPCODES = frozenset(op.code.encode("latin-1") for op in pickletools.opcodes)
+
+
 def detect(head: bytes) -> bool:
-    """A pickle stream: a legacy file starts with the pickled magic number (any protocol; FRAME first
-    from protocol 4). `read` decides, through the restricted unpickler, whether it is one."""
-    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    """A pickle stream (a legacy file starts with the pickled magic number, a bare pickle with any
+    opcode): `read` decides, through the restricted unpickler, whether it is a legacy torch file."""
+    return head[:1] in PICKLE_OPCODES
 
 
 def _refuse_dangerous(path: str, up: Any) -> None:
     if up.dangerous:
         raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
                             "refusing the file; do not torch.load it")
-
-
-def detect_tar(head: bytes) -> bool:
-    from .torchtar import detect
-
-    return detect(head)
 
 
 MAX_TAIL = 64 << 20
@@ -107,7 +110,7 @@ def _read(path: str, refuse: bool) -> tuple[RawCheckpoint, int, int]:
         if magic != MAGIC_NUMBER:
             _refuse_dangerous(path, up_magic)
             _refuse_stream(path)
-            raise BadInput(path, "not a checkpoint: a bare pickle, not a torch.save file; statecli does not read "
+            raise NotACheckpoint(path, "not a checkpoint: a bare pickle, not a torch.save file; statecli does not read "
                                  "arbitrary pickles")
         proto, up_proto = unpickle(f, _no_pid, path, "legacy header")
         if proto != PROTOCOL_VERSION:
@@ -144,30 +147,91 @@ def _read(path: str, refuse: bool) -> tuple[RawCheckpoint, int, int]:
                 _refuse_dangerous(path, u)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise BadInput(path, "legacy storage-key list is malformed")
-        raw = RawCheckpoint(path=path, format=FORMAT, root=root, files=[path],
+        raw = RawCheckpoint(path=path, format=Format.TORCH_LEGACY, root=root, files=[path],
                             byteorder="little" if little else "big",
                             globals_seen=[g for u in ups for g in u.globals_seen],
                             untrusted=list(dict.fromkeys(g for u in ups for g in u.untrusted)),
                             dangerous=list(dict.fromkeys(g for u in ups for g in u.dangerous)))
-        pos = f.tell()
-        for key in keys:
-            ref = roots.get(key)
-            if ref is None:
-                raise BadInput(path, f"legacy storage list names {key!r}, which the object never uses")
-            (count,) = struct.unpack("<q", read_exact(f, pos, 8, path, f"storage {key!r} header"))
-            nbytes = count * itemsize(ref.dtype)
-            if count != ref.numel:
-                raise BadInput(path, f"storage {key!r} holds {count} elements but the pickle declares {ref.numel}")
-            if pos + 8 + nbytes > size:
-                raise BadInput(path, f"truncated file: storage {key!r} needs {nbytes} bytes at offset {pos + 8}")
-            raw.storages[key] = (path, pos + 8)
-            pos += 8 + nbytes
-        missing = sorted(set(roots) - set(raw.storages))
-        if missing:
-            raise BadInput(path, f"truncated file: storages {missing[:3]} have no data")
-        for view_key, (root_key, offset) in views.items():
-            src, off = raw.storages[root_key]
-            raw.storages[view_key] = (src, None if off is None else off + offset * itemsize(roots[root_key].dtype))
+        pos = _locate_storages(f, raw, keys, roots, views, size)
         if not little:
             raw.warnings.append("tensors were saved big-endian")
         return raw, pos, size
+
+
+def _locate_storages(f: BinaryIO, raw: RawCheckpoint, keys: list[str], roots: dict[str, StorageRef],
+                     views: dict[str, tuple[str, int]], size: int) -> int:
+    """Each storage's bytes after the pickles (an element count, then the elements), in the order of
+    the key list, into raw.storages (views at their root's offset); the offset after the last one."""
+    path, pos = raw.path, f.tell()
+    for key in keys:
+        ref = roots.get(key)
+        if ref is None:
+            raise BadInput(path, f"legacy storage list names {key!r}, which the object never uses")
+        (count,) = struct.unpack("<q", read_exact(f, pos, 8, path, f"storage {key!r} header"))
+        nbytes = count * itemsize(ref.dtype)
+        if count != ref.numel:
+            raise BadInput(path, f"storage {key!r} holds {count} elements but the pickle declares {ref.numel}")
+        if pos + 8 + nbytes > size:
+            raise BadInput(path, f"truncated file: storage {key!r} needs {nbytes} bytes at offset {pos + 8}")
+        raw.storages[key] = (path, pos + 8)
+        pos += 8 + nbytes
+    missing = sorted(set(roots) - set(raw.storages))
+    if missing:
+        raise BadInput(path, f"truncated file: storages {missing[:3]} have no data")
+    for view_key, (root_key, offset) in views.items():
+        src, off = raw.storages[root_key]
+        raw.storages[view_key] = (src, None if off is None else off + offset * itemsize(roots[root_key].dtype))
+    return pos
+
+
+def scan(path: str, acc: Findings) -> Format:
+    """A legacy torch file (five pickles, the storages, nothing after) or a bare pickle stream."""
+    from ..errors import StatecliError
+    from ..pickle.pickles import scan_stream
+    from ..pickle.verdict import Verdict
+
+    refused = None
+    try:
+        end, size = storages_end(path)
+    except BadInput as exc:
+        legacy = not isinstance(exc, NotACheckpoint)
+        if legacy:
+            acc.errors.append(exc.problem)
+        refused = exc.problem
+    except StatecliError:
+        legacy = False
+    else:
+        with open_regular(path) as f:
+            scan_stream(f, "pickle", acc, max_pickles=5)
+        if end < size:
+            tail_findings(path, end, size, acc)
+        return Format.TORCH_LEGACY
+    with open_regular(path) as f:
+        stop = scan_stream(f, "pickle", acc, max_pickles=5 if legacy else None)
+        size = f.seek(0, 2)
+    if not legacy and refused and acc.errors and not acc.globals and not acc.problems:
+        acc.errors[:] = [refused]  # no pickle at all (nothing resolved): what the file looks like
+        return Format.PICKLE
+    if not legacy and stop < size:
+        acc.problems.append(f"{size - stop} byte(s) after the last pickle that are not a pickle")
+    if not legacy and not acc.problems and not any(g.verdict is Verdict.DANGEROUS for g in acc.globals):
+        acc.errors.append("not a checkpoint: a bare pickle, not a torch.save file")
+    return Format.TORCH_LEGACY if legacy else Format.PICKLE
+
+
+class TorchLegacyHandler(BaseHandler):
+    """A pickle stream: a pre-1.6 torch.save file is read; a bare pickle is only scanned (refused)."""
+
+    format = Format.TORCH_LEGACY
+
+    def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
+        return detect(head)
+
+    def read(self, source: str) -> RawCheckpoint:
+        return read(source)
+
+    def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
+        return scan(source, findings)
+
+
+HANDLER = TorchLegacyHandler()

@@ -13,8 +13,10 @@ from typing import Any, NoReturn
 from ..errors import BadInput, UnsafeContent
 from ..pickle.pickles import Context, Findings, scan_one, scan_stream
 from ..pickle.unpickler import RestrictedUnpickler, StorageType
+from ..state import Format
 from ..units import itemsize
-from ._common import open_regular
+from ._common import RawCheckpoint, open_regular
+from .handler import BaseHandler
 
 MAX_MEMBER = 1 << 30
 _HEAD = 1 << 16
@@ -125,3 +127,22 @@ def _pickle_at(data: bytes, pos: int, where: str, acc: Findings) -> tuple[Any, i
     except Exception:  # noqa: BLE001 - scan_one read it cleanly; a value we cannot use ends the walk
         return None, end
     return value, end
+
+
+class TorchTarHandler(BaseHandler):
+    """Pre-0.4 tar checkpoints: scanned, never read (the loader refuses them through the scan)."""
+
+    format = Format.TORCH_TAR
+
+    def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
+        return detect(head)
+
+    def read(self, source: str) -> RawCheckpoint:
+        refuse(source)  # exit 3 where scan finds a payload in a member, else unsupported (exit 2)
+
+    def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
+        scan_tar(source, findings)
+        return Format.TORCH_TAR
+
+
+HANDLER = TorchTarHandler()

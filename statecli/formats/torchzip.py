@@ -15,15 +15,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ..errors import BadInput, UnsafeContent
+from ..errors import BadInput, NotACheckpoint, UnsafeContent
 from ..pickle.pickles import Findings, scan_stream
 from ..pickle.unpickler import MAX_PICKLE_BYTES, StorageRef, storage_from_pid, unpickle
 from ..pickle.verdict import LAYOUTS
+from ..state import Format
 from ..units import itemsize
 from ._common import RawCheckpoint
+from .handler import BaseHandler
 from .zipcheck import MAGIC, Archive
+from .zipscan import trailing_findings
 
-FORMAT = "torch zip"
 REFUSE_HINT = "refusing the file; do not torch.load it (statecli scan lists every finding)"
 
 
@@ -57,6 +59,41 @@ def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
         if byteorder not in ("little", "big"):
             raise BadInput(path, f"unknown byteorder record {byteorder!r}")
     storages: dict[str, StorageRef] = {}
+    resolve = _resolver(arc, storages)
+    data = arc.member(pkl_name)
+    if arc.problems:
+        raise UnsafeContent(path, arc.problems[0], REFUSE_HINT)
+    stream = io.BytesIO(data)
+    try:
+        root, up = unpickle(stream, resolve, path, "data.pkl pickle", trusted, arc.torchscript)
+    except BadInput:
+        _refuse_findings(arc, None, data, len(data))
+        raise
+    if up.dangerous:
+        raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
+                            REFUSE_HINT)
+    _refuse_findings(arc, set(storages), data, stream.tell())
+    if arc.torchscript:
+        from .torchscript import as_modules
+
+        root = as_modules(arc, root)
+    fmt = Format.TORCHSCRIPT_ZIP if arc.torchscript else Format.TORCH_ZIP
+    raw = RawCheckpoint(path=path, format=fmt, root=root, files=[path], byteorder=byteorder,
+                        globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
+    for key in storages:
+        raw.storages[key] = (path, arc.offsets[arc.lookup(f"data/{key}") or f"{prefix}data/{key}"])
+    if arc.torchscript:
+        raw.warnings.append("a TorchScript archive (torch.jit.save): torch.jit.load would run its compiled code; "
+                            "statecli read its parameters and buffers as data (classes declared in code/)")
+    if byteorder != "little":
+        raw.warnings.append("tensors were saved big-endian; values read by statecli are byte-swapped by torch")
+    return raw
+
+
+def _resolver(arc: Archive, storages: dict[str, StorageRef]) -> Callable[[Any], StorageRef]:
+    """data.pkl's persistent_load: each storage record checked against its zip member (stored, exactly
+    numel x itemsize bytes), read nothing; the records seen go into `storages`."""
+    path, prefix = arc.path, arc.prefix
 
     def resolve(pid: Any) -> StorageRef:
         stype, key, location, numel, _ = storage_from_pid(pid)
@@ -80,48 +117,7 @@ def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
         storages[key] = ref
         return ref
 
-    data = arc.member(pkl_name)
-    if arc.problems:
-        raise UnsafeContent(path, arc.problems[0], REFUSE_HINT)
-    stream = io.BytesIO(data)
-    try:
-        root, up = unpickle(stream, resolve, path, "data.pkl pickle", trusted, arc.torchscript)
-    except BadInput:
-        _refuse_findings(arc, None, data, len(data))
-        raise
-    if up.dangerous:
-        raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
-                            REFUSE_HINT)
-    _refuse_findings(arc, set(storages), data, stream.tell())
-    if arc.torchscript:
-        from .torchscript import as_modules
-
-        root = as_modules(arc, root)
-    fmt = "torchscript zip" if arc.torchscript else FORMAT
-    raw = RawCheckpoint(path=path, format=fmt, root=root, files=[path], byteorder=byteorder,
-                        globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
-    for key in storages:
-        raw.storages[key] = (path, arc.offsets[arc.lookup(f"data/{key}") or f"{prefix}data/{key}"])
-    if arc.torchscript:
-        raw.warnings.append("a TorchScript archive (torch.jit.save): torch.jit.load would run its compiled code; "
-                            "statecli read its parameters and buffers as data (classes declared in code/)")
-    if byteorder != "little":
-        raw.warnings.append("tensors were saved big-endian; values read by statecli are byte-swapped by torch")
-    return raw
-
-
-def trailing_findings(data: bytes, end: int, where: str, acc: Findings, torchscript: bool = False) -> None:
-    """Bytes after data.pkl's STOP: torch never reads them, other loaders may; scanned, and a finding."""
-    from ..pickle.pickles import Context
-
-    if end >= len(data):
-        return
-    before = acc.pickles
-    stop = scan_stream(data, f"{where} after STOP", acc, Context(torchscript=torchscript), start=end)
-    extra = acc.pickles - before
-    what = f" ({extra} more pickle(s))" if extra else ""
-    acc.problems.append(f"{where}: {len(data) - end} byte(s) after the pickle's STOP{what}"
-                        + (f", {len(data) - stop} of them not a pickle" if stop < len(data) else ""))
+    return resolve
 
 
 def _refuse_findings(arc: Archive, keys: set[str] | None, data: bytes, end: int) -> None:
@@ -339,3 +335,31 @@ class ZipWriter:
             self.f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
         else:
             self.f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, cd_size, cd_start, 0))
+
+
+class TorchZipHandler(BaseHandler):
+    """torch.save zip archives (TorchScript archives too: read as data); a zip with no data.pkl is
+    refused, after its .npy members are checked for a payload (an .npz np.load would unpickle)."""
+
+    format = Format.TORCH_ZIP
+    writer = staticmethod(write)
+
+    def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
+        return detect(head)
+
+    def read(self, source: str) -> RawCheckpoint:
+        try:
+            return read(source)
+        except NotACheckpoint:
+            from .npy import refuse_payload
+
+            refuse_payload(source, zipped=True)
+            raise
+
+    def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
+        from .zipscan import scan
+
+        return scan(source, findings, verify_crc)
+
+
+HANDLER = TorchZipHandler()

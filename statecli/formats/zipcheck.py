@@ -13,7 +13,7 @@ import zlib
 from collections import Counter
 from typing import Any, BinaryIO, NamedTuple
 
-from ..errors import BadInput, UnsafeContent
+from ..errors import BadInput, NotACheckpoint, UnsafeContent
 from ..io.limits import MAX_INFLATED, Inflation, inflate, read_zip_member
 from ._common import open_regular, read_exact
 
@@ -65,12 +65,12 @@ class Archive:
         infos = self.zf.infolist()
         names = [i.filename for i in infos]
         if not infos:
-            raise BadInput(self.path, "not a checkpoint: an empty zip archive")
+            raise NotACheckpoint(self.path, "not a checkpoint: an empty zip archive")
         pkls = [n for n in names if fold(n).endswith("/data.pkl") and n.count("/") == 1]
         if not pkls:
             npy = sum(n.endswith(".npy") for n in names)
             what = "a numpy .npz archive" if npy and npy == len(names) else "a zip archive with no data.pkl"
-            raise BadInput(self.path, f"not a checkpoint ({what}; not a torch.save file)")
+            raise NotACheckpoint(self.path, f"not a checkpoint ({what}; not a torch.save file)")
         # torch's reader (miniz) matches names case-insensitively: `DATA.PKL` beside `data.pkl` is a duplicate.
         first = {fold(n): n for n in reversed(names)}
         for n in sorted(first[f] for f, k in Counter(fold(n) for n in names).items() if k > 1):
@@ -126,7 +126,7 @@ class Archive:
         if not files or not all(i.flag_bits & 0x1 for i in files) or start is None:
             return
         if read_exact(self.f, start, 1, self.path, "data.pkl") != b"\x80":
-            raise BadInput(self.path, "not a checkpoint: an encrypted zip archive (torch.load cannot read it)")
+            raise NotACheckpoint(self.path, "not a checkpoint: an encrypted zip archive (torch.load cannot read it)")
 
     def _account(self, spans: list[tuple[int, int]], size: int) -> None:
         """Every byte outside the members belongs to the central directory and the end record."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
-from ..errors import BadInput
+from ..errors import BadInput, NotFound
 from .urls import (  # noqa: F401 - re-exported: the URL side of a source
     EXTRA_HINT,
     REMOTE_SCHEMES,
@@ -140,7 +140,7 @@ def _fail(name: str, exc: BaseException, what: str) -> BadInput:
         return BadInput(name, "access denied (403)", "check the credentials of this backend (environment, profile, "
                                                       "HF token)")
     if status in (404, 410) or (isinstance(exc, FileNotFoundError) and _root(exc) is exc):
-        return BadInput(name, "not found (404)")
+        return NotFound(name, "not found (404)")
     root = _root(exc)
     kind = type(root).__name__
     if kind == "TooManyRedirects":
@@ -199,7 +199,7 @@ def open_local(path: str) -> BinaryIO:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as exc:
-        raise BadInput(path, "no such file") from exc
+        raise NotFound(path, "no such file") from exc
     except IsADirectoryError as exc:
         raise BadInput(path, "is a directory") from exc
     except OSError as exc:
@@ -412,10 +412,8 @@ def exists(path: str) -> bool:
         return os.path.exists(path)
     try:
         RemoteSource(path)
-    except BadInput as exc:
-        if exc.problem.startswith("not found"):
-            return False
-        raise
+    except NotFound:
+        return False
     return True
 
 

@@ -8,7 +8,7 @@ import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from ..state import Checkpoint, Entry
+from ..state import Checkpoint, Entry, Format
 
 
 class AliasSource(enum.StrEnum):
@@ -32,7 +32,7 @@ def recorded_aliases(ck: Checkpoint, wanted: Collection[str] | None = None) -> d
     wanted names the metadata leaves unexplained, so a checkpoint with nothing missing costs nothing."""
     stored = {e.name: e for e in ck.entries if e.group == "" and e.tensor is not None}
     out: dict[str, Alias] = {}
-    if ck.format == "safetensors":
+    if ck.format is Format.SAFETENSORS:
         from ..formats.safetensors import recorded_aliases as from_metadata
 
         for name, target in from_metadata(ck.metadata, stored).items():

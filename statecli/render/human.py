@@ -143,7 +143,7 @@ def render_scan(report: ScanReport, con: Any) -> None:
             con.print(Text(f"{escape(r.path)}  ") + Text("unreadable", style="bold red") + Text(f"  {escape(r.error)}")
                       + Text(beside, style="dim"))
             continue
-        con.print(Text(f"{escape(r.path)}  {r.format}  ") + Text(r.verdict, style=styles[r.verdict])
+        con.print(Text(f"{escape(r.path)}  {r.format or ''}  ") + Text(r.verdict, style=styles[r.verdict])
                   + Text(f"  ({r.pickles} pickle(s), {len(r.globals)} global reference(s))") + Text(beside, style="dim"))
         if r.error:  # unreadable as a checkpoint, but what was read is still listed below
             con.print(Text("  unreadable: ", style="bold red") + Text(escape(r.error)))

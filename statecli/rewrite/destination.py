@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .. import units
 from ..errors import UsageError
+from ..state import Format
 from ..units import itemsize
 from ..vocab import WriteFormat
 from . import upload
@@ -20,7 +21,6 @@ from .tree import model_items, out_dtype
 FORMATS = tuple(WriteFormat)
 STDOUT = "-"
 _FILE_EXTS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
-_SHARDED = ("sharded safetensors", "sharded torch")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Destination:
     hf_source: str | None = None
 
 
-def output_format(output: str, to: str | None, max_shard_size: int | None, in_format: str) -> WriteFormat:
+def output_format(output: str, to: str | None, max_shard_size: int | None, in_format: Format) -> WriteFormat:
     """pt, safetensors or dcp: from --to, else the output's extension, else (shards) the input's format."""
     if to:
         if to not in FORMATS:
@@ -48,7 +48,7 @@ def output_format(output: str, to: str | None, max_shard_size: int | None, in_fo
     if low.endswith(_FILE_EXTS):
         return WriteFormat.PT
     if max_shard_size:
-        return WriteFormat.SAFETENSORS if "safetensors" in in_format else WriteFormat.PT
+        return WriteFormat.SAFETENSORS if in_format.family == "safetensors" else WriteFormat.PT
     raise UsageError(output, "cannot tell the output format from the name", "end it in .pt or .safetensors, or pass --to")
 
 
@@ -67,7 +67,7 @@ def resolve(plan: Plan, target: Target) -> Destination:
     if output is None and not in_place:
         if not target.dry_run:
             raise UsageError(None, "give -o/--output PATH (or --in-place to replace the input, or --dry-run)")
-        fmt = output_format("x", target.to or ("safetensors" if "safetensors" in ck.format else "pt"), None,
+        fmt = output_format("x", target.to or ("safetensors" if ck.format.family == "safetensors" else "pt"), None,
                             ck.format)  # validates --to
         return Destination(None, fmt, "file")
     shard = parse_size(target.max_shard_size) if target.max_shard_size else None
@@ -82,7 +82,7 @@ def resolve(plan: Plan, target: Target) -> Destination:
         if target.max_shard_size or target.to:
             raise UsageError(ck.path, "--in-place keeps the file's name and format: it does not combine with "
                                       "--to or --max-shard-size", "write to a new path with -o")
-        return Destination(ck.path, WriteFormat.SAFETENSORS if ck.format == "safetensors" else WriteFormat.PT, "file")
+        return Destination(ck.path, WriteFormat.SAFETENSORS if ck.format is Format.SAFETENSORS else WriteFormat.PT, "file")
     path = str(output)
     if upload.is_url(path):  # written locally, verified, then uploaded (rewrite/upload.py)
         path = upload.output_url(path, ck.files + [ck.path])
@@ -93,8 +93,8 @@ def resolve(plan: Plan, target: Target) -> Destination:
         return Destination(path, WriteFormat.DCP, "dcp")
     hf = source_folder(ck.path)
     folderish = not path.lower().endswith(_FILE_EXTS) and (not os.path.exists(path) or os.path.isdir(path))
-    if folderish and target.to != "dcp" and (hf or ck.format in _SHARDED or shard):
-        fmt = output_format(path, target.to or ("safetensors" if hf or "safetensors" in ck.format else "pt"), None,
+    if folderish and target.to != "dcp" and (hf or ck.format.is_sharded or shard):
+        fmt = output_format(path, target.to or ("safetensors" if hf or ck.format.family == "safetensors" else "pt"), None,
                             ck.format)
         if hf:
             return Destination(path, fmt, "hf", shard, hf)

@@ -16,7 +16,7 @@ from ..formats.safetensors import ALIASES_KEY, TO_SAFETENSORS, WriteItem
 from ..formats.torchzip import OutStorage, OutTensor
 from ..io.atomic import open_output
 from ..io.limits import load_json
-from ..state import Entry, TensorInfo, contiguous_stride
+from ..state import Entry, Format, TensorInfo, contiguous_stride
 from ..units import itemsize
 from ..vocab import ChangeKind
 from . import stream
@@ -93,7 +93,7 @@ class PtStorages:
 def _recorded_ties(plan: Plan) -> dict[tuple[Any, Any], tuple[Any, Any]]:
     """Storage keys of tensors a safetensors input stores as copies of a tied tensor (recorded in
     ALIASES_KEY by statecli) -> the storage key of the tensor they copy: a .pt output ties them again."""
-    text = plan.ck.metadata.get(ALIASES_KEY) if plan.ck.format == "safetensors" else None
+    text = plan.ck.metadata.get(ALIASES_KEY) if plan.ck.format is Format.SAFETENSORS else None
     try:
         recorded = load_json(text) if text else {}
     except ValueError:
@@ -210,7 +210,7 @@ def _metadata(plan: Plan, names: set[str]) -> dict[str, str]:
     records them (user entries of the same name are never overwritten, as save_model does)."""
     meta: dict[str, str] = {}
     carried: dict[str, str] = {}
-    if plan.ck.format == "safetensors":
+    if plan.ck.format is Format.SAFETENSORS:
         stored = {e.name for e in plan.ck.entries if e.group == "" and e.tensor is not None}
         old = safetensors.recorded_aliases(plan.ck.metadata, stored)
         meta = {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY and k not in old}

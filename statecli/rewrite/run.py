@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import IO
 
 from ..errors import UsageError
-from ..formats import sharded
 from ..io import atomic
 from ..load import load_checkpoint
 from ..state import Checkpoint
@@ -27,7 +26,6 @@ from .verify import verify_file, verify_index
 
 __all__ = ["run", "output_format", "parse_size"]
 _NO_DEVICE = ("safetensors", "dcp")  # formats that record no device: a move cannot change anything there
-_SHARDED_IN = (sharded.FORMAT_SAFETENSORS, sharded.FORMAT_BIN)  # an index over shards: a folder input
 
 Progress = Callable[[int, int], None]
 
@@ -165,7 +163,7 @@ def _write_sharded(plan: Plan, target: str, fmt: str, shard: int | None, in_plac
         index, total = encode.write_shards(plan, tmp, fmt, shard, log)
         _refuse_if_strict(plan, strict, log)
         verify_index(plan, index)
-        if plan.ck.format in _SHARDED_IN and not in_place:  # a folder in, a folder out: the rest comes too
+        if plan.ck.format.is_sharded and not in_place:  # a folder in, a folder out: the rest comes too
             source = os.path.dirname(os.path.abspath(plan.ck.path))
             copy_folder(source, tmp, _own_files(plan, source), log)
     size = f"of at most {shard} bytes" if shard else "as the input's shards"
@@ -177,7 +175,7 @@ def _write_hf(plan: Plan, dest: Destination, strict: bool, log: WriteLog, need: 
     """A Hugging Face folder: shards plus index when the input was sharded or --max-shard-size asks,
     else model.safetensors (pytorch_model.bin with --to pt); config.json and companions copied."""
     assert dest.path is not None and dest.hf_source is not None
-    sharded = dest.shard is not None or plan.ck.format.startswith("sharded")
+    sharded = dest.shard is not None or plan.ck.format.is_sharded
     casts = set(plan.cast.values())
     with atomic.atomic_dir(dest.path, need=need) as tmp:
         if sharded:

@@ -295,7 +295,6 @@ def test_records_naming_the_same_bytes_are_read_once(two_rank: Path, tmp_path: P
     """Thousands of `.metadata` records pointing at one item (a memo reference each) cost one read."""
     from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
 
-    import statecli.analyses.scan as scan_mod
     import statecli.formats as formats
 
     folder = _copy(two_rank, tmp_path / "ck")
@@ -306,9 +305,9 @@ def test_records_naming_the_same_bytes_are_read_once(two_rank: Path, tmp_path: P
         md.storage_data[MetadataIndex(f"e{n}")] = md.storage_data[epoch]  # type: ignore[attr-defined]
     (folder / ".metadata").write_bytes(pickle.dumps(md))
     reads: list[str] = []
-    real_read, real_scan = formats.read_raw, scan_mod._scan_file
+    real_read, real_scan = formats.read_raw, formats.scan_file
     monkeypatch.setattr(formats, "read_raw", lambda p, **k: reads.append(p) or real_read(p, **k))
-    monkeypatch.setattr(scan_mod, "_scan_file", lambda p, *a, **k: reads.append(p) or real_scan(p, *a, **k))
+    monkeypatch.setattr(formats, "scan_file", lambda p, *a, **k: reads.append(p) or real_scan(p, *a, **k))
     assert runner.invoke(app, ["inspect", str(folder)]).exit_code == 0
     items = len({(i.relative_path, i.offset) for i in md.storage_data.values()})  # type: ignore[attr-defined]
     item_reads = [p for p in reads if p.startswith(str(folder) + os.sep + "__")]  # not the folder itself

@@ -1,0 +1,19 @@
+"""The one ordered list of format handlers. Those without magic bytes (a DCP folder, a sharded index
+by its name) are asked first, before a byte is read; the rest in the loaders' order: torch.load tries
+zip, then tar (tarfile's own test), then pickle, and a tar header is tested before a
+safetensors-looking one. Adding a format: a module with a FormatHandler, and one line here."""
+
+from __future__ import annotations
+
+from . import dcp, npy, safetensors, sharded, torchlegacy, torchtar, torchzip
+from .handler import FormatHandler
+
+REGISTRY: tuple[FormatHandler, ...] = (
+    dcp.HANDLER,
+    sharded.HANDLER,
+    torchzip.HANDLER,
+    torchtar.HANDLER,
+    safetensors.HANDLER,
+    npy.HANDLER,
+    torchlegacy.HANDLER,  # last: any pickle opcode byte starts a stream pickle.load would run
+)
