@@ -302,7 +302,7 @@ def _forbidden_keys(s: _Subject) -> list[Finding]:
 def _no_optimizer_state(s: _Subject) -> list[Finding]:
     opt = [e for e in s.ck.entries if e.kind == Kind.OPTIMIZER]
     groups = sorted({e.group for e in opt})
-    size = fmt(unique_storage_bytes(opt)[1])
+    size = fmt_bytes(unique_storage_bytes(opt)[1])
     if not opt:
         reason = "no optimizer state"
     elif "" in groups:  # the whole file is an optimizer state dict: there is nothing to strip it to
@@ -359,10 +359,6 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         raise BadInput(path, sr.error)
     subject = _Subject(path, rules, sr, open_checkpoint(path).checkpoint)
     return [f for enabled, run in _RULE_TABLE if enabled(rules) for f in run(subject)]
-
-
-def fmt(n: int) -> str:
-    return fmt_bytes(n)
 
 
 def _rx(pat: str) -> re.Pattern[str]:

@@ -64,7 +64,7 @@ def test_no_command_prompts_or_imports_the_folders_code(tmp_path: Path, model_ty
     folder, canary = _folder(tmp_path, model_type=model_type, arch=arch)
     weights = str(folder / "model.safetensors")
     expected = {("inspect", weights): 0, ("inspect", str(folder)): 0, ("size", str(folder)): 0,
-                ("check", str(folder)): 0, ("scan", str(folder)): 1, ("scan", weights): 1,
+                ("check", str(folder)): 1, ("scan", str(folder)): 1, ("scan", weights): 1,
                 ("cast", weights, "--dtype", "half", "-o", str(tmp_path / "out.safetensors")): 0,
                 ("cast", str(folder), "--dtype", "half", "-o", str(tmp_path / "out")): 0}
     for args, code in expected.items():
