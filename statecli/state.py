@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from .notes import Note, note_texts, warning_texts
 from .units import itemsize
+from .vocab import Format as Format  # re-exported: the on-disk formats live with the other closed sets
 
 SCHEMA_VERSION = 1  # of every JSON document statecli prints; bumped when a field changes meaning
 ROOT = "(root)"  # the name shown for the top of a file: its root container, the root of a module tree
@@ -165,38 +166,6 @@ class KindFilter(StrEnum):
     OPTIMIZER = Kind.OPTIMIZER.value
     METADATA = Kind.METADATA.value
     UNKNOWN = Kind.UNKNOWN.value
-
-
-class Format(StrEnum):
-    """On-disk checkpoint formats, as named in output (the values are the strings JSON has always shown).
-    Each is the `format` of one handler in formats/registry.py; a read or a scan reports the member
-    its bytes turned out to be (a torch zip handler finds a TorchScript archive or an .npz)."""
-
-    TORCH_ZIP = "torch zip"
-    TORCHSCRIPT_ZIP = "torchscript zip"
-    TORCH_LEGACY = "torch legacy"
-    TORCH_TAR = "torch tar (pre-0.4)"
-    PICKLE = "pickle"  # a bare pickle stream: scanned, never read as a checkpoint
-    NUMPY_ARRAY = "numpy array"
-    NUMPY_NPZ = "numpy npz"
-    SAFETENSORS = "safetensors"
-    SHARDED = "sharded"  # an index over shards, as `scan` names it before reading a shard
-    SHARDED_SAFETENSORS = "sharded safetensors"
-    SHARDED_TORCH = "sharded torch"
-    DCP = "torch.distributed.checkpoint"
-    HF_CONFIG = "hugging face config"  # a config.json whose auto_map names code (scan only)
-
-    @property
-    def is_sharded(self) -> bool:
-        """An index over shard files: the checkpoint is a folder."""
-        return self in (Format.SHARDED, Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH)
-
-    @property
-    def family(self) -> str:
-        """The name a user gives this format (`check --format`, `--to`): safetensors, dcp or pt."""
-        if self in (Format.SAFETENSORS, Format.SHARDED_SAFETENSORS):
-            return "safetensors"
-        return "dcp" if self is Format.DCP else "pt"
 
 
 class Source(StrEnum):

@@ -96,3 +96,35 @@ class ReportProblem(StrEnum):
     RENAMED = "renamed"
     CONVERTED = "converted"
     CONVERSION_FAILED = "conversion failed"
+
+
+class Format(StrEnum):
+    """On-disk checkpoint formats, as named in output (the values are the strings JSON has always shown).
+    Each is the `format` of one handler in formats/registry.py; a read or a scan reports the member
+    its bytes turned out to be (a torch zip handler finds a TorchScript archive or an .npz)."""
+
+    TORCH_ZIP = "torch zip"
+    TORCHSCRIPT_ZIP = "torchscript zip"
+    TORCH_LEGACY = "torch legacy"
+    TORCH_TAR = "torch tar (pre-0.4)"
+    PICKLE = "pickle"  # a bare pickle stream: scanned, never read as a checkpoint
+    NUMPY_ARRAY = "numpy array"
+    NUMPY_NPZ = "numpy npz"
+    SAFETENSORS = "safetensors"
+    SHARDED = "sharded"  # an index over shards, as `scan` names it before reading a shard
+    SHARDED_SAFETENSORS = "sharded safetensors"
+    SHARDED_TORCH = "sharded torch"
+    DCP = "torch.distributed.checkpoint"
+    HF_CONFIG = "hugging face config"  # a config.json whose auto_map names code (scan only)
+
+    @property
+    def is_sharded(self) -> bool:
+        """An index over shard files: the checkpoint is a folder."""
+        return self in (Format.SHARDED, Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH)
+
+    @property
+    def family(self) -> str:
+        """The name a user gives this format (`check --format`, `--to`): safetensors, dcp or pt."""
+        if self in (Format.SAFETENSORS, Format.SHARDED_SAFETENSORS):
+            return "safetensors"
+        return "dcp" if self is Format.DCP else "pt"
