@@ -33,7 +33,17 @@ from .inert import (
     seal,
 )
 from .memocheck import stream_memo_problem
-from .verdict import LAYOUTS, MEMORY_FORMATS, QSCHEMES, STORAGE_DTYPES, TENSOR_CLASSES, dangerous_reason, normalize
+from .operands import computed_stack_global, may_stack_global
+from .verdict import (
+    LAYOUTS,
+    MEMORY_FORMATS,
+    QSCHEMES,
+    STORAGE_DTYPES,
+    TENSOR_CLASSES,
+    dangerous_reason,
+    normalize,
+    torchscript_source,
+)
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
 # object needs at least one opcode), so capping the size caps work and memory.
@@ -92,6 +102,9 @@ class RestrictedUnpickler(pickle.Unpickler):
     # -- globals -------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
         seen = judged(module, name, self._trusted, self._torchscript)
+        # In a TorchScript archive a name torch.jit.load does not resolve itself (compared as written)
+        # is a class compiled from code/, even one we have a builder for (builtins.set, _codecs.encode).
+        code_class = self._torchscript and torchscript_source(module, name) is not None
         module, name = normalize(module, name)
         full = seen.name
         self.refs.append(seen)
@@ -99,7 +112,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             probe = _GetattrProbe(seen, self._trusted, self._torchscript)
             self._probes.append(probe)
             return probe
-        allowed = self._allowed(module, name)
+        allowed = None if code_class else self._allowed(module, name)
         if allowed is not None:
             return lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
         if full not in self._stubs:
@@ -417,12 +430,33 @@ def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, 
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError, struct_error) as exc:
         _refuse_framing(data, start, path, what)
+        _refuse_computed_global(data, start, path)
         if up.dangerous:  # a payload that also breaks the stream is still a payload
             raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
                                 "refusing the file") from exc
         raise BadInput(path, f"corrupt {what}: {exc}".rstrip(": ")) from exc
     _refuse_framing(data, start, path, what)
+    _refuse_computed_global(data, start, path)
     return obj, up
+
+
+def _refuse_computed_global(data: bytes | BinaryIO, start: int, path: str) -> None:
+    """A STACK_GLOBAL whose module or name is computed while loading picks its global at load time:
+    refused by every reader, as `scan` rates it (pickle/operands.py). Costs a byte search unless the
+    pickle holds a STACK_GLOBAL byte."""
+    if isinstance(data, bytes):
+        head = data[start:]
+    else:
+        end = data.tell()
+        data.seek(start)
+        head = data.read(end - start)
+        data.seek(end)
+    if not may_stack_global(head):
+        return
+    at = computed_stack_global(head)
+    if at is not None:
+        raise UnsafeContent(path, f"STACK_GLOBAL at offset {start + at} takes a module or name computed while "
+                            "loading: a global chosen at load time", "refusing the file")
 
 
 def _refuse_framing(data: bytes | BinaryIO, start: int, path: str, what: str) -> None:
