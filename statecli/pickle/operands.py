@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import pickletools
-from typing import Any
+from typing import Any, BinaryIO
 
 _STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
                       "SHORT_BINSTRING"})
@@ -22,9 +22,21 @@ class _Other:
 _OTHER = _Other()  # anything that is not a constant string (marks included)
 
 
-def may_stack_global(data: bytes) -> bool:
-    """Cheap gate: no STACK_GLOBAL byte, no STACK_GLOBAL opcode (torch.save's protocol 2 has none)."""
-    return b"\x93" in data
+def stream_computed_global(data: bytes | BinaryIO, start: int) -> int | None:
+    """computed_stack_global for the pickle the unpickler read from `data` (bytes, or a stream now past
+    it), as an offset in `data`. Costs a byte search unless the pickle holds a STACK_GLOBAL byte
+    (torch.save's protocol 2 has none)."""
+    if isinstance(data, bytes):
+        head = data[start:]
+    else:
+        end = data.tell()
+        data.seek(start)
+        head = data.read(end - start)
+        data.seek(end)
+    if b"\x93" not in head:
+        return None
+    at = computed_stack_global(head)
+    return None if at is None else start + at
 
 
 def computed_stack_global(data: bytes) -> int | None:

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from ..errors import BadInput, UnsafeContent
 from ..state import Verdict
 from ..units import ITEMSIZE, itemsize
+from . import verdict as _verdict
 from .frames import frame_problems, may_frame
 from .inert import (
     DtypeValue,
@@ -33,17 +34,8 @@ from .inert import (
     seal,
 )
 from .memocheck import stream_memo_problem
-from .operands import computed_stack_global, may_stack_global
-from .verdict import (
-    LAYOUTS,
-    MEMORY_FORMATS,
-    QSCHEMES,
-    STORAGE_DTYPES,
-    TENSOR_CLASSES,
-    dangerous_reason,
-    normalize,
-    torchscript_source,
-)
+from .operands import stream_computed_global
+from .verdict import LAYOUTS, MEMORY_FORMATS, QSCHEMES, STORAGE_DTYPES, TENSOR_CLASSES, dangerous_reason, normalize
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
 # object needs at least one opcode), so capping the size caps work and memory.
@@ -52,9 +44,6 @@ MAX_FRAMED_TAIL = 64 << 20  # read past where the C unpickler stopped, to see wh
 _I64 = 1 << 63  # torch stores sizes, strides, numels as int64: a longer int (str() may fail on it) is malformed
 
 # Storage class names -> dtype, and the other allowlisted torch names, live with the verdict.
-_STORAGE_DTYPES = STORAGE_DTYPES
-_TENSOR_CLASSES = TENSOR_CLASSES
-_QSCHEMES, _LAYOUTS, _MEMORY_FORMATS = QSCHEMES, LAYOUTS, MEMORY_FORMATS
 __all__ = ["DtypeValue", "InertSet", "NamedValue", "RestrictedUnpickler", "SeenGlobal",
            "StateDict", "StorageRef", "StorageType", "StubObject", "TensorRef", "dangerous_reason", "unpickle"]
 
@@ -104,7 +93,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         seen = judged(module, name, self._trusted, self._torchscript)
         # In a TorchScript archive a name torch.jit.load does not resolve itself (compared as written)
         # is a class compiled from code/, even one we have a builder for (builtins.set, _codecs.encode).
-        code_class = self._torchscript and torchscript_source(module, name) is not None
+        code_class = self._torchscript and _verdict.torchscript_source(module, name) is not None
         module, name = normalize(module, name)
         full = seen.name
         self.refs.append(seen)
@@ -149,15 +138,15 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module == "torch":
             if name in ITEMSIZE:
                 return DtypeValue(name)
-            if name in _QSCHEMES or name in _LAYOUTS or name in _MEMORY_FORMATS:
+            if name in QSCHEMES or name in LAYOUTS or name in MEMORY_FORMATS:
                 return NamedValue(full)
-            if name in _STORAGE_DTYPES:
-                return StorageType(_STORAGE_DTYPES[name], name, typed=name != "UntypedStorage")
-            if name in _TENSOR_CLASSES:
+            if name in STORAGE_DTYPES:
+                return StorageType(STORAGE_DTYPES[name], name, typed=name != "UntypedStorage")
+            if name in TENSOR_CLASSES:
                 return _stub_class(module, name)
-        if module == "torch.cuda" and name in _STORAGE_DTYPES:
-            return StorageType(_STORAGE_DTYPES[name], f"cuda.{name}", typed=True)
-        if module in ("torch.cuda", "torch.cuda.sparse", "torch.sparse") and name in _TENSOR_CLASSES:
+        if module == "torch.cuda" and name in STORAGE_DTYPES:
+            return StorageType(STORAGE_DTYPES[name], f"cuda.{name}", typed=True)
+        if module in ("torch.cuda", "torch.cuda.sparse", "torch.sparse") and name in TENSOR_CLASSES:
             return _stub_class(module, name)
         if module == "torch.storage" and name in ("UntypedStorage", "TypedStorage"):
             return StorageType("uint8", name, typed=name == "TypedStorage")
@@ -441,22 +430,11 @@ def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, 
 
 
 def _refuse_computed_global(data: bytes | BinaryIO, start: int, path: str) -> None:
-    """A STACK_GLOBAL whose module or name is computed while loading picks its global at load time:
-    refused by every reader, as `scan` rates it (pickle/operands.py). Costs a byte search unless the
-    pickle holds a STACK_GLOBAL byte."""
-    if isinstance(data, bytes):
-        head = data[start:]
-    else:
-        end = data.tell()
-        data.seek(start)
-        head = data.read(end - start)
-        data.seek(end)
-    if not may_stack_global(head):
-        return
-    at = computed_stack_global(head)
+    """A global chosen while loading is refused by every reader, as `scan` rates it (pickle/operands.py)."""
+    at = stream_computed_global(data, start)
     if at is not None:
-        raise UnsafeContent(path, f"STACK_GLOBAL at offset {start + at} takes a module or name computed while "
-                            "loading: a global chosen at load time", "refusing the file")
+        raise UnsafeContent(path, f"STACK_GLOBAL at offset {at} takes a module or name computed while loading: "
+                            "a global chosen at load time", "refusing the file")
 
 
 def _refuse_framing(data: bytes | BinaryIO, start: int, path: str, what: str) -> None:

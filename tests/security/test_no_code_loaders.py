@@ -168,7 +168,8 @@ def check_source(source: str, path: str = "<string>") -> list[Finding]:
         elif (key := _opt_in(node)) is not None:
             out.append(Finding(path, node.lineno, name, f"{key} not passed as a literal False"))
         elif name.startswith(DCP_READER_MODULES) or last == "read_metadata":
-            out.append(Finding(path, node.lineno, name or ast.unparse(node.func), "torch's DCP reader unpickles with weights_only=False"))
+            out.append(Finding(path, node.lineno, name or ast.unparse(node.func),
+                               "torch's DCP reader unpickles with weights_only=False"))
         elif name in unpicklers:
             out.append(Finding(path, node.lineno, name, "an Unpickler with the stdlib find_class imports anything"))
         elif name.startswith(DCP + ".") and last in DCP_LOADERS or last in DCP_LOADERS[3:]:
