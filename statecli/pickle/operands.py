@@ -22,17 +22,23 @@ class _Other:
 _OTHER = _Other()  # anything that is not a constant string (marks included)
 
 
+def consumed(data: bytes | BinaryIO, start: int) -> bytes:
+    """The bytes an unpickler read from `data` since `start`: the rest of `data`, or the stream from
+    `start` to its position (where it is left)."""
+    if isinstance(data, bytes):
+        return data[start:]
+    end = data.tell()
+    data.seek(start)
+    head = data.read(end - start)
+    data.seek(end)
+    return head
+
+
 def stream_computed_global(data: bytes | BinaryIO, start: int) -> int | None:
     """computed_stack_global for the pickle the unpickler read from `data` (bytes, or a stream now past
     it), as an offset in `data`. Costs a byte search unless the pickle holds a STACK_GLOBAL byte
     (torch.save's protocol 2 has none)."""
-    if isinstance(data, bytes):
-        head = data[start:]
-    else:
-        end = data.tell()
-        data.seek(start)
-        head = data.read(end - start)
-        data.seek(end)
+    head = consumed(data, start)
     if b"\x93" not in head:
         return None
     at = computed_stack_global(head)

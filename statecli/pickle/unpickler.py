@@ -34,7 +34,7 @@ from .inert import (
     seal,
 )
 from .memocheck import stream_memo_problem
-from .operands import stream_computed_global
+from .operands import consumed, stream_computed_global
 from .verdict import LAYOUTS, MEMORY_FORMATS, QSCHEMES, STORAGE_DTYPES, TENSOR_CLASSES, dangerous_reason, normalize
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
@@ -440,14 +440,10 @@ def _refuse_computed_global(data: bytes | BinaryIO, start: int, path: str) -> No
 def _refuse_framing(data: bytes | BinaryIO, start: int, path: str, what: str) -> None:
     """A pickle whose framing the C unpickler and a static walk read differently is refused by every
     reader, as `scan` reports it (pickle/frames.py). Costs a byte search unless a FRAME could be there."""
-    if isinstance(data, bytes):
-        head = data[start:]
-    else:
+    head = consumed(data, start)
+    if not isinstance(data, bytes) and may_frame(head):
         end = data.tell()
-        data.seek(start)
-        head = data.read(end - start)
-        if may_frame(head):
-            head += data.read(MAX_FRAMED_TAIL)
+        head += data.read(MAX_FRAMED_TAIL)
         data.seek(end)
     problems = frame_problems(head, what)
     if problems:
