@@ -87,6 +87,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.problems: list[str] = []
         self._probes: list[_GetattrProbe] = []
         self._stubs: dict[str, type[StubObject]] = {}
+        self.stack_globals: list[int] = []  # STACK_GLOBAL offsets the memo walk met (-1: not walked)
 
     # -- globals -------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
@@ -154,7 +155,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def load_value(self) -> Any:
         try:
-            if problem := stream_memo_problem(self._source):  # before the C memo grows to a bogus index
+            if problem := stream_memo_problem(self._source, self.stack_globals):  # before the C memo grows to a bogus index
                 raise pickle.UnpicklingError(problem)
             return self.load()
         except RecursionError as exc:
@@ -425,7 +426,8 @@ def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, 
                                 "refusing the file") from exc
         raise BadInput(path, f"corrupt {what}: {exc}".rstrip(": ")) from exc
     _refuse_framing(data, start, path, what)
-    _refuse_computed_global(data, start, path)
+    if up.stack_globals:  # a global chosen while loading may have resolved: check its operands
+        _refuse_computed_global(data, start, path)
     return obj, up
 
 
