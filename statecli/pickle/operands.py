@@ -9,6 +9,8 @@ import io
 import pickletools
 from typing import Any, BinaryIO
 
+from ..errors import UnsafeContent
+
 _STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
                       "SHORT_BINSTRING"})
 _PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
@@ -43,6 +45,14 @@ def stream_computed_global(data: bytes | BinaryIO, start: int) -> int | None:
         return None
     at = computed_stack_global(head)
     return None if at is None else start + at
+
+
+def refuse_computed_global(data: bytes | BinaryIO, start: int, path: str) -> None:
+    """A global chosen while loading is refused by every reader, as `scan` rates it."""
+    at = stream_computed_global(data, start)
+    if at is not None:
+        raise UnsafeContent(path, f"STACK_GLOBAL at offset {at} takes a module or name computed while loading: "
+                            "a global chosen at load time", "refusing the file")
 
 
 def computed_stack_global(data: bytes) -> int | None:

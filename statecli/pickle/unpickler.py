@@ -34,7 +34,7 @@ from .inert import (
     seal,
 )
 from .memocheck import stream_memo_problem
-from .operands import consumed, stream_computed_global
+from .operands import consumed, refuse_computed_global
 from .verdict import LAYOUTS, MEMORY_FORMATS, QSCHEMES, STORAGE_DTYPES, TENSOR_CLASSES, dangerous_reason, normalize
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
@@ -420,23 +420,15 @@ def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, 
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError, struct_error) as exc:
         _refuse_framing(data, start, path, what)
-        _refuse_computed_global(data, start, path)
+        refuse_computed_global(data, start, path)
         if up.dangerous:  # a payload that also breaks the stream is still a payload
             raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
                                 "refusing the file") from exc
         raise BadInput(path, f"corrupt {what}: {exc}".rstrip(": ")) from exc
     _refuse_framing(data, start, path, what)
     if up.stack_globals:  # a global chosen while loading may have resolved: check its operands
-        _refuse_computed_global(data, start, path)
+        refuse_computed_global(data, start, path)
     return obj, up
-
-
-def _refuse_computed_global(data: bytes | BinaryIO, start: int, path: str) -> None:
-    """A global chosen while loading is refused by every reader, as `scan` rates it (pickle/operands.py)."""
-    at = stream_computed_global(data, start)
-    if at is not None:
-        raise UnsafeContent(path, f"STACK_GLOBAL at offset {at} takes a module or name computed while loading: "
-                            "a global chosen at load time", "refusing the file")
 
 
 def _refuse_framing(data: bytes | BinaryIO, start: int, path: str, what: str) -> None:
