@@ -186,3 +186,30 @@ def test_reduce_to_path_write_text_in_a_torch_save(tmp_path: Path) -> None:
     assert not canary.exists()
     torch.load(p, weights_only=False)
     assert canary.read_text() == "x"
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_dcp_metadata_prefixed_with_pathlib_file_writes(tmp_path: Path) -> None:
+    """The reviewer's DCP case: `.metadata` opened by a protocol-4 STACK_GLOBAL('pathlib', 'Path.touch')
+    call; torch's DCP reader (pickle.load) creates the file, statecli refuses the folder."""
+    import shutil
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    base = tmp_path / "base"
+    dcp.save({"w": torch.ones(3)}, checkpoint_id=str(base))
+    canary = tmp_path / "canary"
+    new = b"cpathlib\nPosixPath\n(" + V(str(canary)) + b"tR"
+    for dotted, extra in (("Path.touch", b""), ("PosixPath.write_text", V("x"))):
+        d = tmp_path / dotted
+        shutil.copytree(base, d)
+        md = (d / ".metadata").read_bytes()
+        prefix = b"\x8c\x07pathlib\x8c" + bytes([len(dotted)]) + dotted.encode() + b"\x93(" + new + extra + b"tR0"
+        (d / ".metadata").write_bytes(md[:2] + prefix + md[2:])
+        assert runner.invoke(app, ["scan", str(d)]).exit_code == 3
+        assert runner.invoke(app, ["inspect", str(d)]).exit_code == 3
+        assert not canary.exists()
+        dcp_to_torch_save(str(d), str(tmp_path / f"{dotted}.out"))  # the ordinary loader
+        assert canary.exists()
+        canary.unlink()
