@@ -38,7 +38,7 @@ def _table() -> list[tuple[int, int]]:
 
 
 _TABLE = _table()
-_STOP, _LONG_BINPUT, _PUT = ord("."), ord("r"), ord("p")
+_STOP, _LONG_BINPUT, _PUT, _STACK_GLOBAL = ord("."), ord("r"), ord("p"), 0x93
 
 
 _SHORT = 64
@@ -49,7 +49,7 @@ def _run_pattern() -> re.Pattern[bytes]:
     only for strings, text opcodes, STOP and a LONG_BINPUT at 2**20 or past (its index is checked)."""
     by_len: dict[int, list[int]] = {}
     for code, (kind, bad) in enumerate(_TABLE):
-        if not bad and kind >= 0 and code not in (_STOP, _LONG_BINPUT):
+        if not bad and kind >= 0 and code not in (_STOP, _LONG_BINPUT, _STACK_GLOBAL):
             by_len.setdefault(kind, []).append(code)
     alts = [b"[" + b"".join(re.escape(bytes([c])) for c in codes) + b"]" + (b"[\x00-\xff]{%d}" % n if n else b"")
             for n, codes in sorted(by_len.items())]
@@ -66,10 +66,11 @@ def _run_pattern() -> re.Pattern[bytes]:
 _RUN = _run_pattern()
 
 
-def memo_problem(data: bytes | mmap.mmap, start: int = 0) -> str | None:
+def memo_problem(data: bytes | mmap.mmap, start: int = 0, stack_globals: list[int] | None = None) -> str | None:
     """Why the pickle at data[start:] would make the C unpickler's memo huge, else None. Walks opcode
     lengths only (no object is built); stops at STOP, at the end, or at a byte no opcode has (the C
-    unpickler then fails there itself)."""
+    unpickler then fails there itself). The offset of every STACK_GLOBAL opcode is added to
+    `stack_globals` on the way (torch.save's protocol 2 writes none: readers check operands only then)."""
     buf = data
     n = len(buf)
     limit = max(n - start, _FLOOR)
@@ -95,6 +96,8 @@ def memo_problem(data: bytes | mmap.mmap, start: int = 0) -> str | None:
         elif kind == 0:
             if op == _STOP:
                 return None
+            if op == _STACK_GLOBAL and stack_globals is not None:
+                stack_globals.append(i - 1)
         elif kind == _NEWLINE or kind == _LINES2:
             end = find(b"\n", i)
             if end < 0:
@@ -120,19 +123,21 @@ def memo_problem(data: bytes | mmap.mmap, start: int = 0) -> str | None:
     return None
 
 
-def stream_memo_problem(source: object) -> str | None:
+def stream_memo_problem(source: object, stack_globals: list[int]) -> str | None:
     """memo_problem for what the unpickler reads: bytes, a BytesIO (from its position) or a local file
-    (mapped, so only the pickle's pages are touched). Other streams are read by the C unpickler as is."""
+    (mapped, so only the pickle's pages are touched). Other streams are read by the C unpickler as is
+    (-1 in `stack_globals`: not walked, a STACK_GLOBAL may be there)."""
     import io
 
     if isinstance(source, (bytes, bytearray)):
-        return memo_problem(bytes(source))
+        return memo_problem(bytes(source), 0, stack_globals)
     if isinstance(source, io.BytesIO):
-        return memo_problem(source.getvalue(), source.tell())  # BytesIO(bytes) shares, no copy
+        return memo_problem(source.getvalue(), source.tell(), stack_globals)  # BytesIO(bytes) shares, no copy
     try:
         fd = source.fileno()  # type: ignore[attr-defined]
         pos = source.tell()  # type: ignore[attr-defined]
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
-            return memo_problem(m, pos)
+            return memo_problem(m, pos, stack_globals)
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        stack_globals.append(-1)
         return None

@@ -19,6 +19,8 @@ from .unpickler import RestrictedUnpickler, StorageRef, StubObject, storage_from
 from .verdict import verdict
 
 MAX_NESTING = 16
+# The name a STACK_GLOBAL gets when its operands are not constant strings of the stream (or memo).
+COMPUTED_GLOBAL = "<global whose module or name is computed while loading>"
 MIN_NESTED = 4  # bytes/str constants at least this long are tried as nested pickles
 MAX_NESTED_BYTES = 64 << 20
 
@@ -120,6 +122,12 @@ def _merge_globals(up: RestrictedUnpickler, static: _Static, where: str, acc: Fi
     pending = list(static.globals)  # (name, opcode) in stream order
     for ref in up.refs:
         match = next((i for i, (name, _) in enumerate(pending) if name == ref.name), None)
+        computed = next((i for i, (name, _) in enumerate(pending) if name == COMPUTED_GLOBAL), None)
+        if match is None and computed is not None:
+            # What the C unpickler resolved from operands computed while loading (str('os')...).
+            pending.pop(computed)
+            acc.globals.append(GlobalRef(ref.name, where, "STACK_GLOBAL", Verdict.DANGEROUS, _COMPUTED_DETAIL))
+            continue
         if match is None:
             acc.globals.append(GlobalRef(ref.name, where, "?", ref.verdict, ref.detail))
             acc.problems.append(f"{where}: the C unpickler resolves {ref.name} where a static opcode walk sees "
@@ -129,11 +137,17 @@ def _merge_globals(up: RestrictedUnpickler, static: _Static, where: str, acc: Fi
         acc.globals.append(GlobalRef(ref.name, where, opcode, ref.verdict, ref.detail))
     for name, opcode in pending:  # seen statically only: after an error, or steered the other way
         module, _, attr = name.rpartition(".")
+        if name == COMPUTED_GLOBAL:
+            acc.globals.append(GlobalRef(name, where, opcode, Verdict.DANGEROUS, _COMPUTED_DETAIL))
+            continue
         if opcode.startswith("EXT"):
             v = Verdict.NEEDS_TRUST
         else:
             v = verdict(module, attr, ctx.trusted, ctx.torchscript)
         acc.globals.append(GlobalRef(name, where, opcode, v))
+
+
+_COMPUTED_DETAIL = "a global chosen at load time: STACK_GLOBAL's module or name is not a constant string"
 
 
 def _callee_verdict(callee: str, acc: Findings) -> Verdict:
@@ -223,7 +237,10 @@ def _static(stream: BinaryIO, pos: int, where: str, ctx: Context) -> _Static:
                 if isinstance(module_v, str) and isinstance(attr_v, str):
                     stack.append(record(module_v, attr_v, name))
                 else:
-                    stack.append(None)  # operands built some other way: the C unpickler's reading names it
+                    # Module or name built while loading (min(), format(), str.strip, dict.get, a
+                    # persistent id...): the global is chosen at load time, whatever it turns out to be.
+                    out.globals.append((COMPUTED_GLOBAL, name))
+                    stack.append(_G(COMPUTED_GLOBAL))
                 continue
             if name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "OBJ"):
                 callee = _callee(stack, name)

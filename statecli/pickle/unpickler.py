@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from ..errors import BadInput, UnsafeContent
 from ..state import Verdict
 from ..units import ITEMSIZE, itemsize
+from . import verdict as _verdict
 from .frames import frame_problems, may_frame
 from .inert import (
     DtypeValue,
@@ -33,6 +34,7 @@ from .inert import (
     seal,
 )
 from .memocheck import stream_memo_problem
+from .operands import consumed, refuse_computed_global
 from .verdict import LAYOUTS, MEMORY_FORMATS, QSCHEMES, STORAGE_DTYPES, TENSOR_CLASSES, dangerous_reason, normalize
 
 # Hard caps: a pickle is untrusted input. Object count is bounded by the pickle's size (every
@@ -42,9 +44,6 @@ MAX_FRAMED_TAIL = 64 << 20  # read past where the C unpickler stopped, to see wh
 _I64 = 1 << 63  # torch stores sizes, strides, numels as int64: a longer int (str() may fail on it) is malformed
 
 # Storage class names -> dtype, and the other allowlisted torch names, live with the verdict.
-_STORAGE_DTYPES = STORAGE_DTYPES
-_TENSOR_CLASSES = TENSOR_CLASSES
-_QSCHEMES, _LAYOUTS, _MEMORY_FORMATS = QSCHEMES, LAYOUTS, MEMORY_FORMATS
 __all__ = ["DtypeValue", "InertSet", "NamedValue", "RestrictedUnpickler", "SeenGlobal",
            "StateDict", "StorageRef", "StorageType", "StubObject", "TensorRef", "dangerous_reason", "unpickle"]
 
@@ -88,10 +87,14 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.problems: list[str] = []
         self._probes: list[_GetattrProbe] = []
         self._stubs: dict[str, type[StubObject]] = {}
+        self.stack_globals: list[int] = []  # STACK_GLOBAL offsets the memo walk met (-1: not walked)
 
     # -- globals -------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
         seen = judged(module, name, self._trusted, self._torchscript)
+        # In a TorchScript archive a name torch.jit.load does not resolve itself (compared as written)
+        # is a class compiled from code/, even one we have a builder for (builtins.set, _codecs.encode).
+        code_class = self._torchscript and _verdict.torchscript_source(module, name) is not None
         module, name = normalize(module, name)
         full = seen.name
         self.refs.append(seen)
@@ -99,7 +102,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             probe = _GetattrProbe(seen, self._trusted, self._torchscript)
             self._probes.append(probe)
             return probe
-        allowed = self._allowed(module, name)
+        allowed = None if code_class else self._allowed(module, name)
         if allowed is not None:
             return lenient(allowed, full, self.problems) if self._lenient and callable(allowed) else allowed
         if full not in self._stubs:
@@ -136,15 +139,15 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module == "torch":
             if name in ITEMSIZE:
                 return DtypeValue(name)
-            if name in _QSCHEMES or name in _LAYOUTS or name in _MEMORY_FORMATS:
+            if name in QSCHEMES or name in LAYOUTS or name in MEMORY_FORMATS:
                 return NamedValue(full)
-            if name in _STORAGE_DTYPES:
-                return StorageType(_STORAGE_DTYPES[name], name, typed=name != "UntypedStorage")
-            if name in _TENSOR_CLASSES:
+            if name in STORAGE_DTYPES:
+                return StorageType(STORAGE_DTYPES[name], name, typed=name != "UntypedStorage")
+            if name in TENSOR_CLASSES:
                 return _stub_class(module, name)
-        if module == "torch.cuda" and name in _STORAGE_DTYPES:
-            return StorageType(_STORAGE_DTYPES[name], f"cuda.{name}", typed=True)
-        if module in ("torch.cuda", "torch.cuda.sparse", "torch.sparse") and name in _TENSOR_CLASSES:
+        if module == "torch.cuda" and name in STORAGE_DTYPES:
+            return StorageType(STORAGE_DTYPES[name], f"cuda.{name}", typed=True)
+        if module in ("torch.cuda", "torch.cuda.sparse", "torch.sparse") and name in TENSOR_CLASSES:
             return _stub_class(module, name)
         if module == "torch.storage" and name in ("UntypedStorage", "TypedStorage"):
             return StorageType("uint8", name, typed=name == "TypedStorage")
@@ -152,7 +155,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def load_value(self) -> Any:
         try:
-            if problem := stream_memo_problem(self._source):  # before the C memo grows to a bogus index
+            if problem := stream_memo_problem(self._source, self.stack_globals):  # before the C memo grows to a bogus index
                 raise pickle.UnpicklingError(problem)
             return self.load()
         except RecursionError as exc:
@@ -417,25 +420,24 @@ def unpickle(data: bytes | BinaryIO, resolver: Callable[[Any], Any], path: str, 
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError, struct_error) as exc:
         _refuse_framing(data, start, path, what)
+        refuse_computed_global(data, start, path)
         if up.dangerous:  # a payload that also breaks the stream is still a payload
             raise UnsafeContent(path, "pickle references code that loading would run: " + ", ".join(up.dangerous),
                                 "refusing the file") from exc
         raise BadInput(path, f"corrupt {what}: {exc}".rstrip(": ")) from exc
     _refuse_framing(data, start, path, what)
+    if up.stack_globals:  # a global chosen while loading may have resolved: check its operands
+        refuse_computed_global(data, start, path)
     return obj, up
 
 
 def _refuse_framing(data: bytes | BinaryIO, start: int, path: str, what: str) -> None:
     """A pickle whose framing the C unpickler and a static walk read differently is refused by every
     reader, as `scan` reports it (pickle/frames.py). Costs a byte search unless a FRAME could be there."""
-    if isinstance(data, bytes):
-        head = data[start:]
-    else:
+    head = consumed(data, start)
+    if not isinstance(data, bytes) and may_frame(head):
         end = data.tell()
-        data.seek(start)
-        head = data.read(end - start)
-        if may_frame(head):
-            head += data.read(MAX_FRAMED_TAIL)
+        head += data.read(MAX_FRAMED_TAIL)
         data.seek(end)
     problems = frame_problems(head, what)
     if problems:

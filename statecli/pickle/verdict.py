@@ -110,7 +110,8 @@ DANGEROUS_FINAL = frozenset({
     "_lanscan_getnode", "_netstat_getnode", "_find_mac_near_keyword", "_find_mac_under_heading",
     "system", "popen", "spawn", "spawnl", "spawnv", "execv", "execl", "execve", "fork", "eval", "exec",
     "compile", "__import__", "getoutput", "getstatusoutput", "check_output", "check_call", "import_module",
-    "startfile", "rmtree", "unlink", "remove",
+    "startfile", "rmtree", "unlink", "remove", "save", "write_text", "write_bytes", "touch",
+    "torch_save_to_dcp", "dcp_to_torch_save",
 })
 # Attribute names that, as a step of a dotted name, reach code execution.
 DANGEROUS_ATTRS = frozenset({
@@ -147,6 +148,18 @@ DCP_TRUSTED = frozenset({
     "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
     "pathlib._local.PosixPath", "pathlib._local.WindowsPath",
 })
+# pathlib: constructing a path object is data; every other name (a function, a module, a method of a
+# path class such as `Path.touch` or `PosixPath.write_text`) reads or writes files.
+_PATH_CLASSES = ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath")
+PATH_CONSTRUCTORS = frozenset({f"pathlib.{c}" for c in _PATH_CLASSES} | {f"pathlib._local.{c}" for c in _PATH_CLASSES})
+# Namespaces whose members other than their data classes do file I/O or unpickle: only the exact
+# names listed are not dangerous (torch.distributed.checkpoint reads, writes and torch.loads files).
+_DATA_ONLY_NAMESPACES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("pathlib", PATH_CONSTRUCTORS),
+    (_DCP.rstrip("."), DCP_TRUSTED),
+)
+# Module prefixes whose names matching these prefixes read or write files (pandas.read_pickle, .to_csv).
+_FILE_IO_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (("pandas", ("read_", "to_")),)
 
 
 def normalize(module: str, name: str) -> tuple[str, str]:
@@ -186,6 +199,12 @@ def is_dangerous(module: str, name: str) -> bool:
             return True
     if parts[-1] in DANGEROUS_FINAL:
         return True
+    for space, data_names in _DATA_ONLY_NAMESPACES:
+        if (full == space or full.startswith(space + ".")) and full not in data_names:
+            return True
+    for space, prefixes in _FILE_IO_PREFIXES:
+        if full.startswith(space + ".") and parts[-1].startswith(prefixes):
+            return True
     if "." in name:
         # Protocol 4 resolves dotted names attribute by attribute: 'logging' + 'os.system' reaches os.
         steps = name.split(".")

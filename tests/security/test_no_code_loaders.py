@@ -21,10 +21,23 @@ ALWAYS_BANNED = {f"{m}.{f}" for m in PICKLE_MODULES for f in ("load", "loads", "
     "torch.jit.load", "torch.jit._serialization.load", "torch.jit._load_for_lite_interpreter",
     "torch.package.PackageImporter", "pandas.read_pickle", "numpy.lib.format.read_array",
     "transformers.dynamic_module_utils.get_class_from_dynamic_module",
+    "torch.jit.mobile._load_for_lite_interpreter", "torch._C.import_ir_module",
+    "torch._C._import_ir_module_from_package", "torch.serialization._legacy_load", "torch.serialization._load",
+    "torch.load_state_dict_from_url", "torch.hub.load", "torch.hub.load_state_dict_from_url",
 }
+# Modules whose loaders are banned when reached dynamically: getattr(pickle, "loads"),
+# sys.modules["pickle"], importlib.import_module("pickle").
+DYNAMIC_MODULES = (*PICKLE_MODULES, "torch", "torch.serialization", "torch.jit", "torch.distributed.checkpoint")
 STDLIB_UNPICKLERS = {"pickle.Unpickler", "_pickle.Unpickler", "pickle._Unpickler", "cPickle.Unpickler"}
 DCP = "torch.distributed.checkpoint"
 DCP_LOADERS = ("load", "load_state_dict", "_load_state_dict", "dcp_to_torch_save", "torch_save_to_dcp")
+# Every reader and loader of torch.distributed.checkpoint unpickles `.metadata` or items with
+# weights_only=False: FileSystemReader(p).read_metadata(), state_dict_loader.* and the like.
+DCP_READER_MODULES = (f"{DCP}.state_dict_loader", f"{DCP}.filesystem.FileSystemReader", f"{DCP}.FileSystemReader",
+                      f"{DCP}._fsspec_filesystem", f"{DCP}.format_utils", f"{DCP}.hf_storage",
+                      f"{DCP}._hf_storage", f"{DCP}.HuggingFaceStorageReader")
+# Keywords that, true or not a literal False, let a library run code or unpickle.
+OPT_IN_KEYWORDS = {"trust_remote_code": False, "allow_pickle": False}
 TORCH_LOADS = {"torch.load", "torch.serialization.load"}
 
 
@@ -74,11 +87,65 @@ def _unsafe_unpicklers(tree: ast.AST, names: dict[str, str]) -> set[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef) and node.name not in out:
                 bases = {_qualified(b, names) for b in node.bases}
-                own_find_class = any(isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in node.body)
+                own_find_class = any(isinstance(f, ast.FunctionDef) and f.name == "find_class"
+                                     and not _delegates_find_class(f) for f in node.body)
                 if bases & out and not own_find_class:
                     out.add(node.name)
                     changed = True
     return out
+
+
+def _delegates_find_class(func: ast.FunctionDef) -> bool:
+    """A find_class that hands names to super().find_class (or a base's) imports what they name."""
+    for node in ast.walk(func):
+        if isinstance(node, ast.Attribute) and node.attr == "find_class":
+            base = node.value
+            if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super":
+                return True
+            if isinstance(base, ast.Name | ast.Attribute) and not (isinstance(base, ast.Name) and base.id == "self"):
+                return True
+    return False
+
+
+def _dynamic_module(node: ast.AST, names: dict[str, str]) -> str | None:
+    """The module a dynamic spelling reaches: sys.modules["pickle"], importlib.import_module("pickle"),
+    __import__("pickle"); "<computed>" for a name that is not a literal (a user's model file is imported
+    on purpose: only a literal loader module is banned)."""
+    if isinstance(node, ast.Subscript) and _qualified(node.value, names) == "sys.modules":
+        key = node.slice
+        return key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else "<computed>"
+    if isinstance(node, ast.Call) and _qualified(node.func, names) in ("importlib.import_module", "__import__",
+                                                                     "builtins.__import__"):
+        arg = node.args[0] if node.args else None
+        return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else "<computed>"
+    return None
+
+
+def _dynamic_finding(node: ast.AST, names: dict[str, str], path: str) -> Finding | None:
+    """getattr(pickle, "loads"), getattr(pickle, name), getattr(torch, "load"), sys.modules["pickle"].loads
+    and importlib.import_module("pickle").load."""
+    if isinstance(node, ast.Call) and _qualified(node.func, names) in ("getattr", "builtins.getattr") and node.args:
+        target = _qualified(node.args[0], names) or _dynamic_module(node.args[0], names) or ""
+        attr = node.args[1] if len(node.args) > 1 else None
+        if target in DYNAMIC_MODULES or target.startswith(tuple(m + "." for m in DYNAMIC_MODULES)):
+            name = f"{target}.{attr.value}" if isinstance(attr, ast.Constant) else f"{target}.<computed>"
+            computed = not isinstance(attr, ast.Constant) and target in PICKLE_MODULES  # any name is a load
+            if computed or name in ALWAYS_BANNED or name in TORCH_LOADS:
+                return Finding(path, node.lineno, name, "a loader reached through getattr")
+    module = _dynamic_module(node, names)
+    if module in DYNAMIC_MODULES:
+        return Finding(path, getattr(node, "lineno", 0), f"{module} (dynamic import)",
+                       "a loader module reached dynamically")
+    return None
+
+
+def _opt_in(call: ast.Call) -> str | None:
+    """A keyword such as trust_remote_code or allow_pickle passed as anything but a literal False."""
+    for k in call.keywords:
+        if k.arg in OPT_IN_KEYWORDS and not (isinstance(k.value, ast.Constant)
+                                             and k.value.value is OPT_IN_KEYWORDS[k.arg]):
+            return k.arg
+    return None
 
 
 def check_source(source: str, path: str = "<string>") -> list[Finding]:
@@ -94,8 +161,15 @@ def check_source(source: str, path: str = "<string>") -> list[Finding]:
         called.add(id(node.func))
         name = _qualified(node.func, names) or ""
         last = name.rpartition(".")[2] or (node.func.attr if isinstance(node.func, ast.Attribute) else "")
-        if name in ALWAYS_BANNED:
+        if (dynamic := _dynamic_finding(node, names, path)) is not None:
+            out.append(dynamic)
+        elif name in ALWAYS_BANNED:
             out.append(Finding(path, node.lineno, name, "runs the code its input names"))
+        elif (key := _opt_in(node)) is not None:
+            out.append(Finding(path, node.lineno, name, f"{key} not passed as a literal False"))
+        elif name.startswith(DCP_READER_MODULES) or last == "read_metadata":
+            out.append(Finding(path, node.lineno, name or ast.unparse(node.func),
+                               "torch's DCP reader unpickles with weights_only=False"))
         elif name in unpicklers:
             out.append(Finding(path, node.lineno, name, "an Unpickler with the stdlib find_class imports anything"))
         elif name.startswith(DCP + ".") and last in DCP_LOADERS or last in DCP_LOADERS[3:]:
@@ -109,6 +183,10 @@ def check_source(source: str, path: str = "<string>") -> list[Finding]:
             name = _qualified(node, names) or ""
             if name in ALWAYS_BANNED or name.startswith(DCP + ".") and name.rpartition(".")[2] in DCP_LOADERS:
                 out.append(Finding(path, node.lineno, name, "a reference to a loader that runs code"))
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and _dynamic_module(node, names):
+            found = _dynamic_finding(node, names, path)
+            if found is not None:
+                out.append(found)
     return out
 
 
@@ -149,6 +227,29 @@ BANNED_SOURCES = [
     ("from transformers import AutoModel\nAutoModel.from_pretrained(d, trust_remote_code=True)",
      "transformers.AutoModel.from_pretrained"),
     ("def f(cls, d):\n    return cls.from_pretrained(d)", "cls.from_pretrained"),
+    # issue 19 review: each of these runs code or unpickles, and the checker missed it.
+    ("from torch.distributed.checkpoint import FileSystemReader\nFileSystemReader(p).read_metadata()",
+     "FileSystemReader(p).read_metadata"),
+    ("from torch.distributed.checkpoint.filesystem import FileSystemReader\nr = FileSystemReader(p)",
+     f"{DCP}.filesystem.FileSystemReader"),
+    ("from torch.distributed.checkpoint import state_dict_loader\nstate_dict_loader._load_state_dict_from_keys()",
+     f"{DCP}.state_dict_loader._load_state_dict_from_keys"),
+    ("from transformers import AutoModel\nAutoModel.from_config(c, trust_remote_code=True)",
+     "transformers.AutoModel.from_config"),
+    ("import transformers\ntransformers.pipeline('x', model=m, trust_remote_code=True)", "transformers.pipeline"),
+    ("import transformers\ntransformers.pipeline('x', model=m, trust_remote_code=flag)", "transformers.pipeline"),
+    ("import numpy as np\nnp.load(f, allow_pickle=True)", "numpy.load"),
+    ("import numpy as np\nnp.load(f, allow_pickle=ok)", "numpy.load"),
+    ("import pickle\ngetattr(pickle, 'loads')(b)", "pickle.loads"),
+    ("import pickle\ngetattr(pickle, name)(b)", "pickle.<computed>"),
+    ("import sys\nsys.modules['pickle'].loads(b)", "pickle (dynamic import)"),
+    ("import importlib\nimportlib.import_module('pickle').loads(b)", "pickle (dynamic import)"),
+    ("import pickle\nclass U(pickle.Unpickler):\n    def find_class(self, m, n):\n"
+     "        return super().find_class(m, n)\nU(f).load()", "U"),
+    ("import torch\ntorch.jit.mobile._load_for_lite_interpreter(p)", "torch.jit.mobile._load_for_lite_interpreter"),
+    ("import torch\ntorch._C.import_ir_module(cu, p, dev, files)", "torch._C.import_ir_module"),
+    ("import torch\ntorch.serialization._legacy_load(f, 'cpu', pickle)", "torch.serialization._legacy_load"),
+    ("from torch.serialization import _load\n_load(z, 'cpu', pickle)", "torch.serialization._load"),
 ]
 
 
@@ -166,6 +267,11 @@ ALLOWED_SOURCES = [
     "R(f).load()",
     "import pickle\npickle.dumps(x)\npickle.Unpickler",  # a base-class reference is no call
     "import torch.distributed.checkpoint as dcp\ndcp.save(sd, checkpoint_id=p)",
+    "import numpy as np\nnp.load(f, allow_pickle=False)",
+    "import transformers\ntransformers.AutoModel.from_config(c, trust_remote_code=False)",
+    "import json\ngetattr(json, 'loads')(b)",
+    "import importlib\nimportlib.import_module('json')",
+    "import torch\ngetattr(torch, dtype_name)",
 ]
 
 

@@ -33,7 +33,8 @@ def test_verdict_table(module: str, name: str, want: Verdict) -> None:
 def test_trusted_names_and_torchscript() -> None:
     trusted = frozenset({"torch.distributed.checkpoint.metadata.Metadata"})
     assert verdict("torch.distributed.checkpoint.metadata", "Metadata", trusted) is S
-    assert verdict("torch.distributed.checkpoint.metadata", "Metadataa", trusted) is Verdict.NEEDS_TRUST
+    # Beyond the exact trusted names the namespace reads, writes and unpickles files (issue 19 review).
+    assert verdict("torch.distributed.checkpoint.metadata", "Metadataa", trusted) is Verdict.DANGEROUS
     assert verdict("torch.distributed.checkpoint.fs", "os.system", trusted) is D
     assert verdict("torch.jit._pickle", "build_intlist") is D
     assert verdict("torch.jit._pickle", "build_intlist", torchscript=True) is S
