@@ -13,7 +13,7 @@ from .classify import EMA_KEYS, OPTIMIZER_KEYS
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
 from .io.limits import read_json_file
-from .io.source import is_remote
+from .io.urls import is_remote
 from .notes import Note, NoteKind
 from .pickle.graph import GraphRef, flatten, holds_tensors, render_value, tame_keys
 from .pickle.unpickler import DtypeValue, NamedValue, StateDict, StubObject, TensorRef

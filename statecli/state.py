@@ -51,7 +51,7 @@ def _fast_init(cls: type[_T]) -> type[_T]:
     ns: dict[str, Any] = {}
     exec(src, defaults, ns)  # noqa: S102 - source built from the class's own field names
     ns["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = ns["__init__"]  # type: ignore[misc,method-assign]
+    cls.__init__ = ns["__init__"]  # type: ignore[method-assign]
     return cls
 
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import BadInput, NotACheckpoint, NotFound, StatecliError
-from ..io.source import hf_cache_path, is_remote, listdir, register
+from ..io.source import listdir
+from ..io.urls import hf_cache_path, is_remote, register
 from ..state import Format
 from ._common import RawCheckpoint, open_regular
 from .handler import FormatHandler, record

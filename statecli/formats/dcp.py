@@ -301,7 +301,7 @@ def write(folder: str, state_dict: dict[str, Any]) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "torch.distributed is disabled ... single process": as intended
-        dcp.save(state_dict, storage_writer=dcp.FileSystemWriter(folder), no_dist=True)  # type: ignore[call-arg]
+        dcp.save(state_dict, storage_writer=dcp.FileSystemWriter(folder), no_dist=True)  # type: ignore[attr-defined]  # torch re-exports these without __all__
 
 
 def scan(folder: str, acc: Findings) -> None:

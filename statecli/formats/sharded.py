@@ -9,8 +9,8 @@ from typing import Any
 
 from ..errors import BadInput
 from ..io.limits import load_json
-from ..io.source import exists, map_concurrent
-from ..io.urls import is_remote
+from ..io.source import exists
+from ..io.urls import is_remote, map_concurrent
 from ..pickle.pickles import Findings
 from ..state import Format, TensorInfo
 from ._common import RawCheckpoint, open_regular

@@ -188,7 +188,7 @@ def scan(path: str, acc: Findings) -> Format:
     """A legacy torch file (five pickles, the storages, nothing after) or a bare pickle stream."""
     from ..errors import StatecliError
     from ..pickle.pickles import scan_stream
-    from ..pickle.verdict import Verdict
+    from ..state import Verdict
 
     refused = None
     try:

@@ -233,14 +233,14 @@ def torch_value(name: str) -> TorchGlobal | TorchLayout:
         layout = _GLOBALS.get(("layout", name))
         if layout is None:
             layout = _GLOBALS[("layout", name)] = TorchLayout(name)
-        return layout  # type: ignore[no-any-return]
+        return layout
     return torch_global("torch", name)
 
 
-_PyPickler: Any = pickle._Pickler  # type: ignore[attr-defined]  # the pure-Python pickler: its dispatch table is open
+_PyPickler: Any = pickle._Pickler  # the pure-Python pickler: its dispatch table is open
 
 
-class _Pickler(_PyPickler):
+class _Pickler(_PyPickler):  # type: ignore[misc]  # pickle._Pickler is private, so untyped: Any
     """Python's own pickler (its save_global would import torch to check a name): TorchGlobal
     stand-ins are written as GLOBAL opcodes directly, everything else as pickle writes it."""
 

@@ -237,7 +237,7 @@ def _alive(pid: int) -> bool:
 
 
 def _folder_of(target: str) -> str:
-    from .source import display_name, is_remote
+    from .urls import display_name, is_remote
 
     if is_remote(target):  # the one choke point of every writer: no local file named "s3:/..." ever appears
         from ..errors import UsageError

@@ -18,7 +18,8 @@ from ..errors import BadInput
 from ..state import Checkpoint, TensorInfo
 from ..vocab import Layout
 from . import values
-from .source import MAX_RANGE, RemoteSource, is_remote
+from .source import MAX_RANGE, RemoteSource
+from .urls import is_remote
 from .values import ValueReader, np_dtype, numpy_readable
 
 if TYPE_CHECKING:

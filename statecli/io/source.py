@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 from ..errors import BadInput, NotFound
 from .urls import (  # noqa: F401 - re-exported: the URL side of a source
@@ -82,7 +82,7 @@ def _filesystem(name: str) -> tuple[Any, str]:
             raise BadInput(name, "reading http(s) URLs needs aiohttp", EXTRA_HINT) from exc
         kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT, sock_read=TIMEOUT)}
     try:
-        return fsspec.core.url_to_fs(_real(name), **kwargs)
+        return cast("tuple[Any, str]", fsspec.core.url_to_fs(_real(name), **kwargs))
     except ImportError as exc:
         raise BadInput(name, f"no {scheme}:// support installed ({exc})", EXTRA_HINT) from exc
     except ValueError as exc:
@@ -361,7 +361,7 @@ async def _http_range(fs: Any, url: str, offset: int, n: int) -> bytes:
         if r.content_length is not None:
             if r.content_length != n:
                 raise _Fatal(f"the server declared {r.content_length} bytes for a range of {n} at byte {offset}")
-            return await r.read()  # aiohttp reads exactly Content-Length bytes, or fails on a short body
+            return cast(bytes, await r.read())  # aiohttp reads exactly Content-Length bytes, or fails on a short body
         out = bytearray()
         while len(out) <= n:
             chunk = await r.content.read(min(1 << 20, n + 1 - len(out)))

@@ -18,9 +18,9 @@ from .source import (
     RemoteSource,
     Source,
     is_range,
-    is_remote,
     open_local,
 )
+from .urls import is_remote
 
 
 class SourceFile(io.RawIOBase):

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import BadInput
 from ..state import Checkpoint, TensorInfo, contiguous_stride
@@ -36,7 +36,7 @@ def np_dtype(name: str) -> np.dtype[Any] | None:
     if name in _ML_DTYPES:
         import ml_dtypes
 
-        return np.dtype(getattr(ml_dtypes, name))
+        return np.dtype(cast(type, getattr(ml_dtypes, name)))
     return None
 
 
@@ -262,7 +262,8 @@ class ValueReader:
         if info.layout != Layout.STRIDED or info.device == "meta":
             raise BadInput(info.source, f"values of a {info.layout} {info.device} tensor are not read by statecli")
         if info.pieces:
-            return self._assembled(info, torch.zeros(info.shape, dtype=getattr(torch, info.dtype)))
+            out: torch.Tensor = self._assembled(info, torch.zeros(info.shape, dtype=getattr(torch, info.dtype)))
+            return out
         if info.source is None or info.data_offset is None:
             raise BadInput(info.source, "this tensor has no data in the file")
         dtype = getattr(torch, info.storage_dtype or info.dtype)
@@ -327,7 +328,7 @@ REMOTE_READER: Callable[[Checkpoint], ValueReader] | None = None
 
 @contextmanager
 def value_reader(ck: Checkpoint) -> Iterator[ValueReader]:
-    from .source import is_remote
+    from .urls import is_remote
 
     # URLs: bounded ranged reads; io/remote_values.py sets REMOTE_READER when a URL is read.
     remote = REMOTE_READER is not None and any(is_remote(f) for f in ck.files)

@@ -195,7 +195,7 @@ class _Render:
         if is_tensor(v):
             return "<tensor>"
         if not isinstance(v, (Mapping, list, tuple, set, frozenset, StubObject)):
-            if type(v).__repr__ is not object.__repr__:
+            if type(v).__repr__ is not object.__repr__:  # type: ignore[comparison-overlap]  # typeshed's signatures differ; the objects may not
                 return repr(v)
             return f"<{type(v).__name__}>"
         if depth > VALUE_DEPTH or self.left < 0:

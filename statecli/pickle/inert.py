@@ -181,7 +181,7 @@ def seal(*builders: Any) -> Any:
 
 
 StubObject.__setstate__ = _BuildState()
-_CALL_RESULT = type("CallResult", (StubObject,), {"__stub_name__": "<result of calling a stub>"})
+_CALL_RESULT: type[StubObject] = type("CallResult", (StubObject,), {"__stub_name__": "<result of calling a stub>"})
 
 
 class StateDict(OrderedDict):  # type: ignore[type-arg]
