@@ -1,5 +1,5 @@
 """torch.distributed.checkpoint folders, read by statecli itself. torch's loader plain-pickle.loads
-`.metadata` and torch.load(weights_only=False)s every non-tensor item, so it is never used for reading:
+`.metadata` and torch.loads every non-tensor item without weights_only, so it is never used for reading:
 `.metadata` goes through the no-execution unpickler (DCP's dataclasses trusted by exact name), and every
 item it names in the `.distcp` files (each its own torch.save zip) through the same reader as a .pt."""
 

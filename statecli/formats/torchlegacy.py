@@ -142,7 +142,7 @@ def _read(path: str, refuse: bool) -> tuple[RawCheckpoint, int, int]:
         root, up = unpickle(f, resolve, path, "legacy object pickle")
         keys, up_keys = unpickle(f, _no_pid, path, "legacy storage-key list")
         ups = [up_magic, up_proto, up_info, up, up_keys]
-        for u in ups:  # torch.load(weights_only=False) would run a payload in any of the five pickles
+        for u in ups:  # torch.load without weights_only would run a payload in any of the five
             if refuse:
                 _refuse_dangerous(path, u)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):

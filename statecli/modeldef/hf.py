@@ -56,8 +56,8 @@ def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
     hf_logging.set_verbosity_error()  # nothing below the CLI writes to the terminal (config advice, etc.)
     try:
         # trust_remote_code=False: an auto_map never makes transformers prompt, nor import the folder's code
-        config = transformers.AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(config_path)),
-                                                         trust_remote_code=False)
+        folder = os.path.dirname(os.path.abspath(config_path))
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)

@@ -225,7 +225,7 @@ def plan_move(ck: Checkpoint, raw: RawCheckpoint, spec: MoveSpec) -> Plan:
     if not moved:
         notes.append(f"every tensor is already saved on {device}")
     elif device != "cpu":
-        device_notes.append(f"the output loads only where {device} exists (or with torch.load(map_location=...))")
+        device_notes.append(f"the output loads only where {device} exists (or with torch.load's map_location)")
     # Whether anything moves depends on the output format (safetensors and DCP record no device):
     # run() keeps the "moved" changes and device notes only for a .pt output.
     return Plan(ck=ck, raw=raw, location=device, changes=tuple(changes), notes=tuple(notes),
