@@ -23,15 +23,12 @@ from .source import (
 from .urls import is_remote
 
 
-class SourceFile(io.RawIOBase):
-    """A read-only, seekable file over a Source for the readers (zipfile, the unpickler): small reads
-    come from cached blocks shared by every open of the URL, large ones go out in bounded ranges."""
+class _Positioned(io.RawIOBase):
+    """A read-only file over `self.src` (which has `size` and `close`): the position and the io
+    protocol; a subclass says how to `pread` a span."""
 
-    def __init__(self, src: Source) -> None:
-        super().__init__()
-        self.src = src
-        self.name = src.name
-        self.pos = 0
+    src: Any
+    pos: int
 
     def readable(self) -> bool:
         return True
@@ -62,6 +59,25 @@ class SourceFile(io.RawIOBase):
         return len(data)
 
     def pread(self, offset: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self.closed:
+            self.src.close()
+        super().close()
+
+
+class SourceFile(_Positioned):
+    """A read-only, seekable file over a Source for the readers (zipfile, the unpickler): small reads
+    come from cached blocks shared by every open of the URL, large ones go out in bounded ranges."""
+
+    def __init__(self, src: Source) -> None:
+        super().__init__()
+        self.src = src
+        self.name = src.name
+        self.pos = 0
+
+    def pread(self, offset: int, n: int) -> bytes:
         if n <= 0:
             return b""
         if n > 4 * BLOCK:
@@ -87,13 +103,8 @@ class SourceFile(io.RawIOBase):
         joined = b"".join(have[i] or b"" for i in range(first, last + 1))
         return joined[offset - first * BLOCK:offset - first * BLOCK + n]
 
-    def close(self) -> None:
-        if not self.closed:
-            self.src.close()
-        super().close()
 
-
-class RangeFile(io.RawIOBase):
+class RangeFile(_Positioned):
     """A registered byte range of a local file as a read-only file of its own (a DCP item): reads go
     straight to pread, clipped to the range (thousands of small items: no block cache in between)."""
 
@@ -101,38 +112,8 @@ class RangeFile(io.RawIOBase):
         super().__init__()
         self.src, self.fd, self.name, self.pos = src, fd, src.name, 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.pos, 2: self.src.size}[whence]
-        if base + offset < 0:
-            raise OSError("negative seek position")
-        self.pos = base + offset
-        return self.pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        left = max(0, self.src.size - self.pos)
-        n = left if n is None or n < 0 else min(n, left)
-        data = os.pread(self.fd, n, self.src.base + self.pos) if n else b""
-        self.pos += len(data)
-        return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.src.close()
-        super().close()
+    def pread(self, offset: int, n: int) -> bytes:
+        return os.pread(self.fd, n, self.src.base + offset) if n > 0 else b""
 
 
 def open_file(path: str) -> BinaryIO:
