@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar, overload
 
 from .notes import Note, note_texts, warning_texts
+from .qtensor import QuantInfo
 from .units import itemsize
 from .vocab import Format as Format  # re-exported: the on-disk formats live with the other closed sets
 
@@ -228,6 +229,7 @@ class TensorInfo:
     # A tensor saved in pieces (DCP chunks from several ranks): each piece's offsets in this tensor and
     # where its own bytes are; the tensor has no `source` of its own then.
     pieces: tuple[TensorPiece, ...] = ()
+    quant: QuantInfo | None = None  # a quantized logical tensor (layout "quantized"): see qtensor.py
 
     @_cached
     def numel(self) -> int:
