@@ -334,6 +334,9 @@ def with_model(ck: Checkpoint, info: ModelInfo) -> Checkpoint:
             out.append(e)
             continue
         m = matches.get(e.name)
+        if ck.outside_state_dict(e):
+            out.append(e)  # the pickle's own answer is exact; no state_dict() holds it for the model to take
+            continue
         if m is None:
             out.append(replace(e, kind=Kind.UNKNOWN, evidence=Evidence(Source.NOT_IN_MODEL)))
             continue

@@ -26,9 +26,10 @@ def load_report_notes(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine]
     model); `fails_strict` says whether plain load_state_dict(strict=True) would."""
     if info.memo is not None:  # cache.py: stored for this checkpoint's keys, else computed live and stored
         return info.memo.load_report(ck, info)
-    notes: list[Note] = []
-    file_tensors = {e.name: e.tensor for e in ck.entries if e.group == "" and e.tensor is not None}
-    file_values = {e.name for e in ck.entries if e.group == "" and e.tensor is None}
+    notes: list[Note] = _outside_notes(ck)
+    model = [e for e in ck.entries if e.group == "" and not ck.outside_state_dict(e)]
+    file_tensors = {e.name: e.tensor for e in model if e.tensor is not None}
+    file_values = {e.name for e in model if e.tensor is None}
     lines, tied = _strict_lines(ck, info, file_tensors, file_values, notes)
     if info.hf is None or ck.is_pickled_module:  # torch.load gives a pickled module back whole
         return lines, notes
@@ -41,6 +42,16 @@ def load_report_notes(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine]
     return _from_pretrained(info, file_tensors, lines, verdict, tied), notes
 
 
+def _outside_notes(ck: Checkpoint) -> list[Note]:
+    """What a pickled module holds beside its state_dict(): named, and why no report line counts it."""
+    outside = [e for e in ck.entries if e.group == "" and ck.outside_state_dict(e)]
+    if not outside:
+        return []
+    shown = ", ".join(f"{e.name} ({e.kind})" for e in outside[:4]) + (f" and {len(outside) - 4} more" if len(outside) > 4 else "")
+    return [Note(NoteKind.CLASSIFICATION, f"{shown}: held by the pickled module, left out of its state_dict(); "
+                 "load_state_dict never sees them and torch.load returns the module with them")]
+
+
 class Why(StrEnum):
     """Why a key is in the strict report: the outcome, decided before any wording (_EXPLAIN)."""
 
@@ -50,7 +61,6 @@ class Why(StrEnum):
     BATCH_COUNTER = "batch counter"
     UNDER_PREFIX = "under another prefix"  # args: flag, prefix
     ABSENT = "absent"  # args: what the model has there (a kind, or "entry")
-    PICKLED_BUFFER = "pickled non-persistent buffer"
     STALE_BUFFER = "stale non-persistent buffer"
     PREFIX_MATCH = "matches after a prefix fix"  # args: flag, prefix
     NOT_IN_MODEL = "not in the model"
@@ -84,10 +94,6 @@ _EXPLAIN: dict[Why, _Text] = {
                              "it only matters for momentum=None", "load with strict=False (the counter starts at 0)"),
     Why.UNDER_PREFIX: _Text("present in the file under another prefix ({1!r})", "{0} {1}"),
     Why.ABSENT: _Text("the model has this {0}; the file does not", "train/initialise it, or load with strict=False"),
-    Why.PICKLED_BUFFER: _Text("a non-persistent buffer, stored because the file pickles the whole module "
-                              "(torch.save(model)); model.state_dict() leaves it out",
-                              "nothing to do: torch.load returns the module with it", blocking=False,
-                              strict_blocking=True),
     Why.STALE_BUFFER: _Text("a non-persistent buffer in this model, present in the file (written by an older "
                             "version of the code); the model rebuilds it itself",
                             "safe to drop: load with strict=False or remove the key"),
@@ -116,7 +122,7 @@ def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, Tenso
     fix = _prefix_fix(unexpected, missing)
     state = set(info.state_keys)
     outcomes = ([_missing(key, info, file_tensors, unexpected, fix) for key in missing]
-                + [_unexpected(key, info, state, ck.is_pickled_module, fix) for key in unexpected])
+                + [_unexpected(key, info, state, fix) for key in unexpected])
     lines = [explain(o) for o in shape_dtype] + converted + [explain(o) for o in outcomes]
     return lines, {o.key for o in outcomes if o.why is Why.TIED}
 
@@ -185,11 +191,10 @@ def _missing(key: str, info: ModelInfo, file_tensors: dict[str, TensorInfo], une
     return Outcome(key, ReportProblem.MISSING, Why.ABSENT, (str(slot.kind) if slot else "entry",))
 
 
-def _unexpected(key: str, info: ModelInfo, state: set[str], pickled: bool,
-                fix: tuple[str, str, int] | None) -> Outcome:
+def _unexpected(key: str, info: ModelInfo, state: set[str], fix: tuple[str, str, int] | None) -> Outcome:
     slot = info.slots.get(key)
     if slot is not None and slot.kind == Kind.BUFFER_NP:
-        return Outcome(key, ReportProblem.UNEXPECTED, Why.PICKLED_BUFFER if pickled else Why.STALE_BUFFER)
+        return Outcome(key, ReportProblem.UNEXPECTED, Why.STALE_BUFFER)
     if fix and (fix[0] == "--strip-prefix" and key[len(fix[1]):] in state and key.startswith(fix[1])
                 or fix[0] == "--add-prefix" and fix[1] + key in state):
         return Outcome(key, ReportProblem.UNEXPECTED, Why.PREFIX_MATCH, (fix[0], fix[1]))
