@@ -10,9 +10,10 @@ from enum import StrEnum
 from typing import Any
 
 from ..notes import Note, NoteKind
-from ..state import Checkpoint, Kind, TensorInfo, prefix_matches
+from ..state import Checkpoint, Entry, Kind, TensorInfo, prefix_matches
 from ..vocab import ReportProblem
 from .model import ModelInfo, ReportLine
+from .reasons import failed_lines, fused_sources, lacking_text, tie_groups, untied_lines
 
 
 def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
@@ -25,9 +26,19 @@ def load_report_notes(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine]
     are `blocking` when the model's own loader reports them (from_pretrained for a Hugging Face
     model); `fails_strict` says whether plain load_state_dict(strict=True) would."""
     if info.memo is not None:  # cache.py: stored for this checkpoint's keys, else computed live and stored
-        return info.memo.load_report(ck, info)
-    notes: list[Note] = _outside_notes(ck)
-    model = [e for e in ck.entries if e.group == "" and not ck.outside_state_dict(e)]
+        lines, notes = info.memo.load_report(ck, info)
+    else:
+        lines, notes = keyed_report(ck, info)
+    # What depends on more than the keys, shapes and dtypes the memo is keyed by: values and pickled kinds.
+    file_tensors = {e.name: e.tensor for e in _state(ck) if e.tensor is not None}
+    return lines + untied_lines(ck, info, file_tensors), _outside_notes(ck) + notes
+
+
+def keyed_report(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine], list[Note]]:
+    """The part of the load report that the checkpoint's keys, shapes and dtypes decide (cache.py
+    stores it under them)."""
+    notes: list[Note] = []
+    model = _state(ck)
     file_tensors = {e.name: e.tensor for e in model if e.tensor is not None}
     file_values = {e.name for e in model if e.tensor is None}
     lines, tied = _strict_lines(ck, info, file_tensors, file_values, notes)
@@ -40,6 +51,11 @@ def load_report_notes(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine]
                           f"({type(exc).__name__}: {exc}); the report shows load_state_dict(strict=True)"))
         return lines, notes
     return _from_pretrained(info, file_tensors, lines, verdict, tied), notes
+
+
+def _state(ck: Checkpoint) -> list[Entry]:
+    """The model-state entries load_state_dict is handed (a pickled module's state_dict())."""
+    return [e for e in ck.entries if e.group == "" and not ck.outside_state_dict(e)]
 
 
 def _outside_notes(ck: Checkpoint) -> list[Note]:
@@ -181,8 +197,9 @@ def _key_sets(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInf
 def _missing(key: str, info: ModelInfo, file_tensors: dict[str, TensorInfo], unexpected: list[str],
              fix: tuple[str, str, int] | None) -> Outcome:
     slot = info.slots.get(key)
-    if slot is not None and slot.tied_to and slot.tied_to in file_tensors:
-        return Outcome(key, ReportProblem.MISSING, Why.TIED, (slot.tied_to,))
+    held = next((k for k in tie_groups(info).get(key, ()) if k in file_tensors), None)
+    if slot is not None and held is not None:  # from_pretrained ties whichever member the file holds
+        return Outcome(key, ReportProblem.MISSING, Why.TIED, (held,))
     if key.endswith("num_batches_tracked"):
         return Outcome(key, ReportProblem.MISSING, Why.BATCH_COUNTER)
     if fix and (fix[0] == "--strip-prefix" and any(u == fix[1] + key for u in unexpected)
@@ -308,20 +325,22 @@ def _from_pretrained(info: ModelInfo, file_tensors: dict[str, TensorInfo], lines
                             if line.problem is ReportProblem.SHAPE_MISMATCH
                             else "; from_pretrained ignores it")
         out.append(replace(line, explanation=explanation, blocking=blocks, strict_blocking=line.blocking))
-    for key in sorted(verdict.missing - covered):
+    for key in sorted(verdict.missing - covered - set(verdict.errors)):  # a failed build says why below
         out.append(ReportLine(key, ReportProblem.MISSING, "from_pretrained finds no file key for it after its conversions",
                               "train/initialise it, or check the checkpoint's origin", strict_blocking=True))
     for key in sorted(verdict.unexpected - covered):
         out.append(ReportLine(key, ReportProblem.UNEXPECTED, "from_pretrained converts file keys into this name, which the "
                               "model does not have", "check the checkpoint's origin", strict_blocking=True))
+    fused = fused_sources(info, file_tensors) if set(verdict.mismatched) - covered else {}
     for key, (have, want) in sorted(verdict.mismatched.items()):
         if key not in covered:
+            present, lacking = fused.get(key, ([], []))
+            why = f"; {lacking_text(lacking, len(present) + len(lacking))}" if lacking else ""
             out.append(ReportLine(key, ReportProblem.SHAPE_MISMATCH, f"after from_pretrained's conversions the file gives "
-                                  f"{list(have)}, model expects {list(want)}", "check the config against the file",
+                                  f"{list(have)}, model expects {list(want)}{why}", "check the config against the file",
                                   strict_blocking=True))
-    for key, why in sorted(verdict.errors.items()):
-        out.append(ReportLine(key, ReportProblem.CONVERSION_FAILED, f"from_pretrained could not convert it: {why}",
-                              "check the config against the file", strict_blocking=True))
+    if verdict.errors:
+        out += failed_lines(info, file_tensors, verdict.errors)
     return out
 
 
