@@ -126,7 +126,7 @@ def refine(entries: list[Entry], facts: FileFacts) -> list[Entry]:
     describe the model state (group ""), other groups (an EMA copy) are judged by their names alone."""
     groups: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
-        if e.tensor is not None and e.evidence.source is Source.RULE:
+        if e.evidence.source is Source.RULE and e.tensor is not None:
             groups.setdefault(e.group, []).append(i)
     out = entries
     for group, idx in groups.items():
@@ -136,7 +136,8 @@ def refine(entries: list[Entry], facts: FileFacts) -> list[Entry]:
         for j, (kind, ev) in answers.items():
             if out is entries:
                 out = list(entries)
-            out[idx[j]] = replace(entries[idx[j]], kind=kind, evidence=ev)
+            e = entries[idx[j]]  # built directly: dataclasses.replace costs 10x per entry
+            out[idx[j]] = Entry(e.name, e.tensor, e.value, e.value_type, kind, ev, e.group)
     return out
 
 
@@ -146,6 +147,8 @@ _BN_LEAVES = {"weight", "bias", "running_mean", "running_var", "num_batches_trac
 _CODEBOOK_STATS = {"embed_avg", "cluster_size", "embed_sum", "cluster_usage"}
 _CODEBOOK = _CODEBOOK_STATS | {"embed", "inited", "initialized"}
 _SIBLING_LEAVES = _BN_LEAVES | _CODEBOOK | {"shift"}
+# A leaf whose presence makes a sibling rule apply (refine's filter before any per-name work).
+_TRIGGER = re.compile(r"(running_var|_scaling_factor|" + "|".join(sorted(_CODEBOOK_STATS)) + r")\n")
 
 
 def in_context(tensors: Sequence[tuple[str, TensorInfo | None]], answers: Sequence[tuple[Kind, Evidence]],
@@ -153,6 +156,8 @@ def in_context(tensors: Sequence[tuple[str, TensorInfo | None]], answers: Sequen
     """Kinds that infer() cannot see from one name: {index: new answer} for float buffers that the
     generic rules call parameters because they look like weights — a frozen BatchNorm's weight and bias,
     a VQ codebook's EMA state, I-BERT's `shift`. Only entries inferred as parameters change."""
+    if not _TRIGGER.search("\n".join(name for name, _ in tensors) + "\n"):
+        return {}  # one C-speed pass: most files (a transformer's) have nothing a sibling rule reads
     modules: dict[str, dict[str, int]] = {}
     observers = False
     for i, (name, t) in enumerate(tensors):
