@@ -34,14 +34,14 @@ _KNOWN_BUFFERS = {"final_logits_bias": "BART-family buffer",
 _OBSERVER_SUFFIXES = ("_scaling_factor", "_integer")
 # Buffers that transformers registers with persistent=False (in every model, or most): a file that holds
 # one was written by code that kept it (an older version, or one model that registers it persistent).
-_LIBRARY_NP = {"inv_freq": "rotary inv_freq (non-persistent in transformers)",
-               "original_inv_freq": "rotary inv_freq (non-persistent in transformers)",
-               "position_ids": "position_ids (usually non-persistent)",
-               "token_type_ids": "token_type_ids (usually non-persistent)",
-               "relative_position_index": "relative_position_index (non-persistent in Swin-V2)",
-               "relative_coords_table": "relative_coords_table (non-persistent in Swin-V2)",
-               "embed_scale": "embed_scale (non-persistent in Gemma)",
-               "normalizer": "normalizer (non-persistent in RecurrentGemma)"}
+_LIBRARY_NP = {"inv_freq": "rotary inv_freq, non-persistent in transformers",
+               "original_inv_freq": "rotary inv_freq, non-persistent in transformers",
+               "position_ids": "position_ids, usually non-persistent",
+               "token_type_ids": "token_type_ids, usually non-persistent",
+               "relative_position_index": "relative_position_index, non-persistent in Swin-V2",
+               "relative_coords_table": "relative_coords_table, non-persistent in Swin-V2",
+               "embed_scale": "embed_scale, non-persistent in Gemma",
+               "normalizer": "normalizer, non-persistent in RecurrentGemma"}
 # Float tensors that are masks by name: GPT-2's legacy masked_bias and additive attention masks.
 _FLOAT_MASKS = {"masked_bias", "attn_mask", "attention_mask", "causal_mask"}
 # torch.get_rng_state()/cuda.get_rng_state() results as trainers save them (HF Trainer's rng_state.pth,
