@@ -294,6 +294,8 @@ def _add_group(ck: _Draft, raw: RawCheckpoint, gname: str, gvalue: Any, roles: d
 
 
 def _finish(ck: _Draft, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, Role]) -> None:
+    legacy = raw.format in (Format.TORCH_LEGACY, Format.TORCH_TAR)  # the formats a pre-0.4.1 file can have
+    ck.entries = classify.refine(ck.entries, classify.FileFacts.of(ck.torch_metadata, legacy))
     if strip_prefix:
         ck.entries = [_strip(e, strip_prefix) if e.group == "" else e for e in ck.entries]
     names = [e.name for e in ck.entries if e.group == ""]

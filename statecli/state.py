@@ -410,6 +410,12 @@ class Checkpoint:
         """A torch.save(model) file: the model state is the pickled module itself."""
         return self.container == PICKLED_MODULE
 
+    def outside_state_dict(self, e: Entry) -> bool:
+        """A tensor a pickled module holds that its state_dict() leaves out (a non-persistent buffer, a
+        plain tensor attribute): load_state_dict never sees it, so no load report counts it."""
+        return (self.is_pickled_module and e.evidence.source is Source.PICKLED_MODULE
+                and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE))
+
 
 def contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The row-major stride torch gives a contiguous tensor of this shape."""

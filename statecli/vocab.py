@@ -96,6 +96,7 @@ class ReportProblem(StrEnum):
     RENAMED = "renamed"
     CONVERTED = "converted"
     CONVERSION_FAILED = "conversion failed"
+    UNTIED = "loads untied"  # tied in the model, held twice with different values in the file
 
 
 class Format(StrEnum):

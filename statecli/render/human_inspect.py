@@ -150,11 +150,16 @@ def _load_report(con: Any, r: InspectResult) -> None:
         con.print(Text(head + how, style="bold green"))
     else:
         con.print(Text(head + f"{r.model.loader} would fail ({len(blocking)} problem(s))", style="bold red"))
-    if not lines:
-        return
-    rows = [[escape(x.key), x.problem, escape(x.explanation), escape(x.fix or "")] for x in lines]
-    print_grid(con, None, [Col("key", wrap=True), Col("problem"), Col("why", wrap=True, min_width=20),
-                           Col("fix", wrap=True)], rows)
+    # The problem table holds exactly the counted problems; what the loader accepts is listed apart.
+    accepted = [x for x in lines if not x.blocking]
+    for group, title in ((blocking, None), (accepted, f"accepted by {r.model.loader}:")):
+        if not group:
+            continue
+        if title:
+            con.print(Text(title))
+        rows = [[escape(x.key), x.problem, escape(x.explanation), escape(x.fix or "")] for x in group]
+        print_grid(con, None, [Col("key", wrap=True), Col("problem"), Col("why", wrap=True, min_width=20),
+                               Col("fix", wrap=True)], rows)
 
 
 def _model_tree(con: Any, r: InspectResult) -> None:
