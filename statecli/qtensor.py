@@ -15,6 +15,7 @@ A quantized weight is one logical TensorInfo:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class QuantInfo:
         where the format stores one blob (a GGUF tensor).
     group_size / block: the scale granularity, where it has one.
     inferred: True where the scheme came from names, dtypes and shapes rather than a config.
+    bits: the bits of one stored code (4 for int4/nf4/mxfp4, 8 for int8/fp8), where it has one.
+    codec: which dequantizer reads it (formats/quant/dequant.py's table; "" where `method` says).
+    tensors: the parts' own TensorInfos, in `parts` order (typed loosely: state.TensorInfo sits above
+        this module), so a value reader finds their bytes without the entries that held them.
+    settings: codec settings as (name, value) pairs (a zero-point offset, a packing order).
     """
 
     scheme: str
@@ -38,6 +44,13 @@ class QuantInfo:
     group_size: int | None = None
     block: tuple[int, ...] | None = None
     inferred: bool = False
+    bits: int | None = None
+    codec: str = ""
+    tensors: tuple[Any, ...] = ()
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        return dict(self.settings).get(name, default)
 
     def bits_per_weight(self, stored_nbytes: int, numel: int) -> float | None:
         """Stored bits (scales and zeros included) per logical value."""

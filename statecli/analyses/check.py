@@ -366,11 +366,12 @@ def _rx(pat: str) -> re.Pattern[str]:
 
 
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
+    from ..io.values import dequantizable
     from ..units import is_floating
     from .stats import stats_for
 
-    floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED
-              and e.tensor.device != "meta"]
+    floats = [e for e in ck.entries if e.tensor is not None and (dequantizable(e.tensor) or is_floating(e.tensor.dtype)
+              and e.tensor.layout == Layout.STRIDED and e.tensor.device != "meta")]
     skipped = sum(1 for e in ck.entries if e.tensor is not None and e not in floats and not e.tensor.dtype.startswith(
         ("int", "uint", "bool")))
     stats = stats_for(ck, floats)
