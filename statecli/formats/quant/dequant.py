@@ -122,6 +122,10 @@ def _ct_packed(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.nd
     q -= float(1 << (q_.bits - 1))
     scale = _part(reader, info, "weight_scale")
     zp = _part(reader, info, "weight_zero_point")
+    if zp is not None and np.asarray(zp).dtype == np.int32:  # pack_to_int32(zp, bits, packed_dim=0)
+        groups = np.asarray(scale).shape[-1] if np.asarray(scale).ndim == 2 else 1
+        zp = _unpack(np.ascontiguousarray(np.asarray(zp).T), q_.bits)[:, :rows].T.astype(np.int32)
+        zp = zp.reshape(rows, groups) - (1 << (q_.bits - 1))
     g_idx = _part(reader, info, "weight_g_idx")
     if g_idx is not None:
         g = np.asarray(g_idx, dtype=np.int64)
@@ -221,9 +225,11 @@ def _bnb4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray
 
 
 def _bnb8(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
-    """bitsandbytes int8_vectorwise_dequant: w * SCB[row] / 127."""
+    """bitsandbytes int8_vectorwise_dequant: w * SCB[row] * (1/127), in that order (float32)."""
+    import numpy as np
+
     q = _f32(_part(reader, info, "weight")[r0:r1])
-    return q * (_f32(_part(reader, info, "SCB")[r0:r1]) / 127.0)[:, None]
+    return (q * _f32(_part(reader, info, "SCB")[r0:r1])[:, None]) * np.float32(7.874015718698502e-3)
 
 
 CODECS: dict[str, Callable[[ValueReader, TensorInfo, int, int], np.ndarray]] = {

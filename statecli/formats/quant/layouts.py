@@ -253,6 +253,7 @@ def _bnb4(qtype: str, stem: str, t: Mapping[str, TensorInfo], cfg: QuantConfig |
                    (".weight.nested_absmax", ".weight.nested_quant_map"))
     if parts is None or t[stem + ".weight"].dtype != "uint8":
         return None
+    parts = tuple((role.removeprefix("weight."), name) for role, name in parts)
     state = _quant_state(t[parts[3][1]])
     if state is None:
         return None
