@@ -49,6 +49,17 @@ class QuantInfo:
     tensors: tuple[Any, ...] = ()
     settings: tuple[tuple[str, Any], ...] = ()
 
+    def to_dict(self, stored_nbytes: int, numel: int) -> dict[str, Any]:
+        """The scheme and its stored parts as JSON (each part's dtype, shape and bytes as stored)."""
+        bpw = self.bits_per_weight(stored_nbytes, numel)
+        return {"scheme": self.scheme, "method": self.method, "inferred": self.inferred, "bits": self.bits,
+                "group_size": self.group_size, "block": list(self.block) if self.block else None,
+                "compute_dtype": self.compute_dtype, "stored_nbytes": stored_nbytes,
+                "bits_per_weight": round(bpw, 4) if bpw is not None else None,
+                "parts": [{"role": role, "name": name, "dtype": getattr(t, "dtype", None),
+                           "shape": list(getattr(t, "shape", ())), "nbytes": getattr(t, "nbytes", None)}
+                          for (role, name), t in zip(self.parts, self.tensors or [None] * len(self.parts))]}
+
     def setting(self, name: str, default: Any = None) -> Any:
         return dict(self.settings).get(name, default)
 

@@ -1,0 +1,126 @@
+"""Quantized checkpoints through the commands: inspect/size count logical parameters and bits per
+weight, rewrites keep packed integers and scales byte for byte, convert keeps the scheme and its
+config, and convert --dequantize writes a folder transformers' from_pretrained loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from statecli.cli.app import app
+from tests.unit.formats import quant_builders as qb
+
+torch = pytest.importorskip("torch")
+runner = CliRunner()
+GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False, "sym": True}
+
+
+def _gptq_folder(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    t, _ = qb.gptq("model.layers.0.mlp.up", 64, 128, 32, np.random.default_rng(0))
+    t2, _ = qb.gptq("model.layers.1.mlp.up", 64, 128, 32, np.random.default_rng(1))
+    t |= t2 | {"model.norm.weight": torch.ones(128, dtype=torch.float16)}
+    qb.save(tmp_path / "in" / "model.safetensors", t, GPTQ)
+    return tmp_path / "in", t
+
+
+def _run(*args: str) -> Any:
+    result = runner.invoke(app, list(args), env={"GITHUB_ACTIONS": "false", "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_inspect_json_counts_logical_parameters_and_bits_per_weight(tmp_path: Path) -> None:
+    folder, t = _gptq_folder(tmp_path)
+    d = json.loads(_run("inspect", str(folder), "--format", "json").stdout)
+    w = next(e for e in d["entries"] if e["name"] == "model.layers.0.mlp.up.weight")
+    assert (w["kind"], w["dtype"], w["shape"], w["layout"]) == ("parameter", "int4", [64, 128], "quantized")
+    parts = {p["role"]: p for p in w["quant"]["parts"]}
+    assert set(parts) == {"qweight", "qzeros", "scales", "g_idx"}
+    stored = sum(v.numel() * v.element_size() for k, v in t.items() if k.startswith("model.layers.0."))
+    assert w["nbytes"] == stored == sum(p["nbytes"] for p in parts.values())
+    q = d["quantization"]
+    assert q["quantized"]["numel"] == 2 * 64 * 128
+    assert q["quantized"]["bits_per_weight"] == pytest.approx(2 * stored * 8 / (2 * 64 * 128), abs=1e-4)
+    assert q["parameters"]["numel"] == 2 * 64 * 128 + 128  # what the unquantized model has
+    assert list(q["by_module"]) == ["model.layers.*.mlp.up"]
+    size = json.loads(_run("size", str(folder), "--format", "json").stdout)
+    assert size["parameters"] == 2 * 64 * 128 + 128 and size["quantization"] == q
+
+
+def test_inspect_storage_lists_the_parts_under_the_weight(tmp_path: Path) -> None:
+    folder, _ = _gptq_folder(tmp_path)
+    out = _run("inspect", str(folder), "--storage").stdout
+    assert "model.layers.0.mlp.up.qweight" in out and "GPTQ int4 sym, group 32" in out
+    assert "model.layers.0.mlp.up.qweight" not in _run("inspect", str(folder)).stdout
+
+
+def _tensors(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_cast_and_strip_leave_packed_parts_bit_identical(tmp_path: Path) -> None:
+    folder, t = _gptq_folder(tmp_path)
+    res = _run("cast", str(folder / "model.safetensors"), "--dtype", "float32", "-o", str(tmp_path / "c.safetensors"))
+    assert "bit-identical" in res.output
+    out = _tensors(tmp_path / "c.safetensors")
+    assert out["model.norm.weight"].dtype == torch.float32
+    for k, v in t.items():
+        if k != "model.norm.weight":  # float16 scales too: never cast
+            assert out[k].dtype == v.dtype and bytes(out[k].numpy().tobytes()) == bytes(v.numpy().tobytes())
+    _run("strip", str(folder / "model.safetensors"), "--pattern", r"layers\.1\.", "-o", str(tmp_path / "s.safetensors"))
+    assert sorted(_tensors(tmp_path / "s.safetensors")) == sorted(k for k in t if "layers.1." not in k)
+
+
+def test_convert_keeps_scheme_and_config(tmp_path: Path) -> None:
+    folder, t = _gptq_folder(tmp_path)
+    _run("convert", str(folder), "-o", str(tmp_path / "out"))
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["quantization_config"] == GPTQ
+    out = _tensors(tmp_path / "out" / "model.safetensors")
+    assert all(torch.equal(out[k], v) for k, v in t.items())
+    d = json.loads(_run("inspect", str(tmp_path / "out"), "--format", "json").stdout)
+    assert d["quantization"]["by_scheme"].keys() == {"GPTQ int4 sym, group 32"}
+
+
+def test_dequantize_writes_a_folder_from_pretrained_loads(tmp_path: Path) -> None:
+    """compressed-tensors W4A16 tiny Llama -> convert --dequantize --dtype bf16 -> from_pretrained;
+    its weights equal compressed-tensors' own decompress (exact in bf16: see test_quant_oracles)."""
+    tr = pytest.importorskip("transformers")
+    ct = pytest.importorskip("compressed_tensors.quantization")
+    from compressed_tensors.compressors import PackedQuantizationCompressor
+
+    cfg = tr.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=96, tie_word_embeddings=False,
+                         architectures=["LlamaForCausalLM"])
+    torch.manual_seed(0)
+    model = tr.LlamaForCausalLM(cfg).to(torch.bfloat16)
+    scheme = ct.QuantizationScheme(targets=["Linear"], weights=ct.QuantizationArgs(
+        num_bits=4, type="int", symmetric=True, strategy="group", group_size=32))
+    state: dict[str, Any] = {}
+    ref: dict[str, Any] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name != "lm_head":
+            w = mod.weight.data
+            s = (w.float().reshape(w.shape[0], -1, 32).abs().amax(-1) / 7).to(torch.bfloat16)
+            packed = PackedQuantizationCompressor.compress({"weight": w, "weight_scale": s}, scheme)
+            state |= {f"{name}.{k}": v for k, v in packed.items()}
+            ref[f"{name}.weight"] = PackedQuantizationCompressor.decompress(packed, scheme)["weight"]
+    state |= {k: v for k, v in model.state_dict().items() if k not in ref}
+    config = model.config.to_dict() | {"quantization_config": ct.QuantizationConfig(
+        config_groups={"group_0": scheme}, format="pack-quantized", ignore=["lm_head"]).model_dump(mode="json")}
+    src = tmp_path / "ct"
+    qb.save(src / "model.safetensors", state)
+    (src / "config.json").write_text(json.dumps(config))
+    _run("convert", str(src), "-o", str(tmp_path / "dense"), "--dequantize", "--dtype", "bf16")
+    assert "quantization_config" not in json.loads((tmp_path / "dense" / "config.json").read_text())
+    loaded = tr.LlamaForCausalLM.from_pretrained(str(tmp_path / "dense"))
+    assert loaded.num_parameters() == model.num_parameters()
+    sd = loaded.state_dict()
+    for name, w in ref.items():
+        assert sd[name].dtype == torch.bfloat16 and torch.equal(sd[name], w)
