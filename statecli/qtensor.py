@@ -68,4 +68,8 @@ class QuantInfo:
         return stored_nbytes * 8 / numel if numel else None
 
 
-__all__ = ["QuantInfo"]
+# Logical type names of the quantized weights formats/quant builds (check --param-dtypes accepts them
+# beside torch dtypes); a format with its own types (GGUF's GGML names) adds them here.
+LOGICAL_DTYPES: set[str] = {"int2", "int4", "int8", "nf4", "fp4", "fp8_e4m3", "fp8_e5m2", "mxfp4", "nvfp4"}
+
+__all__ = ["LOGICAL_DTYPES", "QuantInfo"]

@@ -206,6 +206,11 @@ def check(
     model_arg: ModelArgOpt = None,
     require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
                                                                                     "safetensors.", metavar="FORMATS")] = None,
+    bits_per_weight_max: Annotated[Optional[str], typer.Option("--bits-per-weight-max", help="Stored bits per "
+        "parameter (scales and zeros included) at most this, e.g. 4.5.", metavar="BITS")] = None,
+    quantization: Annotated[Optional[str], typer.Option("--quantization", help="Quantized with one of these methods "
+        "(gptq, awq, compressed-tensors, bitsandbytes, fp8, mxfp4), every linear weight but the ignore list.",
+        metavar="METHODS")] = None,
     fmt: FormatOpt = DataFormat.TABLE,
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
@@ -228,7 +233,8 @@ def check(
         ("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf), ("param-dtypes", param_dtypes),
         ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
-        ("model-args", model_arg), ("format", require_format)) if value is not None}
+        ("model-args", model_arg), ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
+        ("quantization", quantization)) if value is not None}
     result = run_check(paths, flags, config)
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")

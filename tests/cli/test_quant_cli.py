@@ -124,3 +124,38 @@ def test_dequantize_writes_a_folder_from_pretrained_loads(tmp_path: Path) -> Non
     sd = loaded.state_dict()
     for name, w in ref.items():
         assert sd[name].dtype == torch.bfloat16 and torch.equal(sd[name], w)
+
+
+def _check(*args: str) -> tuple[int, dict[str, Any]]:
+    result = runner.invoke(app, ["check", *args, "--format", "json"], env={"GITHUB_ACTIONS": "false"})
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_check_bits_per_weight_quantization_and_logical_dtypes(tmp_path: Path) -> None:
+    folder, _ = _gptq_folder(tmp_path)  # int4 group 32 with fp16 scales and packed zeros: 5.125 bits/weight
+    assert _check(str(folder), "--bits-per-weight-max", "6")[0] == 0
+    code, d = _check(str(folder), "--bits-per-weight-max", "4.5")
+    assert code == 1 and "5.1" in d["findings"][-1]["reason"]
+    assert _check(str(folder), "--quantization", "gptq")[0] == 0
+    assert _check(str(folder), "--quantization", "awq,bitsandbytes")[0] == 1
+    assert _check(str(folder), "--param-dtypes", "int4,float16")[0] == 0
+    assert _check(str(folder), "--param-dtypes", "float16")[0] == 1
+
+
+def test_check_quantization_names_unquantized_linear_weights_outside_the_ignore_list(tmp_path: Path) -> None:
+    t, _ = qb.gptq("model.layers.0.mlp.up", 64, 128, 32, np.random.default_rng(0))
+    t |= {"lm_head.weight": torch.zeros(10, 64, dtype=torch.float16),
+          "model.embed_tokens.weight": torch.zeros(10, 128, dtype=torch.float16)}
+    path = qb.save(tmp_path / "a" / "model.safetensors", t, GPTQ)
+    code, d = _check(str(path), "--quantization", "gptq")
+    assert code == 1 and "lm_head.weight" in d["findings"][-1]["reason"]
+    assert "embed_tokens" not in d["findings"][-1]["reason"]
+    qb.save(tmp_path / "b" / "model.safetensors", t, GPTQ | {"modules_to_not_convert": ["lm_head"]})
+    assert _check(str(tmp_path / "b" / "model.safetensors"), "--quantization", "gptq")[0] == 0
+
+
+def test_check_no_nan_reads_dequantized_values(tmp_path: Path) -> None:
+    t, _ = qb.gptq("fc", 32, 128, 32, np.random.default_rng(0))
+    t["fc.scales"][1, 3] = float("nan")  # one group of one output channel: 32 NaN weights
+    code, d = _check(str(qb.save(tmp_path / "model.safetensors", t)), "--no-nan")
+    assert code == 1 and "fc.weight: 32 NAN" in d["findings"][-1]["reason"]
