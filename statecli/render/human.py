@@ -100,6 +100,8 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
 
     top = scale([m.rel_change for m in r.modules])
     structural = any(m.added or m.removed for m in r.modules)
+    # A quantized side: the error's size in dB (A, the source, over B - A) tells how much each module lost.
+    quantized = r.quantized
     rows = []
     for m in r.modules:
         rel = m.rel_change
@@ -110,10 +112,12 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
         row += ["-" if rel is None else fmt_float(rel), bar(frac, 24),
                 "-" if m.cosine is None else f"{m.cosine:.6f}", fmt_float(m.max_abs),
                 "-" if m.over_tol is None else f"{m.over_tol:.1%}"]
+        if quantized:
+            row.append("-" if m.snr_db is None else f"{m.snr_db:.2f}")
         rows.append(row)
     heads = ["keys", "changed"] + (["added", "removed"] if structural else [])
     cols = [Col("module", wrap=True), *(Col(h, right=True) for h in heads), Col("|b-a|/|a|", right=True), Col(""),
-            *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol"))]
+            *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol") + (("SNR dB",) if quantized else ()))]
     order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
     depth = f"depth {r.depth}" if r.depth else "by block"
     print_grid(con, f"change by module ({depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)

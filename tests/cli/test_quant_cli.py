@@ -159,3 +159,28 @@ def test_check_no_nan_reads_dequantized_values(tmp_path: Path) -> None:
     t["fc.scales"][1, 3] = float("nan")  # one group of one output channel: 32 NaN weights
     code, d = _check(str(qb.save(tmp_path / "model.safetensors", t)), "--no-nan")
     assert code == 1 and "fc.weight: 32 NAN" in d["findings"][-1]["reason"]
+
+
+def test_diff_against_the_unquantized_source_reports_nmse_snr_and_max_error(tmp_path: Path) -> None:
+    """Per tensor and per module, from the dequantized values: NMSE = ||q-s||^2/||s||^2,
+    SNR = -10 log10(NMSE), computed here in float64 from the two arrays."""
+    t0, w0 = qb.gptq("model.layers.0.mlp.up", 64, 128, 32, np.random.default_rng(0))
+    t1, w1 = qb.gptq("model.layers.1.mlp.up", 64, 128, 32, np.random.default_rng(1))
+    qb.save(tmp_path / "q" / "model.safetensors", t0 | t1, GPTQ)
+    rng = np.random.default_rng(2)
+    src = {n: (w + rng.normal(0, sd, w.shape)).astype(np.float32)
+           for n, w, sd in (("model.layers.0.mlp.up.weight", w0, 1e-3), ("model.layers.1.mlp.up.weight", w1, 1e-2))}
+    qb.save(tmp_path / "s" / "model.safetensors", {k: torch.from_numpy(v) for k, v in src.items()})
+    res = runner.invoke(app, ["diff", str(tmp_path / "s"), str(tmp_path / "q"), "--format", "json", "--by-module"])
+    d = json.loads(res.stdout)
+    by_key = {k["name"]: k for k in d["keys"]}
+    for name, w in (("model.layers.0.mlp.up.weight", w0), ("model.layers.1.mlp.up.weight", w1)):
+        s, q = src[name].astype(np.float64), w.astype(np.float32).astype(np.float64)
+        nmse = ((q - s) ** 2).sum() / (s ** 2).sum()
+        assert by_key[name]["nmse"] == pytest.approx(nmse, rel=1e-6)
+        assert by_key[name]["snr_db"] == pytest.approx(-10 * np.log10(nmse), rel=1e-6)
+        assert by_key[name]["max_abs"] == pytest.approx(np.abs(q - s).max(), rel=1e-6)
+    mods = {m["module"]: m for m in d["modules"]}
+    assert mods["model.layers.1"]["snr_db"] < mods["model.layers.0"]["snr_db"]  # the layer that lost most
+    assert "SNR dB" in runner.invoke(app, ["diff", str(tmp_path / "s"), str(tmp_path / "q"), "--by-module"],
+                                     env={"COLUMNS": "200"}).stdout
