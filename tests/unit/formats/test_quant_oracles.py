@@ -135,3 +135,15 @@ def test_bitsandbytes_int8_matches_int8_vectorwise_dequant(tmp_path: Path) -> No
     ref = bnb.functional.int8_vectorwise_dequant(lin.weight.data, lin.weight.SCB)
     _same(_values(ck, "l.weight"), ref)
     assert json.dumps(next(e for e in ck.entries if e.name == "l.weight").to_dict())
+
+
+def test_fp8_block_matches_transformers_dequantize(tmp_path: Path) -> None:
+    """DeepSeek-style weight + weight_scale_inv (128x128 blocks, ragged edges) against transformers'
+    finegrained_fp8._dequantize_fp8_weight in float32: exact (fp8 values times fp32 scales)."""
+    fp8 = pytest.importorskip("transformers.integrations.finegrained_fp8")
+    t, _ = qb.fp8_block("mlp.down", 300, 200, np.random.default_rng(7))
+    ck = load_checkpoint(str(qb.save(tmp_path / "model.safetensors", t)))  # no config: blocks inferred
+    info = next(e for e in ck.entries if e.name == "mlp.down.weight").tensor
+    assert info.quant.inferred and info.quant.block == (128, 128)
+    ref = fp8._dequantize_fp8_weight(t["mlp.down.weight"], t["mlp.down.weight_scale_inv"], [128, 128], torch.float32)
+    np.testing.assert_array_equal(_values(ck, "mlp.down.weight"), ref.numpy())
