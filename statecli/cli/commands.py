@@ -76,6 +76,14 @@ def size(
     path: PathArg,
     depth: Annotated[int, typer.Option("--depth", min=1, help="Group modules by this many name components.", metavar="N")] = 1,
     top: Annotated[int, typer.Option("--top", min=0, help="List the N largest tensors.", metavar="N")] = 10,
+    memory: Annotated[bool, typer.Option("--memory", help="Memory of the loaded weights (as stored and dequantized) "
+                                                          "and, with --context, the KV cache.")] = False,
+    context: Annotated[Optional[int], typer.Option("--context", min=1, help="With --memory: tokens of KV cache, "
+        "from the config.json beside the checkpoint (standard and grouped-query attention).", metavar="N")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="With --context: sequences in the batch.",
+                                       metavar="B")] = 1,
+    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="With --context: the cache's dtype "
+        "(default: the config's).", metavar="DTYPE")] = None,
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -92,7 +100,7 @@ def size(
     from ..render import render
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
-    render(size_of(ck, depth, top), view)
+    render(size_of(ck, depth, top, memory=memory, context=context, batch=batch, kv_dtype=kv_dtype), view)
 
 
 @app.command()

@@ -25,6 +25,8 @@ def render_size(r: SizeResult, con: Any) -> None:
     con.print(Text(f"on disk {fmt_bytes(r.file_bytes)}; tensors {fmt_bytes(r.total.nbytes)} in memory "
                    f"({r.total.tensors} tensors, {fmt_count(r.total.numel)} elements); "
                    f"{fmt_count(r.parameters)} params"))
+    for line in r.memory.lines() if r.memory is not None else ():
+        con.print(Text(line, style="bold"))
     if r.duplicate_nbytes:
         con.print(Text(f"shared storage counted once: {fmt_bytes(r.duplicate_nbytes)} would be duplicated if every "
                        f"tensor owned its bytes"))
