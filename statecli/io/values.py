@@ -217,6 +217,10 @@ class ValueReader:
         if fn is None:
             raise BadInput(info.source, f"values of {info.quant.scheme} are not read by statecli")
         cols = info.shape[-1] if info.shape else 1
+        if hi <= lo or cols == 0:
+            import numpy as np
+
+            return np.zeros(0, np.float32)
         r0, r1 = lo // cols, -(-hi // cols)
         return fn(self, info, r0, r1).reshape(-1)[lo - r0 * cols:hi - r0 * cols]
 

@@ -184,3 +184,40 @@ def test_diff_against_the_unquantized_source_reports_nmse_snr_and_max_error(tmp_
     assert mods["model.layers.1"]["snr_db"] < mods["model.layers.0"]["snr_db"]  # the layer that lost most
     assert "SNR dB" in runner.invoke(app, ["diff", str(tmp_path / "s"), str(tmp_path / "q"), "--by-module"],
                                      env={"COLUMNS": "200"}).stdout
+
+
+def _i32(*shape: int) -> Any:
+    return torch.zeros(*shape, dtype=torch.int32)
+
+
+HOSTILE = {  # parts whose shapes, dtypes or values do not fit their layout
+    "gptq zero-width scales": {"x.qweight": _i32(4, 8), "x.qzeros": _i32(1, 1), "x.scales": torch.zeros(1, 0)},
+    "awq zero scales": {"x.qweight": _i32(4, 1), "x.qzeros": _i32(1, 1), "x.scales": torch.zeros(0, 0)},
+    "gptq g_idx out of range": {"x.qweight": _i32(4, 8), "x.qzeros": _i32(1, 1), "x.scales": torch.zeros(1, 8),
+                                "x.g_idx": torch.full((32,), -5, dtype=torch.int32)},
+    "ct zero-size shape": {"x.weight_packed": _i32(0, 4), "x.weight_scale": torch.zeros(0, 1),
+                           "x.weight_shape": torch.tensor([0, 32])},
+    "ct shape lies": {"x.weight_packed": _i32(2, 4), "x.weight_scale": torch.zeros(2, 1),
+                      "x.weight_shape": torch.tensor([2, 10**12])},
+    "fp8 scales do not tile": {"x.weight": torch.zeros(4, 4, dtype=torch.float8_e4m3fn),
+                               "x.weight_scale_inv": torch.zeros(3, 5)},
+    "mxfp4 scales short": {"e_blocks": torch.zeros(1, 2, 1, 16, dtype=torch.uint8),
+                           "e_scales": torch.zeros(1, 2, 2, dtype=torch.uint8)},
+    "bnb absmax short": {"l.weight": torch.zeros(8, 1, dtype=torch.uint8), "l.weight.absmax": torch.zeros(0),
+                         "l.weight.quant_map": torch.zeros(16),
+                         "l.weight.quant_state.bitsandbytes__nf4": torch.frombuffer(bytearray(json.dumps(
+                             {"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [4, 4]}).encode()),
+                             dtype=torch.uint8)},
+    "bnb8 SCB wrong length": {"l.weight": torch.zeros(4, 4, dtype=torch.int8), "l.SCB": torch.zeros(3)},
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_parts_that_do_not_fit_give_one_clear_line_never_a_traceback(tmp_path: Path, case: str) -> None:
+    path = qb.save(tmp_path / "model.safetensors", HOSTILE[case])
+    for args in (["inspect", str(path), "--stats"], ["inspect", str(path), "--format", "json"], ["size", str(path)]):
+        r = runner.invoke(app, args, env={"GITHUB_ACTIONS": "false"})
+        assert r.exit_code in (0, 2), (args, r.output)
+        assert r.exception is None or isinstance(r.exception, SystemExit), (args, repr(r.exception))
+        if r.exit_code == 2:
+            assert "model.safetensors" in r.output and len(r.output.strip().splitlines()) == 1

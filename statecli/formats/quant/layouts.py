@@ -122,7 +122,7 @@ def _gptq_awq(prefix: str, t: Mapping[str, TensorInfo], cfg: QuantConfig | None)
         if bits not in (2, 4, 8) or qz.shape[1] * 32 // bits != out:
             return None
         inn, method, codec = qw.shape[0] * 32 // bits, Method.GPTQ, "gptq"
-    elif qw.shape[1] and sc.shape[1] % qw.shape[1] == 0 and g_idx is None:  # AWQ: packed along out
+    elif qw.shape[1] and sc.shape[1] and sc.shape[1] % qw.shape[1] == 0 and g_idx is None:  # AWQ: packed along out
         bits = 32 * qw.shape[1] // sc.shape[1]
         if bits not in (2, 4, 8) or qz.shape[1] != qw.shape[1]:
             return None
