@@ -34,7 +34,8 @@ class QuantInfo:
     codec: which dequantizer reads it (formats/quant/dequant.py's table; "" where `method` says).
     tensors: the parts' own TensorInfos, in `parts` order (typed loosely: state.TensorInfo sits above
         this module), so a value reader finds their bytes without the entries that held them.
-    settings: codec settings as (name, value) pairs (a zero-point offset, a packing order).
+    settings: codec settings as (name, value) pairs (a zero-point offset, a packing order; "inline":
+        the parts live inside one pickled object, not as entries of the file, as torchao's subclasses).
     """
 
     scheme: str

@@ -21,14 +21,17 @@ def quantized_entries(plan: Plan) -> list[Entry]:
 def as_stored(plan: Plan) -> Plan:
     """The plan with every quantized logical entry replaced by its stored parts (entries and the raw
     tree alike), decisions on the logical entry carried to its parts; said in a note."""
-    quant = quantized_entries(plan)
+    root = plan.raw.root
+    # Parts that are no entries of the file (a torchao subclass's qdata/scale) cannot be written apart:
+    # such weights stay logical, and run() refuses them unless dequantized or dropped.
+    quant = [e for e in quantized_entries(plan) if _stored_apart(e, root)]
     if not quant:
         return plan
     expanded: list[Entry] = []
     drop = set(plan.drop)
     for e in plan.ck.entries:
         q = e.tensor.quant if e.tensor is not None else None
-        if q is None:
+        if q is None or e not in quant:
             expanded.append(e)
             continue
         parts = [Entry(name, part, kind=e.kind, evidence=Evidence(Source.RULE, f"stored part of {e.name}"), group=e.group)
@@ -41,7 +44,6 @@ def as_stored(plan: Plan) -> Plan:
         raise UsageError(plan.ck.path, f"renaming quantized weights ({', '.join(renamed[:3])}) would leave their stored "
                                        "parts under the old names", "rename the parts' names instead, or "
                                        "convert --dequantize first")
-    root = plan.raw.root
     if isinstance(root, Mapping):
         root = _stored_root(root)
     kept = [e for e in quant if entry_key(e) not in plan.drop]
@@ -50,6 +52,12 @@ def as_stored(plan: Plan) -> Plan:
                            "and zeros bit-identical, never cast",) if kept else ())
     return dataclasses.replace(plan, ck=dataclasses.replace(plan.ck, entries=expanded),
                                raw=dataclasses.replace(plan.raw, root=root), drop=frozenset(drop), notes=notes)
+
+
+def _stored_apart(e: Entry, root: object) -> bool:
+    """Whether the file holds each part of quantized `e` as an entry of its own (a flat state dict)."""
+    q = e.tensor.quant if e.tensor is not None else None
+    return q is not None and bool(q.parts) and not q.setting("inline") and isinstance(root, Mapping) and e.name in root
 
 
 def _compute(e: Entry) -> str:
@@ -61,7 +69,7 @@ def _stored_root(root: Mapping[object, object]) -> dict[object, object]:
     """A flat state dict with each logical quantized tensor back as its parts, in its place."""
     out = type(root)() if not isinstance(root, dict) or type(root) is not dict else {}
     for k, v in root.items():
-        if isinstance(v, TensorInfo) and v.quant is not None:
+        if isinstance(v, TensorInfo) and v.quant is not None and v.quant.parts and not v.quant.setting("inline"):
             for (_, name), part in zip(v.quant.parts, v.quant.tensors):
                 out[name] = part  # type: ignore[index]
         else:

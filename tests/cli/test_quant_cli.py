@@ -221,3 +221,15 @@ def test_parts_that_do_not_fit_give_one_clear_line_never_a_traceback(tmp_path: P
         assert r.exception is None or isinstance(r.exception, SystemExit), (args, repr(r.exception))
         if r.exit_code == 2:
             assert "model.safetensors" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_torchao_pt_rewrites_refuse_the_subclass_unless_dequantized(tmp_path: Path) -> None:
+    tq = pytest.importorskip("torchao.quantization")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32)).to(torch.bfloat16)
+    tq.quantize_(model, tq.Int8WeightOnlyConfig())
+    torch.save(model.state_dict(), tmp_path / "q.pt")
+    r = runner.invoke(app, ["convert", str(tmp_path / "q.pt"), "-o", str(tmp_path / "o.safetensors")])
+    assert r.exit_code == 2 and "0.weight" in r.output and not (tmp_path / "o.safetensors").exists()
+    _run("convert", str(tmp_path / "q.pt"), "-o", str(tmp_path / "d.safetensors"), "--dequantize")
+    out = _tensors(tmp_path / "d.safetensors")["0.weight"]
+    assert out.dtype == torch.bfloat16 and torch.equal(out, model.state_dict()["0.weight"].dequantize())

@@ -14,6 +14,7 @@ from .._common import RawCheckpoint
 from . import dequant as dequant  # noqa: F401 - registers the codecs with io.values.DEQUANTIZERS
 from .config import Method, QuantConfig, find_config, parse_config
 from .layouts import group_tensors
+from .torchao import torchao_logical
 
 __all__ = ["Method", "QuantConfig", "find_config", "parse_config", "regroup"]
 
@@ -26,10 +27,11 @@ def regroup(raw: RawCheckpoint) -> list[str]:
                                                            for v in root.values()):
         return []
     names = [str(k) for k in root]
-    if not any(n.endswith(_HINTS) for n in names):
+    subclasses = any(isinstance(v, TensorRef) and v.subclass_state for v in root.values())
+    if not subclasses and not any(n.endswith(_HINTS) for n in names):
         return []  # the common unquantized file: no config read, no dict rebuilt
     cfg, why = find_config(raw.path)
-    tensors = {str(k): raw.tensor_info(v) for k, v in root.items()}
+    tensors = {str(k): _logical(raw, str(k), v) for k, v in root.items()}
     grouped = group_tensors(tensors, cfg)
     notes = [why] if why else []
     if grouped is None:
@@ -40,10 +42,20 @@ def regroup(raw: RawCheckpoint) -> list[str]:
     raw.root = new
     methods = ", ".join(grouped.methods)
     where = (f"quantization_config in {cfg.source}" if cfg is not None
-             else "inferred from tensor names, dtypes and shapes (no quantization config beside the file)")
+             else "inferred from tensor names, dtypes and shapes (no quantization config beside the file)"
+             if grouped.inferred else "named by the file's pickled tensor subclasses (read inertly)")
     notes.append(f"{grouped.logical} quantized weight(s) ({methods}) shown as logical tensors: {where}; "
                  "--storage lists their stored parts")
     return notes
+
+
+def _logical(raw: RawCheckpoint, name: str, v: TensorInfo | TensorRef) -> TensorInfo:
+    """A leaf as its TensorInfo; a torchao subclass it reads as its logical quantized tensor."""
+    if isinstance(v, TensorRef) and v.subclass_state:
+        found = torchao_logical(name, v, raw.tensor_info)
+        if found is not None:
+            return found
+    return raw.tensor_info(v)
 
 
 # Suffixes only a quantized layout's parts have: the cheap test before any grouping is tried.

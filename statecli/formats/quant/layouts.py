@@ -57,7 +57,8 @@ def group_tensors(root: Mapping[str, object], cfg: QuantConfig | None) -> Groupe
                 claims[claim[2][0]] = claim
                 claimed.update(claim[2])
             break
-    if not claims:
+    ready = [v for v in tensors.values() if v.quant is not None]  # logical already (a torchao subclass)
+    if not claims and not ready:
         return None
     out: dict[str, object] = {}
     for name, value in root.items():
@@ -66,8 +67,9 @@ def group_tensors(root: Mapping[str, object], cfg: QuantConfig | None) -> Groupe
             out[logical] = info
         elif name not in claimed:
             out[name] = value
-    methods = tuple(dict.fromkeys(c[1].quant.method for c in claims.values() if c[1].quant))
-    return Grouped(out, len(claims), methods, cfg is None)
+    infos = [c[1].quant for c in claims.values()] + [v.quant for v in ready]
+    methods = tuple(dict.fromkeys(q.method for q in infos if q is not None))
+    return Grouped(out, len(claims) + len(ready), methods, any(q.inferred for q in infos if q is not None))
 
 
 def _logical(name: str, shape: tuple[int, ...], dtype: str, parts: tuple[tuple[str, str], ...],

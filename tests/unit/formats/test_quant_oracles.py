@@ -147,3 +147,32 @@ def test_fp8_block_matches_transformers_dequantize(tmp_path: Path) -> None:
     assert info.quant.inferred and info.quant.block == (128, 128)
     ref = fp8._dequantize_fp8_weight(t["mlp.down.weight"], t["mlp.down.weight_scale_inv"], [128, 128], torch.float32)
     np.testing.assert_array_equal(_values(ck, "mlp.down.weight"), ref.numpy())
+
+
+@pytest.mark.parametrize("config", ["Int8WeightOnlyConfig", "Float8WeightOnlyConfig"])
+def test_torchao_subclasses_in_pt_read_inertly_match_dequantize(tmp_path: Path, config: str) -> None:
+    """A torchao-quantized state dict saved with torch.save: read without importing torchao (the
+    unpickler stubs its classes), one logical weight whose values equal torchao's dequantize()
+    (qdata x per-row scale: exact once rounded to the bf16 torchao returns); scan says needs-trust."""
+    import subprocess
+    import sys
+
+    tq = pytest.importorskip("torchao.quantization")
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32)).to(torch.bfloat16)
+    tq.quantize_(model, getattr(tq, config)())
+    path = tmp_path / "q.pt"
+    torch.save(model.state_dict(), path)
+    ref = model.state_dict()["0.weight"].dequantize()
+    probe = ("import sys; from statecli.load import load_checkpoint; ck = load_checkpoint(sys.argv[1]); "
+             "w = next(e for e in ck.entries if e.name == '0.weight').tensor; "
+             "print(w.layout, w.shape, w.quant.method, 'torchao' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["quantized", "(32,", "64)", "torchao", "False"]  # torchao never imported by the read
+    ck = load_checkpoint(str(path))
+    w = next(e for e in ck.entries if e.name == "0.weight")
+    assert w.kind is Kind.PARAMETER and w.tensor.dtype in ("int8", "fp8_e4m3") and w.tensor.shape == (32, 64)
+    _same(_values(ck, "0.weight"), ref)
+    from statecli.analyses.scan import scan
+
+    assert str(scan(str(path)).verdict) == "needs-trust"
