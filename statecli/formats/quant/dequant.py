@@ -50,7 +50,7 @@ def _f32(a: Any) -> Any:
     return np.asarray(a).astype(np.float32)
 
 
-def _gptq(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
+def _gptq(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     """AutoGPTQ/GPTQModel's dequantize (v1 checkpoints store zero - 1):
     w[o, i] = scales[g, o] * (q[i, o] - (qzeros[g, o] + zero_offset)), g = g_idx[i]."""
     import numpy as np
@@ -71,7 +71,7 @@ def _gptq(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray
     return ((q.astype(np.float32) - z[g].T.astype(np.float32)) * s[g].T).astype(np.float32)
 
 
-def _awq(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
+def _awq(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     """AutoAWQ's GEMM layout (transformers' awq integration unpack + reverse_awq_order):
     w[o, i] = (q[i, o] - z[g, o]) * s[g, o], g = i // group, codes in AWQ's nibble order."""
     import numpy as np
@@ -110,7 +110,7 @@ def _expand(scale: Any, rows: int, cols: int, r0: int, r1: int, block: tuple[int
     return full[r0 - (r0 // br) * br:r1 - (r0 // br) * br, :cols]
 
 
-def _ct_packed(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
+def _ct_packed(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     """compressed-tensors pack-quantized: unpack_from_int32 (codes - 2^(bits-1)), then
     dequantize: (q - zero_point) * scale, per group of columns (weight_g_idx where saved)."""
     import numpy as np
@@ -137,7 +137,7 @@ def _ct_packed(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.nd
     return ((q - z) * s).astype(np.float32)
 
 
-def _nvfp4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
+def _nvfp4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     """compressed-tensors nvfp4-pack-quantized: unpack_fp4_from_uint8 (low nibble first, e2m1),
     then x * (weight_scale / weight_global_scale), one fp8 scale per 16 values."""
     import numpy as np
@@ -150,7 +150,7 @@ def _nvfp4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarra
     return (x * (_expand(_part(reader, info, "weight_scale"), rows, cols, r0, r1) / gs)).astype(np.float32)
 
 
-def _scaled(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
+def _scaled(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     """fp8/int8 weight times its scale: transformers' FP8 (weight * weight_scale_inv per block, as
     DeepSeek-V3's weight_dequant) and compressed-tensors' float-/int-quantized ((q - zp) * scale)."""
     rows, cols = info.shape
@@ -165,7 +165,7 @@ def _scaled(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarr
     return q * _expand(scale, rows, cols, r0, r1, block)
 
 
-def _mxfp4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
+def _mxfp4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     """transformers' convert_moe_packed_tensors: e2m1 codes (low nibble first) times 2^(scale - 127),
     [E, R, G*32] transposed to [E, G*32, R] where the experts are 3-D."""
     import numpy as np
@@ -195,7 +195,7 @@ def _mxfp4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarra
     return np.concatenate(out, axis=0).astype(np.float32)
 
 
-def _bnb4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
+def _bnb4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     """bitsandbytes dequantize_4bit: code = high nibble first, value = quant_map[code] * absmax of its
     block; with double quantization absmax = nested_quant_map[code] * nested_absmax + offset."""
     import json
@@ -224,7 +224,7 @@ def _bnb4(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray
     return (x * scale).reshape(r1 - r0, cols).astype(np.float32)
 
 
-def _bnb8(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray:
+def _bnb8(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     """bitsandbytes int8_vectorwise_dequant: w * SCB[row] * (1/127), in that order (float32)."""
     import numpy as np
 
@@ -232,7 +232,7 @@ def _bnb8(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.ndarray
     return (q * _f32(_part(reader, info, "SCB")[r0:r1])[:, None]) * np.float32(7.874015718698502e-3)
 
 
-CODECS: dict[str, Callable[[ValueReader, TensorInfo, int, int], np.ndarray]] = {
+CODECS: dict[str, Callable[[ValueReader, TensorInfo, int, int], Any]] = {  # float32 [r1-r0, cols]
     "gptq": _gptq, "awq": _awq, "ct-packed": _ct_packed, "nvfp4": _nvfp4, "scaled": _scaled, "mxfp4": _mxfp4,
     "bnb4": _bnb4, "bnb8": _bnb8,
 }
@@ -243,7 +243,7 @@ def decode_rows(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> np.n
     assert info.quant is not None
     fn = CODECS[info.quant.codec]
     try:
-        out = fn(reader, info, r0, r1)
+        out: np.ndarray = fn(reader, info, r0, r1)
     except (ValueError, IndexError, TypeError, KeyError) as exc:
         raise BadInput(info.source, f"cannot dequantize {info.quant.scheme}: {exc}") from exc
     cols = info.shape[-1] if info.shape else 1
