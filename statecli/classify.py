@@ -74,6 +74,8 @@ def infer(name: str, tensor: TensorInfo | None) -> tuple[Kind, Evidence]:
         return Kind.METADATA, Evidence(Source.NOT_TENSOR)
     if tensor.is_parameter_object:
         return Kind.PARAMETER, Evidence(Source.PICKLED_PARAMETER)
+    if tensor.quant is not None:  # a quantized weight's logical tensor: the parameter it stands for
+        return Kind.PARAMETER, _rule("quantized weight")
     leaf = name.rsplit(".", 1)[-1]
     floating = is_floating(tensor.dtype) or tensor.dtype in COMPLEX
     if leaf in _BN_STATS or leaf == "num_batches_tracked":

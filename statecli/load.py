@@ -12,6 +12,7 @@ from . import classify
 from .classify import EMA_KEYS, OPTIMIZER_KEYS
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
+from .formats.quant import regroup
 from .io.limits import read_json_file
 from .io.urls import is_remote
 from .notes import Note, NoteKind
@@ -62,10 +63,12 @@ def load_with_raw(path: str, key: str | None = None,
     """The Checkpoint and the raw object tree it was built from (rewrite commands need both)."""
     with gc_paused():
         raw = read_raw(path)
+        quant_notes = regroup(raw)  # quantized weights as logical tensors, before anything is classified
         if raw.dangerous:  # raw.path: a URL's credentials never reach a message
             raise UnsafeContent(raw.path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
                                 "refusing the file; do not torch.load it (statecli scan shows every global)")
-        return _layouts(build(raw, key, strip_prefix), raw), raw
+        ck = build(raw, key, strip_prefix).with_notes(Note(NoteKind.LAYOUT, n) for n in quant_notes)
+        return _layouts(ck, raw), raw
 
 
 def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:

@@ -335,6 +335,8 @@ class Entry:
             "stride": list(t.stride) if t.stride is not None else None, "contiguous": t.is_contiguous}
         if t.subclass:
             d["subclass"] = t.subclass
+        if t.quant is not None:
+            d["quant"] = t.quant.to_dict(t.nbytes, t.numel)
         if stats is not None:
             d["stats"] = stats.to_dict()
         return d

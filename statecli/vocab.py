@@ -82,6 +82,8 @@ class CheckRule(StrEnum):
     NO_OPTIMIZER_STATE = "no-optimizer-state"
     MATCHES_MODEL = "matches-model"
     FORMAT = "format"
+    BITS_PER_WEIGHT = "bits-per-weight"  # bits per weight of the parameters (quantized checkpoints) at most N
+    QUANTIZATION = "quantization"  # quantized with an allowed method, every weight but the ignore list
     READ = "read"
     UNSAFE = "unsafe"
 
