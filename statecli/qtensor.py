@@ -44,4 +44,11 @@ class QuantInfo:
         return stored_nbytes * 8 / numel if numel else None
 
 
-__all__ = ["QuantInfo"]
+def dequantized_by(reader: object, info: object) -> bool:
+    """Whether a format's value reader (its `values` hook) gives this quantized tensor's values
+    dequantized: then stats, show, check and diff read it as float32 like a dense tensor."""
+    fn = getattr(reader, "dequantizes", None)
+    return fn is not None and bool(fn(info))
+
+
+__all__ = ["QuantInfo", "dequantized_by"]
