@@ -369,8 +369,9 @@ def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
     from ..units import is_floating
     from .stats import stats_for
 
-    floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED
-              and e.tensor.device != "meta"]
+    # Quantized weights count as floating: their format's value reader dequantizes them (stats_for).
+    floats = [e for e in ck.entries if e.tensor is not None and e.tensor.device != "meta" and (
+        is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED or e.tensor.quant is not None)]
     skipped = sum(1 for e in ck.entries if e.tensor is not None and e not in floats and not e.tensor.dtype.startswith(
         ("int", "uint", "bool")))
     stats = stats_for(ck, floats)

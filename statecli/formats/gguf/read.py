@@ -110,7 +110,9 @@ def read(path: str) -> RawCheckpoint:
     parts = read_parts(path)
     found, unchecked = template_findings(parts)
     if found:
-        raise UnsafeContent(path, "GGUF chat template reaches code a runtime's render would run: " + "; ".join(found),
+        more = f" (and {len(found) - 2} more)" if len(found) > 2 else ""
+        raise UnsafeContent(path, "GGUF chat template reaches code a runtime's render would run: "
+                            + "; ".join(found[:2]) + more,
                             "refusing the file; do not serve it (statecli scan lists every finding)")
     root: dict[str, TensorInfo] = {}
     kinds: dict[str, tuple[Kind, Evidence]] = {}

@@ -70,6 +70,7 @@ def check(key: str, source: str) -> tuple[list[str], list[str]]:
 def _routes(tree: Any) -> Iterator[tuple[str, int]]:
     from jinja2 import nodes
 
+    computed = _computed_names(tree)
     for node in _walk(tree):
         line = getattr(node, "lineno", 0)
         if isinstance(node, (nodes.Import, nodes.FromImport, nodes.Include, nodes.Extends)):
@@ -80,6 +81,8 @@ def _routes(tree: Any) -> Iterator[tuple[str, int]]:
                 yield f"reads attribute {node.attr!r} of Jinja's {node.node.name!r}", line
         elif isinstance(node, nodes.Getitem):
             yield from _item_route(node, line)
+            if isinstance(node.arg, nodes.Name) and node.arg.name in computed:
+                yield f"reads an item by a key built at render time (variable {node.arg.name!r})", line
         elif isinstance(node, nodes.Filter):
             yield from _filter_route(node, line)
         elif isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
@@ -91,15 +94,31 @@ def _name_route(what: str, name: str, line: int) -> Iterator[tuple[str, int]]:
         yield f"reads {what} {name!r}", line
 
 
+def _built(expr: Any) -> bool:
+    """Whether an expression builds a string at render time (a concatenation, a filter, a call, %)."""
+    from jinja2 import nodes
+
+    if isinstance(expr, (nodes.Concat, nodes.Filter, nodes.Call, nodes.Mod)):
+        return True
+    return isinstance(expr, nodes.Add) and any(
+        (isinstance(n, nodes.Const) and isinstance(n.value, str)) or _built(n) for n in (expr.left, expr.right))
+
+
+def _computed_names(tree: Any) -> set[str]:
+    """Variables `{% set %}` to a string built at render time: used as a key, they are a computed key."""
+    from jinja2 import nodes
+
+    return {n.target.name for n in _walk(tree) if isinstance(n, nodes.Assign) and isinstance(n.target, nodes.Name)
+            and _built(n.node)}
+
+
 def _item_route(node: Any, line: int) -> Iterator[tuple[str, int]]:
     from jinja2 import nodes
 
     arg = node.arg
     if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
         yield from _name_route("item", arg.value, line)
-    elif isinstance(arg, (nodes.Concat, nodes.Filter, nodes.Call, nodes.Mod)) or (
-            isinstance(arg, nodes.Add) and any(isinstance(n, nodes.Const) and isinstance(n.value, str)
-                                               for n in (arg.left, arg.right))):
+    elif _built(arg):
         yield "reads an item by a key built at render time", line
 
 
