@@ -11,6 +11,7 @@ from ..errors import ExitCode, UsageError, user_regex
 from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, gc_paused
 from ..storage import shared_storages, storage_bytes, unique_storage_bytes
 from ..units import fmt_shape
+from .gguf_view import gguf_view
 from .module_tree import ModuleTree, build_tree
 
 # The columns of `inspect --format csv|md`, in order; `stats` columns follow when values were read.
@@ -51,6 +52,7 @@ class InspectResult:
     load_report: tuple[Any, ...] = ()  # modeldef.ReportLine
     model_explicit: bool = False  # --model/--hf-config given: a failing load report is the result (exit 1)
     tree: bool = False  # the human view: module tree instead of tables
+    gguf: Any = None  # gguf_view.GgufView of a GGUF: header, metadata, totals by GGML type and block
 
     def module_tree(self) -> ModuleTree:
         """The selected tensors by module (`--tree`, the HTML page): its root totals are `total`."""
@@ -89,6 +91,8 @@ class InspectResult:
             },
             "entries": _entry_dicts(self.entries, self.stats),
         }
+        if self.gguf is not None:
+            d["gguf"] = self.gguf.to_dict()
         if self.tree:
             d["tree"] = [{"module": n.path or ck.container_name, "tensors": n.tensors, "numel": n.numel,
                           "nbytes": n.nbytes} for n in self.module_tree().walk()]
@@ -231,7 +235,8 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
 
 
 def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None, *, stats: bool = False,
-            model: Any = None, model_explicit: bool = False, tree: bool = False) -> InspectResult:
+            model: Any = None, model_explicit: bool = False, tree: bool = False,
+            all_metadata: bool = False) -> InspectResult:
     """Select entries by kind and name, total them, and (with `model`) classify them against the model
     definition and report what load_state_dict(strict=True) would say; `stats` reads tensor values."""
     report: tuple[Any, ...] = ()
@@ -255,4 +260,5 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
         by_kind=s.by_kind, by_dtype=s.by_dtype, by_device=s.by_device, shared=s.shared,
         total=s.total, view_nbytes=s.view_nbytes, stats=values,
         model=model, load_report=report, model_explicit=model_explicit, tree=tree,
+        gguf=gguf_view(ck, all_metadata),
     )

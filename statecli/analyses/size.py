@@ -10,6 +10,7 @@ from ..errors import ExitCode
 from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, gc_paused
 from ..storage import storage_overlap
 from ..units import fmt_bytes, fmt_count
+from .gguf_view import gguf_view
 from .inspect import Bucket, summarize
 from .module_tree import ModuleTree, build_tree
 
@@ -36,6 +37,7 @@ class SizeResult:
     by_module: tuple[ModuleSize, ...]
     top: tuple[Entry, ...]
     depth: int
+    gguf: Any = None  # gguf_view.GgufView of a GGUF: totals by GGML type and block, bits per weight
 
     exit_code = ExitCode.OK
     columns = ("module", "tensors", "numel", "nbytes", "share")
@@ -56,7 +58,7 @@ class SizeResult:
             "by_module": [{"module": m.module, **m.bucket.to_dict(), "share": round(m.share, 6)} for m in self.by_module],
             "top": [e.to_dict() for e in self.top],
             "warnings": ck.warnings, "notes": ck.notes,
-        }
+        } | ({"gguf": self.gguf.to_dict()} if self.gguf is not None else {})
 
     def module_tree(self) -> ModuleTree:
         """Every tensor by module (the HTML page's tree): its root totals are `total`."""
@@ -109,4 +111,5 @@ def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
     largest = tuple(heapq.nsmallest(top, tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name)))
     shared, outside = storage_overlap(tensors)
     return SizeResult(ck, file_bytes, summary.total, view, shared, outside, n_params,
-                      summary.by_kind, summary.by_dtype, summary.by_device, by_module, largest, depth)
+                      summary.by_kind, summary.by_dtype, summary.by_device, by_module, largest, depth,
+                      gguf_view(ck))

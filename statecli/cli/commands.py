@@ -38,6 +38,8 @@ def inspect(
     filter_: Annotated[Optional[str], typer.Option("--filter", help="Only entries whose name matches this regex.",
         metavar="REGEX")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf counts (reads values).")] = False,
+    metadata: Annotated[bool, typer.Option("--metadata", help="GGUF: list every metadata key (arrays summarised; "
+                                                              "--format json has them whole).")] = False,
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -64,7 +66,7 @@ def inspect(
     opened = open_checkpoint(path, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
                              classify_by_model=False)  # inspect classifies and reports against the model itself
     result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats, model=opened.model,
-                                model_explicit=bool(model or hf_config), tree=tree)
+                                model_explicit=bool(model or hf_config), tree=tree, all_metadata=metadata)
     render(result, view)
     exit_with(result.exit_code)
 

@@ -44,6 +44,10 @@ def render_size(r: SizeResult, con: Any) -> None:
                  bar(f, 30) if title != "by device" else ""] for b, f in zip(buckets, shares)]
         print_grid(con, title, [Col(""), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share")), Col("")],
                    rows, {0: KIND_STYLES} if title == "by kind" else None)
+    if r.gguf is not None:
+        from .human_gguf import render_gguf_totals
+
+        render_gguf_totals(r.gguf, con, blocks=True)
     if r.top:
         rows = [[escape(e.name), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes)]
                 for e in r.top if e.tensor is not None]

@@ -1,0 +1,118 @@
+"""What `inspect` and `size` add for a GGUF: its header (version, architecture, file type, parts),
+the metadata (summarised for tables, whole for JSON) and the totals by GGML type and by block
+(`blk.N`) with bits per weight, from the parsed headers (no tensor bytes)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..state import Checkpoint, Format
+
+BLOCK = re.compile(r"^(blk\.\d+)\.")
+OUTSIDE_BLOCKS = "(outside blocks)"
+# Keys shown without --metadata: what the model is; the tokenizer's arrays and templates wait for it.
+_SHORT = re.compile(r"^(general\.|split\.|tokenizer\.ggml\.model$)")
+
+
+@dataclass(frozen=True)
+class TypeTotal:
+    """Tensors of one GGML type (or one block): counts, stored bytes, bits per weight."""
+
+    key: str
+    tensors: int
+    params: int
+    nbytes: int
+    types: tuple[str, ...] = ()
+
+    @property
+    def bits_per_weight(self) -> float | None:
+        return self.nbytes * 8 / self.params if self.params else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"tensors": self.tensors, "params": self.params, "nbytes": self.nbytes,
+                             "bits_per_weight": self.bits_per_weight}
+        if self.types:
+            d["types"] = list(self.types)
+        return d
+
+
+@dataclass(frozen=True)
+class MetaRow:
+    key: str
+    type: str
+    text: str  # as a table shows it (arrays summarised)
+
+
+@dataclass(frozen=True)
+class GgufView:
+    version: int
+    architecture: str | None
+    file_type: str | None
+    alignment: int
+    parts: int
+    total: TypeTotal
+    by_type: tuple[TypeTotal, ...]
+    by_block: tuple[TypeTotal, ...]
+    metadata: tuple[MetaRow, ...]  # the rows a table shows (all with --metadata)
+    hidden_keys: int  # keys left out of the table without --metadata
+    metadata_json: dict[str, Any]  # every key, whole
+    torch_order_note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "architecture": self.architecture, "file_type": self.file_type,
+                "alignment": self.alignment, "parts": self.parts, "shapes": self.torch_order_note,
+                "total": self.total.to_dict(), "by_type": {t.key: t.to_dict() for t in self.by_type},
+                "by_block": {b.key: b.to_dict() for b in self.by_block},
+                "metadata_types": {r.key: r.type for r in self.metadata} if self.hidden_keys == 0 else None,
+                "metadata": self.metadata_json}
+
+
+def gguf_view(ck: Checkpoint, all_metadata: bool = False) -> GgufView | None:
+    """The GGUF view of a checkpoint read from a GGUF, else None."""
+    if ck.format is not Format.GGUF:
+        return None
+    from ..formats.gguf.read import TORCH_ORDER, read_parts, summary, to_json
+
+    parts = read_parts(ck.path)
+    head = parts[0]
+    records = [r for p in parts for r in p.tensors]
+    by_type: dict[str, list[int]] = {}
+    by_block: dict[str, list[Any]] = {}
+    for r in records:
+        acc = by_type.setdefault(r.type.name, [0, 0, 0])
+        acc[0], acc[1], acc[2] = acc[0] + 1, acc[1] + r.numel, acc[2] + r.nbytes
+        m = BLOCK.match(r.name)
+        blk = by_block.setdefault(m.group(1) if m else OUTSIDE_BLOCKS, [0, 0, 0, set()])
+        blk[0], blk[1], blk[2] = blk[0] + 1, blk[1] + r.numel, blk[2] + r.nbytes
+        blk[3].add(r.type.name)
+    total = TypeTotal("total", len(records), sum(r.numel for r in records), sum(r.nbytes for r in records))
+    shown = summary(head)
+    rows = [MetaRow(k, head.value_types[k].name.lower(), _one_line(shown[k])) for k in head.metadata
+            if all_metadata or _SHORT.match(k) or k.startswith(f"{head.metadata.get('general.architecture')}.")]
+    return GgufView(
+        version=head.version, architecture=_str(head.metadata.get("general.architecture")),
+        file_type=shown.get("general.file_type"), alignment=head.alignment, parts=len(parts), total=total,
+        by_type=tuple(sorted((TypeTotal(k, *v) for k, v in by_type.items()), key=lambda t: (-t.nbytes, t.key))),
+        by_block=tuple(TypeTotal(k, v[0], v[1], v[2], tuple(sorted(v[3]))) for k, v in sorted(
+            by_block.items(), key=lambda kv: _block_order(kv[0]))),
+        metadata=tuple(rows), hidden_keys=len(head.metadata) - len(rows),
+        metadata_json={k: to_json(v) for k, v in head.metadata.items()}, torch_order_note=TORCH_ORDER)
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    first = text.splitlines()[0] if text else ""
+    return first[:width] + ("..." if len(first) > width or "\n" in text else "")
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _block_order(key: str) -> tuple[int, int]:
+    m = re.match(r"blk\.(\d+)$", key)
+    return (0, int(m.group(1))) if m else (1, 0)
+
+
+__all__ = ["GgufView", "MetaRow", "TypeTotal", "gguf_view"]
