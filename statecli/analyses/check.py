@@ -14,7 +14,7 @@ from ..errors import BadInput, ExitCode, StatecliError, UnsafeContent, UsageErro
 from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind
 from ..storage import unique_storage_bytes
 from ..units import dtype_name, fmt_bytes, parse_size
-from ..vocab import CheckRule, Layout
+from ..vocab import CheckRule, Format, Layout
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,14 @@ def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules
 
 
 def _dtype(text: str, key: str, source: str) -> str:
-    """The same dtype words `cast --dtype` takes (half, fp16, bf16, torch.float16...)."""
+    """The same dtype words `cast --dtype` takes (half, fp16, bf16, torch.float16...), or a GGML type
+    (Q4_K, Q6_K: a GGUF's quantized dtype; F32/F16/BF16 as the torch dtypes they read as)."""
     name = dtype_name(text)
+    if name is None:
+        from ..formats.gguf.types import PLAIN, by_name
+
+        ggml = by_name(text.upper())
+        name = None if ggml is None else PLAIN.get(ggml.name, ggml.name)
     if name is None:
         raise UsageError(source, f"{key}: {text!r} is not a dtype", "e.g. float16 (half, fp16), bfloat16, float32")
     return name
@@ -278,8 +284,14 @@ def _devices(s: _Subject) -> list[Finding]:
                     f"--device {target} -o OUT" if wrong else f"every tensor on {', '.join(allowed)}")]
 
 
-def _required_keys(s: _Subject) -> list[Finding]:
+def _key_names(s: _Subject) -> list[str]:
+    """What key rules match: entry names; a GGUF's metadata keys too (required `general.license`)."""
     names = [e.name for e in s.ck.entries]
+    return names + list(s.ck.metadata) if s.ck.format is Format.GGUF else names
+
+
+def _required_keys(s: _Subject) -> list[Finding]:
+    names = _key_names(s)
     out = []
     for pat in s.rules.required_keys:
         rx = _rx(pat)
@@ -289,7 +301,7 @@ def _required_keys(s: _Subject) -> list[Finding]:
 
 
 def _forbidden_keys(s: _Subject) -> list[Finding]:
-    names = [e.name for e in s.ck.entries]
+    names = _key_names(s)
     out = []
     for pat in s.rules.forbidden_keys:
         rx = _rx(pat)

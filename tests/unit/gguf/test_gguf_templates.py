@@ -57,9 +57,10 @@ def test_scan_and_inspect_refuse_a_hostile_template(tmp_path: Path, case: str) -
     scan = CliRunner().invoke(app, ["scan", str(path)])
     assert scan.exit_code == 3, scan.output
     assert "tokenizer.chat_template.rag" in scan.output and "Traceback" not in scan.output
-    inspect = CliRunner().invoke(app, ["inspect", str(path)])
-    assert inspect.exit_code == 3, inspect.output
-    assert "tokenizer.chat_template.rag" in inspect.output
+    for command in ("inspect", "check"):
+        result = CliRunner().invoke(app, [command, str(path)])
+        assert result.exit_code == 3, (command, result.output)
+        assert "tokenizer.chat_template.rag" in result.output
 
 
 def test_real_templates_scan_clean(tmp_path: Path) -> None:
