@@ -11,10 +11,12 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import BadInput, ExitCode, StatecliError, UnsafeContent, UsageError, user_regex
+from ..formats.gguf.types import dtype_of
 from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind
 from ..storage import unique_storage_bytes
 from ..units import dtype_name, fmt_bytes, parse_size
-from ..vocab import CheckRule, Format, Layout
+from ..vocab import CheckRule, Layout
+from .gguf_view import key_names
 
 
 @dataclass(frozen=True)
@@ -153,14 +155,8 @@ def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules
 
 
 def _dtype(text: str, key: str, source: str) -> str:
-    """The same dtype words `cast --dtype` takes (half, fp16, bf16, torch.float16...), or a GGML type
-    (Q4_K, Q6_K: a GGUF's quantized dtype; F32/F16/BF16 as the torch dtypes they read as)."""
-    name = dtype_name(text)
-    if name is None:
-        from ..formats.gguf.types import PLAIN, by_name
-
-        ggml = by_name(text.upper())
-        name = None if ggml is None else PLAIN.get(ggml.name, ggml.name)
+    """The same dtype words `cast --dtype` takes (half, fp16, bf16, torch.float16...), or a GGML type."""
+    name = dtype_name(text) or dtype_of(text)
     if name is None:
         raise UsageError(source, f"{key}: {text!r} is not a dtype", "e.g. float16 (half, fp16), bfloat16, float32")
     return name
@@ -284,14 +280,8 @@ def _devices(s: _Subject) -> list[Finding]:
                     f"--device {target} -o OUT" if wrong else f"every tensor on {', '.join(allowed)}")]
 
 
-def _key_names(s: _Subject) -> list[str]:
-    """What key rules match: entry names; a GGUF's metadata keys too (required `general.license`)."""
-    names = [e.name for e in s.ck.entries]
-    return names + list(s.ck.metadata) if s.ck.format is Format.GGUF else names
-
-
 def _required_keys(s: _Subject) -> list[Finding]:
-    names = _key_names(s)
+    names = key_names(s.ck)
     out = []
     for pat in s.rules.required_keys:
         rx = _rx(pat)
@@ -301,7 +291,7 @@ def _required_keys(s: _Subject) -> list[Finding]:
 
 
 def _forbidden_keys(s: _Subject) -> list[Finding]:
-    names = _key_names(s)
+    names = key_names(s.ck)
     out = []
     for pat in s.rules.forbidden_keys:
         rx = _rx(pat)
@@ -381,9 +371,8 @@ def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
     from ..units import is_floating
     from .stats import stats_for
 
-    # Quantized weights count as floating: their format's value reader dequantizes them (stats_for).
     floats = [e for e in ck.entries if e.tensor is not None and e.tensor.device != "meta" and (
-        is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED or e.tensor.quant is not None)]
+        is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED or e.tensor.quant is not None)]  # dequantized
     skipped = sum(1 for e in ck.entries if e.tensor is not None and e not in floats and not e.tensor.dtype.startswith(
         ("int", "uint", "bool")))
     stats = stats_for(ck, floats)

@@ -101,6 +101,12 @@ def gguf_view(ck: Checkpoint, all_metadata: bool = False) -> GgufView | None:
         metadata_json={k: to_json(v) for k, v in head.metadata.items()}, torch_order_note=TORCH_ORDER)
 
 
+def key_names(ck: Checkpoint) -> list[str]:
+    """The names `check`'s key rules match: the entries', and a GGUF's metadata keys (a required
+    `general.license`)."""
+    return [e.name for e in ck.entries] + (list(ck.metadata) if ck.format is Format.GGUF else [])
+
+
 def _one_line(text: str, width: int = 100) -> str:
     first = text.splitlines()[0] if text else ""
     return first[:width] + ("..." if len(first) > width or "\n" in text else "")
@@ -115,4 +121,4 @@ def _block_order(key: str) -> tuple[int, int]:
     return (0, int(m.group(1))) if m else (1, 0)
 
 
-__all__ = ["GgufView", "MetaRow", "TypeTotal", "gguf_view"]
+__all__ = ["GgufView", "MetaRow", "TypeTotal", "gguf_view", "key_names"]

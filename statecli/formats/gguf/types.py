@@ -68,6 +68,13 @@ def by_name(name: str) -> GgmlType | None:
     return next((t for t in GGML_TYPES.values() if t.name == name), None)
 
 
+def dtype_of(text: str) -> str | None:
+    """The dtype a GGUF tensor of GGML type `text` has in statecli: the type name for block types
+    (Q4_K), the torch dtype for plain ones (F32 -> float32); None for no GGML type."""
+    t = by_name(text.upper())
+    return None if t is None else PLAIN.get(t.name, t.name)
+
+
 class ValueType(IntEnum):
     """GGUF metadata value types (the spec's gguf_metadata_value_type)."""
 
@@ -106,4 +113,4 @@ FILE_TYPES: dict[int, str] = {
 COMPUTED = frozenset({"rope_freqs", "rope_factors_long", "rope_factors_short"})
 
 __all__ = ["COMPUTED", "FILE_TYPES", "GGML_TYPES", "PLAIN", "SCALAR_CODES", "GgmlType", "ValueType", "by_name",
-           "ggml_type"]
+           "dtype_of", "ggml_type"]

@@ -100,3 +100,10 @@ def test_scan_json_names_the_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["scan", str(path), "--format", "json"])
     assert result.exit_code == 3
     assert "tokenizer.chat_template" in json.dumps(json.loads(result.output))
+
+
+def test_folder_scan_reads_a_gguf_beside_the_config(tmp_path: Path) -> None:
+    _model(tmp_path, {"tokenizer.chat_template": HOSTILE["include"]}, "model-q4.gguf")
+    (tmp_path / "config.json").write_text("{}")
+    result = CliRunner().invoke(app, ["scan", str(tmp_path)])
+    assert result.exit_code == 3 and "model-q4.gguf" in result.output, result.output
