@@ -101,6 +101,47 @@ def gguf_view(ck: Checkpoint, all_metadata: bool = False) -> GgufView | None:
         metadata_json={k: to_json(v) for k, v in head.metadata.items()}, torch_order_note=TORCH_ORDER)
 
 
+@dataclass(frozen=True)
+class MetaChange:
+    """A metadata key of two GGUFs that differs: removed, added or changed (values as tables show them;
+    for arrays of equal length, the first index that differs)."""
+
+    key: str
+    status: str
+    a: str | None
+    b: str | None
+    first_difference: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "status": self.status, "a": self.a, "b": self.b,
+                "first_difference": self.first_difference}
+
+
+def metadata_changes(a: Checkpoint, b: Checkpoint) -> tuple[MetaChange, ...]:
+    """The metadata keys two GGUFs differ in (empty unless both are GGUF), in A's key order then B's."""
+    if a.format is not Format.GGUF or b.format is not Format.GGUF:
+        return ()
+    from ..formats.gguf.header import GgufArray
+    from ..formats.gguf.read import read_parts, summary
+
+    ma, mb = read_parts(a.path)[0].metadata, read_parts(b.path)[0].metadata
+    ta, tb = summary(read_parts(a.path)[0]), summary(read_parts(b.path)[0])
+    out = []
+    for key in list(ma) + [k for k in mb if k not in ma]:
+        if key not in mb:
+            out.append(MetaChange(key, "removed", _one_line(ta[key]), None))
+        elif key not in ma:
+            out.append(MetaChange(key, "added", None, _one_line(tb[key])))
+        elif ma[key] != mb[key]:
+            x, y = ma[key], mb[key]
+            first = None
+            if isinstance(x, GgufArray) and isinstance(y, GgufArray):
+                first = next((i for i, (p, q) in enumerate(zip(x.values, y.values)) if p != q), None)
+                first = min(len(x), len(y)) if first is None else first
+            out.append(MetaChange(key, "changed", _one_line(ta[key]), _one_line(tb[key]), first))
+    return tuple(out)
+
+
 def key_names(ck: Checkpoint) -> list[str]:
     """The names `check`'s key rules match: the entries', and a GGUF's metadata keys (a required
     `general.license`)."""
@@ -121,4 +162,4 @@ def _block_order(key: str) -> tuple[int, int]:
     return (0, int(m.group(1))) if m else (1, 0)
 
 
-__all__ = ["GgufView", "MetaRow", "TypeTotal", "gguf_view", "key_names"]
+__all__ = ["GgufView", "MetaChange", "MetaRow", "TypeTotal", "gguf_view", "key_names", "metadata_changes"]

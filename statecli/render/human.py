@@ -71,6 +71,10 @@ def render_diff(r: DiffResult, con: Any) -> None:
                 con.print(Text(f"  {'-' if status == DiffStatus.REMOVED else '+'} {escape(k.name)}"))
             if len(keys) > 200:
                 con.print(f"  ... {len(keys) - 200} more")
+    if r.metadata:
+        rows = [[escape(m.key), m.status, escape(m.a or ""), escape(m.b or "")] for m in r.metadata]
+        print_grid(con, f"GGUF metadata ({len(r.metadata)} differ)", [Col("key", wrap=True), Col("status"),
+                   Col("A", wrap=True), Col("B", wrap=True)], rows)
     structural = [k for k in r.keys if k.status == DiffStatus.CHANGED and k.changes]
     if structural:
         rows = [[escape(k.name), f, escape(str(a)), escape(str(b))] for k in structural for f, (a, b) in k.changes.items()]
