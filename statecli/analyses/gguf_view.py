@@ -57,7 +57,7 @@ class GgufView:
     by_block: tuple[TypeTotal, ...]
     metadata: tuple[MetaRow, ...]  # the rows a table shows (all with --metadata)
     hidden_keys: int  # keys left out of the table without --metadata
-    metadata_json: dict[str, Any]  # every key, whole
+    header: Any  # formats.gguf.header.Header of the first part: every key, whole, for JSON
     torch_order_note: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,14 +66,20 @@ class GgufView:
                 "total": self.total.to_dict(), "by_type": {t.key: t.to_dict() for t in self.by_type},
                 "by_block": {b.key: b.to_dict() for b in self.by_block},
                 "metadata_types": {r.key: r.type for r in self.metadata} if self.hidden_keys == 0 else None,
-                "metadata": self.metadata_json}
+                "metadata": self.metadata_json()}
+
+    def metadata_json(self) -> dict[str, Any]:
+        """Every key, whole (a vocabulary's every token): built only when JSON asks for it."""
+        from ..formats.gguf.read import to_json
+
+        return {k: to_json(v) for k, v in self.header.metadata.items()}
 
 
 def gguf_view(ck: Checkpoint, all_metadata: bool = False) -> GgufView | None:
     """The GGUF view of a checkpoint read from a GGUF, else None."""
     if ck.format is not Format.GGUF:
         return None
-    from ..formats.gguf.read import TORCH_ORDER, read_parts, summary, to_json
+    from ..formats.gguf.read import TORCH_ORDER, read_parts, summary
 
     parts = read_parts(ck.path)
     head = parts[0]
@@ -98,7 +104,7 @@ def gguf_view(ck: Checkpoint, all_metadata: bool = False) -> GgufView | None:
         by_block=tuple(TypeTotal(k, v[0], v[1], v[2], tuple(sorted(v[3]))) for k, v in sorted(
             by_block.items(), key=lambda kv: _block_order(kv[0]))),
         metadata=tuple(rows), hidden_keys=len(head.metadata) - len(rows),
-        metadata_json={k: to_json(v) for k, v in head.metadata.items()}, torch_order_note=TORCH_ORDER)
+        header=head, torch_order_note=TORCH_ORDER)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 FIRST_READ = 256 << 10  # most headers without a vocabulary fit; a 150k vocabulary takes ~4 more reads
+MAX_HEADER = 1 << 30  # metadata + tensor infos: a 256k vocabulary with merges is ~20 MB
 MAX_TENSORS = 1 << 20  # llama 405B has ~1,100; a 256-expert MoE stored per expert ~60k
 MAX_KV = 1 << 20
 MAX_STRING = 64 << 20  # a chat template is kilobytes; nothing in a header is near this
@@ -29,18 +30,53 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_DEPTH = 4  # arrays of arrays of ...: the spec allows nesting; nothing real nests past 2
 MAX_NUMEL = 1 << 48
 # The fewest bytes one item of each value type takes (a string: its u64 length; an array: type + count).
+_U64 = struct.Struct("<Q")
 _MIN_SIZE = {t: struct.calcsize(c) for t, c in SCALAR_CODES.items()} | {ValueType.STRING: 8, ValueType.ARRAY: 12}
 
 
-@dataclass(frozen=True)
 class GgufArray:
-    """A metadata array: its element type and values (a tuple; nested arrays are GgufArrays)."""
+    """A metadata array: its element type and values (a tuple; nested arrays are GgufArrays). An array
+    of strings keeps its stored bytes and decodes them when its values are first asked for: a 150k
+    vocabulary is walked once to find its end, and a table shows only its first items."""
 
-    item_type: ValueType
-    values: tuple[Any, ...]
+    def __init__(self, item_type: ValueType, values: tuple[Any, ...] = (), raw: bytes | None = None,
+                 count: int | None = None) -> None:
+        self.item_type, self._raw = item_type, raw
+        self._count = len(values) if count is None else count
+        self._values = values if raw is None else None
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        if self._values is None:
+            self._values = tuple(self.head(self._count))
+        return self._values
+
+    def head(self, n: int) -> tuple[Any, ...]:
+        """The first `n` values, decoding no more strings than that."""
+        if self._raw is None or self._values is not None:
+            return self.values[:n]
+        raw, pos, out = self._raw, 0, []
+        for _ in range(min(n, self._count)):
+            (ln,) = _U64.unpack_from(raw, pos)
+            out.append(raw[pos + 8:pos + 8 + ln].decode("utf-8", "replace"))
+            pos += 8 + ln
+        return tuple(out)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return self._count
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GgufArray) or other.item_type != self.item_type or len(other) != len(self):
+            return False
+        if self._raw is not None and other._raw is not None:
+            return self._raw == other._raw
+        return self.values == other.values
+
+    def __hash__(self) -> int:
+        return hash((self.item_type, self._count))
+
+    def __repr__(self) -> str:
+        return f"GgufArray({self.item_type.name}, {self._count} items)"
 
 
 @dataclass(frozen=True)
@@ -87,6 +123,9 @@ class _Cursor:
         if end > self.src.size:
             raise BadInput(self.src.name, f"truncated GGUF header: {what} at byte {self.pos} needs {n} bytes, "
                                           f"the file has {self.src.size}")
+        if end > MAX_HEADER:
+            raise BadInput(self.src.name, f"GGUF header larger than {MAX_HEADER:,} bytes ({what} at byte {self.pos}); "
+                                          "not read")
         want = min(self.src.size, max(end, 2 * len(self.buf), FIRST_READ))
         for off in range(len(self.buf), want, MAX_RANGE):
             self.buf += self.src.pread(off, min(MAX_RANGE, want - off))
@@ -151,8 +190,33 @@ def _array(cur: _Cursor, key: str, depth: int) -> GgufArray:
     if item in SCALAR_CODES:
         return GgufArray(item, cur.many(SCALAR_CODES[item], n, f"array {key!r}"))
     if item is ValueType.STRING:
-        return GgufArray(item, tuple(cur.string(f"item of {key!r}") for _ in range(n)))
+        start = cur.pos
+        _skip_strings(cur, n, key)
+        return GgufArray(item, raw=bytes(cur.buf[start:cur.pos]), count=n)
     return GgufArray(item, tuple(_value(cur, item, key, depth + 1)[1] for _ in range(n)))
+
+
+def _skip_strings(cur: _Cursor, n: int, key: str) -> None:
+    """Past `n` length-prefixed strings, each length checked against the cap and the file (the hot
+    loop of a vocabulary: the buffer is grown only when a string runs past it)."""
+    buf, pos, unpack = cur.buf, cur.pos, _U64.unpack_from
+    have = len(buf)  # a string inside the buffer is inside the file: only one past it is checked
+    for _ in range(n):
+        if pos + 8 > have:
+            cur.pos = pos
+            cur.need(8, f"item of {key!r}")
+            have = len(buf)
+        end = pos + 8 + unpack(buf, pos)[0]
+        if end > have:
+            ln = end - pos - 8
+            if ln > MAX_STRING or end > cur.src.size:
+                raise BadInput(cur.src.name, f"corrupt GGUF header: an item of {key!r} declares a {ln:,}-byte "
+                                             f"string (cap {MAX_STRING:,}, file {cur.src.size:,} bytes)")
+            cur.pos = pos + 8
+            cur.need(ln, f"item of {key!r}")
+            have = len(buf)
+        pos = end
+    cur.pos = pos
 
 
 def _preamble(cur: _Cursor) -> tuple[int, int, int]:

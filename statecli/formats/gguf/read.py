@@ -4,6 +4,7 @@ as the torch dtype they are, block-quantized ones as the shared quantized model 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -17,7 +18,7 @@ from ...state import Evidence, Format, Kind, Source, TensorInfo
 from ...vocab import Layout
 from .._common import RawCheckpoint
 from .header import GgufArray, Header, TensorRecord, read_header
-from .types import COMPUTED, FILE_TYPES, PLAIN
+from .types import COMPUTED, FILE_TYPES, PLAIN, ValueType
 
 SPLIT_NAME = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 MAX_PARTS = 9999
@@ -134,7 +135,7 @@ def describe(value: Any, limit: int = SHOWN_ITEMS) -> str:
     """One metadata value as a table shows it: arrays by their length and first items."""
     if isinstance(value, GgufArray):
         what = "strings" if value.item_type.name == "STRING" else value.item_type.name.lower()
-        head = ", ".join(repr(v) if isinstance(v, str) else describe(v, 2) for v in value.values[:limit])
+        head = ", ".join(repr(v) if isinstance(v, str) else describe(v, 2) for v in value.head(limit))
         more = ", ..." if len(value) > limit else ""
         return f"{len(value):,} {what}: [{head}{more}]"
     return str(value)
@@ -152,8 +153,11 @@ def summary(head: Header) -> dict[str, str]:
 def to_json(value: Any) -> Any:
     """A metadata value in full, as JSON has it (arrays as lists; floats that JSON cannot hold as text)."""
     if isinstance(value, GgufArray):
-        return [to_json(v) for v in value.values]
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        items = list(value.values)
+        if value.item_type in (ValueType.ARRAY, ValueType.FLOAT32, ValueType.FLOAT64):
+            return [to_json(v) for v in items]
+        return items
+    if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
 
