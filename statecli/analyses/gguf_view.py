@@ -100,7 +100,7 @@ def gguf_view(ck: Checkpoint, all_metadata: bool = False) -> GgufView | None:
     return GgufView(
         version=head.version, architecture=_str(head.metadata.get("general.architecture")),
         file_type=shown.get("general.file_type"), alignment=head.alignment, parts=len(parts), total=total,
-        by_type=tuple(sorted((TypeTotal(k, *v) for k, v in by_type.items()), key=lambda t: (-t.nbytes, t.key))),
+        by_type=tuple(sorted((TypeTotal(k, v[0], v[1], v[2]) for k, v in by_type.items()), key=lambda t: (-t.nbytes, t.key))),
         by_block=tuple(TypeTotal(k, v[0], v[1], v[2], tuple(sorted(v[3]))) for k, v in sorted(
             by_block.items(), key=lambda kv: _block_order(kv[0]))),
         metadata=tuple(rows), hidden_keys=len(head.metadata) - len(rows),
