@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BadInput
-from ...io.source import MAX_RANGE, Source, open_source
+from ...io.source import MAX_RANGE, Source, cached_prefix, open_source
 from .types import SCALAR_CODES, GgmlType, ValueType, ggml_type
 
 MAGIC = b"GGUF"
@@ -114,7 +114,7 @@ class _Cursor:
     """Little-endian reads from the start of a Source through a buffer that doubles as it is used up."""
 
     def __init__(self, src: Source) -> None:
-        self.src, self.buf, self.pos = src, bytearray(), 0
+        self.src, self.buf, self.pos = src, bytearray(cached_prefix(src.name)), 0
 
     def need(self, n: int, what: str) -> None:
         end = self.pos + n
@@ -190,6 +190,7 @@ def _array(cur: _Cursor, key: str, depth: int) -> GgufArray:
     if item in SCALAR_CODES:
         return GgufArray(item, cur.many(SCALAR_CODES[item], n, f"array {key!r}"))
     if item is ValueType.STRING:
+        cur.need(n * 8, f"array {key!r}")  # its length prefixes at least: one read, not a doubling per 64 KiB
         start = cur.pos
         _skip_strings(cur, n, key)
         return GgufArray(item, raw=bytes(cur.buf[start:cur.pos]), count=n)
@@ -200,11 +201,12 @@ def _skip_strings(cur: _Cursor, n: int, key: str) -> None:
     """Past `n` length-prefixed strings, each length checked against the cap and the file (the hot
     loop of a vocabulary: the buffer is grown only when a string runs past it)."""
     buf, pos, unpack = cur.buf, cur.pos, _U64.unpack_from
-    have = len(buf)  # a string inside the buffer is inside the file: only one past it is checked
-    for _ in range(n):
+    start, have = pos, len(buf)  # a string inside the buffer is inside the file: only one past it is checked
+    for i in range(n):
         if pos + 8 > have:
+            # the rest of the array at the average size so far: one more read, not a doubling per 64 KiB
             cur.pos = pos
-            cur.need(8, f"item of {key!r}")
+            cur.need(min(cur.left(), max(8, (n - i) * (pos - start) // max(i, 1) * 9 // 8)), f"item of {key!r}")
             have = len(buf)
         end = pos + 8 + unpack(buf, pos)[0]
         if end > have:
