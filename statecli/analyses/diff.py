@@ -16,7 +16,7 @@ from ..units import plural
 from ..vocab import Layout, SortOrder
 from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
-from .gguf_view import metadata_changes
+from .gguf_view import align_names, metadata_changes, quant_error
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
 NP_CHUNK = 1 << 20  # elements per read + compare task of the numpy path (a few MiB per side per worker)
@@ -87,6 +87,7 @@ class DiffResult:
     notes: tuple[str, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
     strict_sharing: bool = False
     metadata: tuple[Any, ...] = ()  # gguf_view.MetaChange: metadata keys two GGUFs differ in
+    gguf_reference: bool = False  # a GGUF against another format: quantization error per tensor and block
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -140,7 +141,8 @@ class DiffResult:
             "module_depth": self.depth,
             "module_sort": self.sort,
             "modules": [m.to_dict() for m in self.modules],
-        } | ({"metadata": [m.to_dict() for m in self.metadata]} if self.metadata else {})
+        } | ({"metadata": [m.to_dict() for m in self.metadata]} if self.metadata else {}) | (
+            {"quantization_error": quant_error(self.keys)} if self.gguf_reference else {})
 
     def rows(self) -> list[dict[str, Any]]:
         if self.by_module:
@@ -203,6 +205,7 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     if sort not in SORTS:
         raise UsageError(None, f"unknown --sort {sort!r}", f"choose from: {', '.join(SORTS)}")
     sort = SortOrder(sort)
+    a, b, renaming = align_names(a, b)
     ea = {_key(e): e for e in a.entries if everything or e.group == ""}
     eb = {_key(e): e for e in b.entries if everything or e.group == ""}
     keys: list[_Work] = []
@@ -263,7 +266,8 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     hints = _prefix_hint(only_a, only_b) + _precision_hint(keys, ea, eb, rtol, atol)
     return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(hints), only_changed,
                       left_out, ignore_dtype, sort_modules(module_changes(frozen, depth or AUTO), sort), depth, by_module, sort,
-                      tuple(_notes(aliases, sharing)), strict_sharing, metadata_changes(a, b))
+                      tuple(_notes(aliases, sharing)) + ((renaming,) if renaming else ()), strict_sharing,
+                      metadata_changes(a, b), renaming is not None)
 
 
 def _restore_aliases(ck: Checkpoint, mine: dict[str, Entry], other: list[Entry]) -> dict[str, Alias]:

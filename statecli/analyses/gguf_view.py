@@ -4,8 +4,9 @@ the metadata (summarised for tables, whole for JSON) and the totals by GGML type
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..state import Checkpoint, Format
@@ -148,6 +149,47 @@ def metadata_changes(a: Checkpoint, b: Checkpoint) -> tuple[MetaChange, ...]:
     return tuple(out)
 
 
+def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, str | None]:
+    """A GGUF beside another format (the safetensors it was converted from): the other's model-state
+    names renamed to GGUF names (formats/gguf/names.py) and a note saying what was mapped and what
+    was not undone; both unchanged unless exactly one is a GGUF."""
+    if (a.format is Format.GGUF) == (b.format is Format.GGUF):
+        return a, b, None
+    from ..formats.gguf.names import gguf_names
+    from ..formats.gguf.read import read_parts
+
+    g, ref = (a, b) if a.format is Format.GGUF else (b, a)
+    blocks = {int(m.group(1)[4:]) for e in g.entries if (m := BLOCK.match(e.name))}
+    names = [e.name for e in ref.entries if e.group == "" and e.tensor is not None]
+    arch, mapping = gguf_names(read_parts(g.path)[0], max(blocks, default=-1) + 1, names)
+    renamed = replace(ref, entries=[replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
+                                    for e in ref.entries])
+    note = (f"{len(mapping)} of {len(names)} names of {ref.path} mapped to GGUF names by gguf-py's TensorNameMap "
+            f"for {arch!r}; llama.cpp's converter permutes attn_q/attn_k rows for rope and may fuse or stack "
+            "tensors: those are not undone, so their values differ by that layout")
+    return (g, renamed, note) if g is a else (renamed, g, note)
+
+
+def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
+    """NMSE and SNR (dB) of each compared tensor and each block, from the diff's sums: how much the
+    quantization cost ("||b-a||^2 / ||a||^2" with A the reference side as diff orders them)."""
+    def row(s: Any) -> dict[str, Any]:
+        nmse = s.dd / s.aa if s.aa > 0 else None
+        snr = None if not nmse else -10 * math.log10(nmse)  # None where exact (JSON has no inf)
+        return {"nmse": nmse, "snr_db": snr}
+
+    tensors: dict[str, Any] = {}
+    blocks: dict[str, Any] = {}
+    for k in keys:
+        if k.sums is None:
+            continue
+        tensors[k.name] = row(k.sums)
+        m = BLOCK.match(k.name)
+        blk = m.group(1) if m else OUTSIDE_BLOCKS
+        blocks[blk] = blocks[blk] + k.sums if blk in blocks else k.sums
+    return {"tensors": tensors, "blocks": {b: row(s) for b, s in sorted(blocks.items(), key=lambda kv: _block_order(kv[0]))}}
+
+
 def key_names(ck: Checkpoint) -> list[str]:
     """The names `check`'s key rules match: the entries', and a GGUF's metadata keys (a required
     `general.license`)."""
@@ -168,4 +210,5 @@ def _block_order(key: str) -> tuple[int, int]:
     return (0, int(m.group(1))) if m else (1, 0)
 
 
-__all__ = ["GgufView", "MetaChange", "MetaRow", "TypeTotal", "gguf_view", "key_names", "metadata_changes"]
+__all__ = ["GgufView", "MetaChange", "MetaRow", "TypeTotal", "align_names", "gguf_view", "key_names", "metadata_changes",
+           "quant_error"]

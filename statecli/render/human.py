@@ -92,6 +92,10 @@ def render_diff(r: DiffResult, con: Any) -> None:
         print_grid(con, f"changed values ({len(valued)}; rtol={r.rtol:g}, atol={r.atol:g}, equal_nan={r.equal_nan})",
                    [Col("name", wrap=True), *(Col(h, right=True) for h in ("max abs", "max rel", "over tol", "of")),
                     Col("note", wrap=True)], rows)
+    if r.gguf_reference:
+        from .human_gguf import render_quant_error
+
+        render_quant_error(r.keys, con)
     for h in r.renames:
         con.print(Text("hint: " + escape(h), style="cyan"))
     style = "bold green" if r.equal else "bold red"

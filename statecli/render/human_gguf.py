@@ -48,4 +48,16 @@ def render_gguf_totals(v: GgufView, con: Any, blocks: bool = False) -> None:
         print_grid(con, "by block", cols, rows)
 
 
-__all__ = ["render_gguf_header", "render_gguf_totals"]
+def render_quant_error(keys: tuple[Any, ...], con: Any) -> None:
+    """A GGUF against its reference: NMSE and SNR per block (JSON has them per tensor too)."""
+    from ..analyses.gguf_view import quant_error
+
+    def cell(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = [[escape(b), cell(r["nmse"], ".3g"), cell(r["snr_db"], ".1f")] for b, r in quant_error(keys)["blocks"].items()]
+    print_grid(con, "quantization error against the reference (by block)",
+               [Col("block"), Col("NMSE", right=True), Col("SNR dB", right=True)], rows)
+
+
+__all__ = ["render_gguf_header", "render_gguf_totals", "render_quant_error"]
