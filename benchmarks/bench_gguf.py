@@ -13,7 +13,9 @@ Timed, as fresh processes (one warm-up, the median of --runs):
 - `statecli inspect PART1 --format json` (all 5 parts' headers: the split model as one checkpoint);
 - `statecli inspect PART1` (the table view: summaries by type/block, metadata);
 - `gguf-dump --json` of each part (the sum over the 5 parts: what the dump needs for the same model);
-- `gguf-dump --json` of part 1 alone (the one holding the vocabulary).
+- `gguf-dump --json` of part 1 alone (the one holding the vocabulary);
+- `python -c "import statecli.cli"`: the startup every statecli command pays, for scale (a loaded
+  machine inflates every row alike).
 
     .venv/bin/python benchmarks/bench_gguf.py --runs 5
 """
@@ -115,7 +117,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         parts = write_model(Path(tmp))
         first = str(parts[0])
-        rows = []
+        rows = [("python -c 'import statecli.cli' (startup, for scale)",
+                 *_median([sys.executable, "-c", "import statecli.cli"], args.runs))]
         sc_json = _median([sys.executable, "-c", _QUIET.format(argv=["inspect", first, "--format", "json"])], args.runs)
         sc_table = _median([sys.executable, "-c", _QUIET.format(argv=["inspect", first])], args.runs)
         dumps = [_median([str(bindir / "gguf-dump"), "--json", str(p)], args.runs) for p in parts]
