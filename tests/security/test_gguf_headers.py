@@ -123,3 +123,27 @@ def test_a_clean_file_scans_safe(tmp_path: Path) -> None:
     path = write_gguf(tmp_path / "ok.gguf", {"a.weight": (np.ones((2, 32), np.float32), "Q4_0")}, alignment=64)
     scan = CliRunner().invoke(app, ["scan", str(path)])
     assert scan.exit_code == 0, scan.output
+
+
+def test_mutated_headers_end_in_one_error_line(tmp_path: Path) -> None:
+    """Every byte of a real header set to hostile values, one at a time: the file reads or is refused
+    as BadInput, never another exception (a class of corruption no hand-made case names)."""
+    from statecli.errors import StatecliError
+    from statecli.formats.gguf.read import read_parts
+    from statecli.load import load_checkpoint
+
+    base = write_gguf(tmp_path / "base.gguf", {"blk.0.w.weight": (np.ones((2, 32), np.float32), "Q8_0"),
+                                               "n.weight": (np.ones(8, np.float32), "F32")},
+                      {"general.name": "m", "tokenizer.ggml.tokens": ["a", "bb", "ccc"], "x.f": 0.5})
+    data = base.read_bytes()
+    header_end = read_parts(str(base))[0].header_bytes
+    target = tmp_path / "mutated.gguf"
+    for i in range(4, header_end):
+        for value in (0x00, 0x7F, 0xFF):
+            if data[i] == value:
+                continue
+            target.write_bytes(data[:i] + bytes([value]) + data[i + 1:])
+            try:
+                load_checkpoint(str(target))
+            except StatecliError:
+                pass

@@ -10,6 +10,7 @@ into the data section), padding to `general.alignment`, the data section."""
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,7 @@ class Header:
     data_start: int
     header_bytes: int  # bytes read to parse it (the end of the tensor infos)
     hidden: tuple[tuple[int, int], ...]  # byte ranges of the data section no tensor or padding explains
+    crc: int = 0  # CRC-32 of the header's bytes: a remembered parse is reused only for the same bytes
 
 
 class _Cursor:
@@ -275,7 +277,8 @@ def parse(src: Source) -> Header:
     header_end = cur.pos
     data_start = -(-header_end // alignment) * alignment
     tensors, hidden = _layout(src, infos, alignment, data_start)
-    return Header(src.name, src.size, version, meta, vtypes, tensors, alignment, data_start, header_end, hidden)
+    return Header(src.name, src.size, version, meta, vtypes, tensors, alignment, data_start, header_end, hidden,
+                  zlib.crc32(memoryview(cur.buf)[:header_end]))
 
 
 def _alignment(name: str, meta: dict[str, Any], vtypes: dict[str, ValueType]) -> int:

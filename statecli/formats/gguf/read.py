@@ -8,10 +8,12 @@ import math
 import os
 import re
 import threading
+import zlib
 from collections import OrderedDict
 from typing import Any
 
-from ...errors import BadInput, UnsafeContent
+from ...errors import BadInput, StatecliError, UnsafeContent
+from ...io.source import open_local
 from ...io.urls import is_remote, map_concurrent
 from ...qtensor import QuantInfo
 from ...state import Evidence, Format, Kind, Source, TensorInfo
@@ -24,7 +26,7 @@ SPLIT_NAME = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$
 MAX_PARTS = 9999
 SHOWN_ITEMS = 5  # array items a table shows; --format json has them all
 TORCH_ORDER = "shapes in torch order (GGUF stores dimensions innermost first)"
-_CACHE: OrderedDict[tuple[str, int, int], tuple[Header, ...]] = OrderedDict()
+_CACHE: OrderedDict[str, tuple[Header, ...]] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
@@ -34,24 +36,30 @@ def part_name(stem: str, no: int, count: int) -> str:
 
 def read_parts(path: str) -> tuple[Header, ...]:
     """The headers of every part of the model `path` belongs to, in split order (one for a plain file);
-    remembered for the latest few paths, so the metadata views do not parse a header twice."""
-    key = _stamp(path)
+    remembered for the latest few paths, so the metadata views do not parse a header twice, and
+    reused only while each local part still holds the same header bytes (a file rewritten within one
+    mtime tick is parsed again)."""
     with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+        cached = _CACHE.get(path)
+    if cached is not None and all(_unchanged(h) for h in cached):
+        return cached
     parts = _read_parts(path)
     with _CACHE_LOCK:
-        _CACHE[key] = parts
+        _CACHE[path] = parts
         while len(_CACHE) > 8:
             _CACHE.popitem(last=False)
     return parts
 
 
-def _stamp(path: str) -> tuple[str, int, int]:
-    if is_remote(path):
-        return path, -1, -1
-    st = os.stat(path)
-    return path, st.st_size, st.st_mtime_ns
+def _unchanged(head: Header) -> bool:
+    if is_remote(head.path):
+        return True  # an object is read once per process, like its size (io.source)
+    try:
+        with open_local(head.path) as f:  # a regular file still, never a FIFO put in its place
+            same_size = os.fstat(f.fileno()).st_size == head.size
+            return same_size and zlib.crc32(f.read(head.header_bytes)) == head.crc
+    except (OSError, StatecliError):
+        return False
 
 
 def _read_parts(path: str) -> tuple[Header, ...]:

@@ -210,3 +210,16 @@ def test_kinds_say_gguf_tensor_and_label_computed_tables(tmp_path: Path) -> None
     kinds = {e.name: (e.kind.value, str(e.evidence)) for e in load_checkpoint(str(path)).entries}
     assert kinds["token_embd.weight"][0] == "parameter" and "GGUF tensor" in kinds["token_embd.weight"][1]
     assert kinds["rope_freqs.weight"][0] == "buffer" and "computed" in kinds["rope_freqs.weight"][1]
+
+
+def test_a_file_rewritten_in_place_is_read_again(tmp_path: Path) -> None:
+    """The remembered parse is keyed by the header's bytes, not the mtime: a same-size rewrite within
+    one mtime tick (a tool editing metadata in place) is read as it now is."""
+    path = write_gguf(tmp_path / "m.gguf", {"w.weight": (np.ones(32, np.float32), "F32")}, {"general.name": "aaaa"})
+    assert load_checkpoint(str(path)).metadata["general.name"] == "aaaa"
+    st = path.stat()
+    path.write_bytes(path.read_bytes().replace(b"aaaa", b"bbbb"))
+    import os
+
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_checkpoint(str(path)).metadata["general.name"] == "bbbb"
