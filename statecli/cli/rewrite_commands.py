@@ -239,6 +239,8 @@ def convert(
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
     duplicate_tied: DuplicateTiedOpt = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="GGUF to safetensors: the dtype quantized tensors are written "
+                                                       "as, dequantized.", metavar="DTYPE")] = "bfloat16",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -253,7 +255,7 @@ def convert(
     target = Target(output=output, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, _ = _load(path, key)
-    _finish(plan(ck, raw, ConvertSpec()), target, view, _renames(strip_prefix, add_prefix, rename),
+    _finish(plan(ck, raw, ConvertSpec(dequantize_to=dtype)), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..io.values import ValueReader, numpy_readable, ordered_map
+from ..qtensor import dequantized_by
 from ..state import TensorInfo
 from ..units import itemsize
 from . import cast as npcast
@@ -26,6 +27,8 @@ def chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | 
     """The bytes of a storage (pt) or of one tensor made contiguous (safetensors), cast on the way,
     in chunks so memory stays bounded by a few chunks, not the checkpoint. With `checksum`, the
     result may offer crc32() (the CRC-32 of every byte yielded, computed off the caller's thread)."""
+    if dequantized_by(reader, info):  # a quantized tensor: float32 chunks from its format's reader
+        return _np_chunks(reader, info, cast_to, losses, False, "float32")
     if _numpy_path(reader, info, cast_to, whole_storage):
         src = _storage_info(info) if whole_storage else info
         if type(reader) is ValueReader and src.is_contiguous and src.source is not None and src.data_offset is not None:
@@ -53,11 +56,12 @@ def _storage_info(info: TensorInfo) -> TensorInfo:
 
 
 def _np_chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | None,
-               whole_storage: bool) -> Iterator[memoryview]:
+               whole_storage: bool, read_as: str | None = None) -> Iterator[memoryview]:
     import numpy as np
 
     src = _storage_info(info) if whole_storage else info
-    count_here = losses is not None and cast_to is not None and npcast.lossy(src.dtype, cast_to)
+    dtype = read_as or src.dtype  # what read_flat returns (float32 for a dequantized tensor)
+    count_here = losses is not None and cast_to is not None and npcast.lossy(dtype, cast_to)
     if src.is_contiguous:
         def read(lo: int, hi: int) -> Any:
             return reader.read_flat(src, lo, hi)
@@ -78,7 +82,7 @@ def _np_chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losse
         return out, part
 
     n = src.numel
-    per = max(1, NP_CHUNK_BYTES // max(1, itemsize(src.dtype)))
+    per = max(1, NP_CHUNK_BYTES // max(1, itemsize(dtype)))
     try:
         for out, part in ordered_map(step, n, per):
             if losses is not None:
