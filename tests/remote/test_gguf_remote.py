@@ -47,6 +47,14 @@ def test_remote_header_in_a_few_growing_ranges(http: RangeServer, http_root: Pat
     d = json.loads(result.output)
     assert d["entries"][0]["shape"] == [local.tensors[0].dims[0]]
     assert len(d["gguf"]["metadata"]["tokenizer.ggml.tokens"]) == 40_000
+    from statecli.formats.gguf import read as gguf_read
+
+    source.clear_cache()
+    gguf_read._CACHE.clear()
+    source.STATS.reset()
+    verbose = runner.invoke(app, ["inspect", http.url("big.gguf"), "-v"])
+    assert 0 < source.STATS.requests <= 4
+    assert f"{source.STATS.requests} request(s), {source.STATS.bytes:,} bytes" in verbose.stderr
 
 
 def test_remote_split_model_and_values(http: RangeServer, http_root: Path) -> None:
