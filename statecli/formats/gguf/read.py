@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ...errors import BadInput, StatecliError, UnsafeContent
-from ...io.source import open_local
+from ...io.source import RemoteSource, open_local
 from ...io.urls import is_remote, map_concurrent
 from ...qtensor import QuantInfo
 from ...state import Evidence, Format, Kind, Source, TensorInfo
@@ -52,8 +52,11 @@ def read_parts(path: str) -> tuple[Header, ...]:
 
 
 def _unchanged(head: Header) -> bool:
-    if is_remote(head.path):
-        return True  # an object is read once per process, like its size (io.source)
+    if is_remote(head.path):  # its size as io.source knows it (cached until clear_cache): no re-read
+        try:
+            return RemoteSource(head.path).size == head.size
+        except StatecliError:
+            return False
     try:
         with open_local(head.path) as f:  # a regular file still, never a FIFO put in its place
             same_size = os.fstat(f.fileno()).st_size == head.size
