@@ -107,3 +107,12 @@ def test_folder_scan_reads_a_gguf_beside_the_config(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     result = CliRunner().invoke(app, ["scan", str(tmp_path)])
     assert result.exit_code == 3 and "model-q4.gguf" in result.output, result.output
+
+
+def test_inspect_without_jinja2_warns_that_the_template_was_not_checked(tmp_path: Path) -> None:
+    path = _model(tmp_path, {"tokenizer.chat_template": REAL["chatml"]})
+    code = ("import sys\nsys.modules['jinja2'] = None\n"
+            f"sys.argv = ['statecli', 'inspect', {str(path)!r}]\nfrom statecli.cli import main\nmain()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "not checked" in done.stderr and "gguf" in done.stderr
