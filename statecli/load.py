@@ -172,11 +172,11 @@ def _fill(ck: _Draft, raw: RawCheckpoint, key: str | None, strip_prefix: tuple[s
         _add_module(ck, raw, model_value, "", "")
     else:
         # _tensor_entry inlined: this loop runs once per tensor of the model state
-        append, tensor_info, infer = ck.entries.append, raw.tensor_info, classify.infer
+        append, tensor_info, infer, known = ck.entries.append, raw.tensor_info, classify.infer, raw.kinds
         for name, leaf in _flatten(raw, model_value, ""):
             if isinstance(leaf, _TENSORS):
                 info = tensor_info(leaf)
-                kind, ev = infer(name, info)
+                kind, ev = known.get(name) or infer(name, info)
                 append(Entry(name, info, kind=kind, evidence=ev))
             else:
                 append(_value_entry(name, leaf, ""))

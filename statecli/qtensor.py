@@ -73,4 +73,12 @@ class QuantInfo:
 # beside torch dtypes); a format with its own types (GGUF's GGML names) adds them here.
 LOGICAL_DTYPES: set[str] = {"int2", "int4", "int8", "nf4", "fp4", "fp8_e4m3", "fp8_e5m2", "mxfp4", "nvfp4"}
 
-__all__ = ["LOGICAL_DTYPES", "QuantInfo"]
+
+def dequantized_by(reader: object, info: object) -> bool:
+    """Whether a format's value reader (its `values` hook) gives this quantized tensor's values
+    dequantized: then stats, show, check and diff read it as float32 like a dense tensor."""
+    fn = getattr(reader, "dequantizes", None)
+    return fn is not None and bool(fn(info))
+
+
+__all__ = ["LOGICAL_DTYPES", "QuantInfo", "dequantized_by"]

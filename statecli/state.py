@@ -177,6 +177,7 @@ class Source(StrEnum):
     PICKLED_PARAMETER = "pickled as nn.Parameter"
     CONTAINER = "container name"
     RULE = "inferred"
+    FORMAT = "file format"  # the format says what its tensors are (a GGUF holds a runtime's weights)
     NOT_IN_MODEL = "not in the model definition"
     OUTSIDE = "outside the model state"
     NOT_TENSOR = "not a tensor"

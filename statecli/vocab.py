@@ -119,6 +119,7 @@ class Format(StrEnum):
     SHARDED_TORCH = "sharded torch"
     DCP = "torch.distributed.checkpoint"
     HF_CONFIG = "hugging face config"  # a config.json whose auto_map names code (scan only)
+    GGUF = "gguf"  # llama.cpp's format (one file or a split model's parts)
 
     @property
     def is_sharded(self) -> bool:

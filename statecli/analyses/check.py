@@ -11,12 +11,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import BadInput, ExitCode, StatecliError, UnsafeContent, UsageError, user_regex
+from ..formats.gguf.types import dtype_of
 from ..qtensor import LOGICAL_DTYPES
 from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind
 from ..storage import unique_storage_bytes
 from ..units import dtype_name, fmt_bytes, parse_size
 from ..vocab import CheckRule, Layout
 from .check_config import load_config
+from .gguf_view import key_names
 from .quantized import bits_rule, bits_value, quantization_rule
 
 
@@ -160,8 +162,9 @@ def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules
 
 
 def _dtype(text: str, key: str, source: str) -> str:
-    """The same dtype words `cast --dtype` takes (half, fp16, bf16, torch.float16...)."""
-    name = dtype_name(text) or (text if text in LOGICAL_DTYPES else None)  # int4, nf4...: quantized weights
+    """The same dtype words `cast --dtype` takes (half, fp16, bf16, torch.float16...), a quantized logical type
+    or a GGML type."""
+    name = dtype_name(text) or (text if text in LOGICAL_DTYPES else None) or dtype_of(text)  # int4, nf4, Q4_K...
     if name is None:
         raise UsageError(source, f"{key}: {text!r} is not a dtype", "e.g. float16 (half, fp16), bfloat16, float32")
     return name
@@ -253,7 +256,7 @@ def _devices(s: _Subject) -> list[Finding]:
 
 
 def _required_keys(s: _Subject) -> list[Finding]:
-    names = [e.name for e in s.ck.entries]
+    names = key_names(s.ck)
     out = []
     for pat in s.rules.required_keys:
         rx = _rx(pat)
@@ -263,7 +266,7 @@ def _required_keys(s: _Subject) -> list[Finding]:
 
 
 def _forbidden_keys(s: _Subject) -> list[Finding]:
-    names = [e.name for e in s.ck.entries]
+    names = key_names(s.ck)
     out = []
     for pat in s.rules.forbidden_keys:
         rx = _rx(pat)
@@ -344,12 +347,11 @@ def _rx(pat: str) -> re.Pattern[str]:
 
 
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
-    from ..io.values import dequantizable
     from ..units import is_floating
     from .stats import stats_for
 
-    floats = [e for e in ck.entries if e.tensor is not None and (dequantizable(e.tensor) or is_floating(e.tensor.dtype)
-              and e.tensor.layout == Layout.STRIDED and e.tensor.device != "meta")]
+    floats = [e for e in ck.entries if e.tensor is not None and e.tensor.device != "meta" and (
+        is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED or e.tensor.quant is not None)]  # dequantized
     skipped = sum(1 for e in ck.entries if e.tensor is not None and e not in floats and not e.tensor.dtype.startswith(
         ("int", "uint", "bool")))
     stats = stats_for(ck, floats)

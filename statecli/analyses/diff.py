@@ -9,12 +9,14 @@ from typing import Any
 
 from ..errors import ExitCode, UsageError
 from ..modeldef.ties import Alias, alias_entry, recorded_aliases
+from ..qtensor import dequantized_by
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..storage import shared_storages
 from ..units import plural
 from ..vocab import Layout, SortOrder
 from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
+from .gguf_view import align_names, metadata_changes, quant_error
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
 NP_CHUNK = 1 << 20  # elements per read + compare task of the numpy path (a few MiB per side per worker)
@@ -85,6 +87,8 @@ class DiffResult:
     sort: SortOrder = SortOrder.ORDER
     notes: tuple[str, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
     strict_sharing: bool = False
+    metadata: tuple[Any, ...] = ()  # gguf_view.MetaChange: metadata keys two GGUFs differ in
+    gguf_reference: bool = False  # a GGUF against another format: quantization error per tensor and block
 
     @property
     def quantized(self) -> bool:
@@ -99,7 +103,7 @@ class DiffResult:
 
     @property
     def equal(self) -> bool:
-        return all(k.status == EQUAL for k in self.keys)
+        return not self.metadata and all(k.status == EQUAL for k in self.keys)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -117,8 +121,9 @@ class DiffResult:
         if self.equal:
             how = f"values allclose (rtol={self.rtol:g}, atol={self.atol:g})" if self.values else "structure only"
             return f"equal: {plural(self.count(EQUAL), 'key')}, {how}"
+        meta = f", {plural(len(self.metadata), 'metadata key')} differ" if self.metadata else ""
         return (f"different: {self.count(REMOVED)} removed, {self.count(ADDED)} added, {self.count(CHANGED)} changed, "
-                f"{self.count(EQUAL)} equal")
+                f"{self.count(EQUAL)} equal{meta}")
 
     @property
     def md_title(self) -> str:
@@ -142,7 +147,8 @@ class DiffResult:
             "module_depth": self.depth,
             "module_sort": self.sort,
             "modules": [m.to_dict() for m in self.modules],
-        }
+        } | ({"metadata": [m.to_dict() for m in self.metadata]} if self.metadata else {}) | (
+            {"quantization_error": quant_error(self.keys)} if self.gguf_reference else {})
 
     def rows(self) -> list[dict[str, Any]]:
         if self.by_module:
@@ -205,6 +211,7 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     if sort not in SORTS:
         raise UsageError(None, f"unknown --sort {sort!r}", f"choose from: {', '.join(SORTS)}")
     sort = SortOrder(sort)
+    a, b, renaming = align_names(a, b)
     ea = {_key(e): e for e in a.entries if everything or e.group == ""}
     eb = {_key(e): e for e in b.entries if everything or e.group == ""}
     keys: list[_Work] = []
@@ -265,7 +272,8 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     hints = _prefix_hint(only_a, only_b) + _precision_hint(keys, ea, eb, rtol, atol)
     return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(hints), only_changed,
                       left_out, ignore_dtype, sort_modules(module_changes(frozen, depth or AUTO), sort), depth, by_module, sort,
-                      tuple(_notes(aliases, sharing)), strict_sharing)
+                      tuple(_notes(aliases, sharing)) + ((renaming,) if renaming else ()), strict_sharing,
+                      metadata_changes(a, b), renaming is not None)
 
 
 def _restore_aliases(ck: Checkpoint, mine: dict[str, Entry], other: list[Entry]) -> dict[str, Alias]:
@@ -331,7 +339,8 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
     (imported only then) for the rest: complex, DCP directories, torch-only dtypes."""
     import importlib.util
 
-    from ..io.values import dequantizable, numpy_readable, value_reader
+    from ..formats import values_of
+    from ..io.values import numpy_readable
     from .compare_pool import pool_for
 
     torch_here = importlib.util.find_spec("torch") is not None
@@ -340,11 +349,10 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
         # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those
         # where it is installed; the core install (no torch) compares them with numpy.
         complex_pair = _complex(x.dtype) or _complex(y.dtype)
-        # A quantized weight is compared on its dequantized float32 values, read in row chunks.
-        readable = all(numpy_readable(t) or dequantizable(t) for t in (x, y))
+        readable = (numpy_readable(x) or dequantized_by(ra, x)) and (numpy_readable(y) or dequantized_by(rb, y))
         return readable and not (complex_pair and torch_here)
 
-    with value_reader(a) as ra, value_reader(b) as rb:
+    with values_of(a) as ra, values_of(b) as rb:
         numpy_pairs = [(x, y) for _, x, y in pairs if by_numpy(x, y)]
         pool = pool_for(sum(x.nbytes + y.nbytes for x, y in numpy_pairs),
                         {t.source for x, y in numpy_pairs for t in (x, y) if t.source})
@@ -353,8 +361,8 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
             for i, (kd, x, y) in enumerate(pairs):
                 if progress:
                     progress(i, len(pairs))
-                if (any(t.layout != Layout.STRIDED and not dequantizable(t) for t in (x, y))
-                        or "meta" in (x.device, y.device)):
+                if not by_numpy(x, y) and (x.layout != Layout.STRIDED or y.layout != Layout.STRIDED) or "meta" in (
+                        x.device, y.device):
                     _add_note(kd, f"values of {x.layout}/{x.device} tensors not compared")
                     continue
                 same = (_view(x), _view(y)) if x.storage_key is not None and y.storage_key is not None else None
@@ -408,12 +416,13 @@ def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rt
     from .compare import Partial, compare_chunk, promote, work_dtype
     from .compare_pool import SPAN, tasks
 
-    xd, yd = ("float32" if t.quant is not None else t.dtype for t in (x, y))  # quantized: dequantized values
-    if xd != yd:
-        kd.compared_as = promote(xd, yd)
+    # a quantized tensor its format's reader dequantizes compares as the float32 values it reads as
+    dx, dy = ("float32" if dequantized_by(r, t) else t.dtype for r, t in ((ra, x), (rb, y)))
+    if dx != dy:
+        kd.compared_as = promote(dx, dy)
 
     def one(lo: int, hi: int) -> Partial:
-        return compare_chunk(ra.read_flat(x, lo, hi, 0), rb.read_flat(y, lo, hi, 1), xd, yd, rtol, atol, equal_nan)
+        return compare_chunk(ra.read_flat(x, lo, hi, 0), rb.read_flat(y, lo, hi, 1), dx, dy, rtol, atol, equal_nan)
 
     plain = x.quant is None and y.quant is None  # the worker processes read plain tensors only
     work = tasks(ra, rb, x, y, rtol, atol, equal_nan) if pool is not None and x.numel > SPAN and plain else None
@@ -422,7 +431,7 @@ def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rt
         total.merge(part)
     kd.max_abs, kd.max_rel, kd.mismatched = total.max_abs, total.max_rel, total.bad
     # Norms of integer tensors (step counters, masks, ids) would swamp a module's weights: floats only.
-    kd.sums = total.sums if work_dtype(promote(xd, yd)) != "int64" else None
+    kd.sums = total.sums if work_dtype(promote(dx, dy)) != "int64" else None
     if total.nonfinite_bad:
         _add_note(kd, f"{total.nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)")
 

@@ -11,6 +11,7 @@ from ..errors import ExitCode, UsageError, user_regex
 from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, gc_paused
 from ..storage import shared_storages, storage_bytes, unique_storage_bytes
 from ..units import fmt_shape
+from .gguf_view import gguf_view
 from .module_tree import ModuleTree, build_tree
 from .quantized import QuantSummary, quant_summary
 
@@ -54,6 +55,7 @@ class InspectResult:
     tree: bool = False  # the human view: module tree instead of tables
     quant: QuantSummary | None = None  # bits per weight, where weights are quantized
     storage: bool = False  # the human view lists a quantized weight's stored parts under it
+    gguf: Any = None  # gguf_view.GgufView of a GGUF: header, metadata, totals by GGML type and block
 
     def module_tree(self) -> ModuleTree:
         """The selected tensors by module (`--tree`, the HTML page): its root totals are `total`."""
@@ -94,6 +96,8 @@ class InspectResult:
         }
         if self.quant is not None:
             d["quantization"] = self.quant.to_dict()
+        if self.gguf is not None:
+            d["gguf"] = self.gguf.to_dict()
         if self.tree:
             d["tree"] = [{"module": n.path or ck.container_name, "tensors": n.tensors, "numel": n.numel,
                           "nbytes": n.nbytes} for n in self.module_tree().walk()]
@@ -236,7 +240,8 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
 
 
 def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None, *, stats: bool = False,
-            model: Any = None, model_explicit: bool = False, tree: bool = False, storage: bool = False) -> InspectResult:
+            model: Any = None, model_explicit: bool = False, tree: bool = False, storage: bool = False,
+            all_metadata: bool = False) -> InspectResult:
     """Select entries by kind and name, total them, and (with `model`) classify them against the model
     definition and report what load_state_dict(strict=True) would say; `stats` reads tensor values."""
     report: tuple[Any, ...] = ()
@@ -260,5 +265,5 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
         by_kind=s.by_kind, by_dtype=s.by_dtype, by_device=s.by_device, shared=s.shared,
         total=s.total, view_nbytes=s.view_nbytes, stats=values,
         model=model, load_report=report, model_explicit=model_explicit, tree=tree,
-        quant=quant_summary(ck.entries), storage=storage,
+        quant=quant_summary(ck.entries), storage=storage, gguf=gguf_view(ck, all_metadata),
     )

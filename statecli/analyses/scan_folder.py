@@ -23,12 +23,12 @@ __all__ = ["CHECKPOINT_SUFFIXES", "Role", "Target", "TargetKind", "plan"]
 # companion with one of these is listed even when it cannot be read; any other file only when its
 # bytes are a checkpoint container (a pickle, zip, tar, npy).
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl", ".pickle", ".npy", ".npz",
-                       ".joblib", ".dill", ".pck")
+                       ".joblib", ".dill", ".pck", ".gguf")  # GGUF: its chat templates are what runtimes run
 # Companions no checkpoint loader unpickles: text (tokenizers, configs, cards, the code auto_map names,
 # which config.json's verdict covers) and other frameworks' weights and media, read by their own
-# non-pickle parsers (Flax msgpack, Keras HDF5, ONNX protobuf, GGUF); skipped without being opened.
+# non-pickle parsers (Flax msgpack, Keras HDF5, ONNX protobuf); skipped without being opened.
 _TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jinja", ".yaml", ".yml", ".toml", ".cfg", ".csv", ".tiktoken",
-                  ".vocab", ".gitattributes", ".gitignore", ".html", ".msgpack", ".h5", ".onnx", ".gguf", ".tflite",
+                  ".vocab", ".gitattributes", ".gitignore", ".html", ".msgpack", ".h5", ".onnx", ".tflite",
                   ".png", ".jpg", ".jpeg", ".gif", ".svg", ".wav", ".mp3")
 _DCP_OWN = (".metadata", ".distcp")  # the DCP reader's own files (scanned as the DCP checkpoint)
 CONFIG = "config.json"

@@ -10,6 +10,7 @@ from ..errors import ExitCode
 from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, gc_paused
 from ..storage import storage_overlap
 from ..units import fmt_bytes, fmt_count
+from .gguf_view import gguf_view
 from .inspect import Bucket, summarize
 from .memory import MemoryEstimate, memory_estimate
 from .module_tree import ModuleTree, build_tree
@@ -40,6 +41,7 @@ class SizeResult:
     depth: int
     quant: QuantSummary | None = None  # bits per weight, where weights are quantized
     memory: MemoryEstimate | None = None  # size --memory
+    gguf: Any = None  # gguf_view.GgufView of a GGUF: totals by GGML type and block, bits per weight
 
     exit_code = ExitCode.OK
     columns = ("module", "tensors", "numel", "nbytes", "share")
@@ -61,7 +63,8 @@ class SizeResult:
             "top": [e.to_dict() for e in self.top],
             "warnings": ck.warnings, "notes": ck.notes,
         } | ({"quantization": self.quant.to_dict()} if self.quant is not None else {}) | (
-            {"memory": self.memory.to_dict()} if self.memory is not None else {})
+            {"memory": self.memory.to_dict()} if self.memory is not None else {}) | (
+            {"gguf": self.gguf.to_dict()} if self.gguf is not None else {})
 
     def module_tree(self) -> ModuleTree:
         """Every tensor by module (the HTML page's tree): its root totals are `total`."""
@@ -121,4 +124,4 @@ def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
     shared, outside = storage_overlap(tensors)
     return SizeResult(ck, file_bytes, summary.total, view, shared, outside, n_params,
                       summary.by_kind, summary.by_dtype, summary.by_device, by_module, largest, depth,
-                      quant_summary(ck.entries))
+                      quant_summary(ck.entries), gguf=gguf_view(ck))

@@ -17,7 +17,9 @@ from functools import partial
 from typing import Any
 
 from ..errors import BadInput
-from ..io.values import dequantizable, numpy_readable, ordered_map, value_reader
+from ..formats import values_of
+from ..io.values import numpy_readable, ordered_map
+from ..qtensor import dequantized_by
 from ..state import Checkpoint, Entry, Stats
 from ..units import COMPLEX
 from ..vocab import Layout
@@ -239,19 +241,20 @@ def not_summarised(dtype: str, layout: str, device: str) -> str | None:
 def stats_for(ck: Checkpoint, entries: list[Entry]) -> dict[str, Stats]:
     """Statistics for every tensor entry, reading one tensor at a time."""
     out: dict[str, Stats] = {}
-    with value_reader(ck) as reader:
+    with values_of(ck) as reader:
         for e in entries:
             t = e.tensor
             if t is None:
                 continue
-            why = None if dequantizable(t) else not_summarised(t.dtype, t.layout, t.device)
+            dequantized = dequantized_by(reader, t)
+            why = None if dequantized else not_summarised(t.dtype, t.layout, t.device)
             if why:
                 out[e.name] = Stats(None, None, None, None, 0, 0, why)
                 continue
             try:
                 if t.numel == 0:
                     out[e.name] = Stats(None, None, None, None, 0, 0, "empty")
-                elif numpy_readable(t) or dequantizable(t):  # quantized: dequantized rows, chunk by chunk
+                elif numpy_readable(t) or dequantized:
                     out[e.name] = read_stats(partial(reader.read_flat, t), t.numel)
                 else:  # DCP: torch reads the tensor, numpy reduces it
                     out[e.name] = tensor_stats(reader.array(t))

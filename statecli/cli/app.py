@@ -101,9 +101,11 @@ def _current_context() -> Any:
 def _timing(ctx: Any, start: float) -> None:
     output = ctx.meta.get(_OUTPUT)
     if output is not None:
+        from ..io.source import STATS
         from ..render import verbose_line
 
-        verbose_line(f"done in {time.perf_counter() - start:.2f} s", output)
+        net = f"; {STATS.requests} request(s), {STATS.bytes:,} bytes over the network" if STATS.requests else ""
+        verbose_line(f"done in {time.perf_counter() - start:.2f} s{net}", output)
 
 
 def _is_click_exception(exc: Exception) -> bool:

@@ -40,6 +40,8 @@ def inspect(
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf counts (reads values).")] = False,
     storage: Annotated[bool, typer.Option("--storage", help="List each quantized weight's stored parts (qweight, "
                                                             "scales, zeros...) under it; JSON always has them.")] = False,
+    metadata: Annotated[bool, typer.Option("--metadata", help="GGUF: list every metadata key (arrays summarised; "
+                                                              "--format json has them whole).")] = False,
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -66,7 +68,8 @@ def inspect(
     opened = open_checkpoint(path, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
                              classify_by_model=False)  # inspect classifies and reports against the model itself
     result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats, model=opened.model,
-                                model_explicit=bool(model or hf_config), tree=tree, storage=storage)
+                                model_explicit=bool(model or hf_config), tree=tree, storage=storage,
+                                all_metadata=metadata)
     render(result, view)
     exit_with(result.exit_code)
 

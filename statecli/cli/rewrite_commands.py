@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
-from ..vocab import CastOnly
+from ..vocab import CastOnly, Format
 from .app import app, exit_with, output_context
 from .options import (
     AddPrefixOpt,
@@ -241,8 +241,9 @@ def convert(
     duplicate_tied: DuplicateTiedOpt = False,
     dequantize: Annotated[bool, typer.Option("--dequantize", help="Write quantized weights (GPTQ, AWQ, bitsandbytes, "
         "FP8, MXFP4...) as ordinary tensors of --dtype; a Hugging Face folder's config loses quantization_config.")] = False,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="With --dequantize: bfloat16, half or float32 "
-        "(default: each weight's compute dtype).", metavar="DTYPE")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="With --dequantize, or from a GGUF (always written "
+        "dequantized): bfloat16, half or float32 (default: each weight's compute dtype; bfloat16 for GGUF).",
+        metavar="DTYPE")] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -257,10 +258,11 @@ def convert(
     target = Target(output=output, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, _ = _load(path, key)
-    if dtype is not None and not dequantize:
+    gguf = ck.format is Format.GGUF  # no GGUF writer: its quantized tensors are always written dequantized
+    if dtype is not None and not (dequantize or gguf):
         raise UsageError(None, "--dtype needs --dequantize (cast changes the dtype of an unquantized checkpoint)")
-    planned = plan(ck, raw, ConvertSpec())
-    if dequantize:
+    planned = plan(ck, raw, ConvertSpec(dequantize_to=dtype or "bfloat16") if gguf else ConvertSpec())
+    if dequantize and not gguf:
         from ..rewrite.quantized import dequantized
 
         planned = dequantized(planned, dtype)

@@ -10,19 +10,22 @@ from typing import TYPE_CHECKING
 from ..errors import BadInput, NotACheckpoint, NotFound, StatecliError
 from ..io.source import listdir
 from ..io.urls import hf_cache_path, is_remote, register
-from ..state import Format
+from ..state import Checkpoint, Format
 from ._common import RawCheckpoint, open_regular
 from .handler import FormatHandler, record
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from ..io.values import ValueReader
     from ..pickle.pickles import Findings
 
 __all__ = ["Format", "FormatHandler", "RawCheckpoint", "detect_format", "expand_paths", "handler_for", "read_raw",
-           "refusal", "resolve_path", "scan_file", "scan_path", "sniff"]
+           "refusal", "resolve_path", "scan_file", "scan_path", "sniff", "values_of"]
 
 # File names a single-checkpoint folder is recognised by, best first.
 _SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
-_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
+_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".gguf")
 _WALKED = _EXTENSIONS + (".pkl",)  # a folder's files scanned as checkpoints (never its .json/.txt)
 
 
@@ -141,9 +144,6 @@ def detect_format(path: str, head: bytes) -> Format:
 
 def refusal(path: str, head: bytes) -> BadInput:
     """What a file that is no checkpoint (and holds no pickle that resolves a global) looks like."""
-    if head.startswith(b"GGUF"):
-        return NotACheckpoint(path, "not a checkpoint: a GGUF file; statecli reads torch.save, safetensors, "
-                                    "sharded and DCP checkpoints")
     if head.lstrip()[:1] == b"{":
         return NotACheckpoint(path, "a JSON file, not a checkpoint (an index must be named *.index.json)")
     return NotACheckpoint(path, f"not a checkpoint (looks like {sniff(head)})")
@@ -175,6 +175,19 @@ def _by_head(path: str, head: bytes) -> FormatHandler:
         if h.magic and h.detect(head, name, False):
             return h
     raise refusal(path, head)
+
+
+def values_of(ck: Checkpoint) -> AbstractContextManager[ValueReader]:
+    """The value reader of a checkpoint, by its format's handler (`values` hook): a format with packed
+    or quantized tensors reads them its own way; the rest read in place (io/values)."""
+    from .registry import REGISTRY
+
+    handler = next((h for h in REGISTRY if h.format is ck.format), None)
+    if handler is None:
+        from ..io.values import value_reader
+
+        return value_reader(ck)
+    return handler.values(ck)
 
 
 def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:

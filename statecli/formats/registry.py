@@ -5,7 +5,7 @@ safetensors-looking one. Adding a format: a module with a FormatHandler, and one
 
 from __future__ import annotations
 
-from . import dcp, npy, safetensors, sharded, torchlegacy, torchtar, torchzip
+from . import dcp, gguf, npy, safetensors, sharded, torchlegacy, torchtar, torchzip
 from .handler import FormatHandler
 
 REGISTRY: tuple[FormatHandler, ...] = (
@@ -15,5 +15,6 @@ REGISTRY: tuple[FormatHandler, ...] = (
     torchtar.HANDLER,
     safetensors.HANDLER,
     npy.HANDLER,
+    gguf.HANDLER,
     torchlegacy.HANDLER,  # last: any pickle opcode byte starts a stream pickle.load would run
 )

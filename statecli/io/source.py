@@ -64,6 +64,20 @@ def clear_cache() -> None:
         _DIRS.clear()
 
 
+def cached_prefix(name: str) -> bytes:
+    """The first bytes of `name` already fetched into the block cache (the 64 KiB a format sniff read),
+    so a reader starting at byte 0 does not request them again; empty when none are cached."""
+    out = []
+    with _LOCK:
+        i = 0
+        while (block := _BLOCKS.get((name, i))) is not None:
+            out.append(block)
+            if len(block) < BLOCK:
+                break
+            i += 1
+    return b"".join(out)
+
+
 class _Fatal(Exception):
     """A failure that a retry cannot fix: not found, denied, a server breaking the protocol."""
 

@@ -167,6 +167,10 @@ class ValueReader:
         self._open_lock = threading.Lock()
         self._last_assembled: tuple[TensorInfo, np.ndarray] | None = None
 
+    def dequantizes(self, info: TensorInfo) -> bool:
+        """Whether this reader gives `info`'s values dequantized (qtensor.dequantized_by asks it)."""
+        return dequantizable(info)
+
     def array(self, info: TensorInfo) -> np.ndarray:
         """The tensor as a read-only numpy view into the mapping (its shape and strides; no copy)."""
         import numpy as np

@@ -50,6 +50,10 @@ def render_size(r: SizeResult, con: Any) -> None:
         from .human_inspect import quant_tables
 
         quant_tables(con, r.quant)
+    if r.gguf is not None:
+        from .human_gguf import render_gguf_totals
+
+        render_gguf_totals(r.gguf, con, blocks=True)
     if r.top:
         rows = [[escape(e.name), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes)]
                 for e in r.top if e.tensor is not None]
@@ -73,6 +77,10 @@ def render_diff(r: DiffResult, con: Any) -> None:
                 con.print(Text(f"  {'-' if status == DiffStatus.REMOVED else '+'} {escape(k.name)}"))
             if len(keys) > 200:
                 con.print(f"  ... {len(keys) - 200} more")
+    if r.metadata:
+        rows = [[escape(m.key), m.status, escape(m.a or ""), escape(m.b or "")] for m in r.metadata]
+        print_grid(con, f"GGUF metadata ({len(r.metadata)} differ)", [Col("key", wrap=True), Col("status"),
+                   Col("A", wrap=True), Col("B", wrap=True)], rows)
     structural = [k for k in r.keys if k.status == DiffStatus.CHANGED and k.changes]
     if structural:
         rows = [[escape(k.name), f, escape(str(a)), escape(str(b))] for k in structural for f, (a, b) in k.changes.items()]
@@ -90,6 +98,10 @@ def render_diff(r: DiffResult, con: Any) -> None:
         print_grid(con, f"changed values ({len(valued)}; rtol={r.rtol:g}, atol={r.atol:g}, equal_nan={r.equal_nan})",
                    [Col("name", wrap=True), *(Col(h, right=True) for h in ("max abs", "max rel", "over tol", "of")),
                     Col("note", wrap=True)], rows)
+    if r.gguf_reference:
+        from .human_gguf import render_quant_error
+
+        render_quant_error(r.keys, con)
     for h in r.renames:
         con.print(Text("hint: " + escape(h), style="cyan"))
     style = "bold green" if r.equal else "bold red"

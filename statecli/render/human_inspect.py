@@ -22,6 +22,10 @@ _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
 
 def render_inspect(r: InspectResult, con: Any) -> None:
     _header(con, r)
+    if r.gguf is not None:
+        from .human_gguf import render_gguf_header
+
+        render_gguf_header(r.gguf, con)
     with gc_paused():  # a row of cells per tensor: see state.gc_paused
         if r.tree and r.model is not None:
             _model_tree(con, r)
@@ -32,6 +36,10 @@ def render_inspect(r: InspectResult, con: Any) -> None:
     _summary(con, r)
     if r.quant is not None:
         quant_tables(con, r.quant)
+    if r.gguf is not None:
+        from .human_gguf import render_gguf_totals
+
+        render_gguf_totals(r.gguf, con)
     if r.model is not None:
         _load_report(con, r)
 

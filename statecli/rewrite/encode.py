@@ -116,13 +116,13 @@ def _recorded_ties(plan: Plan) -> dict[tuple[Any, Any], tuple[Any, Any]]:
 def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log: WriteLog,
              compact: bool = False) -> None:
     """A .pt archive of the tree `tree_of(storages)` builds (its tensor leaves from `storages.leaf`)."""
-    from ..io.values import value_reader
+    from ..formats import values_of
 
     storages = PtStorages(plan, compact)
     tree = tree_of(storages)
     log.expect(sum(st.nbytes for st in storages.sources))
     casts: list[_Cast] = []
-    with value_reader(plan.ck) as reader:
+    with values_of(plan.ck) as reader:
         def data(st: OutStorage) -> Iterable[memoryview]:
             src = storages.sources[st]
             losses = None
@@ -174,7 +174,7 @@ def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], 
     with plan.duplicate_tied every key is stored, tied ones as copies, so that
     load_state_dict(load_file(...), strict=True) works, and the ties go in ALIASES_KEY so statecli
     re-ties them when it writes a .pt again."""
-    from ..io.values import value_reader
+    from ..formats import values_of
 
     for _, e in items:
         if out_dtype(plan, e) not in TO_SAFETENSORS:
@@ -188,7 +188,7 @@ def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], 
                  + ", ".join(f"{a} = {b}" for a, b in list(aliases.items())[:3]))
     log.expect(sum(out_nbytes(plan, e) for _, e in items))
     casts: list[_Cast] = []
-    with value_reader(plan.ck) as reader:
+    with values_of(plan.ck) as reader:
         def item(name: str, e: Entry) -> WriteItem:
             t = e.tensor
             assert t is not None

@@ -121,11 +121,16 @@ def _compile(patterns: Iterable[str], flag: str) -> list[re.Pattern[str]]:
     return [user_regex(p, flag) for p in patterns]
 
 
-def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = None) -> Plan:
-    target = dtype_name(spec.dtype)
+def _cast_target(text: str) -> str:
+    target = dtype_name(text)
     if target not in CAST_TARGETS:
-        raise UsageError(None, f"--dtype {spec.dtype!r} is not a floating dtype statecli casts to",
+        raise UsageError(None, f"--dtype {text!r} is not a floating dtype statecli casts to",
                          "choose half, bfloat16, float32 or float64")
+    return target
+
+
+def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = None) -> Plan:
+    target = _cast_target(spec.dtype)
     if spec.only is not None and spec.only not in tuple(CastOnly):
         raise UsageError(None, "--only takes params or buffers")
     only = CastOnly(spec.only) if spec.only is not None else None
@@ -238,7 +243,13 @@ def plan_move(ck: Checkpoint, raw: RawCheckpoint, spec: MoveSpec) -> Plan:
 
 
 def plan_convert(ck: Checkpoint, raw: RawCheckpoint, spec: ConvertSpec | None = None) -> Plan:
-    return Plan(ck=ck, raw=raw)
+    # A GGUF block-quantized tensor (no writer keeps its GGML type) is written as the values the GGUF
+    # reader dequantizes (a planned cast); other schemes keep their packed pieces (convert --dequantize).
+    to = _cast_target((spec or ConvertSpec()).dequantize_to)
+    cast = {entry_key(e): to for e in ck.entries
+            if e.tensor is not None and e.tensor.quant is not None and e.tensor.quant.method == "gguf"}
+    notes = (f"{len(cast)} quantized tensor(s) written dequantized as {to}",) if cast else ()
+    return Plan(ck=ck, raw=raw, cast=cast, notes=notes)
 
 
 def saved_bytes(plan: Plan) -> int:

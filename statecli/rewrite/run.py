@@ -38,7 +38,7 @@ def run(plan: Plan, target: Target, progress: Progress | None = None, stdout: IO
     dest = resolve(plan, target)
     if not plan.dequantize:
         plan = as_stored(plan)  # quantized weights go out as their stored parts, byte for byte
-    plan = _without_unsupported(plan, target.drop_unsupported)
+    plan = _without_unsupported(plan, target.drop_unsupported, dest.fmt == "safetensors" or plan.dequantize)
     if dest.layout == "hf" and dest.hf_source or dest.fmt == "safetensors" and dest.layout != "dcp":
         plan = hf.without_tied(plan, dest.hf_source if dest.layout == "hf" else None)
     plan = _device_report(plan, dest.fmt)
@@ -105,12 +105,13 @@ def _device_report(plan: Plan, fmt: str) -> Plan:
                                notes=plan.notes + (note,), device_notes=())
 
 
-def _without_unsupported(plan: Plan, drop_unsupported: bool) -> Plan:
-    """The plan with sparse/quantized/meta tensors dropped, or a refusal naming them."""
+def _without_unsupported(plan: Plan, drop_unsupported: bool, dequantizes: bool = False) -> Plan:
+    """The plan with sparse/quantized/meta tensors dropped, or a refusal naming them. With `dequantizes`
+    (a safetensors output), a quantized tensor with a planned cast is written dequantized instead."""
     ck = plan.ck
     unsupported = [e for e in ck.entries if e.tensor is not None and entry_key(e) not in plan.drop
                    and (e.tensor.layout not in ("strided",) or e.tensor.device == "meta")
-                   and not (e.tensor.quant is not None and entry_key(e) in plan.cast)]  # dequantized
+                   and not (dequantizes and e.tensor.quant is not None and entry_key(e) in plan.cast)]  # dequantized
     if not unsupported:
         return plan
     if not drop_unsupported:
@@ -204,10 +205,9 @@ def _own_files(plan: Plan, folder: str) -> set[str]:
 
 
 def _write_dcp(plan: Plan, target: str, strict: bool, log: WriteLog, need: int) -> Checkpoint:
-    from ..formats import dcp
-    from ..io.values import value_reader
+    from ..formats import dcp, values_of
 
-    with atomic.atomic_dir(target, need=need) as tmp, value_reader(plan.ck) as reader:
+    with atomic.atomic_dir(target, need=need) as tmp, values_of(plan.ck) as reader:
         # The whole checkpoint, wrappers included: DCP holds nested state (optimizer, counters) too.
         sd = rebuild(plan, encode.dcp_tensor(plan, reader, log), log)
         _refuse_if_strict(plan, strict, log)

@@ -42,7 +42,10 @@ class MoveSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ConvertSpec:
-    """Change the container format only: every tensor and value as it is."""
+    """Change the container format only: every tensor and value as it is, but quantized tensors (a
+    GGUF's), which are written dequantized to `dequantize_to`."""
+
+    dequantize_to: str = "bfloat16"
 
 
 Spec = Union[CastSpec, StripSpec, MoveSpec, ConvertSpec]

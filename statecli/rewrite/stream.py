@@ -8,7 +8,8 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..io.values import ValueReader, dequantizable, numpy_readable, ordered_map
+from ..io.values import ValueReader, numpy_readable, ordered_map
+from ..qtensor import dequantized_by
 from ..state import TensorInfo
 from ..units import itemsize
 from . import cast as npcast
@@ -26,6 +27,8 @@ def chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | 
     """The bytes of a storage (pt) or of one tensor made contiguous (safetensors), cast on the way,
     in chunks so memory stays bounded by a few chunks, not the checkpoint. With `checksum`, the
     result may offer crc32() (the CRC-32 of every byte yielded, computed off the caller's thread)."""
+    if dequantized_by(reader, info):  # a quantized tensor: float32 chunks from its format's reader
+        return _np_chunks(reader, info, cast_to, losses, False, "float32")
     if _numpy_path(reader, info, cast_to, whole_storage):
         src = _storage_info(info) if whole_storage else info
         if type(reader) is ValueReader and src.is_contiguous and src.source is not None and src.data_offset is not None:
@@ -38,9 +41,6 @@ def chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | 
 
 
 def _numpy_path(reader: Any, info: TensorInfo, cast_to: str | None, whole_storage: bool) -> bool:
-    if info.quant is not None:  # dequantized: float32 rows from read_flat, chunk by chunk
-        return (hasattr(reader, "read_flat") and dequantizable(info) and not whole_storage
-                and cast_to is not None and npcast.supported("float32", cast_to))
     src = (info.storage_dtype or info.dtype) if whole_storage else info.dtype
     return (hasattr(reader, "read_flat") and numpy_readable(info)
             and (cast_to is None or npcast.supported(src, cast_to)))
@@ -56,12 +56,12 @@ def _storage_info(info: TensorInfo) -> TensorInfo:
 
 
 def _np_chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | None,
-               whole_storage: bool) -> Iterator[memoryview]:
+               whole_storage: bool, read_as: str | None = None) -> Iterator[memoryview]:
     import numpy as np
 
     src = _storage_info(info) if whole_storage else info
-    values = "float32" if info.quant is not None else src.dtype  # what read_flat returns
-    count_here = losses is not None and cast_to is not None and npcast.lossy(values, cast_to)
+    dtype = read_as or src.dtype  # what read_flat returns (float32 for a dequantized tensor)
+    count_here = losses is not None and cast_to is not None and npcast.lossy(dtype, cast_to)
     if src.is_contiguous:
         def read(lo: int, hi: int) -> Any:
             return reader.read_flat(src, lo, hi)
@@ -82,7 +82,7 @@ def _np_chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losse
         return out, part
 
     n = src.numel
-    per = max(1, NP_CHUNK_BYTES // max(1, itemsize(values)))
+    per = max(1, NP_CHUNK_BYTES // max(1, itemsize(dtype)))
     try:
         for out, part in ordered_map(step, n, per):
             if losses is not None:

@@ -87,7 +87,7 @@ def test_a_folder_and_an_index_are_claimed_before_a_byte_is_read(tmp_path: Path)
     assert handler_for(str(dcp)).format is Format.DCP
 
 
-@pytest.mark.parametrize("head", [b"\x89PNG\r\n\x1a\n" + b"\0" * 32, b"GGUF\x03\0\0\0", b'{"a": 1}', b"hello world\n"])
+@pytest.mark.parametrize("head", [b"\x89PNG\r\n\x1a\n" + b"\0" * 32, b"\x7fELF\x02\x01\x01", b'{"a": 1}', b"hello world\n"])
 def test_not_a_checkpoint_is_a_type(tmp_path: Path, head: bytes) -> None:
     f = tmp_path / "x.bin"
     f.write_bytes(head)

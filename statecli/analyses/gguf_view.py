@@ -1,0 +1,214 @@
+"""What `inspect` and `size` add for a GGUF: its header (version, architecture, file type, parts),
+the metadata (summarised for tables, whole for JSON) and the totals by GGML type and by block
+(`blk.N`) with bits per weight, from the parsed headers (no tensor bytes)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..state import Checkpoint, Format
+
+BLOCK = re.compile(r"^(blk\.\d+)\.")
+OUTSIDE_BLOCKS = "(outside blocks)"
+# Keys shown without --metadata: what the model is; the tokenizer's arrays and templates wait for it.
+_SHORT = re.compile(r"^(general\.|split\.|tokenizer\.ggml\.model$)")
+
+
+@dataclass(frozen=True)
+class TypeTotal:
+    """Tensors of one GGML type (or one block): counts, stored bytes, bits per weight."""
+
+    key: str
+    tensors: int
+    params: int
+    nbytes: int
+    types: tuple[str, ...] = ()
+
+    @property
+    def bits_per_weight(self) -> float | None:
+        return self.nbytes * 8 / self.params if self.params else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"tensors": self.tensors, "params": self.params, "nbytes": self.nbytes,
+                             "bits_per_weight": self.bits_per_weight}
+        if self.types:
+            d["types"] = list(self.types)
+        return d
+
+
+@dataclass(frozen=True)
+class MetaRow:
+    key: str
+    type: str
+    text: str  # as a table shows it (arrays summarised)
+
+
+@dataclass(frozen=True)
+class GgufView:
+    version: int
+    architecture: str | None
+    file_type: str | None
+    alignment: int
+    parts: int
+    total: TypeTotal
+    by_type: tuple[TypeTotal, ...]
+    by_block: tuple[TypeTotal, ...]
+    metadata: tuple[MetaRow, ...]  # the rows a table shows (all with --metadata)
+    hidden_keys: int  # keys left out of the table without --metadata
+    header: Any  # formats.gguf.header.Header of the first part: every key, whole, for JSON
+    torch_order_note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "architecture": self.architecture, "file_type": self.file_type,
+                "alignment": self.alignment, "parts": self.parts, "shapes": self.torch_order_note,
+                "total": self.total.to_dict(), "by_type": {t.key: t.to_dict() for t in self.by_type},
+                "by_block": {b.key: b.to_dict() for b in self.by_block},
+                "metadata_types": {r.key: r.type for r in self.metadata} if self.hidden_keys == 0 else None,
+                "metadata": self.metadata_json()}
+
+    def metadata_json(self) -> dict[str, Any]:
+        """Every key, whole (a vocabulary's every token): built only when JSON asks for it."""
+        from ..formats.gguf.read import to_json
+
+        return {k: to_json(v) for k, v in self.header.metadata.items()}
+
+
+def gguf_view(ck: Checkpoint, all_metadata: bool = False) -> GgufView | None:
+    """The GGUF view of a checkpoint read from a GGUF, else None."""
+    if ck.format is not Format.GGUF:
+        return None
+    from ..formats.gguf.read import TORCH_ORDER, read_parts, summary
+
+    parts = read_parts(ck.path)
+    head = parts[0]
+    records = [r for p in parts for r in p.tensors]
+    by_type: dict[str, list[int]] = {}
+    by_block: dict[str, list[Any]] = {}
+    for r in records:
+        acc = by_type.setdefault(r.type.name, [0, 0, 0])
+        acc[0], acc[1], acc[2] = acc[0] + 1, acc[1] + r.numel, acc[2] + r.nbytes
+        m = BLOCK.match(r.name)
+        blk = by_block.setdefault(m.group(1) if m else OUTSIDE_BLOCKS, [0, 0, 0, set()])
+        blk[0], blk[1], blk[2] = blk[0] + 1, blk[1] + r.numel, blk[2] + r.nbytes
+        blk[3].add(r.type.name)
+    total = TypeTotal("total", len(records), sum(r.numel for r in records), sum(r.nbytes for r in records))
+    shown = summary(head)
+    rows = [MetaRow(k, head.value_types[k].name.lower(), _one_line(shown[k])) for k in head.metadata
+            if all_metadata or _SHORT.match(k) or k.startswith(f"{head.metadata.get('general.architecture')}.")]
+    return GgufView(
+        version=head.version, architecture=_str(head.metadata.get("general.architecture")),
+        file_type=shown.get("general.file_type"), alignment=head.alignment, parts=len(parts), total=total,
+        by_type=tuple(sorted((TypeTotal(k, v[0], v[1], v[2]) for k, v in by_type.items()), key=lambda t: (-t.nbytes, t.key))),
+        by_block=tuple(TypeTotal(k, v[0], v[1], v[2], tuple(sorted(v[3]))) for k, v in sorted(
+            by_block.items(), key=lambda kv: _block_order(kv[0]))),
+        metadata=tuple(rows), hidden_keys=len(head.metadata) - len(rows),
+        header=head, torch_order_note=TORCH_ORDER)
+
+
+@dataclass(frozen=True)
+class MetaChange:
+    """A metadata key of two GGUFs that differs: removed, added or changed (values as tables show them;
+    for arrays of equal length, the first index that differs)."""
+
+    key: str
+    status: str
+    a: str | None
+    b: str | None
+    first_difference: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "status": self.status, "a": self.a, "b": self.b,
+                "first_difference": self.first_difference}
+
+
+def metadata_changes(a: Checkpoint, b: Checkpoint) -> tuple[MetaChange, ...]:
+    """The metadata keys two GGUFs differ in (empty unless both are GGUF), in A's key order then B's."""
+    if a.format is not Format.GGUF or b.format is not Format.GGUF:
+        return ()
+    from ..formats.gguf.header import GgufArray
+    from ..formats.gguf.read import read_parts, summary
+
+    ma, mb = read_parts(a.path)[0].metadata, read_parts(b.path)[0].metadata
+    ta, tb = summary(read_parts(a.path)[0]), summary(read_parts(b.path)[0])
+    out = []
+    for key in list(ma) + [k for k in mb if k not in ma]:
+        if key not in mb:
+            out.append(MetaChange(key, "removed", _one_line(ta[key]), None))
+        elif key not in ma:
+            out.append(MetaChange(key, "added", None, _one_line(tb[key])))
+        elif ma[key] != mb[key]:
+            x, y = ma[key], mb[key]
+            first = None
+            if isinstance(x, GgufArray) and isinstance(y, GgufArray):
+                first = next((i for i, (p, q) in enumerate(zip(x.values, y.values)) if p != q), None)
+                first = min(len(x), len(y)) if first is None else first
+            out.append(MetaChange(key, "changed", _one_line(ta[key]), _one_line(tb[key]), first))
+    return tuple(out)
+
+
+def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, str | None]:
+    """A GGUF beside another format (the safetensors it was converted from): the other's model-state
+    names renamed to GGUF names (formats/gguf/names.py) and a note saying what was mapped and what
+    was not undone; both unchanged unless exactly one is a GGUF."""
+    if (a.format is Format.GGUF) == (b.format is Format.GGUF):
+        return a, b, None
+    from ..formats.gguf.names import gguf_names
+    from ..formats.gguf.read import read_parts
+
+    g, ref = (a, b) if a.format is Format.GGUF else (b, a)
+    blocks = {int(m.group(1)[4:]) for e in g.entries if (m := BLOCK.match(e.name))}
+    names = [e.name for e in ref.entries if e.group == "" and e.tensor is not None]
+    arch, mapping = gguf_names(read_parts(g.path)[0], max(blocks, default=-1) + 1, names)
+    renamed = replace(ref, entries=[replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
+                                    for e in ref.entries])
+    note = (f"{len(mapping)} of {len(names)} names of {ref.path} mapped to GGUF names by gguf-py's TensorNameMap "
+            f"for {arch!r}; llama.cpp's converter permutes attn_q/attn_k rows for rope and may fuse or stack "
+            "tensors: those are not undone, so their values differ by that layout")
+    return (g, renamed, note) if g is a else (renamed, g, note)
+
+
+def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
+    """NMSE and SNR (dB) of each compared tensor and each block, from the diff's sums: how much the
+    quantization cost ("||b-a||^2 / ||a||^2" with A the reference side as diff orders them)."""
+    def row(s: Any) -> dict[str, Any]:
+        nmse = s.dd / s.aa if s.aa > 0 else None
+        snr = None if not nmse else -10 * math.log10(nmse)  # None where exact (JSON has no inf)
+        return {"nmse": nmse, "snr_db": snr}
+
+    tensors: dict[str, Any] = {}
+    blocks: dict[str, Any] = {}
+    for k in keys:
+        if k.sums is None:
+            continue
+        tensors[k.name] = row(k.sums)
+        m = BLOCK.match(k.name)
+        blk = m.group(1) if m else OUTSIDE_BLOCKS
+        blocks[blk] = blocks[blk] + k.sums if blk in blocks else k.sums
+    return {"tensors": tensors, "blocks": {b: row(s) for b, s in sorted(blocks.items(), key=lambda kv: _block_order(kv[0]))}}
+
+
+def key_names(ck: Checkpoint) -> list[str]:
+    """The names `check`'s key rules match: the entries', and a GGUF's metadata keys (a required
+    `general.license`)."""
+    return [e.name for e in ck.entries] + (list(ck.metadata) if ck.format is Format.GGUF else [])
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    first = text.splitlines()[0] if text else ""
+    return first[:width] + ("..." if len(first) > width or "\n" in text else "")
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _block_order(key: str) -> tuple[int, int]:
+    m = re.match(r"blk\.(\d+)$", key)
+    return (0, int(m.group(1))) if m else (1, 0)
+
+
+__all__ = ["GgufView", "MetaChange", "MetaRow", "TypeTotal", "align_names", "gguf_view", "key_names", "metadata_changes",
+           "quant_error"]

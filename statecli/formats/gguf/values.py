@@ -1,0 +1,114 @@
+"""GGUF tensor values: plain types (F32, F16, BF16, F64, I8-I64) are read in place by io/values' reader;
+block-quantized types are dequantized by gguf-py (`gguf.quants.dequantize`, the lazy `gguf` extra),
+block range by block range, so a value pass holds a chunk's floats at a time, never a whole tensor's.
+The adapter wraps whatever reader io/values gives the checkpoint (local or ranged remote) and answers
+only for the quantized tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+from ...errors import BadInput
+from ...extras import missing_extra
+from ...io.source import MAX_RANGE, Source, open_source
+from ...state import Checkpoint, TensorInfo
+from ...vocab import Layout
+from .types import by_name
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ...io.values import ValueReader
+
+
+def dequantize(raw: bytes | bytearray, type_name: str) -> np.ndarray:
+    """Whole blocks of one GGML type as float32, through gguf-py (a missing extra named, exit 2)."""
+    import numpy as np
+
+    try:
+        import gguf.quants
+        from gguf import GGMLQuantizationType
+    except ModuleNotFoundError as exc:
+        raise (missing_extra(exc) or exc) from None
+    data = np.frombuffer(raw, dtype=np.uint8)
+    try:
+        out = gguf.quants.dequantize(data, GGMLQuantizationType[type_name])
+    except NotImplementedError as exc:
+        raise BadInput(None, f"gguf-py cannot dequantize {type_name} ({exc})") from None
+    return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+class Dequantizing:
+    """A ValueReader for a GGUF checkpoint: quantized tensors dequantized here, the rest to `inner`."""
+
+    def __init__(self, inner: ValueReader) -> None:
+        self.inner = inner
+        self._sources: dict[str, Source] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def dequantizes(self, info: TensorInfo) -> bool:
+        return info.layout == Layout.QUANTIZED and info.quant is not None and info.quant.method == "gguf"
+
+    def read_flat(self, info: TensorInfo, lo: int, hi: int, slot: int | None = None) -> np.ndarray:
+        """Elements lo..hi (row-major, torch order) as float32: GGUF rows are whole blocks, so the flat
+        element order is the blocks' order and a range needs only the blocks that cover it."""
+        if not self.dequantizes(info):
+            return self.inner.read_flat(info, lo, hi, slot)
+        gt = by_name(info.dtype)
+        if gt is None or info.source is None or info.data_offset is None:
+            raise BadInput(info.source, f"no stored blocks for a {info.dtype} tensor")
+        first, last = lo // gt.block, -(-hi // gt.block)
+        raw = self._bytes(info.source, info.data_offset + first * gt.type_size, (last - first) * gt.type_size)
+        start = lo - first * gt.block
+        return dequantize(raw, gt.name)[start:start + hi - lo]
+
+    def array(self, info: TensorInfo) -> np.ndarray:
+        if not self.dequantizes(info):
+            return self.inner.array(info)
+        return self.read_flat(info, 0, info.numel).reshape(info.shape)
+
+    def tensor(self, info: TensorInfo) -> Any:
+        if not self.dequantizes(info):
+            return self.inner.tensor(info)
+        import torch
+
+        return torch.from_numpy(self.array(info).copy())
+
+    def release(self, info: TensorInfo) -> None:
+        if not self.dequantizes(info):
+            self.inner.release(info)
+
+    def _bytes(self, path: str, offset: int, n: int) -> bytearray:
+        src = self._sources.get(path)
+        if src is None:
+            src = self._sources[path] = open_source(path)
+        if offset + n > src.size:
+            raise BadInput(path, f"tensor data at byte {offset} runs past the end of the file")
+        out = bytearray()
+        for off in range(offset, offset + n, MAX_RANGE):
+            out += src.pread(off, min(MAX_RANGE, offset + n - off))
+        return out
+
+    def close(self) -> None:
+        for src in self._sources.values():
+            src.close()
+        self._sources.clear()
+
+
+@contextmanager
+def gguf_reader(ck: Checkpoint) -> Iterator[ValueReader]:
+    from ...io.values import value_reader
+
+    with value_reader(ck) as inner:
+        reader = Dequantizing(inner)
+        try:
+            yield cast("ValueReader", reader)
+        finally:
+            reader.close()
+
+
+__all__ = ["Dequantizing", "dequantize", "gguf_reader"]

@@ -1,0 +1,63 @@
+"""The human view of a GGUF's header (gguf_view.GgufView): one line on what it is, the metadata
+table, the totals by GGML type with bits per weight and, for `size`, by block."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..units import fmt_bytes, fmt_count
+from .grid import Col, print_grid
+from .text import escape
+
+if TYPE_CHECKING:
+    from ..analyses.gguf_view import GgufView, TypeTotal
+
+
+def _bpw(t: TypeTotal) -> str:
+    bpw = t.bits_per_weight
+    return "-" if bpw is None else f"{bpw:.2f}"
+
+
+def render_gguf_header(v: GgufView, con: Any) -> None:
+    from rich.text import Text
+
+    what = [f"GGUF v{v.version}"]
+    if v.architecture:
+        what.append(escape(v.architecture))
+    if v.file_type:
+        what.append(f"file type {escape(v.file_type)}")
+    what.append(f"{_bpw(v.total)} bits/weight over {fmt_count(v.total.params)} weights")
+    if v.parts > 1:
+        what.append(f"split in {v.parts} parts")
+    con.print(Text(", ".join(what) + f"; {v.torch_order_note}"))
+    rows = [[escape(r.key), r.type, escape(r.text)] for r in v.metadata]
+    more = f" ({v.hidden_keys} more: --metadata)" if v.hidden_keys else ""
+    print_grid(con, f"metadata{more}", [Col("key"), Col("type"), Col("value", wrap=True)], rows)
+
+
+def render_gguf_totals(v: GgufView, con: Any, blocks: bool = False) -> None:
+    cols = [Col("type"), Col("tensors", right=True), Col("params", right=True), Col("size", right=True),
+            Col("bits/weight", right=True)]
+    rows = [[escape(t.key), str(t.tensors), fmt_count(t.params), fmt_bytes(t.nbytes), _bpw(t)] for t in v.by_type]
+    rows.append(["total", str(v.total.tensors), fmt_count(v.total.params), fmt_bytes(v.total.nbytes), _bpw(v.total)])
+    print_grid(con, "by GGML type", cols, rows)
+    if blocks:
+        cols = [Col("block")] + cols[1:] + [Col("types", wrap=True)]
+        rows = [[escape(b.key), str(b.tensors), fmt_count(b.params), fmt_bytes(b.nbytes), _bpw(b), ", ".join(b.types)]
+                for b in v.by_block]
+        print_grid(con, "by block", cols, rows)
+
+
+def render_quant_error(keys: tuple[Any, ...], con: Any) -> None:
+    """A GGUF against its reference: NMSE and SNR per block (JSON has them per tensor too)."""
+    from ..analyses.gguf_view import quant_error
+
+    def cell(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = [[escape(b), cell(r["nmse"], ".3g"), cell(r["snr_db"], ".1f")] for b, r in quant_error(keys)["blocks"].items()]
+    print_grid(con, "quantization error against the reference (by block)",
+               [Col("block"), Col("NMSE", right=True), Col("SNR dB", right=True)], rows)
+
+
+__all__ = ["render_gguf_header", "render_gguf_totals", "render_quant_error"]

@@ -1,0 +1,49 @@
+"""diff of a GGUF against the safetensors it was converted from: names mapped by gguf-py's
+TensorNameMap, and the quantization error per tensor and per block as NMSE and SNR (oracle: numpy on
+gguf-py's dequantized values against the reference)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from typer.testing import CliRunner
+
+from statecli.cli import app
+from tests.gguf_files import write_gguf
+
+gguf = pytest.importorskip("gguf")
+
+
+def test_gguf_against_its_safetensors_reports_nmse_and_snr(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    hf = {"model.embed_tokens.weight": rng.standard_normal((16, 256)).astype(np.float32),
+          "model.layers.0.mlp.up_proj.weight": rng.standard_normal((32, 256)).astype(np.float32),
+          "model.layers.1.mlp.up_proj.weight": rng.standard_normal((32, 256)).astype(np.float32),
+          "model.norm.weight": rng.standard_normal(256).astype(np.float32)}
+    save_file(hf, str(tmp_path / "ref.safetensors"))
+    names = {"model.embed_tokens.weight": ("token_embd.weight", "Q8_0"),
+             "model.layers.0.mlp.up_proj.weight": ("blk.0.ffn_up.weight", "Q4_0"),
+             "model.layers.1.mlp.up_proj.weight": ("blk.1.ffn_up.weight", "Q8_0"),
+             "model.norm.weight": ("output_norm.weight", "F32")}
+    q = write_gguf(tmp_path / "q.gguf", {g: (hf[n], t) for n, (g, t) in names.items()})
+    result = CliRunner().invoke(app, ["diff", str(tmp_path / "ref.safetensors"), str(q), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    d = json.loads(result.stdout)
+    assert "TensorNameMap" in result.stderr  # the note says how names were paired and what was not undone
+    assert d["summary"]["removed"] == 0 and d["summary"]["added"] == 0  # every name paired
+    err = d["quantization_error"]
+    deq = {t.name: np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float64).reshape(-1)
+           for t in gguf.GGUFReader(q).tensors}
+    for hf_name, (g, _) in names.items():
+        ref = hf[hf_name].astype(np.float64).reshape(-1)
+        nmse = float(np.sum((deq[g] - ref) ** 2) / np.sum(ref ** 2))
+        assert err["tensors"][g]["nmse"] == pytest.approx(nmse, rel=1e-6, abs=1e-12), g
+        want = -10 * math.log10(nmse) if nmse else None  # exact (the F32 norm): no SNR
+        assert err["tensors"][g]["snr_db"] == (pytest.approx(want, rel=1e-6) if want else None)
+    # Q4_0 costs more than Q8_0: the per-block view tells which block
+    assert err["blocks"]["blk.0"]["snr_db"] < err["blocks"]["blk.1"]["snr_db"]
