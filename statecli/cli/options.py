@@ -10,8 +10,10 @@ import typer
 from ..state import OutputFormat
 from ..vocab import CastTarget, WriteFormat
 
-PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder "
-                                             "(sharded, DCP or single checkpoint).", show_default=False, metavar="PATH")]
+_PATH_HELP = "A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder (sharded, DCP or single checkpoint)"
+PathArg = Annotated[str, typer.Argument(help=_PATH_HELP + ".", show_default=False, metavar="PATH")]
+ReadPathArg = Annotated[str, typer.Argument(help=_PATH_HELP + "; - reads one file from stdin.", show_default=False,
+                                            metavar="PATH")]
 class DataFormat(StrEnum):
     """The OutputFormats every command gives (html only where a report exists: ReportFormatOpt)."""
 
@@ -45,7 +47,7 @@ StripOpt = Annotated[Optional[list[str]], typer.Option("--strip-prefix", help="R
 
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write (.pt, .safetensors, a "
                                                                       "folder with --max-shard-size / --to dcp, or - "
-                                                                      "for stdout with --to).",
+                                                                      "for stdout: the input's format unless --to).",
                                                                           metavar="PATH")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Replace the input (atomically).")]
 ToOpt = Annotated[Optional[WriteFormat], typer.Option("--to", help="Output format: pt, safetensors or dcp (default: from "

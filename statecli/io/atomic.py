@@ -278,7 +278,7 @@ def _regular_target(target: str) -> str:
     if os.path.lexists(real) and not os.path.isfile(real):
         what = "a directory" if os.path.isdir(real) else "not a regular file (a device, FIFO or socket)"
         raise BadInput(target, f"exists and is {what}; statecli writes regular files only",
-                       "give a new path (for stdout use -o - with --to)")
+                       "give a new path (for stdout use -o -)")
     return real
 
 

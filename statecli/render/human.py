@@ -8,6 +8,7 @@ from ..state import DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from ..vocab import CheckRule
 from .grid import KIND_STYLES, Col, print_grid
+from .outcome import check_outcome, scan_outcome
 from .text import escape, fmt_float
 
 if TYPE_CHECKING:
@@ -125,10 +126,7 @@ def render_check(r: CheckResult, con: Any) -> None:
     rows += [[escape(p), CheckRule.UNSAFE, "UNSAFE", escape(m)] for p, m in r.unsafe]
     print_grid(con, None, [Col("file", wrap=True), Col("rule"), Col("result"), Col("reason", wrap=True, min_width=20)],
                rows, {2: {"pass": "green", "FAIL": "bold red", "ERROR": "bold red", "UNSAFE": "bold red"}})
-    failed = sum(1 for f in r.findings if not f.passed)
-    tail = (f", {len(r.errors)} unreadable" if r.errors else "") + (f", {len(r.unsafe)} UNSAFE" if r.unsafe else "")
-    con.print(Text(f"{len(r.findings) - failed} passed, {failed} failed" + tail,
-                   style="bold green" if r.passed else "bold red"))
+    con.print(Text(check_outcome(r), style="bold green" if r.passed else "bold red"))
 
 
 def render_scan(report: ScanReport, con: Any) -> None:
@@ -168,6 +166,8 @@ def render_scan(report: ScanReport, con: Any) -> None:
             con.print(Text(f"  TorchScript code: {escape(', '.join(r.code)[:200])}"))
         for p in r.problems:
             con.print(Text("  malformed: " + escape(p), style="red"))
+    if len(results) > 1:
+        con.print(Text(scan_outcome(report), style="bold"))
     uncounted = [r for r in results if not report.counts(r) and r.exit_code]
     if uncounted:  # exit 0 must not read as "the whole folder is clean"
         con.print(Text(f"{len(uncounted)} file(s) beside a folder checkpoint are not safe; its loader does not read "

@@ -198,8 +198,8 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
 def _strip_reason(e: Entry, spec: StripSpec, roles: Mapping[str, Role], pats: list[re.Pattern[str]],
                   model_from: str | None) -> str | None:
     group_role = roles.get(e.group) if e.group else Role.MODEL
-    if spec.optimizer and group_role == Role.OPTIMIZER:
-        return "optimizer state"
+    if spec.optimizer and group_role in (Role.OPTIMIZER, Role.SCHEDULER):
+        return f"{group_role} state"
     if (spec.ema or spec.keep_ema_as_model) and group_role == Role.EMA and e.group != model_from:
         return "EMA state"
     if spec.buffers and e.kind in (Kind.BUFFER, Kind.BUFFER_NP):
