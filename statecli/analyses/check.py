@@ -216,11 +216,13 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 
 def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None) -> Rules:
+    from .scan_folder import checkpoint_names
+
     rules = base
+    names = [n.replace(os.sep, "/").rstrip("/") for n in checkpoint_names(path)]
     for ov in table.get("overrides", []) or []:
         globs = _as_tuple(ov.get("paths", []), "paths", source or "config")
-        name = path.replace(os.sep, "/")
-        if any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(os.path.basename(name), g) for g in globs):
+        if any(fnmatch.fnmatch(n, g) or fnmatch.fnmatch(os.path.basename(n), g) for n in names for g in globs):
             rules = rules_from_mapping(rules, {k: v for k, v in ov.items() if k != "paths"}, source or "config")
     return rules
 
