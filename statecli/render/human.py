@@ -8,7 +8,7 @@ from ..state import DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from ..vocab import CheckRule
 from .grid import KIND_STYLES, Col, print_grid
-from .outcome import check_outcome, scan_outcome
+from .outcome import check_outcome, scan_outcome, size_headline
 from .text import escape, fmt_float
 
 if TYPE_CHECKING:
@@ -23,9 +23,8 @@ def render_size(r: SizeResult, con: Any) -> None:
 
     ck = r.checkpoint
     con.print(Text(f"{escape(ck.path)}  {ck.format}", style="bold"))
-    con.print(Text(f"on disk {fmt_bytes(r.file_bytes)}; tensors {fmt_bytes(r.total.nbytes)} in memory "
-                   f"({r.total.tensors} tensors, {fmt_count(r.total.numel)} elements); "
-                   f"{fmt_count(r.parameters)} params"))
+    for line in size_headline(r):
+        con.print(Text(line))
     if r.duplicate_nbytes:
         con.print(Text(f"shared storage counted once: {fmt_bytes(r.duplicate_nbytes)} would be duplicated if every "
                        f"tensor owned its bytes"))

@@ -65,7 +65,29 @@ def _inspect(r: Any) -> str:
 
 
 def _size(r: Any) -> str:
-    return f"{escape(r.checkpoint.path)}: {fmt_bytes(r.total.nbytes)}, {fmt_count(r.parameters)} params"
+    return f"{escape(r.checkpoint.path)}: {size_headline(r)[0]}"
+
+
+def size_headline(r: Any) -> list[str]:
+    """`size`'s figures at the top of every view (text, HTML, -q): the model state's first (EMA copies and
+    optimizer state are no model parameters), then each other container as what it is, then all tensors.
+    Every byte figure is distinct storage, shared storage counted once: the rule of the tables and the tree."""
+    m, ck = r.model_state, r.checkpoint
+    if m is not None:
+        where = f" ({escape(ck.container)})" if ck.container else ""
+        first = (f"model state{where}: {fmt_count(r.parameters)} params, {fmt_bytes(m.nbytes)} "
+                 f"in {plural(m.tensors, 'tensor')} ({fmt_count(m.numel)} elements)")
+    else:
+        role = next((c.role for c in ck.containers if c.name == ck.container_name), "other")
+        first = f"no model state: the file holds {role} state only"
+    lines = [first + f"; on disk {fmt_bytes(r.file_bytes)}"]
+    if r.others:
+        lines.append("other containers: " + ", ".join(
+            f"{escape(c.name)} ({c.role}) {fmt_bytes(c.nbytes)} in {plural(c.tensors, 'tensor')}" for c in r.others))
+    if r.others or m is None:
+        lines.append(f"all tensors: {fmt_bytes(r.total.nbytes)} in {plural(r.total.tensors, 'tensor')} "
+                     f"({fmt_count(r.total.numel)} elements)")
+    return lines
 
 
 def _show(r: Any) -> str:
