@@ -219,7 +219,27 @@ def with_model(ck: Checkpoint, info: ModelInfo) -> Checkpoint:
             continue
         slot = info.slots[m.targets[0]]
         out.append(replace(e, kind=slot.kind, evidence=Evidence(Source.MODEL, m.how)))
+    for c in ck.containers:
+        if c.role is Role.EMA:
+            _ema_copy(out, c.name, info)
     return replace(ck, entries=out, modules=list(info.modules)).with_notes(_model_notes(info))
+
+
+def _ema_copy(entries: list[Entry], group: str, info: ModelInfo) -> None:
+    """An EMA container that holds a copy of the same model (most of its tensors are the model's keys,
+    maybe under the `module.` of AveragedModel/ModelEmaV2) takes its kinds from the model too, in place.
+    Anything else in it (AveragedModel's n_averaged) keeps its inferred kind."""
+    at = [i for i, e in enumerate(entries) if e.group == group and e.tensor is not None]
+    best: dict[int, Any] = {}
+    for strip in (f"{group}.", f"{group}.module."):
+        local = {i: entries[i].name.removeprefix(strip) for i in at}
+        matches = info.map_keys(local.values())
+        found = {i: matches[n] for i, n in local.items() if n in matches}
+        best = found if len(found) > len(best) else best
+    if 2 * len(best) < len(at):
+        return  # not a copy of this model: its entries stay as inferred
+    for i, m in best.items():
+        entries[i] = replace(entries[i], kind=info.slots[m.targets[0]].kind, evidence=Evidence(Source.MODEL, m.how))
 
 
 def _model_notes(info: ModelInfo) -> list[Note]:

@@ -21,11 +21,13 @@ from .options import (
     ModelArgOpt,
     ModelKwargsOpt,
     ModelOpt,
+    NoHfConfigOpt,
     QuietOpt,
     ReadPathArg,
     ReportFormatOpt,
     StripOpt,
     VerboseOpt,
+    model_choice,
 )
 
 if TYPE_CHECKING:
@@ -52,8 +54,7 @@ def inspect(
     model_arg: ModelArgOpt = None,
     model_kwargs: ModelKwargsOpt = None,
     hf_config: HfConfigOpt = None,
-    no_hf_config: Annotated[bool, typer.Option("--no-hf-config", help="Ignore a config.json beside the checkpoint "
-                                                                      "(it is used when transformers is installed).")] = False,
+    no_hf_config: NoHfConfigOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -63,10 +64,10 @@ def inspect(
     """
     view = output_context(fmt, quiet, verbose)
     from ..analyses.inspect import inspect as inspect_checkpoint
-    from ..open import ModelChoice, open_checkpoint
+    from ..open import open_checkpoint
     from ..render import render
 
-    choice = ModelChoice(model, tuple(model_arg or ()), model_kwargs, hf_config, auto_hf=not no_hf_config)
+    choice = model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config)
     with local_input(path) as local:  # `-`: stdin, spooled (values may be read until render ends)
         opened = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
                                  classify_by_model=False)  # inspect classifies and reports against the model itself
@@ -84,6 +85,11 @@ def size(
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    hf_config: HfConfigOpt = None,
+    no_hf_config: NoHfConfigOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -93,11 +99,12 @@ def size(
     """
     view = output_context(fmt, quiet, verbose)
     from ..analyses.size import size_of
-    from ..load import load_checkpoint
+    from ..open import open_checkpoint
     from ..render import render
 
+    choice = model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config)
     with local_input(path) as local:
-        ck = load_checkpoint(local, key=key, strip_prefix=tuple(strip_prefix or ()))
+        ck = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ())).checkpoint
         render(size_of(ck, depth, top), view)
 
 
@@ -217,6 +224,8 @@ def check(
     no_optimizer_state: Annotated[Optional[bool], typer.Option("--no-optimizer-state", help="No optimizer state.")] = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
+    hf_config: HfConfigOpt = None,
+    no_hf_config: NoHfConfigOpt = False,
     require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
                                                                                     "safetensors.", metavar="FORMATS")] = None,
     fmt: FormatOpt = DataFormat.TABLE,
@@ -242,7 +251,7 @@ def check(
         ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
         ("model-args", model_arg), ("format", require_format)) if value is not None}
-    result = run_check(paths, flags, config)
+    result = run_check(paths, flags, config, model_choice(hf_config=hf_config, no_hf_config=no_hf_config))
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)

@@ -163,7 +163,8 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
     roles = {c.name: c.role for c in ck.containers}
     if spec.non_persistent and not any(e.kind == Kind.BUFFER_NP and not e.evidence.inferred for e in ck.entries):
         if not any(e.evidence.exact for e in ck.entries):
-            raise UsageError(ck.path, "--non-persistent needs to know the model: pass --model (or use a full-model file)")
+            raise UsageError(ck.path, "--non-persistent needs to know the model: pass --model or --hf-config (or use a "
+                                     "full-model file)")
     model_from = None
     if spec.keep_ema_as_model:
         ema_groups = [g for g, r in roles.items() if r == Role.EMA]
