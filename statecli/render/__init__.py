@@ -79,6 +79,18 @@ def render(result: Any, output: Output | OutputFormat | str = Output(), out: IO[
     print_notes(messages(result), output)
     for ck in _checkpoints(result):
         verbose_line(f"read {ck.path} ({ck.format}, {len(ck.files)} file(s), {len(ck.entries)} entries)", output)
+        _skipped_checks(ck, output)
+
+
+def _skipped_checks(ck: Checkpoint, output: Output) -> None:
+    """-v: what a remote metadata read left unchecked (SECURITY.md, "Remote files")."""
+    if not output.verbose:
+        return
+    from ..io.zipheaders import skipped
+
+    for f in ck.files:
+        for check in skipped(f):
+            verbose_line(f"{f}: remote metadata read; not checked yet: {check}", output)
 
 
 def _checkpoints(result: Any) -> list[Checkpoint]:
