@@ -36,7 +36,7 @@ def render_size(r: SizeResult, con: Any) -> None:
     # Bars are shares of the distinct storage bytes, so a shared storage is drawn once (its first module).
     rows = [[escape(m.module), str(m.bucket.tensors), fmt_count(m.bucket.numel), fmt_bytes(m.bucket.nbytes),
              f"{m.share:.1%}", bar(m.share, 30)] for m in r.by_module]
-    print_grid(con, f"by module (depth {r.depth})", [Col("module", wrap=True), Col("tensors", right=True),
+    print_grid(con, f"by module (depth {r.depth})", [Col("module", key=True), Col("tensors", right=True),
                Col("numel", right=True), Col("size", right=True), Col("share", right=True), Col("")], rows)
     for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
         shares = [b.nbytes / r.total.nbytes if r.total.nbytes else 0.0 for b in buckets]
@@ -47,7 +47,7 @@ def render_size(r: SizeResult, con: Any) -> None:
     if r.top:
         rows = [[escape(e.name), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes)]
                 for e in r.top if e.tensor is not None]
-        print_grid(con, f"largest {len(r.top)} tensors", [Col("name", wrap=True), Col("kind"), Col("dtype"),
+        print_grid(con, f"largest {len(r.top)} tensors", [Col("name", key=True), Col("kind"), Col("dtype"),
                    Col("shape", wrap=True), Col("size", right=True)], rows, {1: KIND_STYLES})
 
 
@@ -70,7 +70,7 @@ def render_diff(r: DiffResult, con: Any) -> None:
     structural = [k for k in r.keys if k.status == DiffStatus.CHANGED and k.changes]
     if structural:
         rows = [[escape(k.name), f, escape(str(a)), escape(str(b))] for k in structural for f, (a, b) in k.changes.items()]
-        print_grid(con, f"changed structure ({len(structural)})", [Col("name", wrap=True), Col("field"),
+        print_grid(con, f"changed structure ({len(structural)})", [Col("name", key=True), Col("field"),
                    Col("A", wrap=True), Col("B", wrap=True)], rows)
     valued = [k for k in r.keys if k.mismatched]
     if r.modules and (r.by_module or valued):
@@ -82,7 +82,7 @@ def render_diff(r: DiffResult, con: Any) -> None:
             rows.append([escape(k.name), fmt_float(k.max_abs), fmt_float(k.max_rel), f"{k.mismatched:,}",
                          f"{k.numel:,}" if k.numel is not None else "", escape(note)])
         print_grid(con, f"changed values ({len(valued)}; rtol={r.rtol:g}, atol={r.atol:g}, equal_nan={r.equal_nan})",
-                   [Col("name", wrap=True), *(Col(h, right=True) for h in ("max abs", "max rel", "over tol", "of")),
+                   [Col("name", key=True), *(Col(h, right=True) for h in ("max abs", "max rel", "over tol", "of")),
                     Col("note", wrap=True)], rows)
     for h in r.renames:
         con.print(Text("hint: " + escape(h), style="cyan"))
@@ -108,8 +108,10 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
                 "-" if m.over_tol is None else f"{m.over_tol:.1%}"]
         rows.append(row)
     heads = ["keys", "changed"] + (["added", "removed"] if structural else [])
-    cols = [Col("module", wrap=True), *(Col(h, right=True) for h in heads), Col("|b-a|/|a|", right=True), Col(""),
-            *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol"))]
+    # Least important first at narrow widths (grid.fit): the bar, then the key count, max |d|, over tol.
+    cols = [Col("module", key=True), *(Col(h, right=True, drop=3 if h == "keys" else 0) for h in heads),
+            Col("|b-a|/|a|", right=True), Col("", drop=5),
+            *(Col(h, right=True, drop={"max |d|": 2, "over tol": 1}.get(h, 0)) for h in ("cosine", "max |d|", "over tol"))]
     order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
     depth = f"depth {r.depth}" if r.depth else "by block"
     print_grid(con, f"change by module ({depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)
@@ -123,7 +125,7 @@ def render_check(r: CheckResult, con: Any) -> None:
     rows = [[escape(f.path), f.rule, "pass" if f.passed else "FAIL", escape(f.reason)] for f in r.findings]
     rows += [[escape(p), CheckRule.READ, "ERROR", escape(m)] for p, m in r.errors]
     rows += [[escape(p), CheckRule.UNSAFE, "UNSAFE", escape(m)] for p, m in r.unsafe]
-    print_grid(con, None, [Col("file", wrap=True), Col("rule"), Col("result"), Col("reason", wrap=True, min_width=20)],
+    print_grid(con, None, [Col("file", key=True), Col("rule"), Col("result"), Col("reason", wrap=True, min_width=20)],
                rows, {2: {"pass": "green", "FAIL": "bold red", "ERROR": "bold red", "UNSAFE": "bold red"}})
     con.print(Text(check_outcome(r), style="bold green" if r.passed else "bold red"))
 

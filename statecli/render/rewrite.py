@@ -120,7 +120,7 @@ def _casts(casts: list[Change], con: Any, verbose: bool) -> None:
     con.print(Text(head, style="bold") + Text(f"; {counts}" + ("" if verbose or over else " (-v lists them)")))
     if not (verbose or over):
         return
-    print_grid(con, "values lost in the cast", [Col("tensor", wrap=True), Col("overflow -> inf", right=True),
+    print_grid(con, "values lost in the cast", [Col("tensor", key=True), Col("overflow -> inf", right=True),
                Col("underflow -> 0", right=True)], [[escape(c.name), f"{c.overflow:,}", f"{c.underflow:,}"] for c in lossy])
     if over:
         con.print(Text(f"warning: {len(over)} storage(s) overflowed to inf; --strict refuses to write then",
