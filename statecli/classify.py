@@ -50,7 +50,7 @@ _RNG_NAME = re.compile(r"(^|[._])(rng|random|manual_seed)", re.IGNORECASE)
 _OPTIMIZER_ROOT = {"state", "param_groups"}  # torch.optim.Optimizer.state_dict()
 # Whole files that are no model state: keys that must all be at the root, and what the file then is.
 _ROOTS: tuple[tuple[frozenset[str], Role, Kind, str], ...] = (
-    (frozenset({"base_lrs", "last_epoch"}), Role.OPTIMIZER, Kind.OPTIMIZER, "lr scheduler state_dict() layout"),
+    (frozenset({"base_lrs", "last_epoch"}), Role.SCHEDULER, Kind.METADATA, "lr scheduler state_dict() layout"),
     (frozenset({"scale", "growth_factor", "backoff_factor", "growth_interval"}), Role.OPTIMIZER, Kind.OPTIMIZER,
      "GradScaler state_dict() layout"),
     (frozenset({"python", "numpy", "cpu"}), Role.METADATA, Kind.METADATA, "RNG state layout"),  # HF Trainer
@@ -214,7 +214,9 @@ def container_role(name: str, *, state_dict: bool, tensors: bool) -> tuple[Role,
     """What a top-level container beside the model state holds, from its name and content, and the
     kind its tensors get (None: infer each from its name, as for a model state)."""
     low = name.lower()
-    if name in OPTIMIZER_KEYS or "optim" in low or "scheduler" in low:
+    if "scheduler" in low:  # learning rates and step counts: training metadata, not optimizer state
+        return Role.SCHEDULER, Kind.METADATA
+    if name in OPTIMIZER_KEYS or "optim" in low:
         return Role.OPTIMIZER, Kind.OPTIMIZER
     if name in _TRAINER_STATE:
         return Role.METADATA, Kind.METADATA
@@ -250,8 +252,8 @@ def training_note(ck: Checkpoint) -> str | None:
     version = values.get("pytorch-lightning_version")
     facts = ", ".join(f"{k} {values[k]}" for k in ("epoch", "global_step") if k in values)
     return (f"a PyTorch Lightning checkpoint{f' (Lightning {version})' if version else ''}{f': {facts}' if facts else ''}; "
-            "model state from state_dict (keys start with the LightningModule's attribute names), optimizer_states and "
-            "lr_schedulers as optimizer state, callbacks, loops and hyper_parameters as metadata")
+            "model state from state_dict (keys start with the LightningModule's attribute names), optimizer_states as "
+            "optimizer state, lr_schedulers as scheduler state, callbacks, loops and hyper_parameters as metadata")
 
 
 def folder_note(names: Iterable[str], current: str) -> str | None:
@@ -349,7 +351,27 @@ def with_model(ck: Checkpoint, info: ModelInfo) -> Checkpoint:
             continue
         slot = info.slots[m.targets[0]]
         out.append(replace(e, kind=slot.kind, evidence=Evidence(Source.MODEL, m.how)))
+    for c in ck.containers:
+        if c.role is Role.EMA:
+            _ema_copy(out, c.name, info)
     return replace(ck, entries=out, modules=list(info.modules)).with_notes(_model_notes(info))
+
+
+def _ema_copy(entries: list[Entry], group: str, info: ModelInfo) -> None:
+    """An EMA container that holds a copy of the same model (most of its tensors are the model's keys,
+    maybe under the `module.` of AveragedModel/ModelEmaV2) takes its kinds from the model too, in place.
+    Anything else in it (AveragedModel's n_averaged) keeps its inferred kind."""
+    at = [i for i, e in enumerate(entries) if e.group == group and e.tensor is not None]
+    best: dict[int, Any] = {}
+    for strip in (f"{group}.", f"{group}.module."):
+        local = {i: entries[i].name.removeprefix(strip) for i in at}
+        matches = info.map_keys(local.values())
+        found = {i: matches[n] for i, n in local.items() if n in matches}
+        best = found if len(found) > len(best) else best
+    if 2 * len(best) < len(at):
+        return  # not a copy of this model: its entries stay as inferred
+    for i, m in best.items():
+        entries[i] = replace(entries[i], kind=info.slots[m.targets[0]].kind, evidence=Evidence(Source.MODEL, m.how))
 
 
 def _model_notes(info: ModelInfo) -> list[Note]:

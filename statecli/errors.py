@@ -13,6 +13,13 @@ class ExitCode(IntEnum):
     DIFFERENT = 1  # differences found or rule failures
     BAD_INPUT = 2  # bad usage or unreadable input
     UNSAFE = 3  # unsafe content refused
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports a process SIGINT ended
+    TERMINATED = 143  # SIGTERM (128 + SIGTERM): what `kill`, systemd and CI runners' timeouts expect
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the signal arrives so every cleanup (`finally`, the atomic writers' temp
+    removal) runs as it does for Ctrl-C; the CLI then exits 143, not Ctrl-C's 130."""
 
 
 class StatecliError(Exception):

@@ -119,6 +119,7 @@ class Role(StrEnum):
     MODEL = "model state"
     EMA = "ema"
     OPTIMIZER = "optimizer"
+    SCHEDULER = "scheduler"  # an lr scheduler's state_dict(): step counts and learning rates, no optimizer state
     OTHER_STATE = "other state"
     OTHER = "other"
     METADATA = "metadata"

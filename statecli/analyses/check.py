@@ -20,6 +20,7 @@ from ..vocab import CheckRule, Layout
 from .check_config import load_config
 from .gguf_view import key_names
 from .quantized import bits_rule, bits_value, quantization_rule
+from .scan_folder import checkpoint_names
 
 
 @dataclass(frozen=True)
@@ -194,10 +195,10 @@ def parse_size_value(value: Any, source: str) -> int:
 
 def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None) -> Rules:
     rules = base
+    names = [n.replace(os.sep, "/").rstrip("/") for n in checkpoint_names(path)]
     for ov in table.get("overrides", []) or []:
         globs = _as_tuple(ov.get("paths", []), "paths", source or "config")
-        name = path.replace(os.sep, "/")
-        if any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(os.path.basename(name), g) for g in globs):
+        if any(fnmatch.fnmatch(n, g) or fnmatch.fnmatch(os.path.basename(n), g) for n in names for g in globs):
             rules = rules_from_mapping(rules, {k: v for k, v in ov.items() if k != "paths"}, source or "config")
     return rules
 
@@ -326,7 +327,7 @@ _RULE_TABLE: tuple[tuple[Callable[[Rules], bool], Callable[[_Subject], list[Find
 )
 
 
-def evaluate(path: str, rules: Rules) -> list[Finding]:
+def evaluate(path: str, rules: Rules, model: Any = None) -> list[Finding]:
     """Every enabled rule for one checkpoint; raises StatecliError for an unreadable input."""
     from ..open import open_checkpoint
     from .scan import DANGEROUS, scan
@@ -338,7 +339,7 @@ def evaluate(path: str, rules: Rules) -> list[Finding]:
         raise UnsafeContent(path, f"{sr.verdict}: {what}", "do not load this file (statecli scan shows everything)")
     if sr.error:
         raise BadInput(path, sr.error)
-    subject = _Subject(path, rules, sr, open_checkpoint(path).checkpoint)
+    subject = _Subject(path, rules, sr, open_checkpoint(path, model=model).checkpoint)
     return [f for enabled, run in _RULE_TABLE if enabled(rules) for f in run(subject)]
 
 
@@ -366,9 +367,10 @@ def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
     return out
 
 
-def check(paths: list[str], flags: dict[str, Any], config: str | None = None) -> CheckResult:
+def check(paths: list[str], flags: dict[str, Any], config: str | None = None, model: Any = None) -> CheckResult:
     """Rules from the config (--config, else the nearest pyproject.toml), then `flags` (the command
-    line, which wins), then the config's per-path overrides; every enabled rule on every checkpoint."""
+    line, which wins), then the config's per-path overrides; every enabled rule on every checkpoint,
+    classified as every command classifies (`model`: an open.ModelChoice; --hf-config, a config.json beside)."""
     rules_from_mapping(Rules(), flags, "command line")  # bad flags fail before any file is read
     configs: dict[str, tuple[dict[str, Any], str | None]] = {}
     findings: list[Finding] = []
@@ -393,7 +395,7 @@ def check(paths: list[str], flags: dict[str, Any], config: str | None = None) ->
             continue
         sources.append((path, _from(source)))
         try:
-            findings += evaluate(path, rules)
+            findings += evaluate(path, rules, model)
         except UnsafeContent as exc:
             unsafe.append((path, exc.message))
         except StatecliError as exc:

@@ -99,7 +99,7 @@ class DiffResult:
     def columns(self) -> tuple[str, ...]:
         if self.by_module:
             return MODULE_COLUMNS
-        return ("name", "status", "changes", "max_abs", "max_rel", "mismatched", "note")
+        return ("name", "status", "changes", "max_abs", "max_rel", "mismatched", "rel_change", "cosine", "note")
 
     @property
     def equal(self) -> bool:
@@ -159,6 +159,7 @@ class DiffResult:
             ch = "; ".join(f"{f}: {v['a']} -> {v['b']}" for f, v in d.get("changes", {}).items())
             out.append({"name": d["name"], "status": d["status"], "changes": ch, "max_abs": d.get("max_abs", ""),
                         "max_rel": d.get("max_rel", ""), "mismatched": d.get("mismatched", ""),
+                        "rel_change": d.get("rel_change", ""), "cosine": d.get("cosine", ""),
                         "note": d.get("note", "")})
         return out
 

@@ -17,7 +17,7 @@ from ..formats.hfconfig import ConfigCode, config_code
 from ..formats.sharded import read_index
 from ..io.urls import is_remote
 
-__all__ = ["CHECKPOINT_SUFFIXES", "Role", "Target", "TargetKind", "plan"]
+__all__ = ["CHECKPOINT_SUFFIXES", "Role", "Target", "TargetKind", "checkpoint_names", "plan"]
 
 # Names a loader reads as a checkpoint (torch.load, pickle.load, np.load, safetensors, joblib...): a
 # companion with one of these is listed even when it cannot be read; any other file only when its
@@ -137,3 +137,22 @@ def _config(path: str, role: Role) -> list[Target]:
     except BadInput:
         return []  # an unreadable config.json names no code; classification says it cannot use it
     return [] if code is None else [Target(path, role, TargetKind.CONFIG, code)]
+
+
+def checkpoint_names(path: str) -> tuple[str, ...]:
+    """Every name a checkpoint answers to, for `check`'s per-path globs: the path itself and, for a folder
+    checkpoint, the folder, its index and every data file (shards, DCP items). So `*.safetensors` covers
+    a sharded safetensors folder and `*.index.json` or `models/big` covers it too."""
+    names = [path]
+    if is_remote(path):
+        return tuple(names)
+    if path.endswith(".index.json"):
+        folder = os.path.dirname(path)
+        names.append(folder or ".")
+        try:
+            names += sorted(os.path.join(folder, s) for s in set(read_index(path)[0].values()))
+        except StatecliError:
+            pass  # the check itself reports an unreadable index
+    elif os.path.isdir(path):
+        names += [os.path.join(r, f) for r, _, fs in os.walk(path) for f in sorted(fs)]
+    return tuple(names)

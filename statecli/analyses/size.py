@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ExitCode
-from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, gc_paused
+from ..state import SCHEMA_VERSION, Checkpoint, Container, Entry, Kind, Role, gc_paused
 from ..storage import storage_overlap
 from ..units import fmt_bytes, fmt_count
 from .gguf_view import gguf_view
@@ -32,7 +32,7 @@ class SizeResult:
     view_nbytes: int  # bytes if every tensor owned its storage
     duplicate_nbytes: int  # bytes shared storage saves (tied weights, overlapping views)
     outside_nbytes: int  # storage bytes no tensor view covers (slices of larger tensors saved whole)
-    parameters: int  # numel of parameters, shared storage counted once
+    parameters: int  # numel of the model state's parameters, shared storage counted once (EMA copies are no parameters)
     by_kind: tuple[Bucket, ...]
     by_dtype: tuple[Bucket, ...]
     by_device: tuple[Bucket, ...]
@@ -42,6 +42,8 @@ class SizeResult:
     quant: QuantSummary | None = None  # bits per weight, where weights are quantized
     memory: MemoryEstimate | None = None  # size --memory
     gguf: Any = None  # gguf_view.GgufView of a GGUF: totals by GGML type and block, bits per weight
+    model_state: Bucket | None = None  # the model state's tensors alone: the headline figures (None: no model state)
+    others: tuple[Container, ...] = ()  # the other containers that hold tensors (optimizer, EMA, ...), as such
 
     exit_code = ExitCode.OK
     columns = ("module", "tensors", "numel", "nbytes", "share")
@@ -53,8 +55,10 @@ class SizeResult:
             "path": ck.path, "format": str(ck.format), "container": ck.container, "files": ck.files,
             "file_bytes": self.file_bytes, "nbytes": self.total.nbytes, "view_nbytes": self.view_nbytes,
             "duplicate_nbytes": self.duplicate_nbytes, "outside_nbytes": self.outside_nbytes,
-            "tensors": self.total.tensors, "numel": self.total.numel,
+            "tensors": self.total.tensors, "numel": self.total.numel,  # every container's tensors
             "parameters": self.parameters, "parameters_human": fmt_count(self.parameters),
+            "model_state": self.model_state.to_dict() if self.model_state else None,
+            "other_containers": [c.to_dict() for c in self.others],
             "by_kind": {b.key: b.to_dict() for b in self.by_kind},
             "by_dtype": {b.key: b.to_dict() for b in self.by_dtype},
             "by_device": {b.key: b.to_dict() for b in self.by_device},
@@ -74,7 +78,8 @@ class SizeResult:
 
     @property
     def md_title(self) -> str:
-        return f"# {self.checkpoint.path}: {fmt_bytes(self.total.nbytes)}, {fmt_count(self.parameters)} params"
+        head = self.model_state or self.total
+        return f"# {self.checkpoint.path}: {fmt_bytes(head.nbytes)}, {fmt_count(self.parameters)} params"
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"module": m.module, "tensors": m.bucket.tensors, "numel": m.bucket.numel, "nbytes": m.bucket.nbytes,
@@ -100,7 +105,8 @@ def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
     sized = [ModuleSize(m.module, Bucket(m.module, m.tensors, m.numel, m.nbytes), m.nbytes / distinct if distinct else 0.0)
              for m in rows]
     by_module = tuple(sorted(sized, key=lambda s: (-s.bucket.nbytes, s.module)))
-    params = [e for e in tensors if e.kind == Kind.PARAMETER]
+    model, others = _containers(ck, tensors)
+    params = [e for e in tensors if e.kind == Kind.PARAMETER and not e.group]
     seen: set[tuple[str | None, str | None, int, tuple[int, ...]]] = set()
     n_params = 0
     for e in params:
@@ -124,4 +130,15 @@ def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
     shared, outside = storage_overlap(tensors)
     return SizeResult(ck, file_bytes, summary.total, view, shared, outside, n_params,
                       summary.by_kind, summary.by_dtype, summary.by_device, by_module, largest, depth,
-                      quant_summary(ck.entries), gguf=gguf_view(ck))
+                      quant=quant_summary(ck.entries), gguf=gguf_view(ck), model_state=model, others=others)
+
+
+def _containers(ck: Checkpoint, tensors: list[Entry]) -> tuple[Bucket | None, tuple[Container, ...]]:
+    """The model state's totals (None when the file's root is other state: a bare optimizer) and the
+    other containers holding tensors, largest first."""
+    root = next((c for c in ck.containers if c.name == ck.container_name), None)
+    model = None
+    if root is None or root.role is Role.MODEL:
+        model = summarize([e for e in tensors if not e.group]).total
+    others = [c for c in ck.containers if c.tensors and c.name != ck.container_name]
+    return model, tuple(sorted(others, key=lambda c: (-c.nbytes, c.name)))

@@ -10,14 +10,15 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import ExitCode, StatecliError
+from ..errors import ExitCode, StatecliError, Terminated
 from . import fastparams  # noqa: F401 - option conversion without pydantic's import (issue 13)
 
 if TYPE_CHECKING:
     from ..render import Output
 
 EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage, unreadable input or an
-internal error; 3 unsafe content refused (the file references code that loading would run)."""
+internal error; 3 unsafe content refused (the file references code that loading would run); 130 Ctrl-C, 143
+SIGTERM (nothing written)."""
 
 
 def _error_line(message: str) -> None:
@@ -44,8 +45,10 @@ class StatecliGroup(TyperGroup):
                 raise
             _error_line(exc.message)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the writers removed their temp files
+            _error_line("interrupted; nothing was written")
+            code = ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+            raise typer.Exit(int(code)) from None
         except BrokenPipeError:  # stdout closed early outside render (`| head`): not an error
             from ..render import stdout_gone
 
@@ -173,4 +176,16 @@ def main() -> None:
     # One short-lived command: reference counting frees what it drops, and the cyclic collector's passes
     # over 50,000-entry trees cost ~0.1 s of a 1 s inspect while finding next to nothing to free.
     gc.disable()
+    _sigterm_raises()
     app()
+
+
+def _sigterm_raises() -> None:
+    """SIGTERM unwinds like Ctrl-C (cleanups run, one line, exit 143) instead of killing the process
+    mid-write with Python's default action."""
+    import signal
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)

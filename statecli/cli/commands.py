@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from ..errors import UsageError
+from ..io.stdin import STDIN, local_input
 from ..state import KindFilter, OutputFormat
 from ..vocab import SortOrder
 from .app import app, exit_with, output_context
@@ -19,17 +21,23 @@ from .options import (
     ModelArgOpt,
     ModelKwargsOpt,
     ModelOpt,
-    PathArg,
+    NoHfConfigOpt,
     QuietOpt,
+    ReadPathArg,
     ReportFormatOpt,
     StripOpt,
     VerboseOpt,
+    model_choice,
 )
+
+if TYPE_CHECKING:
+    from ..render import Output
+    from ..state import Checkpoint
 
 
 @app.command()
 def inspect(
-    path: PathArg,
+    path: ReadPathArg,
     tree: Annotated[bool, typer.Option("--tree", help="Show the module hierarchy with per-module totals.")] = False,
     kind: Annotated[Optional[list[KindFilter]], typer.Option(
         "--kind", help="Only entries of this kind (repeatable): parameter, buffer (every buffer), "
@@ -50,8 +58,7 @@ def inspect(
     model_arg: ModelArgOpt = None,
     model_kwargs: ModelKwargsOpt = None,
     hf_config: HfConfigOpt = None,
-    no_hf_config: Annotated[bool, typer.Option("--no-hf-config", help="Ignore a config.json beside the checkpoint "
-                                                                      "(it is used when transformers is installed).")] = False,
+    no_hf_config: NoHfConfigOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -61,22 +68,23 @@ def inspect(
     """
     view = output_context(fmt, quiet, verbose)
     from ..analyses.inspect import inspect as inspect_checkpoint
-    from ..open import ModelChoice, open_checkpoint
+    from ..open import open_checkpoint
     from ..render import render
 
-    choice = ModelChoice(model, tuple(model_arg or ()), model_kwargs, hf_config, auto_hf=not no_hf_config)
-    opened = open_checkpoint(path, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
-                             classify_by_model=False)  # inspect classifies and reports against the model itself
-    result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats, model=opened.model,
-                                model_explicit=bool(model or hf_config), tree=tree, storage=storage,
-                                all_metadata=metadata)
-    render(result, view)
+    choice = model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config)
+    with local_input(path) as local:  # `-`: stdin, spooled (values may be read until render ends)
+        opened = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
+                                 classify_by_model=False)  # inspect classifies and reports against the model itself
+        result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats, model=opened.model,
+                                    model_explicit=bool(model or hf_config), tree=tree, storage=storage,
+                                    all_metadata=metadata)
+        render(result, view)
     exit_with(result.exit_code)
 
 
 @app.command()
 def size(
-    path: PathArg,
+    path: ReadPathArg,
     depth: Annotated[int, typer.Option("--depth", min=1, help="Group modules by this many name components.", metavar="N")] = 1,
     top: Annotated[int, typer.Option("--top", min=0, help="List the N largest tensors.", metavar="N")] = 10,
     memory: Annotated[bool, typer.Option("--memory", help="Memory of the loaded weights (as stored and dequantized) "
@@ -90,6 +98,11 @@ def size(
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    hf_config: HfConfigOpt = None,
+    no_hf_config: NoHfConfigOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -99,17 +112,19 @@ def size(
     """
     view = output_context(fmt, quiet, verbose)
     from ..analyses.size import size_of
-    from ..load import load_checkpoint
+    from ..open import open_checkpoint
     from ..render import render
 
-    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
-    render(size_of(ck, depth, top, memory=memory, context=context, batch=batch, kv_dtype=kv_dtype), view)
+    choice = model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config)
+    with local_input(path) as local:
+        ck = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ())).checkpoint
+        render(size_of(ck, depth, top, memory=memory, context=context, batch=batch, kv_dtype=kv_dtype), view)
 
 
 @app.command()
 def diff(
-    a: Annotated[str, typer.Argument(help="First checkpoint (A).", show_default=False, metavar="A")],
-    b: Annotated[str, typer.Argument(help="Second checkpoint (B).", show_default=False, metavar="B")],
+    a: Annotated[str, typer.Argument(help="First checkpoint (A; - for stdin).", show_default=False, metavar="A")],
+    b: Annotated[str, typer.Argument(help="Second checkpoint (B; - for stdin).", show_default=False, metavar="B")],
     rtol: Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (torch.allclose).", metavar="FLOAT")] = 1e-5,
     atol: Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance (torch.allclose).", metavar="FLOAT")] = 1e-8,
     equal_nan: Annotated[bool, typer.Option("--equal-nan", help="NaN equals NaN (default: NaN differs).")] = False,
@@ -148,18 +163,25 @@ def diff(
     Example: statecli diff sample_checkpoints/cnn.pt sample_checkpoints/cnn.safetensors
     """
     view = output_context(fmt, quiet, verbose)
-    from ..analyses.diff import diff as diff_checkpoints
     from ..load import load_checkpoint
-    from ..render import progress_callback, render
 
     strip = tuple(strip_prefix or ())
-    ck_a = load_checkpoint(a, key=key_a or key, strip_prefix=strip, add_prefix=add_prefix_a)
-    ck_b = load_checkpoint(b, key=key_b or key, strip_prefix=strip, add_prefix=add_prefix_b)
+    if a == b == STDIN:
+        raise UsageError(None, "only one of A and B can be '-' (stdin)")
+    with local_input(a) as local_a, local_input(b) as local_b:
+        ck_a = load_checkpoint(local_a, key=key_a or key, strip_prefix=strip, add_prefix=add_prefix_a)
+        ck_b = load_checkpoint(local_b, key=key_b or key, strip_prefix=strip, add_prefix=add_prefix_b)
+        _diff(ck_a, ck_b, view, dict(rtol=rtol, atol=atol, equal_nan=equal_nan, values=values, everything=everything,
+                                     only_changed=only_changed, ignore_dtype=ignore_dtype, depth=depth,
+                                     by_module=by_module, sort=sort, strict_sharing=strict_sharing))
+
+
+def _diff(ck_a: Checkpoint, ck_b: Checkpoint, view: Output, options: dict[str, Any]) -> None:
+    from ..analyses.diff import diff as diff_checkpoints
+    from ..render import progress_callback, render
+
     with progress_callback(view) as progress:
-        result = diff_checkpoints(ck_a, ck_b, rtol=rtol, atol=atol, equal_nan=equal_nan, values=values,
-                                  progress=progress, everything=everything, only_changed=only_changed,
-                                  ignore_dtype=ignore_dtype, depth=depth, by_module=by_module, sort=sort,
-                                  strict_sharing=strict_sharing)
+        result = diff_checkpoints(ck_a, ck_b, progress=progress, **options)
     render(result, view)
     exit_with(result.exit_code)
 
@@ -215,6 +237,8 @@ def check(
     no_optimizer_state: Annotated[Optional[bool], typer.Option("--no-optimizer-state", help="No optimizer state.")] = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
+    hf_config: HfConfigOpt = None,
+    no_hf_config: NoHfConfigOpt = False,
     require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
                                                                                     "safetensors.", metavar="FORMATS")] = None,
     bits_per_weight_max: Annotated[Optional[str], typer.Option("--bits-per-weight-max", help="Stored bits per "
@@ -246,7 +270,7 @@ def check(
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
         ("model-args", model_arg), ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
         ("quantization", quantization)) if value is not None}
-    result = run_check(paths, flags, config)
+    result = run_check(paths, flags, config, model_choice(hf_config=hf_config, no_hf_config=no_hf_config))
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..state import OutputFormat
 from ..vocab import CastTarget, WriteFormat
 
-PathArg = Annotated[str, typer.Argument(help="A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder "
-                                             "(sharded, DCP or single checkpoint).", show_default=False, metavar="PATH")]
+if TYPE_CHECKING:
+    from ..open import ModelChoice
+
+_PATH_HELP = "A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder (sharded, DCP or single checkpoint)"
+PathArg = Annotated[str, typer.Argument(help=_PATH_HELP + ".", show_default=False, metavar="PATH")]
+ReadPathArg = Annotated[str, typer.Argument(help=_PATH_HELP + "; - reads one file from stdin.", show_default=False,
+                                            metavar="PATH")]
 class DataFormat(StrEnum):
     """The OutputFormats every command gives (html only where a report exists: ReportFormatOpt)."""
 
@@ -38,6 +43,8 @@ ModelKwargsOpt = Annotated[Optional[str], typer.Option("--model-kwargs", help="J
     metavar="JSON")]
 HfConfigOpt = Annotated[Optional[str], typer.Option("--hf-config", help="A Hugging Face config.json to build the "
                                                                       "model from (needs transformers).", metavar="PATH")]
+NoHfConfigOpt = Annotated[bool, typer.Option("--no-hf-config", help="Ignore a config.json beside the checkpoint "
+                                                                   "(it is used when transformers is installed).")]
 AddPrefixOpt = Annotated[Optional[str], typer.Option("--add-prefix", help="Prepend this to every model key.", metavar="PREFIX")]
 StripOpt = Annotated[Optional[list[str]], typer.Option("--strip-prefix", help="Remove this prefix from model keys "
                                                                              "(repeatable), e.g. 'module.'.", metavar="PREFIX")]
@@ -45,7 +52,7 @@ StripOpt = Annotated[Optional[list[str]], typer.Option("--strip-prefix", help="R
 
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write (.pt, .safetensors, a "
                                                                       "folder with --max-shard-size / --to dcp, or - "
-                                                                      "for stdout with --to).",
+                                                                      "for stdout: the input's format unless --to).",
                                                                           metavar="PATH")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Replace the input (atomically).")]
 ToOpt = Annotated[Optional[WriteFormat], typer.Option("--to", help="Output format: pt, safetensors or dcp (default: from "
@@ -70,3 +77,12 @@ def cast_targets(incomplete: str) -> list[str]:
     """Shell completion for `--dtype`: the dtypes cast writes. The option stays a string because it
     also takes every alias a user may type (half, fp16, torch.float16: units.DTYPE_ALIASES)."""
     return [t.value for t in CastTarget if t.value.startswith(incomplete)]
+
+
+def model_choice(model: str | None = None, model_arg: list[str] | None = None, model_kwargs: str | None = None,
+                 hf_config: str | None = None, no_hf_config: bool = False) -> ModelChoice:
+    """The model evidence every classifying command takes the same way: --model (with its arguments),
+    --hf-config, else a config.json beside the checkpoint unless --no-hf-config."""
+    from ..open import ModelChoice
+
+    return ModelChoice(model, tuple(model_arg or ()), model_kwargs, hf_config, auto_hf=not no_hf_config)

@@ -18,11 +18,13 @@ from .options import (
     DryRunOpt,
     DuplicateTiedOpt,
     FormatOpt,
+    HfConfigOpt,
     InPlaceOpt,
     KeyOpt,
     ModelArgOpt,
     ModelKwargsOpt,
     ModelOpt,
+    NoHfConfigOpt,
     OutputOpt,
     PathArg,
     QuietOpt,
@@ -31,10 +33,12 @@ from .options import (
     ToOpt,
     VerboseOpt,
     cast_targets,
+    model_choice,
 )
 
 if TYPE_CHECKING:
     from ..formats import RawCheckpoint
+    from ..open import ModelChoice
     from ..render import Output
     from ..rewrite.plan import Plan
     from ..rewrite.rename import Renames
@@ -47,13 +51,12 @@ RenameOpt = Annotated[Optional[list[str]], typer.Option(
     metavar="OLD=NEW")]
 
 
-def _load(path: str, key: str | None, model: str | None = None, model_arg: list[str] | None = None,
-          model_kwargs: str | None = None) -> tuple[Checkpoint, RawCheckpoint, Any]:
-    """Checkpoint, raw tree and (with --model) the model it is classified against."""
-    from ..open import ModelChoice
+def _load(path: str, key: str | None, model: ModelChoice | None = None) -> tuple[Checkpoint, RawCheckpoint, Any]:
+    """Checkpoint, raw tree and (with --model, --hf-config or a config.json beside it) the model it is
+    classified against."""
     from ..rewrite.plan import open_input
 
-    opened = open_input(path, key, ModelChoice(model, tuple(model_arg or ()), model_kwargs))
+    opened = open_input(path, key, model)
     assert opened.raw is not None  # kept: the rewrite walks it
     return opened.checkpoint, opened.raw, opened.model
 
@@ -119,6 +122,8 @@ def cast(
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     model_kwargs: ModelKwargsOpt = None,
+    hf_config: HfConfigOpt = None,
+    no_hf_config: NoHfConfigOpt = False,
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
@@ -138,7 +143,7 @@ def cast(
                     include_optimizer=include_optimizer)
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     strict=strict)
-    ck, raw, info = _load(path, key, model, model_arg, model_kwargs)
+    ck, raw, info = _load(path, key, model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config))
     _finish(plan(ck, raw, spec, info), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 
@@ -149,7 +154,7 @@ def strip(
     output: OutputOpt = None,
     buffers: Annotated[bool, typer.Option("--buffers", help="Remove every buffer.")] = False,
     non_persistent: Annotated[bool, typer.Option("--non-persistent", help="Remove buffers the model says are "
-                                                                          "non-persistent (needs --model).")] = False,
+        "non-persistent (needs --model, --hf-config or a config.json beside it).")] = False,
     optimizer: Annotated[bool, typer.Option("--optimizer", help="Remove optimizer and scheduler state.")] = False,
     ema: Annotated[bool, typer.Option("--ema", help="Remove EMA copies of the weights.")] = False,
     keep_ema_as_model: Annotated[bool, typer.Option("--keep-ema-as-model", help="Make the EMA weights the model "
@@ -169,6 +174,8 @@ def strip(
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     model_kwargs: ModelKwargsOpt = None,
+    hf_config: HfConfigOpt = None,
+    no_hf_config: NoHfConfigOpt = False,
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
@@ -189,7 +196,7 @@ def strip(
                      force=force)
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
-    ck, raw, info = _load(path, key, model, model_arg, model_kwargs)
+    ck, raw, info = _load(path, key, model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config))
     _finish(plan(ck, raw, spec, info), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 

@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
+from ..io.stdin import local_input
 from ..state import OutputFormat
 from .app import app, exit_with, output_context
-from .options import KeyOpt, PathArg, QuietOpt, ReportFormatOpt, StripOpt, VerboseOpt
+from .options import KeyOpt, QuietOpt, ReadPathArg, ReportFormatOpt, StripOpt, VerboseOpt
 
 
 @app.command()
 def show(
-    path: PathArg,
+    path: ReadPathArg,
     name: Annotated[str, typer.Argument(help="The entry to show, e.g. 'layers.0.attn.q_proj.weight'.",
                                         show_default=False, metavar="KEY")],
     bins: Annotated[int, typer.Option("--bins", min=1, max=1000, help="Histogram bins.", metavar="N")] = 40,
@@ -35,7 +36,8 @@ def show(
     from ..load import load_checkpoint
     from ..render import render
 
-    ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
-    result = show_entry(ck, name, bins=bins, first=first, extreme=extremes)
-    render(result, view)
+    with local_input(path) as local:
+        ck = load_checkpoint(local, key=key, strip_prefix=tuple(strip_prefix or ()))
+        result = show_entry(ck, name, bins=bins, first=first, extreme=extremes)
+        render(result, view)
     exit_with(result.exit_code)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ..errors import BadInput, NotACheckpoint, UnsafeContent
+from ..io import zipheaders
+from ..io.urls import is_remote
 from ..pickle.pickles import Findings, scan_stream
 from ..pickle.unpickler import MAX_PICKLE_BYTES, StorageRef, storage_from_pid, unpickle
 from ..pickle.verdict import LAYOUTS
@@ -34,7 +36,7 @@ def detect(head: bytes) -> bool:
 
 
 def read(path: str, trusted: frozenset[str] = frozenset()) -> RawCheckpoint:
-    arc = Archive(path)
+    arc = Archive(path, lazy=is_remote(path))  # remote: a handful of requests (io/zipheaders.py)
     try:
         return _read(arc, trusted)
     finally:
@@ -80,14 +82,34 @@ def _read(arc: Archive, trusted: frozenset[str]) -> RawCheckpoint:
     fmt = Format.TORCHSCRIPT_ZIP if arc.torchscript else Format.TORCH_ZIP
     raw = RawCheckpoint(path=path, format=fmt, root=root, files=[path], byteorder=byteorder,
                         globals_seen=up.globals_seen, untrusted=up.untrusted, dangerous=up.dangerous)
+    alignment = _alignment(arc) if arc.lazy else 0
     for key in storages:
-        raw.storages[key] = (path, arc.offsets[arc.lookup(f"data/{key}") or f"{prefix}data/{key}"])
+        member = arc.lookup(f"data/{key}") or f"{prefix}data/{key}"
+        raw.storages[key] = (path, _data_start(arc, member, alignment))
     if arc.torchscript:
         raw.warnings.append("a TorchScript archive (torch.jit.save): torch.jit.load would run its compiled code; "
                             "statecli read its parameters and buffers as data (classes declared in code/)")
     if byteorder != "little":
         raw.warnings.append("tensors were saved big-endian; values read by statecli are byte-swapped by torch")
     return raw
+
+
+def _data_start(arc: Archive, member: str, alignment: int) -> int:
+    """Where a storage's bytes start: from its local header, or (a lazy remote read) where torch.save puts
+    them, to be checked against the local header before its values are read (io/zipheaders.py)."""
+    if not arc.lazy:
+        return arc.start(member)
+    info = arc.infos[member]
+    at = zipheaders.aligned_start(info.header_offset, member.encode(), info.file_size, alignment)
+    zipheaders.expect(arc.path, at, info.header_offset, member)
+    return at
+
+
+def _alignment(arc: Archive) -> int:
+    """torch.save's data alignment: 64 bytes, recorded in .storage_alignment since torch 2.5."""
+    name = arc.lookup(".storage_alignment")
+    text = arc.member(name).decode("ascii", "replace").strip() if name else "64"
+    return int(text) if text.isdigit() and 0 < int(text) <= 1 << 20 else 64
 
 
 def _resolver(arc: Archive, storages: dict[str, StorageRef]) -> Callable[[Any], StorageRef]:

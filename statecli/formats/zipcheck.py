@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from ..errors import BadInput, NotACheckpoint, UnsafeContent
 from ..io.limits import MAX_INFLATED, Inflation, inflate, read_zip_member
+from ..io.sourcefile import SourceFile
 from ._common import open_regular, read_exact
 
 MAGIC = b"PK\x03\x04"
@@ -30,6 +31,7 @@ _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 _GAP = 4096
 _BLOCK = 1 << 20
 _NAME_ROOM = 512  # name bytes read with each header in a block; a longer name is read on its own
+_IN_FLIGHT = 8  # a remote archive's local headers requested at once (`scan`: latency, not bandwidth, bounds it)
 # Members torch.save writes besides data/<key> records (torch 1.6 - 2.x).
 TORCH_MEMBERS = frozenset({"data.pkl", "byteorder", "version", ".format_version", ".storage_alignment",
                            ".data/version", ".data/serialization_id"})
@@ -44,8 +46,10 @@ class Archive:
     findings (duplicates, name mismatch, encryption flag, bytes outside every record, a CRC
     mismatch) are collected in `problems` for the caller: the reader refuses, `scan` reports."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, lazy: bool = False) -> None:
+        """`lazy` (a remote metadata read): local headers are read only for the members read here; the
+        rest are checked where values are read (io/zipheaders.py) and by `scan`, which reads them all."""
+        self.path, self.lazy = path, lazy
         self.problems: list[str] = []
         self.inflated = 0  # bytes inflated so far: all members together share MAX_INFLATED
         self.f = open_regular(path)
@@ -82,54 +86,61 @@ class Archive:
         if outside:
             self.problems.append(f"zip members are not under one archive folder: {outside[0]!r} is outside "
                                  f"{self.prefix!r}")
-        size = self.f.seek(0, 2)
+        self.size = size = self.f.seek(0, 2)
         self.offsets: dict[str, int] = {}
-        spans: list[tuple[int, int]] = []
-        headers = _local_headers(self.f, [i.header_offset for i in infos], size)
-        fixed, unpack, offsets = _LOCAL_HEADER.size, _LOCAL_HEADER.unpack_from, self.offsets
-        for info in infos:
-            filename, flags, offset, csize = info.filename, info.flag_bits, info.header_offset, info.compress_size
-            if flags & 0x1:
-                self.problems.append(f"zip member {filename!r} has the encryption flag")
-            head = headers.get(offset)
-            if head is None:  # not in a block (or past the end): read alone, failing as any read would
-                head = read_exact(self.f, offset, fixed, self.path, "zip local header")
-            magic, _, _, _, _, _, _, _, _, name_len, extra_len = unpack(head)
-            if magic != MAGIC:
-                raise BadInput(self.path, f"zip local header of {filename!r} is missing")
-            if len(head) == fixed + name_len:
-                local_name = head[fixed:]
-            else:
-                local_name = read_exact(self.f, offset + fixed, name_len, self.path, "zip name")
-            if local_name.decode("utf-8", "replace") != filename:
-                self.problems.append(f"zip local header names {local_name!r} but the central directory names "
-                                     f"{filename!r}")
-            start = offset + fixed + name_len + extra_len
-            end = start + csize
-            if end > size:
-                raise BadInput(self.path, f"truncated file: zip member {filename!r} runs past the end")
-            if filename not in offsets:
-                offsets[filename] = start
-            if flags & 0x8:  # a data descriptor follows (12-24 bytes)
-                end += 24 if csize >= 0xFFFFFFFF else 16
-            spans.append((offset, end))
-        self._refuse_encrypted(infos, pkls[0])
         self.infos = {i.filename: i for i in reversed(infos)}  # the first of duplicates, as torch reads
-        self._account(spans, size)
+        spans: list[tuple[int, int]] = []
+        headers = {} if self.lazy else _local_headers(self.f, [i.header_offset for i in infos], size)
+        for info in infos:
+            if info.flag_bits & 0x1:
+                self.problems.append(f"zip member {info.filename!r} has the encryption flag")
+            if not self.lazy:
+                spans.append(self._local(info, headers.get(info.header_offset)))
+        self._refuse_encrypted(infos, pkls[0])
+        self._account(None if self.lazy else spans, size)
+
+    def _local(self, info: Member, head: bytes | None) -> tuple[int, int]:
+        """Check one member's local header (`head`: its fixed part and name, when already read) against
+        the central directory; record where its data starts; return the member's span."""
+        fixed, filename, offset, csize = _LOCAL_HEADER.size, info.filename, info.header_offset, info.compress_size
+        if head is None:  # not in a block (or past the end): read alone, failing as any read would
+            head = read_exact(self.f, offset, fixed, self.path, "zip local header")
+        magic, _, _, _, _, _, _, _, _, name_len, extra_len = _LOCAL_HEADER.unpack_from(head)
+        if magic != MAGIC:
+            raise BadInput(self.path, f"zip local header of {filename!r} is missing")
+        local_name = head[fixed:fixed + name_len] if len(head) >= fixed + name_len else read_exact(
+            self.f, offset + fixed, name_len, self.path, "zip name")
+        if local_name.decode("utf-8", "replace") != filename:
+            self.problems.append(f"zip local header names {local_name!r} but the central directory names "
+                                 f"{filename!r}")
+        start = offset + fixed + name_len + extra_len
+        end = start + csize
+        if end > self.size:
+            raise BadInput(self.path, f"truncated file: zip member {filename!r} runs past the end")
+        self.offsets.setdefault(filename, start)
+        if info.flag_bits & 0x8:  # a data descriptor follows (12-24 bytes)
+            end += 24 if csize >= 0xFFFFFFFF else 16
+        return offset, end
+
+    def start(self, name: str) -> int:
+        """Where member `name`'s data starts (a lazy archive reads and checks its local header now)."""
+        if name not in self.offsets:
+            self._local(self.infos[name], None)
+        return self.offsets[name]
 
     def _refuse_encrypted(self, infos: list[zipfile.ZipInfo], pkl: str) -> None:
         """Every member encrypted and data.pkl's bytes no pickle: unreadable input (torch.load cannot
         decrypt), exit 2. The flag over plain bytes, or on some members only, stays a finding: a reader
         that ignores the flag (torch) and one that honours it (zipfile) see different files."""
         files = [i for i in infos if not i.filename.endswith("/")]
-        start = self.offsets.get(pkl)
-        if not files or not all(i.flag_bits & 0x1 for i in files) or start is None:
+        if not files or not all(i.flag_bits & 0x1 for i in files) or pkl not in self.infos:
             return
-        if read_exact(self.f, start, 1, self.path, "data.pkl") != b"\x80":
+        if read_exact(self.f, self.start(pkl), 1, self.path, "data.pkl") != b"\x80":
             raise NotACheckpoint(self.path, "not a checkpoint: an encrypted zip archive (torch.load cannot read it)")
 
-    def _account(self, spans: list[tuple[int, int]], size: int) -> None:
-        """Every byte outside the members belongs to the central directory and the end record."""
+    def _account(self, spans: list[tuple[int, int]] | None, size: int) -> None:
+        """Every byte outside the members belongs to the central directory and the end record (None: a
+        lazy read, whose member spans are unknown, checks the end only)."""
         tail = read_exact(self.f, max(0, size - (1 << 16) - 22), min(size, (1 << 16) + 22), self.path, "zip end")
         at = tail.rfind(_EOCD)
         if at < 0:
@@ -142,8 +153,9 @@ class Archive:
             self.problems.append(f"{after} byte(s) after the zip end record (never read by torch.load)")
         if comment_len:
             self.problems.append(f"a {comment_len}-byte zip comment (torch.save writes none)")
-        gaps = 0
-        pos = 0
+        if spans is None:
+            return
+        gaps = pos = 0
         for begin, end in sorted(spans):
             if begin > pos:
                 gaps += begin - pos
@@ -170,7 +182,7 @@ class Archive:
         UnsafeContent (a compression bomb), whatever the member declares. `any_method`: bzip2 and
         LZMA too (members torch never reads, scanned for other readers)."""
         info = self.infos[name]
-        start = self.offsets[name]
+        start = self.start(name)
         want = info.file_size if cap is None else min(cap, info.file_size)
         try:
             if info.compress_type == zipfile.ZIP_STORED:
@@ -210,7 +222,7 @@ class Archive:
         if info.compress_type != zipfile.ZIP_STORED:
             self.member(name)
             return
-        start, left, crc = self.offsets[name], info.file_size, 0
+        start, left, crc = self.start(name), info.file_size, 0
         while left:
             n = min(left, 1 << 22)
             crc = zlib.crc32(read_exact(self.f, start, n, self.path, f"zip member {name!r}"), crc)
@@ -272,6 +284,13 @@ def _local_headers(f: BinaryIO, offsets: list[int], size: int) -> dict[int, byte
     (one pread per _BLOCK instead of two per member). A header missing here is read on its own."""
     out: dict[int, bytes] = {}
     todo = sorted(set(o for o in offsets if 0 <= o < size))
+    if isinstance(f, SourceFile):  # a remote archive: one small range per header, at most _IN_FLIGHT at once
+        from concurrent.futures import ThreadPoolExecutor
+
+        src = f.src
+        with ThreadPoolExecutor(_IN_FLIGHT) as pool:
+            heads = pool.map(lambda o: src.pread(o, min(_LOCAL_HEADER.size + _NAME_ROOM, size - o)), todo)
+            return dict(zip(todo, heads))
     unpack = _LOCAL_HEADER.unpack_from
     i = 0
     while i < len(todo):

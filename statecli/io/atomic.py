@@ -3,8 +3,9 @@ renamed into place only when the write succeeded; on any error or interrupt it i
 
 Modes: a new output gets 0666 & ~umask (a folder 0777 & ~umask), as `open()` and `mkdir` would give
 it; replacing an existing file (`--in-place`, or `-o` over an older output) keeps that file's mode.
-Temp names carry a host tag and the writer's pid (`.statecli-<host>-<pid>-<random>[.tmp]`), so the
-next run on a folder can remove what a killed run left there without touching a live writer's files.
+Temp names carry a host tag, the writer's pid and its start time (`.statecli-<host>-<pid>-<start>-<random>
+[.tmp]`), so the next run on a folder can remove what a killed run left there without touching a live
+writer's files, even after the pid was reused; other hosts' files (a shared folder) are never touched.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ..errors import BadInput, StatecliError
+from ..errors import BadInput, StatecliError, Terminated
 from ..units import fmt_bytes
 
 _PREFIX = ".statecli-"
@@ -51,11 +52,25 @@ def _host_tag() -> str:
 
 
 def _temp_prefix() -> str:
-    return f"{_PREFIX}{_host_tag()}-{os.getpid()}-"
+    pid = os.getpid()
+    return f"{_PREFIX}{_host_tag()}-{pid}-{_start_time(pid) or 0}-"
+
+
+def _start_time(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc); None where unknown. With
+    the pid it names one process: a pid reused by a later process has a later start."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+        # fields after the parenthesised command name (which may hold spaces); starttime is field 22
+        return int(stat_line[stat_line.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # A killed replace may leave `.statecli-old-*`, the only copy of the previous output: never swept.
-_STALE = re.compile(r"\.statecli-([0-9a-f]{8})-(\d+)-")
+# The start field is absent in names written before it was recorded.
+_STALE = re.compile(r"\.statecli-([0-9a-f]{8})-(\d+)-(?:(\d+)-)?")
 
 
 def current_umask() -> int:
@@ -210,7 +225,7 @@ def remove_stale(folder: str) -> list[str]:
     host = _host_tag()
     for name in names:
         m = _STALE.match(name)
-        if not m or m.group(1) != host or _alive(int(m.group(2))):
+        if not m or m.group(1) != host or _alive(int(m.group(2)), int(m.group(3) or 0)):
             continue
         path = os.path.join(folder, name)
         try:
@@ -224,16 +239,17 @@ def remove_stale(folder: str) -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def _alive(pid: int, start: int = 0) -> bool:
+    """Whether the writer (`pid`, started at `start`; 0: not recorded) still runs."""
     try:
-        os.kill(pid, 0)
+        if pid != os.getpid():
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # exists but is another user's
-        return True
-    return True
+        pass
+    now = _start_time(pid)
+    return not (start and now is not None and now != start)  # a later process reusing the pid
 
 
 def _folder_of(target: str) -> str:
@@ -278,7 +294,7 @@ def _regular_target(target: str) -> str:
     if os.path.lexists(real) and not os.path.isfile(real):
         what = "a directory" if os.path.isdir(real) else "not a regular file (a device, FIFO or socket)"
         raise BadInput(target, f"exists and is {what}; statecli writes regular files only",
-                       "give a new path (for stdout use -o - with --to)")
+                       "give a new path (for stdout use -o -)")
     return real
 
 
@@ -352,7 +368,7 @@ def atomic_dir(target: str, replace: bool = False, need: int | None = None) -> I
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     try:
         old = signal.signal(signal.SIGTERM, handler)

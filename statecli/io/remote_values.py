@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInput
 from ..state import Checkpoint, TensorInfo
 from ..vocab import Layout
-from . import values
+from . import values, zipheaders
 from .source import MAX_RANGE, RemoteSource
 from .urls import is_remote
 from .values import ValueReader, np_dtype, numpy_readable
@@ -86,6 +86,7 @@ class RemoteValueReader(ValueReader):
         if info.data_offset is None:
             raise BadInput(info.source, "values of a remote torch.distributed.checkpoint folder are not read; "
                                         "download the folder and run statecli on it")
+        zipheaders.check(info.source, info.data_offset, self._source(info.source))
         nbytes = info.storage_size
         key = (info.source, info.data_offset, nbytes)
         path = self._spools.get(key)
@@ -141,6 +142,7 @@ class RemoteValueReader(ValueReader):
         if not is_remote(info.source) or dt is None or not numpy_readable(info) or not info.is_contiguous:
             return super().read_flat(self._local(info), lo, hi, slot)
         assert info.source is not None and info.data_offset is not None
+        zipheaders.check(info.source, info.data_offset, self._source(info.source))
         size = dt.itemsize
         start, n = info.data_offset + (info.storage_offset + lo) * size, (hi - lo) * size
         end = info.data_offset + (info.storage_offset + info.numel) * size

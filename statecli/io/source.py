@@ -297,12 +297,16 @@ class RemoteSource(Source):
         self.name = register(name)
         self.fs, self.path = _filesystem(self.name)
         self.http = self.name.lower().startswith(("http://", "https://"))
+        if self.http and self.name.split("?", 1)[0].endswith("/"):
+            raise no_http_folders(self.name)
         with _LOCK:
             size = _SIZES.get(self.name)
         if size is None:
             info = _retry(self.name, "metadata request", self._info)
             if info.get("type") == "directory":
                 raise BadInput(self.name, "is a folder, not a file")
+            if self.http and _is_web_page(info.get("mimetype")):  # a server's folder listing
+                raise no_http_folders(self.name)
             size = info.get("size")
             if not isinstance(size, int) or size < 0:
                 raise BadInput(self.name, "the server does not say how large the file is; cannot read it by ranges")
@@ -344,6 +348,20 @@ class RemoteSource(Source):
         return bytes(data)
 
 
+def _is_web_page(content_type: object) -> bool:
+    return isinstance(content_type, str) and content_type.split(";")[0].strip().lower() in ("text/html",
+                                                                                         "application/xhtml+xml")
+
+
+def no_http_folders(url: str) -> BadInput:
+    """A folder over HTTP (a URL ending in '/', or a server's listing page): HTTP cannot list a folder, so
+    name the file that stands for the whole checkpoint."""
+    base = url.split("?", 1)[0].rstrip("/")
+    return BadInput(url, "HTTP has no folders: an http(s) URL names one file (this one is a web page or ends in "
+                         "'/')", f"pass the URL of the checkpoint's *.index.json (e.g. {base}/model.safetensors."
+                         "index.json) or of one weights file")
+
+
 def _count(nbytes: int, requests: int = 1) -> None:
     with _LOCK:
         STATS.requests += requests
@@ -361,6 +379,8 @@ async def _http_range(fs: Any, url: str, offset: int, n: int) -> bytes:
     async with session.get(fs.encode_url(url), headers=headers, **kw) as r:
         if r.status in (401, 403, 404, 410):
             raise FileNotFoundError(url) if r.status in (404, 410) else PermissionError(url)
+        if r.status == 200 and _is_web_page(r.headers.get("Content-Type")):
+            raise no_http_folders(url)
         if r.status == 200:
             raise _Fatal("the server ignored the Range request (it answered with the whole file); refusing to "
                          "download it")

@@ -18,9 +18,10 @@ from .text import escape, make_console
 # Human views by result type: (module of render/, function). Built on first use, so the JSON path
 # imports neither rich nor the result modules it does not need.
 _HUMAN: dict[type, tuple[str, str]] = {}
+_HUMAN_TAKES_OUTPUT: set[type] = set()  # views called as view(result, console, output)
 
 
-def _human_view(result: Any) -> Callable[[Any, Any], None]:
+def _human_view(result: Any) -> Callable[..., None]:
     if not _HUMAN:
         from ..analyses.check import CheckResult
         from ..analyses.diff import DiffResult
@@ -34,18 +35,21 @@ def _human_view(result: Any) -> Callable[[Any, Any], None]:
                        DiffResult: ("human", "render_diff"), CheckResult: ("human", "render_check"),
                        ScanReport: ("human", "render_scan"), RewriteResult: ("rewrite", "human"),
                        ShowResult: ("human_show", "render_show")})
+        _HUMAN_TAKES_OUTPUT.add(RewriteResult)
     view = next((_HUMAN[t] for t in type(result).__mro__ if t in _HUMAN), None)
     if view is None:
         raise TypeError(f"no human view for {type(result).__name__}")
     module, func = view
-    human: Callable[[Any, Any], None] = getattr(import_module(f".{module}", __name__), func)
+    human: Callable[..., None] = getattr(import_module(f".{module}", __name__), func)
     return human
 
 
 @dataclass(frozen=True)
 class Output:
     """How a command prints, read once from its -f/-q/-v options and passed to whatever prints:
-    -q the result only (stdout); -v also what was read and how long it took (stderr)."""
+    -q the one line that states the outcome (render/outcome.py; a machine format asked for with -f is
+    still written whole: it is the result) and errors, nothing else; -v also what was read and how long
+    it took (stderr)."""
 
     fmt: OutputFormat = OutputFormat.TABLE
     quiet: bool = False
@@ -63,13 +67,30 @@ def render(result: Any, output: Output | OutputFormat | str = Output(), out: IO[
     output = output if isinstance(output, Output) else Output.of(output)
     stream = out or sys.stdout
     try:
-        _render(result, output.fmt, stream, out)
+        if output.quiet and output.fmt is OutputFormat.TABLE:
+            from .outcome import outcome
+
+            stream.write(outcome(result) + "\n")
+        else:
+            _render(result, output, stream, out)
         stream.flush()
     except BrokenPipeError:  # `| head`: the reader has all it wanted; the command's own exit code stands
         stdout_gone()
     print_notes(messages(result), output)
     for ck in _checkpoints(result):
         verbose_line(f"read {ck.path} ({ck.format}, {len(ck.files)} file(s), {len(ck.entries)} entries)", output)
+        _skipped_checks(ck, output)
+
+
+def _skipped_checks(ck: Checkpoint, output: Output) -> None:
+    """-v: what a remote metadata read left unchecked (SECURITY.md, "Remote files")."""
+    if not output.verbose:
+        return
+    from ..io.zipheaders import skipped
+
+    for f in ck.files:
+        for check in skipped(f):
+            verbose_line(f"{f}: remote metadata read; not checked yet: {check}", output)
 
 
 def _checkpoints(result: Any) -> list[Checkpoint]:
@@ -104,7 +125,8 @@ def stdout_gone() -> None:
         pass
 
 
-def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None) -> None:
+def _render(result: Any, output: Output, stream: IO[str], out: IO[str] | None) -> None:
+    fmt = output.fmt
     if fmt is OutputFormat.JSON:
         from .machine import write_json
 
@@ -124,7 +146,11 @@ def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None
 
         write_html(result, stream)
     else:
-        _human_view(result)(result, make_console(out))
+        view = _human_view(result)
+        if _HUMAN_TAKES_OUTPUT & set(type(result).__mro__):  # a view whose detail depends on -v
+            view(result, make_console(out), output)
+        else:
+            view(result, make_console(out))
 
 
 def verbose_line(text: str, output: Output) -> None:

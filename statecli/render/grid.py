@@ -20,6 +20,13 @@ class Col:
     right: bool = False  # numbers: right-aligned, never wrapped
     wrap: bool = False  # text that may fold onto more lines when the terminal is narrow
     min_width: int = 12  # a wrapping column is never squeezed below this
+    key: bool = False  # the names: never folded or cut; one longer than its column gets a line of its own
+    # At a width the table does not fit (see `fit`), least important first: a `uniform` column whose cells
+    # are all equal moves into the title, a `short` column keeps each cell's first word, then columns
+    # with a `drop` rank go, highest rank first (0: always shown).
+    uniform: bool = False
+    short: bool = False
+    drop: int = 0
 
 
 # Styles for the kind column: a reader sees the parameter/buffer split at a glance.
@@ -29,19 +36,69 @@ KIND_STYLES = {"parameter": "green", "buffer": "cyan", "buffer (non-persistent)"
 
 def widths(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int | None) -> list[int]:
     """Natural column widths, then the wrapping columns narrowed (widest first) until the table
-    fits `width`; a table that cannot fit keeps every number whole and runs past the edge instead."""
+    fits `width`, then the name column (its longer names take lines of their own); a table that
+    cannot fit keeps every number whole and runs past the edge instead."""
     w = [max([len(c.head)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
     if width is None:
         return w
     excess = sum(w) + GAP * (len(w) - 1) - width
     while excess > 0:
-        candidates = [i for i, c in enumerate(cols) if c.wrap and w[i] > max(c.min_width, len(c.head))]
+        candidates = [i for i, c in enumerate(cols) if c.wrap and not c.key and w[i] > max(c.min_width, len(c.head))]
         if not candidates:
             break
         i = max(candidates, key=lambda j: w[j])
         w[i] -= 1
         excess -= 1
+    room = sum(w[i] - len(c.head) for i, c in enumerate(cols) if c.key)
+    for i, c in enumerate(cols):
+        # Down to its heading when that makes the table fit (longer names each take a line of their own);
+        # a table too wide anyway (--stats) keeps its names on their rows.
+        if c.key and 0 < excess <= room:
+            cut = min(excess, w[i] - len(c.head))
+            w[i] -= cut
+            excess -= cut
     return w
+
+
+def _natural(cols: Sequence[Col], rows: Sequence[Sequence[str]]) -> int:
+    """The width the table needs with nothing folded."""
+    return sum(max([len(c.head)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)) + GAP * (len(cols) - 1)
+
+
+def fit(title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int | None,
+        styles: dict[int, dict[str, str]] | None = None
+        ) -> tuple[str | None, list[Col], list[list[str]], dict[int, dict[str, str]] | None]:
+    """The table for a terminal it does not fit whole: uniform columns go into the title, short columns
+    keep their first word, then droppable columns go, highest rank first, until the table fits unfolded
+    (else `widths` folds text and gives names lines of their own); the title says what moved or went.
+    Styles follow their columns."""
+    cols, table = list(cols), [list(r) for r in rows]
+    notes: list[str] = []
+    keep = list(range(len(cols)))
+
+    def fits() -> bool:
+        return width is None or _natural([cols[k] for k in keep], [[r[k] for k in keep] for r in table]) <= width
+
+    for i, c in enumerate(cols):
+        if not fits() and c.uniform and table and len({r[i] for r in table}) == 1:
+            keep.remove(i)
+            notes.append(f"{c.head} {table[0][i]}")
+    for i, c in enumerate(cols):
+        if not fits() and c.short:
+            for r in table:
+                r[i] = r[i].split(" ")[0]
+    dropped = []
+    for i in sorted((i for i in keep if cols[i].drop), key=lambda i: -cols[i].drop):
+        if fits():
+            break
+        keep.remove(i)
+        dropped.append(cols[i].head or "bar")
+    if dropped:
+        notes.append(f"{', '.join(dropped)} not shown")
+    if notes:
+        title = f"{title or ''} ({'; '.join(notes)})".lstrip()
+    new_styles = {keep.index(i): st for i, st in (styles or {}).items() if i in keep} if styles else styles
+    return title, [cols[k] for k in keep], [[r[k] for k in keep] for r in table], new_styles
 
 
 def _fold(text: str, width: int) -> list[str]:
@@ -67,6 +124,10 @@ def lines(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int | None)
 
 
 def _physical(cols: Sequence[Col], w: list[int], cells: Sequence[str]) -> list[list[tuple[str, int]]]:
+    alone = [(c, i) for i, c in enumerate(cells) if cols[i].key and len(c) > w[i]]
+    if alone:  # a name longer than its column: whole on a line of its own, the row's cells below it
+        cells = ["" if cols[i].key and len(c) > w[i] else c for i, c in enumerate(cells)]
+        return [[a] for a in alone] + _physical(cols, w, cells)
     pieces = [_fold(c, w[i]) if cols[i].wrap and len(c) > w[i] else [c] for i, c in enumerate(cells)]
     height = max(len(p) for p in pieces)
     out = []
@@ -87,7 +148,7 @@ def _plain_lines(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int 
     w = widths(cols, rows, width)
     gap = " " * GAP
     just = [(str.rjust if c.right else str.ljust, w[i]) for i, c in enumerate(cols)]
-    folding = [(i, w[i]) for i, c in enumerate(cols) if c.wrap]
+    folding = [(i, w[i]) for i, c in enumerate(cols) if c.wrap or c.key]
     out = []
     for r in [[c.head for c in cols], *rows]:
         for i, n in folding:
@@ -110,12 +171,13 @@ def print_grid(con: Any, title: str | None, cols: Sequence[Col], rows: Sequence[
 
     # Fit a terminal (or an explicit COLUMNS); piped output keeps whole lines for grep and scripts.
     width = con.width if con.is_terminal or os.environ.get("COLUMNS") else None
+    title, cols, rows, styles = fit(title, cols, rows, width, styles)
     if _plain(con):
         _write_plain(con, title, _plain_lines(cols, rows, width))
         return
     table = lines(cols, rows, width)
-    if title:
-        con.print(Text(title, style="bold"), soft_wrap=True)
+    if title:  # folded at the terminal's width like any sentence (the table's own lines never are)
+        con.print(Text(title, style="bold"), soft_wrap=width is None or len(title) <= width)
     for n, line in enumerate(table):
         text = Text(no_wrap=True, overflow="ignore")
         for k, (cell, i) in enumerate(line):

@@ -13,6 +13,7 @@ from ..errors import UsageError
 from ..state import DiffStatus, Entry, Stats
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from .charts import svg_bar_chart, svg_histogram
+from .outcome import size_headline
 from .text import escape, fmt_float
 
 if TYPE_CHECKING:
@@ -175,10 +176,9 @@ def _inspect(r: InspectResult) -> tuple[str, list[str]]:
 def _size(r: SizeResult) -> tuple[str, list[str]]:
     ck = r.checkpoint
     body = [_header(ck, "size"),
-            f"<p>on disk {fmt_bytes(r.file_bytes)}; tensors {fmt_bytes(r.total.nbytes)} ({r.total.tensors} tensors, "
-            f"{fmt_count(r.total.numel)} elements); {fmt_count(r.parameters)} params"
-            + (f"; shared storage counted once (saves {fmt_bytes(r.duplicate_nbytes)})" if r.duplicate_nbytes else "")
-            + "</p>", f"<h2>by module (depth {r.depth})</h2>",
+            "".join(f"<p>{x(line)}</p>" for line in size_headline(r))
+            + (f"<p>shared storage counted once (saves {fmt_bytes(r.duplicate_nbytes)})</p>" if r.duplicate_nbytes
+               else ""), f"<h2>by module (depth {r.depth})</h2>",
             svg_bar_chart([(m.module, m.share, f"{fmt_bytes(m.bucket.nbytes)} ({m.share:.1%})") for m in r.by_module],
                           f"bytes by module, depth {r.depth}"),
             table(["module", "tensors", "numel", "size", "share"],

@@ -8,6 +8,7 @@ from ..state import DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from ..vocab import CheckRule
 from .grid import KIND_STYLES, Col, print_grid
+from .outcome import check_outcome, scan_outcome, size_headline
 from .text import escape, fmt_float
 
 if TYPE_CHECKING:
@@ -22,9 +23,8 @@ def render_size(r: SizeResult, con: Any) -> None:
 
     ck = r.checkpoint
     con.print(Text(f"{escape(ck.path)}  {ck.format}", style="bold"))
-    con.print(Text(f"on disk {fmt_bytes(r.file_bytes)}; tensors {fmt_bytes(r.total.nbytes)} in memory "
-                   f"({r.total.tensors} tensors, {fmt_count(r.total.numel)} elements); "
-                   f"{fmt_count(r.parameters)} params"))
+    for line in size_headline(r):
+        con.print(Text(line))
     for line in r.memory.lines() if r.memory is not None else ():
         con.print(Text(line, style="bold"))
     if r.duplicate_nbytes:
@@ -38,7 +38,7 @@ def render_size(r: SizeResult, con: Any) -> None:
     # Bars are shares of the distinct storage bytes, so a shared storage is drawn once (its first module).
     rows = [[escape(m.module), str(m.bucket.tensors), fmt_count(m.bucket.numel), fmt_bytes(m.bucket.nbytes),
              f"{m.share:.1%}", bar(m.share, 30)] for m in r.by_module]
-    print_grid(con, f"by module (depth {r.depth})", [Col("module", wrap=True), Col("tensors", right=True),
+    print_grid(con, f"by module (depth {r.depth})", [Col("module", key=True), Col("tensors", right=True),
                Col("numel", right=True), Col("size", right=True), Col("share", right=True), Col("")], rows)
     for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
         shares = [b.nbytes / r.total.nbytes if r.total.nbytes else 0.0 for b in buckets]
@@ -57,7 +57,7 @@ def render_size(r: SizeResult, con: Any) -> None:
     if r.top:
         rows = [[escape(e.name), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes)]
                 for e in r.top if e.tensor is not None]
-        print_grid(con, f"largest {len(r.top)} tensors", [Col("name", wrap=True), Col("kind"), Col("dtype"),
+        print_grid(con, f"largest {len(r.top)} tensors", [Col("name", key=True), Col("kind"), Col("dtype"),
                    Col("shape", wrap=True), Col("size", right=True)], rows, {1: KIND_STYLES})
 
 
@@ -84,7 +84,7 @@ def render_diff(r: DiffResult, con: Any) -> None:
     structural = [k for k in r.keys if k.status == DiffStatus.CHANGED and k.changes]
     if structural:
         rows = [[escape(k.name), f, escape(str(a)), escape(str(b))] for k in structural for f, (a, b) in k.changes.items()]
-        print_grid(con, f"changed structure ({len(structural)})", [Col("name", wrap=True), Col("field"),
+        print_grid(con, f"changed structure ({len(structural)})", [Col("name", key=True), Col("field"),
                    Col("A", wrap=True), Col("B", wrap=True)], rows)
     valued = [k for k in r.keys if k.mismatched]
     if r.modules and (r.by_module or valued):
@@ -96,7 +96,7 @@ def render_diff(r: DiffResult, con: Any) -> None:
             rows.append([escape(k.name), fmt_float(k.max_abs), fmt_float(k.max_rel), f"{k.mismatched:,}",
                          f"{k.numel:,}" if k.numel is not None else "", escape(note)])
         print_grid(con, f"changed values ({len(valued)}; rtol={r.rtol:g}, atol={r.atol:g}, equal_nan={r.equal_nan})",
-                   [Col("name", wrap=True), *(Col(h, right=True) for h in ("max abs", "max rel", "over tol", "of")),
+                   [Col("name", key=True), *(Col(h, right=True) for h in ("max abs", "max rel", "over tol", "of")),
                     Col("note", wrap=True)], rows)
     if r.gguf_reference:
         from .human_gguf import render_quant_error
@@ -130,8 +130,11 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
             row.append("-" if m.snr_db is None else f"{m.snr_db:.2f}")
         rows.append(row)
     heads = ["keys", "changed"] + (["added", "removed"] if structural else [])
-    cols = [Col("module", wrap=True), *(Col(h, right=True) for h in heads), Col("|b-a|/|a|", right=True), Col(""),
-            *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol") + (("SNR dB",) if quantized else ()))]
+    # Least important first at narrow widths (grid.fit): the bar, then the key count, max |d|, over tol.
+    cols = [Col("module", key=True), *(Col(h, right=True, drop=3 if h == "keys" else 0) for h in heads),
+            Col("|b-a|/|a|", right=True), Col("", drop=5),
+            *(Col(h, right=True, drop={"max |d|": 2, "over tol": 1}.get(h, 0))
+              for h in ("cosine", "max |d|", "over tol") + (("SNR dB",) if quantized else ()))]
     order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
     depth = f"depth {r.depth}" if r.depth else "by block"
     print_grid(con, f"change by module ({depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)
@@ -145,12 +148,9 @@ def render_check(r: CheckResult, con: Any) -> None:
     rows = [[escape(f.path), f.rule, "pass" if f.passed else "FAIL", escape(f.reason)] for f in r.findings]
     rows += [[escape(p), CheckRule.READ, "ERROR", escape(m)] for p, m in r.errors]
     rows += [[escape(p), CheckRule.UNSAFE, "UNSAFE", escape(m)] for p, m in r.unsafe]
-    print_grid(con, None, [Col("file", wrap=True), Col("rule"), Col("result"), Col("reason", wrap=True, min_width=20)],
+    print_grid(con, None, [Col("file", key=True), Col("rule"), Col("result"), Col("reason", wrap=True, min_width=20)],
                rows, {2: {"pass": "green", "FAIL": "bold red", "ERROR": "bold red", "UNSAFE": "bold red"}})
-    failed = sum(1 for f in r.findings if not f.passed)
-    tail = (f", {len(r.errors)} unreadable" if r.errors else "") + (f", {len(r.unsafe)} UNSAFE" if r.unsafe else "")
-    con.print(Text(f"{len(r.findings) - failed} passed, {failed} failed" + tail,
-                   style="bold green" if r.passed else "bold red"))
+    con.print(Text(check_outcome(r), style="bold green" if r.passed else "bold red"))
 
 
 def render_scan(report: ScanReport, con: Any) -> None:
@@ -190,6 +190,8 @@ def render_scan(report: ScanReport, con: Any) -> None:
             con.print(Text(f"  TorchScript code: {escape(', '.join(r.code)[:200])}"))
         for p in r.problems:
             con.print(Text("  malformed: " + escape(p), style="red"))
+    if len(results) > 1:
+        con.print(Text(scan_outcome(report), style="bold"))
     uncounted = [r for r in results if not report.counts(r) and r.exit_code]
     if uncounted:  # exit 0 must not read as "the whole folder is clean"
         con.print(Text(f"{len(uncounted)} file(s) beside a folder checkpoint are not safe; its loader does not read "

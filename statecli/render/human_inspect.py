@@ -102,7 +102,10 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
             for (role, name), part in zip(t.quant.parts, t.quant.tensors):
                 rows.append([escape(f"  └ {name}"), f"({role})", "stored part", part.dtype, fmt_shape(part.shape),
                              f"{part.numel:,}", fmt_bytes(part.nbytes), part.device] + [""] * (len(heads) - 8))
-    cols = [Col(h, right=h in _NUMERIC, wrap=h in _MIN, min_width=_MIN.get(h, 12)) for h in heads]
+    # At narrow widths (grid.fit): a uniform device goes into the title, evidence keeps its first word
+    # ("inferred", "model"), numel goes; names stay whole.
+    cols = [Col(h, right=h in _NUMERIC, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12), key=h == "name",
+                uniform=h == "device", short=h == "evidence", drop=1 if h == "numel" else 0) for h in heads]
     print_grid(con, f"{escape(title)} ({plural(len(entries), 'tensor')})", cols, rows, {1: KIND_STYLES})
 
 
@@ -134,7 +137,7 @@ def _value_table(con: Any, title: str, entries: list[Entry]) -> None:
         if len(value) > 160:
             value = value[:157] + "..."
         rows.append([escape(e.name), escape(e.value_type or ""), escape(value)])
-    print_grid(con, escape(title), [Col("name", wrap=True), Col("type"), Col("value", wrap=True, min_width=20)], rows)
+    print_grid(con, escape(title), [Col("name", key=True), Col("type"), Col("value", wrap=True, min_width=20)], rows)
 
 
 def _summary(con: Any, r: InspectResult) -> None:
@@ -185,7 +188,7 @@ def _load_report(con: Any, r: InspectResult) -> None:
         if title:
             con.print(Text(title))
         rows = [[escape(x.key), x.problem, escape(x.explanation), escape(x.fix or "")] for x in group]
-        print_grid(con, None, [Col("key", wrap=True), Col("problem"), Col("why", wrap=True, min_width=20),
+        print_grid(con, None, [Col("key", key=True), Col("problem"), Col("why", wrap=True, min_width=20),
                                Col("fix", wrap=True)], rows)
 
 

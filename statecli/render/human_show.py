@@ -38,7 +38,7 @@ def render_show(r: ShowResult, con: Any) -> None:
         mark = "> " if sib.name == e.name else "  "
         rows.append([here[:-2] + mark + escape(sib.name.rsplit(".", 1)[-1]), "", fmt_count(st.numel) if st else "",
                      fmt_bytes(st.nbytes) if st else ""])
-    print_grid(con, "where it sits", [Col("module", wrap=True), Col("tensors", right=True), Col("numel", right=True),
+    print_grid(con, "where it sits", [Col("module", key=True), Col("tensors", right=True), Col("numel", right=True),
                                       Col("size", right=True)], rows)
     if t is None:
         con.print(Text(f"value ({escape(e.value_type or '')}): {escape(str(e.value))}"))

@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..units import fmt_bytes
 from ..vocab import ChangeKind
 from .grid import Col, print_grid
+from .outcome import rewrite_outcome
 from .text import escape, make_console
 
 if TYPE_CHECKING:
@@ -21,12 +22,11 @@ if TYPE_CHECKING:
 _LISTED = 12  # names listed per removal reason before "... N more"
 
 
-def human(r: RewriteResult, con: Any) -> None:
+def human(r: RewriteResult, con: Any, output: Output | None = None) -> None:
     from rich.text import Text
 
     if r.dry_run:
-        where = f"would write {escape(str(r.output))} ({r.out_format})" if r.output else f"no -o given ({r.out_format})"
-        con.print(Text(f"dry run: {where}; nothing written", style="bold"))
+        con.print(Text(rewrite_outcome(r), style="bold"))
         for (_, name), dtype in list(r.plan.cast.items())[:200]:
             con.print(Text(f"  cast {escape(name)} -> {dtype}"))
     removed = [c for c in r.changes if c.what is ChangeKind.REMOVED]
@@ -39,7 +39,7 @@ def human(r: RewriteResult, con: Any) -> None:
                   + Text(", ".join(f"{escape(c.name)} -> {escape(c.detail)}" for c in renamed[:3]) + more))
     casts = [c for c in r.changes if c.what is ChangeKind.CAST]
     if casts:
-        _casts(casts, con)
+        _casts(casts, con, output is not None and output.verbose)
     for c in r.changes:
         if c.what is ChangeKind.MOVED:
             con.print(Text(f"moved {escape(c.name)}: {escape(c.detail)}", style="bold"))
@@ -47,8 +47,7 @@ def human(r: RewriteResult, con: Any) -> None:
         before = r.summary_rows()[1][1]
         con.print(Text(f"tensor bytes: {before} -> about {r.planned_bytes:,} B", style="bold"))
     if not r.dry_run:
-        where = "stdout" if r.output == "-" else escape(str(r.output))
-        con.print(Text(f"wrote {where} ({r.out_format}); verified by re-reading it", style="bold green"))
+        con.print(Text(rewrite_outcome(r), style="bold green"))
         print_grid(con, None, [Col(""), Col("before", wrap=True), Col("after", wrap=True)],
                    [[escape(c) for c in row] for row in r.summary_rows()])
 
@@ -101,16 +100,28 @@ def _removed(r: RewriteResult, removed: list[Change], con: Any) -> None:
               + Text(f" ({'; '.join(shared)})" if shared else ""))
 
 
-def _casts(casts: list[Change], con: Any) -> None:
+def _casts(casts: list[Change], con: Any, verbose: bool) -> None:
+    """Counts in one line; the tensor table only with -v or when a value overflowed (became inf): an fp16
+    cast of real weights routinely flushes a few tiny values to zero, which is no cause for alarm."""
     from rich.text import Text
 
     details = sorted({c.detail for c in casts})
-    con.print(Text(f"cast {len(casts)} storage(s): {', '.join(details)}", style="bold"))
+    head = f"cast {len(casts)} storage(s): {', '.join(details)}"
     lossy = [c for c in casts if c.overflow or c.underflow]
     if not lossy:
-        con.print(Text("no value overflowed or underflowed the target dtype"))
+        con.print(Text(head, style="bold") + Text("; no value overflowed or underflowed the target dtype"))
         return
-    print_grid(con, "values lost in the cast", [Col("tensor", wrap=True), Col("overflow -> inf", right=True),
+    over = [c for c in lossy if c.overflow]
+    under = [c for c in lossy if c.underflow]
+    counts = "; ".join(part for part in (
+        f"{sum(c.overflow for c in over):,} value(s) overflowed to inf in {len(over)} storage(s)" if over else "",
+        f"{sum(c.underflow for c in under):,} tiny value(s) underflowed to 0 in {len(under)} storage(s)"
+        if under else "") if part)
+    con.print(Text(head, style="bold") + Text(f"; {counts}" + ("" if verbose or over else " (-v lists them)")))
+    if not (verbose or over):
+        return
+    print_grid(con, "values lost in the cast", [Col("tensor", key=True), Col("overflow -> inf", right=True),
                Col("underflow -> 0", right=True)], [[escape(c.name), f"{c.overflow:,}", f"{c.underflow:,}"] for c in lossy])
-    con.print(Text(f"warning: {len(lossy)} storage(s) lost values (inf or 0); --strict refuses to write then",
-                   style="bold yellow"))
+    if over:
+        con.print(Text(f"warning: {len(over)} storage(s) overflowed to inf; --strict refuses to write then",
+                       style="bold yellow"))

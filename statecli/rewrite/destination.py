@@ -72,10 +72,13 @@ def resolve(plan: Plan, target: Target) -> Destination:
         return Destination(None, fmt, "file")
     shard = parse_size(target.max_shard_size) if target.max_shard_size else None
     if output == STDOUT:
-        if target.to not in ("pt", "safetensors") or shard:
+        # Without --to, the stream keeps the input's format (a folder of safetensors shards streams as one
+        # .safetensors); every other input streams as .pt, the one other format written as one stream.
+        to = target.to or ("safetensors" if ck.format.family == "safetensors" else "pt")
+        if to not in ("pt", "safetensors") or shard:
             raise UsageError(None, "-o - writes one .pt or .safetensors stream to stdout: pass --to pt or --to "
                                    "safetensors (no --max-shard-size)")
-        return Destination(STDOUT, WriteFormat(target.to), "stdout")
+        return Destination(STDOUT, WriteFormat(to), "stdout")
     if in_place:
         if len(ck.files) != 1 or os.path.isdir(ck.path):
             raise UsageError(ck.path, "--in-place works on single-file checkpoints only")

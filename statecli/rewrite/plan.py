@@ -173,7 +173,8 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
     roles = {c.name: c.role for c in ck.containers}
     if spec.non_persistent and not any(e.kind == Kind.BUFFER_NP and not e.evidence.inferred for e in ck.entries):
         if not any(e.evidence.exact for e in ck.entries):
-            raise UsageError(ck.path, "--non-persistent needs to know the model: pass --model (or use a full-model file)")
+            raise UsageError(ck.path, "--non-persistent needs to know the model: pass --model or --hf-config (or use a "
+                                     "full-model file)")
     model_from = None
     if spec.keep_ema_as_model:
         ema_groups = [g for g, r in roles.items() if r == Role.EMA]
@@ -208,8 +209,8 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
 def _strip_reason(e: Entry, spec: StripSpec, roles: Mapping[str, Role], pats: list[re.Pattern[str]],
                   model_from: str | None) -> str | None:
     group_role = roles.get(e.group) if e.group else Role.MODEL
-    if spec.optimizer and group_role == Role.OPTIMIZER:
-        return "optimizer state"
+    if spec.optimizer and group_role in (Role.OPTIMIZER, Role.SCHEDULER):
+        return f"{group_role} state"
     if (spec.ema or spec.keep_ema_as_model) and group_role == Role.EMA and e.group != model_from:
         return "EMA state"
     if spec.buffers and e.kind in (Kind.BUFFER, Kind.BUFFER_NP):

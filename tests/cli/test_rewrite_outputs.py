@@ -93,8 +93,17 @@ def test_output_to_stdout(ckpt: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     ref = torch.load(ckpt, weights_only=True)
     back = torch.load(io.BytesIO(quiet.stdout_bytes), weights_only=True)
     assert all(torch.equal(back[k], ref[k]) for k in ref)
+    # Without --to the stream keeps the input's format (issue 21): .pt in, .pt out; .safetensors in, out
     no_to = runner.invoke(app, ["convert", str(ckpt), "-o", "-"])
-    assert no_to.exit_code == 2 and "--to" in no_to.stderr and not Path("-").exists()
+    assert no_to.exit_code == 0 and not Path("-").exists(), no_to.stderr
+    assert torch.equal(torch.load(io.BytesIO(no_to.stdout_bytes), weights_only=True)["layer0.weight"],
+                       ref["layer0.weight"])
+    st = runner.invoke(app, ["cast", str(ckpt), "--dtype", "half", "-o", "st.safetensors"])
+    assert st.exit_code == 0, st.stderr
+    again = runner.invoke(app, ["cast", "st.safetensors", "--dtype", "float32", "-o", "-"])
+    assert again.exit_code == 0 and load(again.stdout_bytes)["layer0.weight"].dtype == torch.float32
+    sharded = runner.invoke(app, ["convert", str(ckpt), "-o", "-", "--max-shard-size", "1MB"])
+    assert sharded.exit_code == 2 and "--to" in sharded.stderr and not Path("-").exists()
 
 
 def test_stdout_terminal_is_refused(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ class Behaviour:
     extra_length: int = 0  # add this to every Content-Length and to the size HEAD reports
     redirect_loop: bool = False  # every request redirects to itself (with a counter)
     status: int | None = None  # answer every request with this status (403, 404, 500)
+    list_folders: bool = False  # a folder answers 200 with an HTML listing, ignoring Range (as http.server does)
 
 
 @dataclass
@@ -86,6 +87,9 @@ class RangeServer:
                     self.end_headers()
                     return
                 path = os.path.join(server.root, self.path.split("?")[0].lstrip("/"))
+                if b.list_folders and os.path.isdir(path):
+                    self._listing(body, path)
+                    return
                 if b.status is not None or not os.path.isfile(path):
                     self.send_response(b.status or 404)
                     self.send_header("Content-Length", "0")
@@ -128,6 +132,15 @@ class RangeServer:
                     pass  # the client stopped reading: what a careful client does with an unwanted body
                 if b.truncate is not None or b.extra_length:
                     self.close_connection = True
+
+            def _listing(self, body: bool, path: str) -> None:
+                page = "".join(f'<a href="{n}">{n}</a><br>' for n in sorted(os.listdir(path))).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(page)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

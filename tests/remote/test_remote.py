@@ -273,3 +273,18 @@ def test_scan_and_check_never_print_credentials(http: RangeServer, http_root: Pa
         assert result.exit_code in (0, 1, 2), (args, result.output)
         assert "SECRET" not in result.stdout + result.stderr, args
     assert "SECRET" not in junit.read_text()
+
+
+@pytest.mark.parametrize("listing", [True, False])
+def test_http_folder_says_http_has_no_folders(http: RangeServer, http_root: Path, listing: bool) -> None:
+    """A folder URL (issue 21): a server's listing page, or any URL ending in '/', is named for what it is,
+    with the file to pass instead; nothing is downloaded."""
+    folder = http_root / "folder16"
+    folder.mkdir(exist_ok=True)
+    save_file({"w": torch.ones(4)}, folder / "model.safetensors")
+    http.behaviour.list_folders = listing
+    for url in (http.url("folder16/"), http.url("folder16")) if listing else (http.url("folder16/"),):
+        out = _one_line_error(["inspect", url])
+        assert "HTTP has no folders" in out and "*.index.json" in out and "ignored the Range" not in out, out
+        assert "folder16/model.safetensors.index.json" in out
+    assert http.log.bytes_sent < 1 << 16

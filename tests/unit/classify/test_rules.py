@@ -43,7 +43,7 @@ def test_values_and_pickled_parameters() -> None:
 
 @pytest.mark.parametrize(("name", "state_dict", "tensors", "role", "kind"), [
     ("optimizer", False, True, Role.OPTIMIZER, Kind.OPTIMIZER),
-    ("lr_scheduler", False, False, Role.OPTIMIZER, Kind.OPTIMIZER),
+    ("lr_scheduler", False, False, Role.SCHEDULER, Kind.METADATA),  # not "optimizer" (issue 21)
     ("model_ema", True, True, Role.EMA, None),
     ("rng_state", False, True, Role.METADATA, Kind.METADATA),
     ("discriminator", True, True, Role.OTHER_STATE, None),

@@ -42,7 +42,7 @@ def test_lightning_ckpt(tmp_path: Path) -> None:
     truth |= {f"model.{n}": Kind.BUFFER for n, _ in net.named_buffers()}
     assert {e.name: e.kind for e in ck.entries if e.group == ""} == truth
     roles = {c.name: c.role for c in ck.containers}
-    assert roles["optimizer_states"] == roles["lr_schedulers"] == Role.OPTIMIZER
+    assert roles["optimizer_states"] == Role.OPTIMIZER and roles["lr_schedulers"] == Role.SCHEDULER  # issue 21
     assert roles["callbacks"] == roles["loops"] == roles["hyper_parameters"] == Role.METADATA
     kinds = {e.group: e.kind for e in ck.entries if e.group and e.tensor is not None}
     assert kinds == {"optimizer_states": Kind.OPTIMIZER, "callbacks": Kind.METADATA}
@@ -96,7 +96,7 @@ def test_accelerate_save_state_folder(tmp_path: Path) -> None:
     for part in ("optimizer.bin (optimizer state)", "scheduler.bin (lr scheduler state)",
                  "random_states_0.pkl (RNG state)", "scaler.pt (GradScaler state)", "model.safetensors (model state)"):
         assert part in note
-    expect = {"optimizer.bin": (Role.OPTIMIZER, Kind.OPTIMIZER), "scheduler.bin": (Role.OPTIMIZER, None),
+    expect = {"optimizer.bin": (Role.OPTIMIZER, Kind.OPTIMIZER), "scheduler.bin": (Role.SCHEDULER, None),
               "random_states_0.pkl": (Role.METADATA, Kind.METADATA), "scaler.pt": (Role.OPTIMIZER, None)}
     for name, (role, kind) in expect.items():
         ck = load_checkpoint(str(folder / name))

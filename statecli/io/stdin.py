@@ -1,0 +1,43 @@
+"""`-` as an input path: the checkpoint on stdin, spooled to a private temporary file that every reader
+can seek in and mmap (a pipe allows neither), removed when the command ends, however it ends."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from ..errors import BadInput, UsageError
+
+STDIN = "-"
+_CHUNK = 1 << 20
+
+
+@contextmanager
+def local_input(path: str, stream: BinaryIO | None = None) -> Iterator[str]:
+    """`path` itself, or for `-` the path of a temporary copy of stdin (`stream` in tests)."""
+    if path != STDIN:
+        yield path
+        return
+    if stream is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError(None, "'-' reads a checkpoint from stdin, and stdin is a terminal",
+                             "pipe or redirect one, e.g. statecli inspect - < model.safetensors")
+        stream = sys.stdin.buffer
+    # A private folder (mode 0700), so no other user can swap the file between the spool and the read;
+    # the file is named "stdin" so messages about it say where the bytes came from.
+    folder = tempfile.mkdtemp(prefix="statecli-stdin-")
+    try:
+        spooled = os.path.join(folder, "stdin")
+        with open(spooled, "xb") as out:
+            shutil.copyfileobj(stream, out, _CHUNK)
+            empty = out.tell() == 0
+        if empty:
+            raise BadInput("stdin", "is empty: nothing was piped in")
+        yield spooled
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
