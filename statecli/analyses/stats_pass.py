@@ -1,0 +1,82 @@
+"""The block passes of `inspect --stats` and `check --no-nan/--no-inf`: many tensors' values read in blocks
+that span tensors (io/blocks.py), each block's pieces reduced by the numpy kernels on both cores, the
+per-tensor results merged in file order. Tensors that are not plain bytes of a local file are read one at
+a time through the reader's `read_flat`/`array` (the FormatHandler's `values` hook decides which)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadInput
+from ..io import blocks
+from ..io.values import np_dtype
+from .stats import Part, chunk_part, one_tensor, sample_positions, stats_in_order
+
+if TYPE_CHECKING:
+    from ..io.values import ValueReader
+    from ..state import Stats, TensorInfo
+
+
+def summarise(reader: ValueReader, infos: Sequence[TensorInfo], names: Sequence[str], sample: int,
+              bins: int) -> list[Stats]:
+    """Stats of every tensor (each non-empty and readable by `reader`), in the order given."""
+    plan, rest = blocks.plan(reader, infos)
+    dtypes = [np_dtype(t.dtype) for t in infos]
+
+    def one(block: blocks.Block, data: memoryview) -> list[tuple[int, Part]]:
+        out = []
+        for p in block.pieces:
+            t = infos[p.index]
+            raw = blocks.piece_array(data, p, dtypes[p.index])
+            out.append((p.index, _kernel(t, names[p.index], raw, p.lo, sample)))
+        return out
+
+    done = stats_in_order(infos, blocks.run(reader, plan, one), sample, bins)
+    for i in rest:
+        done[i] = one_tensor(reader, infos[i], names[i], sample, bins)
+    return [done[i] for i in range(len(infos))]
+
+
+def _kernel(t: TensorInfo, name: str, raw: Any, lo: int, sample: int) -> Part:
+    try:
+        return chunk_part(raw, lo, sample_positions(t.numel, sample))
+    except (ValueError, TypeError) as exc:
+        raise BadInput(t.source, f"cannot read values of {name!r}: {exc}") from exc
+
+
+def non_finite(reader: ValueReader, infos: Sequence[TensorInfo], names: Sequence[str]) -> list[tuple[int, int]]:
+    """(NaN count, Inf count) of every floating tensor: one scan, no moments. A piece whose min and max
+    are finite holds neither (NaN and Inf reach both); only the others are counted element by element."""
+    plan, rest = blocks.plan(reader, infos)
+    dtypes = [np_dtype(t.dtype) for t in infos]
+    counts = [(0, 0)] * len(infos)
+
+    def one(block: blocks.Block, data: memoryview) -> list[tuple[int, int, int]]:
+        return [(p.index, *count_non_finite(blocks.piece_array(data, p, dtypes[p.index]))) for p in block.pieces]
+
+    for found in blocks.run(reader, plan, one):
+        for i, nan, inf in found:
+            if nan or inf:
+                counts[i] = (counts[i][0] + nan, counts[i][1] + inf)
+    for i in rest:
+        t = infos[i]
+        try:
+            counts[i] = count_non_finite(reader.array(t).reshape(-1))
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise BadInput(t.source, f"cannot read values of {names[i]!r}: {exc}") from exc
+        finally:
+            reader.release(t)
+    return counts
+
+
+def count_non_finite(raw: Any) -> tuple[int, int]:
+    """(NaN, Inf) counts of a flat float array."""
+    import numpy as np
+
+    x = raw.astype(np.float32) if raw.dtype.kind == "V" else raw  # bfloat16/float8: numpy's float32 loops
+    if x.size == 0 or x.dtype.kind != "f":
+        return 0, 0
+    if np.isfinite(x.min()) and np.isfinite(x.max()):
+        return 0, 0
+    return int(np.count_nonzero(np.isnan(x))), int(np.count_nonzero(np.isinf(x)))
