@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from .notes import Note, note_texts, warning_texts
 from .qtensor import QuantInfo
-from .units import itemsize
+from .units import itemsize, non_finite_str
 from .vocab import Format as Format  # re-exported: the on-disk formats live with the other closed sets
 
 SCHEMA_VERSION = 1  # of every JSON document statecli prints; bumped when a field changes meaning
@@ -319,18 +319,6 @@ class Stats:
                 d["histogram"] = {"lo": self.finite_min, "hi": self.finite_max, "counts": list(self.hist),
                                   "exact": self.exact, "sampled": self.sampled}
         return {k: non_finite_str(v) for k, v in d.items()}
-
-
-def non_finite_str(v: Any) -> Any:
-    """The one JSON convention for non-finite numbers (JSON has none): NaN, Inf and -Inf are the strings
-    "nan", "inf" and "-inf"; every other value is itself. Every JSON output follows it (render/machine.py
-    applies it to whatever a result hands over), and docs/commands.md documents it."""
-    if isinstance(v, float) and (v != v or v in (_INF, -_INF)):
-        return str(v)
-    return v
-
-
-_INF = float("inf")
 
 
 @_fast_init

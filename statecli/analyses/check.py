@@ -366,16 +366,15 @@ def _rx(pat: str) -> re.Pattern[str]:
 
 
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
+    from ..formats.registry import values_of
     from ..units import is_floating
+    from .stats_pass import non_finite
 
     floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED
               and e.tensor.device != "meta"]
     read = {id(e) for e in floats}  # `e not in floats` compared entries field by field: quadratic
     skipped = sum(1 for e in ck.entries if e.tensor is not None and id(e) not in read and not e.tensor.dtype.startswith(
         ("int", "uint", "bool")))
-    from ..formats.registry import values_of
-    from .stats_pass import non_finite
-
     with values_of(ck) as reader:
         counts = non_finite(reader, [e.tensor for e in floats if e.tensor is not None], [e.name for e in floats])
     found = {e.name: {"nan": c[0], "inf": c[1]} for e, c in zip(floats, counts)}

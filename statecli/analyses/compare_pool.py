@@ -199,3 +199,22 @@ def run_tasks(work: list[Task], pool: ChunkPool | None, fd_of: Callable[[str], i
     if pool is not None:
         return pool.map(work)
     return ordered_items(lambda t: run_task(t, fd_of), work)
+
+
+def batched(ra: Any, rb: Any, pairs: Sequence[tuple[int, Any, Any]], rtol: float, atol: float,
+            equal_nan: bool) -> dict[int, Partial]:
+    """The merged figures of every pair that is plain bytes of local files on both sides, by pair number
+    (the others are left to the caller): one queue of tasks, on the worker processes when the pair of
+    files is large and cached, else on threads."""
+    work, _ = tasks(ra, rb, pairs, rtol, atol, equal_nan)
+    pool = pool_for(sum(p.a[2] + p.b[2] for t in work for p in t.pieces),
+                    {s[0] for t in work for p in t.pieces for s in (p.a, p.b)}) if work else None
+    totals: dict[int, Partial] = {}
+    try:
+        for done in run_tasks(work, pool, ra.fd):
+            for i, part in done:
+                totals.setdefault(i, Partial()).merge(part)
+    finally:
+        if pool is not None:
+            pool.close()
+    return totals

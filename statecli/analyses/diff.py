@@ -326,9 +326,10 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
     of local files go as one queue of byte-range tasks that span pairs (compare_pool.py); the rest one pair
     at a time: numpy's read_flat, or torch (imported only then) for complex, DCP and torch-only dtypes."""
     import importlib.util
+    from copy import copy
 
     from ..formats.registry import values_of
-    from .compare_pool import pool_for, run_tasks, tasks
+    from .compare_pool import batched
 
     torch_here = importlib.util.find_spec("torch") is not None
     with values_of(a) as ra, values_of(b) as rb:
@@ -339,18 +340,8 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
             return ra.reads_numpy(x) and rb.reads_numpy(y) and not (complex_pair and torch_here)
 
         todo, copies = _distinct(pairs)
-        work, _ = tasks(ra, rb, [(i, pairs[i][1], pairs[i][2]) for i in todo if by_numpy(pairs[i][1], pairs[i][2])],
-                        rtol, atol, equal_nan)
-        pool = pool_for(sum(p.a[2] + p.b[2] for t in work for p in t.pieces),
-                        {s[0] for t in work for p in t.pieces for s in (p.a, p.b)}) if work else None
-        totals: dict[int, Partial] = {}
-        try:
-            for done in run_tasks(work, pool, ra.fd):
-                for i, part in done:
-                    totals.setdefault(i, Partial()).merge(part)
-        finally:
-            if pool is not None:
-                pool.close()
+        totals = batched(ra, rb, [(i, pairs[i][1], pairs[i][2]) for i in todo if by_numpy(pairs[i][1], pairs[i][2])],
+                         rtol, atol, equal_nan)
         firsts: dict[int, _Work] = {}
         for n, i in enumerate(todo):
             if progress:
@@ -365,8 +356,7 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
                 finally:
                     ra.release(x)
                     rb.release(y)
-            firsts[i] = _Work(kd.name, kd.status, max_abs=kd.max_abs, max_rel=kd.max_rel, mismatched=kd.mismatched,
-                              numel=kd.numel, compared_as=kd.compared_as, note=kd.note, sums=kd.sums)
+            firsts[i] = copy(kd)  # the figures and the value note only (the key's own note is put back below)
             kd.note = "; ".join(x for x in (note, kd.note) if x) or None
             if kd.mismatched:
                 kd.status = CHANGED
@@ -415,8 +405,7 @@ def _complex(dtype: str) -> bool:
 
 def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rtol: float, atol: float,
                    equal_nan: bool) -> None:
-    """One pass over a pair the reader gives through read_flat (remote, dequantized, views): chunks read
-    and compared on both cores, merged in order."""
+    """A pair read through read_flat (remote, dequantized, views): chunks compared on both cores, in order."""
     from ..io.values import ordered_map
     from .compare import compare_chunk
 

@@ -231,9 +231,10 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
 
 
 def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None, *, stats: bool = False,
-            model: Any = None, model_explicit: bool = False, tree: bool = False) -> InspectResult:
+            model: Any = None, model_explicit: bool = False, tree: bool = False, exact: bool = False) -> InspectResult:
     """Select entries by kind and name, total them, and (with `model`) classify them against the model
-    definition and report what load_state_dict(strict=True) would say; `stats` reads tensor values."""
+    definition and report what load_state_dict(strict=True) would say; `stats` reads tensor values
+    (`exact`: percentiles and histograms from every value, not a random sample)."""
     report: tuple[Any, ...] = ()
     if model is not None:
         from ..classify import with_model
@@ -249,7 +250,7 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
     if stats:
         from .stats import stats_for
 
-        values = MappingProxyType(stats_for(ck, entries))
+        values = MappingProxyType(stats_for(ck, entries, exact=exact))
     return InspectResult(
         checkpoint=ck, entries=tuple(entries),
         by_kind=s.by_kind, by_dtype=s.by_dtype, by_device=s.by_device, shared=s.shared,

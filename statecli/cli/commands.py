@@ -38,6 +38,8 @@ def inspect(
     filter_: Annotated[Optional[str], typer.Option("--filter", help="Only entries whose name matches this regex.",
         metavar="REGEX")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf counts (reads values).")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="With --stats: percentiles and histograms from every value, "
+                                                        "not a random sample (slower; implies --stats).")] = False,
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -63,7 +65,8 @@ def inspect(
     choice = ModelChoice(model, tuple(model_arg or ()), model_kwargs, hf_config, auto_hf=not no_hf_config)
     opened = open_checkpoint(path, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
                              classify_by_model=False)  # inspect classifies and reports against the model itself
-    result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats, model=opened.model,
+    result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats or exact, exact=exact,
+                                model=opened.model,
                                 model_explicit=bool(model or hf_config), tree=tree)
     render(result, view)
     exit_with(result.exit_code)

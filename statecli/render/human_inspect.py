@@ -10,7 +10,7 @@ from ..state import Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
-from .text import escape, fmt_float
+from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note
 
 if TYPE_CHECKING:
     from ..analyses.inspect import InspectResult
@@ -73,8 +73,11 @@ def _tables(con: Any, r: InspectResult) -> None:
 def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats]) -> None:
 
     heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
+    read = [s for s in (stats.get(e.name) for e in entries) if s is not None and s.note is None]
+    finite = any(s.has_non_finite for s in read)
     if stats:
         heads += ["min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
+        heads += FINITE_HEADS if finite else []
     rows = []
     for e in entries:
         t = e.tensor
@@ -83,10 +86,13 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
         row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
         if stats:
             s = stats.get(e.name)
-            row += _stat_cells(s)
+            row += _stat_cells(s) + (finite_cells(s) if finite else [])
         rows.append(row)
-    cols = [Col(h, right=h in _NUMERIC, wrap=h in _MIN, min_width=_MIN.get(h, 12)) for h in heads]
+    cols = [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN, min_width=_MIN.get(h, 12)) for h in heads]
     print_grid(con, f"{escape(title)} ({plural(len(rows), 'tensor')})", cols, rows, {1: KIND_STYLES})
+    note = sample_note(read)
+    if note:
+        con.print(note)
 
 
 def _stat_cells(s: Stats | None) -> list[str]:
@@ -96,8 +102,10 @@ def _stat_cells(s: Stats | None) -> list[str]:
     if s is None or s.note is not None:
         return [(s.note if s else None) or "-"] + [""] * 9
     zeros = s.frac(s.zeros)
-    return [fmt_float(s.min), fmt_float(s.max), fmt_float(s.mean), fmt_float(s.std), fmt_float(s.p50_abs),
-            fmt_float(s.p99_abs), "-" if zeros is None else f"{zeros:.1%}", str(s.nan), str(s.inf), spark(s.hist)]
+    mark = "" if s.exact else "*"
+    return [fmt_float(s.min), fmt_float(s.max), fmt_float(s.mean), fmt_float(s.std), fmt_float(s.p50_abs) + mark,
+            fmt_float(s.p99_abs) + mark, "-" if zeros is None else f"{zeros:.1%}", str(s.nan), str(s.inf),
+            spark(s.hist) + mark]
 
 
 def _value_table(con: Any, title: str, entries: list[Entry]) -> None:
