@@ -88,16 +88,22 @@ def picked(chunk: Any, start: int, positions: Any) -> Any:
 
 
 def histogram(vals: Any, lo: float, hi: float, bins: int) -> list[int]:
-    """Counts of `vals` (all within [lo, hi]) in `bins` equal bins: numpy.histogram (the last bin is
-    closed; a constant tensor gets the range lo-0.5..hi+0.5)."""
+    """Counts of `vals` (all within [lo, hi]) in `bins` equal bins, exactly as numpy.histogram bins them
+    (its uniform-bin path, in float64: the last bin is closed; a constant tensor gets lo-0.5..hi+0.5),
+    without its per-call overhead (a tenth of a millisecond, paid by every small tensor)."""
     import numpy as np
 
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     if vals.size == 0:
         return [0] * bins
-    # float64 edges and arithmetic whatever the dtype (numpy would bin float32 in float32 arithmetic)
-    return [int(c) for c in np.histogram(vals.astype(np.float64, copy=False), bins=bins, range=(lo, hi))[0]]
+    a = vals.astype(np.float64, copy=False)
+    idx = ((a - lo) / (hi - lo) * bins).astype(np.intp)
+    idx[idx == bins] -= 1
+    edges = np.linspace(lo, hi, bins + 1)
+    idx[a < edges[idx]] -= 1  # numpy's corrections where the division rounded across an edge
+    idx[(a >= edges[idx + 1]) & (idx != bins - 1)] += 1
+    return [int(c) for c in np.bincount(idx, minlength=bins)]
 
 
 def abs_percentiles(vals: Any, qs: tuple[float, ...] = PERCENTILES) -> list[float]:
@@ -111,21 +117,26 @@ def abs_percentiles(vals: Any, qs: tuple[float, ...] = PERCENTILES) -> list[floa
     a = np.abs(vals.ravel() if vals.dtype in (np.float32, np.float64) else vals.astype(np.float64).ravel())
     ranks = [(q * (a.size - 1)) for q in qs]
     kth = sorted({k for r in ranks for k in (math.floor(r), math.ceil(r))})
-    part = np.partition(a, kth) if a.size > 1 else a
+    # numpy's SIMD sort beats its multi-kth partition by 5-50x up to millions of elements here (165 us vs
+    # 8.5 ms for 65,536 float32); above that, partition's O(n) wins.
+    if a.size <= 1 << 22:
+        a.sort()
+        part = a
+    else:
+        part = np.partition(a, kth)
     return [_lerp(float(part[math.floor(r)]), float(part[math.ceil(r)]), r - math.floor(r)) for r in ranks]
 
 
 def _lerp(start: float, end: float, weight: float) -> float:
     """torch's vectorised lerp: fma(weight, end - start, start) below 0.5, else fma(weight - 1,
-    end - start, end) — one rounding each, emulated exactly with fractions (two values per tensor)."""
-    from fractions import Fraction
-
+    end - start, end) — one rounding each, emulated exactly: the floats' exact integer ratios combined,
+    then one correctly rounded int / int division."""
     if not (math.isfinite(start) and math.isfinite(end)):
         return start + weight * (end - start)
     diff = end - start
-    if abs(weight) < 0.5:
-        return float(Fraction(weight) * Fraction(diff) + Fraction(start))
-    return float(Fraction(weight - 1) * Fraction(diff) + Fraction(end))
+    w, base = (weight, start) if abs(weight) < 0.5 else (weight - 1, end)
+    (a, b), (c, d), (e, f) = w.as_integer_ratio(), diff.as_integer_ratio(), base.as_integer_ratio()
+    return (a * c * f + e * b * d) / (b * d * f)
 
 
 def as_array(t: Any) -> Any:
@@ -312,15 +323,18 @@ def one_tensor(reader: ValueReader, t: TensorInfo, name: str, sample: int, bins:
         reader.release(t)
 
 
-def stats_in_order(infos: Sequence[TensorInfo], parts: Iterable[list[tuple[int, Part]]], sample: int,
+def stats_in_order(infos: Sequence[TensorInfo], parts: Iterable[list[tuple[int, Part | Stats]]], sample: int,
                    bins: int) -> dict[int, Stats]:
-    """Per-tensor Stats from blocks' (tensor index, part) lists in file order: a tensor is done when the
-    part holding its last element has arrived."""
+    """Per-tensor Stats from blocks' (tensor index, part) lists in file order: a tensor read in one piece
+    arrives finished; a split one is done when the part holding its last element has arrived."""
     pending: dict[int, list[Part]] = {}
     got: dict[int, int] = {}
     out: dict[int, Stats] = {}
     for block in parts:
         for i, part in block:
+            if isinstance(part, Stats):
+                out[i] = part
+                continue
             pending.setdefault(i, []).append(part)
             got[i] = got.get(i, 0) + part_size(part)
             if got[i] == infos[i].numel:

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInput
 from ..io import blocks
 from ..io.values import np_dtype
-from .stats import Part, chunk_part, one_tensor, sample_positions, stats_in_order
+from ..state import Stats
+from .stats import Part, chunk_part, one_tensor, sample_positions, stats_in_order, stats_of_parts
 
 if TYPE_CHECKING:
     from ..io.values import ValueReader
-    from ..state import Stats, TensorInfo
+    from ..state import TensorInfo
 
 
 def summarise(reader: ValueReader, infos: Sequence[TensorInfo], names: Sequence[str], sample: int,
@@ -24,12 +25,14 @@ def summarise(reader: ValueReader, infos: Sequence[TensorInfo], names: Sequence[
     plan, rest = blocks.plan(reader, infos)
     dtypes = [np_dtype(t.dtype) for t in infos]
 
-    def one(block: blocks.Block, data: memoryview) -> list[tuple[int, Part]]:
-        out = []
+    def one(block: blocks.Block, data: memoryview) -> list[tuple[int, Part | Stats]]:
+        out: list[tuple[int, Part | Stats]] = []
         for p in block.pieces:
             t = infos[p.index]
-            raw = blocks.piece_array(data, p, dtypes[p.index])
-            out.append((p.index, _kernel(t, names[p.index], raw, p.lo, sample)))
+            part = _kernel(t, names[p.index], blocks.piece_array(data, p, dtypes[p.index]), p.lo, sample)
+            whole = p.lo == 0 and p.hi == t.numel  # finished here, on the worker, not on the merging thread
+            out.append((p.index, stats_of_parts([part], t.numel, bins, sample_positions(t.numel, sample) is None)
+                        if whole else part))
         return out
 
     done = stats_in_order(infos, blocks.run(reader, plan, one), sample, bins)
