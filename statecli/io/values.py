@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import BadInput
@@ -27,7 +27,7 @@ THREADS = min(2, os.cpu_count() or 1)  # chunk workers: numpy and pread release 
 _BUFFERS = threading.local()
 
 
-@lru_cache(maxsize=None)  # asked per tensor and per piece: np.dtype() of a name costs microseconds each time
+@cache  # asked per tensor and per piece: np.dtype() of a name costs microseconds each time
 def np_dtype(name: str) -> np.dtype[Any] | None:
     """numpy's dtype for a torch dtype name (ml_dtypes for bfloat16 and float8); None where numpy has
     none (complex32, float4, quantized, sub-byte ints): those values are read through torch."""
