@@ -117,6 +117,8 @@ def main() -> None:
         rows.append(line)
         print(line, file=sys.stderr)
 
+    add("`statecli --version` (start-up, in every row below)", [STATECLI, "--version"], "`python -c 'import numpy'`",
+        py("import numpy"))
     sizes = [(args.size_gib, "")] + ([(4.0, "4")] if args.big else [])
     for gib, tag in sizes:
         a, b, pt = make(work, gib, tag)

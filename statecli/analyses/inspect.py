@@ -248,7 +248,7 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
         s = summarize(entries)
     values: Mapping[str, Stats] = MappingProxyType({})
     if stats:
-        from .stats import stats_for
+        from .stats_pass import stats_for
 
         values = MappingProxyType(stats_for(ck, entries, exact=exact))
     return InspectResult(

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
-from ..state import Checkpoint, Entry, Stats, TensorInfo
+from ..state import Stats, TensorInfo
 from ..units import COMPLEX
 from ..vocab import Layout
 from .compare import dot64 as _dot
@@ -283,31 +283,6 @@ def not_summarised(dtype: str, layout: str, device: str) -> str | None:
     if dtype.startswith(("q", "float4", "bits")) or dtype in _SUB_BYTE:
         return f"{dtype}: not summarised"
     return None
-
-
-def stats_for(ck: Checkpoint, entries: list[Entry], exact: bool = False) -> dict[str, Stats]:
-    """Statistics for every tensor entry, in the entries' order. Tensors stored as plain bytes are read in
-    blocks that span tensors, in file order; the others one at a time. `exact`: percentiles and histograms
-    from every value (each tensor's finite values are then held in memory, one tensor at a time)."""
-    from ..formats.registry import values_of
-    from .stats_pass import summarise
-
-    sample = EXACT if exact else SAMPLE
-    out: dict[str, Stats] = {}
-    todo: list[Entry] = []
-    with values_of(ck) as reader:
-        for e in entries:
-            t = e.tensor
-            if t is None:
-                continue
-            why = None if reader.reads_numpy(t) else not_summarised(t.dtype, t.layout, t.device)
-            if why or t.numel == 0:
-                out[e.name] = Stats(None, None, None, None, 0, 0, why or "empty")
-            else:
-                todo.append(e)
-        done = summarise(reader, [e.tensor for e in todo if e.tensor is not None], [e.name for e in todo], sample, BINS)
-        out.update((e.name, s) for e, s in zip(todo, done))
-    return {e.name: out[e.name] for e in entries if e.name in out}
 
 
 def one_tensor(reader: ValueReader, t: TensorInfo, name: str, sample: int, bins: int) -> Stats:

@@ -11,12 +11,47 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInput
 from ..io import blocks
 from ..io.values import np_dtype
-from ..state import Stats
-from .stats import Part, chunk_part, one_tensor, sample_positions, stats_in_order, stats_of_parts
+from ..state import Checkpoint, Entry, Stats
+from .stats import (
+    BINS,
+    EXACT,
+    SAMPLE,
+    Part,
+    chunk_part,
+    not_summarised,
+    one_tensor,
+    sample_positions,
+    stats_in_order,
+    stats_of_parts,
+)
 
 if TYPE_CHECKING:
     from ..io.values import ValueReader
     from ..state import TensorInfo
+
+
+def stats_for(ck: Checkpoint, entries: list[Entry], exact: bool = False) -> dict[str, Stats]:
+    """Statistics for every tensor entry, in the entries' order. Tensors stored as plain bytes are read in
+    blocks that span tensors, in file order; the others one at a time. `exact`: percentiles and histograms
+    from every value (each tensor's finite values are then held in memory, one tensor at a time)."""
+    from ..formats.registry import values_of
+
+    sample = EXACT if exact else SAMPLE
+    out: dict[str, Stats] = {}
+    todo: list[Entry] = []
+    with values_of(ck) as reader:
+        for e in entries:
+            t = e.tensor
+            if t is None:
+                continue
+            why = None if reader.reads_numpy(t) else not_summarised(t.dtype, t.layout, t.device)
+            if why or t.numel == 0:
+                out[e.name] = Stats(None, None, None, None, 0, 0, why or "empty")
+            else:
+                todo.append(e)
+        done = summarise(reader, [e.tensor for e in todo if e.tensor is not None], [e.name for e in todo], sample, BINS)
+        out.update((e.name, s) for e, s in zip(todo, done))
+    return {e.name: out[e.name] for e in entries if e.name in out}
 
 
 def summarise(reader: ValueReader, infos: Sequence[TensorInfo], names: Sequence[str], sample: int,

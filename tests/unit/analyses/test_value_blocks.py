@@ -76,7 +76,7 @@ def test_block_pass_gives_the_figures_of_one_tensor_at_a_time(tmp_path: Path, mo
     save_file(tensors, str(path))
     monkeypatch.setattr(blocks, "BLOCK", 4096)
     ck = load_checkpoint(str(path))
-    got = st.stats_for(ck, list(ck.entries))
+    got = stats_pass.stats_for(ck, list(ck.entries))
     for name, t in tensors.items():
         want = st.tensor_stats(t.numpy() if t.dtype != torch.half else t.float().numpy().astype(np.float16),
                                sample=st.SAMPLE)
@@ -140,7 +140,7 @@ def test_every_value_pass_reads_through_the_format_handlers_values_hook(tmp_path
             r.close()
 
     monkeypatch.setattr(type(handler), "values", lambda self, c: doubled(c))
-    got = st.stats_for(ck, list(ck.entries))
+    got = stats_pass.stats_for(ck, list(ck.entries))
     assert got["w"].max == 6.0 and got["x"].nan == 0
     assert show(ck, "w").stats.max == 6.0
     other = tmp_path / "o.pt"  # another format: its handler reads the stored values
