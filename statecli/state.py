@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from .notes import Note, note_texts, warning_texts
 from .qtensor import QuantInfo
-from .units import itemsize
+from .units import itemsize, non_finite_str
 from .vocab import Format as Format  # re-exported: the on-disk formats live with the other closed sets
 
 SCHEMA_VERSION = 1  # of every JSON document statecli prints; bumped when a field changes meaning
@@ -276,9 +276,11 @@ class TensorPiece:
 
 @dataclass(frozen=True)
 class Stats:
-    """A tensor's values in brief: min/max/mean/std over finite values, NaN/Inf counts; with the
-    picture fields, zeros, |x| percentiles and a histogram of the finite values over [min, max]
-    (from every value when `sampled` equals the finite count, else from an evenly spaced sample)."""
+    """A tensor's values in brief. `min`/`max`/`mean`/`std` are what torch shows for the whole tensor (NaN
+    when it holds a NaN; an Inf reaches min/max/mean and makes std NaN); the `finite_*` figures are over
+    the finite values only. With the picture fields: zeros, |x| percentiles and a histogram of the finite
+    values over [finite_min, finite_max], from every finite value (`exact`) or from a uniform random sample
+    of `sampled` of them (positions drawn with replacement, independent of the values)."""
 
     min: float | None
     max: float | None
@@ -291,23 +293,34 @@ class Stats:
     zeros: int = 0
     p50_abs: float | None = None
     p99_abs: float | None = None
-    hist: tuple[int, ...] = ()  # equal-width bins over [min, max], numpy.histogram's edges
+    hist: tuple[int, ...] = ()  # equal-width bins over [finite_min, finite_max], numpy.histogram's edges
     sampled: int = 0  # finite values the percentiles and histogram were computed from
     finite: int = 0
+    finite_min: float | None = None
+    finite_max: float | None = None
+    finite_mean: float | None = None
+    finite_std: float | None = None
+    exact: bool = True  # percentiles and histogram from every finite value, not a sample
 
     def frac(self, count: int) -> float | None:
         return count / self.numel if self.numel else None
+
+    @property
+    def has_non_finite(self) -> bool:
+        return bool(self.nan or self.inf)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"min": self.min, "max": self.max, "mean": self.mean, "std": self.std, "nan": self.nan,
                              "inf": self.inf, "note": self.note}
         if self.numel:
             d.update(numel=self.numel, zeros=self.zeros, zero_frac=self.frac(self.zeros), nan_frac=self.frac(self.nan),
-                     inf_frac=self.frac(self.inf), p50_abs=self.p50_abs, p99_abs=self.p99_abs)
+                     inf_frac=self.frac(self.inf), finite=self.finite, finite_min=self.finite_min,
+                     finite_max=self.finite_max, finite_mean=self.finite_mean, finite_std=self.finite_std,
+                     p50_abs=self.p50_abs, p99_abs=self.p99_abs, exact=self.exact, sampled=self.sampled)
             if self.hist:
-                d["histogram"] = {"lo": self.min, "hi": self.max, "counts": list(self.hist),
-                                  "exact": self.sampled == self.finite, "sampled": self.sampled}
-        return d
+                d["histogram"] = {"lo": self.finite_min, "hi": self.finite_max, "counts": list(self.hist),
+                                  "exact": self.exact, "sampled": self.sampled}
+        return {k: non_finite_str(v) for k, v in d.items()}
 
 
 @_fast_init

@@ -3,7 +3,9 @@ size parsing. One table each, so `cast --dtype half` and `check --param-dtypes h
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Any
 
 # itemsize in bytes for every dtype torch can save (torch names). Sub-byte packed dtypes
 # (quint4x2, float4_e2m1fn_x2, bits*) are stored as whole bytes per element in torch.
@@ -95,3 +97,12 @@ def parse_size(text: str) -> int | None:
 def plural(n: int, word: str, many: str | None = None) -> str:
     """'1 tensor', '2 tensors' ('1 entry', '3 entries' with `many`)."""
     return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+def non_finite_str(v: Any) -> Any:
+    """The one JSON convention for non-finite numbers (JSON has none): NaN, Inf and -Inf are the strings
+    "nan", "inf" and "-inf"; every other value is itself. Every JSON output follows it (render/machine.py
+    applies it to whatever a result hands over); docs/commands.md documents it."""
+    if isinstance(v, float) and (v != v or v in (math.inf, -math.inf)):
+        return str(v)
+    return v

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..state import ROOT, DiffStatus
+from ..units import non_finite_str
 from ..vocab import SortOrder
 
 ROW = 4096  # elements dotted in float32 before the float64 sum (see square_sum)
@@ -127,12 +128,10 @@ SORTS = tuple(SortOrder)
 
 
 def jsonable(v: Any) -> Any:
-    """JSON has no NaN/Inf: they become strings; tuples become lists."""
-    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
-        return str(v)
+    """JSON has no NaN/Inf: they become strings (units.non_finite_str); tuples become lists."""
     if isinstance(v, tuple):
         return [jsonable(x) for x in v]
-    return v
+    return non_finite_str(v)
 
 
 AUTO = -1  # diff --depth 0: one row per numbered block

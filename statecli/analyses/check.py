@@ -348,19 +348,23 @@ def _rx(pat: str) -> re.Pattern[str]:
 
 
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
+    from ..formats.registry import values_of
     from ..units import is_floating
-    from .stats import stats_for
+    from .stats_pass import non_finite
 
     floats = [e for e in ck.entries if e.tensor is not None and e.tensor.device != "meta" and (
         is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED or e.tensor.quant is not None)]  # dequantized
-    skipped = sum(1 for e in ck.entries if e.tensor is not None and e not in floats and not e.tensor.dtype.startswith(
+    read = {id(e) for e in floats}  # `e not in floats` compared entries field by field: quadratic
+    skipped = sum(1 for e in ck.entries if e.tensor is not None and id(e) not in read and not e.tensor.dtype.startswith(
         ("int", "uint", "bool")))
-    stats = stats_for(ck, floats)
+    with values_of(ck) as reader:
+        counts = non_finite(reader, [e.tensor for e in floats if e.tensor is not None], [e.name for e in floats])
+    found = {e.name: {"nan": c[0], "inf": c[1]} for e, c in zip(floats, counts)}
     out = []
     for rule, on, attr in ((CheckRule.NO_NAN, rules.no_nan, "nan"), (CheckRule.NO_INF, rules.no_inf, "inf")):
         if not on:
             continue
-        bad = [(n, getattr(s, attr)) for n, s in stats.items() if getattr(s, attr)]
+        bad = [(n, c[attr]) for n, c in found.items() if c[attr]]
         note = f" ({skipped} complex/sparse/quantized/meta tensor(s) not read)" if skipped else ""
         out.append(Finding(ck.path, rule, not bad, f"no {attr.upper()} in {len(floats)} floating tensor(s){note}" if not bad
                            else "; ".join(f"{n}: {c} {attr.upper()}" for n, c in bad[:5])))

@@ -1,17 +1,18 @@
-"""diff's chunk comparisons on two forked worker processes, for pairs large enough to pay for them.
+"""diff's value comparisons as a queue of byte-range tasks that span pairs (small tensors batched into one
+task, big ones split into pieces), run on two forked worker processes when the pair of files is large
+and in the page cache, else on the caller's threads (`run_tasks`).
 
 numpy holds the GIL between its passes, and `_fast_f32` makes ~15 short calls per block: two threads
 reach ~1.1x one core here, two processes ~1.5x. Workers are forked (a few ms, no re-import of the
 caller's __main__) and only while the process runs no other thread, so no lock another thread holds
-is copied into them; each reads its share of the pair front to back with pread (the parent sends only
-offsets) and returns the merged figures of its share. Shares merge in order: figures do not depend on
-timing."""
+is copied into them; each reads its tasks' pieces with pread (the parent sends only offsets) and returns
+each pair's merged figures. Tasks merge in order: figures do not depend on timing."""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from .compare import Partial, compare_chunk
 
 MIN_BYTES = 512 << 20  # both sides together: below this threads are as fast
 SPAN = 1 << 20  # elements per read: 4 MiB per side of float32
+TASK_BYTES = 16 << 20  # bytes per side per task: small tensors batched into one hand-off to a worker
 WORKERS = min(2, os.cpu_count() or 1)
 _FDS: dict[str, int] = {}  # per worker process: each file opened once
 
@@ -27,31 +29,52 @@ Span = tuple[str, int, int]  # (file, first byte, byte count)
 
 
 @dataclass(frozen=True)
-class Task:
-    pieces: tuple[tuple[Span, Span], ...]
+class Piece:
+    """Elements of pair number `pair` at the same flat positions in A and B: a span of each file."""
+
+    pair: int
+    a: Span
+    b: Span
     da: str
     db: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """A run of pieces (of one pair or of many small ones) read and compared by one worker."""
+
+    pieces: tuple[Piece, ...]
     rtol: float
     atol: float
     equal_nan: bool
 
 
-def run_task(t: Task) -> Partial:
-    """In a worker: read and compare the pieces in order (each file front to back, so readahead keeps
-    up on a cold cache) and return their merged figures."""
+def run_task(t: Task, fd_of: Callable[[str], int] | None = None) -> list[tuple[int, Partial]]:
+    """Read and compare the pieces in order (each file front to back, so readahead keeps up on a cold
+    cache); (pair, figures) per pair the task touched, merged in piece order. `fd_of`: the caller's open
+    files (threads); a worker process opens each file once itself."""
     from ..io.values import pread_array
 
-    total = Partial()
+    out: list[tuple[int, Partial]] = []
     for piece in t.pieces:
         arrays = []
-        for slot, ((path, start, n), dtype) in enumerate(zip(piece, (t.da, t.db))):
-            fd = _FDS.get(path)
-            if fd is None:
-                fd = _FDS[path] = os.open(path, os.O_RDONLY)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        for slot, ((path, start, n), dtype) in enumerate(((piece.a, piece.da), (piece.b, piece.db))):
+            fd = fd_of(path) if fd_of is not None else _worker_fd(path)
             arrays.append(pread_array(fd, path, start, n, dtype, slot))
-        total.merge(compare_chunk(arrays[0], arrays[1], t.da, t.db, t.rtol, t.atol, t.equal_nan))
-    return total
+        part = compare_chunk(arrays[0], arrays[1], piece.da, piece.db, t.rtol, t.atol, t.equal_nan)
+        if out and out[-1][0] == piece.pair:
+            out[-1][1].merge(part)
+        else:
+            out.append((piece.pair, part))
+    return out
+
+
+def _worker_fd(path: str) -> int:
+    fd = _FDS.get(path)
+    if fd is None:
+        fd = _FDS[path] = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return fd
 
 
 class ChunkPool:
@@ -60,7 +83,7 @@ class ChunkPool:
     def __init__(self) -> None:
         self._ex: ProcessPoolExecutor | None = None
 
-    def map(self, tasks: list[Task]) -> Iterator[Partial]:
+    def map(self, tasks: list[Task]) -> Iterator[list[tuple[int, Partial]]]:
         import multiprocessing
 
         if self._ex is None:
@@ -90,7 +113,7 @@ def _worker_init(parent: int) -> None:
         os._exit(1)
 
 
-def _unbroken(parts: Iterator[Partial]) -> Iterator[Partial]:
+def _unbroken(parts: Iterator[list[tuple[int, Partial]]]) -> Iterator[list[tuple[int, Partial]]]:
     """A worker that died (killed, out of memory) is one clear error, not an internal one."""
     from concurrent.futures.process import BrokenProcessPool
 
@@ -138,15 +161,60 @@ def _cached(path: str, probes: int = 32) -> bool:
     return True
 
 
-def tasks(ra: Any, rb: Any, x: Any, y: Any, rtol: float, atol: float, equal_nan: bool) -> list[Task] | None:
-    """One task per worker, each a contiguous share of the pair (None: not plain local reads)."""
-    pieces = []
-    for lo in range(0, x.numel, SPAN):
-        hi = min(lo + SPAN, x.numel)
-        sa, sb = ra.flat_span(x, lo, hi), rb.flat_span(y, lo, hi)
-        if sa is None or sb is None:
-            return None
-        pieces.append((sa, sb))
-    share = -(-len(pieces) // WORKERS)
-    return [Task(tuple(pieces[i:i + share]), x.dtype, y.dtype, rtol, atol, equal_nan)
-            for i in range(0, len(pieces), share)]
+def tasks(ra: Any, rb: Any, pairs: Sequence[tuple[int, Any, Any]], rtol: float, atol: float, equal_nan: bool,
+          task_bytes: int = TASK_BYTES) -> tuple[list[Task], list[int]]:
+    """The pairs numpy reads as plain bytes of local files, cut into pieces of at most SPAN elements and
+    grouped into tasks of about `task_bytes` per side that span pairs (small tensors batched, big ones
+    split), in A's file order (a .pt's records front to back); and the pair numbers left to the caller."""
+    pieces: list[Piece] = []
+    rest: list[int] = []
+    for i, x, y in pairs:
+        sa, sb = ra.flat_span(x, 0, x.numel), rb.flat_span(y, 0, y.numel)
+        if sa is None or sb is None or x.numel != y.numel or not x.numel:
+            rest.append(i)
+            continue
+        ia, ib = sa[2] // x.numel, sb[2] // y.numel
+        for lo in range(0, x.numel, SPAN):
+            n = min(SPAN, x.numel - lo)
+            pieces.append(Piece(i, (sa[0], sa[1] + lo * ia, n * ia), (sb[0], sb[1] + lo * ib, n * ib), x.dtype, y.dtype))
+    pieces.sort(key=lambda p: (p.a[0], p.a[1]))
+    out: list[Task] = []
+    run: list[Piece] = []
+    size = 0
+    for p in pieces:
+        run.append(p)
+        size += max(p.a[2], p.b[2])
+        if size >= task_bytes:
+            out.append(Task(tuple(run), rtol, atol, equal_nan))
+            run, size = [], 0
+    if run:
+        out.append(Task(tuple(run), rtol, atol, equal_nan))
+    return out, rest
+
+
+def run_tasks(work: list[Task], pool: ChunkPool | None, fd_of: Callable[[str], int]) -> Iterator[list[tuple[int, Partial]]]:
+    """Each task's (pair, figures), in task order: on the pool's processes, else on the caller's threads."""
+    from ..io.values import ordered_items
+
+    if pool is not None:
+        return pool.map(work)
+    return ordered_items(lambda t: run_task(t, fd_of), work)
+
+
+def batched(ra: Any, rb: Any, pairs: Sequence[tuple[int, Any, Any]], rtol: float, atol: float,
+            equal_nan: bool) -> dict[int, Partial]:
+    """The merged figures of every pair that is plain bytes of local files on both sides, by pair number
+    (the others are left to the caller): one queue of tasks, on the worker processes when the pair of
+    files is large and cached, else on threads."""
+    work, _ = tasks(ra, rb, pairs, rtol, atol, equal_nan)
+    pool = pool_for(sum(p.a[2] + p.b[2] for t in work for p in t.pieces),
+                    {s[0] for t in work for p in t.pieces for s in (p.a, p.b)}) if work else None
+    totals: dict[int, Partial] = {}
+    try:
+        for done in run_tasks(work, pool, ra.fd):
+            for i, part in done:
+                totals.setdefault(i, Partial()).merge(part)
+    finally:
+        if pool is not None:
+            pool.close()
+    return totals

@@ -15,6 +15,7 @@ from ..storage import shared_storages
 from ..units import plural
 from ..vocab import Layout, SortOrder
 from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
+from .compare import Partial
 from .compare_torch import _compare_pair
 from .gguf_view import align_names, metadata_changes, quant_error
 
@@ -336,60 +337,70 @@ def _groups(ck: Checkpoint) -> tuple[str, ...]:
 
 def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, TensorInfo, TensorInfo]], rtol: float,
                     atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None) -> None:
-    """Each pair through the numpy kernel (compare.py) when numpy can read both tensors; through torch
-    (imported only then) for the rest: complex, DCP directories, torch-only dtypes."""
+    """Every pair's figures, read through each format's `values` hook. The pairs numpy reads as plain bytes
+    of local files go as one queue of byte-range tasks that span pairs (compare_pool.py); the rest one pair
+    at a time: numpy's read_flat, or torch (imported only then) for complex, DCP and torch-only dtypes."""
     import importlib.util
+    from copy import copy
 
-    from ..formats import values_of
-    from ..io.values import numpy_readable
-    from .compare_pool import pool_for
+    from ..formats.registry import values_of
+    from .compare_pool import batched
 
     torch_here = importlib.util.find_spec("torch") is not None
-
-    def by_numpy(x: TensorInfo, y: TensorInfo) -> bool:
-        # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those
-        # where it is installed; the core install (no torch) compares them with numpy.
-        complex_pair = _complex(x.dtype) or _complex(y.dtype)
-        readable = (numpy_readable(x) or dequantized_by(ra, x)) and (numpy_readable(y) or dequantized_by(rb, y))
-        return readable and not (complex_pair and torch_here)
-
     with values_of(a) as ra, values_of(b) as rb:
-        numpy_pairs = [(x, y) for _, x, y in pairs if by_numpy(x, y)]
-        pool = pool_for(sum(x.nbytes + y.nbytes for x, y in numpy_pairs),
-                        {t.source for x, y in numpy_pairs for t in (x, y) if t.source})
-        done: dict[tuple[Any, ...], _Work] = {}  # a pair of views compared before (a tie, an alias): its figures
-        try:
-            for i, (kd, x, y) in enumerate(pairs):
-                if progress:
-                    progress(i, len(pairs))
-                if not by_numpy(x, y) and (x.layout != Layout.STRIDED or y.layout != Layout.STRIDED) or "meta" in (
-                        x.device, y.device):
-                    _add_note(kd, f"values of {x.layout}/{x.device} tensors not compared")
-                    continue
-                same = (_view(x), _view(y)) if x.storage_key is not None and y.storage_key is not None else None
-                if same in done:
-                    _copy_figures(done[same], kd)
-                    continue
-                note, kd.note = kd.note, None
+        def by_numpy(x: TensorInfo, y: TensorInfo) -> bool:
+            # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those
+            # where it is installed; the core install (no torch) compares them with numpy.
+            complex_pair = _complex(x.dtype) or _complex(y.dtype)
+            return ra.reads_numpy(x) and rb.reads_numpy(y) and not (complex_pair and torch_here)
+
+        todo, copies = _distinct(pairs, by_numpy)
+        totals = batched(ra, rb, [(i, pairs[i][1], pairs[i][2]) for i in todo if by_numpy(pairs[i][1], pairs[i][2])],
+                         rtol, atol, equal_nan)
+        firsts: dict[int, _Work] = {}
+        for n, i in enumerate(todo):
+            if progress:
+                progress(n, len(todo))
+            kd, x, y = pairs[i]
+            note, kd.note = kd.note, None
+            if i in totals:
+                _figures(kd, x.dtype, y.dtype, totals[i])
+            else:
                 try:
-                    if by_numpy(x, y):
-                        _compare_numpy(kd, x, y, ra, rb, rtol, atol, equal_nan, pool)
-                    else:
-                        _compare_torch(kd, x, y, ra, rb, rtol, atol, equal_nan)
+                    (_compare_numpy if by_numpy(x, y) else _compare_torch)(kd, x, y, ra, rb, rtol, atol, equal_nan)
                 finally:
                     ra.release(x)
                     rb.release(y)
-                if same is not None:
-                    done[same] = _Work(kd.name, kd.status, max_abs=kd.max_abs, max_rel=kd.max_rel, mismatched=kd.mismatched,
-                                       numel=kd.numel, compared_as=kd.compared_as, note=kd.note, sums=kd.sums)
-                kd.note = "; ".join(n for n in (note, kd.note) if n) or None
-                if kd.mismatched:
-                    kd.status = CHANGED
-        finally:
-            if pool is not None:
-                pool.close()
+            firsts[i] = copy(kd)  # the figures and the value note only (the key's own note is put back below)
+            kd.note = "; ".join(x for x in (note, kd.note) if x) or None
+            if kd.mismatched:
+                kd.status = CHANGED
+        for i, j in copies:  # a pair of views compared before (a tie, an alias): its figures
+            _copy_figures(firsts[j], pairs[i][0])
         if progress:
             progress(len(pairs), len(pairs))
+
+
+def _distinct(pairs: list[tuple[_Work, TensorInfo, TensorInfo]], by_numpy: Callable[[TensorInfo, TensorInfo], bool],
+              ) -> tuple[list[int], list[tuple[int, int]]]:
+    """The pairs to compare, and (pair, earlier pair) for those whose two views were compared before;
+    tensors statecli does not read get a note here (a quantized tensor is read when its reader dequantizes it)."""
+    first: dict[tuple[Any, ...], int] = {}
+    todo: list[int] = []
+    copies: list[tuple[int, int]] = []
+    for i, (kd, x, y) in enumerate(pairs):
+        strided = x.layout == Layout.STRIDED and y.layout == Layout.STRIDED
+        if not (strided or by_numpy(x, y)) or "meta" in (x.device, y.device):
+            _add_note(kd, f"values of {x.layout}/{x.device} tensors not compared")
+            continue
+        same = (_view(x), _view(y)) if x.storage_key is not None and y.storage_key is not None else None
+        if same is not None and same in first:
+            copies.append((i, first[same]))
+            continue
+        if same is not None:
+            first[same] = i
+        todo.append(i)
+    return todo, copies
 
 
 def _view(t: TensorInfo) -> tuple[Any, ...]:
@@ -410,26 +421,29 @@ def _complex(dtype: str) -> bool:
 
 
 def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rtol: float, atol: float,
-                   equal_nan: bool, pool: Any = None) -> None:
-    """One pass over the pair: chunks read (pread) and compared on both cores, merged in order; on the
-    worker processes of `pool` (compare_pool.py) when given and both tensors are plain local reads."""
+                   equal_nan: bool) -> None:
+    """A pair read through read_flat (remote, dequantized, views): chunks compared on both cores, in order."""
     from ..io.values import ordered_map
-    from .compare import Partial, compare_chunk, promote, work_dtype
-    from .compare_pool import SPAN, tasks
+    from .compare import compare_chunk
 
     # a quantized tensor its format's reader dequantizes compares as the float32 values it reads as
     dx, dy = ("float32" if dequantized_by(r, t) else t.dtype for r, t in ((ra, x), (rb, y)))
-    if dx != dy:
-        kd.compared_as = promote(dx, dy)
 
     def one(lo: int, hi: int) -> Partial:
         return compare_chunk(ra.read_flat(x, lo, hi, 0), rb.read_flat(y, lo, hi, 1), dx, dy, rtol, atol, equal_nan)
 
-    plain = x.quant is None and y.quant is None  # the worker processes read plain tensors only
-    work = tasks(ra, rb, x, y, rtol, atol, equal_nan) if pool is not None and x.numel > SPAN and plain else None
     total = Partial()
-    for part in pool.map(work) if work is not None else ordered_map(one, x.numel, NP_CHUNK):
+    for part in ordered_map(one, x.numel, NP_CHUNK):
         total.merge(part)
+    _figures(kd, dx, dy, total)
+
+
+def _figures(kd: _Work, dx: str, dy: str, total: Partial) -> None:
+    """A pair's merged figures (values read as dtypes dx, dy) into its work record."""
+    from .compare import promote, work_dtype
+
+    if dx != dy:
+        kd.compared_as = promote(dx, dy)
     kd.max_abs, kd.max_rel, kd.mismatched = total.max_abs, total.max_rel, total.bad
     # Norms of integer tensors (step counters, masks, ids) would swamp a module's weights: floats only.
     kd.sums = total.sums if work_dtype(promote(dx, dy)) != "int64" else None

@@ -241,9 +241,10 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
 
 def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None, *, stats: bool = False,
             model: Any = None, model_explicit: bool = False, tree: bool = False, storage: bool = False,
-            all_metadata: bool = False) -> InspectResult:
+            all_metadata: bool = False, exact: bool = False) -> InspectResult:
     """Select entries by kind and name, total them, and (with `model`) classify them against the model
-    definition and report what load_state_dict(strict=True) would say; `stats` reads tensor values."""
+    definition and report what load_state_dict(strict=True) would say; `stats` reads tensor values
+    (`exact`: percentiles and histograms from every value, not a random sample)."""
     report: tuple[Any, ...] = ()
     if model is not None:
         from ..classify import with_model
@@ -257,9 +258,9 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
         s = summarize(entries)
     values: Mapping[str, Stats] = MappingProxyType({})
     if stats:
-        from .stats import stats_for
+        from .stats_pass import stats_for
 
-        values = MappingProxyType(stats_for(ck, entries))
+        values = MappingProxyType(stats_for(ck, entries, exact=exact))
     return InspectResult(
         checkpoint=ck, entries=tuple(entries),
         by_kind=s.by_kind, by_dtype=s.by_dtype, by_device=s.by_device, shared=s.shared,

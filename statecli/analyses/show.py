@@ -4,17 +4,13 @@ extreme values, and where it sits in the module tree. Reads that one tensor's va
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput, ExitCode, UsageError
-from ..formats import values_of
-from ..qtensor import dequantized_by
 from ..state import ROOT, SCHEMA_VERSION, Checkpoint, Entry, Stats
 from .module_tree import build_tree, tree_path
-from .stats import full_histogram, not_summarised, tensor_stats
-
-SHOW_SAMPLE = 1 << 22  # percentiles of one tensor: exact up to this many elements
+from .stats import not_summarised, tensor_stats
 
 
 @dataclass(frozen=True)
@@ -53,9 +49,9 @@ class ShowResult:
     def edges(self) -> list[float]:
         """The histogram's bin edges: numpy.histogram's for the same range and bin count."""
         s = self.stats
-        if s is None or s.min is None or s.max is None or not s.hist:
+        if s is None or s.finite_min is None or s.finite_max is None or not s.hist:
             return []
-        lo, hi = (s.min - 0.5, s.max + 0.5) if s.min == s.max else (s.min, s.max)
+        lo, hi = (s.finite_min - 0.5, s.finite_max + 0.5) if s.finite_min == s.finite_max else (s.finite_min, s.finite_max)
         n = len(s.hist)
         return [lo + i * ((hi - lo) / n) for i in range(n)] + [hi]
 
@@ -159,7 +155,7 @@ def first_values(t: Any, n: int) -> tuple[Any, ...]:
 
 def show(ck: Checkpoint, key: str, bins: int = 40, first: int = 10, extreme: int = 5) -> ShowResult:
     """Everything statecli can say about one entry; a tensor's values are read once for the
-    statistics and, when it is larger than SHOW_SAMPLE elements, once more for an exact histogram."""
+    statistics, exact percentiles and an exact histogram (that tensor's finite values are held in memory)."""
     if bins < 1:
         raise UsageError(None, "--bins must be at least 1")
     e = find_entry(ck, key)
@@ -167,16 +163,15 @@ def show(ck: Checkpoint, key: str, bins: int = 40, first: int = 10, extreme: int
     t = e.tensor
     if t is None:
         return ShowResult(ck, e, None, (), (), (), path, siblings)
+    from ..formats.registry import values_of
+
     with values_of(ck) as reader:
-        why = None if dequantized_by(reader, t) else not_summarised(t.dtype, t.layout, t.device)
+        why = None if reader.reads_numpy(t) else not_summarised(t.dtype, t.layout, t.device)
         if why:
             return ShowResult(ck, e, Stats(None, None, None, None, 0, 0, why), (), (), (), path, siblings)
         try:
             values = reader.array(t)
-            stats = tensor_stats(values, bins=bins, sample=SHOW_SAMPLE)
-            if stats.hist and stats.sampled != stats.finite and stats.min is not None and stats.max is not None:
-                stats = replace(stats, hist=tuple(full_histogram(values, stats.min, stats.max, bins)),
-                                sampled=stats.finite)
+            stats = tensor_stats(values, bins=bins)  # exact: one tensor's values, every one counted
             head = first_values(values, first)
             small, large = extremes(values, extreme) if extreme and stats.finite else ([], [])
         except (ValueError, RuntimeError, TypeError) as exc:

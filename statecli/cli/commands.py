@@ -50,6 +50,8 @@ def inspect(
                                                             "scales, zeros...) under it; JSON always has them.")] = False,
     metadata: Annotated[bool, typer.Option("--metadata", help="GGUF: list every metadata key (arrays summarised; "
                                                               "--format json has them whole).")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="With --stats: percentiles and histograms from every value, "
+                                                        "not a random sample (slower; implies --stats).")] = False,
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -75,9 +77,9 @@ def inspect(
     with local_input(path) as local:  # `-`: stdin, spooled (values may be read until render ends)
         opened = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
                                  classify_by_model=False)  # inspect classifies and reports against the model itself
-        result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats, model=opened.model,
-                                    model_explicit=bool(model or hf_config), tree=tree, storage=storage,
-                                    all_metadata=metadata)
+        result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats or exact, exact=exact,
+                                    model=opened.model, model_explicit=bool(model or hf_config), tree=tree,
+                                    storage=storage, all_metadata=metadata)
         render(result, view)
     exit_with(result.exit_code)
 

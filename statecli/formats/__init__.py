@@ -10,18 +10,15 @@ from typing import TYPE_CHECKING
 from ..errors import BadInput, NotACheckpoint, NotFound, StatecliError
 from ..io.source import listdir
 from ..io.urls import hf_cache_path, is_remote, register
-from ..state import Checkpoint, Format
+from ..state import Format
 from ._common import RawCheckpoint, open_regular
 from .handler import FormatHandler, record
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
-    from ..io.values import ValueReader
     from ..pickle.pickles import Findings
 
 __all__ = ["Format", "FormatHandler", "RawCheckpoint", "detect_format", "expand_paths", "handler_for", "read_raw",
-           "refusal", "resolve_path", "scan_file", "scan_path", "sniff", "values_of"]
+           "refusal", "resolve_path", "scan_file", "scan_path", "sniff"]
 
 # File names a single-checkpoint folder is recognised by, best first.
 _SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
@@ -175,19 +172,6 @@ def _by_head(path: str, head: bytes) -> FormatHandler:
         if h.magic and h.detect(head, name, False):
             return h
     raise refusal(path, head)
-
-
-def values_of(ck: Checkpoint) -> AbstractContextManager[ValueReader]:
-    """The value reader of a checkpoint, by its format's handler (`values` hook): a format with packed
-    or quantized tensors reads them its own way; the rest read in place (io/values)."""
-    from .registry import REGISTRY
-
-    handler = next((h for h in REGISTRY if h.format is ck.format), None)
-    if handler is None:
-        from ..io.values import value_reader
-
-        return value_reader(ck)
-    return handler.values(ck)
 
 
 def read_raw(path: str, allow_sharded: bool = True) -> RawCheckpoint:

@@ -5,8 +5,15 @@ safetensors-looking one. Adding a format: a module with a FormatHandler, and one
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from ..state import Checkpoint
 from . import dcp, gguf, npy, safetensors, sharded, torchlegacy, torchtar, torchzip
 from .handler import FormatHandler
+
+if TYPE_CHECKING:
+    from ..io.values import ValueReader
 
 REGISTRY: tuple[FormatHandler, ...] = (
     dcp.HANDLER,
@@ -18,3 +25,14 @@ REGISTRY: tuple[FormatHandler, ...] = (
     gguf.HANDLER,
     torchlegacy.HANDLER,  # last: any pickle opcode byte starts a stream pickle.load would run
 )
+
+
+def values_of(ck: Checkpoint) -> AbstractContextManager[ValueReader]:
+    """The value reader of `ck`: its format handler's `values` hook, so that every value pass (stats,
+    show, check, diff) reads a format's tensors the way that format says (dequantized, assembled...)."""
+    for handler in REGISTRY:
+        if handler.format == ck.format:
+            return handler.values(ck)
+    from ..io.values import value_reader
+
+    return value_reader(ck)

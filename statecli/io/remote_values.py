@@ -133,6 +133,10 @@ class RemoteValueReader(ValueReader):
     def tensor(self, info: TensorInfo) -> torch.Tensor:
         return super().tensor(self._local(info))
 
+    def flat_span(self, info: TensorInfo, lo: int, hi: int) -> tuple[str, int, int] | None:
+        """None for a URL: its bytes come by ranged reads, which `read_flat` already batches and reads ahead."""
+        return None if is_remote(info.source) else super().flat_span(info, lo, hi)
+
     def read_flat(self, info: TensorInfo, lo: int, hi: int, slot: int | None = None) -> np.ndarray:
         """Elements lo..hi straight from ranged reads into the array (no spool) where numpy reads them;
         `slot` is honoured for local files only (ranged reads arrive in their own buffers)."""

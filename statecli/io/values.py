@@ -7,9 +7,10 @@ import mmap
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import BadInput
@@ -30,6 +31,7 @@ THREADS = min(2, os.cpu_count() or 1)  # chunk workers: numpy and pread release 
 _BUFFERS = threading.local()
 
 
+@cache  # asked per tensor and per piece: np.dtype() of a name costs microseconds each time
 def np_dtype(name: str) -> np.dtype[Any] | None:
     """numpy's dtype for a torch dtype name (ml_dtypes for bfloat16 and float8); None where numpy has
     none (complex32, float4, quantized, sub-byte ints): those values are read through torch."""
@@ -75,29 +77,37 @@ def torch_to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def ordered_map(fn: Callable[[int, int], T], total: int, step: int, threads: int = THREADS) -> Iterator[T]:
-    """fn(lo, hi) over [0, total) in steps, on `threads` workers, results in order; at most 2 x threads
-    steps in flight so memory stays a few chunks. One worker (or one step) runs inline, no thread."""
+    """fn(lo, hi) over [0, total) in steps, on `threads` workers, results in order (see ordered_items)."""
     spans = [(lo, min(lo + step, total)) for lo in range(0, total, step)]
-    if threads <= 1 or len(spans) <= 1:
-        for lo, hi in spans:
-            yield fn(lo, hi)
+    return ordered_items(lambda span: fn(*span), spans, threads)
+
+
+def ordered_items(fn: Callable[[Any], T], items: Sequence[Any], threads: int = THREADS) -> Iterator[T]:
+    """fn(item) over the items on `threads` workers, results in order; at most 2 x threads items in
+    flight so memory stays a few chunks. One worker (or one item) runs inline, no thread."""
+    if threads <= 1 or len(items) <= 1:
+        for item in items:
+            yield fn(item)
         return
     with ThreadPoolExecutor(threads) as pool:
         pending: list[Future[T]] = []
-        it = iter(spans)
-        for lo, hi in it:
-            pending.append(pool.submit(fn, lo, hi))
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(fn, item))
             if len(pending) >= 2 * threads:
                 break
         try:
             while pending:
                 yield pending.pop(0).result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(pool.submit(fn, *nxt))
+                nxt = next(it, _END)
+                if nxt is not _END:
+                    pending.append(pool.submit(fn, nxt))
         finally:
             for f in pending:
                 f.cancel()
+
+
+_END = object()
 
 
 def pread_array(fd: int, path: str, start: int, nbytes: int, dtype: str, slot: int | None = None) -> np.ndarray:
@@ -156,8 +166,23 @@ def _owner(a: np.ndarray) -> bytearray | None:
 
 
 class ValueReader:
-    """Maps each file once; `tensor()` returns a view into the mapping (no copy) and `release()`
-    drops the pages it touched so RSS stays bounded by the tensors in flight."""
+    """How every value pass (stats, show, check, diff, rewrites) reads tensor values; a FormatHandler's
+    `values(ck)` hook returns one. This class reads values stored in place in local files: it maps each
+    file once, `array()`/`tensor()` return views into the mapping (no copy) and `release()` drops the
+    pages they touched, so RSS stays bounded by the tensors in flight.
+
+    A reader for values that are not stored as they are (dequantized GGUF/GPTQ blocks, remote files)
+    subclasses it and overrides what differs. The interface the passes use:
+    - `reads_numpy(info)`: whether `read_flat`/`array` give this tensor's values as a numpy array (the
+      passes summarise and compare those; the others go through `tensor()` or are skipped with a note);
+    - `read_flat(info, lo, hi, slot)`: elements lo..hi in row-major order, a 1-D numpy array of the
+      logical dtype (a dequantizing reader returns float32 here);
+    - `array(info)`: the whole tensor, logical shape (numpy); `tensor(info)`: the same as torch (torch only);
+    - `flat_span(info, lo, hi)`: (file, first byte, byte count) when elements lo..hi are plain bytes of
+      a local file, which lets the passes batch them into block reads (io/blocks.py); return None
+      (always, for a dequantizing or remote reader) and the passes call `read_flat` instead;
+    - `fd(path)`: an open descriptor of a file `flat_span` named;
+    - `release(info)` after a tensor is done, `close()` at the end."""
 
     def __init__(self, ck: Checkpoint) -> None:
         self.ck = ck
@@ -241,6 +266,15 @@ class ValueReader:
         if end > self._size(info.source):
             raise BadInput(info.source, f"tensor data at byte {start} runs past the end of the file")
         return info.source, start, end - start
+
+    def reads_numpy(self, info: TensorInfo) -> bool:
+        """Whether `read_flat`/`array` give this tensor's values as a numpy array without torch (a
+        quantized tensor: dequantized float32)."""
+        return numpy_readable(info) or dequantizable(info)
+
+    def fd(self, path: str) -> int:
+        """An open descriptor of a local file `flat_span` named (opened once per reader)."""
+        return self._fd(path)
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)

@@ -14,7 +14,7 @@ from ..state import DiffStatus, Entry, Stats
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from .charts import svg_bar_chart, svg_histogram
 from .outcome import size_headline
-from .text import escape, fmt_float
+from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note
 
 if TYPE_CHECKING:
     from ..analyses.diff import DiffResult
@@ -134,9 +134,11 @@ def _stat_cells(s: Stats | None) -> list[Any]:
     if s is None or s.note is not None:
         return [(s.note if s else None) or "-"] + [""] * 9
     z = s.frac(s.zeros)
-    return [fmt_float(v) for v in (s.min, s.max, s.mean, s.std, s.p50_abs, s.p99_abs)] + [
+    mark = "" if s.exact else "*"
+    return [fmt_float(v) for v in (s.min, s.max, s.mean, s.std)] + [fmt_float(v) + mark for v in (s.p50_abs, s.p99_abs)] + [
         "-" if z is None else f"{z:.1%}", s.nan, s.inf,
-        Raw(svg_histogram(s.hist, title=f"{len(s.hist)} bins over [{fmt_float(s.min)}, {fmt_float(s.max)}]"))]
+        Raw(svg_histogram(s.hist, title=f"{len(s.hist)} bins over [{fmt_float(s.finite_min)}, {fmt_float(s.finite_max)}]"
+                          + ("" if s.exact else f", from a random sample of {s.sampled:,} values")) + mark)]
 
 
 def _leaf(e: Entry) -> Raw:
@@ -155,6 +157,9 @@ def _inspect(r: InspectResult) -> tuple[str, list[str]]:
     body.append(tree(r.module_tree(), _leaf))
     heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
     stat_heads = ["min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
+    read = [s for s in r.stats.values() if s.note is None]
+    finite = any(s.has_non_finite for s in read)
+    stat_heads += FINITE_HEADS if finite else []
     rows = []
     for e in tensors:
         t = e.tensor
@@ -162,10 +167,13 @@ def _inspect(r: InspectResult) -> tuple[str, list[str]]:
         row: list[Any] = [Raw(f"<span class=name>{x(e.name)}</span>"), kind(e.kind), str(e.evidence), t.dtype,
                           fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), t.device]
         if r.stats:
-            row += _stat_cells(r.stats.get(e.name))
+            row += _stat_cells(r.stats.get(e.name)) + (finite_cells(r.stats.get(e.name)) if finite else [])
         rows.append(row)
     body.append(f"<h2>tensors ({len(rows)})</h2>")
-    body.append(table(heads + (stat_heads if r.stats else []), rows, (5, 6, *range(8, 17))))
+    body.append(table(heads + (stat_heads if r.stats else []), rows, (5, 6, *range(8, 17), *range(18, 22))))
+    note = sample_note(read)
+    if note:
+        body.append(f"<p>{x(note)}</p>")
     values = [e for e in r.entries if e.tensor is None]
     if values:
         body.append(f"<h2>values ({len(values)})</h2>")

@@ -10,7 +10,7 @@ from ..state import Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
-from .text import escape, fmt_float
+from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note
 
 if TYPE_CHECKING:
     from ..analyses.inspect import InspectResult
@@ -84,8 +84,11 @@ def _tables(con: Any, r: InspectResult) -> None:
 def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats], storage: bool = False) -> None:
 
     heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
+    read = [s for s in (stats.get(e.name) for e in entries) if s is not None and s.note is None]
+    finite = any(s.has_non_finite for s in read)
     if stats:
         heads += ["min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
+        heads += FINITE_HEADS if finite else []
     rows = []
     for e in entries:
         t = e.tensor
@@ -96,7 +99,7 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
             row[3] = f"{t.dtype} ({t.quant.scheme})"
         if stats:
             s = stats.get(e.name)
-            row += _stat_cells(s)
+            row += _stat_cells(s) + (finite_cells(s) if finite else [])
         rows.append(row)
         if storage and t.quant is not None:  # the stored parts, indented under their logical weight
             for (role, name), part in zip(t.quant.parts, t.quant.tensors):
@@ -104,9 +107,13 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
                              f"{part.numel:,}", fmt_bytes(part.nbytes), part.device] + [""] * (len(heads) - 8))
     # At narrow widths (grid.fit): a uniform device goes into the title, evidence keeps its first word
     # ("inferred", "model"), numel goes; names stay whole.
-    cols = [Col(h, right=h in _NUMERIC, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12), key=h == "name",
+    cols = [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12),
+                key=h == "name",
                 uniform=h == "device", short=h == "evidence", drop=1 if h == "numel" else 0) for h in heads]
     print_grid(con, f"{escape(title)} ({plural(len(entries), 'tensor')})", cols, rows, {1: KIND_STYLES})
+    note = sample_note(read)
+    if note:
+        con.print(note)
 
 
 def quant_tables(con: Any, q: QuantSummary) -> None:
@@ -126,8 +133,10 @@ def _stat_cells(s: Stats | None) -> list[str]:
     if s is None or s.note is not None:
         return [(s.note if s else None) or "-"] + [""] * 9
     zeros = s.frac(s.zeros)
-    return [fmt_float(s.min), fmt_float(s.max), fmt_float(s.mean), fmt_float(s.std), fmt_float(s.p50_abs),
-            fmt_float(s.p99_abs), "-" if zeros is None else f"{zeros:.1%}", str(s.nan), str(s.inf), spark(s.hist)]
+    mark = "" if s.exact else "*"
+    return [fmt_float(s.min), fmt_float(s.max), fmt_float(s.mean), fmt_float(s.std), fmt_float(s.p50_abs) + mark,
+            fmt_float(s.p99_abs) + mark, "-" if zeros is None else f"{zeros:.1%}", str(s.nan), str(s.inf),
+            spark(s.hist) + mark]
 
 
 def _value_table(con: Any, title: str, entries: list[Entry]) -> None:

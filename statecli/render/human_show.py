@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from .charts import bar
 from .grid import KIND_STYLES, Col, print_grid
-from .text import escape, fmt_float
+from .text import FINITE_HEADS, escape, finite_cells, fmt_float
 
 if TYPE_CHECKING:
     from ..analyses.show import ShowResult
@@ -52,6 +52,8 @@ def render_show(r: ShowResult, con: Any) -> None:
                ("|x| p99", s.p99_abs)]
     con.print(Text("  ".join(f"{k} {fmt_float(v)}" for k, v in figures)
                    + f"  zeros {zeros or 0:.2%}  NaN {s.nan:,}  Inf {s.inf:,}"))
+    if s.has_non_finite:  # the headline figures are torch's: say what the finite values alone give
+        con.print(Text("  ".join(f"{k} {v}" for k, v in zip(FINITE_HEADS, finite_cells(s)))))
     edges = r.edges()
     if edges:
         top = max(s.hist) or 1

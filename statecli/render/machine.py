@@ -7,25 +7,43 @@ import json
 from typing import IO, Any
 
 from ..state import gc_paused
+from ..units import non_finite_str
 from .text import escape
 
 
 def write_json(data: Any, out: IO[str]) -> None:
+    """`data` as JSON. A non-finite float anywhere in it is written as units.non_finite_str says (a string):
+    results convert their own, and whatever reaches here raw is converted before a byte is written."""
     # Indented output goes through json's pure-Python encoder (~70 ms per 1,000 entries); big
     # listings use the C encoder with one entry per line instead.
     entries = data.get("entries") if isinstance(data, dict) else None
     if isinstance(entries, list) and len(entries) > 500:
         head = {k: v for k, v in data.items() if k != "entries"}
-        text = json.dumps(head, allow_nan=False, default=str)[:-1]
+        text = _encoded(json.JSONEncoder(allow_nan=False, default=str).encode, head)[:-1]
         out.write(text + (', ' if head else '') + '"entries": [\n')
         encode = json.JSONEncoder(allow_nan=False, default=str).encode  # json.dumps builds one per call
         with gc_paused():
             for i in range(0, len(entries), 4096):  # written in slices: the text never exists whole
-                out.write((",\n" if i else "") + ",\n".join([encode(e) for e in entries[i:i + 4096]]))
+                out.write((",\n" if i else "") + ",\n".join([_encoded(encode, e) for e in entries[i:i + 4096]]))
         out.write("\n]}\n")
         return
-    json.dump(data, out, indent=2, allow_nan=False, default=str)
-    out.write("\n")
+    out.write(_encoded(lambda d: json.dumps(d, indent=2, allow_nan=False, default=str), data) + "\n")
+
+
+def _encoded(encode: Any, data: Any) -> str:
+    try:
+        return str(encode(data))
+    except ValueError:  # a raw NaN/Inf (allow_nan=False): the one convention, applied here
+        return str(encode(finite_json(data)))
+
+
+def finite_json(v: Any) -> Any:
+    """`v` with every non-finite float replaced by its string (units.non_finite_str), recursively."""
+    if isinstance(v, dict):
+        return {k: finite_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite_json(x) for x in v]
+    return non_finite_str(v)
 
 
 def columns_of(result: Any, rows: list[dict[str, Any]]) -> tuple[str, ...]:

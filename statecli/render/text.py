@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import unicodedata
-from typing import IO, Any
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..state import Stats
 
 
 def escape(text: str) -> str:
@@ -58,3 +62,22 @@ def make_console(out: IO[str] | None = None, err: bool = False) -> Any:
     fit = stream.isatty() or bool(os.environ.get("COLUMNS"))
     width = None if fit else 160
     return _Console(file=stream, highlight=False, soft_wrap=False, width=width)
+
+
+FINITE_HEADS = ["finite min", "finite max", "finite mean", "finite std"]
+
+
+def finite_cells(s: Stats | None) -> list[str]:
+    """The finite-only figures of a tensor (the headline min/max/mean/std are torch's, NaN and Inf included)."""
+    if s is None or s.note is not None:
+        return [""] * len(FINITE_HEADS)
+    return [fmt_float(v) for v in (s.finite_min, s.finite_max, s.finite_mean, s.finite_std)]
+
+
+def sample_note(read: Iterable[Stats]) -> str | None:
+    """The line under a statistics table whose figures marked * come from a random sample: its size."""
+    sizes = [s.sampled for s in read if not s.exact]
+    if not sizes:
+        return None
+    return (f"* |x| percentiles and histogram from a uniform random sample of up to {max(sizes):,} values per tensor "
+            "(tensors above that size); --exact uses every value")

@@ -116,7 +116,7 @@ def _recorded_ties(plan: Plan) -> dict[tuple[Any, Any], tuple[Any, Any]]:
 def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log: WriteLog,
              compact: bool = False) -> None:
     """A .pt archive of the tree `tree_of(storages)` builds (its tensor leaves from `storages.leaf`)."""
-    from ..formats import values_of
+    from ..formats.registry import values_of
 
     storages = PtStorages(plan, compact)
     tree = tree_of(storages)
@@ -174,7 +174,7 @@ def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], 
     with plan.duplicate_tied every key is stored, tied ones as copies, so that
     load_state_dict(load_file(...), strict=True) works, and the ties go in ALIASES_KEY so statecli
     re-ties them when it writes a .pt again."""
-    from ..formats import values_of
+    from ..formats.registry import values_of
 
     for _, e in items:
         if out_dtype(plan, e) not in TO_SAFETENSORS:

@@ -205,7 +205,8 @@ def _own_files(plan: Plan, folder: str) -> set[str]:
 
 
 def _write_dcp(plan: Plan, target: str, strict: bool, log: WriteLog, need: int) -> Checkpoint:
-    from ..formats import dcp, values_of
+    from ..formats import dcp
+    from ..formats.registry import values_of
 
     with atomic.atomic_dir(target, need=need) as tmp, values_of(plan.ck) as reader:
         # The whole checkpoint, wrappers included: DCP holds nested state (optimizer, counters) too.

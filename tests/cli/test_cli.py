@@ -94,7 +94,13 @@ def test_stats_count_nan_inf(tmp_path: Path) -> None:
     save_file({"x": torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), 3.0])}, str(path))
     data = _json(["inspect", str(path), "--format", "json", "--stats"])
     st = data["entries"][0]["stats"]
-    assert (st["nan"], st["inf"], st["min"], st["max"]) == (1, 2, 1.0, 3.0)
+    # torch's figures (a NaN makes them NaN), the finite-only ones beside them; non-finite numbers are strings
+    assert (st["nan"], st["inf"], st["min"], st["max"], st["mean"]) == (1, 2, "nan", "nan", "nan")
+    assert (st["finite_min"], st["finite_max"], st["finite"]) == (1.0, 3.0, 2)
+    inf = tmp_path / "i.safetensors"
+    save_file({"x": torch.tensor([0.5, -1.0, float("inf")])}, str(inf))
+    st = _json(["inspect", str(inf), "--format", "json", "--stats"])["entries"][0]["stats"]
+    assert (st["min"], st["max"], st["mean"], st["std"], st["finite_max"]) == (-1.0, "inf", "inf", "nan", 0.5)
 
 
 def test_tied_weights_counted_once(tmp_path: Path) -> None:

@@ -53,6 +53,13 @@ class Dequantizing:
     def dequantizes(self, info: TensorInfo) -> bool:
         return info.layout == Layout.QUANTIZED and info.quant is not None and info.quant.method == "gguf"
 
+    def reads_numpy(self, info: TensorInfo) -> bool:
+        return self.dequantizes(info) or self.inner.reads_numpy(info)
+
+    def flat_span(self, info: TensorInfo, lo: int, hi: int) -> tuple[str, int, int] | None:
+        """No byte span for a block-quantized tensor: the passes call read_flat, which dequantizes."""
+        return None if self.dequantizes(info) else self.inner.flat_span(info, lo, hi)
+
     def read_flat(self, info: TensorInfo, lo: int, hi: int, slot: int | None = None) -> np.ndarray:
         """Elements lo..hi (row-major, torch order) as float32: GGUF rows are whole blocks, so the flat
         element order is the blocks' order and a range needs only the blocks that cover it."""

@@ -31,9 +31,12 @@ def test_stats_equal_numpy(dtype: torch.dtype) -> None:
     a = t.to(torch.float64).numpy()
     fin = a[np.isfinite(a)]
     assert (s.numel, s.nan, s.inf, s.zeros) == (a.size, np.isnan(a).sum(), np.isinf(a).sum(), (a == 0).sum())
-    assert s.min == fin.min() and s.max == fin.max()
-    assert s.mean == pytest.approx(fin.mean(), rel=1e-12, abs=1e-15)
-    assert s.std == pytest.approx(fin.std(ddof=1), rel=1e-12)
+    assert s.finite_min == fin.min() and s.finite_max == fin.max()
+    assert s.finite_mean == pytest.approx(fin.mean(), rel=1e-12, abs=1e-15)
+    assert s.finite_std == pytest.approx(fin.std(ddof=1), rel=1e-12)
+    whole = t.to(torch.float64)  # the headline figures are torch's, NaN and Inf included
+    for got, want in ((s.min, whole.min()), (s.max, whole.max()), (s.mean, whole.mean()), (s.std, whole.std())):
+        assert got == pytest.approx(float(want), rel=1e-12, nan_ok=True)
     assert [s.p50_abs, s.p99_abs] == pytest.approx(np.percentile(np.abs(fin), [50, 99]), rel=1e-12)
     assert list(s.hist) == np.histogram(fin, bins=st.BINS)[0].tolist()
     assert s.sampled == s.finite == fin.size
@@ -46,23 +49,47 @@ def test_chunks_merge_to_the_same_figures(monkeypatch: pytest.MonkeyPatch) -> No
     whole = st.tensor_stats(t)
     monkeypatch.setattr(st, "CHUNK", 999)  # eleven chunks: Chan's merge and the sample's alignment
     chunked = st.tensor_stats(t)
-    assert chunked.hist == whole.hist and chunked.min == whole.min and chunked.zeros == whole.zeros
-    assert chunked.std == pytest.approx(whole.std, rel=1e-12) and chunked.mean == pytest.approx(whole.mean, rel=1e-12)
+    assert chunked.hist == whole.hist and chunked.finite_min == whole.finite_min and chunked.zeros == whole.zeros
+    assert chunked.finite_std == pytest.approx(whole.finite_std, rel=1e-12)
+    assert chunked.finite_mean == pytest.approx(whole.finite_mean, rel=1e-12)
 
 
-def test_large_tensors_use_an_evenly_spaced_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_tensors_use_a_random_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     t = _values(torch.float32, 10_000)
     monkeypatch.setattr(st, "CHUNK", 777)
-    s = st.tensor_stats(t, sample=1000)  # every 10th element
-    a = t.double().numpy()[::10]
+    s = st.tensor_stats(t, sample=1000)
+    positions = st.sample_positions(10_000, 1000)
+    assert positions.size == 1000 and len(set(positions % 10)) == 10  # not every 10th element
+    a = t.double().numpy()[positions]
     fin = a[np.isfinite(a)]
-    assert s.sampled == fin.size < s.finite
+    assert s.sampled == fin.size < s.finite and s.exact is False and s.to_dict()["exact"] is False
     assert [s.p50_abs, s.p99_abs] == pytest.approx(np.percentile(np.abs(fin), [50, 99]))
     # the sample is binned over the exact range of the whole tensor
-    assert list(s.hist) == np.histogram(fin, bins=st.BINS, range=(s.min, s.max))[0].tolist()
-    full = st.full_histogram(t, s.min, s.max, 40)
+    assert list(s.hist) == np.histogram(fin, bins=st.BINS, range=(s.finite_min, s.finite_max))[0].tolist()
+    full = st.full_histogram(t, s.finite_min, s.finite_max, 40)
     every = t.double().numpy()
     assert full == np.histogram(every[np.isfinite(every)], bins=40)[0].tolist()
+
+
+def test_the_sample_does_not_alias_with_the_row_length() -> None:
+    # 384-wide rows, every third column small: an every-3rd-element sample sees only the small ones.
+    rows = np.where(np.arange(384) % 3 == 0, 1.0, 100.0).astype(np.float32)
+    t = np.tile(rows, 1000)
+    s = st.tensor_stats(t, sample=t.size // 3)
+    assert s.exact is False and s.p50_abs == 100.0 and s.p99_abs == 100.0
+    assert 0.6 < s.hist[-1] / s.sampled < 0.73  # two thirds of the values are 100
+
+
+def test_torch_figures_and_finite_figures_are_separate() -> None:
+    t = torch.tensor([0.004, -1.0, float("inf"), 2.0])
+    s = st.tensor_stats(t)
+    assert (s.min, s.max, s.mean) == (float(t.min()), float(t.max()), float(t.double().mean())) == (-1.0, np.inf, np.inf)
+    assert np.isnan(s.std) and np.isnan(float(t.double().std()))
+    assert (s.finite_min, s.finite_max, s.inf) == (-1.0, 2.0, 1)
+    both = st.tensor_stats(torch.tensor([1.0, float("inf"), float("-inf")]))
+    assert (both.min, both.max) == (-np.inf, np.inf) and np.isnan(both.mean)
+    nan = st.tensor_stats(torch.tensor([1.0, float("nan")]))
+    assert all(np.isnan(v) for v in (nan.min, nan.max, nan.mean, nan.std)) and nan.finite_max == 1.0
 
 
 def test_constant_empty_and_non_finite_tensors() -> None:

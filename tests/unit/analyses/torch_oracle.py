@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from statecli.analyses.stats import BINS, CHUNK, PERCENTILES, SAMPLE, Moments, sample_of
+from statecli.analyses.stats import BINS, CHUNK, PERCENTILES, SAMPLE, Moments, sample_positions
 from statecli.state import Stats
 
 
@@ -45,7 +45,9 @@ def abs_percentiles(vals: Any, qs: tuple[float, ...] = PERCENTILES) -> list[floa
 
 
 def tensor_stats(t: Any, bins: int = BINS, sample: int = SAMPLE) -> Stats:
-    """Moments, extremes, zero/NaN/Inf counts, |x| percentiles and a histogram, in one pass."""
+    """min/max/mean/std from torch's own reductions over the whole tensor (in float64); the finite-only
+    moments, counts, |x| percentiles and histogram from the finite values at statecli's sample positions
+    (the sampling design is statecli's; the values there and every figure are computed by torch)."""
 
     if t.dtype.is_complex:
         return Stats(None, None, None, None, 0, 0, "complex: not summarised")
@@ -53,26 +55,23 @@ def tensor_stats(t: Any, bins: int = BINS, sample: int = SAMPLE) -> Stats:
     n = flat.numel()
     if n == 0:
         return Stats(None, None, None, None, 0, 0, "empty")
-    step = max(1, -(-n // sample))
-    acc, nan, inf, zeros = Moments(), 0, 0, 0
-    kept = []
+    whole = flat.to(torch.float64)
+    shown = (float(whole.min()), float(whole.max()), float(whole.mean()), float(whole.std()) if n > 1 else float("nan"))
+    nan, inf, zeros = int(torch.isnan(whole).sum()), int(torch.isinf(whole).sum()), int((whole == 0).sum())
+    acc = Moments()
     for start in range(0, n, CHUNK):
-        chunk = flat[start:start + CHUNK].to(torch.float64)
-        finite = torch.isfinite(chunk)
-        all_finite = bool(finite.all())
-        if not all_finite:
-            nan += int(torch.isnan(chunk).sum())
-            inf += int(torch.isinf(chunk).sum())
-        zeros += int((chunk == 0).sum())
-        acc.add(chunk_moments(chunk if all_finite else chunk[finite]))
-        picked = sample_of(chunk, start, step)
-        kept.append(picked if all_finite else picked[torch.isfinite(picked)])
+        chunk = whole[start:start + CHUNK]
+        acc.add(chunk_moments(chunk[torch.isfinite(chunk)]))
     if acc.count == 0:
-        return Stats(None, None, None, None, nan, inf, "no finite values", numel=n, zeros=zeros)
-    values = torch.cat(kept)
+        return Stats(*shown, nan, inf, "no finite values", numel=n, zeros=zeros)
+    positions = sample_positions(n, sample)
+    picked = whole if positions is None else whole[torch.from_numpy(positions)]
+    values = picked[torch.isfinite(picked)]
     p50, p99 = abs_percentiles(values)
-    return Stats(acc.lo, acc.hi, acc.mean, acc.std, nan, inf, numel=n, zeros=zeros, p50_abs=p50, p99_abs=p99,
-                 hist=tuple(histogram(values, acc.lo, acc.hi, bins)), sampled=values.numel(), finite=acc.count)
+    return Stats(*shown, nan, inf, numel=n, zeros=zeros, p50_abs=p50, p99_abs=p99,
+                 hist=tuple(histogram(values, acc.lo, acc.hi, bins)), sampled=values.numel(), finite=acc.count,
+                 finite_min=acc.lo, finite_max=acc.hi, finite_mean=acc.mean, finite_std=acc.std,
+                 exact=positions is None)
 
 
 def full_histogram(t: Any, lo: float, hi: float, bins: int) -> list[int]:

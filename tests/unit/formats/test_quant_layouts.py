@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from statecli.analyses.stats import stats_for
+from statecli.analyses.stats_pass import stats_for
 from statecli.io.values import value_reader
 from statecli.load import load_checkpoint
 from statecli.state import Kind
