@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -13,8 +14,9 @@ from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, p
 from ..storage import shared_storages
 from ..units import plural
 from ..vocab import Layout, SortOrder
-from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
+from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, sort_modules
 from .compare_torch import _compare_pair
+from .module_tree import ModuleTree, build_tree, level, tree_path
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
 NP_CHUNK = 1 << 20  # elements per read + compare task of the numpy path (a few MiB per side per worker)
@@ -84,6 +86,16 @@ class DiffResult:
     sort: SortOrder = SortOrder.ORDER
     notes: tuple[str, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
     strict_sharing: bool = False
+    entries: tuple[Entry, ...] = ()  # what was compared, each at its key (`placed`), in key order
+
+    @cached_property
+    def tree(self) -> ModuleTree:
+        """Every compared key by module, the comparison as its overlay (the HTML page's tree)."""
+        return build_tree(self.entries, compared=self.by_name)  # ROOT: A's and B's containers may differ
+
+    @cached_property
+    def by_name(self) -> Mapping[str, KeyDiff]:
+        return MappingProxyType({k.name: k for k in self.keys})
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -257,9 +269,17 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     frozen = tuple(KeyDiff(**{**vars(k), "changes": MappingProxyType(k.changes)}) for k in keys)
     left_out = ((), ()) if everything else (_groups(a), _groups(b))
     hints = _prefix_hint(only_a, only_b) + _precision_hint(keys, ea, eb, rtol, atol)
+    compared = tuple(placed(e) for e in [*ea.values(), *(eb[n] for n in only_b)])  # the keys' order
+    modules = tuple(r.change for r in level(compared, depth or AUTO, {k.name: k for k in frozen}) if r.change)
     return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(hints), only_changed,
-                      left_out, ignore_dtype, sort_modules(module_changes(frozen, depth or AUTO), sort), depth, by_module, sort,
-                      tuple(_notes(aliases, sharing)), strict_sharing)
+                      left_out, ignore_dtype, sort_modules(modules, sort), depth, by_module, sort,
+                      tuple(_notes(aliases, sharing)), strict_sharing, compared)
+
+
+def placed(e: Entry) -> Entry:
+    """`e` where the comparison's module tree puts it: at its key, its name (with --all, a top-level
+    value named as its container would otherwise sit under itself)."""
+    return e if tree_path(e) == e.name else replace(e, group="")
 
 
 def _restore_aliases(ck: Checkpoint, mine: dict[str, Entry], other: list[Entry]) -> dict[str, Alias]:

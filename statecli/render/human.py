@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..state import DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
-from ..vocab import CheckRule
+from ..vocab import CheckRule, SortOrder
 from .grid import KIND_STYLES, Col, print_grid
 from .text import escape, fmt_float
 
@@ -110,7 +110,7 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
     heads = ["keys", "changed"] + (["added", "removed"] if structural else [])
     cols = [Col("module", wrap=True), *(Col(h, right=True) for h in heads), Col("|b-a|/|a|", right=True), Col(""),
             *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol"))]
-    order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
+    order = "model order" if r.sort is SortOrder.ORDER else f"sorted by {r.sort}"
     depth = f"depth {r.depth}" if r.depth else "by block"
     print_grid(con, f"change by module ({depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)
 
