@@ -85,8 +85,8 @@ def resolve(plan: Plan, target: Target) -> Destination:
         return Destination(ck.path, WriteFormat.SAFETENSORS if ck.format is Format.SAFETENSORS else WriteFormat.PT, "file")
     path = str(output)
     if upload.is_url(path):  # written locally, verified, then uploaded (rewrite/upload.py)
-        path = upload.output_url(path, ck.files + [ck.path])
-    for f in ck.files + [ck.path]:
+        path = upload.output_url(path, [*ck.files, ck.path])
+    for f in [*ck.files, ck.path]:
         if os.path.exists(path) and os.path.exists(f) and os.path.samefile(f, path):
             raise UsageError(path, "is the input; statecli never overwrites its input without --in-place")
     if target.to == "dcp":

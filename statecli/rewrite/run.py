@@ -154,7 +154,7 @@ def _write_stdout(plan: Plan, dest: Destination, strict: bool, log: WriteLog, ne
         with open(path, "rb") as f:
             shutil.copyfileobj(f, stdout, 1 << 20)
         stdout.flush()
-    return dataclasses.replace(after, path=STDOUT, files=[STDOUT])
+    return dataclasses.replace(after, path=STDOUT, files=(STDOUT,))
 
 
 def _write_sharded(plan: Plan, target: str, fmt: str, shard: int | None, in_place: bool, strict: bool,

@@ -46,7 +46,7 @@ def verify_file(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint
         raise BadInput(shown_as, f"verification failed: {missing[0]!r} is not as planned in the written file; "
                                  "nothing was kept")
     check_model(plan, after, shown_as)
-    return dataclasses.replace(after, path=shown_as, files=[shown_as])
+    return dataclasses.replace(after, path=shown_as, files=(shown_as,))
 
 
 def verify_index(plan: Plan, index: str) -> None:
