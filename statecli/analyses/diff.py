@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import ExitCode, UsageError
+from ..notes import Note
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo
 from ..units import plural
 from ..vocab import Layout, SortOrder
@@ -69,7 +70,7 @@ class DiffResult:
     depth: int = 1
     by_module: bool = False  # the view (and CSV rows) by module instead of by key
     sort: SortOrder = SortOrder.ORDER
-    notes: tuple[str, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
+    notes: tuple[Note, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
     strict_sharing: bool = False
     entries: tuple[Entry, ...] = ()  # what was compared, each at its key (`placed`), in key order
 
@@ -127,7 +128,7 @@ class DiffResult:
                           "values_compared": self.values, "ignore_dtype": self.ignore_dtype},
             "summary": {str(s): self.count(s) for s in (REMOVED, ADDED, CHANGED, EQUAL)},
             "hints": list(self.renames),
-            "notes": list(self.notes),
+            "notes": [n.text for n in self.notes],
             "strict_sharing": self.strict_sharing,
             "keys": [k.to_dict() for k in self.listed],
             "module_depth": self.depth,

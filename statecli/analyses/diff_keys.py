@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..modeldef.ties import Alias, alias_entry, recorded_aliases
+from ..notes import Note, NoteKind
 from ..state import Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
 from ..storage import shared_storages
 from ..units import plural
@@ -135,7 +136,8 @@ def restore_aliases(ck: Checkpoint, mine: dict[str, Entry], other: list[Entry]) 
     return {n: x for n, x in found.items() if n in mine}
 
 
-def sharing_notes(aliases: dict[str, dict[str, Alias]], sharing: list[str]) -> list[str]:
+def sharing_notes(aliases: dict[str, dict[str, Alias]], sharing: list[str]) -> list[Note]:
+    """What was compared as the same although stored differently: restored aliases, sharing that differs."""
     out = []
     for side, found in aliases.items():
         if found:
@@ -147,7 +149,7 @@ def sharing_notes(aliases: dict[str, dict[str, Alias]], sharing: list[str]) -> l
         out.append(f"storage sharing differs for {plural(len(sharing), 'key')} ({', '.join(sharing[:3])}"
                    f"{', ...' if len(sharing) > 3 else ''}): tensors tied or viewed on one side are stored apart on the "
                    "other; a structure note, not a difference (--strict-sharing makes it one)")
-    return out
+    return [Note(NoteKind.COMPARISON, text) for text in out]
 
 
 def add_note(kd: Work, text: str) -> None:

@@ -205,7 +205,7 @@ def _diff(r: DiffResult) -> tuple[str, list[str]]:
             f"atol={r.atol:g}, equal_nan={r.equal_nan}</p>",
             f"<p class={'ok' if r.equal else 'bad'}>{x(r.summary_line)}</p>"]
     body += [f"<p class=meta>hint: {x(h)}</p>" for h in r.renames]
-    body += [f"<p class=meta>note: {x(n)}</p>" for n in r.notes]
+    body += [f"<p class=meta>note: {x(n.text)}</p>" for n in r.notes]
     if r.modules:
         order = "model order" if r.sort is SortOrder.ORDER else f"sorted by {r.sort}"
         body.append(f"<h2>change by module (depth {r.depth}, {order})</h2>")

@@ -18,7 +18,7 @@ from ..vocab import ChangeKind
 from . import encode, hf, upload
 from .destination import STDOUT, Destination, output_format, parse_size, planned_bytes, resolve
 from .folder import copy_folder
-from .plan import Change, Plan, entry_key
+from .plan import Change, Plan, entry_key, rewrite_note
 from .result import RewriteResult, WriteLog
 from .spec import Target
 from .tree import model_items, rebuild, with_restored_ties
@@ -95,9 +95,9 @@ def _device_report(plan: Plan, fmt: str) -> Plan:
         return plan
     if fmt not in _NO_DEVICE:
         return dataclasses.replace(plan, notes=plan.notes + plan.device_notes, device_notes=())
-    note = (f"{fmt} records no device, so nothing was moved: its tensors load where the loader puts them "
-            f"({'load_file(..., device=...)' if fmt == 'safetensors' else 'the state dict passed to dcp.load'}); "
-            "write a .pt to record a device")
+    where = "load_file(..., device=...)" if fmt == "safetensors" else "the state dict passed to dcp.load"
+    note = rewrite_note(f"{fmt} records no device, so nothing was moved: its tensors load where the loader puts "
+                        f"them ({where}); write a .pt to record a device")
     return dataclasses.replace(plan, location=None, changes=tuple(c for c in plan.changes if c.what is not ChangeKind.MOVED),
                                notes=plan.notes + (note,), device_notes=())
 
