@@ -47,6 +47,9 @@ class Findings:
     pickles: int = 0
     storage_keys: set[str] = field(default_factory=set)  # persistent ids the pickles named
     code: list[str] = field(default_factory=list)  # TorchScript sources torch.jit.load would compile
+    # The problems that are pickles nested past MAX_NESTING, kept apart too: a nested scan's other
+    # problems (bytes that only parse as a pickle) are dropped, these never are.
+    too_deep: list[str] = field(default_factory=list)
 
     @property
     def dangerous(self) -> list[str]:
@@ -60,6 +63,7 @@ class Findings:
         self.pickles += other.pickles
         self.storage_keys |= other.storage_keys
         self.code += other.code
+        self.too_deep += other.too_deep
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ def scan_one(bio: BinaryIO, pos: int, where: str, acc: Findings, ctx: Context, f
     acc.globals += static.nested.globals
     acc.calls += static.nested.calls
     acc.problems += static.nested.problems
+    acc.too_deep += static.nested.too_deep
     acc.problems += static.framing
     acc.pickles += static.nested.pickles
     if error is not None:
@@ -381,7 +386,9 @@ def _nested(data: bytes, where: str, acc: Findings, ctx: Context) -> None:
     if len(data) < MIN_NESTED or len(data) > MAX_NESTED_BYTES:
         return
     if ctx.depth >= MAX_NESTING:
-        acc.problems.append(f"{where}: pickles nested more than {MAX_NESTING} deep")
+        problem = f"{where}: pickles nested more than {MAX_NESTING} deep"
+        acc.problems.append(problem)
+        acc.too_deep.append(problem)
         return
     inner = Context(ctx.trusted, ctx.torchscript, ctx.depth + 1)
     if data[:4] == b"PK\x03\x04":
@@ -396,7 +403,8 @@ def _nested(data: bytes, where: str, acc: Findings, ctx: Context) -> None:
         acc.globals += real
         acc.calls += sub.calls
         acc.pickles += sub.pickles
-        acc.problems += [p for p in sub.problems if "nested more than" in p]
+        acc.problems += sub.too_deep
+        acc.too_deep += sub.too_deep
 
 
 def _may_name_a_global(data: bytes) -> bool:
