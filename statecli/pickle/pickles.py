@@ -235,13 +235,14 @@ class _Walk:
         self.stack: list[Any] = []
         self.memo: dict[int, Any] = {}
 
-    def step(self, op: Any, arg: Any, at: int) -> bool:
+    def step(self, op: pickletools.OpcodeInfo, arg: Any, at: int) -> bool:
         """One opcode at offset `at` of the pickle; True at STOP."""
-        handler = _HANDLERS.get(op.name)
-        if handler is not None and handler(self, op.name, arg, at):
+        name: str = op.name
+        handler = _HANDLERS.get(name)
+        if handler is not None and handler(self, name, arg, at):
             return False
         _generic(self.stack, op)
-        return op.name == "STOP"
+        return name == "STOP"
 
     def record(self, module: str, attr: str, opcode: str) -> _G:
         m, a = normalize(module, attr)
