@@ -305,7 +305,7 @@ def with_adapter(ck: Checkpoint, config: dict[str, Any]) -> Checkpoint:
     note = (f"a {peft} adapter{f' for {base}' if base else ''} (adapter_config.json{extra.replace(', ', ': ', 1)}): "
             f"targets {shown}; every tensor is an adapter parameter, loaded onto the base model by "
             "PeftModel.from_pretrained")
-    return replace(ck, entries=out).with_notes([Note(NoteKind.LAYOUT, note)])
+    return replace(ck, entries=tuple(out)).with_notes([Note(NoteKind.LAYOUT, note)])
 
 
 def in_container(name: str, tensor: TensorInfo | None, kind_for_tensors: Kind) -> tuple[Kind, Evidence]:
@@ -354,7 +354,7 @@ def with_model(ck: Checkpoint, info: ModelInfo) -> Checkpoint:
     for c in ck.containers:
         if c.role is Role.EMA:
             _ema_copy(out, c.name, info)
-    return replace(ck, entries=out, modules=list(info.modules)).with_notes(_model_notes(info))
+    return replace(ck, entries=tuple(out), modules=tuple(info.modules)).with_notes(_model_notes(info))
 
 
 def _ema_copy(entries: list[Entry], group: str, info: ModelInfo) -> None:

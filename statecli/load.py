@@ -55,7 +55,7 @@ def with_prefix(ck: Checkpoint, add_prefix: str | None) -> Checkpoint:
     """`ck` with `add_prefix` before every model-state key (--add-prefix)."""
     if not add_prefix:
         return ck
-    return replace(ck, entries=[_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries])
+    return replace(ck, entries=tuple(_renamed(e, add_prefix + e.name) if e.group == "" else e for e in ck.entries))
 
 
 def load_with_raw(path: str, key: str | None = None,
@@ -123,9 +123,9 @@ def build(raw: RawCheckpoint, key: str | None, strip_prefix: tuple[str, ...]) ->
     """The classified Checkpoint of a raw tree."""
     ck = _Draft(path=raw.path, format=raw.format, messages=[Note(NoteKind.READER, w) for w in raw.warnings])
     _fill(ck, raw, key, strip_prefix)
-    return Checkpoint(path=ck.path, format=ck.format, entries=ck.entries, container=ck.container,
-                      containers=ck.containers, files=list(raw.files), metadata=dict(raw.metadata),
-                      unsafe_globals=ck.unsafe_globals, messages=tuple(ck.messages), modules=ck.modules,
+    return Checkpoint(path=ck.path, format=ck.format, entries=tuple(ck.entries), container=ck.container,
+                      containers=tuple(ck.containers), files=tuple(raw.files), metadata=dict(raw.metadata),
+                      unsafe_globals=tuple(ck.unsafe_globals), messages=tuple(ck.messages), modules=tuple(ck.modules),
                       torch_metadata=ck.torch_metadata)
 
 

@@ -19,6 +19,7 @@ class NoteKind(StrEnum):
     LAYOUT = "layout"  # a training layout told by the file or the files beside it
     CONFIG = "config"  # the model definition: a config.json that could not be used, and why
     REWRITE = "rewrite"  # what a rewrite keeps or drops of the input
+    COMPARISON = "comparison"  # what a diff compared as the same although stored differently (ties, sharing)
 
     @property
     def is_warning(self) -> bool:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar, overload
 
 from .notes import Note, note_texts, warning_texts
@@ -390,19 +391,28 @@ class ModuleNode:
 @dataclass(frozen=True)
 class Checkpoint:
     """Everything statecli knows about one checkpoint, without tensor bytes. Built once (load.py);
-    a later step that adds something makes a new one (dataclasses.replace, with_notes)."""
+    a later step that adds something makes a new one (dataclasses.replace, with_notes). Immutable
+    all through: one checkpoint is read by every step of a command (and both sides of a diff), so its
+    collections are tuples and a read-only mapping, whatever a caller passes."""
 
     path: str
     format: Format
-    entries: list[Entry]
+    entries: tuple[Entry, ...]
     container: str  # which container holds the model state; "" for the file's root
-    containers: list[Container] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    metadata: dict[str, str] = field(default_factory=dict)
-    unsafe_globals: list[str] = field(default_factory=list)
+    containers: tuple[Container, ...] = ()
+    files: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    unsafe_globals: tuple[str, ...] = ()
     messages: tuple[Note, ...] = ()  # warnings and notes, in the order the steps gave them
-    modules: list[ModuleNode] = field(default_factory=list)
+    modules: tuple[ModuleNode, ...] = ()
     torch_metadata: Any = None  # state_dict()._metadata as saved (per-module versions)
+
+    def __post_init__(self) -> None:
+        # tuple() of a tuple is the tuple itself: replace() of 50,000 entries copies nothing.
+        for name in ("entries", "containers", "files", "unsafe_globals", "messages", "modules"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.metadata, MappingProxyType):
+            object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
 
     @property
     def warnings(self) -> list[str]:

@@ -127,8 +127,8 @@ class Format(StrEnum):
         return self in (Format.SHARDED, Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH)
 
     @property
-    def family(self) -> str:
+    def family(self) -> WriteFormat:
         """The name a user gives this format (`check --format`, `--to`): safetensors, dcp or pt."""
         if self in (Format.SAFETENSORS, Format.SHARDED_SAFETENSORS):
-            return "safetensors"
-        return "dcp" if self is Format.DCP else "pt"
+            return WriteFormat.SAFETENSORS
+        return WriteFormat.DCP if self is Format.DCP else WriteFormat.PT

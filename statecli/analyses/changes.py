@@ -1,9 +1,10 @@
 """The per-module view of `diff`: float64 sums gathered tensor by tensor during the value pass,
-added up by module into ||b-a||/||a||, cosine similarity, max |d| and the share over tolerance."""
+added up by module into ||b-a||/||a||, cosine similarity, max |d| and the share over tolerance.
+Which keys make a module is the ModuleTree's to say (module_tree.py); how they add up is `Tally`'s."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ from ..vocab import SortOrder
 ROW = 4096  # elements dotted in float32 before the float64 sum (see square_sum)
 
 
-class _Compared(Protocol):
+class Compared(Protocol):
     """What the aggregation reads of a key's comparison (diff.KeyDiff)."""
 
     @property
@@ -141,29 +142,60 @@ def module_prefix(name: str, depth: int) -> str:
     """The module a key belongs to at `depth` name components (as `size --depth`): its first
     `depth` components, or its parent when the name is shorter; ROOT for a top-level key.
     Depth 0 is the root (every key); AUTO picks it per key: through the first numbered block, so a
-    stack of layers is one row each."""
+    stack of layers is one row each. ModuleTree.level groups its rows by it."""
     parts = name.split(".")
     if depth == AUTO:  # down to the first block number (blocks.4, model.layers.12), else the top module
         depth = next((i + 1 for i, p in enumerate(parts[:4]) if p.isdigit() and i < len(parts) - 1), 1)
     return ".".join(parts[:depth]) if len(parts) > depth else ".".join(parts[:-1]) or ROOT
 
 
-def module_changes(keys: Sequence[_Compared], depth: int) -> tuple[ModuleChange, ...]:
-    """Key comparisons added up by module, in the order the modules first appear (model order)."""
-    groups: dict[str, list[_Compared]] = {}
-    for k in keys:
-        groups.setdefault(module_prefix(k.name, depth), []).append(k)
-    out = []
-    for m, ks in groups.items():
-        compared = [k for k in ks if k.max_abs is not None]
-        floats = [k.sums for k in compared if k.sums is not None]
-        sums = sum(floats, Sums()) if floats else None
-        maxes = [k.max_abs for k in compared if k.max_abs is not None]
-        out.append(ModuleChange(
-            m, len(ks), sum(1 for k in ks if k.status == DiffStatus.CHANGED), sum(1 for k in ks if k.status == DiffStatus.ADDED),
-            sum(1 for k in ks if k.status == DiffStatus.REMOVED), len(compared), sum(k.numel or 0 for k in compared),
-            sum(k.mismatched or 0 for k in compared), max(maxes) if maxes else None, sums))
-    return tuple(out)
+class Tally:
+    """Key comparisons being added up into one module's figures: the one home of how they add up,
+    for diff's rows (ModuleTree.level) and browse's tree (each node's keys below). Mutable while a
+    tree is built; `result` freezes it."""
+
+    __slots__ = ("keys", "changed", "added", "removed", "compared", "numel", "mismatched", "max_abs", "sums")
+
+    def __init__(self) -> None:
+        self.keys = self.changed = self.added = self.removed = self.compared = self.numel = self.mismatched = 0
+        self.max_abs: float | None = None
+        self.sums: Sums | None = None
+
+    def add_key(self, k: Compared) -> None:
+        self.keys += 1
+        status = k.status
+        if status is DiffStatus.CHANGED:
+            self.changed += 1
+        elif status is DiffStatus.ADDED:
+            self.added += 1
+        elif status is DiffStatus.REMOVED:
+            self.removed += 1
+        if k.max_abs is None:  # values not compared: the key counts, its figures do not
+            return
+        self.compared += 1
+        self.numel += k.numel or 0
+        self.mismatched += k.mismatched or 0
+        self.max_abs = k.max_abs if self.max_abs is None else max(self.max_abs, k.max_abs)
+        if k.sums is not None:
+            self.sums = (self.sums or Sums()) + k.sums
+
+    def add(self, o: Tally) -> None:
+        """`o`'s keys too (a child module's, flowing up to its parent)."""
+        self.keys += o.keys
+        self.changed += o.changed
+        self.added += o.added
+        self.removed += o.removed
+        self.compared += o.compared
+        self.numel += o.numel
+        self.mismatched += o.mismatched
+        if o.max_abs is not None:
+            self.max_abs = o.max_abs if self.max_abs is None else max(self.max_abs, o.max_abs)
+        if o.sums is not None:
+            self.sums = (self.sums or Sums()) + o.sums
+
+    def result(self, module: str) -> ModuleChange:
+        return ModuleChange(module, self.keys, self.changed, self.added, self.removed, self.compared, self.numel,
+                            self.mismatched, self.max_abs, self.sums)
 
 
 def sort_modules(mods: tuple[ModuleChange, ...], by: SortOrder) -> tuple[ModuleChange, ...]:

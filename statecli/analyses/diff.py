@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 from ..errors import ExitCode, UsageError
-from ..modeldef.ties import Alias, alias_entry, recorded_aliases
+from ..notes import Note, NoteKind
 from ..qtensor import dequantized_by
-from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, prefix_matches
-from ..storage import shared_storages
+from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo
 from ..units import plural
 from ..vocab import Layout, SortOrder
-from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
+from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, sort_modules
 from .compare import Partial
 from .compare_torch import _compare_pair
+from .diff_keys import KeyCheck, placed, precision_hint, prefix_hint, restore_aliases, shared_groups, sharing_notes
+from .diff_keys import Work as _Work  # the value pass below fills these in
+from .diff_keys import add_note as _add_note
 from .gguf_view import align_names, metadata_changes, quant_error
+from .module_tree import ModuleTree, build_tree, level
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
 NP_CHUNK = 1 << 20  # elements per read + compare task of the numpy path (a few MiB per side per worker)
-
-
-@dataclass
-class _Work:
-    """A key's comparison while it is being made (values fill in tensor by tensor)."""
-
-    name: str
-    status: DiffStatus
-    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (a, b)
-    max_abs: float | None = None
-    max_rel: float | None = None
-    mismatched: int | None = None
-    numel: int | None = None
-    compared_as: str | None = None  # the common dtype when the two dtypes differ
-    note: str | None = None
-    sums: Sums | None = None  # float64 sums over the elements finite in both, for the per-module view
 
 
 @dataclass(frozen=True)
@@ -86,7 +74,7 @@ class DiffResult:
     depth: int = 1
     by_module: bool = False  # the view (and CSV rows) by module instead of by key
     sort: SortOrder = SortOrder.ORDER
-    notes: tuple[str, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
+    notes: tuple[Note, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
     strict_sharing: bool = False
     metadata: tuple[Any, ...] = ()  # gguf_view.MetaChange: metadata keys two GGUFs differ in
     gguf_reference: bool = False  # a GGUF against another format: quantization error per tensor and block
@@ -95,6 +83,16 @@ class DiffResult:
     def quantized(self) -> bool:
         """Either side holds quantized weights: their values were compared dequantized (SNR matters)."""
         return any(e.tensor is not None and e.tensor.quant is not None for ck in (self.a, self.b) for e in ck.entries)
+    entries: tuple[Entry, ...] = ()  # what was compared, each at its key (`placed`), in key order
+
+    @cached_property
+    def tree(self) -> ModuleTree:
+        """Every compared key by module, the comparison as its overlay (the HTML page's tree)."""
+        return build_tree(self.entries, compared=self.by_name)  # ROOT: A's and B's containers may differ
+
+    @cached_property
+    def by_name(self) -> Mapping[str, KeyDiff]:
+        return MappingProxyType({k.name: k for k in self.keys})
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -142,7 +140,7 @@ class DiffResult:
                           "values_compared": self.values, "ignore_dtype": self.ignore_dtype},
             "summary": {str(s): self.count(s) for s in (REMOVED, ADDED, CHANGED, EQUAL)},
             "hints": list(self.renames),
-            "notes": list(self.notes),
+            "notes": [n.text for n in self.notes],
             "strict_sharing": self.strict_sharing,
             "keys": [k.to_dict() for k in self.listed],
             "module_depth": self.depth,
@@ -169,37 +167,6 @@ def _key(e: Entry) -> str:
     return e.name
 
 
-def _structure(a: TensorInfo, b: TensorInfo) -> dict[str, tuple[Any, Any]]:
-    out: dict[str, tuple[Any, Any]] = {}
-    if a.shape != b.shape:
-        out["shape"] = (list(a.shape), list(b.shape))
-    if a.dtype != b.dtype:
-        out["dtype"] = (a.dtype, b.dtype)
-    if a.device != b.device:
-        out["device"] = (a.device, b.device)
-    if a.layout != b.layout:
-        out["layout"] = (a.layout, b.layout)
-    return out
-
-
-def _prefix_hint(only_a: list[str], only_b: list[str]) -> list[str]:
-    """Renames that are only a prefix difference: suggest the flag that aligns them."""
-    hints = []
-    for side, other, keys, targets in (("A", "B", only_a, only_b), ("B", "A", only_b, only_a)):
-        for p, c in sorted(prefix_matches(keys, targets).items(), key=lambda x: -x[1])[:1]:
-            hints.append(f"{c} key(s) of {side} match {other} after removing {p!r}: add --strip-prefix {p}")
-    return hints
-
-
-def _shared_groups(entries: Iterable[Entry]) -> dict[str, frozenset[str]]:
-    out: dict[str, frozenset[str]] = {}
-    for users in shared_storages(entries).values():
-        names = frozenset(e.name for e in users)
-        for n in names:
-            out[n] = names
-    return out
-
-
 def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False,
          values: bool = True, progress: Callable[[int, int], None] | None = None,
          everything: bool = False, only_changed: bool = False, ignore_dtype: bool = False, depth: int = 1,
@@ -210,125 +177,55 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     (`depth` name components, ordered by `sort`) come from the same pass over the values.
     A key one side leaves out but records as a tie (`modeldef.ties`) is compared as the tensor it names.
     Storage sharing (ties, views) that differs is a note, not a difference, unless `strict_sharing`."""
-    if sort not in SORTS:
-        raise UsageError(None, f"unknown --sort {sort!r}", f"choose from: {', '.join(SORTS)}")
-    sort = SortOrder(sort)
-    a, b, renaming = align_names(a, b)
-    ea = {_key(e): e for e in a.entries if everything or e.group == ""}
-    eb = {_key(e): e for e in b.entries if everything or e.group == ""}
-    keys: list[_Work] = []
-    stored_a, stored_b = list(ea.values()), list(eb.values())
-    aliases = {"A": _restore_aliases(a, ea, stored_b), "B": _restore_aliases(b, eb, stored_a)}
+    sort = _sort_order(sort)
+    a, b, renaming = align_names(a, b)  # a GGUF against another format: HF names
+    ea, eb = _by_key(a, everything), _by_key(b, everything)
+    stored_a, stored_b = list(ea.values()), list(eb.values())  # before either side's aliases join
+    aliases = {"A": restore_aliases(a, ea, stored_b), "B": restore_aliases(b, eb, stored_a)}
     only_a = [n for n in ea if n not in eb]
     only_b = [n for n in eb if n not in ea]
-    keys += [_Work(n, REMOVED) for n in only_a]
-    keys += [_Work(n, ADDED) for n in only_b]
     # Sharing over every entry (an EMA or optimizer tensor on a model tensor's storage counts too),
     # with the restored aliases on their targets' storage.
-    shared_a = _shared_groups([*a.entries, *(ea[n] for n in aliases["A"])])
-    shared_b = _shared_groups([*b.entries, *(eb[n] for n in aliases["B"])])
-    sharing: list[str] = []
-    common = [n for n in ea if n in eb]
+    check = KeyCheck(aliases, shared_groups([*a.entries, *(ea[n] for n in aliases["A"])]),
+                      shared_groups([*b.entries, *(eb[n] for n in aliases["B"])]), ignore_dtype, strict_sharing)
+    keys = [_Work(n, REMOVED) for n in only_a] + [_Work(n, ADDED) for n in only_b]
     pairs: list[tuple[_Work, TensorInfo, TensorInfo]] = []
-    for n in common:
-        x, y = ea[n], eb[n]
-        kd = _Work(n, EQUAL)
-        if (x.tensor is None) != (y.tensor is None):
-            kd.status = CHANGED
-            kd.changes["type"] = ("tensor" if x.tensor else x.value_type, "tensor" if y.tensor else y.value_type)
-        elif x.tensor is None:
-            if x.value != y.value:
-                kd.status = CHANGED
-                kd.changes["value"] = (x.value, y.value)
-        else:
-            assert y.tensor is not None
-            kd.numel = x.tensor.numel
-            kd.changes.update(_structure(x.tensor, y.tensor))
-            if ignore_dtype:
-                kd.changes.pop("dtype", None)
-            if x.kind != y.kind and not (x.evidence.inferred or y.evidence.inferred):
-                kd.changes["kind"] = (x.kind, y.kind)
-            for side, found in aliases.items():
-                if n in found:
-                    _add_note(kd, f"{side} leaves it out: an alias of {found[n].target} ({found[n].source})")
-            sa, sb = shared_a.get(n, frozenset()), shared_b.get(n, frozenset())
-            if sa != sb:
-                shared = (sorted(sa - {n}), sorted(sb - {n}))
-                if strict_sharing:
-                    kd.changes["shared_with"] = shared
-                else:
-                    sharing.append(n)
-                    _add_note(kd, f"storage shared with {shared[0] or 'no other key'} in A, {shared[1] or 'no other key'} "
-                                  "in B")
-            if kd.changes:
-                kd.status = CHANGED
-            if values and "shape" not in kd.changes:
-                pairs.append((kd, x.tensor, y.tensor))
+    for n in [n for n in ea if n in eb]:
+        kd, x, y = check.key(n, ea[n], eb[n]), ea[n].tensor, eb[n].tensor
         keys.append(kd)
+        if values and x is not None and y is not None and "shape" not in kd.changes:
+            pairs.append((kd, x, y))
     if pairs:
         _compare_values(a, b, pairs, rtol, atol, equal_nan, progress)
     order = {n: i for i, n in enumerate(list(ea) + only_b)}
     keys.sort(key=lambda k: order.get(k.name, 0))
     frozen = tuple(KeyDiff(**{**vars(k), "changes": MappingProxyType(k.changes)}) for k in keys)
     left_out = ((), ()) if everything else (_groups(a), _groups(b))
-    hints = _prefix_hint(only_a, only_b) + _precision_hint(keys, ea, eb, rtol, atol)
-    return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(hints), only_changed,
-                      left_out, ignore_dtype, sort_modules(module_changes(frozen, depth or AUTO), sort), depth, by_module, sort,
-                      tuple(_notes(aliases, sharing)) + ((renaming,) if renaming else ()), strict_sharing,
-                      metadata_changes(a, b), renaming is not None)
+    hints = prefix_hint(only_a, only_b) + precision_hint(keys, ea, eb, rtol, atol)
+    compared = tuple(placed(e) for e in [*ea.values(), *(eb[n] for n in only_b)])  # the keys' order
+    return DiffResult(a, b, frozen, rtol, atol, equal_nan, values, tuple(hints), only_changed, left_out, ignore_dtype,
+                      _modules(compared, frozen, depth, sort), depth, by_module, sort,
+                      tuple(sharing_notes(aliases, check.sharing))
+                      + ((Note(NoteKind.COMPARISON, renaming),) if renaming else ()), strict_sharing,
+                      metadata=metadata_changes(a, b), gguf_reference=renaming is not None, entries=compared)
 
 
-def _restore_aliases(ck: Checkpoint, mine: dict[str, Entry], other: list[Entry]) -> dict[str, Alias]:
-    """Keys the other side stores that `ck` leaves out but records as ties: added to `mine` as entries
-    of the tensor they name, so they are compared (values, and storage sharing) like any key."""
-    wanted = [e.name for e in other if e.name not in mine and e.group == "" and e.tensor is not None]
-    found = recorded_aliases(ck, wanted) if wanted else {}
-    for alias in found.values():
-        if alias.target in mine:
-            mine[alias.name] = alias_entry(alias, mine[alias.target])
-    return {n: x for n, x in found.items() if n in mine}
+def _sort_order(sort: SortOrder | str) -> SortOrder:
+    try:
+        return SortOrder(sort)
+    except ValueError:
+        raise UsageError(None, f"unknown --sort {sort!r}", f"choose from: {', '.join(SORTS)}") from None
 
 
-def _notes(aliases: dict[str, dict[str, Alias]], sharing: list[str]) -> list[str]:
-    out = []
-    for side, found in aliases.items():
-        if found:
-            shown = ", ".join(f"{x.name} -> {x.target}" for x in list(found.values())[:3]) + (", ..." if len(found) > 3 else "")
-            sources = ", ".join(sorted({str(x.source) for x in found.values()}))
-            out.append(f"{side} leaves out {plural(len(found), 'tied key')} ({sources}); each was compared as the tensor "
-                       f"it aliases: {shown}")
-    if sharing:
-        out.append(f"storage sharing differs for {plural(len(sharing), 'key')} ({', '.join(sharing[:3])}"
-                   f"{', ...' if len(sharing) > 3 else ''}): tensors tied or viewed on one side are stored apart on the "
-                   "other; a structure note, not a difference (--strict-sharing makes it one)")
-    return out
+def _by_key(ck: Checkpoint, everything: bool) -> dict[str, Entry]:
+    """The entries compared, by key: the model state's (with `everything`, every container's)."""
+    return {_key(e): e for e in ck.entries if everything or e.group == ""}
 
 
-def _add_note(kd: _Work, text: str) -> None:
-    kd.note = f"{kd.note}; {text}" if kd.note else text
-
-
-# torch.testing.assert_close's default tolerances: the precision a dtype can be compared at.
-_DTYPE_TOL = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5),
-              "float8_e4m3fn": (1.25e-1, 1e-3), "float8_e5m2": (2.5e-1, 1e-3)}
-
-
-def _precision_hint(keys: list[_Work], ea: dict[str, Entry], eb: dict[str, Entry], rtol: float, atol: float) -> list[str]:
-    """Values compared across dtypes that differ only at the narrower dtype's precision: say which
-    tolerance compares them at that precision (a float16 export of float32 weights, say)."""
-    loose = (0.0, 0.0)
-    for k in keys:
-        if not k.mismatched or not k.compared_as:
-            continue
-        x, y = ea[k.name].tensor, eb[k.name].tensor
-        for t in (x, y):
-            tol = _DTYPE_TOL.get(t.dtype if t is not None else "", (0.0, 0.0))
-            loose = max(loose, tol)
-    if loose <= (rtol, atol) or loose == (0.0, 0.0):
-        return []
-    return [f"values were compared across dtypes at rtol={rtol:g}, atol={atol:g}; the narrower dtype keeps less "
-            f"precision: --rtol {loose[0]:g} --atol {loose[1]:g} compares at its precision (torch.testing.assert_close's "
-            "defaults)"]
+def _modules(compared: tuple[Entry, ...], keys: tuple[KeyDiff, ...], depth: int, sort: SortOrder) -> tuple[ModuleChange, ...]:
+    """The per-module rows: the module tree's level (`depth`, 0 by block) with the keys as its overlay."""
+    rows = level(compared, depth or AUTO, {k.name: k for k in keys})
+    return sort_modules(tuple(r.change for r in rows if r.change is not None), sort)
 
 
 def _groups(ck: Checkpoint) -> tuple[str, ...]:

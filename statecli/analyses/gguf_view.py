@@ -162,8 +162,8 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
     blocks = {int(m.group(1)[4:]) for e in g.entries if (m := BLOCK.match(e.name))}
     names = [e.name for e in ref.entries if e.group == "" and e.tensor is not None]
     arch, mapping = gguf_names(read_parts(g.path)[0], max(blocks, default=-1) + 1, names)
-    renamed = replace(ref, entries=[replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
-                                    for e in ref.entries])
+    renamed = replace(ref, entries=tuple(replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
+                                         for e in ref.entries))
     note = (f"{len(mapping)} of {len(names)} names of {ref.path} mapped to GGUF names by gguf-py's TensorNameMap "
             f"for {arch!r}; llama.cpp's converter permutes attn_q/attn_k rows for rope and may fuse or stack "
             "tensors: those are not undone, so their values differ by that layout")

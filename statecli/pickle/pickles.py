@@ -10,13 +10,14 @@ import io
 import pickle
 import pickletools
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ..state import Verdict
 from .frames import FrameCheck
 from .unpickler import RestrictedUnpickler, StorageRef, StubObject, storage_from_pid
-from .verdict import verdict
+from .verdict import normalize, verdict
 
 MAX_NESTING = 16
 # The name a STACK_GLOBAL gets when its operands are not constant strings of the stream (or memo).
@@ -46,6 +47,9 @@ class Findings:
     pickles: int = 0
     storage_keys: set[str] = field(default_factory=set)  # persistent ids the pickles named
     code: list[str] = field(default_factory=list)  # TorchScript sources torch.jit.load would compile
+    # The problems that are pickles nested past MAX_NESTING, kept apart too: a nested scan's other
+    # problems (bytes that only parse as a pickle) are dropped, these never are.
+    too_deep: list[str] = field(default_factory=list)
 
     @property
     def dangerous(self) -> list[str]:
@@ -59,6 +63,7 @@ class Findings:
         self.pickles += other.pickles
         self.storage_keys |= other.storage_keys
         self.code += other.code
+        self.too_deep += other.too_deep
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ def scan_one(bio: BinaryIO, pos: int, where: str, acc: Findings, ctx: Context, f
     acc.globals += static.nested.globals
     acc.calls += static.nested.calls
     acc.problems += static.nested.problems
+    acc.too_deep += static.nested.too_deep
     acc.problems += static.framing
     acc.pickles += static.nested.pickles
     if error is not None:
@@ -202,90 +208,136 @@ class _Static:
 def _static(stream: BinaryIO, pos: int, where: str, ctx: Context) -> _Static:
     """A stack simulation over pickletools.genops: globals with their opcode, calls on globals and
     byte/str constants that are themselves pickles. Builds no object."""
-    from .verdict import normalize
-
-    out = _Static()
-    stack: list[Any] = []
-    memo: dict[int, Any] = {}
-    stream.seek(pos)
-
-    def record(module: str, attr: str, opcode: str) -> _G:
-        m, a = normalize(module, attr)
-        out.globals.append((f"{m}.{a}", opcode))
-        return _G(f"{m}.{a}")
-
+    walk = _Walk(where, ctx)
     frames = FrameCheck(where)
+    stream.seek(pos)
     try:
         for op, arg, at in pickletools.genops(stream):
-            name = op.name
             at = at or pos
-            frames.op(name, arg, at, stream.tell())  # the position after genops yields: this opcode's end
-            at -= pos
-            if name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                g = record(module, attr, name)
-                if name == "INST":
-                    _pop_to_mark(stack)
-                    out.calls.append(("INST", g.name, where))
-                    stack.append(None)
-                else:
-                    stack.append(g)
-                continue
-            if name == "STACK_GLOBAL":
-                attr_v = stack.pop() if stack else None
-                module_v = stack.pop() if stack else None
-                if isinstance(module_v, str) and isinstance(attr_v, str):
-                    stack.append(record(module_v, attr_v, name))
-                else:
-                    # Module or name built while loading (min(), format(), str.strip, dict.get, a
-                    # persistent id...): the global is chosen at load time, whatever it turns out to be.
-                    out.globals.append((COMPUTED_GLOBAL, name))
-                    stack.append(_G(COMPUTED_GLOBAL))
-                continue
-            if name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "OBJ"):
-                callee = _callee(stack, name)
-                if isinstance(callee, _G):
-                    out.calls.append((name, callee.name, where))
-            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg or 0)] = stack[-1] if stack else None
-                continue
-            if name == "MEMOIZE":
-                memo[len(memo)] = stack[-1] if stack else None
-                continue
-            if name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo.get(int(arg or 0)))
-                continue
-            if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
-                        "SHORT_BINSTRING"):
-                text = arg if isinstance(arg, str) else str(arg)
-                if len(text) >= MIN_NESTED:  # protocol 2 writes bytes as _codecs.encode(latin-1 str)
-                    try:
-                        _nested(text.encode("latin-1"), f"{where} > string at {at}", out.nested, ctx)
-                    except UnicodeEncodeError:
-                        pass
-                stack.append(text)
-                continue
-            if name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8") and isinstance(arg, (bytes, bytearray)):
-                _nested(bytes(arg), f"{where} > bytes at {at}", out.nested, ctx)
-                stack.append(None)
-                continue
-            if name in ("EXT1", "EXT2", "EXT4"):
-                # A copyreg extension code names a global through the loader's registry: unknowable here.
-                ext = f"<copyreg extension {arg}>"
-                out.globals.append((ext, name))
-                stack.append(_G(ext))
-                continue
-            if name == "DUP":
-                stack.append(stack[-1] if stack else None)
-                continue
-            _generic(stack, op)
-            if name == "STOP":
-                out.end = pos + at + 1
+            frames.op(op.name, arg, at, stream.tell())  # the position after genops yields: this opcode's end
+            if walk.step(op, arg, at - pos):
+                walk.out.end = at + 1
                 break
     except Exception:  # noqa: BLE001 - genops raises ValueError and others on broken streams
         pass
-    out.framing = frames.problems
-    return out
+    walk.out.framing = frames.problems
+    return walk.out
+
+
+class _Walk:
+    """The static walk's state over one pickle: its findings, the simulated stack and memo. Each
+    opcode that names, calls or nests something has a handler (_HANDLERS); the rest only move the
+    stack (_generic)."""
+
+    def __init__(self, where: str, ctx: Context) -> None:
+        self.where, self.ctx = where, ctx
+        self.out = _Static()
+        self.stack: list[Any] = []
+        self.memo: dict[int, Any] = {}
+
+    def step(self, op: pickletools.OpcodeInfo, arg: Any, at: int) -> bool:
+        """One opcode at offset `at` of the pickle; True at STOP."""
+        name: str = op.name
+        handler = _HANDLERS.get(name)
+        if handler is not None and handler(self, name, arg, at):
+            return False
+        _generic(self.stack, op)
+        return name == "STOP"
+
+    def record(self, module: str, attr: str, opcode: str) -> _G:
+        m, a = normalize(module, attr)
+        self.out.globals.append((f"{m}.{a}", opcode))
+        return _G(f"{m}.{a}")
+
+    def top(self) -> Any:
+        return self.stack[-1] if self.stack else None
+
+    # Handlers: True when the opcode is fully simulated, False to let _generic move the stack too.
+
+    def global_(self, name: str, arg: Any, at: int) -> bool:
+        module, _, attr = str(arg).partition(" ")
+        g = self.record(module, attr, name)
+        if name == "INST":
+            _pop_to_mark(self.stack)
+            self.out.calls.append(("INST", g.name, self.where))
+            self.stack.append(None)
+        else:
+            self.stack.append(g)
+        return True
+
+    def stack_global(self, name: str, arg: Any, at: int) -> bool:
+        attr_v = self.stack.pop() if self.stack else None
+        module_v = self.stack.pop() if self.stack else None
+        if isinstance(module_v, str) and isinstance(attr_v, str):
+            self.stack.append(self.record(module_v, attr_v, name))
+        else:
+            # Module or name built while loading (min(), format(), str.strip, dict.get, a
+            # persistent id...): the global is chosen at load time, whatever it turns out to be.
+            self.out.globals.append((COMPUTED_GLOBAL, name))
+            self.stack.append(_G(COMPUTED_GLOBAL))
+        return True
+
+    def call(self, name: str, arg: Any, at: int) -> bool:
+        callee = _callee(self.stack, name)
+        if isinstance(callee, _G):
+            self.out.calls.append((name, callee.name, self.where))
+        return False
+
+    def put(self, name: str, arg: Any, at: int) -> bool:
+        self.memo[int(arg or 0)] = self.top()
+        return True
+
+    def memoize(self, name: str, arg: Any, at: int) -> bool:
+        self.memo[len(self.memo)] = self.top()
+        return True
+
+    def get(self, name: str, arg: Any, at: int) -> bool:
+        self.stack.append(self.memo.get(int(arg or 0)))
+        return True
+
+    def text(self, name: str, arg: Any, at: int) -> bool:
+        text = arg if isinstance(arg, str) else str(arg)
+        if len(text) >= MIN_NESTED:  # protocol 2 writes bytes as _codecs.encode(latin-1 str)
+            try:
+                _nested(text.encode("latin-1"), f"{self.where} > string at {at}", self.out.nested, self.ctx)
+            except UnicodeEncodeError:
+                pass
+        self.stack.append(text)
+        return True
+
+    def data(self, name: str, arg: Any, at: int) -> bool:
+        if not isinstance(arg, (bytes, bytearray)):
+            return False
+        _nested(bytes(arg), f"{self.where} > bytes at {at}", self.out.nested, self.ctx)
+        self.stack.append(None)
+        return True
+
+    def ext(self, name: str, arg: Any, at: int) -> bool:
+        # A copyreg extension code names a global through the loader's registry: unknowable here.
+        ext = f"<copyreg extension {arg}>"
+        self.out.globals.append((ext, name))
+        self.stack.append(_G(ext))
+        return True
+
+    def dup(self, name: str, arg: Any, at: int) -> bool:
+        self.stack.append(self.top())
+        return True
+
+
+def _handlers() -> dict[str, Callable[[_Walk, str, Any, int], bool]]:
+    by_op: dict[str, Callable[[_Walk, str, Any, int], bool]] = {"STACK_GLOBAL": _Walk.stack_global,
+                                                                "MEMOIZE": _Walk.memoize, "DUP": _Walk.dup}
+    for names, handler in ((("GLOBAL", "INST"), _Walk.global_), (("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "OBJ"), _Walk.call),
+                           (("PUT", "BINPUT", "LONG_BINPUT"), _Walk.put), (("GET", "BINGET", "LONG_BINGET"), _Walk.get),
+                           (("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+                             "SHORT_BINSTRING"), _Walk.text),
+                           (("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"), _Walk.data),
+                           (("EXT1", "EXT2", "EXT4"), _Walk.ext)):
+        by_op.update(dict.fromkeys(names, handler))
+    return by_op
+
+
+_HANDLERS = _handlers()
 
 
 def _callee(stack: list[Any], name: str) -> Any:
@@ -335,7 +387,9 @@ def _nested(data: bytes, where: str, acc: Findings, ctx: Context) -> None:
     if len(data) < MIN_NESTED or len(data) > MAX_NESTED_BYTES:
         return
     if ctx.depth >= MAX_NESTING:
-        acc.problems.append(f"{where}: pickles nested more than {MAX_NESTING} deep")
+        problem = f"{where}: pickles nested more than {MAX_NESTING} deep"
+        acc.problems.append(problem)
+        acc.too_deep.append(problem)
         return
     inner = Context(ctx.trusted, ctx.torchscript, ctx.depth + 1)
     if data[:4] == b"PK\x03\x04":
@@ -350,7 +404,8 @@ def _nested(data: bytes, where: str, acc: Findings, ctx: Context) -> None:
         acc.globals += real
         acc.calls += sub.calls
         acc.pickles += sub.pickles
-        acc.problems += [p for p in sub.problems if "nested more than" in p]
+        acc.problems += sub.too_deep
+        acc.too_deep += sub.too_deep
 
 
 def _may_name_a_global(data: bytes) -> bool:

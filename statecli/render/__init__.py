@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import IO, Any
 
 from ..errors import UsageError
-from ..notes import Note, NoteKind, note_texts, warning_texts
+from ..notes import Note, note_texts, warning_texts
 from ..state import Checkpoint, OutputFormat
 from .text import escape, make_console
 
@@ -103,13 +103,8 @@ def messages(result: Any) -> list[Note]:
     """Every message `result` carries, each once: its checkpoints' (warnings and notes of reading,
     classifying and the model definition), then the result's own notes (a diff's, a rewrite's)."""
     found: list[Note] = [n for ck in _checkpoints(result) for n in ck.messages]
-    own = getattr(result, "notes", ())
-    found += [n if isinstance(n, Note) else Note(_own_kind(result), n) for n in own]
+    found += getattr(result, "notes", ())  # typed records, made where the step made them
     return list(dict.fromkeys(found))
-
-
-def _own_kind(result: Any) -> NoteKind:
-    return NoteKind.REWRITE if hasattr(result, "plan") else NoteKind.CLASSIFICATION
 
 
 def stdout_gone() -> None:

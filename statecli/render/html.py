@@ -8,10 +8,11 @@ import html
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..analyses.module_tree import ModuleTree, TreeNode, build_tree, tree_path
+from ..analyses.module_tree import ModuleTree, TreeNode, tree_path
 from ..errors import UsageError
 from ..state import DiffStatus, Entry, Stats
 from ..units import fmt_bytes, fmt_count, fmt_shape
+from ..vocab import SortOrder
 from .charts import svg_bar_chart, svg_histogram
 from .outcome import size_headline
 from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note
@@ -212,9 +213,9 @@ def _diff(r: DiffResult) -> tuple[str, list[str]]:
             f"atol={r.atol:g}, equal_nan={r.equal_nan}</p>",
             f"<p class={'ok' if r.equal else 'bad'}>{x(r.summary_line)}</p>"]
     body += [f"<p class=meta>hint: {x(h)}</p>" for h in r.renames]
-    body += [f"<p class=meta>note: {x(n)}</p>" for n in r.notes]
+    body += [f"<p class=meta>note: {x(n.text)}</p>" for n in r.notes]
     if r.modules:
-        order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
+        order = "model order" if r.sort is SortOrder.ORDER else f"sorted by {r.sort}"
         body.append(f"<h2>change by module (depth {r.depth}, {order})</h2>")
         body.append(svg_bar_chart([(m.module, m.rel_change, "-" if m.rel_change is None else fmt_float(m.rel_change))
                                    for m in r.modules], "relative change ||b-a|| / ||a||", color="#e45756"))
@@ -236,14 +237,12 @@ def _diff(r: DiffResult) -> tuple[str, list[str]]:
                             fmt_float(k.max_rel), "" if k.mismatched is None else f"{k.mismatched:,}",
                             "" if k.numel is None else f"{k.numel:,}", k.note or ""] for k in changed], (3, 4, 5, 6)))
     body.append("<h2>keys by module</h2>")
-    by_name = {k.name: k for k in r.keys}
-
     def status(e: Entry) -> Raw:
-        k = by_name[e.name]
+        k = r.by_name[e.name]
         return Raw(f'<span class="s-{x(k.status)}">{x(k.status)}</span>'
                    + ("" if k.rel_change is None else f" <span class=dim>|b-a|/|a| {fmt_float(k.rel_change)}</span>"))
 
-    body.append(tree(build_tree([Entry(k.name) for k in r.keys]), status, sizes=False))
+    body.append(tree(r.tree, status, sizes=False))
     return f"statecli diff {r.a.path} {r.b.path}", body
 
 

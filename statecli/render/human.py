@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..state import DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
-from ..vocab import CheckRule
+from ..vocab import CheckRule, SortOrder
 from .grid import KIND_STYLES, Col, print_grid
 from .outcome import check_outcome, scan_outcome, size_headline
 from .text import escape, fmt_float
@@ -135,7 +135,7 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
             Col("|b-a|/|a|", right=True), Col("", drop=5),
             *(Col(h, right=True, drop={"max |d|": 2, "over tol": 1}.get(h, 0))
               for h in ("cosine", "max |d|", "over tol") + (("SNR dB",) if quantized else ()))]
-    order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
+    order = "model order" if r.sort is SortOrder.ORDER else f"sorted by {r.sort}"
     depth = f"depth {r.depth}" if r.depth else "by block"
     print_grid(con, f"change by module ({depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from typing import IO, Any
 
 from ..state import gc_paused
@@ -19,15 +20,21 @@ def write_json(data: Any, out: IO[str]) -> None:
     entries = data.get("entries") if isinstance(data, dict) else None
     if isinstance(entries, list) and len(entries) > 500:
         head = {k: v for k, v in data.items() if k != "entries"}
-        text = _encoded(json.JSONEncoder(allow_nan=False, default=str).encode, head)[:-1]
+        text = _encoded(json.JSONEncoder(allow_nan=False, default=_default).encode, head)[:-1]
         out.write(text + (', ' if head else '') + '"entries": [\n')
-        encode = json.JSONEncoder(allow_nan=False, default=str).encode  # json.dumps builds one per call
+        encode = json.JSONEncoder(allow_nan=False, default=_default).encode  # json.dumps builds one per call
         with gc_paused():
             for i in range(0, len(entries), 4096):  # written in slices: the text never exists whole
                 out.write((",\n" if i else "") + ",\n".join([_encoded(encode, e) for e in entries[i:i + 4096]]))
         out.write("\n]}\n")
         return
-    out.write(_encoded(lambda d: json.dumps(d, indent=2, allow_nan=False, default=str), data) + "\n")
+    out.write(_encoded(lambda d: json.dumps(d, indent=2, allow_nan=False, default=_default), data) + "\n")
+
+
+def _default(v: Any) -> Any:
+    """What json cannot encode itself: a read-only mapping (a frozen Checkpoint's metadata) as the dict it
+    is, anything else as its text."""
+    return dict(v) if isinstance(v, Mapping) else str(v)
 
 
 def _encoded(encode: Any, data: Any) -> str:
@@ -39,7 +46,7 @@ def _encoded(encode: Any, data: Any) -> str:
 
 def finite_json(v: Any) -> Any:
     """`v` with every non-finite float replaced by its string (units.non_finite_str), recursively."""
-    if isinstance(v, dict):
+    if isinstance(v, Mapping):
         return {k: finite_json(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [finite_json(x) for x in v]

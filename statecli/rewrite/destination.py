@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .. import units
 from ..errors import UsageError
@@ -23,6 +24,16 @@ STDOUT = "-"
 _FILE_EXTS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
 
 
+class OutputLayout(StrEnum):
+    """How an output is laid out on disk (or not: stdout)."""
+
+    FILE = "file"
+    SHARDS = "shards"  # safetensors or .bin shards with an index
+    HF = "hf"  # shards or one file, plus the input's Hugging Face folder
+    DCP = "dcp"
+    STDOUT = "stdout"
+
+
 @dataclass(frozen=True)
 class Destination:
     """The resolved output: `layout` is file, shards, hf, dcp or stdout; `path` None for a dry run
@@ -31,12 +42,12 @@ class Destination:
 
     path: str | None
     fmt: WriteFormat
-    layout: str
+    layout: OutputLayout
     shard: int | None = None
     hf_source: str | None = None
 
 
-def output_format(output: str, to: str | None, max_shard_size: int | None, in_format: Format) -> WriteFormat:
+def output_format(output: str, to: WriteFormat | str | None, max_shard_size: int | None, in_format: Format) -> WriteFormat:
     """pt, safetensors or dcp: from --to, else the output's extension, else (shards) the input's format."""
     if to:
         if to not in FORMATS:
@@ -48,7 +59,7 @@ def output_format(output: str, to: str | None, max_shard_size: int | None, in_fo
     if low.endswith(_FILE_EXTS):
         return WriteFormat.PT
     if max_shard_size:
-        return WriteFormat.SAFETENSORS if in_format.family == "safetensors" else WriteFormat.PT
+        return _like_input(in_format)
     raise UsageError(output, "cannot tell the output format from the name", "end it in .pt or .safetensors, or pass --to")
 
 
@@ -67,49 +78,54 @@ def resolve(plan: Plan, target: Target) -> Destination:
     if output is None and not in_place:
         if not target.dry_run:
             raise UsageError(None, "give -o/--output PATH (or --in-place to replace the input, or --dry-run)")
-        fmt = output_format("x", target.to or ("safetensors" if ck.format.family == "safetensors" else "pt"), None,
-                            ck.format)  # validates --to
-        return Destination(None, fmt, "file")
+        fmt = output_format("x", target.to or _like_input(ck.format), None, ck.format)  # validates --to
+        return Destination(None, fmt, OutputLayout.FILE)
     shard = parse_size(target.max_shard_size) if target.max_shard_size else None
+    to = output_format("x", target.to, None, ck.format) if target.to else None  # validates --to
     if output == STDOUT:
         # Without --to, the stream keeps the input's format (a folder of safetensors shards streams as one
         # .safetensors); every other input streams as .pt, the one other format written as one stream.
-        to = target.to or ("safetensors" if ck.format.family == "safetensors" else "pt")
-        if to not in ("pt", "safetensors") or shard:
+        to = to or _like_input(ck.format)
+        if to not in (WriteFormat.PT, WriteFormat.SAFETENSORS) or shard:
             raise UsageError(None, "-o - writes one .pt or .safetensors stream to stdout: pass --to pt or --to "
                                    "safetensors (no --max-shard-size)")
-        return Destination(STDOUT, WriteFormat(to), "stdout")
+        return Destination(STDOUT, to, OutputLayout.STDOUT)
     if in_place:
         if len(ck.files) != 1 or os.path.isdir(ck.path):
             raise UsageError(ck.path, "--in-place works on single-file checkpoints only")
         if target.max_shard_size or target.to:
             raise UsageError(ck.path, "--in-place keeps the file's name and format: it does not combine with "
                                       "--to or --max-shard-size", "write to a new path with -o")
-        return Destination(ck.path, WriteFormat.SAFETENSORS if ck.format is Format.SAFETENSORS else WriteFormat.PT, "file")
+        return Destination(ck.path, WriteFormat.SAFETENSORS if ck.format is Format.SAFETENSORS else WriteFormat.PT,
+                           OutputLayout.FILE)
     path = str(output)
     if upload.is_url(path):  # written locally, verified, then uploaded (rewrite/upload.py)
-        path = upload.output_url(path, ck.files + [ck.path])
-    for f in ck.files + [ck.path]:
+        path = upload.output_url(path, [*ck.files, ck.path])
+    for f in [*ck.files, ck.path]:
         if os.path.exists(path) and os.path.exists(f) and os.path.samefile(f, path):
             raise UsageError(path, "is the input; statecli never overwrites its input without --in-place")
-    if target.to == "dcp":
-        return Destination(path, WriteFormat.DCP, "dcp")
+    if to is WriteFormat.DCP:
+        return Destination(path, WriteFormat.DCP, OutputLayout.DCP)
     hf = source_folder(ck.path)
     folderish = not path.lower().endswith(_FILE_EXTS) and (not os.path.exists(path) or os.path.isdir(path))
-    if folderish and target.to != "dcp" and (hf or ck.format.is_sharded or shard):
-        fmt = output_format(path, target.to or ("safetensors" if hf or ck.format.family == "safetensors" else "pt"), None,
-                            ck.format)
+    if folderish and (hf or ck.format.is_sharded or shard):
+        fmt = to or (WriteFormat.SAFETENSORS if hf else _like_input(ck.format))
         if hf:
-            return Destination(path, fmt, "hf", shard, hf)
-        return Destination(path, fmt, "shards", shard)
-    fmt = output_format(path, target.to, shard, ck.format)
-    return Destination(path, fmt, "shards" if shard else "file", shard)
+            return Destination(path, fmt, OutputLayout.HF, shard, hf)
+        return Destination(path, fmt, OutputLayout.SHARDS, shard)
+    fmt = output_format(path, to, shard, ck.format)
+    return Destination(path, fmt, OutputLayout.SHARDS if shard else OutputLayout.FILE, shard)
 
 
-def planned_bytes(plan: Plan, fmt: str) -> int:
+def _like_input(in_format: Format) -> WriteFormat:
+    """The output format when nothing names one: safetensors for a safetensors input, else pt."""
+    return WriteFormat.SAFETENSORS if in_format.family is WriteFormat.SAFETENSORS else WriteFormat.PT
+
+
+def planned_bytes(plan: Plan, fmt: WriteFormat) -> int:
     """Tensor bytes the output will hold at least: storages written whole for .pt (counted once, at
     their output dtype), distinct views of the model state for tensor-only formats."""
-    if fmt == "pt" and not plan.ck.is_pickled_module:
+    if fmt is WriteFormat.PT and not plan.ck.is_pickled_module:
         total, seen = 0, set()
         for e in plan.ck.entries:
             t = e.tensor

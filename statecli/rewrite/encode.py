@@ -18,7 +18,7 @@ from ..io.atomic import open_output
 from ..io.limits import load_json
 from ..state import Entry, Format, TensorInfo, contiguous_stride
 from ..units import itemsize
-from ..vocab import ChangeKind
+from ..vocab import ChangeKind, WriteFormat
 from . import stream
 from .plan import Change, Plan, entry_key
 from .rename import alias_name
@@ -241,7 +241,7 @@ def tied_aliases(plan: Plan, items: list[tuple[str, Entry]], keep: str = "first"
     return out
 
 
-def write_shards(plan: Plan, folder: str, fmt: str, max_bytes: int | None, log: WriteLog) -> tuple[str, int]:
+def write_shards(plan: Plan, folder: str, fmt: WriteFormat, max_bytes: int | None, log: WriteLog) -> tuple[str, int]:
     """Hugging Face shards plus their index in `folder`; (index path, shards). Shards of at most
     `max_bytes`, or (None) the input's own shards: each output shard holds what its input shard held."""
     items = model_items(plan, log)
@@ -254,14 +254,14 @@ def write_shards(plan: Plan, folder: str, fmt: str, max_bytes: int | None, log: 
         for j, (_, e) in enumerate(items):
             by_source.setdefault(e.tensor.source if e.tensor else None, []).append(j)
         groups = list(by_source.values()) or [[]]
-    stem, ext, index = sharded.shard_layout(fmt == "safetensors")
+    stem, ext, index = sharded.shard_layout(fmt is WriteFormat.SAFETENSORS)
     wmap: dict[str, str] = {}
     total_size = 0
     for i, idxs in enumerate(groups, 1):
         fname = sharded.shard_name(stem, ext, i, len(groups))
         group = [items[j] for j in idxs]
         with open_output(os.path.join(folder, fname)) as f:
-            if fmt == "safetensors":
+            if fmt is WriteFormat.SAFETENSORS:
                 write_safetensors(plan, f, group, log)  # every key of the weight map is in its shard
             else:
                 write_pt(plan, f, _flat_tree(group), log, compact=True)

@@ -14,7 +14,7 @@ from ..io.atomic import atomic_file, open_output
 from ..io.limits import read_json_file
 from .encode import tied_aliases
 from .folder import copy_folder
-from .plan import Plan, entry_key
+from .plan import Plan, entry_key, rewrite_note
 from .result import WriteLog
 from .tree import model_items
 
@@ -55,7 +55,7 @@ def without_tied(plan: Plan, folder: str | None) -> Plan:
            "as safetensors.torch.save_model writes them; load_model and from_pretrained re-tie them, "
            "--duplicate-tied stores copies for plain load_file")
     shown = ", ".join(f"{a} -> {t}" for a, t in list(aliases.items())[:3]) + (", ..." if len(aliases) > 3 else "")
-    note = f"{len(aliases)} tied key(s) stored once ({how}): {shown}"
+    note = rewrite_note(f"{len(aliases)} tied key(s) stored once ({how}): {shown}")
     return dataclasses.replace(plan, drop=plan.drop | drop, notes=plan.notes + (note,), tied={**plan.tied, **aliases})
 
 

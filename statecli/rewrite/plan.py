@@ -55,11 +55,11 @@ class Plan:
     location: str | None = None
     model_from: str | None = None  # a container whose entries replace the model state (EMA promotion)
     changes: tuple[Change, ...] = ()
-    notes: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
     model: Any = None  # modeldef.ModelInfo: an output must load strictly wherever the input did
     renames: Mapping[str, str] = field(default_factory=dict)  # model-state key -> new key (rename.py)
     rename_spec: Any = None  # rename.Renames that made `renames` (also renames the state's _metadata)
-    device_notes: tuple[str, ...] = ()  # notes true only where the output format records a device
+    device_notes: tuple[Note, ...] = ()  # notes true only where the output format records a device
     # safetensors outputs: tied keys written as copies (plain load_file loads strictly) instead of
     # left out under save_model's convention; `tied` maps each key left out to the key that stores it.
     duplicate_tied: bool = False
@@ -83,6 +83,11 @@ class Plan:
         object.__setattr__(self, "notes", tuple(self.notes))
 
 
+def rewrite_note(text: str) -> Note:
+    """A note of what a rewrite keeps, drops or cannot do (printed on stderr, listed in its JSON)."""
+    return Note(NoteKind.REWRITE, text)
+
+
 def open_input(path: str, key: str | None, model: ModelChoice | None = None) -> Opened:
     """The input of a rewrite, opened as every command opens one (classified against `model` when
     given), its raw tree kept, and a note of what the rewrite cannot keep."""
@@ -92,8 +97,8 @@ def open_input(path: str, key: str | None, model: ModelChoice | None = None) -> 
     assert opened.raw is not None
     if not opened.raw.untrusted:
         return opened
-    note = Note(NoteKind.REWRITE, "the input references non-allowlisted globals; they are kept only if written "
-                "as .pt values statecli can re-create")
+    note = rewrite_note("the input references non-allowlisted globals; they are kept only if written as .pt values "
+                        "statecli can re-create")
     return dataclasses.replace(opened, checkpoint=opened.checkpoint.with_notes([note]))
 
 
@@ -136,7 +141,7 @@ def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = N
     only = CastOnly(spec.only) if spec.only is not None else None
     keeps = _compile(spec.keep, "--keep")
     cast: dict[EntryKey, str] = {}
-    notes: list[str] = []
+    notes: list[Note] = []
     skipped_int = 0
     buffer_kinds = (Kind.BUFFER, Kind.BUFFER_NP)
     for e in ck.entries:
@@ -157,13 +162,13 @@ def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = N
         if spec.keep_buffers and e.kind in buffer_kinds or any(k.search(e.name) for k in keeps):
             continue
         if t.layout != Layout.STRIDED or t.device == "meta":
-            notes.append(f"{e.name}: {t.layout} {t.device} tensor left as {t.dtype}")
+            notes.append(rewrite_note(f"{e.name}: {t.layout} {t.device} tensor left as {t.dtype}"))
             continue
         cast[entry_key(e)] = target
     if skipped_int:
-        notes.append(f"{skipped_int} integer, bool or complex tensor(s) are never cast")
+        notes.append(rewrite_note(f"{skipped_int} integer, bool or complex tensor(s) are never cast"))
     if not spec.include_optimizer and any(e.kind == Kind.OPTIMIZER and e.tensor is not None for e in ck.entries):
-        notes.append("optimizer state left as is (add --include-optimizer to cast it)")
+        notes.append(rewrite_note("optimizer state left as is (add --include-optimizer to cast it)"))
     return Plan(ck=ck, raw=raw, cast=cast, notes=tuple(notes), model=model)
 
 
@@ -184,7 +189,7 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
         model_from = ema_groups[0]
     drop: set[EntryKey] = set()
     changes: list[Change] = []
-    notes: list[str] = []
+    notes: list[Note] = []
     for e in ck.entries:
         why = _strip_reason(e, spec, roles, pats, model_from)
         if why is None or any(k.search(e.name) for k in keeps):
@@ -195,12 +200,13 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
         drop.add(entry_key(e))
         changes.append(Change(e.name, ChangeKind.REMOVED, why, e.tensor.nbytes if e.tensor else 0))
     if spec.buffers and not required:
-        notes.append("buffers removed without a model definition: the output will not load with "
-                     "load_state_dict(strict=True) into a model that registers them (pass --model to be told which)")
+        notes.append(rewrite_note("buffers removed without a model definition: the output will not load with "
+                                  "load_state_dict(strict=True) into a model that registers them (pass --model to be "
+                                  "told which)"))
     if model_from:
-        notes.append(f"the EMA weights in {model_from!r} replace the model state")
+        notes.append(rewrite_note(f"the EMA weights in {model_from!r} replace the model state"))
     if not changes and not model_from:
-        notes.append("nothing matched: the output equals the input")
+        notes.append(rewrite_note("nothing matched: the output equals the input"))
     # --force means "I know the output will not load strictly": no model check after writing.
     return Plan(ck=ck, raw=raw, drop=frozenset(drop), model_from=model_from, changes=tuple(changes),
                 notes=tuple(notes), model=None if spec.force else model)
@@ -232,11 +238,12 @@ def plan_move(ck: Checkpoint, raw: RawCheckpoint, spec: MoveSpec) -> Plan:
     moved = sorted({t.device for t in tensors if t.device != device})
     changes = [Change(f"{sum(1 for t in tensors if t.device == dev)} tensor(s)", ChangeKind.MOVED, f"{dev} -> {device}")
                for dev in moved]
-    notes, device_notes = [], []
+    notes: list[Note] = []
+    device_notes: list[Note] = []
     if not moved:
-        notes.append(f"every tensor is already saved on {device}")
+        notes.append(rewrite_note(f"every tensor is already saved on {device}"))
     elif device != "cpu":
-        device_notes.append(f"the output loads only where {device} exists (or with torch.load's map_location)")
+        device_notes.append(rewrite_note(f"the output loads only where {device} exists (or with torch.load's map_location)"))
     # Whether anything moves depends on the output format (safetensors and DCP record no device):
     # run() keeps the "moved" changes and device notes only for a .pt output.
     return Plan(ck=ck, raw=raw, location=device, changes=tuple(changes), notes=tuple(notes),
@@ -249,7 +256,7 @@ def plan_convert(ck: Checkpoint, raw: RawCheckpoint, spec: ConvertSpec | None = 
     to = _cast_target((spec or ConvertSpec()).dequantize_to)
     cast = {entry_key(e): to for e in ck.entries
             if e.tensor is not None and e.tensor.quant is not None and e.tensor.quant.method == "gguf"}
-    notes = (f"{len(cast)} quantized tensor(s) written dequantized as {to}",) if cast else ()
+    notes = (rewrite_note(f"{len(cast)} quantized tensor(s) written dequantized as {to}"),) if cast else ()
     return Plan(ck=ck, raw=raw, cast=cast, notes=notes)
 
 

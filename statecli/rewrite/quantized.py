@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from ..errors import UsageError
 from ..state import Entry, Evidence, Source, TensorInfo
 from ..units import CAST_TARGETS, dtype_name
-from .plan import Plan, entry_key
+from .plan import Plan, entry_key, rewrite_note
 
 
 def quantized_entries(plan: Plan) -> list[Entry]:
@@ -48,9 +48,9 @@ def as_stored(plan: Plan) -> Plan:
         root = _stored_root(root)
     kept = [e for e in quant if entry_key(e) not in plan.drop]
     methods = ", ".join(sorted({e.tensor.quant.method for e in kept if e.tensor is not None and e.tensor.quant}))
-    notes = plan.notes + ((f"{len(kept)} quantized weight(s) ({methods}) written as stored: packed integers, scales "
-                           "and zeros bit-identical, never cast",) if kept else ())
-    return dataclasses.replace(plan, ck=dataclasses.replace(plan.ck, entries=expanded),
+    notes = plan.notes + ((rewrite_note(f"{len(kept)} quantized weight(s) ({methods}) written as stored: packed "
+                                        "integers, scales and zeros bit-identical, never cast"),) if kept else ())
+    return dataclasses.replace(plan, ck=dataclasses.replace(plan.ck, entries=tuple(expanded)),
                                raw=dataclasses.replace(plan.raw, root=root), drop=frozenset(drop), notes=notes)
 
 
@@ -89,9 +89,9 @@ def dequantized(plan: Plan, dtype: str | None) -> Plan:
                          "choose half, bfloat16, float32 or float64")
     quant = quantized_entries(plan)
     if not quant:
-        return dataclasses.replace(plan, notes=plan.notes + ("nothing is quantized: --dequantize changed nothing",))
+        return dataclasses.replace(plan, notes=plan.notes + (rewrite_note("nothing is quantized: --dequantize changed nothing"),))
     cast = dict(plan.cast) | {entry_key(e): target or _compute(e) for e in quant}
     note = (f"{len(quant)} quantized weight(s) dequantized to {target or 'their compute dtype'}: the output is an "
             "ordinary checkpoint "
             "(a Hugging Face folder's config.json loses its quantization_config)")
-    return dataclasses.replace(plan, cast=cast, notes=plan.notes + (note,), dequantize=True)
+    return dataclasses.replace(plan, cast=cast, notes=plan.notes + (rewrite_note(note),), dequantize=True)

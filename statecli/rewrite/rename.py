@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError, user_regex
+from ..notes import Note
 from ..state import Role
 from ..vocab import ChangeKind
-from .plan import Change, Plan, entry_key
+from .plan import Change, Plan, entry_key, rewrite_note
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,13 +96,13 @@ def with_renames(plan: Plan, spec: Renames | None) -> Plan:
     changed = {old: new for old, new in mapping.items() if old != new}
     notes = plan.notes
     if not changed:
-        notes += ("no model key matched the renames: the keys are written as they are",)
+        notes += (rewrite_note("no model key matched the renames: the keys are written as they are"),)
     notes += _other_copies(plan, rename)
     changes = tuple(Change(old, ChangeKind.RENAMED, new) for old, new in changed.items())
     return dataclasses.replace(plan, renames=changed, rename_spec=spec, changes=plan.changes + changes, notes=notes)
 
 
-def _other_copies(plan: Plan, rename: Any) -> tuple[str, ...]:
+def _other_copies(plan: Plan, rename: Any) -> tuple[Note, ...]:
     """Other containers holding weights the same renames would change (an EMA copy of a DataParallel
     model keeps its `module.` keys): renames apply to the model state only, so say where else to look."""
     out = []
@@ -112,8 +113,8 @@ def _other_copies(plan: Plan, rename: Any) -> tuple[str, ...]:
         inner = [n[len(c.name) + 1:] if n.startswith(c.name + ".") else n for n in names]
         hits = sum(1 for n in inner if rename(n) != n)
         if hits:
-            out.append(f"{c.name!r} ({c.role}) has {hits} key(s) these renames would change too; renames apply to the "
-                       f"model state only: run again with --key {c.name} to rename them")
+            out.append(rewrite_note(f"{c.name!r} ({c.role}) has {hits} key(s) these renames would change too; renames "
+                                    f"apply to the model state only: run again with --key {c.name} to rename them"))
     return tuple(out)
 
 

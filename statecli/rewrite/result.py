@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import ExitCode
+from ..notes import Note
 from ..state import SCHEMA_VERSION, Checkpoint
 from ..storage import unique_storage_bytes
-from .plan import Change, Plan, entry_key, removed_sharing, saved_bytes
+from .plan import Change, Plan, entry_key, removed_sharing, rewrite_note, saved_bytes
 
 
 @dataclass
@@ -17,14 +18,15 @@ class WriteLog:
     """Facts learnt while writing (casts with their losses, notes): local to one run(), never the plan."""
 
     changes: list[Change] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     progress: Callable[[int, int], None] | None = None  # (bytes written, bytes to write), injected by the CLI
     done: int = 0
     total: int | None = None
 
     def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+        note = rewrite_note(text)
+        if note not in self.notes:
+            self.notes.append(note)
 
     def expect(self, nbytes: int) -> None:
         """The tensor bytes this write will move; the first writer to know sets it (shards: the whole)."""
@@ -69,7 +71,7 @@ class RewriteResult:
     after: Checkpoint | None  # None for a dry run
     dry_run: bool
     changes: tuple[Change, ...]  # the plan's, then those made while writing (casts and their losses)
-    notes: tuple[str, ...]
+    notes: tuple[Note, ...]
     exit_code: ExitCode = ExitCode.OK  # refusals (--strict, strict loading) raise instead: nothing is written then
     planned_bytes: int | None = None  # tensor bytes the output holds (at least), known before writing
     columns: ClassVar[tuple[str, ...]] = ("name", "what", "detail", "nbytes", "overflow", "underflow")
@@ -130,7 +132,7 @@ class RewriteResult:
             "removed_sharing_kept_storage_bytes": self.removed_sharing[0],
             "removed_sharing_removed_storage_bytes": self.removed_sharing[1],
             "planned_tensor_bytes": self.planned_bytes,
-            "notes": list(self.notes),
+            "notes": [n.text for n in self.notes],
             "before": Summary.of(self.before).to_dict(),
             "after": Summary.of(self.after).to_dict() if self.after is not None else None,
         }

@@ -14,11 +14,11 @@ from ..errors import UsageError
 from ..io import atomic
 from ..load import load_checkpoint
 from ..state import Checkpoint
-from ..vocab import ChangeKind
+from ..vocab import ChangeKind, Layout, WriteFormat
 from . import encode, hf, upload
-from .destination import STDOUT, Destination, output_format, parse_size, planned_bytes, resolve
+from .destination import STDOUT, Destination, OutputLayout, output_format, parse_size, planned_bytes, resolve
 from .folder import copy_folder
-from .plan import Change, Plan, entry_key
+from .plan import Change, Plan, entry_key, rewrite_note
 from .quantized import as_stored
 from .result import RewriteResult, WriteLog
 from .spec import Target
@@ -26,7 +26,7 @@ from .tree import model_items, rebuild, with_restored_ties
 from .verify import verify_file, verify_index
 
 __all__ = ["run", "output_format", "parse_size"]
-_NO_DEVICE = ("safetensors", "dcp")  # formats that record no device: a move cannot change anything there
+_NO_DEVICE = (WriteFormat.SAFETENSORS, WriteFormat.DCP)  # formats that record no device: a move cannot change anything there
 
 Progress = Callable[[int, int], None]
 
@@ -38,30 +38,31 @@ def run(plan: Plan, target: Target, progress: Progress | None = None, stdout: IO
     dest = resolve(plan, target)
     if not plan.dequantize:
         plan = as_stored(plan)  # quantized weights go out as their stored parts, byte for byte
-    plan = _without_unsupported(plan, target.drop_unsupported, dest.fmt == "safetensors" or plan.dequantize)
-    if dest.layout == "hf" and dest.hf_source or dest.fmt == "safetensors" and dest.layout != "dcp":
-        plan = hf.without_tied(plan, dest.hf_source if dest.layout == "hf" else None)
+    plan = _without_unsupported(plan, target.drop_unsupported, dest.fmt is WriteFormat.SAFETENSORS or plan.dequantize)
+    hf_folder = dest.layout is OutputLayout.HF and dest.hf_source
+    if hf_folder or dest.fmt is WriteFormat.SAFETENSORS and dest.layout is not OutputLayout.DCP:
+        plan = hf.without_tied(plan, dest.hf_source if dest.layout is OutputLayout.HF else None)
     plan = _device_report(plan, dest.fmt)
     log = WriteLog(progress=progress)
-    if dest.fmt == "pt" and dest.layout in ("file", "stdout"):
+    if dest.fmt is WriteFormat.PT and dest.layout in (OutputLayout.FILE, OutputLayout.STDOUT):
         plan = with_restored_ties(plan, log)
     need = planned_bytes(plan, dest.fmt)
     after = None
     if not target.dry_run:
-        if dest.layout == "stdout":
+        if dest.layout is OutputLayout.STDOUT:
             if stdout is None:
                 raise UsageError(None, "-o - needs a binary stdout")
             after = _write_stdout(plan, dest, target.strict, log, need, stdout)
         elif upload.is_url(dest.path):
             assert dest.path is not None
-            after = upload.write_remote(dest.path, dest.layout != "file", need, lambda local: _write(
+            after = upload.write_remote(dest.path, dest.layout is not OutputLayout.FILE, need, lambda local: _write(
                 plan, dataclasses.replace(dest, path=local), target, log, need))
         else:
             assert dest.path is not None
             _sweep(dest.path, log)
             atomic.check_space(dest.path, need)
             after = _write(plan, dest, target, log, need)
-    elif dest.fmt == "safetensors":
+    elif dest.fmt is WriteFormat.SAFETENSORS:
         model_items(plan, log)  # a dry run says what a flat tensor file would leave out, as the real run does
     notes = plan.notes + tuple(n for n in log.notes if n not in plan.notes)
     return RewriteResult(plan=plan, output=dest.path, out_format=dest.fmt, before=ck, after=after,
@@ -71,11 +72,11 @@ def run(plan: Plan, target: Target, progress: Progress | None = None, stdout: IO
 
 def _write(plan: Plan, dest: Destination, target: Target, log: WriteLog, need: int) -> Checkpoint:
     assert dest.path is not None
-    if dest.layout == "dcp":
+    if dest.layout is OutputLayout.DCP:
         return _write_dcp(plan, dest.path, target.strict, log, need)
-    if dest.layout == "hf":
+    if dest.layout is OutputLayout.HF:
         return _write_hf(plan, dest, target.strict, log, need)
-    if dest.layout == "shards":
+    if dest.layout is OutputLayout.SHARDS:
         return _write_sharded(plan, dest.path, dest.fmt, dest.shard, target.in_place, target.strict, log, need)
     after = _write_single(plan, dest.path, dest.fmt, target.strict, log, need)
     if target.in_place:
@@ -91,16 +92,16 @@ def _sweep(path: str, log: WriteLog) -> None:
                  + ", ".join(removed[:3]) + (", ..." if len(removed) > 3 else ""))
 
 
-def _device_report(plan: Plan, fmt: str) -> Plan:
+def _device_report(plan: Plan, fmt: WriteFormat) -> Plan:
     """A .pt output records the device: the move's changes and notes stand. safetensors and DCP
     record none, so nothing moves: say that instead of claiming a move."""
     if plan.location is None:
         return plan
     if fmt not in _NO_DEVICE:
         return dataclasses.replace(plan, notes=plan.notes + plan.device_notes, device_notes=())
-    note = (f"{fmt} records no device, so nothing was moved: its tensors load where the loader puts them "
-            f"({'load_file(..., device=...)' if fmt == 'safetensors' else 'the state dict passed to dcp.load'}); "
-            "write a .pt to record a device")
+    where = "load_file(..., device=...)" if fmt is WriteFormat.SAFETENSORS else "the state dict passed to dcp.load"
+    note = rewrite_note(f"{fmt} records no device, so nothing was moved: its tensors load where the loader puts "
+                        f"them ({where}); write a .pt to record a device")
     return dataclasses.replace(plan, location=None, changes=tuple(c for c in plan.changes if c.what is not ChangeKind.MOVED),
                                notes=plan.notes + (note,), device_notes=())
 
@@ -110,7 +111,7 @@ def _without_unsupported(plan: Plan, drop_unsupported: bool, dequantizes: bool =
     (a safetensors output), a quantized tensor with a planned cast is written dequantized instead."""
     ck = plan.ck
     unsupported = [e for e in ck.entries if e.tensor is not None and entry_key(e) not in plan.drop
-                   and (e.tensor.layout not in ("strided",) or e.tensor.device == "meta")
+                   and (e.tensor.layout != Layout.STRIDED or e.tensor.device == "meta")
                    and not (dequantizes and e.tensor.quant is not None and entry_key(e) in plan.cast)]  # dequantized
     if not unsupported:
         return plan
@@ -130,9 +131,9 @@ def _refuse_if_strict(plan: Plan, strict: bool, log: WriteLog) -> None:
                                        "(listed above); nothing was written")
 
 
-def _write_file(plan: Plan, path: str, fmt: str, log: WriteLog, flat: bool = False) -> None:
+def _write_file(plan: Plan, path: str, fmt: WriteFormat, log: WriteLog, flat: bool = False) -> None:
     with atomic.open_output(path) as f:
-        if fmt == "safetensors":
+        if fmt is WriteFormat.SAFETENSORS:
             encode.write_safetensors(plan, f, model_items(plan, log), log)
         elif flat:  # a Hugging Face pytorch_model.bin: the state dict alone
             items = model_items(plan, log)
@@ -141,7 +142,7 @@ def _write_file(plan: Plan, path: str, fmt: str, log: WriteLog, flat: bool = Fal
             encode.write_pt(plan, f, lambda storages: rebuild(plan, storages.leaf, log), log)
 
 
-def _write_single(plan: Plan, target: str, fmt: str, strict: bool, log: WriteLog, need: int) -> Checkpoint:
+def _write_single(plan: Plan, target: str, fmt: WriteFormat, strict: bool, log: WriteLog, need: int) -> Checkpoint:
     with atomic.atomic_file(target, need=need) as tmp:
         _write_file(plan, tmp, fmt, log)
         _refuse_if_strict(plan, strict, log)
@@ -159,10 +160,10 @@ def _write_stdout(plan: Plan, dest: Destination, strict: bool, log: WriteLog, ne
         with open(path, "rb") as f:
             shutil.copyfileobj(f, stdout, 1 << 20)
         stdout.flush()
-    return dataclasses.replace(after, path=STDOUT, files=[STDOUT])
+    return dataclasses.replace(after, path=STDOUT, files=(STDOUT,))
 
 
-def _write_sharded(plan: Plan, target: str, fmt: str, shard: int | None, in_place: bool, strict: bool,
+def _write_sharded(plan: Plan, target: str, fmt: WriteFormat, shard: int | None, in_place: bool, strict: bool,
                    log: WriteLog, need: int) -> Checkpoint:
     with atomic.atomic_dir(target, replace=in_place, need=need) as tmp:
         index, total = encode.write_shards(plan, tmp, fmt, shard, log)
@@ -189,10 +190,10 @@ def _write_hf(plan: Plan, dest: Destination, strict: bool, log: WriteLog, need: 
             verify_index(plan, index)
             log.note(f"wrote a Hugging Face folder: {total} shard(s) and {os.path.basename(index)}")
         else:
-            name = "model.safetensors" if dest.fmt == "safetensors" else "pytorch_model.bin"
+            name = "model.safetensors" if dest.fmt is WriteFormat.SAFETENSORS else "pytorch_model.bin"
             _write_file(plan, os.path.join(tmp, name), dest.fmt, log, flat=True)
             _refuse_if_strict(plan, strict, log)
-            verify_file(plan, os.path.join(tmp, name), "safetensors", os.path.join(dest.path, name))
+            verify_file(plan, os.path.join(tmp, name), WriteFormat.SAFETENSORS, os.path.join(dest.path, name))
             log.note(f"wrote a Hugging Face folder: {name}")
         hf.copy_companions(dest.hf_source, tmp, _own_files(plan, dest.hf_source),
                            casts.pop() if len(casts) == 1 else None, log, plan.dequantize)

@@ -171,4 +171,4 @@ def _relocated(after: Checkpoint, local: str, url: str) -> Checkpoint:
     def at_url(p: str) -> str:
         return url.rstrip("/") + p[len(local):] if p.startswith(local) else p
 
-    return dataclasses.replace(after, path=at_url(after.path), files=[at_url(f) for f in after.files])
+    return dataclasses.replace(after, path=at_url(after.path), files=tuple(at_url(f) for f in after.files))

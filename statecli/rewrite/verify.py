@@ -9,11 +9,11 @@ from ..classify import with_model
 from ..errors import BadInput, UsageError
 from ..load import load_checkpoint
 from ..state import Checkpoint, Kind
-from ..vocab import ReportProblem
+from ..vocab import ReportProblem, WriteFormat
 from .plan import Plan, entry_key
 
 
-def expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+def expected(plan: Plan, fmt: WriteFormat) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Output tensor name -> (dtype, shape) the written file must hold."""
     out = {}
     for e in plan.ck.entries:
@@ -21,7 +21,7 @@ def expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
             continue
         if plan.ck.is_pickled_module and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
             continue
-        if fmt != "pt" and e.group and e.group != plan.model_from:
+        if fmt is not WriteFormat.PT and e.group and e.group != plan.model_from:
             continue
         name = e.name
         if plan.model_from and e.group == plan.model_from:
@@ -32,11 +32,11 @@ def expected(plan: Plan, fmt: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
-def verify_file(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint:
+def verify_file(plan: Plan, written: str, fmt: WriteFormat, shown_as: str) -> Checkpoint:
     """The written file re-read (named as its final path), or BadInput when it differs from the plan."""
     # Re-read with the container the input was read with (--key), so names line up entry for entry.
     key = None
-    if fmt == "pt" and not plan.model_from and not plan.ck.is_pickled_module:
+    if fmt is WriteFormat.PT and not plan.model_from and not plan.ck.is_pickled_module:
         key = plan.ck.container or "."
     after = load_checkpoint(written, key=key)
     got = _written(after)
@@ -46,13 +46,13 @@ def verify_file(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint
         raise BadInput(shown_as, f"verification failed: {missing[0]!r} is not as planned in the written file; "
                                  "nothing was kept")
     check_model(plan, after, shown_as)
-    return dataclasses.replace(after, path=shown_as, files=[shown_as])
+    return dataclasses.replace(after, path=shown_as, files=(shown_as,))
 
 
 def verify_index(plan: Plan, index: str) -> None:
     after = load_checkpoint(index)
     got = _written(after)
-    want = expected(plan, "safetensors")
+    want = expected(plan, WriteFormat.SAFETENSORS)
     bad = [n for n in want if got.get(n) != want[n]]
     if bad:
         raise BadInput(index, f"verification failed for {bad[0]!r}; nothing was kept")

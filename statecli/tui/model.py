@@ -4,20 +4,18 @@ against a second checkpoint, the per-module change figures; no textual, so it is
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from ..analyses.changes import ModuleChange, module_changes
 from ..analyses.module_tree import TOP, ModuleTree, TreeNode, build_tree
 from ..errors import user_regex
-from ..state import ROOT as STATE_ROOT
 from ..state import Entry, Kind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ..analyses.changes import Compared
     from ..analyses.diff import DiffResult, KeyDiff
     from ..analyses.inspect import InspectResult
 
@@ -70,11 +68,9 @@ class Browse:
     def tree(self, flt: Filter = Filter()) -> ModuleTree:
         rx = flt.matcher()
         ck = self.inspected.checkpoint
+        compared: Mapping[str, Compared] | None = self.keys if self.compared is not None else None
         return build_tree([e for e in self.entries() if flt.keeps(e, rx)], ck.container_name,
-                          {m.path: m.class_name for m in ck.modules}, self.changes())
-
-    def changes(self) -> dict[str, ModuleChange]:
-        return changes_by_module(self.compared.keys) if self.compared is not None else {}
+                          {m.path: m.class_name for m in ck.modules}, compared)
 
 
 def browse_data(inspected: InspectResult, compared: DiffResult | None = None) -> Browse:
@@ -89,21 +85,6 @@ def parents(name: str) -> list[str]:
     """The modules holding an entry, root first: 'a.b.w' -> ['', 'a', 'a.b']."""
     parts = name.split(".")
     return [ROOT] + [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def changes_by_module(keys: Sequence[KeyDiff]) -> dict[str, ModuleChange]:
-    """Per-module change figures for every module of the tree: diff's own aggregation at each depth,
-    keeping at depth n the modules of n name components (deeper keys are all inside them); the root
-    is every key (depth 0)."""
-    deepest = max((k.name.count(".") for k in keys), default=0)
-    out: dict[str, ModuleChange] = {}
-    for m in module_changes(keys, 0):
-        out[ROOT] = m
-    for depth in range(1, deepest + 1):
-        for m in module_changes(keys, depth):
-            if m.module.count(".") + 1 == depth and m.module != STATE_ROOT:
-                out[m.module] = m
-    return out
 
 
 def status_of(key: KeyDiff | None) -> str:

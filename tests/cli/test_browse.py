@@ -18,7 +18,6 @@ from statecli.analyses.inspect import inspect
 from statecli.cli import app as cli
 from statecli.load import load_checkpoint
 from statecli.tui import Browse, Filter, browse_data
-from statecli.tui.model import changes_by_module
 
 runner = CliRunner()
 
@@ -149,7 +148,7 @@ def test_filters_narrow_the_tree_and_the_table(pair: tuple[Path, Path]) -> None:
 
 def test_two_paths_show_change_figures_only_where_values_moved(pair: tuple[Path, Path]) -> None:
     data = data_for(*pair)
-    changes = changes_by_module(data.compared.keys if data.compared else ())
+    changes = {p: n.change for p, n in data.tree().nodes.items() if n.change is not None}
     by_depth = {m.module: m for d in (1, 2) for m in diff(load_checkpoint(str(pair[0])), load_checkpoint(str(pair[1])),
                                                         depth=d, by_module=True).modules}
     assert changes["dec.2"].rel_change == by_depth["dec.2"].rel_change  # diff --by-module --depth 2's own figure

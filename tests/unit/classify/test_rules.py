@@ -119,7 +119,7 @@ def test_with_model_returns_a_new_checkpoint() -> None:
                Entry("opt.x", t(), kind=Kind.OPTIMIZER, group="opt")]
     ck = Checkpoint(path="x.pt", format="torch zip", entries=list(entries), container="")
     out = classify.with_model(ck, _Info())  # type: ignore[arg-type]
-    assert ck.entries == entries and ck.warnings == [] and ck.modules == []  # the input is untouched
+    assert list(ck.entries) == entries and ck.warnings == [] and ck.modules == ()  # the input is untouched
     kinds = {e.name: (e.kind, e.evidence.source) for e in out.entries}
     assert kinds == {"fc.weight": (Kind.PARAMETER, Source.MODEL), "bn.running_mean": (Kind.BUFFER, Source.MODEL),
                      "extra": (Kind.UNKNOWN, Source.NOT_IN_MODEL), "opt.x": (Kind.OPTIMIZER, Source.NOT_TENSOR)}

@@ -209,7 +209,7 @@ def test_dcp_directory(tmp_path: Path) -> None:
     dcp.save(sd, checkpoint_id=str(tmp_path / "ck"))
     ck = load_checkpoint(str(tmp_path / "ck"))
     assert ck.format == "torch.distributed.checkpoint"
-    assert ck.unsafe_globals == []  # DCP's own metadata classes are data, not a weights_only concern
+    assert ck.unsafe_globals == ()  # DCP's own metadata classes are data, not a weights_only concern
     tensors = {e.name: e.tensor for e in ck.entries if e.tensor is not None}
     assert set(tensors) == {"enc.weight", "enc.bias"}
     assert tensors["enc.bias"].dtype == "float16" and tensors["enc.weight"].shape == (3, 2)  # type: ignore[union-attr]

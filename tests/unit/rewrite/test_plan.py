@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from statecli.errors import UsageError
+from statecli.notes import Note, NoteKind
 from statecli.rewrite.plan import Plan, load, plan, plan_cast, plan_strip, saved_bytes
 from statecli.rewrite.run import run
 from statecli.rewrite.spec import CastSpec, ConvertSpec, MoveSpec, StripSpec, Target
@@ -53,7 +54,7 @@ def test_cast_plan_from_spec(tmp_path: Path) -> None:
     ck, raw = load(str(_train(tmp_path)), None)
     p = plan_cast(ck, raw, CastSpec(dtype="half"))
     assert dict(p.cast) == {("", "lin.weight"): "float16", ("", "bn.running_mean"): "float16"}
-    assert any("never cast" in n for n in p.notes) and any("optimizer state" in n for n in p.notes)
+    assert any("never cast" in n.text for n in p.notes) and any("optimizer state" in n.text for n in p.notes)
     kept = plan_cast(ck, raw, CastSpec(dtype="half", keep=("running",), include_optimizer=True))
     assert not any("running" in name for _, name in kept.cast)
     assert any("exp_avg" in name for _, name in kept.cast)
@@ -68,7 +69,7 @@ def test_strip_plan_from_spec(tmp_path: Path) -> None:
     p = plan_strip(ck, raw, StripSpec(optimizer=True))
     assert all(name.startswith("optimizer.") for _, name in p.drop) and p.drop
     assert {c.what for c in p.changes} == {"removed"} and saved_bytes(p) == 12
-    assert plan(ck, raw, StripSpec()).notes == ("nothing matched: the output equals the input",)
+    assert plan(ck, raw, StripSpec()).notes == (Note(NoteKind.REWRITE, "nothing matched: the output equals the input"),)
     with pytest.raises(UsageError, match="--pattern"):
         plan_strip(ck, raw, StripSpec(patterns=("(",)))
 
@@ -112,3 +113,29 @@ def test_dry_run_result(tmp_path: Path) -> None:
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     assert d["schema_version"] == SCHEMA_VERSION and d["after"] is None and d["saved_bytes"] == 12 and d["out_format"] == "pt"
     assert {row["what"] for row in r.rows()} == {"removed"}
+
+
+def test_every_rewrite_note_is_a_typed_record_from_where_it_is_made(tmp_path: Path) -> None:
+    """Plan notes (cast, move's device note), write-time notes (a flat file leaves containers out) and
+    the result's: each a Note of kind REWRITE, never a string render has to guess a kind for."""
+    ck, raw = load(str(_train(tmp_path)), None)
+    cast = plan(ck, raw, CastSpec(dtype="half"))
+    moved = plan(ck, raw, MoveSpec(device="cuda:1"))
+    written = run(cast, Target(output=str(tmp_path / "o.safetensors")))
+    unmoved = run(moved, Target(output=str(tmp_path / "m.safetensors")))
+    assert cast.notes and moved.device_notes and len(written.notes) > len(cast.notes) and unmoved.notes
+    for notes in (cast.notes, moved.device_notes, written.notes, unmoved.notes):
+        assert all(isinstance(n, Note) and n.kind is NoteKind.REWRITE for n in notes), notes
+    assert written.to_dict()["notes"] == [n.text for n in written.notes]  # JSON keeps the texts
+
+
+def test_diff_notes_are_typed_comparison_records(tmp_path: Path) -> None:
+    from statecli.analyses.diff import diff
+    from statecli.load import load_checkpoint
+
+    w = torch.ones(2, 2)
+    torch.save({"a": w, "b": w}, tmp_path / "tied.pt")
+    torch.save({"a": w.clone(), "b": w.clone()}, tmp_path / "untied.pt")
+    r = diff(load_checkpoint(str(tmp_path / "tied.pt")), load_checkpoint(str(tmp_path / "untied.pt")))
+    assert r.notes and all(isinstance(n, Note) and n.kind is NoteKind.COMPARISON for n in r.notes)
+    assert r.to_dict()["notes"] == [n.text for n in r.notes]

@@ -42,6 +42,6 @@ def test_no_match_is_a_note_and_plan_stays_frozen(tmp_path: Path) -> None:
     torch.save({"w": torch.ones(1)}, path)
     p = plan(*load(str(path), None), ConvertSpec())
     q = with_renames(p, Renames(strip_prefixes=("module.",)))
-    assert not q.renames and any("no model key matched" in n for n in q.notes) and not p.notes
+    assert not q.renames and any("no model key matched" in n.text for n in q.notes) and not p.notes
     with pytest.raises(TypeError):
         q.renames["a"] = "b"  # type: ignore[index]

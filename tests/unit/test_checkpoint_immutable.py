@@ -1,0 +1,51 @@
+"""A Checkpoint is immutable all through: its collections cannot be changed in place, a list a caller
+passed in and keeps cannot change it later, and a loaded checkpoint holds no mutable collection."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import torch
+
+from statecli.load import load_checkpoint
+from statecli.state import Checkpoint, Container, Entry, ModuleNode, Role
+from statecli.vocab import Format
+
+COLLECTIONS = ("entries", "containers", "files", "unsafe_globals", "messages", "modules")
+
+
+def test_no_collection_of_a_checkpoint_can_be_changed() -> None:
+    entries = [Entry("w")]
+    files = ["a.pt"]
+    meta = {"format": "pt"}
+    ck = Checkpoint(path="a.pt", format=Format.TORCH_ZIP, entries=entries, container="",  # type: ignore[arg-type]
+                    containers=[Container("(root)", Role.MODEL, 1, 0, 0)], files=files,  # type: ignore[arg-type]
+                    metadata=meta, unsafe_globals=["os.system"], modules=[ModuleNode("fc", "Linear")])  # type: ignore[arg-type]
+    entries.append(Entry("late"))  # the caller's own lists and dict change; the checkpoint does not
+    files.append("b.pt")
+    meta["format"] = "changed"
+    assert [e.name for e in ck.entries] == ["w"] and ck.files == ("a.pt",) and ck.metadata["format"] == "pt"
+    for name in COLLECTIONS:
+        value = getattr(ck, name)
+        assert isinstance(value, tuple), name
+        with pytest.raises(AttributeError):
+            value.append(None)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(ck, name, ())
+    with pytest.raises(TypeError):
+        ck.metadata["format"] = "x"  # type: ignore[index]
+    assert dataclasses.replace(ck, entries=[Entry("x")]).entries == (Entry("x"),)  # type: ignore[arg-type]
+
+
+def test_a_loaded_checkpoint_holds_only_read_only_collections(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    path = tmp_path / "m.pt"
+    torch.save({"model": model.state_dict(), "epoch": 3}, path)
+    ck = load_checkpoint(str(path))
+    assert ck.entries and ck.containers and ck.files
+    for name in COLLECTIONS:
+        assert isinstance(getattr(ck, name), tuple), name
+    assert isinstance(ck.metadata, Mapping) and not isinstance(ck.metadata, dict)
