@@ -294,6 +294,8 @@ def _add_group(ck: _Draft, raw: RawCheckpoint, gname: str, gvalue: Any, roles: d
 
 
 def _finish(ck: _Draft, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, Role]) -> None:
+    if raw.kinds:
+        ck.entries = [_recorded_kind(ck, raw, e) for e in ck.entries]
     if strip_prefix:
         ck.entries = [_strip(e, strip_prefix) if e.group == "" else e for e in ck.entries]
     names = [e.name for e in ck.entries if e.group == ""]
@@ -329,6 +331,13 @@ def _finish(ck: _Draft, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles
     if cuda:
         ck.note(f"tensors were saved on {', '.join(cuda)}: torch.load on a CPU-only machine needs "
                         f"map_location='cpu'; or run: statecli move {ck.path} --device cpu -o OUT")
+
+
+def _recorded_kind(ck: _Draft, raw: RawCheckpoint, e: Entry) -> Entry:
+    """`e` with the kind its file records (raw.kinds, by the dotted path from the file's root)."""
+    path = f"{ck.container}.{e.name}" if e.group == "" and ck.container and ck.container != PICKLED_MODULE else e.name
+    recorded = raw.kinds.get(path)
+    return e if recorded is None else replace(e, kind=recorded[0], evidence=recorded[1])
 
 
 def _strip(e: Entry, prefixes: tuple[str, ...]) -> Entry:

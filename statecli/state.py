@@ -101,6 +101,7 @@ class Kind(StrEnum):
     BUFFER = "buffer"
     BUFFER_NP = "buffer (non-persistent)"
     ATTRIBUTE = "tensor attribute"  # a plain tensor attribute of a module: neither parameter nor buffer
+    CONSTANT = "constant"  # a torch.export constant (lifted tensor, custom object): in no state_dict
     OPTIMIZER = "optimizer state"
     METADATA = "metadata"
     UNKNOWN = "unknown"
@@ -164,6 +165,7 @@ class KindFilter(StrEnum):
     BUFFER = Kind.BUFFER.value
     BUFFER_NP = Kind.BUFFER_NP.value
     ATTRIBUTE = Kind.ATTRIBUTE.value
+    CONSTANT = Kind.CONSTANT.value
     OPTIMIZER = Kind.OPTIMIZER.value
     METADATA = Kind.METADATA.value
     UNKNOWN = Kind.UNKNOWN.value
@@ -174,6 +176,7 @@ class Source(StrEnum):
 
     MODEL = "model definition"
     PICKLED_MODULE = "pickled module"
+    EXPORT = "export signature"  # a torch.export graph signature (formats/pt2.py)
     PICKLED_PARAMETER = "pickled as nn.Parameter"
     CONTAINER = "container name"
     RULE = "inferred"
@@ -195,7 +198,7 @@ class Evidence:
 
     @property
     def exact(self) -> bool:
-        return self.source in (Source.MODEL, Source.PICKLED_MODULE)
+        return self.source in (Source.MODEL, Source.PICKLED_MODULE, Source.EXPORT)
 
     def __str__(self) -> str:
         return f"{self.source} ({self.detail})" if self.detail else str(self.source)

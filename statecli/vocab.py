@@ -116,6 +116,8 @@ class Format(StrEnum):
     SHARDED_TORCH = "sharded torch"
     DCP = "torch.distributed.checkpoint"
     HF_CONFIG = "hugging face config"  # a config.json whose auto_map names code (scan only)
+    PT2 = "torch.export pt2"  # torch.export.save / AOTInductor package archives (formats/pt2.py)
+    ONNX = "onnx"  # an ONNX model's initializers, read-only (formats/onnx.py)
 
     @property
     def is_sharded(self) -> bool:

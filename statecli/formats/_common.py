@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BadInput
 from ..pickle.unpickler import TensorRef
-from ..state import Format, TensorInfo
+from ..state import Evidence, Format, Kind, TensorInfo
 
 
 @dataclass
@@ -27,6 +27,9 @@ class RawCheckpoint:
     dangerous: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     byteorder: str = "little"
+    # Kinds the file itself records (a torch.export graph signature), by the entry's dotted path from
+    # the root: load.py uses them instead of inferring.
+    kinds: dict[str, tuple[Kind, Evidence]] = field(default_factory=dict)
 
     def tensor_info(self, ref: TensorRef | TensorInfo) -> TensorInfo:
         """Turn a pickled tensor record into a TensorInfo that knows where its bytes are."""

@@ -5,12 +5,13 @@ safetensors-looking one. Adding a format: a module with a FormatHandler, and one
 
 from __future__ import annotations
 
-from . import dcp, npy, safetensors, sharded, torchlegacy, torchtar, torchzip
+from . import dcp, npy, pt2, safetensors, sharded, torchlegacy, torchtar, torchzip
 from .handler import FormatHandler
 
 REGISTRY: tuple[FormatHandler, ...] = (
     dcp.HANDLER,
     sharded.HANDLER,
+    pt2.HANDLER,  # before the torch zip: it hands a zip that is no .pt2 on to it
     torchzip.HANDLER,
     torchtar.HANDLER,
     safetensors.HANDLER,

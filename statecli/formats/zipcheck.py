@@ -44,8 +44,9 @@ class Archive:
     findings (duplicates, name mismatch, encryption flag, bytes outside every record, a CRC
     mismatch) are collected in `problems` for the caller: the reader refuses, `scan` reports."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, anchor: str = "data.pkl") -> None:
         self.path = path
+        self.anchor = anchor  # the record that makes the zip an archive (a .pt2: archive_format)
         self.problems: list[str] = []
         self.inflated = 0  # bytes inflated so far: all members together share MAX_INFLATED
         self.f = open_regular(path)
@@ -66,7 +67,9 @@ class Archive:
         names = [i.filename for i in infos]
         if not infos:
             raise NotACheckpoint(self.path, "not a checkpoint: an empty zip archive")
-        pkls = [n for n in names if fold(n).endswith("/data.pkl") and n.count("/") == 1]
+        pkls = [n for n in names if fold(n).endswith("/" + self.anchor) and n.count("/") == 1]
+        if not pkls and self.anchor != "data.pkl":
+            raise NotACheckpoint(self.path, f"not a checkpoint (a zip archive with no {self.anchor})")
         if not pkls:
             npy = sum(n.endswith(".npy") for n in names)
             what = "a numpy .npz archive" if npy and npy == len(names) else "a zip archive with no data.pkl"
@@ -123,7 +126,7 @@ class Archive:
         that ignores the flag (torch) and one that honours it (zipfile) see different files."""
         files = [i for i in infos if not i.filename.endswith("/")]
         start = self.offsets.get(pkl)
-        if not files or not all(i.flag_bits & 0x1 for i in files) or start is None:
+        if not files or not all(i.flag_bits & 0x1 for i in files) or start is None or self.anchor != "data.pkl":
             return
         if read_exact(self.f, start, 1, self.path, "data.pkl") != b"\x80":
             raise NotACheckpoint(self.path, "not a checkpoint: an encrypted zip archive (torch.load cannot read it)")
