@@ -160,8 +160,9 @@ def _fill(ck: _Draft, raw: RawCheckpoint, key: str | None, strip_prefix: tuple[s
         _finish(ck, raw, strip_prefix, roles)
         return
     model_value = _get_path(root, choice) if choice else root
+    # A root key may hold dots itself ("enc.state_dict" in a .pt2 of several programs).
+    top = choice if choice in root else choice.split(".", 1)[0]
     if choice:
-        top = choice.split(".", 1)[0]
         roles[top] = Role.MODEL
     if isinstance(model_value, StateDict):
         ck.torch_metadata = model_value.torch_metadata
@@ -180,7 +181,7 @@ def _fill(ck: _Draft, raw: RawCheckpoint, key: str | None, strip_prefix: tuple[s
     if choice:
         for gname, gvalue in root.items():
             gname = str(gname)
-            if gname == choice.split(".", 1)[0]:
+            if gname == top:
                 if gname != choice:  # siblings of a nested choice keep their own group
                     _add_group(ck, raw, gname, _strip_path(gvalue, choice.split(".", 1)[1]), roles)
                 continue

@@ -235,17 +235,17 @@ def _read(arc: Archive) -> RawCheckpoint:
     for prog in progs:
         # As torch.export.load gives them: ep.state_dict (parameters, persistent buffers: the model state
         # a rewrite writes) and ep.constants (non-persistent buffers, lifted constants, custom objects).
-        top: dict[str, Any] = root.setdefault(prog.name, {}) if several else root
+        # Several programs: one top-level key per program and part ("enc.state_dict"), so --key names one.
         dot = f"{prog.name}." if several else ""
         for p in prog.payloads:
-            group = "constants" if p.fqn in prog.constants else "state_dict"
-            top.setdefault(group, {})[p.fqn] = _tensor(arc, p) if p.meta is not None else CustomObject(p.record, p.loader)
+            group = dot + ("constants" if p.fqn in prog.constants else "state_dict")
+            root.setdefault(group, {})[p.fqn] = _tensor(arc, p) if p.meta is not None else CustomObject(p.record, p.loader)
             if p.fqn in prog.kinds:
-                raw.kinds[f"{dot}{group}.{p.fqn}"] = prog.kinds[p.fqn]
+                raw.kinds[f"{group}.{p.fqn}"] = prog.kinds[p.fqn]
     raw.metadata = {"models": ", ".join(p.name for p in progs)} if several else {}
     if several:
         raw.warnings.append(f"{len(progs)} exported programs in one archive ({', '.join(p.name for p in progs)}); "
-                            "--key chooses the one shown as the model state")
+                            "--key <name>.state_dict chooses the one shown as the model state")
     aoti = [n for n in arc.infos if fold(n).endswith(_NATIVE)]
     if aoti:
         raw.warnings.append(f"an AOTInductor package: {len(aoti)} compiled shared librar(ies) run when it loads "
