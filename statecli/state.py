@@ -102,6 +102,7 @@ class Kind(StrEnum):
     BUFFER_NP = "buffer (non-persistent)"
     ATTRIBUTE = "tensor attribute"  # a plain tensor attribute of a module: neither parameter nor buffer
     CONSTANT = "constant"  # a torch.export constant (lifted tensor, custom object): in no state_dict
+    INITIALIZER = "initializer"  # an ONNX graph's initializer: ONNX has no parameter/buffer split
     OPTIMIZER = "optimizer state"
     METADATA = "metadata"
     UNKNOWN = "unknown"
@@ -166,6 +167,7 @@ class KindFilter(StrEnum):
     BUFFER_NP = Kind.BUFFER_NP.value
     ATTRIBUTE = Kind.ATTRIBUTE.value
     CONSTANT = Kind.CONSTANT.value
+    INITIALIZER = Kind.INITIALIZER.value
     OPTIMIZER = Kind.OPTIMIZER.value
     METADATA = Kind.METADATA.value
     UNKNOWN = Kind.UNKNOWN.value
@@ -177,6 +179,7 @@ class Source(StrEnum):
     MODEL = "model definition"
     PICKLED_MODULE = "pickled module"
     EXPORT = "export signature"  # a torch.export graph signature (formats/pt2.py)
+    ONNX = "onnx graph"  # an ONNX graph's initializer list (formats/onnx.py)
     PICKLED_PARAMETER = "pickled as nn.Parameter"
     CONTAINER = "container name"
     RULE = "inferred"

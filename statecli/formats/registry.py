@@ -5,7 +5,7 @@ safetensors-looking one. Adding a format: a module with a FormatHandler, and one
 
 from __future__ import annotations
 
-from . import dcp, npy, pt2, safetensors, sharded, torchlegacy, torchtar, torchzip
+from . import dcp, npy, onnx, pt2, safetensors, sharded, torchlegacy, torchtar, torchzip
 from .handler import FormatHandler
 
 REGISTRY: tuple[FormatHandler, ...] = (
@@ -16,5 +16,6 @@ REGISTRY: tuple[FormatHandler, ...] = (
     torchtar.HANDLER,
     safetensors.HANDLER,
     npy.HANDLER,
+    onnx.HANDLER,  # ir_version's varint first: no pickle opcode (0x08), so before the pickle reader
     torchlegacy.HANDLER,  # last: any pickle opcode byte starts a stream pickle.load would run
 )
