@@ -242,6 +242,8 @@ def _read(arc: Archive) -> RawCheckpoint:
             root.setdefault(group, {})[p.fqn] = _tensor(arc, p) if p.meta is not None else CustomObject(p.record, p.loader)
             if p.fqn in prog.kinds:
                 raw.kinds[f"{group}.{p.fqn}"] = prog.kinds[p.fqn]
+            elif p.meta is None:  # a custom object the signature does not name: still no tensor to write
+                raw.kinds[f"{group}.{p.fqn}"] = (Kind.CONSTANT, Evidence(Source.EXPORT, "custom object"))
     raw.metadata = {"models": ", ".join(p.name for p in progs)} if several else {}
     if several:
         raw.warnings.append(f"{len(progs)} exported programs in one archive ({', '.join(p.name for p in progs)}); "

@@ -238,3 +238,23 @@ def test_a_zip_that_is_no_pt2_still_reads_as_torch_save(tmp_path: Path) -> None:
     torch.save({"w": torch.ones(2)}, path)
     assert load_checkpoint(str(path)).format is Format.TORCH_ZIP
     os.remove(path)
+
+
+def test_custom_object_listed_and_refused_by_rewrites(pt2: Path, tmp_path: Path) -> None:
+    def opaque(m: dict[str, bytes]) -> None:
+        name = "m/data/constants/model_constants_config.json"
+        cfg = _config(m, name)
+        cfg["config"]["obj"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True,
+                                "tensor_meta": None}
+        m[name] = json.dumps(cfg).encode()
+        m["m/data/constants/opaque_obj_0"] = b"\x80\x02K\x07."  # pickle.dumps(7): nothing to run
+
+    path = _rewrite(pt2, tmp_path / "obj.pt2", opaque)
+    ck = load_checkpoint(str(path))
+    (obj,) = [e for e in ck.entries if e.name == "constants.obj"]
+    assert obj.tensor is None and "opaque_obj_0" in str(obj.value)
+    r = runner.invoke(app, ["convert", str(path), "-o", str(tmp_path / "o.pt")])
+    assert r.exit_code == 2 and "constants.obj" in r.output and not (tmp_path / "o.pt").exists()
+    r = runner.invoke(app, ["convert", str(path), "-o", str(tmp_path / "o.pt"), "--drop-unsupported"])
+    assert r.exit_code == 0, r.output
+    assert set(torch.load(tmp_path / "o.pt", weights_only=True)["constants"]) == {"c", "lifted_tensor_0", "mask"}
