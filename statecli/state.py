@@ -147,6 +147,7 @@ class DiffStatus(StrEnum):
     ADDED = "added"
     REMOVED = "removed"
     CHANGED = "changed"
+    FOLDED = "folded by the exporter"  # a BatchNorm an ONNX export merged into the layer before it
 
 
 class OutputFormat(StrEnum):

@@ -14,9 +14,11 @@ from ..storage import shared_storages
 from ..units import plural
 from ..vocab import Layout, SortOrder
 from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
+from . import onnx_pairs
 from .compare_torch import _compare_pair
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
+FOLDED = DiffStatus.FOLDED
 NP_CHUNK = 1 << 20  # elements per read + compare task of the numpy path (a few MiB per side per worker)
 
 
@@ -111,8 +113,9 @@ class DiffResult:
         if self.equal:
             how = f"values allclose (rtol={self.rtol:g}, atol={self.atol:g})" if self.values else "structure only"
             return f"equal: {plural(self.count(EQUAL), 'key')}, {how}"
+        folded = f"{self.count(FOLDED)} folded by the exporter, " if self.count(FOLDED) else ""
         return (f"different: {self.count(REMOVED)} removed, {self.count(ADDED)} added, {self.count(CHANGED)} changed, "
-                f"{self.count(EQUAL)} equal")
+                f"{folded}{self.count(EQUAL)} equal")
 
     @property
     def md_title(self) -> str:
@@ -199,6 +202,9 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     if sort not in SORTS:
         raise UsageError(None, f"unknown --sort {sort!r}", f"choose from: {', '.join(SORTS)}")
     sort = SortOrder(sort)
+    pairing = onnx_pairs.pair(a, b)  # an ONNX export against its checkpoint: renamed initializers paired
+    if pairing is not None:
+        a, b = pairing.a, pairing.b
     ea = {_key(e): e for e in a.entries if everything or e.group == ""}
     eb = {_key(e): e for e in b.entries if everything or e.group == ""}
     keys: list[_Work] = []
@@ -206,8 +212,9 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     aliases = {"A": _restore_aliases(a, ea, stored_b), "B": _restore_aliases(b, eb, stored_a)}
     only_a = [n for n in ea if n not in eb]
     only_b = [n for n in eb if n not in ea]
-    keys += [_Work(n, REMOVED) for n in only_a]
-    keys += [_Work(n, ADDED) for n in only_b]
+    folded = pairing.folded if pairing is not None else frozenset()
+    keys += [_Work(n, FOLDED if n in folded else REMOVED) for n in only_a]
+    keys += [_Work(n, FOLDED if n in folded else ADDED) for n in only_b]
     # Sharing over every entry (an EMA or optimizer tensor on a model tensor's storage counts too),
     # with the restored aliases on their targets' storage.
     shared_a = _shared_groups([*a.entries, *(ea[n] for n in aliases["A"])])
@@ -245,6 +252,8 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
                     sharing.append(n)
                     _add_note(kd, f"storage shared with {shared[0] or 'no other key'} in A, {shared[1] or 'no other key'} "
                                   "in B")
+            if pairing is not None and n in pairing.how:
+                _add_note(kd, f"matched {pairing.how[n]}")
             if kd.changes:
                 kd.status = CHANGED
             if values and "shape" not in kd.changes:

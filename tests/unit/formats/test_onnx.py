@@ -155,3 +155,48 @@ def test_huge_dimension_is_refused(tmp_path: Path) -> None:
     path.write_bytes(helper.make_model(graph).SerializeToString())
     r = runner.invoke(app, ["inspect", str(path)])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def _diff_json(a: Path, b: Path) -> tuple[int, dict[str, dict[str, object]]]:
+    import json
+
+    r = runner.invoke(app, ["diff", str(a), str(b), "-f", "json"])
+    return r.exit_code, {k["name"]: k for k in json.loads(r.output)["keys"]}
+
+
+def test_diff_pairs_renamed_and_transposed_initializers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 6, bias=False), torch.nn.ReLU(), torch.nn.Linear(6, 3)).eval()
+    pt, path = tmp_path / "m.pt", tmp_path / "m.onnx"
+    torch.save(m.state_dict(), pt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.randn(2, 5, 4),), str(path), dynamo=False)  # 3-D input: MatMul of W^T
+    names = [i.name for i in onnx.load(str(path)).graph.initializer]
+    assert any(n.startswith("onnx::MatMul") for n in names)  # the exporter renamed and transposed
+    code, keys = _diff_json(path, pt)
+    assert code == 0, keys
+    assert set(keys) == set(m.state_dict())
+    assert "transposed" in str(keys["0.weight"]["note"]) and keys["0.weight"]["status"] == "equal"
+
+
+def test_diff_reports_batchnorm_folded_by_the_exporter(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                            torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-1, 1)
+        m[1].running_var.uniform_(0.5, 2)
+        m[1].weight.uniform_(0.5, 2)
+    pt, path = tmp_path / "m.pt", tmp_path / "m.onnx"
+    torch.save(m.state_dict(), pt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False)
+    code, keys = _diff_json(pt, path)
+    assert code == 1
+    assert {n for n, k in keys.items() if k["status"] == "folded by the exporter"} == {
+        "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"}
+    assert keys["3.weight"]["status"] == "equal" and keys["3.weight"]["note"] == "matched exact name"
+    assert "by shape" in str(keys["0.weight"]["note"]) and keys["0.weight"]["status"] == "changed"
+    assert not any(k["status"] in ("removed", "added") for k in keys.values())
