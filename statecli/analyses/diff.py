@@ -13,8 +13,8 @@ from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo, p
 from ..storage import shared_storages
 from ..units import plural
 from ..vocab import Layout, SortOrder
-from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from . import onnx_pairs
+from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, module_changes, sort_modules
 from .compare_torch import _compare_pair
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED

@@ -202,7 +202,8 @@ def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None
         return
     shape = tuple(dims)
     nbytes = math.prod(shape) * itemsize(dtype)
-    source, offset = w.path, None
+    source: str | None = w.path
+    offset: int | None = None
     if location == 1:
         refs = {k: v for kv in ext for k, v in kv.items()}
         source, offset = _external(w.path, name, refs, nbytes, model)

@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from statecli.cli import app
-from statecli.io.values import value_reader, torch_to_numpy
+from statecli.io.values import torch_to_numpy, value_reader
 from statecli.load import load_checkpoint
 from statecli.state import Format, Kind
 
