@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import BadInput, NotACheckpoint, UnsafeContent
@@ -201,11 +201,38 @@ def _tensor(arc: Archive, p: Payload) -> TensorInfo:
             raise BadInput(path, f"{p.fqn}: a {list(shape)} view at offset {offset} needs {need * size} bytes of "
                                  f"{dtype} but record {p.record!r} holds {nbytes}")
         data_offset = arc.offsets[member]
+    elif p.loader == "torch.load" and info.compress_type == zipfile.ZIP_STORED:
+        return _pickled(arc, p, member) or _pickled_stub(p, dtype, shape, device, layout, stride, offset)
     return TensorInfo(dtype=dtype, shape=shape, device=device, layout=layout, stride=stride, storage_offset=offset,
                       storage_key=p.record, storage_nbytes=nbytes, storage_dtype=dtype, source=source,
                       data_offset=data_offset, requires_grad=meta.get("requires_grad") is True,
-                      is_parameter_object=p.is_param,
-                      subclass=None if p.loader == "raw" else "tensor subclass (pickled)")
+                      is_parameter_object=p.is_param, subclass=None if p.loader == "raw" else "pickled")
+
+
+def _pickled(arc: Archive, p: Payload, member: str) -> TensorInfo | None:
+    """A weight torch.export.save pickled (torch.save of the tensor, for subclasses): read through the
+    no-execution reader as the file torch.load would read; a plain strided tensor's bytes are then at a
+    known offset of this file (the member is stored), so its values read in place like a raw record."""
+    from ..pickle.unpickler import TensorRef
+    from .torchzip import read as read_zip
+
+    start = arc.offsets[member]
+    sub = read_zip(register_range(arc.path, start, arc.infos[member].file_size, member))
+    root = sub.root
+    if not isinstance(root, TensorRef) or root.subclass is not None or root.layout != "strided":
+        return None
+    t = sub.tensor_info(root)
+    if t.data_offset is None:
+        return None
+    return replace(t, source=arc.path, data_offset=start + t.data_offset, storage_key=f"{p.record}:{t.storage_key}",
+                   is_parameter_object=p.is_param)
+
+
+def _pickled_stub(p: Payload, dtype: str, shape: tuple[int, ...], device: str, layout: str,
+                  stride: tuple[int, ...], offset: int) -> TensorInfo:
+    """A pickled tensor subclass: listed from its tensor_meta; its values are the subclass's to say."""
+    return TensorInfo(dtype=dtype, shape=shape, device=device, layout=layout, stride=stride, storage_offset=offset,
+                      storage_key=p.record, is_parameter_object=p.is_param, subclass="tensor subclass (pickled)")
 
 
 def read(path: str) -> RawCheckpoint:

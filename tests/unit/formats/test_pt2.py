@@ -258,3 +258,27 @@ def test_custom_object_listed_and_refused_by_rewrites(pt2: Path, tmp_path: Path)
     r = runner.invoke(app, ["convert", str(path), "-o", str(tmp_path / "o.pt"), "--drop-unsupported"])
     assert r.exit_code == 0, r.output
     assert set(torch.load(tmp_path / "o.pt", weights_only=True)["constants"]) == {"c", "lifted_tensor_0", "mask"}
+
+
+def test_pickled_weight_values_read_without_unpickling(pt2: Path, tmp_path: Path) -> None:
+    """use_pickle records (torch.save of the tensor) are read by the no-execution reader, values in place."""
+    ep = _oracle(pt2)
+    buf = io.BytesIO()
+    torch.save(ep.state_dict["bn.running_var"].detach() + 3, buf)
+
+    def pickled(m: dict[str, bytes]) -> None:
+        name = "m/data/weights/model_weights_config.json"
+        cfg = _config(m, name)
+        record = cfg["config"]["bn.running_var"]["path_name"]
+        cfg["config"]["bn.running_var"]["use_pickle"] = True
+        m[name] = json.dumps(cfg).encode()
+        m[f"m/data/weights/{record}"] = buf.getvalue()
+
+    path = _rewrite(pt2, tmp_path / "p.pt2", pickled)
+    want = _oracle(path).state_dict["bn.running_var"]
+    ck = load_checkpoint(str(path))
+    (e,) = [e for e in ck.entries if e.name == "bn.running_var"]
+    assert e.tensor is not None
+    with value_reader(ck) as reader:
+        np.testing.assert_array_equal(reader.array(e.tensor), torch_to_numpy(want))
+    assert runner.invoke(app, ["scan", str(path)]).exit_code == 0
