@@ -36,6 +36,9 @@ _RECORDS = frozenset({"archive_format", "archive_version", "byteorder", ".data/v
 _NATIVE = (".so", ".dll", ".dylib", ".pyd")  # AOTInductor's compiled model: loading the package runs it
 _WEIGHTS, _CONSTANTS, _AOTI = "data/weights/", "data/constants/", "data/aotinductor/"
 MAX_MEMBER_SCAN = 1 << 30
+# The records a .pt2 may start with (torch.export.save writes weights first, a package may start anywhere).
+_FIRST_RECORDS = ("data/", "models/", "archive_format", "archive_version", "extra/", "byteorder", ".data/",
+                  "xl_model_weights/")
 
 
 @dataclass(frozen=True)
@@ -380,17 +383,17 @@ def scan(path: str, acc: Findings, verify_crc: bool = True) -> None:
 
 
 class Pt2Handler(BaseHandler):
-    """torch.export archives. Asked before the torch zip handler: a zip whose first record is not
-    data.pkl (torch.save writes it first) may be a .pt2; one with no archive_format record goes on to
-    the torch zip handler, which refuses or reads it."""
+    """torch.export archives. Asked before the torch zip handler: a zip whose first record is one
+    torch.export.save writes (torch.save writes data.pkl first) is taken for a .pt2; one with no
+    archive_format record goes on to the torch zip handler all the same, which refuses or reads it."""
 
     format = Format.PT2
 
     def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
         if not head.startswith(MAGIC) or len(head) < 30:
             return False
-        first = head[30:30 + int.from_bytes(head[26:28], "little")]
-        return not fold(first.decode("utf-8", "replace")).endswith(("/data.pkl", "/constants.pkl"))
+        first = fold(head[30:30 + int.from_bytes(head[26:28], "little")].decode("utf-8", "replace"))
+        return "/" in first and first.split("/", 1)[1].startswith(_FIRST_RECORDS)
 
     def read(self, source: str) -> RawCheckpoint:
         from .torchzip import HANDLER as TORCH_ZIP
