@@ -263,7 +263,8 @@ def read(path: str) -> RawCheckpoint:
         raise UnsafeContent(path, model.problems[0], HINT)
     raw = RawCheckpoint(path=path, format=Format.ONNX, root=dict(model.tensors), files=[path])
     raw.kinds = {n: (Kind.INITIALIZER, Evidence(Source.ONNX)) for n in model.tensors}
-    raw.metadata = {"opsets": ", ".join(f"{d} {v}" for d, v in sorted(model.opsets.items()))}
+    raw.metadata = {"opsets": ", ".join(f"{d} {v}" for d, v in sorted(model.opsets.items())),
+                    "op domains": ", ".join(sorted(model.domains))}
     if model.unread:
         raw.warnings.append(f"{len(model.unread)} initializer(s) of a type statecli does not read (strings, 4-bit): "
                             + ", ".join(model.unread[:3]))
@@ -273,9 +274,13 @@ def read(path: str) -> RawCheckpoint:
 def scan(path: str, acc: Findings) -> None:
     model = read_model(path)
     acc.problems += model.problems
+    # Every op domain is listed (the standard ones as safe, with their opset): what a runtime must provide.
     for d in sorted(model.domains | set(model.opsets)):
-        if d not in STANDARD_DOMAINS:
-            acc.globals.append(GlobalRef(f"custom op domain: {d}", "graph", "domain", Verdict.NEEDS_TRUST,
+        opset = f" (opset {model.opsets[d]})" if d in model.opsets else ""
+        if d in STANDARD_DOMAINS:
+            acc.globals.append(GlobalRef(f"op domain: {d}{opset}", "graph", "domain", Verdict.SAFE))
+        else:
+            acc.globals.append(GlobalRef(f"custom op domain: {d}{opset}", "graph", "domain", Verdict.NEEDS_TRUST,
                                          "a runtime loads code that implements this domain's operators"))
 
 

@@ -127,7 +127,8 @@ def test_custom_domain_needs_trust(tmp_path: Path) -> None:
     graph = helper.make_graph([node], "g", graph.input, graph.output)
     plain.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                               helper.make_opsetid("com.microsoft", 1)]).SerializeToString())
-    assert runner.invoke(app, ["scan", str(plain)]).exit_code == 0
+    r = runner.invoke(app, ["scan", str(plain)])
+    assert r.exit_code == 0 and "ai.onnx (opset 17)" in r.output and "com.microsoft" in r.output
 
 
 @pytest.mark.parametrize("body", [
