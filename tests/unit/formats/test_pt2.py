@@ -282,3 +282,25 @@ def test_pickled_weight_values_read_without_unpickling(pt2: Path, tmp_path: Path
     with value_reader(ck) as reader:
         np.testing.assert_array_equal(reader.array(e.tensor), torch_to_numpy(want))
     assert runner.invoke(app, ["scan", str(path)]).exit_code == 0
+
+
+def test_aoti_package_weights_listed_and_library_needs_trust(tmp_path: Path) -> None:
+    from torch.export.pt2_archive._package import package_pt2
+    from torch.export.pt2_archive._package_weights import TensorProperties, Weights
+
+    w = torch.arange(12.0).reshape(3, 4)
+    b = w[1]  # a view of w's storage: AOTInductor saves the whole tensor once
+    lib = tmp_path / "model.so"
+    lib.write_bytes(b"\x7fELF")  # never loaded by statecli; what a real package's compiled model is
+    path = tmp_path / "aoti.pt2"
+    package_pt2(str(path), aoti_files={"model": [str(lib), Weights({"w": (w, TensorProperties(w)),
+                                                                    "b": (b, TensorProperties(b))})]})
+    ck = load_checkpoint(str(path))
+    got = {e.name: e for e in ck.entries}
+    assert ck.container == "aotinductor.model" and set(got) == {"w", "b"}
+    with value_reader(ck) as reader:
+        for name, t in (("w", w), ("b", b)):
+            np.testing.assert_array_equal(reader.array(got[name].tensor), t.numpy())  # type: ignore[arg-type]
+    assert any("AOTInductor" in m for m in ck.warnings)
+    r = runner.invoke(app, ["scan", str(path)])
+    assert r.exit_code == 1 and "native code" in r.output
