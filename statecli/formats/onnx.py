@@ -48,6 +48,7 @@ class Model:
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     opsets: dict[str, int] = field(default_factory=dict)
     domains: set[str] = field(default_factory=set)
+    functions: set[str] = field(default_factory=set)  # domains of the model's own local functions
     problems: list[str] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)  # initializers with no value statecli reads (strings)
 
@@ -121,7 +122,7 @@ def read_model(path: str) -> Model:
             elif num == 7 and wt == 2:
                 _graph(w, pos, pos + n, model, "", 0)
             elif num == 25 and wt == 2:  # a local function: its nodes' domains are loaded as well
-                _nodes_of(w, pos, pos + n, model, 4, 0)
+                _function(w, pos, pos + n, model)
     finally:
         if isinstance(buf, mmap.mmap):
             buf.close()
@@ -148,10 +149,14 @@ def _graph(w: _Wire, pos: int, end: int, model: Model, scope: str, depth: int) -
             _node(w, p, p + n, model, scope, depth)
 
 
-def _nodes_of(w: _Wire, pos: int, end: int, model: Model, field_no: int, depth: int) -> None:
+def _function(w: _Wire, pos: int, end: int, model: Model) -> None:
+    """A FunctionProto: the domain it defines is the model's own (a call to it runs these nodes, no
+    native code), its nodes' domains are what a runtime must provide."""
     for num, wt, p, n in w.fields(pos, end):
-        if num == field_no and wt == 2:
-            _node(w, p, p + n, model, "", depth)
+        if num == 7 and wt == 2:
+            _node(w, p, p + n, model, "", 0)
+        elif num == 10 and wt == 2:
+            model.functions.add(w.text(p, n))
 
 
 def _node(w: _Wire, pos: int, end: int, model: Model, scope: str, depth: int) -> None:
@@ -194,7 +199,7 @@ def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None
         elif num == 14 and wt == 0:
             location = p
     name = scope + name
-    if math.prod(dims) >= 1 << 60:  # past any file: a size only a hostile model declares
+    if any(d >= 1 << 62 for d in dims) or math.prod(dims) >= 1 << 60:  # past any file: only a hostile model
         raise w.bad(f"initializer {name!r} declares an impossible shape")
     dtype = _DTYPES.get(dtype_no)
     if dtype is None:
@@ -277,7 +282,9 @@ def scan(path: str, acc: Findings) -> None:
     # Every op domain is listed (the standard ones as safe, with their opset): what a runtime must provide.
     for d in sorted(model.domains | set(model.opsets)):
         opset = f" (opset {model.opsets[d]})" if d in model.opsets else ""
-        if d in STANDARD_DOMAINS:
+        if d in model.functions:
+            acc.globals.append(GlobalRef(f"local function domain: {d}{opset}", "functions", "domain", Verdict.SAFE))
+        elif d in STANDARD_DOMAINS:
             acc.globals.append(GlobalRef(f"op domain: {d}{opset}", "graph", "domain", Verdict.SAFE))
         else:
             acc.globals.append(GlobalRef(f"custom op domain: {d}{opset}", "graph", "domain", Verdict.NEEDS_TRUST,

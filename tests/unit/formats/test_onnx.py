@@ -201,3 +201,24 @@ def test_diff_reports_batchnorm_folded_by_the_exporter(tmp_path: Path) -> None:
     assert keys["3.weight"]["status"] == "equal" and keys["3.weight"]["note"] == "matched exact name"
     assert "by shape" in str(keys["0.weight"]["note"]) and keys["0.weight"]["status"] == "changed"
     assert not any(k["status"] in ("removed", "added") for k in keys.values())
+
+
+def test_local_function_domain_is_no_native_code(tmp_path: Path) -> None:
+    """A call into the model's own function (onnxscript exports use them) runs ONNX nodes, not a library;
+    the function's own nodes are judged like the graph's."""
+    body = helper.make_node("Relu", ["a"], ["b"])
+    fn = helper.make_function("my.funcs", "F", ["a"], ["b"], [body], [helper.make_opsetid("", 17)])
+    call = helper.make_node("F", ["x"], ["y"], domain="my.funcs")
+    graph = helper.make_graph([call], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, functions=[fn], opset_imports=[helper.make_opsetid("", 17),
+                                                                    helper.make_opsetid("my.funcs", 1)])
+    path = tmp_path / "f.onnx"
+    path.write_bytes(model.SerializeToString())
+    r = runner.invoke(app, ["scan", str(path)])
+    assert r.exit_code == 0 and "local function domain: my.funcs" in r.output, r.output
+    bad = helper.make_function("my.funcs", "F", ["a"], ["b"], [helper.make_node("Op", ["a"], ["b"], domain="x.native")],
+                               [helper.make_opsetid("x.native", 1)])
+    path.write_bytes(helper.make_model(graph, functions=[bad], opset_imports=model.opset_import).SerializeToString())
+    r = runner.invoke(app, ["scan", str(path)])
+    assert r.exit_code == 1 and "x.native" in r.output
