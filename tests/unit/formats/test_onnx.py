@@ -88,6 +88,18 @@ def test_two_gb_external_data_inspects_from_the_header(tmp_path: Path) -> None:
     with open(data, "wb") as f:
         f.truncate(1 << 31)  # sparse: no block of it is ever written
     path = _model_with_external(tmp_path, "big.bin", 0, 1 << 31, 1 << 29)
+    real_open, real_os_open = open, os.open
+
+    def refuse(file: object, *args: object, **kwargs: object) -> object:
+        assert os.path.basename(str(file)) != "big.bin", "metadata read the external data file"
+        return (real_os_open if isinstance(file, str) and args and isinstance(args[0], int) else real_open)(
+            file, *args, **kwargs)  # type: ignore[operator]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("builtins.open", refuse)
+        mp.setattr(os, "open", refuse)
+        ck = load_checkpoint(str(path))
+    assert [e.tensor.shape for e in ck.entries if e.tensor] == [(1 << 29,)]
     r = runner.invoke(app, ["inspect", str(path), "-f", "json"])
     assert r.exit_code == 0, r.output
     assert '"numel": 536870912' in r.output
