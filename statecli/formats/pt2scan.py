@@ -36,7 +36,6 @@ def _roles(progs: list[Program], aoti: dict[str, list[AotiWeight]]) -> dict[str,
 
 def scan_archive(arc: Archive, progs: list[Program], aoti: dict[str, list[AotiWeight]], acc: Findings,
                  verify_crc: bool) -> None:
-    acc.problems += arc.problems
     roles = _roles(progs, aoti)
     scan_duplicates(arc, acc, Context())
     scan_stream(arc.tail_bytes(), "after the zip end record", acc)
@@ -57,6 +56,7 @@ def scan_archive(arc: Archive, progs: list[Program], aoti: dict[str, list[AotiWe
             acc.problems.append(exc.problem)
         except BadInput as exc:
             acc.errors.append(exc.problem)
+    acc.problems += arc.problems  # the container's and every CRC mismatch met while reading members
 
 
 def _scan_member(arc: Archive, name: str, role: str | None, verify_crc: bool, acc: Findings) -> None:
@@ -67,6 +67,7 @@ def _scan_member(arc: Archive, name: str, role: str | None, verify_crc: bool, ac
             before = len(arc.problems)
             arc.check_crc(name)
             acc.errors += [f"corrupt tensor data: {p}" for p in arc.problems[before:]]
+            del arc.problems[before:]  # corrupt data (exit 2), not a place a payload hides
     elif role == "native":
         acc.globals.append(GlobalRef(f"native code: {name}", name, NATIVE_CODE, Verdict.NEEDS_TRUST,
                                      "AOTInductor's compiled model: loading the package runs it"))

@@ -304,3 +304,39 @@ def test_aoti_package_weights_listed_and_library_needs_trust(tmp_path: Path) -> 
     assert any("AOTInductor" in m for m in ck.warnings)
     r = runner.invoke(app, ["scan", str(path)])
     assert r.exit_code == 1 and "native code" in r.output
+
+
+def test_a_folder_walk_scans_pt2_files(pt2: Path, tmp_path: Path) -> None:
+    canary = tmp_path / "fired"
+    buf = io.BytesIO()
+    torch.save(((Canary(str(canary)),), {}), buf)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    _rewrite(pt2, folder / "bad.pt2", lambda m: m.__setitem__("m/data/sample_inputs/model.pt", buf.getvalue()))
+    r = runner.invoke(app, ["scan", str(tmp_path / "models")])
+    assert r.exit_code == 3 and "bad.pt2" in r.output, r.output
+    assert runner.invoke(app, ["inspect", str(folder)]).exit_code == 3  # the folder's one checkpoint
+
+
+def _flip_member_byte(src: Path, dst: Path, member: str) -> Path:
+    """`member`'s first byte changed in place, its CRC left as it was (a reader that ignores CRCs, as
+    torch does, sees other bytes than the archive declares)."""
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        info = z.getinfo(member)
+    name_len, extra_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little"), \
+        int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len  # the local header's extra (torch pads it)
+    data[start] ^= 1
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_crc_mismatches_are_findings_and_corrupt_weights_errors(pt2: Path, tmp_path: Path) -> None:
+    bad = _flip_member_byte(pt2, tmp_path / "v.pt2", "m/archive_version")
+    r = runner.invoke(app, ["scan", str(bad)])
+    assert r.exit_code == 3 and "CRC" in r.output, r.output
+    bad = _flip_member_byte(pt2, tmp_path / "w.pt2", "m/data/weights/weight_0")
+    r = runner.invoke(app, ["scan", str(bad)])
+    assert r.exit_code == 2 and "corrupt tensor data" in r.output, r.output
+    assert runner.invoke(app, ["inspect", str(bad)]).exit_code == 0  # metadata never reads tensor bytes
