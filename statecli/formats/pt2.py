@@ -137,6 +137,12 @@ def _read(arc: Archive) -> RawCheckpoint:
     if acc.errors:
         raise BadInput(arc.path, acc.errors[0])
     raw = RawCheckpoint(path=arc.path, format=Format.PT2, root={}, files=[arc.path])
+    order = arc.lookup("byteorder")
+    raw.byteorder = arc.member(order, 16).decode("ascii", "replace").strip() if order else "little"
+    if raw.byteorder not in ("little", "big"):
+        raise BadInput(arc.path, f"unknown byteorder record {raw.byteorder!r}")
+    if raw.byteorder == "big":
+        raw.warnings.append("tensors were saved big-endian; values read by statecli are not byte-swapped")
     # Globals of the pickles read (a torch.load fallback would need them); native code is said below.
     raw.untrusted = list(dict.fromkeys(g.name for g in acc.globals
                                        if g.verdict is Verdict.NEEDS_TRUST and g.opcode not in NOT_PICKLE))
