@@ -234,3 +234,14 @@ def test_local_function_domain_is_no_native_code(tmp_path: Path) -> None:
     path.write_bytes(helper.make_model(graph, functions=[bad], opset_imports=model.opset_import).SerializeToString())
     r = runner.invoke(app, ["scan", str(path)])
     assert r.exit_code == 1 and "x.native" in r.output
+
+
+@pytest.mark.parametrize("cmd", [["size"], ["show", "3.bias"], ["check", "--no-nan"], ["inspect", "--stats"]])
+def test_read_commands_on_an_onnx_model(tmp_path: Path, cmd: list[str]) -> None:
+    path = tmp_path / "m.onnx"
+    _export(path)
+    r = runner.invoke(app, [cmd[0], str(path), *cmd[1:]])
+    assert r.exit_code == 0, r.output
+    want = numpy_helper.to_array(next(i for i in onnx.load(str(path)).graph.initializer if i.name == "3.bias"))
+    if cmd[0] == "show":
+        assert f"{float(want.max()):.4g}"[:5] in r.output
