@@ -4,8 +4,8 @@ definition, the pickled module, the container an entry sits in, and name/dtype r
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .notes import Note, NoteKind
@@ -22,9 +22,26 @@ OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_states", "opti
 PICKLED = Evidence(Source.PICKLED_MODULE)
 
 _BN_STATS = {"running_mean", "running_var"}
-_POSITION = {"position_ids", "token_type_ids"}
 # Persistent buffers of popular families whose names the generic rules would call parameters.
-_KNOWN_BUFFERS = {"final_logits_bias": "BART-family buffer"}
+_KNOWN_BUFFERS = {"final_logits_bias": "BART-family buffer",
+                  # DeepSeek-V3-style routers register it as a buffer (ERNIE-4.5 MoE alone as a parameter)
+                  "e_score_correction_bias": "MoE router score-correction bias",
+                  # I-BERT's activation observers; Gemma-4 audio's clipping ranges
+                  "x_min": "quantization observer", "x_max": "quantization observer",
+                  "input_min": "clipping range", "input_max": "clipping range",
+                  "output_min": "clipping range", "output_max": "clipping range"}
+# I-BERT's QuantLinear/QuantAct buffers: scale factors and integer copies of the weights.
+_OBSERVER_SUFFIXES = ("_scaling_factor", "_integer")
+# Buffers that transformers registers with persistent=False (in every model, or most): a file that holds
+# one was written by code that kept it (an older version, or one model that registers it persistent).
+_LIBRARY_NP = {"inv_freq": "rotary inv_freq, non-persistent in transformers",
+               "original_inv_freq": "rotary inv_freq, non-persistent in transformers",
+               "position_ids": "position_ids, usually non-persistent",
+               "token_type_ids": "token_type_ids, usually non-persistent",
+               "relative_position_index": "relative_position_index, non-persistent in Swin-V2",
+               "relative_coords_table": "relative_coords_table, non-persistent in Swin-V2",
+               "embed_scale": "embed_scale, non-persistent in Gemma",
+               "normalizer": "normalizer, non-persistent in RecurrentGemma"}
 # Float tensors that are masks by name: GPT-2's legacy masked_bias and additive attention masks.
 _FLOAT_MASKS = {"masked_bias", "attn_mask", "attention_mask", "causal_mask"}
 # torch.get_rng_state()/cuda.get_rng_state() results as trainers save them (HF Trainer's rng_state.pth,
@@ -57,16 +74,19 @@ def infer(name: str, tensor: TensorInfo | None) -> tuple[Kind, Evidence]:
         return Kind.METADATA, Evidence(Source.NOT_TENSOR)
     if tensor.is_parameter_object:
         return Kind.PARAMETER, Evidence(Source.PICKLED_PARAMETER)
+    if tensor.quant is not None:  # a quantized weight's logical tensor: the parameter it stands for
+        return Kind.PARAMETER, _rule("quantized weight")
     leaf = name.rsplit(".", 1)[-1]
     floating = is_floating(tensor.dtype) or tensor.dtype in COMPLEX
     if leaf in _BN_STATS or leaf == "num_batches_tracked":
         return Kind.BUFFER, _rule("BatchNorm name")
-    if leaf in _POSITION:
-        return Kind.BUFFER, _rule("position_ids")
-    if leaf == "inv_freq" or leaf.endswith("_inv_freq"):
-        return Kind.BUFFER, _rule("inv_freq")
+    library = _LIBRARY_NP.get(leaf) or (_LIBRARY_NP["inv_freq"] if leaf.endswith("_inv_freq") else None)
+    if library is not None:  # in the file, so persistent in the code that saved it: a buffer either way
+        return Kind.BUFFER, _rule(library)
     if leaf in _KNOWN_BUFFERS:
         return Kind.BUFFER, _rule(_KNOWN_BUFFERS[leaf])
+    if floating and leaf.endswith(_OBSERVER_SUFFIXES):
+        return Kind.BUFFER, _rule("quantization observer")
     if _is_rng_state(name, tensor):
         return Kind.METADATA, _rule("RNG state")
     # Masks are bool/integer; a float tensor named like a mask (wav2vec2's masked_spec_embed) is learned.
@@ -75,6 +95,115 @@ def infer(name: str, tensor: TensorInfo | None) -> tuple[Kind, Evidence]:
     if not floating:
         return Kind.BUFFER, _rule(f"{tensor.dtype} dtype")
     return Kind.PARAMETER, _rule("float")
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a file says beyond names and dtypes that the rules over a whole state use."""
+
+    versions: Mapping[str, int] | None = None  # state_dict()._metadata: module path -> its class's _version
+    legacy: bool = False  # torch's pre-1.6 format, the only one a file from before torch 0.4.1 can have
+
+    @staticmethod
+    def of(metadata: Any, legacy: bool) -> FileFacts:
+        """From a saved state_dict()._metadata (None where the file has none) and the file's format."""
+        versions = None
+        if isinstance(metadata, Mapping):
+            versions = {str(k): v["version"] for k, v in metadata.items()
+                        if isinstance(v, Mapping) and isinstance(v.get("version"), int)}
+        return FileFacts(versions, legacy)
+
+
+def infer_state(tensors: Sequence[tuple[str, TensorInfo | None]],
+                facts: FileFacts = FileFacts()) -> list[tuple[Kind, Evidence]]:
+    """infer() for every entry of one state, then the rules that need the entry's siblings (in_context)."""
+    out = [infer(name, t) for name, t in tensors]
+    for i, answer in in_context(tensors, out, facts).items():
+        out[i] = answer
+    return out
+
+
+def refine(entries: list[Entry], facts: FileFacts) -> list[Entry]:
+    """`entries` with the sibling rules (in_context) applied to each group's inferred tensors; `facts`
+    describe the model state (group ""), other groups (an EMA copy) are judged by their names alone."""
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        if e.evidence.source is Source.RULE and e.tensor is not None:
+            groups.setdefault(e.group, []).append(i)
+    out = entries
+    for group, idx in groups.items():
+        pairs = [(entries[i].name, entries[i].tensor) for i in idx]
+        answers = in_context(pairs, [(entries[i].kind, entries[i].evidence) for i in idx],
+                             facts if group == "" else FileFacts(legacy=facts.legacy))
+        for j, (kind, ev) in answers.items():
+            if out is entries:
+                out = list(entries)
+            e = entries[idx[j]]  # built directly: dataclasses.replace costs 10x per entry
+            out[idx[j]] = Entry(e.name, e.tensor, e.value, e.value_type, kind, ev, e.group)
+    return out
+
+
+# Leaves a sibling rule looks at: BatchNorm's, VQ codebooks' (Encodec/Bark/XCodec: embed, embed_avg,
+# cluster_size, inited; Mimi: embed_sum, cluster_usage, initialized) and I-BERT's IntLayerNorm shift.
+_BN_LEAVES = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+_CODEBOOK_STATS = {"embed_avg", "cluster_size", "embed_sum", "cluster_usage"}
+_CODEBOOK = _CODEBOOK_STATS | {"embed", "inited", "initialized"}
+_SIBLING_LEAVES = _BN_LEAVES | _CODEBOOK | {"shift"}
+# A leaf whose presence makes a sibling rule apply (refine's filter before any per-name work).
+_TRIGGER = re.compile(r"(running_var|_scaling_factor|" + "|".join(sorted(_CODEBOOK_STATS)) + r")\n")
+
+
+def in_context(tensors: Sequence[tuple[str, TensorInfo | None]], answers: Sequence[tuple[Kind, Evidence]],
+               facts: FileFacts) -> dict[int, tuple[Kind, Evidence]]:
+    """Kinds that infer() cannot see from one name: {index: new answer} for float buffers that the
+    generic rules call parameters because they look like weights — a frozen BatchNorm's weight and bias,
+    a VQ codebook's EMA state, I-BERT's `shift`. Only entries inferred as parameters change."""
+    if not _TRIGGER.search("\n".join(name for name, _ in tensors) + "\n"):
+        return {}  # one C-speed pass: most files (a transformer's) have nothing a sibling rule reads
+    modules: dict[str, dict[str, int]] = {}
+    observers = False
+    for i, (name, t) in enumerate(tensors):
+        module, _, leaf = name.rpartition(".")
+        if leaf in _SIBLING_LEAVES and t is not None:
+            modules.setdefault(module, {})[leaf] = i
+        elif leaf.endswith(_OBSERVER_SUFFIXES):
+            observers = True
+    recent = any("num_batches_tracked" in leaves and "running_mean" in leaves for leaves in modules.values())
+    out: dict[int, tuple[Kind, Evidence]] = {}
+    for module, leaves in modules.items():
+        if _BN_STATS <= leaves.keys() and "num_batches_tracked" not in leaves:
+            found = [leaves[k] for k in ("weight", "bias") if k in leaves]
+            _put(out, answers, found, _frozen_bn(module, recent, facts))
+        if _CODEBOOK_STATS & leaves.keys():
+            _put(out, answers, [i for k, i in leaves.items() if k in _CODEBOOK], (Kind.BUFFER, _rule("VQ codebook state")))
+        if observers and "shift" in leaves:
+            _put(out, answers, [leaves["shift"]], (Kind.BUFFER, _rule("quantization observer")))
+    return out
+
+
+def _put(out: dict[int, tuple[Kind, Evidence]], answers: Sequence[tuple[Kind, Evidence]], idx: list[int],
+         answer: tuple[Kind, Evidence]) -> None:
+    for i in idx:
+        if answers[i][0] is Kind.PARAMETER and answers[i][1].source is Source.RULE and answer != answers[i]:
+            out[i] = answer
+
+
+def _frozen_bn(module: str, recent: bool, facts: FileFacts) -> tuple[Kind, Evidence]:
+    """Weight and bias beside running statistics with no num_batches_tracked: a frozen BatchNorm
+    (torchvision's FrozenBatchNorm2d, transformers' DETR/RT-DETR backbones: all four are buffers) or
+    torch's BatchNorm saved before 0.4.1 added the counter (parameters). The first saved state_dict
+    version (torch's BatchNorm is 2), else the other BatchNorms of the file, decide; failing both the
+    answer says it is a guess."""
+    version = facts.versions.get(module) if facts.versions is not None else None
+    if version is not None:
+        if version >= 2:
+            return Kind.PARAMETER, _rule(f"BatchNorm (state_dict version {version})")
+        return Kind.BUFFER, _rule(f"frozen BatchNorm (state_dict version {version})")
+    if recent:
+        return Kind.BUFFER, _rule("frozen BatchNorm (no num_batches_tracked; others have it)")
+    if facts.legacy:
+        return Kind.PARAMETER, _rule("ambiguous: BatchNorm from torch < 0.4.1, or frozen")
+    return Kind.BUFFER, _rule("ambiguous: frozen BatchNorm, or from torch < 0.4.1")
 
 
 def _is_rng_state(name: str, tensor: TensorInfo) -> bool:
@@ -212,6 +341,9 @@ def with_model(ck: Checkpoint, info: ModelInfo) -> Checkpoint:
             out.append(e)
             continue
         m = matches.get(e.name)
+        if ck.outside_state_dict(e):
+            out.append(e)  # the pickle's own answer is exact; no state_dict() holds it for the model to take
+            continue
         if m is None:
             out.append(replace(e, kind=Kind.UNKNOWN, evidence=Evidence(Source.NOT_IN_MODEL)))
             continue

@@ -12,6 +12,7 @@ from . import classify
 from .classify import EMA_KEYS, OPTIMIZER_KEYS
 from .errors import BadInput, UnsafeContent, UsageError
 from .formats import RawCheckpoint, read_raw
+from .formats.quant import regroup
 from .io.limits import read_json_file
 from .io.urls import is_remote
 from .notes import Note, NoteKind
@@ -62,10 +63,12 @@ def load_with_raw(path: str, key: str | None = None,
     """The Checkpoint and the raw object tree it was built from (rewrite commands need both)."""
     with gc_paused():
         raw = read_raw(path)
+        quant_notes = regroup(raw)  # quantized weights as logical tensors, before anything is classified
         if raw.dangerous:  # raw.path: a URL's credentials never reach a message
             raise UnsafeContent(raw.path, "pickle references code that loading would run: " + ", ".join(raw.dangerous),
                                 "refusing the file; do not torch.load it (statecli scan shows every global)")
-        return _layouts(build(raw, key, strip_prefix), raw), raw
+        ck = build(raw, key, strip_prefix).with_notes(Note(NoteKind.LAYOUT, n) for n in quant_notes)
+        return _layouts(ck, raw), raw
 
 
 def _layouts(ck: Checkpoint, raw: RawCheckpoint) -> Checkpoint:
@@ -160,8 +163,7 @@ def _fill(ck: _Draft, raw: RawCheckpoint, key: str | None, strip_prefix: tuple[s
         _finish(ck, raw, strip_prefix, roles)
         return
     model_value = _get_path(root, choice) if choice else root
-    # A root key may hold dots itself ("enc.state_dict" in a .pt2 of several programs).
-    top = choice if choice in root else choice.split(".", 1)[0]
+    top = choice if choice in root else choice.split(".", 1)[0]  # a root key may hold dots (a .pt2's "enc.state_dict")
     if choice:
         roles[top] = Role.MODEL
     if isinstance(model_value, StateDict):
@@ -295,7 +297,9 @@ def _add_group(ck: _Draft, raw: RawCheckpoint, gname: str, gvalue: Any, roles: d
 
 
 def _finish(ck: _Draft, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, Role]) -> None:
-    if raw.kinds:
+    legacy = raw.format in (Format.TORCH_LEGACY, Format.TORCH_TAR)  # the formats a pre-0.4.1 file can have
+    ck.entries = classify.refine(ck.entries, classify.FileFacts.of(ck.torch_metadata, legacy))
+    if raw.kinds:  # after the rules: a kind the file records is exact
         ck.entries = [_recorded_kind(ck, raw, e) for e in ck.entries]
     if strip_prefix:
         ck.entries = [_strip(e, strip_prefix) if e.group == "" else e for e in ck.entries]

@@ -15,6 +15,7 @@ A quantized weight is one logical TensorInfo:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class QuantInfo:
         where the format stores one blob (a GGUF tensor).
     group_size / block: the scale granularity, where it has one.
     inferred: True where the scheme came from names, dtypes and shapes rather than a config.
+    bits: the bits of one stored code (4 for int4/nf4/mxfp4, 8 for int8/fp8), where it has one.
+    codec: which dequantizer reads it (formats/quant/dequant.py's table; "" where `method` says).
+    tensors: the parts' own TensorInfos, in `parts` order (typed loosely: state.TensorInfo sits above
+        this module), so a value reader finds their bytes without the entries that held them.
+    settings: codec settings as (name, value) pairs (a zero-point offset, a packing order; "inline":
+        the parts live inside one pickled object, not as entries of the file, as torchao's subclasses).
     """
 
     scheme: str
@@ -38,10 +45,32 @@ class QuantInfo:
     group_size: int | None = None
     block: tuple[int, ...] | None = None
     inferred: bool = False
+    bits: int | None = None
+    codec: str = ""
+    tensors: tuple[Any, ...] = ()
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self, stored_nbytes: int, numel: int) -> dict[str, Any]:
+        """The scheme and its stored parts as JSON (each part's dtype, shape and bytes as stored)."""
+        bpw = self.bits_per_weight(stored_nbytes, numel)
+        return {"scheme": self.scheme, "method": self.method, "inferred": self.inferred, "bits": self.bits,
+                "group_size": self.group_size, "block": list(self.block) if self.block else None,
+                "compute_dtype": self.compute_dtype, "stored_nbytes": stored_nbytes,
+                "bits_per_weight": round(bpw, 4) if bpw is not None else None,
+                "parts": [{"role": role, "name": name, "dtype": getattr(t, "dtype", None),
+                           "shape": list(getattr(t, "shape", ())), "nbytes": getattr(t, "nbytes", None)}
+                          for (role, name), t in zip(self.parts, self.tensors or [None] * len(self.parts))]}
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        return dict(self.settings).get(name, default)
 
     def bits_per_weight(self, stored_nbytes: int, numel: int) -> float | None:
         """Stored bits (scales and zeros included) per logical value."""
         return stored_nbytes * 8 / numel if numel else None
 
 
-__all__ = ["QuantInfo"]
+# Logical type names of the quantized weights formats/quant builds (check --param-dtypes accepts them
+# beside torch dtypes); a format with its own types (GGUF's GGML names) adds them here.
+LOGICAL_DTYPES: set[str] = {"int2", "int4", "int8", "nf4", "fp4", "fp8_e4m3", "fp8_e5m2", "mxfp4", "nvfp4"}
+
+__all__ = ["LOGICAL_DTYPES", "QuantInfo"]

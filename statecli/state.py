@@ -342,6 +342,8 @@ class Entry:
             "stride": list(t.stride) if t.stride is not None else None, "contiguous": t.is_contiguous}
         if t.subclass:
             d["subclass"] = t.subclass
+        if t.quant is not None:
+            d["quant"] = t.quant.to_dict(t.nbytes, t.numel)
         if stats is not None:
             d["stats"] = stats.to_dict()
         return d
@@ -416,6 +418,12 @@ class Checkpoint:
     def is_pickled_module(self) -> bool:
         """A torch.save(model) file: the model state is the pickled module itself."""
         return self.container == PICKLED_MODULE
+
+    def outside_state_dict(self, e: Entry) -> bool:
+        """A tensor a pickled module holds that its state_dict() leaves out (a non-persistent buffer, a
+        plain tensor attribute): load_state_dict never sees it, so no load report counts it."""
+        return (self.is_pickled_module and e.evidence.source is Source.PICKLED_MODULE
+                and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE))
 
 
 def contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:

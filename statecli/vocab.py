@@ -82,6 +82,8 @@ class CheckRule(StrEnum):
     NO_OPTIMIZER_STATE = "no-optimizer-state"
     MATCHES_MODEL = "matches-model"
     FORMAT = "format"
+    BITS_PER_WEIGHT = "bits-per-weight"  # bits per weight of the parameters (quantized checkpoints) at most N
+    QUANTIZATION = "quantization"  # quantized with an allowed method, every weight but the ignore list
     READ = "read"
     UNSAFE = "unsafe"
 
@@ -96,6 +98,7 @@ class ReportProblem(StrEnum):
     RENAMED = "renamed"
     CONVERTED = "converted"
     CONVERSION_FAILED = "conversion failed"
+    UNTIED = "loads untied"  # tied in the model, held twice with different values in the file
 
 
 class Format(StrEnum):

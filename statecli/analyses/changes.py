@@ -51,6 +51,19 @@ class Sums:
         return 0.0 if self.dd == 0 else float("inf")
 
     @property
+    def nmse(self) -> float:
+        """||b-a||^2 / ||a||^2: the error's energy against A's (a quantized B against its source A)."""
+        return self.rel_change ** 2
+
+    @property
+    def snr_db(self) -> float:
+        """10 log10(||a||^2 / ||b-a||^2): A's energy over the error's, in dB; inf where B equals A."""
+        import math
+
+        nmse = self.nmse
+        return float("inf") if nmse == 0 else -float("inf") if nmse == float("inf") else -10 * math.log10(nmse)
+
+    @property
     def cosine(self) -> float | None:
         """The cosine similarity of A and B as flat vectors; None when either is all zeros."""
         if self.aa <= 0 or self.bb <= 0:
@@ -70,6 +83,14 @@ class ChangeFigures:
     @property
     def cosine(self) -> float | None:
         return self.sums.cosine if self.sums else None
+
+    @property
+    def nmse(self) -> float | None:
+        return self.sums.nmse if self.sums else None
+
+    @property
+    def snr_db(self) -> float | None:
+        return self.sums.snr_db if self.sums else None
 
 
 @dataclass(frozen=True)
@@ -95,11 +116,12 @@ class ModuleChange(ChangeFigures):
     def to_dict(self) -> dict[str, Any]:
         return {"module": self.module, "keys": self.keys, "changed": self.changed, "added": self.added,
                 "removed": self.removed, "compared": self.compared, "numel": self.numel,
-                "rel_change": jsonable(self.rel_change), "cosine": self.cosine,
+                "rel_change": jsonable(self.rel_change), "cosine": self.cosine, "nmse": jsonable(self.nmse),
+                "snr_db": jsonable(self.snr_db),
                 "max_abs": jsonable(self.max_abs), "mismatched": self.mismatched, "over_tol": self.over_tol}
 
 
-MODULE_COLUMNS = ("module", "keys", "changed", "added", "removed", "compared", "numel", "rel_change", "cosine",
+MODULE_COLUMNS = ("module", "keys", "changed", "added", "removed", "compared", "numel", "rel_change", "cosine", "nmse", "snr_db",
                   "max_abs", "mismatched", "over_tol")
 SORTS = tuple(SortOrder)
 

@@ -11,10 +11,13 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import BadInput, ExitCode, StatecliError, UnsafeContent, UsageError, user_regex
+from ..qtensor import LOGICAL_DTYPES
 from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind
 from ..storage import unique_storage_bytes
 from ..units import dtype_name, fmt_bytes, parse_size
 from ..vocab import CheckRule, Layout
+from .check_config import load_config
+from .quantized import bits_rule, bits_value, quantization_rule
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Rules:
     matches_model: str | None = None
     model_args: tuple[str, ...] = ()
     format: tuple[str, ...] = ()
+    bits_per_weight_max: float | None = None
+    quantization: tuple[str, ...] = ()  # quantization methods allowed; every weight but the ignore list quantized
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,8 @@ def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules
             changes[attr] = value
         elif attr == "max_size":
             changes[attr] = parse_size_value(value, source)
+        elif attr == "bits_per_weight_max":
+            changes[attr] = bits_value(value, key, source)
         elif attr == "matches_model":
             if not isinstance(value, str):
                 raise UsageError(source, f"{key} must be a 'module:Name' string")
@@ -154,7 +161,7 @@ def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules
 
 def _dtype(text: str, key: str, source: str) -> str:
     """The same dtype words `cast --dtype` takes (half, fp16, bf16, torch.float16...)."""
-    name = dtype_name(text)
+    name = dtype_name(text) or (text if text in LOGICAL_DTYPES else None)  # int4, nf4...: quantized weights
     if name is None:
         raise UsageError(source, f"{key}: {text!r} is not a dtype", "e.g. float16 (half, fp16), bfloat16, float32")
     return name
@@ -180,39 +187,6 @@ def parse_size_value(value: Any, source: str) -> int:
     if isinstance(value, str) and (n := parse_size(value)) is not None:
         return n
     raise UsageError(source, f"max-size {value!r} is not a number of bytes or a size like '2GB'")
-
-
-def load_config(config: str | None, start: str = ".") -> tuple[dict[str, Any], str | None]:
-    """[tool.statecli.check] from --config (a TOML file: that table or a top-level [check]) or else the
-    nearest pyproject.toml above `start` that has that table (a pyproject.toml without it, such as a
-    sub-package's, does not hide the project's rules further up)."""
-    if config is not None:
-        data = _read_toml(config)
-        table = data.get("tool", {}).get("statecli", {}).get("check")
-        return (data.get("check", data) if table is None else table) or {}, config
-    folder = os.path.abspath(start)
-    while True:
-        cand = os.path.join(folder, "pyproject.toml")
-        if os.path.isfile(cand):
-            table = _read_toml(cand).get("tool", {}).get("statecli", {}).get("check")
-            if table is not None:
-                return table or {}, cand
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return {}, None
-        folder = parent
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise BadInput(path, "config file not found") from exc
-    except (tomllib.TOMLDecodeError, OSError) as exc:
-        raise BadInput(path, f"unreadable TOML: {exc}") from exc
 
 
 def rules_for(path: str, base: Rules, table: dict[str, Any], source: str | None) -> Rules:
@@ -342,6 +316,10 @@ _RULE_TABLE: tuple[tuple[Callable[[Rules], bool], Callable[[_Subject], list[Find
     (lambda r: r.no_optimizer_state, _no_optimizer_state),
     (lambda r: bool(r.matches_model), _matches_model),
     (lambda r: bool(r.format), _format),
+    (lambda r: r.bits_per_weight_max is not None, lambda s: [Finding(s.path, CheckRule.BITS_PER_WEIGHT, *bits_rule(
+        s.ck, s.rules.bits_per_weight_max or 0.0))]),
+    (lambda r: bool(r.quantization), lambda s: [Finding(s.path, CheckRule.QUANTIZATION, *quantization_rule(
+        s.ck, s.rules.quantization))]),
 )
 
 
@@ -366,11 +344,12 @@ def _rx(pat: str) -> re.Pattern[str]:
 
 
 def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
+    from ..io.values import dequantizable
     from ..units import is_floating
     from .stats import stats_for
 
-    floats = [e for e in ck.entries if e.tensor is not None and is_floating(e.tensor.dtype) and e.tensor.layout == Layout.STRIDED
-              and e.tensor.device != "meta"]
+    floats = [e for e in ck.entries if e.tensor is not None and (dequantizable(e.tensor) or is_floating(e.tensor.dtype)
+              and e.tensor.layout == Layout.STRIDED and e.tensor.device != "meta")]
     skipped = sum(1 for e in ck.entries if e.tensor is not None and e not in floats and not e.tensor.dtype.startswith(
         ("int", "uint", "bool")))
     stats = stats_for(ck, floats)

@@ -59,7 +59,8 @@ class KeyDiff(ChangeFigures):
             d.update(max_abs=jsonable(self.max_abs), max_rel=jsonable(self.max_rel), mismatched=self.mismatched,
                      numel=self.numel)
         if self.sums is not None:
-            d.update(rel_change=jsonable(self.rel_change), cosine=self.cosine)
+            d.update(rel_change=jsonable(self.rel_change), cosine=self.cosine, nmse=jsonable(self.nmse),
+                     snr_db=jsonable(self.snr_db))
         if self.compared_as:
             d["compared_as"] = self.compared_as
         if self.note:
@@ -86,6 +87,11 @@ class DiffResult:
     sort: SortOrder = SortOrder.ORDER
     notes: tuple[str, ...] = ()  # what was compared as the same although stored differently (aliases, sharing)
     strict_sharing: bool = False
+
+    @property
+    def quantized(self) -> bool:
+        """Either side holds quantized weights: their values were compared dequantized (SNR matters)."""
+        return any(e.tensor is not None and e.tensor.quant is not None for ck in (self.a, self.b) for e in ck.entries)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -334,7 +340,7 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
     (imported only then) for the rest: complex, DCP directories, torch-only dtypes."""
     import importlib.util
 
-    from ..io.values import numpy_readable, value_reader
+    from ..io.values import dequantizable, numpy_readable, value_reader
     from .compare_pool import pool_for
 
     torch_here = importlib.util.find_spec("torch") is not None
@@ -343,7 +349,9 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
         # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those
         # where it is installed; the core install (no torch) compares them with numpy.
         complex_pair = _complex(x.dtype) or _complex(y.dtype)
-        return numpy_readable(x) and numpy_readable(y) and not (complex_pair and torch_here)
+        # A quantized weight is compared on its dequantized float32 values, read in row chunks.
+        readable = all(numpy_readable(t) or dequantizable(t) for t in (x, y))
+        return readable and not (complex_pair and torch_here)
 
     with value_reader(a) as ra, value_reader(b) as rb:
         numpy_pairs = [(x, y) for _, x, y in pairs if by_numpy(x, y)]
@@ -354,7 +362,8 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
             for i, (kd, x, y) in enumerate(pairs):
                 if progress:
                     progress(i, len(pairs))
-                if x.layout != Layout.STRIDED or y.layout != Layout.STRIDED or "meta" in (x.device, y.device):
+                if (any(t.layout != Layout.STRIDED and not dequantizable(t) for t in (x, y))
+                        or "meta" in (x.device, y.device)):
                     _add_note(kd, f"values of {x.layout}/{x.device} tensors not compared")
                     continue
                 same = (_view(x), _view(y)) if x.storage_key is not None and y.storage_key is not None else None
@@ -408,20 +417,21 @@ def _compare_numpy(kd: _Work, x: TensorInfo, y: TensorInfo, ra: Any, rb: Any, rt
     from .compare import Partial, compare_chunk, promote, work_dtype
     from .compare_pool import SPAN, tasks
 
-    if x.dtype != y.dtype:
-        kd.compared_as = promote(x.dtype, y.dtype)
+    xd, yd = ("float32" if t.quant is not None else t.dtype for t in (x, y))  # quantized: dequantized values
+    if xd != yd:
+        kd.compared_as = promote(xd, yd)
 
     def one(lo: int, hi: int) -> Partial:
-        return compare_chunk(ra.read_flat(x, lo, hi, 0), rb.read_flat(y, lo, hi, 1), x.dtype, y.dtype, rtol, atol,
-                             equal_nan)
+        return compare_chunk(ra.read_flat(x, lo, hi, 0), rb.read_flat(y, lo, hi, 1), xd, yd, rtol, atol, equal_nan)
 
-    work = tasks(ra, rb, x, y, rtol, atol, equal_nan) if pool is not None and x.numel > SPAN else None
+    plain = x.quant is None and y.quant is None  # the worker processes read plain tensors only
+    work = tasks(ra, rb, x, y, rtol, atol, equal_nan) if pool is not None and x.numel > SPAN and plain else None
     total = Partial()
     for part in pool.map(work) if work is not None else ordered_map(one, x.numel, NP_CHUNK):
         total.merge(part)
     kd.max_abs, kd.max_rel, kd.mismatched = total.max_abs, total.max_rel, total.bad
     # Norms of integer tensors (step counters, masks, ids) would swamp a module's weights: floats only.
-    kd.sums = total.sums if work_dtype(promote(x.dtype, y.dtype)) != "int64" else None
+    kd.sums = total.sums if work_dtype(promote(xd, yd)) != "int64" else None
     if total.nonfinite_bad:
         _add_note(kd, f"{total.nonfinite_bad} element(s) differ by NaN or Inf (not counted in max_abs)")
 

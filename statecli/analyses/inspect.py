@@ -12,6 +12,7 @@ from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, gc_pa
 from ..storage import shared_storages, storage_bytes, unique_storage_bytes
 from ..units import fmt_shape
 from .module_tree import ModuleTree, build_tree
+from .quantized import QuantSummary, quant_summary
 
 # The columns of `inspect --format csv|md`, in order; `stats` columns follow when values were read.
 COLUMNS = ("name", "group", "kind", "evidence", "dtype", "shape", "numel", "nbytes", "device", "layout", "storage")
@@ -51,6 +52,8 @@ class InspectResult:
     load_report: tuple[Any, ...] = ()  # modeldef.ReportLine
     model_explicit: bool = False  # --model/--hf-config given: a failing load report is the result (exit 1)
     tree: bool = False  # the human view: module tree instead of tables
+    quant: QuantSummary | None = None  # bits per weight, where weights are quantized
+    storage: bool = False  # the human view lists a quantized weight's stored parts under it
 
     def module_tree(self) -> ModuleTree:
         """The selected tensors by module (`--tree`, the HTML page): its root totals are `total`."""
@@ -89,6 +92,8 @@ class InspectResult:
             },
             "entries": _entry_dicts(self.entries, self.stats),
         }
+        if self.quant is not None:
+            d["quantization"] = self.quant.to_dict()
         if self.tree:
             d["tree"] = [{"module": n.path or ck.container_name, "tensors": n.tensors, "numel": n.numel,
                           "nbytes": n.nbytes} for n in self.module_tree().walk()]
@@ -231,7 +236,7 @@ def summarize(entries: list[Entry] | tuple[Entry, ...]) -> Summary:
 
 
 def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = None, *, stats: bool = False,
-            model: Any = None, model_explicit: bool = False, tree: bool = False) -> InspectResult:
+            model: Any = None, model_explicit: bool = False, tree: bool = False, storage: bool = False) -> InspectResult:
     """Select entries by kind and name, total them, and (with `model`) classify them against the model
     definition and report what load_state_dict(strict=True) would say; `stats` reads tensor values."""
     report: tuple[Any, ...] = ()
@@ -255,4 +260,5 @@ def inspect(ck: Checkpoint, kinds: tuple[str, ...] = (), pattern: str | None = N
         by_kind=s.by_kind, by_dtype=s.by_dtype, by_device=s.by_device, shared=s.shared,
         total=s.total, view_nbytes=s.view_nbytes, stats=values,
         model=model, load_report=report, model_explicit=model_explicit, tree=tree,
+        quant=quant_summary(ck.entries), storage=storage,
     )

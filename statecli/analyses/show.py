@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import BadInput, ExitCode, UsageError
-from ..io.values import value_reader
+from ..io.values import dequantizable, value_reader
 from ..state import ROOT, SCHEMA_VERSION, Checkpoint, Entry, Stats
 from .module_tree import build_tree, tree_path
 from .stats import full_histogram, not_summarised, tensor_stats
@@ -166,7 +166,7 @@ def show(ck: Checkpoint, key: str, bins: int = 40, first: int = 10, extreme: int
     t = e.tensor
     if t is None:
         return ShowResult(ck, e, None, (), (), (), path, siblings)
-    why = not_summarised(t.dtype, t.layout, t.device)
+    why = None if dequantizable(t) else not_summarised(t.dtype, t.layout, t.device)
     if why:
         return ShowResult(ck, e, Stats(None, None, None, None, 0, 0, why), (), (), (), path, siblings)
     with value_reader(ck) as reader:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ExitCode
@@ -11,7 +11,9 @@ from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind, gc_paused
 from ..storage import storage_overlap
 from ..units import fmt_bytes, fmt_count
 from .inspect import Bucket, summarize
+from .memory import MemoryEstimate, memory_estimate
 from .module_tree import ModuleTree, build_tree
+from .quantized import QuantSummary, quant_summary
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class SizeResult:
     by_module: tuple[ModuleSize, ...]
     top: tuple[Entry, ...]
     depth: int
+    quant: QuantSummary | None = None  # bits per weight, where weights are quantized
+    memory: MemoryEstimate | None = None  # size --memory
 
     exit_code = ExitCode.OK
     columns = ("module", "tensors", "numel", "nbytes", "share")
@@ -56,7 +60,8 @@ class SizeResult:
             "by_module": [{"module": m.module, **m.bucket.to_dict(), "share": round(m.share, 6)} for m in self.by_module],
             "top": [e.to_dict() for e in self.top],
             "warnings": ck.warnings, "notes": ck.notes,
-        }
+        } | ({"quantization": self.quant.to_dict()} if self.quant is not None else {}) | (
+            {"memory": self.memory.to_dict()} if self.memory is not None else {})
 
     def module_tree(self) -> ModuleTree:
         """Every tensor by module (the HTML page's tree): its root totals are `total`."""
@@ -73,9 +78,15 @@ class SizeResult:
                  "share": f"{m.share:.6f}"} for m in self.by_module]
 
 
-def size_of(ck: Checkpoint, depth: int = 1, top: int = 10) -> SizeResult:
+def size_of(ck: Checkpoint, depth: int = 1, top: int = 10, *, memory: bool = False, context: int | None = None,
+            batch: int = 1, kv_dtype: str | None = None) -> SizeResult:
+    """Sizes by module, kind, dtype and device; with `memory`, the loaded weights and (with `context`)
+    the KV cache (memory.py)."""
     with gc_paused():  # see state.gc_paused
-        return _size_of(ck, depth, top)
+        result = _size_of(ck, depth, top)
+    if memory or context is not None:
+        result = replace(result, memory=memory_estimate(ck, context, batch, kv_dtype))
+    return result
 
 
 def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
@@ -109,4 +120,5 @@ def _size_of(ck: Checkpoint, depth: int, top: int) -> SizeResult:
     largest = tuple(heapq.nsmallest(top, tensors, key=lambda e: (-(e.tensor.nbytes if e.tensor else 0), e.name)))
     shared, outside = storage_overlap(tensors)
     return SizeResult(ck, file_bytes, summary.total, view, shared, outside, n_params,
-                      summary.by_kind, summary.by_dtype, summary.by_device, by_module, largest, depth)
+                      summary.by_kind, summary.by_dtype, summary.by_device, by_module, largest, depth,
+                      quant_summary(ck.entries))

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import BadInput
-from ..io.values import numpy_readable, ordered_map, value_reader
+from ..io.values import dequantizable, numpy_readable, ordered_map, value_reader
 from ..state import Checkpoint, Entry, Stats
 from ..units import COMPLEX
 from ..vocab import Layout
@@ -244,14 +244,14 @@ def stats_for(ck: Checkpoint, entries: list[Entry]) -> dict[str, Stats]:
             t = e.tensor
             if t is None:
                 continue
-            why = not_summarised(t.dtype, t.layout, t.device)
+            why = None if dequantizable(t) else not_summarised(t.dtype, t.layout, t.device)
             if why:
                 out[e.name] = Stats(None, None, None, None, 0, 0, why)
                 continue
             try:
                 if t.numel == 0:
                     out[e.name] = Stats(None, None, None, None, 0, 0, "empty")
-                elif numpy_readable(t):
+                elif numpy_readable(t) or dequantizable(t):  # quantized: dequantized rows, chunk by chunk
                     out[e.name] = read_stats(partial(reader.read_flat, t), t.numel)
                 else:  # DCP: torch reads the tensor, numpy reduces it
                     out[e.name] = tensor_stats(reader.array(t))

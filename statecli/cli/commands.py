@@ -38,6 +38,8 @@ def inspect(
     filter_: Annotated[Optional[str], typer.Option("--filter", help="Only entries whose name matches this regex.",
         metavar="REGEX")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf counts (reads values).")] = False,
+    storage: Annotated[bool, typer.Option("--storage", help="List each quantized weight's stored parts (qweight, "
+                                                            "scales, zeros...) under it; JSON always has them.")] = False,
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -64,7 +66,7 @@ def inspect(
     opened = open_checkpoint(path, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
                              classify_by_model=False)  # inspect classifies and reports against the model itself
     result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats, model=opened.model,
-                                model_explicit=bool(model or hf_config), tree=tree)
+                                model_explicit=bool(model or hf_config), tree=tree, storage=storage)
     render(result, view)
     exit_with(result.exit_code)
 
@@ -74,6 +76,14 @@ def size(
     path: PathArg,
     depth: Annotated[int, typer.Option("--depth", min=1, help="Group modules by this many name components.", metavar="N")] = 1,
     top: Annotated[int, typer.Option("--top", min=0, help="List the N largest tensors.", metavar="N")] = 10,
+    memory: Annotated[bool, typer.Option("--memory", help="Memory of the loaded weights (as stored and dequantized) "
+                                                          "and, with --context, the KV cache.")] = False,
+    context: Annotated[Optional[int], typer.Option("--context", min=1, help="With --memory: tokens of KV cache, "
+        "from the config.json beside the checkpoint (standard and grouped-query attention).", metavar="N")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="With --context: sequences in the batch.",
+                                       metavar="B")] = 1,
+    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="With --context: the cache's dtype "
+        "(default: the config's).", metavar="DTYPE")] = None,
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
@@ -90,7 +100,7 @@ def size(
     from ..render import render
 
     ck = load_checkpoint(path, key=key, strip_prefix=tuple(strip_prefix or ()))
-    render(size_of(ck, depth, top), view)
+    render(size_of(ck, depth, top, memory=memory, context=context, batch=batch, kv_dtype=kv_dtype), view)
 
 
 @app.command()
@@ -204,6 +214,11 @@ def check(
     model_arg: ModelArgOpt = None,
     require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
                                                                                     "safetensors.", metavar="FORMATS")] = None,
+    bits_per_weight_max: Annotated[Optional[str], typer.Option("--bits-per-weight-max", help="Stored bits per "
+        "parameter (scales and zeros included) at most this, e.g. 4.5.", metavar="BITS")] = None,
+    quantization: Annotated[Optional[str], typer.Option("--quantization", help="Quantized with one of these methods "
+        "(gptq, awq, compressed-tensors, bitsandbytes, fp8, mxfp4), every linear weight but the ignore list.",
+        metavar="METHODS")] = None,
     fmt: FormatOpt = DataFormat.TABLE,
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
@@ -226,7 +241,8 @@ def check(
         ("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf), ("param-dtypes", param_dtypes),
         ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
-        ("model-args", model_arg), ("format", require_format)) if value is not None}
+        ("model-args", model_arg), ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
+        ("quantization", quantization)) if value is not None}
     result = run_check(paths, flags, config)
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")

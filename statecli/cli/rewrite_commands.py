@@ -239,6 +239,10 @@ def convert(
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
     duplicate_tied: DuplicateTiedOpt = False,
+    dequantize: Annotated[bool, typer.Option("--dequantize", help="Write quantized weights (GPTQ, AWQ, bitsandbytes, "
+        "FP8, MXFP4...) as ordinary tensors of --dtype; a Hugging Face folder's config loses quantization_config.")] = False,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="With --dequantize: bfloat16, half or float32 "
+        "(default: each weight's compute dtype).", metavar="DTYPE")] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -253,7 +257,14 @@ def convert(
     target = Target(output=output, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
     ck, raw, _ = _load(path, key)
-    _finish(plan(ck, raw, ConvertSpec()), target, view, _renames(strip_prefix, add_prefix, rename),
+    if dtype is not None and not dequantize:
+        raise UsageError(None, "--dtype needs --dequantize (cast changes the dtype of an unquantized checkpoint)")
+    planned = plan(ck, raw, ConvertSpec())
+    if dequantize:
+        from ..rewrite.quantized import dequantized
+
+        planned = dequantized(planned, dtype)
+    _finish(planned, target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 
 

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
+# Decoders of quantized logical tensors (TensorInfo.quant), by QuantInfo.codec: rows r0..r1 of the
+# tensor seen as 2-D [prod(shape[:-1]), shape[-1]] as float32. Filled by the formats that store
+# quantized weights (formats/quant) when they are imported; io itself knows no scheme.
+DEQUANTIZERS: dict[str, Callable[[ValueReader, TensorInfo, int, int], np.ndarray]] = {}
 THREADS = min(2, os.cpu_count() or 1)  # chunk workers: numpy and pread release the GIL
 _BUFFERS = threading.local()
 
@@ -51,6 +55,11 @@ def numpy_readable(info: TensorInfo) -> bool:
             and info.data_offset is not None and np_dtype(info.dtype) is not None
             and np_dtype(info.storage_dtype or info.dtype) is not None
             and itemsize(info.dtype) == itemsize(info.storage_dtype or info.dtype))
+
+
+def dequantizable(info: TensorInfo) -> bool:
+    """Whether a quantized logical tensor's values can be read (a dequantizer is registered for it)."""
+    return info.quant is not None and info.quant.codec in DEQUANTIZERS
 
 
 def torch_to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -163,6 +172,8 @@ class ValueReader:
         import numpy as np
         from numpy.lib.stride_tricks import as_strided
 
+        if info.quant is not None:
+            return self.dequantized(info, 0, info.numel).reshape(info.shape)
         if info.pieces and np_dtype(info.dtype) is not None:
             # Chunked readers (read_flat) ask for the same tensor once per chunk: assemble it once.
             last = self._last_assembled
@@ -191,11 +202,27 @@ class ValueReader:
         its next read_flat of the same size (fresh zeroed pages cost as much as the read)."""
         import numpy as np
 
+        if info.quant is not None:
+            return self.dequantized(info, lo, hi)
         span = self.flat_span(info, lo, hi)
         if span is None:
             return np.ascontiguousarray(self.array(info).reshape(-1)[lo:hi])
         path, start, nbytes = span
         return pread_array(self._fd(path), path, start, nbytes, info.dtype, slot)
+
+    def dequantized(self, info: TensorInfo, lo: int, hi: int) -> np.ndarray:
+        """Elements lo..hi of a quantized logical tensor, dequantized to float32 (whole rows decoded)."""
+        assert info.quant is not None
+        fn = DEQUANTIZERS.get(info.quant.codec)
+        if fn is None:
+            raise BadInput(info.source, f"values of {info.quant.scheme} are not read by statecli")
+        cols = info.shape[-1] if info.shape else 1
+        if hi <= lo or cols == 0:
+            import numpy as np
+
+            return np.zeros(0, np.float32)
+        r0, r1 = lo // cols, -(-hi // cols)
+        return fn(self, info, r0, r1).reshape(-1)[lo - r0 * cols:hi - r0 * cols]
 
     def flat_span(self, info: TensorInfo, lo: int, hi: int) -> tuple[str, int, int] | None:
         """(file, first byte, byte count) of elements lo..hi of a contiguous tensor numpy reads straight
@@ -259,6 +286,8 @@ class ValueReader:
     def tensor(self, info: TensorInfo) -> torch.Tensor:
         import torch
 
+        if info.quant is not None:
+            return torch.from_numpy(self.array(info).copy())
         if info.layout != Layout.STRIDED or info.device == "meta":
             raise BadInput(info.source, f"values of a {info.layout} {info.device} tensor are not read by statecli")
         if info.pieces:

@@ -231,7 +231,7 @@ class Memo:
         return out
 
     def load_report(self, ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine], list[Note]]:
-        from .report import load_report_notes
+        from .report import keyed_report
 
         path = self._path("report", _checkpoint_digest(ck))
         if path is not None:
@@ -241,7 +241,7 @@ class Memo:
         self.materialize(info)
         info.memo = None
         try:
-            lines, notes = load_report_notes(ck, info)
+            lines, notes = keyed_report(ck, info)
         finally:
             info.memo = self
         if path is not None:

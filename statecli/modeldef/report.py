@@ -10,9 +10,10 @@ from enum import StrEnum
 from typing import Any
 
 from ..notes import Note, NoteKind
-from ..state import Checkpoint, Kind, TensorInfo, prefix_matches
+from ..state import Checkpoint, Entry, Kind, TensorInfo, prefix_matches
 from ..vocab import ReportProblem
 from .model import ModelInfo, ReportLine
+from .reasons import failed_lines, fused_sources, lacking_text, tie_groups, untied_lines
 
 
 def load_report(ck: Checkpoint, info: ModelInfo) -> list[ReportLine]:
@@ -25,10 +26,21 @@ def load_report_notes(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine]
     are `blocking` when the model's own loader reports them (from_pretrained for a Hugging Face
     model); `fails_strict` says whether plain load_state_dict(strict=True) would."""
     if info.memo is not None:  # cache.py: stored for this checkpoint's keys, else computed live and stored
-        return info.memo.load_report(ck, info)
+        lines, notes = info.memo.load_report(ck, info)
+    else:
+        lines, notes = keyed_report(ck, info)
+    # What depends on more than the keys, shapes and dtypes the memo is keyed by: values and pickled kinds.
+    file_tensors = {e.name: e.tensor for e in _state(ck) if e.tensor is not None}
+    return lines + untied_lines(ck, info, file_tensors), _outside_notes(ck) + notes
+
+
+def keyed_report(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine], list[Note]]:
+    """The part of the load report that the checkpoint's keys, shapes and dtypes decide (cache.py
+    stores it under them)."""
     notes: list[Note] = []
-    file_tensors = {e.name: e.tensor for e in ck.entries if e.group == "" and e.tensor is not None}
-    file_values = {e.name for e in ck.entries if e.group == "" and e.tensor is None}
+    model = _state(ck)
+    file_tensors = {e.name: e.tensor for e in model if e.tensor is not None}
+    file_values = {e.name for e in model if e.tensor is None}
     lines, tied = _strict_lines(ck, info, file_tensors, file_values, notes)
     if info.hf is None or ck.is_pickled_module:  # torch.load gives a pickled module back whole
         return lines, notes
@@ -41,6 +53,21 @@ def load_report_notes(ck: Checkpoint, info: ModelInfo) -> tuple[list[ReportLine]
     return _from_pretrained(info, file_tensors, lines, verdict, tied), notes
 
 
+def _state(ck: Checkpoint) -> list[Entry]:
+    """The model-state entries load_state_dict is handed (a pickled module's state_dict())."""
+    return [e for e in ck.entries if e.group == "" and not ck.outside_state_dict(e)]
+
+
+def _outside_notes(ck: Checkpoint) -> list[Note]:
+    """What a pickled module holds beside its state_dict(): named, and why no report line counts it."""
+    outside = [e for e in ck.entries if e.group == "" and ck.outside_state_dict(e)]
+    if not outside:
+        return []
+    shown = ", ".join(f"{e.name} ({e.kind})" for e in outside[:4]) + (f" and {len(outside) - 4} more" if len(outside) > 4 else "")
+    return [Note(NoteKind.CLASSIFICATION, f"{shown}: held by the pickled module, left out of its state_dict(); "
+                 "load_state_dict never sees them and torch.load returns the module with them")]
+
+
 class Why(StrEnum):
     """Why a key is in the strict report: the outcome, decided before any wording (_EXPLAIN)."""
 
@@ -50,7 +77,6 @@ class Why(StrEnum):
     BATCH_COUNTER = "batch counter"
     UNDER_PREFIX = "under another prefix"  # args: flag, prefix
     ABSENT = "absent"  # args: what the model has there (a kind, or "entry")
-    PICKLED_BUFFER = "pickled non-persistent buffer"
     STALE_BUFFER = "stale non-persistent buffer"
     PREFIX_MATCH = "matches after a prefix fix"  # args: flag, prefix
     NOT_IN_MODEL = "not in the model"
@@ -84,10 +110,6 @@ _EXPLAIN: dict[Why, _Text] = {
                              "it only matters for momentum=None", "load with strict=False (the counter starts at 0)"),
     Why.UNDER_PREFIX: _Text("present in the file under another prefix ({1!r})", "{0} {1}"),
     Why.ABSENT: _Text("the model has this {0}; the file does not", "train/initialise it, or load with strict=False"),
-    Why.PICKLED_BUFFER: _Text("a non-persistent buffer, stored because the file pickles the whole module "
-                              "(torch.save(model)); model.state_dict() leaves it out",
-                              "nothing to do: torch.load returns the module with it", blocking=False,
-                              strict_blocking=True),
     Why.STALE_BUFFER: _Text("a non-persistent buffer in this model, present in the file (written by an older "
                             "version of the code); the model rebuilds it itself",
                             "safe to drop: load with strict=False or remove the key"),
@@ -116,7 +138,7 @@ def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, Tenso
     fix = _prefix_fix(unexpected, missing)
     state = set(info.state_keys)
     outcomes = ([_missing(key, info, file_tensors, unexpected, fix) for key in missing]
-                + [_unexpected(key, info, state, ck.is_pickled_module, fix) for key in unexpected])
+                + [_unexpected(key, info, state, fix) for key in unexpected])
     lines = [explain(o) for o in shape_dtype] + converted + [explain(o) for o in outcomes]
     return lines, {o.key for o in outcomes if o.why is Why.TIED}
 
@@ -175,8 +197,9 @@ def _key_sets(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInf
 def _missing(key: str, info: ModelInfo, file_tensors: dict[str, TensorInfo], unexpected: list[str],
              fix: tuple[str, str, int] | None) -> Outcome:
     slot = info.slots.get(key)
-    if slot is not None and slot.tied_to and slot.tied_to in file_tensors:
-        return Outcome(key, ReportProblem.MISSING, Why.TIED, (slot.tied_to,))
+    held = next((k for k in tie_groups(info).get(key, ()) if k in file_tensors), None)
+    if slot is not None and held is not None:  # from_pretrained ties whichever member the file holds
+        return Outcome(key, ReportProblem.MISSING, Why.TIED, (held,))
     if key.endswith("num_batches_tracked"):
         return Outcome(key, ReportProblem.MISSING, Why.BATCH_COUNTER)
     if fix and (fix[0] == "--strip-prefix" and any(u == fix[1] + key for u in unexpected)
@@ -185,11 +208,10 @@ def _missing(key: str, info: ModelInfo, file_tensors: dict[str, TensorInfo], une
     return Outcome(key, ReportProblem.MISSING, Why.ABSENT, (str(slot.kind) if slot else "entry",))
 
 
-def _unexpected(key: str, info: ModelInfo, state: set[str], pickled: bool,
-                fix: tuple[str, str, int] | None) -> Outcome:
+def _unexpected(key: str, info: ModelInfo, state: set[str], fix: tuple[str, str, int] | None) -> Outcome:
     slot = info.slots.get(key)
     if slot is not None and slot.kind == Kind.BUFFER_NP:
-        return Outcome(key, ReportProblem.UNEXPECTED, Why.PICKLED_BUFFER if pickled else Why.STALE_BUFFER)
+        return Outcome(key, ReportProblem.UNEXPECTED, Why.STALE_BUFFER)
     if fix and (fix[0] == "--strip-prefix" and key[len(fix[1]):] in state and key.startswith(fix[1])
                 or fix[0] == "--add-prefix" and fix[1] + key in state):
         return Outcome(key, ReportProblem.UNEXPECTED, Why.PREFIX_MATCH, (fix[0], fix[1]))
@@ -303,20 +325,22 @@ def _from_pretrained(info: ModelInfo, file_tensors: dict[str, TensorInfo], lines
                             if line.problem is ReportProblem.SHAPE_MISMATCH
                             else "; from_pretrained ignores it")
         out.append(replace(line, explanation=explanation, blocking=blocks, strict_blocking=line.blocking))
-    for key in sorted(verdict.missing - covered):
+    for key in sorted(verdict.missing - covered - set(verdict.errors)):  # a failed build says why below
         out.append(ReportLine(key, ReportProblem.MISSING, "from_pretrained finds no file key for it after its conversions",
                               "train/initialise it, or check the checkpoint's origin", strict_blocking=True))
     for key in sorted(verdict.unexpected - covered):
         out.append(ReportLine(key, ReportProblem.UNEXPECTED, "from_pretrained converts file keys into this name, which the "
                               "model does not have", "check the checkpoint's origin", strict_blocking=True))
+    fused = fused_sources(info, file_tensors) if set(verdict.mismatched) - covered else {}
     for key, (have, want) in sorted(verdict.mismatched.items()):
         if key not in covered:
+            present, lacking = fused.get(key, ([], []))
+            why = f"; {lacking_text(lacking, len(present) + len(lacking))}" if lacking else ""
             out.append(ReportLine(key, ReportProblem.SHAPE_MISMATCH, f"after from_pretrained's conversions the file gives "
-                                  f"{list(have)}, model expects {list(want)}", "check the config against the file",
+                                  f"{list(have)}, model expects {list(want)}{why}", "check the config against the file",
                                   strict_blocking=True))
-    for key, why in sorted(verdict.errors.items()):
-        out.append(ReportLine(key, ReportProblem.CONVERSION_FAILED, f"from_pretrained could not convert it: {why}",
-                              "check the config against the file", strict_blocking=True))
+    if verdict.errors:
+        out += failed_lines(info, file_tensors, verdict.errors)
     return out
 
 

@@ -76,6 +76,8 @@ class TensorRef(_Inert):
     is_parameter: bool = False
     subclass: str | None = None
     components: list[TensorRef] = field(default_factory=list)  # sparse/qparam pieces
+    # A wrapper subclass's pickled state (torchao's qdata, scale, block_size...): formats/quant reads it.
+    subclass_state: dict[str, Any] | None = None
 
     @property
     def location(self) -> str:

@@ -309,6 +309,8 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> An
     name = getattr(new_type, "__stub_name__", None)
     if isinstance(ret, TensorRef) and name not in (None, "torch.Tensor", "torch.nn.parameter.Parameter"):
         ret.subclass = name
+        if ret.storage is None and isinstance(state, dict):  # a wrapper subclass: its tensors live in the state
+            ret.subclass_state = {str(k): v for k, v in state.items()}
     if isinstance(ret, TensorRef) and name == "torch.nn.parameter.Parameter":
         ret.is_parameter = True
     return ret

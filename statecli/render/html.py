@@ -210,10 +210,14 @@ def _diff(r: DiffResult) -> tuple[str, list[str]]:
         body.append(f"<h2>change by module (depth {r.depth}, {order})</h2>")
         body.append(svg_bar_chart([(m.module, m.rel_change, "-" if m.rel_change is None else fmt_float(m.rel_change))
                                    for m in r.modules], "relative change ||b-a|| / ||a||", color="#e45756"))
-        body.append(table(["module", "keys", "changed", "added", "removed", "|b-a|/|a|", "cosine", "max |d|", "over tol"],
+        snr = ["SNR dB"] if r.quantized else []  # a quantized side: the error in dB, per module
+        body.append(table(["module", "keys", "changed", "added", "removed", "|b-a|/|a|", "cosine", "max |d|", "over tol",
+                           *snr],
                           [[m.module, m.keys, m.changed, m.added, m.removed, fmt_float(m.rel_change),
                             "-" if m.cosine is None else f"{m.cosine:.6f}", fmt_float(m.max_abs),
-                            "-" if m.over_tol is None else f"{m.over_tol:.1%}"] for m in r.modules], range(1, 9)))
+                            "-" if m.over_tol is None else f"{m.over_tol:.1%}",
+                            *(["-" if m.snr_db is None else f"{m.snr_db:.2f}"] if snr else [])] for m in r.modules],
+                          range(1, 9 + len(snr))))
     changed = [k for k in r.keys if k.status != DiffStatus.EQUAL]
     if changed:
         body.append(f"<h2>changed keys ({len(changed)})</h2>")

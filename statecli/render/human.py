@@ -25,6 +25,8 @@ def render_size(r: SizeResult, con: Any) -> None:
     con.print(Text(f"on disk {fmt_bytes(r.file_bytes)}; tensors {fmt_bytes(r.total.nbytes)} in memory "
                    f"({r.total.tensors} tensors, {fmt_count(r.total.numel)} elements); "
                    f"{fmt_count(r.parameters)} params"))
+    for line in r.memory.lines() if r.memory is not None else ():
+        con.print(Text(line, style="bold"))
     if r.duplicate_nbytes:
         con.print(Text(f"shared storage counted once: {fmt_bytes(r.duplicate_nbytes)} would be duplicated if every "
                        f"tensor owned its bytes"))
@@ -44,6 +46,10 @@ def render_size(r: SizeResult, con: Any) -> None:
                  bar(f, 30) if title != "by device" else ""] for b, f in zip(buckets, shares)]
         print_grid(con, title, [Col(""), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share")), Col("")],
                    rows, {0: KIND_STYLES} if title == "by kind" else None)
+    if r.quant is not None:
+        from .human_inspect import quant_tables
+
+        quant_tables(con, r.quant)
     if r.top:
         rows = [[escape(e.name), e.kind, e.tensor.dtype, fmt_shape(e.tensor.shape), fmt_bytes(e.tensor.nbytes)]
                 for e in r.top if e.tensor is not None]
@@ -102,6 +108,8 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
 
     top = scale([m.rel_change for m in r.modules])
     structural = any(m.added or m.removed for m in r.modules)
+    # A quantized side: the error's size in dB (A, the source, over B - A) tells how much each module lost.
+    quantized = r.quantized
     rows = []
     for m in r.modules:
         rel = m.rel_change
@@ -112,10 +120,12 @@ def render_module_changes(r: DiffResult, con: Any) -> None:
         row += ["-" if rel is None else fmt_float(rel), bar(frac, 24),
                 "-" if m.cosine is None else f"{m.cosine:.6f}", fmt_float(m.max_abs),
                 "-" if m.over_tol is None else f"{m.over_tol:.1%}"]
+        if quantized:
+            row.append("-" if m.snr_db is None else f"{m.snr_db:.2f}")
         rows.append(row)
     heads = ["keys", "changed"] + (["added", "removed"] if structural else [])
     cols = [Col("module", wrap=True), *(Col(h, right=True) for h in heads), Col("|b-a|/|a|", right=True), Col(""),
-            *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol"))]
+            *(Col(h, right=True) for h in ("cosine", "max |d|", "over tol") + (("SNR dB",) if quantized else ()))]
     order = "model order" if r.sort == "order" else f"sorted by {r.sort}"
     depth = f"depth {r.depth}" if r.depth else "by block"
     print_grid(con, f"change by module ({depth}, {order}; rtol={r.rtol:g}, atol={r.atol:g})", cols, rows)

@@ -14,6 +14,7 @@ from .text import escape, fmt_float
 
 if TYPE_CHECKING:
     from ..analyses.inspect import InspectResult
+    from ..analyses.quantized import QuantSummary
 
 _NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf", "|x| p50", "|x| p99", "zeros"}
 _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
@@ -29,6 +30,8 @@ def render_inspect(r: InspectResult, con: Any) -> None:
         else:
             _tables(con, r)
     _summary(con, r)
+    if r.quant is not None:
+        quant_tables(con, r.quant)
     if r.model is not None:
         _load_report(con, r)
 
@@ -65,12 +68,12 @@ def _tables(con: Any, r: InspectResult) -> None:
                          Role.MODEL)
         title = ("model state" if root_role == Role.MODEL else f"{root_role} state") if g == "" else g
         if tensors:
-            _tensor_table(con, title, tensors, r.stats)
+            _tensor_table(con, title, tensors, r.stats, r.storage)
         if values:
             _value_table(con, f"{title}: values", values)
 
 
-def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats]) -> None:
+def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats], storage: bool = False) -> None:
 
     heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
     if stats:
@@ -81,12 +84,28 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
         assert t is not None
         dev = t.device + (f" ({t.layout})" if t.layout != Layout.STRIDED else "")
         row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
+        if t.quant is not None:
+            row[3] = f"{t.dtype} ({t.quant.scheme})"
         if stats:
             s = stats.get(e.name)
             row += _stat_cells(s)
         rows.append(row)
+        if storage and t.quant is not None:  # the stored parts, indented under their logical weight
+            for (role, name), part in zip(t.quant.parts, t.quant.tensors):
+                rows.append([escape(f"  └ {name}"), f"({role})", "stored part", part.dtype, fmt_shape(part.shape),
+                             f"{part.numel:,}", fmt_bytes(part.nbytes), part.device] + [""] * (len(heads) - 8))
     cols = [Col(h, right=h in _NUMERIC, wrap=h in _MIN, min_width=_MIN.get(h, 12)) for h in heads]
-    print_grid(con, f"{escape(title)} ({plural(len(rows), 'tensor')})", cols, rows, {1: KIND_STYLES})
+    print_grid(con, f"{escape(title)} ({plural(len(entries), 'tensor')})", cols, rows, {1: KIND_STYLES})
+
+
+def quant_tables(con: Any, q: QuantSummary) -> None:
+    """Bits per weight by scheme and by module pattern, then over the quantized weights and the model."""
+    cols = [Col("", wrap=True), Col("tensors", right=True), Col("numel", right=True), Col("stored", right=True),
+            Col("bits/weight", right=True)]
+    label = ", ".join(q.methods) + (" (inferred)" if q.inferred else "")
+    rows = [r.cells() for r in (*q.by_scheme, q.quantized, q.model)]
+    print_grid(con, f"quantization: {escape(label)}", cols, [[escape(c) for c in r] for r in rows])
+    print_grid(con, "bits per weight by module", cols, [[escape(c) for c in r.cells()] for r in q.by_module])
 
 
 def _stat_cells(s: Stats | None) -> list[str]:
@@ -150,11 +169,16 @@ def _load_report(con: Any, r: InspectResult) -> None:
         con.print(Text(head + how, style="bold green"))
     else:
         con.print(Text(head + f"{r.model.loader} would fail ({len(blocking)} problem(s))", style="bold red"))
-    if not lines:
-        return
-    rows = [[escape(x.key), x.problem, escape(x.explanation), escape(x.fix or "")] for x in lines]
-    print_grid(con, None, [Col("key", wrap=True), Col("problem"), Col("why", wrap=True, min_width=20),
-                           Col("fix", wrap=True)], rows)
+    # The problem table holds exactly the counted problems; what the loader accepts is listed apart.
+    accepted = [x for x in lines if not x.blocking]
+    for group, title in ((blocking, None), (accepted, f"accepted by {r.model.loader}:")):
+        if not group:
+            continue
+        if title:
+            con.print(Text(title))
+        rows = [[escape(x.key), x.problem, escape(x.explanation), escape(x.fix or "")] for x in group]
+        print_grid(con, None, [Col("key", wrap=True), Col("problem"), Col("why", wrap=True, min_width=20),
+                               Col("fix", wrap=True)], rows)
 
 
 def _model_tree(con: Any, r: InspectResult) -> None:

@@ -59,10 +59,11 @@ def without_tied(plan: Plan, folder: str | None) -> Plan:
     return dataclasses.replace(plan, drop=plan.drop | drop, notes=plan.notes + (note,), tied={**plan.tied, **aliases})
 
 
-def copy_companions(src: str, dst: str, rewritten: Collection[str], cast_to: str | None, log: WriteLog) -> None:
+def copy_companions(src: str, dst: str, rewritten: Collection[str], cast_to: str | None, log: WriteLog,
+                    dequantized: bool = False) -> None:
     """Everything of the folder `src` but the weights rewritten into `dst` (folder.py), config.json
-    with its dtype set to `cast_to`."""
-    write = (lambda s, d: _write_config(s, d, cast_to, log)) if cast_to else None
+    with its dtype set to `cast_to` and, where the weights were `dequantized`, no quantization_config."""
+    write = (lambda s, d: _write_config(s, d, cast_to, log, dequantized)) if cast_to or dequantized else None
     copy_folder(src, dst, rewritten, log, write)
     _note_code(os.path.join(src, "config.json"), log)
 
@@ -97,14 +98,16 @@ def _note_code(config: str, log: WriteLog) -> None:
         log.note(code.note())
 
 
-def _write_config(src: str, dst: str, dtype: str, log: WriteLog) -> None:
+def _write_config(src: str, dst: str, dtype: str | None, log: WriteLog, dequantized: bool = False) -> None:
     config = read_json_file(src)
-    if isinstance(config, dict):
+    if isinstance(config, dict) and dtype:
         _set_dtype(config, dtype)
         for sub in config.values():  # composite models (text_config, vision_config) carry their own
             if isinstance(sub, dict) and any(k in sub for k in _DTYPE_KEYS):
                 _set_dtype(sub, dtype)
         log.note(f"config.json: dtype set to {dtype}")
+    if isinstance(config, dict) and dequantized and config.pop("quantization_config", None) is not None:
+        log.note("config.json: quantization_config removed (the weights are dequantized)")
     with open_output(dst) as out:
         out.write((json.dumps(config, indent=2) + "\n").encode("utf-8"))
 

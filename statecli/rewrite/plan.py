@@ -67,6 +67,9 @@ class Plan:
     # .pt outputs: tied keys the input leaves out but records (modeldef.ties) -> the model-state key
     # they alias; written again on its storage, as torch.save of the tied model holds them.
     restore: Mapping[str, str] = field(default_factory=dict)
+    # convert --dequantize: quantized weights are written as dense tensors of their `cast` dtype
+    # (else run() writes each as its stored parts, bit-identical: rewrite/quantized.py).
+    dequantize: bool = False
 
     def __post_init__(self) -> None:
         # Callers may pass sets, dicts and lists: freeze copies so nothing can change the plan later.
@@ -135,6 +138,8 @@ def plan_cast(ck: Checkpoint, raw: RawCheckpoint, spec: CastSpec, model: Any = N
         t = e.tensor
         if t is None or t.dtype == target:
             continue
+        if t.quant is not None:
+            continue  # a quantized weight: its parts are written as stored (rewrite/quantized.py says so)
         if not is_floating(t.dtype):
             skipped_int += 1
             continue

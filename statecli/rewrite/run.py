@@ -19,6 +19,7 @@ from . import encode, hf, upload
 from .destination import STDOUT, Destination, output_format, parse_size, planned_bytes, resolve
 from .folder import copy_folder
 from .plan import Change, Plan, entry_key
+from .quantized import as_stored
 from .result import RewriteResult, WriteLog
 from .spec import Target
 from .tree import model_items, rebuild, with_restored_ties
@@ -35,6 +36,8 @@ def run(plan: Plan, target: Target, progress: Progress | None = None, stdout: IO
     called as tensor bytes are written; `stdout` receives the output for `-o -` (after verifying)."""
     ck = plan.ck
     dest = resolve(plan, target)
+    if not plan.dequantize:
+        plan = as_stored(plan)  # quantized weights go out as their stored parts, byte for byte
     plan = _without_unsupported(plan, target.drop_unsupported)
     if dest.layout == "hf" and dest.hf_source or dest.fmt == "safetensors" and dest.layout != "dcp":
         plan = hf.without_tied(plan, dest.hf_source if dest.layout == "hf" else None)
@@ -108,7 +111,8 @@ def _without_unsupported(plan: Plan, drop_unsupported: bool) -> Plan:
     # A torch.export custom object (TorchBind, opaque) is a constant no statecli writer can write.
     unsupported = [e for e in ck.entries if entry_key(e) not in plan.drop and (
         (e.tensor is None and e.kind is Kind.CONSTANT)
-        or (e.tensor is not None and (e.tensor.layout not in ("strided",) or e.tensor.device == "meta")))]
+        or (e.tensor is not None and (e.tensor.layout not in ("strided",) or e.tensor.device == "meta")
+            and not (e.tensor.quant is not None and entry_key(e) in plan.cast)))]  # dequantized
     if not unsupported:
         return plan
     if not drop_unsupported:
@@ -192,7 +196,7 @@ def _write_hf(plan: Plan, dest: Destination, strict: bool, log: WriteLog, need: 
             verify_file(plan, os.path.join(tmp, name), "safetensors", os.path.join(dest.path, name))
             log.note(f"wrote a Hugging Face folder: {name}")
         hf.copy_companions(dest.hf_source, tmp, _own_files(plan, dest.hf_source),
-                           casts.pop() if len(casts) == 1 else None, log)
+                           casts.pop() if len(casts) == 1 else None, log, plan.dequantize)
     return load_checkpoint(dest.path)
 
 

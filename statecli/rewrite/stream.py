@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..io.values import ValueReader, numpy_readable, ordered_map
+from ..io.values import ValueReader, dequantizable, numpy_readable, ordered_map
 from ..state import TensorInfo
 from ..units import itemsize
 from . import cast as npcast
@@ -38,6 +38,9 @@ def chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losses | 
 
 
 def _numpy_path(reader: Any, info: TensorInfo, cast_to: str | None, whole_storage: bool) -> bool:
+    if info.quant is not None:  # dequantized: float32 rows from read_flat, chunk by chunk
+        return (hasattr(reader, "read_flat") and dequantizable(info) and not whole_storage
+                and cast_to is not None and npcast.supported("float32", cast_to))
     src = (info.storage_dtype or info.dtype) if whole_storage else info.dtype
     return (hasattr(reader, "read_flat") and numpy_readable(info)
             and (cast_to is None or npcast.supported(src, cast_to)))
@@ -57,7 +60,8 @@ def _np_chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losse
     import numpy as np
 
     src = _storage_info(info) if whole_storage else info
-    count_here = losses is not None and cast_to is not None and npcast.lossy(src.dtype, cast_to)
+    values = "float32" if info.quant is not None else src.dtype  # what read_flat returns
+    count_here = losses is not None and cast_to is not None and npcast.lossy(values, cast_to)
     if src.is_contiguous:
         def read(lo: int, hi: int) -> Any:
             return reader.read_flat(src, lo, hi)
@@ -78,7 +82,7 @@ def _np_chunks(reader: Any, info: TensorInfo, cast_to: str | None, losses: Losse
         return out, part
 
     n = src.numel
-    per = max(1, NP_CHUNK_BYTES // max(1, itemsize(src.dtype)))
+    per = max(1, NP_CHUNK_BYTES // max(1, itemsize(values)))
     try:
         for out, part in ordered_map(step, n, per):
             if losses is not None:

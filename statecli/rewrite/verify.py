@@ -39,7 +39,7 @@ def verify_file(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint
     if fmt == "pt" and not plan.model_from and not plan.ck.is_pickled_module:
         key = plan.ck.container or "."
     after = load_checkpoint(written, key=key)
-    got = {e.name: (e.tensor.dtype, e.tensor.shape) for e in after.entries if e.tensor is not None}
+    got = _written(after)
     want = expected(plan, fmt)
     missing = [n for n in want if n not in got or got[n] != want[n]]
     if missing:
@@ -51,12 +51,26 @@ def verify_file(plan: Plan, written: str, fmt: str, shown_as: str) -> Checkpoint
 
 def verify_index(plan: Plan, index: str) -> None:
     after = load_checkpoint(index)
-    got = {e.name: (e.tensor.dtype, e.tensor.shape) for e in after.entries if e.tensor is not None}
+    got = _written(after)
     want = expected(plan, "safetensors")
     bad = [n for n in want if got.get(n) != want[n]]
     if bad:
         raise BadInput(index, f"verification failed for {bad[0]!r}; nothing was kept")
     check_model(plan, after, index)
+
+
+def _written(after: Checkpoint) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name -> (dtype, shape) of every tensor written, a quantized weight's stored parts included
+    (the plan writes those: rewrite/quantized.py)."""
+    got = {}
+    for e in after.entries:
+        t = e.tensor
+        if t is None:
+            continue
+        got[e.name] = (t.dtype, t.shape)
+        if t.quant is not None:
+            got |= {name: (p.dtype, p.shape) for (_, name), p in zip(t.quant.parts, t.quant.tensors)}
+    return got
 
 
 def check_model(plan: Plan, after: Checkpoint, shown_as: str) -> None:

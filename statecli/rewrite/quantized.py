@@ -1,0 +1,97 @@
+"""Rewrites of quantized checkpoints. A quantized weight is one logical entry while planning (strip
+removes it whole; cast never casts it); before writing, each becomes its stored parts again, so
+packed integers, scales and zeros go out byte for byte as they came in. `convert --dequantize`
+instead writes each as an ordinary tensor of the asked dtype, read through the dequantizers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from ..errors import UsageError
+from ..state import Entry, Evidence, Source, TensorInfo
+from ..units import CAST_TARGETS, dtype_name
+from .plan import Plan, entry_key
+
+
+def quantized_entries(plan: Plan) -> list[Entry]:
+    return [e for e in plan.ck.entries if e.tensor is not None and e.tensor.quant is not None]
+
+
+def as_stored(plan: Plan) -> Plan:
+    """The plan with every quantized logical entry replaced by its stored parts (entries and the raw
+    tree alike), decisions on the logical entry carried to its parts; said in a note."""
+    root = plan.raw.root
+    # Parts that are no entries of the file (a torchao subclass's qdata/scale) cannot be written apart:
+    # such weights stay logical, and run() refuses them unless dequantized or dropped.
+    quant = [e for e in quantized_entries(plan) if _stored_apart(e, root)]
+    if not quant:
+        return plan
+    expanded: list[Entry] = []
+    drop = set(plan.drop)
+    for e in plan.ck.entries:
+        q = e.tensor.quant if e.tensor is not None else None
+        if q is None or e not in quant:
+            expanded.append(e)
+            continue
+        parts = [Entry(name, part, kind=e.kind, evidence=Evidence(Source.RULE, f"stored part of {e.name}"), group=e.group)
+                 for (_, name), part in zip(q.parts, q.tensors)]
+        expanded += parts
+        if entry_key(e) in drop:
+            drop |= {entry_key(p) for p in parts}
+    renamed = [e.name for e in quant if e.name in plan.renames]
+    if renamed:
+        raise UsageError(plan.ck.path, f"renaming quantized weights ({', '.join(renamed[:3])}) would leave their stored "
+                                       "parts under the old names", "rename the parts' names instead, or "
+                                       "convert --dequantize first")
+    if isinstance(root, Mapping):
+        root = _stored_root(root)
+    kept = [e for e in quant if entry_key(e) not in plan.drop]
+    methods = ", ".join(sorted({e.tensor.quant.method for e in kept if e.tensor is not None and e.tensor.quant}))
+    notes = plan.notes + ((f"{len(kept)} quantized weight(s) ({methods}) written as stored: packed integers, scales "
+                           "and zeros bit-identical, never cast",) if kept else ())
+    return dataclasses.replace(plan, ck=dataclasses.replace(plan.ck, entries=expanded),
+                               raw=dataclasses.replace(plan.raw, root=root), drop=frozenset(drop), notes=notes)
+
+
+def _stored_apart(e: Entry, root: object) -> bool:
+    """Whether the file holds each part of quantized `e` as an entry of its own (a flat state dict)."""
+    q = e.tensor.quant if e.tensor is not None else None
+    return q is not None and bool(q.parts) and not q.setting("inline") and isinstance(root, Mapping) and e.name in root
+
+
+def _compute(e: Entry) -> str:
+    q = e.tensor.quant if e.tensor is not None else None
+    return q.compute_dtype if q is not None and q.compute_dtype in CAST_TARGETS else "float32"
+
+
+def _stored_root(root: Mapping[object, object]) -> dict[object, object]:
+    """A flat state dict with each logical quantized tensor back as its parts, in its place."""
+    out = type(root)() if not isinstance(root, dict) or type(root) is not dict else {}
+    for k, v in root.items():
+        if isinstance(v, TensorInfo) and v.quant is not None and v.quant.parts and not v.quant.setting("inline"):
+            for (_, name), part in zip(v.quant.parts, v.quant.tensors):
+                out[name] = part  # type: ignore[index]
+        else:
+            out[k] = v  # type: ignore[index]
+    if hasattr(root, "pickled_state"):
+        out.pickled_state = root.pickled_state  # type: ignore[attr-defined]
+    return out  # type: ignore[return-value]
+
+
+def dequantized(plan: Plan, dtype: str | None) -> Plan:
+    """The plan with every quantized weight written as a dense tensor of `dtype` (its dequantized
+    values; None: each weight's compute dtype); the rest as planned. UsageError where `dtype` is no
+    floating cast target."""
+    target = dtype_name(dtype) if dtype is not None else None
+    if dtype is not None and target not in CAST_TARGETS:
+        raise UsageError(None, f"--dtype {dtype!r} is not a floating dtype to dequantize to",
+                         "choose half, bfloat16, float32 or float64")
+    quant = quantized_entries(plan)
+    if not quant:
+        return dataclasses.replace(plan, notes=plan.notes + ("nothing is quantized: --dequantize changed nothing",))
+    cast = dict(plan.cast) | {entry_key(e): target or _compute(e) for e in quant}
+    note = (f"{len(quant)} quantized weight(s) dequantized to {target or 'their compute dtype'}: the output is an "
+            "ordinary checkpoint "
+            "(a Hugging Face folder's config.json loses its quantization_config)")
+    return dataclasses.replace(plan, cast=cast, notes=plan.notes + (note,), dequantize=True)
