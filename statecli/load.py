@@ -163,8 +163,8 @@ def _fill(ck: _Draft, raw: RawCheckpoint, key: str | None, strip_prefix: tuple[s
         _finish(ck, raw, strip_prefix, roles)
         return
     model_value = _get_path(root, choice) if choice else root
+    top = choice if choice in root else choice.split(".", 1)[0]  # a root key may hold dots (a .pt2's "enc.state_dict")
     if choice:
-        top = choice.split(".", 1)[0]
         roles[top] = Role.MODEL
     if isinstance(model_value, StateDict):
         ck.torch_metadata = model_value.torch_metadata
@@ -183,7 +183,7 @@ def _fill(ck: _Draft, raw: RawCheckpoint, key: str | None, strip_prefix: tuple[s
     if choice:
         for gname, gvalue in root.items():
             gname = str(gname)
-            if gname == choice.split(".", 1)[0]:
+            if gname == top:
                 if gname != choice:  # siblings of a nested choice keep their own group
                     _add_group(ck, raw, gname, _strip_path(gvalue, choice.split(".", 1)[1]), roles)
                 continue
@@ -299,6 +299,8 @@ def _add_group(ck: _Draft, raw: RawCheckpoint, gname: str, gvalue: Any, roles: d
 def _finish(ck: _Draft, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles: dict[str, Role]) -> None:
     legacy = raw.format in (Format.TORCH_LEGACY, Format.TORCH_TAR)  # the formats a pre-0.4.1 file can have
     ck.entries = classify.refine(ck.entries, classify.FileFacts.of(ck.torch_metadata, legacy))
+    if raw.kinds:  # after the rules: a kind the file records is exact
+        ck.entries = [_recorded_kind(ck, raw, e) for e in ck.entries]
     if strip_prefix:
         ck.entries = [_strip(e, strip_prefix) if e.group == "" else e for e in ck.entries]
     names = [e.name for e in ck.entries if e.group == ""]
@@ -334,6 +336,13 @@ def _finish(ck: _Draft, raw: RawCheckpoint, strip_prefix: tuple[str, ...], roles
     if cuda:
         ck.note(f"tensors were saved on {', '.join(cuda)}: torch.load on a CPU-only machine needs "
                         f"map_location='cpu'; or run: statecli move {ck.path} --device cpu -o OUT")
+
+
+def _recorded_kind(ck: _Draft, raw: RawCheckpoint, e: Entry) -> Entry:
+    """`e` with the kind its file records (raw.kinds, by the dotted path from the file's root)."""
+    path = f"{ck.container}.{e.name}" if e.group == "" and ck.container and ck.container != PICKLED_MODULE else e.name
+    recorded = raw.kinds.get(path)
+    return e if recorded is None else replace(e, kind=recorded[0], evidence=recorded[1])
 
 
 def _strip(e: Entry, prefixes: tuple[str, ...]) -> Entry:

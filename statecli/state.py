@@ -102,6 +102,8 @@ class Kind(StrEnum):
     BUFFER = "buffer"
     BUFFER_NP = "buffer (non-persistent)"
     ATTRIBUTE = "tensor attribute"  # a plain tensor attribute of a module: neither parameter nor buffer
+    CONSTANT = "constant"  # a torch.export constant (lifted tensor, custom object): in no state_dict
+    INITIALIZER = "initializer"  # an ONNX graph's initializer: ONNX has no parameter/buffer split
     OPTIMIZER = "optimizer state"
     METADATA = "metadata"
     UNKNOWN = "unknown"
@@ -147,6 +149,7 @@ class DiffStatus(StrEnum):
     ADDED = "added"
     REMOVED = "removed"
     CHANGED = "changed"
+    FOLDED = "folded by the exporter"  # a BatchNorm an ONNX export merged into the layer before it
 
 
 class OutputFormat(StrEnum):
@@ -166,6 +169,8 @@ class KindFilter(StrEnum):
     BUFFER = Kind.BUFFER.value
     BUFFER_NP = Kind.BUFFER_NP.value
     ATTRIBUTE = Kind.ATTRIBUTE.value
+    CONSTANT = Kind.CONSTANT.value
+    INITIALIZER = Kind.INITIALIZER.value
     OPTIMIZER = Kind.OPTIMIZER.value
     METADATA = Kind.METADATA.value
     UNKNOWN = Kind.UNKNOWN.value
@@ -176,6 +181,8 @@ class Source(StrEnum):
 
     MODEL = "model definition"
     PICKLED_MODULE = "pickled module"
+    EXPORT = "export signature"  # a torch.export graph signature (formats/pt2.py)
+    ONNX = "onnx graph"  # an ONNX graph's initializer list (formats/onnx.py)
     PICKLED_PARAMETER = "pickled as nn.Parameter"
     CONTAINER = "container name"
     RULE = "inferred"
@@ -198,7 +205,7 @@ class Evidence:
 
     @property
     def exact(self) -> bool:
-        return self.source in (Source.MODEL, Source.PICKLED_MODULE)
+        return self.source in (Source.MODEL, Source.PICKLED_MODULE, Source.EXPORT)
 
     def __str__(self) -> str:
         return f"{self.source} ({self.detail})" if self.detail else str(self.source)

@@ -120,6 +120,8 @@ class Format(StrEnum):
     DCP = "torch.distributed.checkpoint"
     HF_CONFIG = "hugging face config"  # a config.json whose auto_map names code (scan only)
     GGUF = "gguf"  # llama.cpp's format (one file or a split model's parts)
+    PT2 = "torch.export pt2"  # torch.export.save / AOTInductor package archives (formats/pt2.py)
+    ONNX = "onnx"  # an ONNX model's initializers, read-only (formats/onnx.py)
 
     @property
     def is_sharded(self) -> bool:

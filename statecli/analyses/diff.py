@@ -14,6 +14,7 @@ from ..qtensor import dequantized_by
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo
 from ..units import plural
 from ..vocab import Layout, SortOrder
+from . import onnx_pairs
 from .changes import AUTO, MODULE_COLUMNS, SORTS, ChangeFigures, ModuleChange, Sums, jsonable, sort_modules
 from .compare import Partial
 from .compare_torch import _compare_pair
@@ -24,6 +25,7 @@ from .gguf_view import align_names, metadata_changes, quant_error
 from .module_tree import ModuleTree, build_tree, level
 
 EQUAL, ADDED, REMOVED, CHANGED = DiffStatus.EQUAL, DiffStatus.ADDED, DiffStatus.REMOVED, DiffStatus.CHANGED
+FOLDED = DiffStatus.FOLDED
 NP_CHUNK = 1 << 20  # elements per read + compare task of the numpy path (a few MiB per side per worker)
 
 
@@ -121,8 +123,9 @@ class DiffResult:
             how = f"values allclose (rtol={self.rtol:g}, atol={self.atol:g})" if self.values else "structure only"
             return f"equal: {plural(self.count(EQUAL), 'key')}, {how}"
         meta = f", {plural(len(self.metadata), 'metadata key')} differ" if self.metadata else ""
+        folded = f"{self.count(FOLDED)} folded by the exporter, " if self.count(FOLDED) else ""
         return (f"different: {self.count(REMOVED)} removed, {self.count(ADDED)} added, {self.count(CHANGED)} changed, "
-                f"{self.count(EQUAL)} equal{meta}")
+                f"{folded}{self.count(EQUAL)} equal{meta}")
 
     @property
     def md_title(self) -> str:
@@ -179,6 +182,9 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     Storage sharing (ties, views) that differs is a note, not a difference, unless `strict_sharing`."""
     sort = _sort_order(sort)
     a, b, renaming = align_names(a, b)  # a GGUF against another format: HF names
+    pairing = onnx_pairs.pair(a, b)  # an ONNX export against its checkpoint: renamed initializers paired
+    if pairing is not None:
+        a, b = pairing.a, pairing.b
     ea, eb = _by_key(a, everything), _by_key(b, everything)
     stored_a, stored_b = list(ea.values()), list(eb.values())  # before either side's aliases join
     aliases = {"A": restore_aliases(a, ea, stored_b), "B": restore_aliases(b, eb, stored_a)}
@@ -188,10 +194,14 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     # with the restored aliases on their targets' storage.
     check = KeyCheck(aliases, shared_groups([*a.entries, *(ea[n] for n in aliases["A"])]),
                       shared_groups([*b.entries, *(eb[n] for n in aliases["B"])]), ignore_dtype, strict_sharing)
-    keys = [_Work(n, REMOVED) for n in only_a] + [_Work(n, ADDED) for n in only_b]
+    folded = pairing.folded if pairing is not None else frozenset()
+    keys = [_Work(n, FOLDED if n in folded else REMOVED) for n in only_a]
+    keys += [_Work(n, FOLDED if n in folded else ADDED) for n in only_b]
     pairs: list[tuple[_Work, TensorInfo, TensorInfo]] = []
     for n in [n for n in ea if n in eb]:
         kd, x, y = check.key(n, ea[n], eb[n]), ea[n].tensor, eb[n].tensor
+        if pairing is not None and n in pairing.how:
+            _add_note(kd, f"matched {pairing.how[n]}")
         keys.append(kd)
         if values and x is not None and y is not None and "shape" not in kd.changes:
             pairs.append((kd, x, y))

@@ -22,7 +22,7 @@ __all__ = ["Format", "FormatHandler", "RawCheckpoint", "detect_format", "expand_
 
 # File names a single-checkpoint folder is recognised by, best first.
 _SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
-_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".gguf")
+_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar", ".gguf", ".pt2", ".onnx")
 _WALKED = _EXTENSIONS + (".pkl",)  # a folder's files scanned as checkpoints (never its .json/.txt)
 
 

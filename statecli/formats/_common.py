@@ -27,7 +27,8 @@ class RawCheckpoint:
     dangerous: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     byteorder: str = "little"
-    # name -> (kind, evidence) where the format itself says what a tensor is (GGUF: a runtime's weights)
+    # Kinds the file itself records (a torch.export graph signature; GGUF: a runtime's weights), by the
+    # entry's dotted path from the root: load.py uses them instead of inferring.
     kinds: dict[str, tuple[Kind, Evidence]] = field(default_factory=dict)
 
     def tensor_info(self, ref: TensorRef | TensorInfo) -> TensorInfo:

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ..state import Checkpoint
-from . import dcp, gguf, npy, safetensors, sharded, torchlegacy, torchtar, torchzip
+from . import dcp, gguf, npy, onnx, pt2, safetensors, sharded, torchlegacy, torchtar, torchzip
 from .handler import FormatHandler
 
 if TYPE_CHECKING:
@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 REGISTRY: tuple[FormatHandler, ...] = (
     dcp.HANDLER,
     sharded.HANDLER,
+    pt2.HANDLER,  # before the torch zip: it hands a zip that is no .pt2 on to it
     torchzip.HANDLER,
     torchtar.HANDLER,
     safetensors.HANDLER,
     npy.HANDLER,
     gguf.HANDLER,
+    onnx.HANDLER,  # ir_version's varint first: no pickle opcode (0x08), so before the pickle reader
     torchlegacy.HANDLER,  # last: any pickle opcode byte starts a stream pickle.load would run
 )
 

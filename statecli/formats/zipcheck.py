@@ -46,10 +46,11 @@ class Archive:
     findings (duplicates, name mismatch, encryption flag, bytes outside every record, a CRC
     mismatch) are collected in `problems` for the caller: the reader refuses, `scan` reports."""
 
-    def __init__(self, path: str, lazy: bool = False) -> None:
+    def __init__(self, path: str, lazy: bool = False, anchor: str = "data.pkl") -> None:
         """`lazy` (a remote metadata read): local headers are read only for the members read here; the
-        rest are checked where values are read (io/zipheaders.py) and by `scan`, which reads them all."""
-        self.path, self.lazy = path, lazy
+        rest are checked where values are read (io/zipheaders.py) and by `scan`, which reads them all.
+        `anchor`: the record that makes the zip an archive (a .pt2: archive_format)."""
+        self.path, self.lazy, self.anchor = path, lazy, anchor
         self.problems: list[str] = []
         self.inflated = 0  # bytes inflated so far: all members together share MAX_INFLATED
         self.f = open_regular(path)
@@ -70,7 +71,9 @@ class Archive:
         names = [i.filename for i in infos]
         if not infos:
             raise NotACheckpoint(self.path, "not a checkpoint: an empty zip archive")
-        pkls = [n for n in names if fold(n).endswith("/data.pkl") and n.count("/") == 1]
+        pkls = [n for n in names if fold(n).endswith("/" + self.anchor) and n.count("/") == 1]
+        if not pkls and self.anchor != "data.pkl":
+            raise NotACheckpoint(self.path, f"not a checkpoint (a zip archive with no {self.anchor})")
         if not pkls:
             npy = sum(n.endswith(".npy") for n in names)
             what = "a numpy .npz archive" if npy and npy == len(names) else "a zip archive with no data.pkl"
@@ -133,7 +136,7 @@ class Archive:
         decrypt), exit 2. The flag over plain bytes, or on some members only, stays a finding: a reader
         that ignores the flag (torch) and one that honours it (zipfile) see different files."""
         files = [i for i in infos if not i.filename.endswith("/")]
-        if not files or not all(i.flag_bits & 0x1 for i in files) or pkl not in self.infos:
+        if not files or not all(i.flag_bits & 0x1 for i in files) or pkl not in self.infos or self.anchor != "data.pkl":
             return
         if read_exact(self.f, self.start(pkl), 1, self.path, "data.pkl") != b"\x80":
             raise NotACheckpoint(self.path, "not a checkpoint: an encrypted zip archive (torch.load cannot read it)")

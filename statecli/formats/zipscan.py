@@ -37,7 +37,7 @@ def _scan_archive(arc: Archive, acc: Findings, verify_crc: bool) -> None:
                            and fold(n).endswith(".py"))
     pkl = arc.lookup("data.pkl") or arc.prefix + "data.pkl"
     broken = _scan_data_pkl(arc, pkl, acc, ctx)
-    _scan_duplicates(arc, acc, ctx)
+    scan_duplicates(arc, acc, ctx)
     scan_stream(arc.tail_bytes(), "after the zip end record", acc)
     unexpected = arc.unexpected(acc.storage_keys)
     if broken:  # a data.pkl cut short names only some storages: its records are unjudged, as the loader does
@@ -69,7 +69,7 @@ def _scan_data_pkl(arc: Archive, pkl: str, acc: Findings, ctx: Context) -> bool:
     return broken
 
 
-def _scan_duplicates(arc: Archive, acc: Findings, ctx: Context) -> None:
+def scan_duplicates(arc: Archive, acc: Findings, ctx: Context) -> None:
     """The shadowed copies of a duplicated name (or a case variant of another): another reader's pick."""
     for info in arc.zf.infolist():
         shadowed_name = arc.folded.get(fold(info.filename)) != info.filename

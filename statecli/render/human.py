@@ -69,18 +69,24 @@ def render_diff(r: DiffResult, con: Any) -> None:
         if left:
             line += f"; not compared: {escape(', '.join(left))} (--all compares them)"
         con.print(Text(line))
-    for status, title in ((DiffStatus.REMOVED, "only in A (removed)"), (DiffStatus.ADDED, "only in B (added)")):
+    for status, title in ((DiffStatus.REMOVED, "only in A (removed)"), (DiffStatus.ADDED, "only in B (added)"),
+                          (DiffStatus.FOLDED, "folded by the exporter (BatchNorm merged into the layer before it)")):
         keys = [k for k in r.keys if k.status == status]
         if keys:
             con.print(Text(f"{title}: {len(keys)}", style="bold"))
             for k in keys[:200]:
-                con.print(Text(f"  {'-' if status == DiffStatus.REMOVED else '+'} {escape(k.name)}"))
+                con.print(Text(f"  {'+' if status == DiffStatus.ADDED else '-'} {escape(k.name)}"))
             if len(keys) > 200:
                 con.print(f"  ... {len(keys) - 200} more")
     if r.metadata:
         rows = [[escape(m.key), m.status, escape(m.a or ""), escape(m.b or "")] for m in r.metadata]
         print_grid(con, f"GGUF metadata ({len(r.metadata)} differ)", [Col("key", wrap=True), Col("status"),
                    Col("A", wrap=True), Col("B", wrap=True)], rows)
+    paired = [k for k in r.keys if k.note and k.note.startswith("matched by")]  # ONNX initializers renamed
+    if paired:
+        con.print(Text(f"renamed by the exporter, paired: {len(paired)}", style="bold"))
+        for k in paired[:200]:
+            con.print(Text(f"  {escape(k.name)}: {escape(k.note or '')}"))
     structural = [k for k in r.keys if k.status == DiffStatus.CHANGED and k.changes]
     if structural:
         rows = [[escape(k.name), f, escape(str(a)), escape(str(b))] for k in structural for f, (a, b) in k.changes.items()]

@@ -13,7 +13,7 @@ from typing import IO
 from ..errors import UsageError
 from ..io import atomic
 from ..load import load_checkpoint
-from ..state import Checkpoint
+from ..state import Checkpoint, Kind
 from ..vocab import ChangeKind, Layout, WriteFormat
 from . import encode, hf, upload
 from .destination import STDOUT, Destination, OutputLayout, output_format, parse_size, planned_bytes, resolve
@@ -110,14 +110,16 @@ def _without_unsupported(plan: Plan, drop_unsupported: bool, dequantizes: bool =
     """The plan with sparse/quantized/meta tensors dropped, or a refusal naming them. With `dequantizes`
     (a safetensors output), a quantized tensor with a planned cast is written dequantized instead."""
     ck = plan.ck
-    unsupported = [e for e in ck.entries if e.tensor is not None and entry_key(e) not in plan.drop
-                   and (e.tensor.layout != Layout.STRIDED or e.tensor.device == "meta")
-                   and not (dequantizes and e.tensor.quant is not None and entry_key(e) in plan.cast)]  # dequantized
+    # A torch.export custom object (TorchBind, opaque) is a constant no statecli writer can write.
+    unsupported = [e for e in ck.entries if entry_key(e) not in plan.drop and (
+        (e.tensor is None and e.kind is Kind.CONSTANT)
+        or (e.tensor is not None and (e.tensor.layout != Layout.STRIDED or e.tensor.device == "meta")
+            and not (dequantizes and e.tensor.quant is not None and entry_key(e) in plan.cast)))]  # dequantized
     if not unsupported:
         return plan
     if not drop_unsupported:
         names = [e.name for e in unsupported]
-        raise UsageError(ck.path, f"{len(names)} tensor(s) have a layout statecli cannot rewrite "
+        raise UsageError(ck.path, f"{len(names)} entries have a layout statecli cannot rewrite "
                          f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''})",
                          "add --drop-unsupported to leave them out")
     return dataclasses.replace(plan, drop=plan.drop | {entry_key(e) for e in unsupported},

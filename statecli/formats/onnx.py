@@ -1,0 +1,316 @@
+"""ONNX models, read-only: statecli's own reader of the protobuf wire format (no `onnx` import: it costs
+a second and reads every weight byte), walking ModelProto -> GraphProto -> TensorProto headers and
+skipping the weight bytes. Initializers are listed with dtype and shape; their values are read in place
+(raw_data, packed float/double data) or from external data files, whose references are checked against
+the model's folder before anything is read: an absolute path, `..`, a link leaving the folder or a range
+past the file is a finding (exit 3), and such a file is never opened."""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..errors import BadInput, UnsafeContent
+from ..pickle.pickles import Findings, GlobalRef
+from ..state import Evidence, Format, Kind, Source, TensorInfo, Verdict
+from ..units import itemsize
+from ._common import RawCheckpoint, open_regular
+from .handler import BaseHandler
+
+HINT = "refusing the model; its external data would be read from outside its folder (statecli scan lists it)"
+# onnx.TensorProto.DataType -> torch dtype name (None: no torch dtype; listed, values not read)
+_DTYPES: dict[int, str | None] = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: None, 9: "bool",
+    10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
+    17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz"}
+_IN_PLACE = {4: 1, 10: 11}  # packed float_data of FLOAT, double_data of DOUBLE: the bytes as stored
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
+MAX_DEPTH = 64  # subgraphs (If/Loop bodies) nested deeper than any exporter writes
+
+
+@dataclass(frozen=True)
+class External:
+    """An initializer's external data reference, as written."""
+
+    location: str
+    offset: int
+    length: int | None
+
+
+@dataclass
+class Model:
+    """What the reader found: initializers, opsets and op domains, external-data findings."""
+
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    opsets: dict[str, int] = field(default_factory=dict)
+    domains: set[str] = field(default_factory=set)
+    functions: set[str] = field(default_factory=set)  # domains of the model's own local functions
+    problems: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # initializers with no value statecli reads (strings)
+
+
+class _Wire:
+    """Protobuf wire format over a read-only map of the file: only the bytes of headers are touched."""
+
+    def __init__(self, buf: mmap.mmap | bytes, path: str) -> None:
+        self.buf, self.path = buf, path
+
+    def bad(self, what: str) -> BadInput:
+        return BadInput(self.path, f"not a valid ONNX model: {what}")
+
+    def varint(self, pos: int, end: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            if pos >= end:
+                raise self.bad(f"truncated varint at byte {pos}")
+            b = self.buf[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value, pos
+            shift += 7
+            if shift >= 64:
+                raise self.bad(f"varint longer than 10 bytes at byte {pos}")
+
+    def fields(self, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+        """(field, wire type, value or payload offset, payload length) of each field in [pos, end)."""
+        while pos < end:
+            key, pos = self.varint(pos, end)
+            num, wt = key >> 3, key & 7
+            if num == 0:
+                raise self.bad(f"field number 0 at byte {pos}")
+            if wt == 0:
+                value, pos = self.varint(pos, end)
+                yield num, wt, value, 0
+            elif wt == 2:
+                n, pos = self.varint(pos, end)
+                if n > end - pos:
+                    raise self.bad(f"a {n}-byte field at byte {pos} runs past its message")
+                yield num, wt, pos, n
+                pos += n
+            elif wt in (1, 5):
+                n = 8 if wt == 1 else 4
+                if n > end - pos:
+                    raise self.bad(f"truncated fixed field at byte {pos}")
+                yield num, wt, int.from_bytes(self.buf[pos:pos + n], "little"), 0
+                pos += n
+            else:
+                raise self.bad(f"wire type {wt} at byte {pos}")
+
+    def text(self, pos: int, n: int) -> str:
+        return bytes(self.buf[pos:pos + n]).decode("utf-8", "replace")
+
+
+def read_model(path: str) -> Model:
+    with open_regular(path) as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            raise BadInput(path, "empty file")
+        try:
+            buf: mmap.mmap | bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError, AttributeError):
+            buf = f.read()  # a remote file: read whole (no map)
+    w, model = _Wire(buf, path), Model()
+    try:
+        for num, wt, pos, n in w.fields(0, size):
+            if num == 8 and wt == 2:
+                _opset(w, pos, pos + n, model)
+            elif num == 7 and wt == 2:
+                _graph(w, pos, pos + n, model, "", 0)
+            elif num == 25 and wt == 2:  # a local function: its nodes' domains are loaded as well
+                _function(w, pos, pos + n, model)
+    finally:
+        if isinstance(buf, mmap.mmap):
+            buf.close()
+    return model
+
+
+def _opset(w: _Wire, pos: int, end: int, model: Model) -> None:
+    domain, version = "", 0
+    for num, wt, p, n in w.fields(pos, end):
+        if num == 1 and wt == 2:
+            domain = w.text(p, n)
+        elif num == 2 and wt == 0:
+            version = p
+    model.opsets[domain or "ai.onnx"] = version
+
+
+def _graph(w: _Wire, pos: int, end: int, model: Model, scope: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise w.bad(f"subgraphs nested more than {MAX_DEPTH} deep")
+    for num, wt, p, n in w.fields(pos, end):
+        if num == 5 and wt == 2:
+            _initializer(w, p, p + n, model, scope)
+        elif num == 1 and wt == 2:
+            _node(w, p, p + n, model, scope, depth)
+
+
+def _function(w: _Wire, pos: int, end: int, model: Model) -> None:
+    """A FunctionProto: the domain it defines is the model's own (a call to it runs these nodes, no
+    native code), its nodes' domains are what a runtime must provide."""
+    for num, wt, p, n in w.fields(pos, end):
+        if num == 7 and wt == 2:
+            _node(w, p, p + n, model, "", 0)
+        elif num == 10 and wt == 2:
+            model.functions.add(w.text(p, n))
+
+
+def _node(w: _Wire, pos: int, end: int, model: Model, scope: str, depth: int) -> None:
+    domain, name = "", ""
+    for num, wt, p, n in w.fields(pos, end):
+        if num == 7 and wt == 2:
+            domain = w.text(p, n)
+        elif num == 3 and wt == 2:
+            name = w.text(p, n)
+        elif num == 5 and wt == 2:  # an attribute: If/Loop/Scan bodies are graphs with initializers
+            for anum, awt, ap, an in w.fields(p, p + n):
+                if anum == 6 and awt == 2:
+                    _graph(w, ap, ap + an, model, f"{scope}{name or 'node'}/", depth + 1)
+                elif anum == 11 and awt == 2:
+                    _graph(w, ap, ap + an, model, f"{scope}{name or 'node'}/", depth + 1)
+    model.domains.add(domain or "ai.onnx")
+
+
+def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None:
+    dims: list[int] = []
+    dtype_no, name, data, ext, location = 0, "", None, [], 0
+    for num, wt, p, n in w.fields(pos, end):
+        if num == 1:
+            if wt == 0:
+                dims.append(p)
+            elif wt == 2:
+                q = p
+                while q < p + n:
+                    d, q = w.varint(q, p + n)
+                    dims.append(d)
+        elif num == 2 and wt == 0:
+            dtype_no = p
+        elif num == 8 and wt == 2:
+            name = w.text(p, n)
+        elif num in (9, *_IN_PLACE) and wt == 2:
+            data = (num, p, n)
+        elif num == 13 and wt == 2:
+            kv = {k: v for k, v in _pairs(w, p, p + n)}
+            ext.append(kv)
+        elif num == 14 and wt == 0:
+            location = p
+    name = scope + name
+    if any(d >= 1 << 62 for d in dims) or math.prod(dims) >= 1 << 60:  # past any file: only a hostile model
+        raise w.bad(f"initializer {name!r} declares an impossible shape")
+    dtype = _DTYPES.get(dtype_no)
+    if dtype is None:
+        model.unread.append(name)
+        return
+    shape = tuple(dims)
+    nbytes = math.prod(shape) * itemsize(dtype)
+    source: str | None = w.path
+    offset: int | None = None
+    if location == 1:
+        refs = {k: v for kv in ext for k, v in kv.items()}
+        source, offset = _external(w.path, name, refs, nbytes, model)
+    elif data is not None and (data[0] == 9 or _IN_PLACE.get(data[0]) == dtype_no):
+        if data[2] != nbytes:
+            raise w.bad(f"initializer {name!r} holds {data[2]} bytes, its {list(shape)} x {dtype} needs {nbytes}")
+        offset = data[1]
+    model.tensors[name] = TensorInfo(dtype=dtype, shape=shape, source=source, data_offset=offset,
+                                     storage_nbytes=nbytes)
+
+
+def _pairs(w: _Wire, pos: int, end: int) -> Iterator[tuple[str, str]]:
+    key = value = ""
+    for num, wt, p, n in w.fields(pos, end):
+        if num == 1 and wt == 2:
+            key = w.text(p, n)
+        elif num == 2 and wt == 2:
+            value = w.text(p, n)
+    yield key, value
+
+
+def _external(path: str, name: str, refs: dict[str, str], nbytes: int, model: Model) -> tuple[str | None, int | None]:
+    """The checked file and offset of an external reference; a finding (and no source) otherwise."""
+    loc = refs.get("location", "")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        offset, length = int(refs.get("offset", "0")), int(refs.get("length", str(nbytes)))
+    except ValueError:
+        model.problems.append(f"initializer {name!r}: external data offset/length are not numbers")
+        return None, None
+    parts = loc.replace("\\", "/").split("/")
+    if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        model.problems.append(f"initializer {name!r}: external data location {loc!r} is outside the model's folder")
+        return None, None
+    target = os.path.join(folder, *parts)
+    real = os.path.realpath(target)
+    if os.path.commonpath([real, os.path.realpath(folder)]) != os.path.realpath(folder):
+        model.problems.append(f"initializer {name!r}: external data {loc!r} links outside the model's folder")
+        return None, None
+    try:
+        st = os.stat(real)
+    except OSError:
+        raise BadInput(path, f"initializer {name!r}: external data file {loc!r} is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        model.problems.append(f"initializer {name!r}: external data {loc!r} is not a regular file")
+        return None, None
+    if offset < 0 or length != nbytes or offset + length > st.st_size:
+        model.problems.append(f"initializer {name!r}: external data range {offset}+{length} of {loc!r} does not "
+                              f"hold its {nbytes} bytes ({st.st_size}-byte file)")
+        return None, None
+    return real, offset
+
+
+def read(path: str) -> RawCheckpoint:
+    model = read_model(path)
+    if model.problems:
+        raise UnsafeContent(path, model.problems[0], HINT)
+    raw = RawCheckpoint(path=path, format=Format.ONNX, root=dict(model.tensors), files=[path])
+    raw.kinds = {n: (Kind.INITIALIZER, Evidence(Source.ONNX)) for n in model.tensors}
+    raw.metadata = {"opsets": ", ".join(f"{d} {v}" for d, v in sorted(model.opsets.items())),
+                    "op domains": ", ".join(sorted(model.domains))}
+    if model.unread:
+        raw.warnings.append(f"{len(model.unread)} initializer(s) of a type statecli does not read (strings, 4-bit): "
+                            + ", ".join(model.unread[:3]))
+    return raw
+
+
+def scan(path: str, acc: Findings) -> None:
+    model = read_model(path)
+    acc.problems += model.problems
+    # Every op domain is listed (the standard ones as safe, with their opset): what a runtime must provide.
+    for d in sorted(model.domains | set(model.opsets)):
+        opset = f" (opset {model.opsets[d]})" if d in model.opsets else ""
+        if d in model.functions:
+            acc.globals.append(GlobalRef(f"local function domain: {d}{opset}", "functions", "domain", Verdict.SAFE))
+        elif d in STANDARD_DOMAINS:
+            acc.globals.append(GlobalRef(f"op domain: {d}{opset}", "graph", "domain", Verdict.SAFE))
+        else:
+            acc.globals.append(GlobalRef(f"custom op domain: {d}{opset}", "graph", "domain", Verdict.NEEDS_TRUST,
+                                         "a runtime loads code that implements this domain's operators"))
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """ir_version (field 1, a small varint) first, then a ModelProto field: what every exporter writes."""
+    return (len(head) > 3 and head[0] == 0x08 and 1 <= head[1] <= 30 and head[2] & 7 in (0, 2)
+            and head[2] >> 3 in (2, 3, 4, 5, 6, 7, 8, 14, 20, 25))
+
+
+class OnnxHandler(BaseHandler):
+    """ONNX models (read-only)."""
+
+    format = Format.ONNX
+
+    def detect(self, head: bytes, name: str, is_folder: bool) -> bool:
+        return _looks_like_onnx(head)
+
+    def read(self, source: str) -> RawCheckpoint:
+        return read(source)
+
+    def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
+        scan(source, findings)
+        return Format.ONNX
+
+
+HANDLER = OnnxHandler()
