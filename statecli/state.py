@@ -155,6 +155,7 @@ class OutputFormat(StrEnum):
     CSV = "csv"
     MD = "md"
     HTML = "html"  # one self-contained page (inspect, size, diff, show)
+    SARIF = "sarif"  # SARIF 2.1.0 for code scanning (scan, check, report)
 
 
 class KindFilter(StrEnum):

@@ -10,10 +10,9 @@ import typer
 from ..state import KindFilter, OutputFormat
 from ..vocab import SortOrder
 from .app import app, exit_with, output_context
+from .ci_options import BaselineOpt, CiFormat, CiFormatOpt
 from .options import (
     AddPrefixOpt,
-    DataFormat,
-    FormatOpt,
     HfConfigOpt,
     KeyOpt,
     ModelArgOpt,
@@ -158,7 +157,8 @@ def scan(
     strict: Annotated[bool, typer.Option("--strict", help="Files beside a folder checkpoint that its loader does not "
                                                           "read (optimizer.pt, training_args.bin, *.pkl...) count in "
                                                           "the exit code too (default: listed only).")] = False,
-    fmt: FormatOpt = DataFormat.TABLE,
+    fmt: CiFormatOpt = CiFormat.TABLE,
+    baseline: BaselineOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -167,10 +167,11 @@ def scan(
     Example: statecli scan sample_checkpoints/full_model.pt
     """
     view = output_context(fmt, quiet, verbose)
+    from ..analyses.baseline import with_baseline
     from ..analyses.scan import scan_paths
     from ..render import render
 
-    report = scan_paths(paths, strict=strict)
+    report = with_baseline(scan_paths(paths, strict=strict), baseline)
     render(report, view)
     exit_with(report.exit_code)
 
@@ -204,7 +205,8 @@ def check(
     model_arg: ModelArgOpt = None,
     require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
                                                                                     "safetensors.", metavar="FORMATS")] = None,
-    fmt: FormatOpt = DataFormat.TABLE,
+    fmt: CiFormatOpt = CiFormat.TABLE,
+    baseline: BaselineOpt = None,
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
                                                           "GITHUB_ACTIONS=true).")] = False,
@@ -218,6 +220,7 @@ def check(
     Example: statecli check sample_checkpoints/*.safetensors --no-nan --devices cpu
     """
     view = output_context(fmt, quiet, verbose)
+    from ..analyses.baseline import with_baseline
     from ..analyses.check import check as run_check
     from ..render import render
     from ..render.ci import write_ci_outputs
@@ -227,7 +230,7 @@ def check(
         ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
         ("model-args", model_arg), ("format", require_format)) if value is not None}
-    result = run_check(paths, flags, config)
+    result = with_baseline(run_check(paths, flags, config), baseline)
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)

@@ -123,6 +123,10 @@ def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None
         from .html import write_html
 
         write_html(result, stream)
+    elif fmt is OutputFormat.SARIF:
+        from .sarif import write_sarif
+
+        write_sarif(result, stream)
     else:
         _human_view(result)(result, make_console(out))
 
