@@ -19,6 +19,7 @@ class Extra(StrEnum):
     HF = "hf"  # transformers (and torch): classify against a Hugging Face config.json
     REMOTE = "remote"  # fsspec backends: s3://, https://, hf://
     TUI = "tui"  # textual: statecli browse
+    DASK = "dask"  # distributed: statecli batch --executor dask:local / dask://HOST:PORT
 
 
 # Top-level import name -> the extra that installs it. A module missing at run time is looked up
@@ -31,6 +32,8 @@ PROVIDED_BY: dict[str, Extra] = {
     "aiohttp": Extra.REMOTE,
     "huggingface_hub": Extra.REMOTE,
     "textual": Extra.TUI,
+    "distributed": Extra.DASK,
+    "dask": Extra.DASK,
 }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar, cast
 
 from ..errors import BadInput, NotFound
+from . import traffic
 from .urls import (  # noqa: F401 - re-exported: the URL side of a source
     EXTRA_HINT,
     REMOTE_SCHEMES,
@@ -34,7 +35,6 @@ RETRIES = 3  # attempts per request for transient failures (connection, timeout,
 BACKOFF = 0.25  # seconds, doubled per attempt
 TIMEOUT = 20.0  # seconds without progress before a request counts as failed
 SHARD_THREADS = 16  # shard headers fetched at once
-
 
 
 @dataclass
@@ -126,6 +126,8 @@ _SHORT_BODY = frozenset({"ContentLengthError", "ClientPayloadError", "TransferEn
 def _fatal(exc: BaseException) -> bool:
     """Whether retrying cannot help: not found, denied, another 4xx."""
     status = _status_of(exc)
+    if status == 429:  # too many requests: retried after the wait the server asks for
+        return False
     if isinstance(exc, PermissionError) or (status is not None and status < 500):
         return True
     if type(_root(exc)).__name__ == "TooManyRedirects":
@@ -169,7 +171,7 @@ def _retry(name: str, what: str, fn: Callable[[], T]) -> T:
                 raise _fail(name, exc, what) from None
             if attempt == RETRIES - 1:
                 raise _fail(name, exc, f"{what} (after {RETRIES} attempts)") from None
-        time.sleep(delay)
+            time.sleep(traffic.retry_wait(exc, delay))
         delay *= 2
     raise AssertionError("unreachable")
 
@@ -297,8 +299,7 @@ class RemoteSource(Source):
         self.size = size
 
     def _info(self) -> dict[str, Any]:
-        _count(0)
-        return dict(self.fs.info(self.path))
+        return _counted(self.fs.info, self.path)
 
     def pread(self, offset: int, n: int) -> bytes:
         if n > MAX_RANGE:
@@ -330,7 +331,13 @@ class RemoteSource(Source):
         return bytes(data)
 
 
+def _counted(fn: Callable[[str], Any], path: str) -> dict[str, Any]:
+    _count(0)
+    return dict(fn(path))
+
+
 def _count(nbytes: int, requests: int = 1) -> None:
+    traffic.count(nbytes, requests)
     with _LOCK:
         STATS.requests += requests
         STATS.bytes += nbytes
@@ -350,6 +357,8 @@ async def _http_range(fs: Any, url: str, offset: int, n: int) -> bytes:
         if r.status == 200:
             raise _Fatal("the server ignored the Range request (it answered with the whole file); refusing to "
                          "download it")
+        if r.status in (429, 503):
+            raise traffic.RateLimited(r.status, r.headers)
         if r.status != 206:
             err = ConnectionError(f"HTTP {r.status}")
             if r.status < 500:
@@ -415,6 +424,18 @@ def exists(path: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+def remote_info(path: str, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A remote object's metadata (size, ETag, version id, LFS hash) from one request, or `known` (a listing's
+    entry: none); its size is kept, so opening the object then costs no request either."""
+    name = register(path)
+    fs, real = _filesystem(name)
+    found = dict(known) if known is not None else _retry(name, "metadata request", lambda: _counted(fs.info, real))
+    if isinstance(found.get("size"), int) and found.get("type", "file") == "file":
+        with _LOCK:
+            _SIZES[name] = found["size"]
+    return found
 
 
 def file_size(path: str) -> int:
