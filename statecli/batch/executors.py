@@ -52,10 +52,10 @@ class LocalExecutor:
                 return
             done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             for fut in done:
-                yield fut.result()
-            if stop():
-                for fut in pending:
-                    fut.cancel()
+                if not fut.cancelled():
+                    yield fut.result()
+            if stop():  # what has not started never will; what runs still finishes and is recorded
+                pending = {fut for fut in pending if not fut.cancel()}
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

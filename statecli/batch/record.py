@@ -135,6 +135,19 @@ def _analyse(task: Task) -> dict[str, Any]:
     return {"format": d["format"], "exit_code": int(insp.exit_code), "summary": d}
 
 
+def _error(exc: StatecliError) -> dict[str, Any]:
+    return {"exit_code": int(exc.exit_code), "error": exc.message}
+
+
+def _outcome(task: Task) -> dict[str, Any]:
+    """The record's body: the result, or why the checkpoint was refused or unreadable (for a local file as
+    much a fact of its bytes as a result, so cached alike)."""
+    try:
+        return _analyse(task)
+    except StatecliError as exc:
+        return _error(exc)
+
+
 def run_task(task: Task) -> dict[str, Any]:
     """Read one checkpoint and return its record; never raises for a bad input (the error is the record)."""
     traffic.set_max_rate(task.max_rate)
@@ -150,10 +163,11 @@ def run_task(task: Task) -> dict[str, Any]:
             body = _cache_get(task.cache_dir, key)
             cached = body is not None
             if body is None:
-                body = _analyse(task)
-                _cache_put(task.cache_dir, key, body)
-        except StatecliError as exc:
-            body = {"exit_code": int(exc.exit_code), "error": exc.message}
+                body = _outcome(task)
+                if "error" not in body or not is_remote(task.input):  # a remote error may be the network's
+                    _cache_put(task.cache_dir, key, body)
+        except StatecliError as exc:  # the input's identity could not be read (not found, denied)
+            body = _error(exc)
         except OSError as exc:
             body = {"exit_code": int(ExitCode.BAD_INPUT), "error": f"{task.input}: {exc.strerror or exc}"}
         except Exception as exc:  # noqa: BLE001 - a bug on one input must not end a 10,000-file run

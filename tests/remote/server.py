@@ -25,6 +25,10 @@ class Behaviour:
     extra_length: int = 0  # add this to every Content-Length and to the size HEAD reports
     redirect_loop: bool = False  # every request redirects to itself (with a counter)
     status: int | None = None  # answer every request with this status (403, 404, 500)
+    flaky: int = 0  # answer the first `flaky` requests for each path with `flaky_status`, then normally
+    flaky_status: int = 503
+    retry_after: str | None = None  # sent with the flaky answers (429/503 with Retry-After)
+    flaky_seen: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,6 +90,15 @@ class RangeServer:
                     self.end_headers()
                     return
                 path = os.path.join(server.root, self.path.split("?")[0].lstrip("/"))
+                with server.log.lock:
+                    seen = b.flaky_seen[self.path] = b.flaky_seen.get(self.path, 0) + 1
+                if seen <= b.flaky:
+                    self.send_response(b.flaky_status)
+                    if b.retry_after is not None:
+                        self.send_header("Retry-After", b.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if b.status is not None or not os.path.isfile(path):
                     self.send_response(b.status or 404)
                     self.send_header("Content-Length", "0")
