@@ -25,7 +25,7 @@ class Behaviour:
     extra_length: int = 0  # add this to every Content-Length and to the size HEAD reports
     redirect_loop: bool = False  # every request redirects to itself (with a counter)
     status: int | None = None  # answer every request with this status (403, 404, 500)
-    flaky: int = 0  # answer the first `flaky` requests for each path with `flaky_status`, then normally
+    flaky: int = 0  # answer the first `flaky` of each distinct request (method, path, range) with `flaky_status`
     flaky_status: int = 503
     retry_after: str | None = None  # sent with the flaky answers (429/503 with Retry-After)
     flaky_seen: dict[str, int] = field(default_factory=dict)
@@ -91,7 +91,8 @@ class RangeServer:
                     return
                 path = os.path.join(server.root, self.path.split("?")[0].lstrip("/"))
                 with server.log.lock:
-                    seen = b.flaky_seen[self.path] = b.flaky_seen.get(self.path, 0) + 1
+                    key = f"{self.command} {self.path} {self.headers.get('Range', '')}"  # each distinct request
+                    seen = b.flaky_seen[key] = b.flaky_seen.get(key, 0) + 1
                 if seen <= b.flaky:
                     self.send_response(b.flaky_status)
                     if b.retry_after is not None:
