@@ -156,6 +156,7 @@ class OutputFormat(StrEnum):
     MD = "md"
     HTML = "html"  # one self-contained page (inspect, size, diff, show)
     SARIF = "sarif"  # SARIF 2.1.0 for code scanning (scan, check, report)
+    JUNIT = "junit"  # JUnit XML (report; check writes it with --junit FILE)
 
 
 class KindFilter(StrEnum):

@@ -38,7 +38,13 @@ class BatchReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode(max((int(r.get("exit_code", 2)) for r in self.records), default=0))
+        return max((ExitCode(r.get("exit_code", ExitCode.BAD_INPUT)) for r in self.records), default=ExitCode.OK)
+
+    def junit_xml(self) -> str:
+        return junit_xml(self)
+
+    def html_page(self) -> str:
+        return report_html(self)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"input": r.get("input"), "command": r.get("command"), "format": r.get("format") or "",

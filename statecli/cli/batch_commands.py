@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..batch.record import Command
+from ..state import OutputFormat
 from .app import app, exit_with, output_context
 from .options import QuietOpt, VerboseOpt
 
@@ -115,11 +116,11 @@ def _progress(verbose: bool) -> Any:
 
 
 class ReportFormat(StrEnum):
-    MD = "md"
-    HTML = "html"
-    JSON = "json"
-    JUNIT = "junit"
-    SARIF = "sarif"
+    MD = OutputFormat.MD.value
+    HTML = OutputFormat.HTML.value
+    JSON = OutputFormat.JSON.value
+    JUNIT = OutputFormat.JUNIT.value
+    SARIF = OutputFormat.SARIF.value
 
 
 @app.command()
@@ -134,14 +135,9 @@ def report(
     Example: statecli report scan.ndjson --format sarif > statecli.sarif
     """
     view = output_context("json", quiet)
-    from ..batch.report import junit_xml, load_report, report_html
+    from ..batch.report import load_report
     from ..render import Output, render
 
     result = load_report(records)
-    if fmt is ReportFormat.HTML:
-        sys.stdout.write(report_html(result))
-    elif fmt is ReportFormat.JUNIT:
-        sys.stdout.write(junit_xml(result) + "\n")
-    else:
-        render(result, Output.of(fmt.value, view.quiet, view.verbose))
+    render(result, Output.of(fmt.value, view.quiet, view.verbose))
     exit_with(result.exit_code)

@@ -127,6 +127,10 @@ def _render(result: Any, fmt: OutputFormat, stream: IO[str], out: IO[str] | None
         from .sarif import write_sarif
 
         write_sarif(result, stream)
+    elif fmt is OutputFormat.JUNIT:
+        from .ci import write_junit_xml
+
+        write_junit_xml(result, stream)
     else:
         _human_view(result)(result, make_console(out))
 
