@@ -140,3 +140,29 @@ def test_usage_errors_are_one_line(tmp_path: Path, corpus: list[tuple[str, str]]
                  ["scan", "nothing/*.pt", "--ndjson", "o"], ["check", "c", "--ndjson", "o", "--rules", "[1"]):
         res = _batch(*args)
         assert res.exit_code == 2 and "Traceback" not in res.output, (args, res.output)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_records_of_one_thread(tmp_path: Path, corpus: list[tuple[str, str]]) -> None:
+    """inspect reads values with --stats: --jobs runs it in processes; the records are the same."""
+    _batch("inspect", "c", "--stats", "--ndjson", "one.ndjson", "--no-cache")
+    res = _batch("inspect", "c", "--stats", "--ndjson", "many.ndjson", "--no-cache", "--jobs", "2")
+    many = _records(tmp_path / "many.ndjson")
+    assert res.exit_code == 3 and _without_run(many) == _without_run(_records(tmp_path / "one.ndjson"))
+    assert os.getpid() not in {r["run"]["pid"] for r in many}
+
+
+@pytest.mark.parametrize(("info", "content"), [
+    ({"size": 5, "ETag": '"0cc175b9c0f1b6a831c399e269772661"'}, "etag:0cc175b9c0f1b6a831c399e269772661"),
+    ({"size": 5, "ETag": '"0cc175b9c0f1b6a831c399e269772661-3"'}, None),  # multipart: not a content hash
+    ({"size": 5, "ETag": 'W/"0cc175b9c0f1b6a831c399e269772661"'}, None),  # weak
+    ({"size": 5, "ETag": '"v17"', "VersionId": "3HL4kqtJlcpXroDTDmJ"}, "version:3HL4kqtJlcpXroDTDmJ"),
+    ({"size": 5, "lfs": {"sha256": "ab" * 32}}, "lfs-sha256:" + "ab" * 32),
+    ({"size": 5}, None),
+])
+def test_a_remote_identity_names_content_only_when_the_backend_does(info: dict[str, Any], content: str | None) -> None:
+    from statecli.batch.record import Command, cache_key, identity
+
+    ident = identity("s3://bucket/m.safetensors", info)
+    assert ident["content"] == content and ident["size"] == 5
+    assert (cache_key(ident, Command.SCAN, ()) is None) == (content is None)

@@ -3,6 +3,7 @@ switches that make it slow or hostile: latency, truncation, lying lengths, ignor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ class Behaviour:
     flaky_status: int = 503
     retry_after: str | None = None  # sent with the flaky answers (429/503 with Retry-After)
     flaky_seen: dict[str, int] = field(default_factory=dict)
+    etag: bool = False  # send a strong ETag, the MD5 of the file (as S3 does for a single-part upload)
 
 
 @dataclass
@@ -122,6 +124,9 @@ class RangeServer:
                 else:
                     self.send_response(200)
                 self.send_header("Accept-Ranges", "bytes")
+                if b.etag:
+                    with open(path, "rb") as f:
+                        self.send_header("ETag", '"' + hashlib.md5(f.read()).hexdigest() + '"')  # noqa: S324
                 self.send_header("Content-Length", str(end - start + b.extra_length))
                 self.end_headers()
                 if not body:

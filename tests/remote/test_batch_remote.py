@@ -167,3 +167,20 @@ def test_a_glob_over_a_bucket_and_the_cache_on_a_second_run(s3: Any, tmp_path: P
     ok = [r for r in again if "error" not in r]
     assert ok and all(r["run"]["cached"] and r["run"]["requests"] == 0 for r in ok)
     assert _same(again) == _same(recs)
+
+
+def test_an_unchanged_url_is_not_read_again_with_the_cache(http: RangeServer, tmp_path: Path) -> None:
+    """With a content ETag, a second run asks each URL for its metadata (HEAD) and reads no byte of it."""
+    listing, items = _served(http, tmp_path, 8, "cached")
+    http.behaviour.etag = True
+    args = ["batch", "scan", "--from-list", str(listing), "--cache-dir", str(tmp_path / "cache")]
+    runner.invoke(app, [*args, "--ndjson", str(tmp_path / "a.ndjson")])
+    source.clear_cache()
+    http.log.reset()
+    runner.invoke(app, [*args, "--ndjson", str(tmp_path / "b.ndjson")])
+    first, again = _records(tmp_path / "a.ndjson"), _records(tmp_path / "b.ndjson")
+    assert _same(first) == _same(again)
+    ok = [r for r in again if "error" not in r and r["identity"]["content"]]
+    assert len(ok) >= len(items) - 3 and all(r["run"]["cached"] for r in ok)
+    read = {p for method, p, _ in http.log.requests if method == "GET"}
+    assert not read & {"/" + r["input"].split("/", 3)[3] for r in ok}
