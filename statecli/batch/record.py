@@ -20,31 +20,19 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from .. import __version__
 from ..errors import ExitCode, StatecliError
 from ..io import traffic
 from ..io.urls import is_remote
+from ..vocab import BatchCommand as Command
 
 __all__ = ["RECORD_VERSION", "RUN_FIELD", "Command", "Task", "cache_key", "identity", "run_task", "task_id"]
 
 RECORD_VERSION = 1
 RUN_FIELD = "run"  # the record's only field that differs between two runs of the same input
 _CONTENT_HASH = re.compile(r'^(W/)?"?([0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64})"?$')
-
-
-class Command(StrEnum):
-    SCAN = "scan"
-    INSPECT = "inspect"
-    CHECK = "check"
-    SIZE = "size"
-
-    @property
-    def reads_values(self) -> bool:
-        """Whether the command may read tensor values (CPU work: processes) rather than metadata."""
-        return self in (Command.INSPECT, Command.CHECK)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..batch.record import Command
 from ..state import OutputFormat
+from ..vocab import BatchCommand as Command
 from .app import app, exit_with, output_context
 from .options import QuietOpt, VerboseOpt
 

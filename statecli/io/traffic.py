@@ -4,7 +4,6 @@ a batch reports its own requests, bytes and retries while others are read beside
 
 from __future__ import annotations
 
-import email.utils
 import re
 import threading
 import time
@@ -122,6 +121,8 @@ def parse_wait(retry_after: str | None, ratelimit: str | None = None) -> float |
         text = retry_after.strip()
         if text.isdigit():
             return float(text)
+        import email.utils  # only for a dated Retry-After: ~6 ms no command should pay at start-up
+
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError):

@@ -88,3 +88,11 @@ def test_results_show_as_html_in_a_notebook(tmp_path: Path) -> None:
     assert page.startswith("<!doctype html>") and "&lt;script&gt;" in page and "<script>" not in page
     table = statecli.scan(str(path))._repr_html_()  # type: ignore[attr-defined]
     assert table.startswith("<table>")
+
+
+def test_the_command_line_starts_without_the_api_or_batch_modules() -> None:
+    """`statecli --help` pays for neither: both are imported by the commands that use them."""
+    code = ("import sys; from statecli.cli import app; print(','.join(m for m in sys.modules if m.startswith("
+            "('statecli.api', 'statecli.batch.', 'statecli.io.traffic', 'distributed', 'email.utils'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
