@@ -75,7 +75,7 @@ class DaskExecutor:
         self.cluster = None
         if address == "local":
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+                                        dashboard_address=":0")  # no fixed port: another cluster may hold 8787
             self.client = Client(self.cluster)
         else:
             self.client = Client(f"tcp://{address}")

@@ -60,7 +60,10 @@ def test_threads_give_the_records_of_one_worker(http: RangeServer, tmp_path: Pat
     for name, kind in items:
         assert by_input[http.url(f"threads/{name}")]["exit_code"] == EXIT[kind], (name, kind)
     assert not (tmp_path / "canary").exists()
-    assert all(r["run"]["requests"] >= 1 for r in _records(many))  # each record counts its own requests
+    kinds = dict(items)
+    for r in _records(many):  # each record counts its own requests: the single-file budget (size + one range)
+        if kinds[r["input"].split("/threads/", 1)[1]] in ("safetensors", "pt", "legacy", "payload", "trust"):
+            assert 1 <= r["run"]["requests"] <= 3, r
 
 
 @pytest.mark.slow
@@ -138,15 +141,19 @@ def test_sigterm_then_resume_fetches_no_finished_checkpoint_again(http: RangeSer
 
 @pytest.mark.slow
 def test_dask_workers_give_the_records_of_local_threads(http: RangeServer, tmp_path: Path) -> None:
-    pytest.importorskip("distributed")
+    distributed = pytest.importorskip("distributed")
     listing, _ = _served(http, tmp_path, 16, "dask")
-    local, dask = tmp_path / "local.ndjson", tmp_path / "dask.ndjson"
+    local = tmp_path / "local.ndjson"
     _batch("scan", "--from-list", str(listing), "--ndjson", str(local))
-    res = _batch("scan", "--from-list", str(listing), "--ndjson", str(dask), "--executor", "dask:local", "--jobs", "2")
-    assert res.exit_code == 3, res.output
-    recs = _records(dask)
-    assert _same(recs) == _same(_records(local))
-    assert len({r["run"]["pid"] for r in recs} - {os.getpid()}) >= 1  # run in the worker processes
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster:
+        address = cluster.scheduler_address.removeprefix("tcp://")
+        for executor in (f"dask://{address}", "dask:local"):
+            out = tmp_path / f"{len(executor)}.ndjson"
+            res = _batch("scan", "--from-list", str(listing), "--ndjson", str(out), "--executor", executor, "--jobs", "2")
+            assert res.exit_code == 3, res.output
+            recs = _records(out)
+            assert _same(recs) == _same(_records(local)), executor
+            assert os.getpid() not in {r["run"]["pid"] for r in recs}  # run in the worker processes
 
 
 def test_a_glob_over_a_bucket_and_the_cache_on_a_second_run(s3: Any, tmp_path: Path) -> None:
