@@ -25,7 +25,7 @@ from typing import Any
 from .. import __version__
 from ..errors import ExitCode, StatecliError
 from ..io import traffic
-from ..io.urls import is_remote
+from ..io.urls import is_remote, redact
 from ..vocab import BatchCommand as Command
 
 __all__ = ["RECORD_VERSION", "RUN_FIELD", "Command", "Task", "cache_key", "identity", "run_task", "task_id"]
@@ -124,7 +124,7 @@ def _analyse(task: Task) -> dict[str, Any]:
 
 
 def _error(exc: StatecliError) -> dict[str, Any]:
-    return {"exit_code": int(exc.exit_code), "error": exc.message}
+    return {"exit_code": int(exc.exit_code), "error": redact(exc.message)}  # a message may quote a raw URL
 
 
 def _outcome(task: Task) -> dict[str, Any]:
@@ -157,9 +157,9 @@ def run_task(task: Task) -> dict[str, Any]:
         except StatecliError as exc:  # the input's identity could not be read (not found, denied)
             body = _error(exc)
         except OSError as exc:
-            body = {"exit_code": int(ExitCode.BAD_INPUT), "error": f"{task.input}: {exc.strerror or exc}"}
+            body = {"exit_code": int(ExitCode.BAD_INPUT), "error": redact(f"{task.input}: {exc.strerror or exc}")}
         except Exception as exc:  # noqa: BLE001 - a bug on one input must not end a 10,000-file run
-            body = {"exit_code": int(ExitCode.BAD_INPUT), "error": f"internal error: {type(exc).__name__}: {exc}"}
+            body = {"exit_code": int(ExitCode.BAD_INPUT), "error": redact(f"internal error: {type(exc).__name__}: {exc}")}
     run = {"seconds": round(time.perf_counter() - start, 6), "requests": counters.requests, "bytes": counters.bytes,
            "retries": counters.retries, "waited": round(counters.waited, 6), "cached": cached, "pid": os.getpid()}
     return head | body | {RUN_FIELD: run}

@@ -191,3 +191,12 @@ def test_an_unchanged_url_is_not_read_again_with_the_cache(http: RangeServer, tm
     assert len(ok) >= len(items) - 3 and all(r["run"]["cached"] for r in ok)
     read = {p for method, p, _ in http.log.requests if method == "GET"}
     assert not read & {"/" + r["input"].split("/", 3)[3] for r in ok}
+
+
+def test_credentials_in_a_url_stay_out_of_the_records(http: RangeServer, tmp_path: Path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_text(http.url("missing.safetensors").replace("http://", "http://user:s3cr3t@") + "\n")
+    out = tmp_path / "out.ndjson"
+    res = _batch("scan", "--from-list", str(listing), "--ndjson", str(out))
+    assert res.exit_code == 2 and "s3cr3t" not in out.read_text() + res.output
+    assert "error" in _records(out)[0]
