@@ -63,6 +63,8 @@ def test_shards_split_the_inputs_without_overlap(tmp_path: Path, corpus: list[tu
         _batch("scan", "c", "--ndjson", f"s{i}.ndjson", "--shard", f"{i}/3", "--no-cache")
         seen += [r["input"] for r in _records(tmp_path / f"s{i}.ndjson")]
     assert sorted(seen) == sorted(f"c/{n}" for n, _ in corpus)
+    joined = runner.invoke(app, ["report", "s1.ndjson", "s2.ndjson", "s3.ndjson", "--format", "json"])
+    assert json.loads(joined.stdout)["records"] == len(corpus)  # a sharded run's outputs, reported together
     assert _batch("scan", "c", "--ndjson", "x.ndjson", "--shard", "4/3").exit_code == 2
 
 
