@@ -42,19 +42,24 @@ class LocalExecutor:
     def records(self, tasks: Iterable[Task], stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
         todo = iter(tasks)
         pending: set[cf.Future[dict[str, Any]]] = set()
+        order: dict[cf.Future[dict[str, Any]], int] = {}
         while True:
             while not stop() and len(pending) < self.workers * WINDOW:
                 task = next(todo, None)
                 if task is None:
                     break
-                pending.add(self.pool.submit(run_task, task))
+                fut = self.pool.submit(run_task, task)
+                order[fut] = len(order)
+                pending.add(fut)
             if not pending:
                 return
             done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
+            for fut in sorted(done, key=order.__getitem__):  # several finish at once: in the order given
+                if stop():
+                    break  # after the failure that stops the run, no further record
                 if not fut.cancelled():
                     yield fut.result()
-            if stop():  # what has not started never will; what runs still finishes and is recorded
+            if stop():  # what has not started never will; what runs is let finish, unrecorded
                 pending = {fut for fut in pending if not fut.cancel()}
 
     def close(self) -> None:
@@ -78,7 +83,12 @@ class DaskExecutor:
                                         dashboard_address=":0")  # no fixed port: another cluster may hold 8787
             self.client = Client(self.cluster)
         else:
-            self.client = Client(f"tcp://{address}")
+            try:
+                self.client = Client(f"tcp://{address}", timeout="20s")
+            except OSError as exc:
+                from ..errors import BadInput
+
+                raise BadInput(f"dask://{address}", f"cannot reach the Dask scheduler: {exc}") from None
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
 
     def records(self, tasks: Iterable[Task], stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:

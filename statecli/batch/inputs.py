@@ -62,10 +62,11 @@ def _expand(arg: str) -> list[Input]:
         return _remote(arg) if _GLOB & set(arg.split("://", 1)[1]) else [Input(p) for p in expand_paths([arg])]
     if not _GLOB & set(arg):
         return [Input(p) for p in expand_paths([arg])]
-    matches = sorted(glob.glob(arg, recursive=True))
+    matches = [m for m in sorted(glob.glob(arg, recursive=True))
+               if os.path.isdir(m) or (os.path.isfile(m) and not _skipped(m))]
     if not matches:
-        raise BadInput(arg, "the pattern matches no file")
-    return [Input(p) for p in expand_paths([m for m in matches if os.path.isfile(m) or os.path.isdir(m)])]
+        raise BadInput(arg, "the pattern matches no checkpoint")
+    return [Input(p) for p in expand_paths(matches)]
 
 
 def _remote(pattern: str) -> list[Input]:
@@ -87,8 +88,8 @@ def _remote(pattern: str) -> list[Input]:
 
 
 def _skipped(path: str) -> bool:
-    """A file of a walked bucket that is no checkpoint a loader reads (a README, a config) when the
-    pattern is that broad (`**`); a pattern that names a suffix keeps what it names."""
+    """A file a pattern matched that no checkpoint loader reads (a README, a config.json): a broad
+    pattern (`**/*`) over a model zoo names checkpoints, not every file beside them."""
     return not path.lower().endswith(CHECKPOINT_SUFFIXES + (".index.json", ".gguf", ".onnx", ".pt2"))
 
 

@@ -89,6 +89,7 @@ def _plain(v: Any) -> Any:
 def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, Any], opts: BatchOptions,
               progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> BatchSummary:
     """Run `command` over `inputs`, appending one record per checkpoint to `opts.ndjson` as it finishes."""
+    executor = executor_for(opts.executor, opts.jobs, command.reads_values)  # before OUT is touched: it may fail
     previous = read_records(opts.ndjson, repair=True) if opts.resume else []
     done = {r["id"] for r in previous}
     if not opts.resume and os.path.exists(opts.ndjson) and os.path.getsize(opts.ndjson):
@@ -98,7 +99,6 @@ def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, A
     worst = max((int(r.get("exit_code", 2)) for r in previous), default=0)
     written = cached = errors = 0
     failed = threading.Event()  # --fail-fast: set by the first record that does not pass
-    executor = executor_for(opts.executor, opts.jobs, command.reads_values)
     try:
         with open(opts.ndjson, "a", encoding="utf-8") as out:
             for rec in executor.records(tasks, stop=failed.is_set):
