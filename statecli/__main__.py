@@ -2,4 +2,5 @@
 
 from statecli.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned worker process (batch --jobs) imports this module again
+    main()

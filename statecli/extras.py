@@ -20,6 +20,7 @@ class Extra(StrEnum):
     REMOTE = "remote"  # fsspec backends: s3://, https://, hf://
     TUI = "tui"  # textual: statecli browse
     GGUF = "gguf"  # gguf-py (dequantizing GGUF values, tensor name maps) and jinja2 (chat template checks)
+    DASK = "dask"  # distributed: statecli batch --executor dask:local / dask://HOST:PORT
 
 
 # Top-level import name -> the extra that installs it. A module missing at run time is looked up
@@ -34,6 +35,8 @@ PROVIDED_BY: dict[str, Extra] = {
     "textual": Extra.TUI,
     "gguf": Extra.GGUF,
     "jinja2": Extra.GGUF,
+    "distributed": Extra.DASK,
+    "dask": Extra.DASK,
 }
 
 

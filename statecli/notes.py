@@ -20,13 +20,15 @@ class NoteKind(StrEnum):
     CONFIG = "config"  # the model definition: a config.json that could not be used, and why
     REWRITE = "rewrite"  # what a rewrite keeps or drops of the input
     COMPARISON = "comparison"  # what a diff compared as the same although stored differently (ties, sharing)
+    BASELINE = "baseline"  # an accepted finding whose acceptance expired (scan/check --baseline)
 
     @property
     def is_warning(self) -> bool:
         return self in _WARNING_KINDS
 
 
-_WARNING_KINDS = frozenset({NoteKind.UNTRUSTED_GLOBALS, NoteKind.READER, NoteKind.MODEL, NoteKind.LOAD_REPORT})
+_WARNING_KINDS = frozenset({NoteKind.UNTRUSTED_GLOBALS, NoteKind.READER, NoteKind.MODEL, NoteKind.LOAD_REPORT,
+                            NoteKind.BASELINE})
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,17 @@ class Format(StrEnum):
         if self in (Format.SAFETENSORS, Format.SHARDED_SAFETENSORS):
             return WriteFormat.SAFETENSORS
         return WriteFormat.DCP if self is Format.DCP else WriteFormat.PT
+
+
+class BatchCommand(StrEnum):
+    """The commands `statecli batch` runs over many checkpoints."""
+
+    SCAN = "scan"
+    INSPECT = "inspect"
+    CHECK = "check"
+    SIZE = "size"
+
+    @property
+    def reads_values(self) -> bool:
+        """Whether the command may read tensor values (CPU work: processes) rather than metadata."""
+        return self in (BatchCommand.INSPECT, BatchCommand.CHECK)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import BadInput, ExitCode, StatecliError, UnsafeContent, UsageError, user_regex
 from ..formats.gguf.types import dtype_of
+from ..notes import Note
 from ..qtensor import LOGICAL_DTYPES
 from ..state import SCHEMA_VERSION, Checkpoint, Entry, Kind
 from ..storage import unique_storage_bytes
@@ -56,6 +57,8 @@ class CheckResult:
     errors: tuple[tuple[str, str], ...] = ()  # (path, message): unreadable inputs
     unsafe: tuple[tuple[str, str], ...] = ()  # (path, message): code that loading would run, or a hidden payload
     rules_from: tuple[tuple[str, str], ...] = ()  # (path, where its rules came from): no gate passes silently
+    accepted: tuple[Any, ...] = ()  # analyses.baseline.Accepted: failures a --baseline accepts (they pass)
+    notes: tuple[Note, ...] = ()  # e.g. a baseline acceptance that expired
 
     columns = ("path", "rule", "passed", "reason")
 
@@ -77,7 +80,8 @@ class CheckResult:
                 "findings": [{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason}
                              for f in self.findings],
                 "errors": [{"path": p, "error": m} for p, m in self.errors],
-                "unsafe": [{"path": p, "finding": m} for p, m in self.unsafe]}
+                "unsafe": [{"path": p, "finding": m} for p, m in self.unsafe]} | (
+                    {"accepted": [a.to_dict() for a in self.accepted]} if self.accepted else {})
 
     def rows(self) -> list[dict[str, Any]]:
         return ([{"path": f.path, "rule": f.rule, "passed": f.passed, "reason": f.reason} for f in self.findings]

@@ -81,7 +81,7 @@ class InspectResult:
             "container": ck.container,
             "containers": [c.to_dict() for c in ck.containers],
             "files": ck.files,
-            "metadata": ck.metadata,
+            "metadata": dict(ck.metadata),
             "warnings": ck.warnings,
             "notes": ck.notes,
             "unsafe_globals": ck.unsafe_globals,

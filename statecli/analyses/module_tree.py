@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..state import ROOT, Entry, _fast_init, gc_paused
+from ..fastdata import fast_init
+from ..state import ROOT, Entry, gc_paused
 from ..storage import shared_storages, storage_bytes, unique_storage_bytes
 from .changes import Compared, ModuleChange, Tally, module_prefix
 
@@ -36,7 +37,7 @@ def parent_of(path: str) -> str:
     return path.rpartition(".")[0]
 
 
-@_fast_init  # 50,000-tensor files have ~55,000 modules: see state._fast_init
+@fast_init  # 50,000-tensor files have ~55,000 modules: see fastdata.fast_init
 @dataclass(frozen=True)
 class TreeNode:
     """A module (a dotted prefix of entry paths) and the totals of everything below it."""

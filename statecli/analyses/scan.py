@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ExitCode
 from ..formats import scan_path
 from ..io.urls import is_remote
+from ..notes import Note
 from ..pickle.pickles import Findings, GlobalRef
 from ..state import SCHEMA_VERSION, Format, Verdict
 from .scan_folder import Role, Target, TargetKind, plan
@@ -76,6 +77,8 @@ class ScanReport:
 
     files: tuple[ScanResult, ...] = field(default_factory=tuple)
     strict: bool = False
+    accepted: tuple[Any, ...] = ()  # analyses.baseline.Accepted: findings a --baseline accepts (left out of files)
+    notes: tuple[Note, ...] = ()  # e.g. a baseline acceptance that expired
 
     def counts(self, r: ScanResult) -> bool:
         return self.strict or r.role is Role.LOADED
@@ -86,7 +89,8 @@ class ScanReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "strict": self.strict,
-                "files": [r.to_dict() | {"counted": self.counts(r)} for r in self.files]}
+                "files": [r.to_dict() | {"counted": self.counts(r)} for r in self.files]} | (
+                    {"accepted": [a.to_dict() for a in self.accepted]} if self.accepted else {})
 
     def rows(self) -> list[dict[str, Any]]:
         return [row for r in self.files for row in r.rows()]

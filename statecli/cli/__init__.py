@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ExitCode
-from . import browse_command, commands, rewrite_commands, show_commands  # noqa: F401 - registers the commands on `app`
+from . import batch_commands, browse_command, commands, rewrite_commands, show_commands  # noqa: F401 - registers the commands on `app`
 from .app import app, main
 
 __all__ = ["app", "main", "ExitCode"]

@@ -12,10 +12,9 @@ from ..io.stdin import STDIN, local_input
 from ..state import KindFilter, OutputFormat
 from ..vocab import SortOrder
 from .app import app, exit_with, output_context
+from .ci_options import BaselineOpt, CiFormat, CiFormatOpt
 from .options import (
     AddPrefixOpt,
-    DataFormat,
-    FormatOpt,
     HfConfigOpt,
     KeyOpt,
     ModelArgOpt,
@@ -195,7 +194,8 @@ def scan(
     strict: Annotated[bool, typer.Option("--strict", help="Files beside a folder checkpoint that its loader does not "
                                                           "read (optimizer.pt, training_args.bin, *.pkl...) count in "
                                                           "the exit code too (default: listed only).")] = False,
-    fmt: FormatOpt = DataFormat.TABLE,
+    fmt: CiFormatOpt = CiFormat.TABLE,
+    baseline: BaselineOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -204,10 +204,11 @@ def scan(
     Example: statecli scan sample_checkpoints/full_model.pt
     """
     view = output_context(fmt, quiet, verbose)
+    from ..analyses.baseline import with_baseline
     from ..analyses.scan import scan_paths
     from ..render import render
 
-    report = scan_paths(paths, strict=strict)
+    report = with_baseline(scan_paths(paths, strict=strict), baseline)
     render(report, view)
     exit_with(report.exit_code)
 
@@ -248,7 +249,8 @@ def check(
     quantization: Annotated[Optional[str], typer.Option("--quantization", help="Quantized with one of these methods "
         "(gptq, awq, compressed-tensors, bitsandbytes, fp8, mxfp4), every linear weight but the ignore list.",
         metavar="METHODS")] = None,
-    fmt: FormatOpt = DataFormat.TABLE,
+    fmt: CiFormatOpt = CiFormat.TABLE,
+    baseline: BaselineOpt = None,
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.", metavar="FILE")] = None,
     github: Annotated[bool, typer.Option("--github", help="Print GitHub Actions annotations (automatic when "
                                                           "GITHUB_ACTIONS=true).")] = False,
@@ -262,6 +264,7 @@ def check(
     Example: statecli check sample_checkpoints/*.safetensors --no-nan --devices cpu
     """
     view = output_context(fmt, quiet, verbose)
+    from ..analyses.baseline import with_baseline
     from ..analyses.check import check as run_check
     from ..render import render
     from ..render.ci import write_ci_outputs
@@ -272,7 +275,8 @@ def check(
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
         ("model-args", model_arg), ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
         ("quantization", quantization)) if value is not None}
-    result = run_check(paths, flags, config, model_choice(hf_config=hf_config, no_hf_config=no_hf_config))
+    result = with_baseline(run_check(paths, flags, config, model_choice(hf_config=hf_config, no_hf_config=no_hf_config)),
+                           baseline)
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)

@@ -150,8 +150,8 @@ def scan(path: str, acc: Findings, verify_crc: bool) -> None:
     from . import scan_path
 
     wmap, _ = read_index(path)
-    folder = os.path.dirname(os.path.abspath(path))
     local, missing = not is_remote(path), []
+    folder = os.path.dirname(os.path.abspath(path) if local else path)  # abspath would mangle a URL
     for shard in sorted(set(wmap.values())):
         problem = shard_problem(path, shard)
         if problem:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import stat
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar, cast
 
 from ..errors import BadInput, NotFound
+from . import traffic
+from .failures import Fatal, retry
 from .urls import (  # noqa: F401 - re-exported: the URL side of a source
     EXTRA_HINT,
     REMOTE_SCHEMES,
@@ -30,11 +31,8 @@ MAX_RANGE = 16 << 20  # one request never asks for more: a hostile server cannot
 BLOCK = 64 << 10  # metadata reads are served from cached 64 KiB blocks: many tiny reads, few requests
 TAIL = 256 << 10  # the first read near the end fetches this much: zip end record, directory and tail scan at once
 CACHE_BLOCKS = 256  # 16 MiB of cached metadata blocks, shared by every open of a URL
-RETRIES = 3  # attempts per request for transient failures (connection, timeout, 5xx), with backoff
-BACKOFF = 0.25  # seconds, doubled per attempt
 TIMEOUT = 20.0  # seconds without progress before a request counts as failed
 SHARD_THREADS = 16  # shard headers fetched at once
-
 
 
 @dataclass
@@ -78,10 +76,6 @@ def cached_prefix(name: str) -> bytes:
     return b"".join(out)
 
 
-class _Fatal(Exception):
-    """A failure that a retry cannot fix: not found, denied, a server breaking the protocol."""
-
-
 def _filesystem(name: str) -> tuple[Any, str]:
     try:
         import fsspec
@@ -101,91 +95,6 @@ def _filesystem(name: str) -> tuple[Any, str]:
         raise BadInput(name, f"no {scheme}:// support installed ({exc})", EXTRA_HINT) from exc
     except ValueError as exc:
         raise BadInput(name, f"unsupported URL scheme {scheme}://", EXTRA_HINT) from exc
-
-
-def _status_of(exc: BaseException) -> int | None:
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return None
-        # `status` of aiohttp's ClientResponseError, `response.status_code` of httpx/requests errors
-        # (the Hub); not `code`: aiohttp's payload errors carry a parser code there, not an HTTP status.
-        resp = getattr(seen, "response", None)
-        status = getattr(seen, "status", None) or getattr(resp, "status_code", None)
-        if isinstance(status, int) and 100 <= status < 600:
-            return status
-        if isinstance(resp, dict):
-            code = resp.get("Error", {}).get("Code") or resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if str(code) in ("403", "AccessDenied"):
-                return 403
-            if str(code) in ("404", "NoSuchKey", "NoSuchBucket"):
-                return 404
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _root(exc: BaseException) -> BaseException:
-    for _ in range(8):
-        nxt = exc.__cause__ or exc.__context__
-        if nxt is None:
-            break
-        exc = nxt
-    return exc
-
-
-_SHORT_BODY = frozenset({"ContentLengthError", "ClientPayloadError", "TransferEncodingError", "IncompleteRead",
-                         "ServerDisconnectedError", "RemoteProtocolError"})
-
-
-def _fatal(exc: BaseException) -> bool:
-    """Whether retrying cannot help: not found, denied, another 4xx."""
-    status = _status_of(exc)
-    if isinstance(exc, PermissionError) or (status is not None and status < 500):
-        return True
-    if type(_root(exc)).__name__ == "TooManyRedirects":
-        return True
-    return isinstance(exc, FileNotFoundError) and exc.__cause__ is None and exc.__context__ is None
-
-
-def _fail(name: str, exc: BaseException, what: str) -> BadInput:
-    """One line for a failed request: 403/404 named as such, credentials never included."""
-    status = _status_of(exc)
-    if isinstance(exc, PermissionError) or status in (401, 403):
-        return BadInput(name, "access denied (403)", "check the credentials of this backend (environment, profile, "
-                                                      "HF token)")
-    if status in (404, 410) or (isinstance(exc, FileNotFoundError) and _root(exc) is exc):
-        return NotFound(name, "not found (404)")
-    root = _root(exc)
-    kind = type(root).__name__
-    if kind == "TooManyRedirects":
-        return BadInput(name, f"{what} failed: too many redirects (a redirect loop)")
-    if kind in _SHORT_BODY:
-        return BadInput(name, f"{what} failed: the server sent fewer or more bytes than it declared "
-                              "(a wrong Content-Length or a dropped connection)")
-    if status is not None:
-        return BadInput(name, f"{what} failed: HTTP {status}")
-    text = str(root).splitlines()[0] if str(root) else ""
-    detail = redact(f"{type(root).__name__}: {text}" if text else type(root).__name__)[:160]
-    return BadInput(name, f"{what} failed: {detail}")
-
-
-def _retry(name: str, what: str, fn: Callable[[], T]) -> T:
-    delay = BACKOFF
-    for attempt in range(RETRIES):
-        try:
-            return fn()
-        except BadInput:
-            raise
-        except _Fatal as exc:
-            raise BadInput(name, str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - every backend has its own error types
-            if _fatal(exc):
-                raise _fail(name, exc, what) from None
-            if attempt == RETRIES - 1:
-                raise _fail(name, exc, f"{what} (after {RETRIES} attempts)") from None
-        time.sleep(delay)
-        delay *= 2
-    raise AssertionError("unreachable")
 
 
 class Source:
@@ -302,7 +211,7 @@ class RemoteSource(Source):
         with _LOCK:
             size = _SIZES.get(self.name)
         if size is None:
-            info = _retry(self.name, "metadata request", self._info)
+            info = retry(self.name, "metadata request", self._info)
             if info.get("type") == "directory":
                 raise BadInput(self.name, "is a folder, not a file")
             if self.http and _is_web_page(info.get("mimetype")):  # a server's folder listing
@@ -315,8 +224,7 @@ class RemoteSource(Source):
         self.size = size
 
     def _info(self) -> dict[str, Any]:
-        _count(0)
-        return dict(self.fs.info(self.path))
+        return _counted(self.fs.info, self.path)
 
     def pread(self, offset: int, n: int) -> bytes:
         if n > MAX_RANGE:
@@ -325,7 +233,7 @@ class RemoteSource(Source):
             raise BadInput(self.name, f"truncated file: {n} bytes at {offset} run past the end ({self.size} bytes)")
         if n == 0:
             return b""
-        return _retry(self.name, f"range request at byte {offset}", lambda: self._get(offset, n))
+        return retry(self.name, f"range request at byte {offset}", lambda: self._get(offset, n))
 
     def _get(self, offset: int, n: int) -> bytes:
         with _LOCK:
@@ -360,9 +268,13 @@ def no_http_folders(url: str) -> BadInput:
     return BadInput(url, "HTTP has no folders: an http(s) URL names one file (this one is a web page or ends in "
                          "'/')", f"pass the URL of the checkpoint's *.index.json (e.g. {base}/model.safetensors."
                          "index.json) or of one weights file")
+def _counted(fn: Callable[[str], Any], path: str) -> dict[str, Any]:
+    _count(0)
+    return dict(fn(path))
 
 
 def _count(nbytes: int, requests: int = 1) -> None:
+    traffic.count(nbytes, requests)
     with _LOCK:
         STATS.requests += requests
         STATS.bytes += nbytes
@@ -382,19 +294,21 @@ async def _http_range(fs: Any, url: str, offset: int, n: int) -> bytes:
         if r.status == 200 and _is_web_page(r.headers.get("Content-Type")):
             raise no_http_folders(url)
         if r.status == 200:
-            raise _Fatal("the server ignored the Range request (it answered with the whole file); refusing to "
+            raise Fatal("the server ignored the Range request (it answered with the whole file); refusing to "
                          "download it")
+        if r.status in (429, 503):
+            raise traffic.RateLimited(r.status, r.headers)
         if r.status != 206:
             err = ConnectionError(f"HTTP {r.status}")
             if r.status < 500:
-                raise _Fatal(f"range request answered HTTP {r.status}")
+                raise Fatal(f"range request answered HTTP {r.status}")
             raise err
         rng = r.headers.get("Content-Range", "")
         if not rng.startswith(f"bytes {offset}-{offset + n - 1}/"):
-            raise _Fatal(f"the server answered range bytes={offset}-{offset + n - 1} with {rng[:60]!r}")
+            raise Fatal(f"the server answered range bytes={offset}-{offset + n - 1} with {rng[:60]!r}")
         if r.content_length is not None:
             if r.content_length != n:
-                raise _Fatal(f"the server declared {r.content_length} bytes for a range of {n} at byte {offset}")
+                raise Fatal(f"the server declared {r.content_length} bytes for a range of {n} at byte {offset}")
             return cast(bytes, await r.read())  # aiohttp reads exactly Content-Length bytes, or fails on a short body
         out = bytearray()
         while len(out) <= n:
@@ -403,7 +317,7 @@ async def _http_range(fs: Any, url: str, offset: int, n: int) -> bytes:
                 break
             out += chunk
         if len(out) > n:
-            raise _Fatal(f"the server sent more than the {n} bytes asked for at byte {offset}")
+            raise Fatal(f"the server sent more than the {n} bytes asked for at byte {offset}")
         return bytes(out)
 
 
@@ -426,7 +340,7 @@ def listdir(url: str) -> list[str] | None:
             return None
         return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
 
-    names = _retry(url, "listing", ls)
+    names = retry(url, "listing", ls)
     with _LOCK:
         _DIRS[url] = names
     return names
@@ -449,6 +363,18 @@ def exists(path: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+def remote_info(path: str, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A remote object's metadata (size, ETag, version id, LFS hash) from one request, or `known` (a listing's
+    entry: none); its size is kept, so opening the object then costs no request either."""
+    name = register(path)
+    fs, real = _filesystem(name)
+    found = dict(known) if known is not None else retry(name, "metadata request", lambda: _counted(fs.info, real))
+    if isinstance(found.get("size"), int) and found.get("type", "file") == "file":
+        with _LOCK:
+            _SIZES[name] = found["size"]
+    return found
 
 
 def file_size(path: str) -> int:

@@ -140,6 +140,14 @@ def _render(result: Any, output: Output, stream: IO[str], out: IO[str] | None) -
         from .html import write_html
 
         write_html(result, stream)
+    elif fmt is OutputFormat.SARIF:
+        from .sarif import write_sarif
+
+        write_sarif(result, stream)
+    elif fmt is OutputFormat.JUNIT:
+        from .ci import write_junit_xml
+
+        write_junit_xml(result, stream)
     else:
         view = _human_view(result)
         if _HUMAN_TAKES_OUTPUT & set(type(result).__mro__):  # a view whose detail depends on -v

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from ..vocab import CheckRule
 
@@ -45,6 +45,18 @@ def github_annotations(result: CheckResult) -> list[str]:
     lines += [f"::error file={esc_prop(p)},title=statecli read::{esc(m)}" for p, m in result.errors]
     lines += [f"::error file={esc_prop(p)},title=statecli unsafe::{esc(m)}" for p, m in result.unsafe]
     return lines
+
+
+def write_junit_xml(result: Any, out: IO[str]) -> None:
+    """`--format junit`: a check result's JUnit XML, or a result's own `junit_xml()` (a batch report)."""
+    from ..errors import UsageError
+
+    if type(result).__name__ == "CheckResult":
+        out.write(junit_xml(result) + "\n")
+    elif hasattr(result, "junit_xml"):
+        out.write(result.junit_xml() + "\n")
+    else:
+        raise UsageError(None, "--format junit is available for check and report", "use --format json here")
 
 
 def write_junit(result: CheckResult, path: str) -> None:

@@ -108,6 +108,9 @@ def write_html(result: Any, out: Any) -> None:
     builders: dict[str, Callable[[Any], tuple[str, list[str]]]] = {
         "InspectResult": _inspect, "SizeResult": _size, "DiffResult": _diff, "ShowResult": _show}
     build = builders.get(type(result).__name__)
+    if build is None and hasattr(result, "html_page"):  # a result above the renderer builds its own (batch report)
+        out.write(result.html_page())
+        return
     if build is None:
         raise UsageError(None, "--format html is available for inspect, size, diff and show",
                          "use --format json or table here")

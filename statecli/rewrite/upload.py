@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import BadInput, StatecliError, UsageError
 from ..io import atomic, source
+from ..io.failures import fail
 from ..state import Checkpoint
 
 PART_SIZE: int | None = None  # multipart part size for backends that take `chunksize` (None: theirs); tests set it
@@ -85,7 +86,7 @@ def _check_target(fs: Any, root: str, url: str, folder: bool) -> None:
     except StatecliError:
         raise
     except Exception as exc:  # noqa: BLE001 - every backend has its own error types
-        raise source._fail(url, exc, "checking the output") from None
+        raise fail(url, exc, "checking the output") from None
 
 
 def _etag(fs: Any, path: str) -> str | None:
@@ -156,7 +157,7 @@ def _abort_multipart(fs: Any, remote: str) -> None:
 
 
 def _upload_failed(url: str, exc: Exception) -> BadInput:
-    err = source._fail(url, exc, "upload")
+    err = fail(url, exc, "upload")
     return BadInput(err.path, err.problem + "; nothing was left at the URL", err.hint)
 
 

@@ -3,6 +3,7 @@ switches that make it slow or hostile: latency, truncation, lying lengths, ignor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +27,11 @@ class Behaviour:
     redirect_loop: bool = False  # every request redirects to itself (with a counter)
     status: int | None = None  # answer every request with this status (403, 404, 500)
     list_folders: bool = False  # a folder answers 200 with an HTML listing, ignoring Range (as http.server does)
+    flaky: int = 0  # answer the first `flaky` of each distinct request (method, path, range) with `flaky_status`
+    flaky_status: int = 503
+    retry_after: str | None = None  # sent with the flaky answers (429/503 with Retry-After)
+    flaky_seen: dict[str, int] = field(default_factory=dict)
+    etag: bool = False  # send a strong ETag, the MD5 of the file (as S3 does for a single-part upload)
 
 
 @dataclass
@@ -90,6 +96,16 @@ class RangeServer:
                 if b.list_folders and os.path.isdir(path):
                     self._listing(body, path)
                     return
+                with server.log.lock:
+                    key = f"{self.command} {self.path} {self.headers.get('Range', '')}"  # each distinct request
+                    seen = b.flaky_seen[key] = b.flaky_seen.get(key, 0) + 1
+                if seen <= b.flaky:
+                    self.send_response(b.flaky_status)
+                    if b.retry_after is not None:
+                        self.send_header("Retry-After", b.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if b.status is not None or not os.path.isfile(path):
                     self.send_response(b.status or 404)
                     self.send_header("Content-Length", "0")
@@ -112,6 +128,9 @@ class RangeServer:
                 else:
                     self.send_response(200)
                 self.send_header("Accept-Ranges", "bytes")
+                if b.etag:
+                    with open(path, "rb") as f:
+                        self.send_header("ETag", '"' + hashlib.md5(f.read()).hexdigest() + '"')  # noqa: S324
                 self.send_header("Content-Length", str(end - start + b.extra_length))
                 self.end_headers()
                 if not body:

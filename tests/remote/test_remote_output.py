@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from statecli.cli import app
 from statecli.errors import BadInput
-from statecli.io import source
+from statecli.io import failures, source
 from statecli.rewrite import upload
 
 runner = CliRunner()
@@ -143,7 +143,7 @@ def test_failed_multipart_upload_is_aborted(s3: Any, tmp_path: Path, temp_root: 
         return await real(self, method, *args, **kwargs)
 
     monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", flaky)
-    monkeypatch.setattr(source, "RETRIES", 1)
+    monkeypatch.setattr(failures, "RETRIES", 1)
     code, out = _invoke(["cast", str(tmp_path / "in.safetensors"), "--dtype", "half", "-o", "s3://ckpt/big.safetensors"])
     assert code == 2 and "upload" in out and "nothing was left" in out, out
     assert "create_multipart_upload" in calls
@@ -170,7 +170,7 @@ def test_failed_replace_keeps_the_older_object(s3: Any, tmp_path: Path, monkeypa
         raise ConnectionResetError("the network went away")
 
     monkeypatch.setattr(upload, "_put", broken)
-    monkeypatch.setattr(source, "RETRIES", 1)
+    monkeypatch.setattr(failures, "RETRIES", 1)
     code, out = _invoke(["cast", str(tmp_path / "in.safetensors"), "--dtype", "bfloat16", "-o", "s3://ckpt/out.safetensors"])
     assert code == 2, out
     assert s3.cat_file("ckpt/out.safetensors") == old

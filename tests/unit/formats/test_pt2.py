@@ -4,8 +4,8 @@ hostile archives refused in one line, never handed to a loader."""
 from __future__ import annotations
 
 import io
-import logging
 import json
+import logging
 import os
 import subprocess
 import sys

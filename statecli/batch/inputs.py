@@ -1,0 +1,114 @@
+"""What a batch run reads: paths, folders (walked: each checkpoint below once, a sharded or DCP checkpoint
+as one), shell-style globs over local folders and over fsspec URLs (s3://bucket/models/**/*.safetensors),
+and lists of inputs (`--from-list FILE`, `-` for stdin); then this CI job's shard of them."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ..errors import BadInput, UsageError
+from ..formats import _WALKED as CHECKPOINT_SUFFIXES
+from ..formats import expand_paths
+from ..io.urls import is_remote
+
+__all__ = ["Input", "expand_inputs", "parse_shard", "read_list", "shard_of"]
+
+_GLOB = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One checkpoint to read; `info` is what a remote listing already said about it (size, ETag...),
+    so its identity costs no request of its own."""
+
+    name: str
+    info: Mapping[str, Any] | None = field(default=None, compare=False)
+
+
+def read_list(source: str, stdin: IO[str] | None = None) -> list[str]:
+    """The inputs a list file names, one a line ('#' starts a comment); `-` reads standard input."""
+    import sys
+
+    try:
+        if source == "-":
+            text = (stdin or sys.stdin).read()
+        else:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as exc:
+        raise BadInput(source, f"cannot read the list of inputs: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadInput(source, "the list of inputs is not UTF-8 text") from exc
+    return [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
+
+
+def expand_inputs(args: Iterable[str]) -> list[Input]:
+    """Every checkpoint the arguments stand for, each once, in the order given (a glob's or a folder's
+    matches sorted)."""
+    out: dict[str, Input] = {}
+    for arg in args:
+        for item in _expand(arg):
+            out.setdefault(item.name, item)
+    return list(out.values())
+
+
+def _expand(arg: str) -> list[Input]:
+    if is_remote(arg):
+        return _remote(arg) if _GLOB & set(arg.split("://", 1)[1]) else [Input(p) for p in expand_paths([arg])]
+    if not _GLOB & set(arg):
+        return [Input(p) for p in expand_paths([arg])]
+    matches = [m for m in sorted(glob.glob(arg, recursive=True))
+               if os.path.isdir(m) or (os.path.isfile(m) and not _skipped(m))]
+    if not matches:
+        raise BadInput(arg, "the pattern matches no checkpoint")
+    return [Input(p) for p in expand_paths(matches)]
+
+
+def _remote(pattern: str) -> list[Input]:
+    """A glob over a bucket, by one listing (fsspec's glob): each object's size and ETag come with it."""
+    from ..io.source import _filesystem
+
+    scheme = pattern.split("://", 1)[0]
+    if scheme.lower() in ("http", "https"):
+        raise UsageError(pattern, "http(s) has no folders to match a pattern in", "list the URLs (--from-list)")
+    fs, path = _filesystem(pattern)
+    try:
+        found = fs.glob(path, detail=True)
+    except Exception as exc:  # noqa: BLE001 - each backend has its own errors
+        raise BadInput(pattern, f"listing failed: {type(exc).__name__}: {exc}"[:200]) from None
+    files = [(p, info) for p, info in sorted(found.items()) if info.get("type", "file") == "file"]
+    if not files:
+        raise BadInput(pattern, "the pattern matches no object")
+    return [Input(f"{scheme}://{p.lstrip('/')}", info) for p, info in files if not _skipped(p)]
+
+
+def _skipped(path: str) -> bool:
+    """A file a pattern matched that no checkpoint loader reads (a README, a config.json): a broad
+    pattern (`**/*`) over a model zoo names checkpoints, not every file beside them."""
+    return not path.lower().endswith(CHECKPOINT_SUFFIXES + (".index.json", ".gguf", ".onnx", ".pt2"))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/N`, 1 <= i <= N: this job's share of the inputs (a CI matrix of N jobs)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(None, f"--shard {text!r} is not i/N", "e.g. --shard 1/4 ... --shard 4/4") from None
+    if not 1 <= i <= n:
+        raise UsageError(None, f"--shard {text}: i must be between 1 and N")
+    return i, n
+
+
+def shard_of(inputs: Sequence[Input], shard: tuple[int, int] | None) -> list[Input]:
+    """The inputs of shard i of N, by a hash of each name: the same file lands in the same shard whatever
+    else the list holds, so shards never overlap and an added file moves nothing."""
+    if shard is None:
+        return list(inputs)
+    i, n = shard
+    return [x for x in inputs if int(hashlib.sha256(x.name.encode("utf-8", "surrogateescape")).hexdigest()[:12], 16) % n
+            == i - 1]
