@@ -9,7 +9,20 @@ import typer
 from ..io.stdin import local_input
 from ..state import OutputFormat
 from .app import app, exit_with, output_context
-from .options import KeyOpt, QuietOpt, ReadPathArg, ReportFormatOpt, StripOpt, VerboseOpt
+from .options import (
+    HfConfigOpt,
+    KeyOpt,
+    ModelArgOpt,
+    ModelKwargsOpt,
+    ModelOpt,
+    NoHfConfigOpt,
+    QuietOpt,
+    ReadPathArg,
+    ReportFormatOpt,
+    StripOpt,
+    VerboseOpt,
+    model_choice,
+)
 
 
 @app.command()
@@ -24,6 +37,11 @@ def show(
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    hf_config: HfConfigOpt = None,
+    no_hf_config: NoHfConfigOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -33,11 +51,13 @@ def show(
     """
     view = output_context(fmt, quiet, verbose)
     from ..analyses.show import show as show_entry
-    from ..load import load_checkpoint
+    from ..open import open_checkpoint
     from ..render import render
 
+    # The same evidence inspect uses (a config.json beside the file, --model, --hf-config): one kind per entry.
+    choice = model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config)
     with local_input(path) as local:
-        ck = load_checkpoint(local, key=key, strip_prefix=tuple(strip_prefix or ()))
+        ck = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ())).checkpoint
         result = show_entry(ck, name, bins=bins, first=first, extreme=extremes)
         render(result, view)
     exit_with(result.exit_code)
