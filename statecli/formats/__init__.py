@@ -130,7 +130,10 @@ def sniff(head: bytes) -> str:
             return what
     if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head[:512]):
         return "text"
-    return "unknown format: not a torch.save zip, legacy torch file, safetensors or index"
+    from .registry import REGISTRY
+
+    # Named from the registry, so a new format is listed where it is read.
+    return f"unknown format: none of {', '.join(sorted({str(h.format) for h in REGISTRY}))}"
 
 
 def detect_format(path: str, head: bytes) -> Format:

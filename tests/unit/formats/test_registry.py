@@ -120,3 +120,11 @@ def test_a_zip_that_is_not_a_checkpoint_still_has_its_npy_payload_refused(tmp_pa
     np.savez(f, a=np.array([1, "x"], dtype=object))
     r = scan(str(f))
     assert r.format is Format.NUMPY_NPZ and r.pickles >= 1
+
+
+def test_an_unknown_file_is_told_every_format_statecli_reads() -> None:
+    from statecli.formats import sniff
+    from statecli.formats.registry import REGISTRY
+
+    said = sniff(b"\x07\xfe" + bytes(range(200)))
+    assert said.startswith("unknown format") and all(str(h.format) in said for h in REGISTRY)
