@@ -62,7 +62,8 @@ def _header(con: Any, r: InspectResult) -> None:
     others = [c for c in ck.containers if c.role != Role.MODEL and c.name != ck.container_name]
     if others:
         con.print(Text("other containers: " + ", ".join(
-            f"{escape(c.name)} ({c.role}, {plural(c.tensors, 'tensor')}, {plural(c.entries - c.tensors, 'value')})" for c in others)))
+            f"{escape(c.name)} ({c.role}, {plural(c.tensors, 'tensor')}, "
+            f"{plural(c.entries - c.tensors, 'value')})" for c in others)))
 
 
 def _tables(con: Any, r: InspectResult) -> None:

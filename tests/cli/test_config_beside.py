@@ -121,7 +121,8 @@ def test_show_takes_the_same_evidence_as_inspect(detr: tuple[Path, int]) -> None
     weights = str(detr[0] / "model.safetensors")
     name = json.loads(runner.invoke(app, ["inspect", weights, "-f", "json"]).stdout)["entries"][0]["name"]
     seen = json.loads(runner.invoke(app, ["show", weights, name, "-f", "json"]).stdout)["entry"]["evidence"]
-    listed = {e["name"]: e["evidence"] for e in json.loads(runner.invoke(app, ["inspect", weights, "-f", "json"]).stdout)["entries"]}
+    listing = json.loads(runner.invoke(app, ["inspect", weights, "-f", "json"]).stdout)["entries"]
+    listed = {e["name"]: e["evidence"] for e in listing}
     assert seen == listed[name] and seen.startswith("model definition")
     blind = json.loads(runner.invoke(app, ["show", weights, name, "-f", "json", "--no-hf-config"]).stdout)["entry"]
     assert blind["evidence"].startswith("inferred")
