@@ -12,14 +12,20 @@ import mmap
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import BadInput, UnsafeContent
 from ..pickle.pickles import Findings, GlobalRef
-from ..state import Evidence, Format, Kind, Source, TensorInfo, Verdict
+from ..state import Checkpoint, Evidence, Format, Kind, Source, TensorInfo, Verdict
 from ..units import itemsize
 from ._common import RawCheckpoint, open_regular
 from .handler import BaseHandler
+from .onnxvalues import VARINT_FIELDS, Packed
+
+if TYPE_CHECKING:
+    from ..io.values import ValueReader
 
 HINT = "refusing the model; its external data would be read from outside its folder (statecli scan lists it)"
 # onnx.TensorProto.DataType -> torch dtype name (None: no torch dtype; listed, values not read)
@@ -27,7 +33,8 @@ _DTYPES: dict[int, str | None] = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: None, 9: "bool",
     10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
     17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz"}
-_IN_PLACE = {4: 1, 10: 11}  # packed float_data of FLOAT, double_data of DOUBLE: the bytes as stored
+# packed float_data of FLOAT/COMPLEX64, double_data of DOUBLE/COMPLEX128: the bytes as stored
+_IN_PLACE = {4: frozenset({1, 14}), 10: frozenset({11, 15})}
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
 MAX_DEPTH = 64  # subgraphs (If/Loop bodies) nested deeper than any exporter writes
 
@@ -51,6 +58,7 @@ class Model:
     functions: set[str] = field(default_factory=set)  # domains of the model's own local functions
     problems: list[str] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)  # initializers with no value statecli reads (strings)
+    packed: dict[str, Packed] = field(default_factory=dict)  # varint-packed values (onnxvalues decodes them)
 
 
 class _Wire:
@@ -191,7 +199,7 @@ def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None
             dtype_no = p
         elif num == 8 and wt == 2:
             name = w.text(p, n)
-        elif num in (9, *_IN_PLACE) and wt == 2:
+        elif (num == 9 or num in _IN_PLACE or num in VARINT_FIELDS) and wt == 2:
             data = (num, p, n)
         elif num == 13 and wt == 2:
             kv = {k: v for k, v in _pairs(w, p, p + n)}
@@ -212,12 +220,27 @@ def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None
     if location == 1:
         refs = {k: v for kv in ext for k, v in kv.items()}
         source, offset = _external(w.path, name, refs, nbytes, model)
-    elif data is not None and (data[0] == 9 or _IN_PLACE.get(data[0]) == dtype_no):
-        if data[2] != nbytes:
-            raise w.bad(f"initializer {name!r} holds {data[2]} bytes, its {list(shape)} x {dtype} needs {nbytes}")
-        offset = data[1]
+    elif data is not None:
+        offset = _stored(w, name, dtype_no, data, shape, nbytes, model)
     model.tensors[name] = TensorInfo(dtype=dtype, shape=shape, source=source, data_offset=offset,
-                                     storage_nbytes=nbytes)
+                                     storage_nbytes=nbytes, storage_key=name)
+
+
+def _stored(w: _Wire, name: str, dtype_no: int, data: tuple[int, int, int], shape: tuple[int, ...], nbytes: int,
+            model: Model) -> int | None:
+    """The in-place offset of an initializer's values (raw_data, packed float/double), or None: values
+    packed as varints are recorded for onnxvalues to decode (1 to 10 bytes each: checked here)."""
+    num, pos, n = data
+    if num == 9 or dtype_no in _IN_PLACE.get(num, ()):
+        if n != nbytes:
+            raise w.bad(f"initializer {name!r} holds {n} bytes, its {list(shape)} x {_DTYPES[dtype_no]} needs {nbytes}")
+        return pos
+    count = math.prod(shape)
+    if num in VARINT_FIELDS and not count <= n <= 10 * count:
+        raise w.bad(f"initializer {name!r} holds {n} bytes of varints, its {list(shape)} needs {count} values")
+    if num in VARINT_FIELDS:
+        model.packed[name] = Packed(w.path, pos, n)
+    return None
 
 
 def _pairs(w: _Wire, pos: int, end: int) -> Iterator[tuple[str, str]]:
@@ -311,6 +334,11 @@ class OnnxHandler(BaseHandler):
     def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
         scan(source, findings)
         return Format.ONNX
+
+    def values(self, ck: Checkpoint) -> AbstractContextManager[ValueReader]:
+        from .onnxvalues import onnx_reader
+
+        return onnx_reader(ck, read_model(ck.path).packed)
 
 
 HANDLER = OnnxHandler()
