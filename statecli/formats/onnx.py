@@ -20,6 +20,7 @@ from ..errors import BadInput, UnsafeContent
 from ..pickle.pickles import Findings, GlobalRef
 from ..state import Checkpoint, Evidence, Format, Kind, Source, TensorInfo, Verdict
 from ..units import itemsize
+from ..vocab import Layout
 from ._common import RawCheckpoint, open_regular
 from .handler import BaseHandler
 from .onnxvalues import VARINT_FIELDS, Packed
@@ -59,6 +60,7 @@ class Model:
     problems: list[str] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)  # initializers with no value statecli reads (strings)
     packed: dict[str, Packed] = field(default_factory=dict)  # varint-packed values (onnxvalues decodes them)
+    sparse: dict[str, str] = field(default_factory=dict)  # sparse initializers: their values/indices shapes
 
 
 class _Wire:
@@ -153,6 +155,8 @@ def _graph(w: _Wire, pos: int, end: int, model: Model, scope: str, depth: int) -
     for num, wt, p, n in w.fields(pos, end):
         if num == 5 and wt == 2:
             _initializer(w, p, p + n, model, scope)
+        elif num == 15 and wt == 2:
+            _sparse(w, p, p + n, model, scope)
         elif num == 1 and wt == 2:
             _node(w, p, p + n, model, scope, depth)
 
@@ -183,18 +187,57 @@ def _node(w: _Wire, pos: int, end: int, model: Model, scope: str, depth: int) ->
     model.domains.add(domain or "ai.onnx")
 
 
+def _ints(w: _Wire, wt: int, p: int, n: int, into: list[int]) -> None:
+    """A repeated int64 field's values (one varint, or a packed run) appended to `into`."""
+    if wt == 0:
+        into.append(p)
+    elif wt == 2:
+        q = p
+        while q < p + n:
+            d, q = w.varint(q, p + n)
+            into.append(d)
+
+
+def _check_shape(w: _Wire, name: str, dims: list[int]) -> None:
+    if any(d >= 1 << 62 for d in dims) or math.prod(dims) >= 1 << 60:  # past any file: only a hostile model
+        raise w.bad(f"initializer {name!r} declares an impossible shape")
+
+
+def _sparse(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None:
+    """A SparseTensorProto: listed with its dense shape, layout sparse_coo and the bytes of its values and
+    indices (COO: indices [NNZ, rank] or linearised [NNZ]); its values are not read."""
+    parts: dict[int, tuple[str, TensorInfo]] = {}
+    dims: list[int] = []
+    for num, wt, p, n in w.fields(pos, end):
+        if num in (1, 2) and wt == 2:
+            sub = Model()
+            _initializer(w, p, p + n, sub, "")
+            model.problems += sub.problems
+            if sub.tensors:
+                parts[num] = next(iter(sub.tensors.items()))
+            model.unread += sub.unread
+        elif num == 3:
+            _ints(w, wt, p, n, dims)
+    if 1 not in parts or 2 not in parts:
+        return  # a string-typed sparse tensor: in `unread` already
+    (name, values), (_, indices) = parts[1], parts[2]
+    name = scope + name
+    _check_shape(w, name, dims)
+    nnz = values.shape[0] if len(values.shape) == 1 else -1
+    if nnz < 0 or indices.shape not in ((nnz,), (nnz, len(dims))):
+        raise w.bad(f"sparse initializer {name!r}: values {list(values.shape)} and indices {list(indices.shape)} "
+                    f"do not describe a {list(dims)} tensor")
+    model.tensors[name] = TensorInfo(dtype=values.dtype, shape=tuple(dims), layout=Layout.SPARSE_COO, source=w.path,
+                                     stored_nbytes=values.nbytes + indices.nbytes, storage_key=name)
+    model.sparse[name] = f"values {list(values.shape)}, indices {list(indices.shape)}"
+
+
 def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None:
     dims: list[int] = []
     dtype_no, name, data, ext, location = 0, "", None, [], 0
     for num, wt, p, n in w.fields(pos, end):
         if num == 1:
-            if wt == 0:
-                dims.append(p)
-            elif wt == 2:
-                q = p
-                while q < p + n:
-                    d, q = w.varint(q, p + n)
-                    dims.append(d)
+            _ints(w, wt, p, n, dims)
         elif num == 2 and wt == 0:
             dtype_no = p
         elif num == 8 and wt == 2:
@@ -207,8 +250,7 @@ def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None
         elif num == 14 and wt == 0:
             location = p
     name = scope + name
-    if any(d >= 1 << 62 for d in dims) or math.prod(dims) >= 1 << 60:  # past any file: only a hostile model
-        raise w.bad(f"initializer {name!r} declares an impossible shape")
+    _check_shape(w, name, dims)
     dtype = _DTYPES.get(dtype_no)
     if dtype is None:
         model.unread.append(name)
@@ -293,6 +335,8 @@ def read(path: str) -> RawCheckpoint:
     raw.kinds = {n: (Kind.INITIALIZER, Evidence(Source.ONNX)) for n in model.tensors}
     raw.metadata = {"opsets": ", ".join(f"{d} {v}" for d, v in sorted(model.opsets.items())),
                     "op domains": ", ".join(sorted(model.domains))}
+    if model.sparse:
+        raw.metadata["sparse initializers"] = "; ".join(f"{n}: {v}" for n, v in model.sparse.items())
     if model.unread:
         raw.warnings.append(f"{len(model.unread)} initializer(s) of a type statecli does not read (strings, 4-bit): "
                             + ", ".join(model.unread[:3]))

@@ -305,3 +305,46 @@ def test_packed_varints_of_the_wrong_count_are_one_line(tmp_path: Path, vals: li
     r = runner.invoke(app, [cmd, str(path), *(["w"] if cmd == "show" else [])])
     assert r.exit_code == 2 and "Traceback" not in r.output and "v.onnx" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1 and "varints" in r.output
+
+
+def _sparse_model(path: Path, indices: np.ndarray, location: str | None = None) -> onnx.ModelProto:
+    values = numpy_helper.from_array(np.array([1.5, -2.0, 3.0], np.float32), "sp")
+    if location is not None:
+        for key, value in (("location", location), ("offset", "0"), ("length", "12")):
+            e = values.external_data.add()
+            e.key, e.value = key, value
+        values.data_location = onnx.TensorProto.EXTERNAL
+        values.ClearField("raw_data")
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(indices, "sp_idx"), [5, 4])
+    graph = helper.make_graph([], "g", [], [], initializer=[numpy_helper.from_array(np.ones(2, np.float32), "dense")],
+                              sparse_initializer=[sparse])
+    model = helper.make_model(graph)
+    path.write_bytes(model.SerializeToString())
+    return model
+
+
+@pytest.mark.parametrize("indices", [np.array([[0, 1], [2, 3], [4, 0]], np.int64), np.array([1, 11, 16], np.int64)])
+def test_sparse_initializers_are_listed(tmp_path: Path, indices: np.ndarray) -> None:
+    path = tmp_path / "s.onnx"
+    model = _sparse_model(path, indices)
+    ck = load_checkpoint(str(path))
+    got = {e.name: e for e in ck.entries}
+    for sp in model.graph.sparse_initializer:
+        values, idx = numpy_helper.to_array(sp.values), numpy_helper.to_array(sp.indices)
+        t = got[sp.values.name].tensor
+        assert t is not None and got[sp.values.name].kind is Kind.INITIALIZER
+        assert (t.dtype, t.shape, t.layout) == (str(values.dtype), tuple(sp.dims), "sparse_coo")
+        assert t.nbytes == values.nbytes + idx.nbytes
+        assert f"values {list(values.shape)}, indices {list(idx.shape)}" in ck.metadata["sparse initializers"]
+    r = runner.invoke(app, ["inspect", str(path), "--stats"])
+    assert r.exit_code == 0 and "sparse_coo" in r.output, r.output
+
+
+def test_hostile_sparse_initializers(tmp_path: Path) -> None:
+    path = tmp_path / "s.onnx"
+    _sparse_model(path, np.array([[0, 1], [2, 3]], np.int64))  # 2 indices for 3 values
+    r = runner.invoke(app, ["inspect", str(path)])
+    assert r.exit_code == 2 and "sparse initializer 'sp'" in r.output and "Traceback" not in r.output, r.output
+    _sparse_model(path, np.array([0, 1, 2], np.int64), location="../outside.bin")
+    r = runner.invoke(app, ["inspect", str(path)])
+    assert r.exit_code == 3 and "outside the model's folder" in r.output, r.output
