@@ -3,7 +3,8 @@ a second and reads every weight byte), walking ModelProto -> GraphProto -> Tenso
 skipping the weight bytes. Initializers are listed with dtype and shape; their values are read in place
 (raw_data, packed float/double data) or from external data files, whose references are checked against
 the model's folder before anything is read: an absolute path, `..`, a link leaving the folder or a range
-past the file is a finding (exit 3), and such a file is never opened."""
+past the file is a finding (exit 3), and such a file is never opened. A remote model is walked the same way
+over blocks fetched by range requests: the weight bytes the walk skips are never requested."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, UnsafeContent
+from ..io.source import Source as ByteSource
+from ..io.source import open_source
+from ..io.urls import is_remote
 from ..pickle.pickles import Findings, GlobalRef
 from ..state import Checkpoint, Evidence, Format, Kind, Source, TensorInfo, Verdict
 from ..units import itemsize
@@ -66,7 +70,7 @@ class Model:
 class _Wire:
     """Protobuf wire format over a read-only map of the file: only the bytes of headers are touched."""
 
-    def __init__(self, buf: mmap.mmap | bytes, path: str) -> None:
+    def __init__(self, buf: mmap.mmap | bytes | _Paged, path: str) -> None:
         self.buf, self.path = buf, path
 
     def bad(self, what: str) -> BadInput:
@@ -115,27 +119,57 @@ class _Wire:
         return bytes(self.buf[pos:pos + n]).decode("utf-8", "replace")
 
 
+class _Paged:
+    """A remote model's bytes as `_Wire` indexes them, fetched in aligned blocks by range requests on
+    first touch: the walk reads headers only, so the weight bytes it skips are never requested."""
+
+    BLOCK = 64 << 10
+
+    def __init__(self, src: ByteSource) -> None:
+        self.src = src
+        self.blocks: dict[int, bytes] = {}
+
+    def _block(self, no: int) -> bytes:
+        got = self.blocks.get(no)
+        if got is None:
+            start = no * self.BLOCK
+            got = self.blocks[no] = self.src.pread(start, min(self.BLOCK, self.src.size - start))
+        return got
+
+    def __getitem__(self, key: int | slice) -> Any:
+        if isinstance(key, int):
+            return self._block(key // self.BLOCK)[key % self.BLOCK]
+        lo, hi = key.start, min(key.stop, self.src.size)
+        return b"".join(self._block(no)[max(lo - no * self.BLOCK, 0):hi - no * self.BLOCK]
+                        for no in range(lo // self.BLOCK, -(-hi // self.BLOCK)))
+
+
 def read_model(path: str) -> Model:
+    if is_remote(path):
+        with open_source(path) as src:
+            if src.size == 0:
+                raise BadInput(path, "empty file")
+            return _walk(_Wire(_Paged(src), path), src.size)
     with open_regular(path) as f:
         size = f.seek(0, 2)
         if size == 0:
             raise BadInput(path, "empty file")
-        try:
-            buf: mmap.mmap | bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError, AttributeError):
-            buf = f.read()  # a remote file: read whole (no map)
-    w, model = _Wire(buf, path), Model()
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        for num, wt, pos, n in w.fields(0, size):
-            if num == 8 and wt == 2:
-                _opset(w, pos, pos + n, model)
-            elif num == 7 and wt == 2:
-                _graph(w, pos, pos + n, model, "", 0)
-            elif num == 25 and wt == 2:  # a local function: its nodes' domains are loaded as well
-                _function(w, pos, pos + n, model)
+        return _walk(_Wire(buf, path), size)
     finally:
-        if isinstance(buf, mmap.mmap):
-            buf.close()
+        buf.close()
+
+
+def _walk(w: _Wire, size: int) -> Model:
+    model = Model()
+    for num, wt, pos, n in w.fields(0, size):
+        if num == 8 and wt == 2:
+            _opset(w, pos, pos + n, model)
+        elif num == 7 and wt == 2:
+            _graph(w, pos, pos + n, model, "", 0)
+        elif num == 25 and wt == 2:  # a local function: its nodes' domains are loaded as well
+            _function(w, pos, pos + n, model)
     return model
 
 
