@@ -342,6 +342,9 @@ def _external(path: str, name: str, refs: dict[str, str], nbytes: int, model: Mo
     if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
         model.problems.append(f"initializer {name!r}: external data location {loc!r} is outside the model's folder")
         return None, None
+    if is_remote(path):  # the model's folder is not a local one: nothing to check a link or a size against
+        raise BadInput(path, f"initializer {name!r}: external data {loc!r} of a remote model is not read; "
+                             "download the model with its data files and inspect the local copy")
     target = os.path.join(folder, *parts)
     real = os.path.realpath(target)
     if os.path.commonpath([real, os.path.realpath(folder)]) != os.path.realpath(folder):

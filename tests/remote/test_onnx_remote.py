@@ -52,3 +52,19 @@ def test_remote_onnx_reads_headers_by_ranges(http: RangeServer, http_root: Path)
         stats = json.loads(r.output)["entry"]["stats"]
         assert stats["max"] == pytest.approx(float(want[name].max()))
         assert stats["min"] == pytest.approx(float(want[name].min()))
+
+
+@pytest.mark.parametrize("location,code", [("w.bin", 2), ("../w.bin", 3)])
+def test_remote_external_data_is_named_not_read(http: RangeServer, http_root: Path, location: str, code: int) -> None:
+    t = helper.make_tensor("w", onnx.TensorProto.FLOAT, [4], [0.0] * 4)
+    t.ClearField("float_data")
+    t.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        e = t.external_data.add()
+        e.key, e.value = key, value
+    (http_root / "ext.onnx").write_bytes(helper.make_model(helper.make_graph([], "g", [], [], [t])).SerializeToString())
+    (http_root / "w.bin").write_bytes(bytes(16))
+    r = runner.invoke(app, ["inspect", http.url("ext.onnx")])
+    assert r.exit_code == code and len(r.output.strip().splitlines()) == 1, r.output
+    assert ("remote model is not read" in r.output) is (code == 2)
+    assert not any("w.bin" in q for q in map(str, http.log.requests))
