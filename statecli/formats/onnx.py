@@ -3,7 +3,8 @@ a second and reads every weight byte), walking ModelProto -> GraphProto -> Tenso
 skipping the weight bytes. Initializers are listed with dtype and shape; their values are read in place
 (raw_data, packed float/double data) or from external data files, whose references are checked against
 the model's folder before anything is read: an absolute path, `..`, a link leaving the folder or a range
-past the file is a finding (exit 3), and such a file is never opened."""
+past the file is a finding (exit 3), and such a file is never opened. A remote model is walked the same way
+over blocks fetched by range requests: the weight bytes the walk skips are never requested."""
 
 from __future__ import annotations
 
@@ -12,14 +13,24 @@ import mmap
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, UnsafeContent
+from ..io.source import Source as ByteSource
+from ..io.source import open_source
+from ..io.urls import is_remote
 from ..pickle.pickles import Findings, GlobalRef
-from ..state import Evidence, Format, Kind, Source, TensorInfo, Verdict
+from ..state import Checkpoint, Evidence, Format, Kind, Source, TensorInfo, Verdict
 from ..units import itemsize
+from ..vocab import Layout
 from ._common import RawCheckpoint, open_regular
 from .handler import BaseHandler
+from .onnxvalues import VARINT_FIELDS, Packed
+
+if TYPE_CHECKING:
+    from ..io.values import ValueReader
 
 HINT = "refusing the model; its external data would be read from outside its folder (statecli scan lists it)"
 # onnx.TensorProto.DataType -> torch dtype name (None: no torch dtype; listed, values not read)
@@ -27,7 +38,8 @@ _DTYPES: dict[int, str | None] = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: None, 9: "bool",
     10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
     17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz"}
-_IN_PLACE = {4: 1, 10: 11}  # packed float_data of FLOAT, double_data of DOUBLE: the bytes as stored
+# packed float_data of FLOAT/COMPLEX64, double_data of DOUBLE/COMPLEX128: the bytes as stored
+_IN_PLACE = {4: frozenset({1, 14}), 10: frozenset({11, 15})}
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
 MAX_DEPTH = 64  # subgraphs (If/Loop bodies) nested deeper than any exporter writes
 
@@ -51,12 +63,14 @@ class Model:
     functions: set[str] = field(default_factory=set)  # domains of the model's own local functions
     problems: list[str] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)  # initializers with no value statecli reads (strings)
+    packed: dict[str, Packed] = field(default_factory=dict)  # varint-packed values (onnxvalues decodes them)
+    sparse: dict[str, str] = field(default_factory=dict)  # sparse initializers: their values/indices shapes
 
 
 class _Wire:
     """Protobuf wire format over a read-only map of the file: only the bytes of headers are touched."""
 
-    def __init__(self, buf: mmap.mmap | bytes, path: str) -> None:
+    def __init__(self, buf: mmap.mmap | bytes | _Paged, path: str) -> None:
         self.buf, self.path = buf, path
 
     def bad(self, what: str) -> BadInput:
@@ -105,27 +119,57 @@ class _Wire:
         return bytes(self.buf[pos:pos + n]).decode("utf-8", "replace")
 
 
+class _Paged:
+    """A remote model's bytes as `_Wire` indexes them, fetched in aligned blocks by range requests on
+    first touch: the walk reads headers only, so the weight bytes it skips are never requested."""
+
+    BLOCK = 64 << 10
+
+    def __init__(self, src: ByteSource) -> None:
+        self.src = src
+        self.blocks: dict[int, bytes] = {}
+
+    def _block(self, no: int) -> bytes:
+        got = self.blocks.get(no)
+        if got is None:
+            start = no * self.BLOCK
+            got = self.blocks[no] = self.src.pread(start, min(self.BLOCK, self.src.size - start))
+        return got
+
+    def __getitem__(self, key: int | slice) -> Any:
+        if isinstance(key, int):
+            return self._block(key // self.BLOCK)[key % self.BLOCK]
+        lo, hi = key.start, min(key.stop, self.src.size)
+        return b"".join(self._block(no)[max(lo - no * self.BLOCK, 0):hi - no * self.BLOCK]
+                        for no in range(lo // self.BLOCK, -(-hi // self.BLOCK)))
+
+
 def read_model(path: str) -> Model:
+    if is_remote(path):
+        with open_source(path) as src:
+            if src.size == 0:
+                raise BadInput(path, "empty file")
+            return _walk(_Wire(_Paged(src), path), src.size)
     with open_regular(path) as f:
         size = f.seek(0, 2)
         if size == 0:
             raise BadInput(path, "empty file")
-        try:
-            buf: mmap.mmap | bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError, AttributeError):
-            buf = f.read()  # a remote file: read whole (no map)
-    w, model = _Wire(buf, path), Model()
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        for num, wt, pos, n in w.fields(0, size):
-            if num == 8 and wt == 2:
-                _opset(w, pos, pos + n, model)
-            elif num == 7 and wt == 2:
-                _graph(w, pos, pos + n, model, "", 0)
-            elif num == 25 and wt == 2:  # a local function: its nodes' domains are loaded as well
-                _function(w, pos, pos + n, model)
+        return _walk(_Wire(buf, path), size)
     finally:
-        if isinstance(buf, mmap.mmap):
-            buf.close()
+        buf.close()
+
+
+def _walk(w: _Wire, size: int) -> Model:
+    model = Model()
+    for num, wt, pos, n in w.fields(0, size):
+        if num == 8 and wt == 2:
+            _opset(w, pos, pos + n, model)
+        elif num == 7 and wt == 2:
+            _graph(w, pos, pos + n, model, "", 0)
+        elif num == 25 and wt == 2:  # a local function: its nodes' domains are loaded as well
+            _function(w, pos, pos + n, model)
     return model
 
 
@@ -145,6 +189,8 @@ def _graph(w: _Wire, pos: int, end: int, model: Model, scope: str, depth: int) -
     for num, wt, p, n in w.fields(pos, end):
         if num == 5 and wt == 2:
             _initializer(w, p, p + n, model, scope)
+        elif num == 15 and wt == 2:
+            _sparse(w, p, p + n, model, scope)
         elif num == 1 and wt == 2:
             _node(w, p, p + n, model, scope, depth)
 
@@ -175,23 +221,62 @@ def _node(w: _Wire, pos: int, end: int, model: Model, scope: str, depth: int) ->
     model.domains.add(domain or "ai.onnx")
 
 
+def _ints(w: _Wire, wt: int, p: int, n: int, into: list[int]) -> None:
+    """A repeated int64 field's values (one varint, or a packed run) appended to `into`."""
+    if wt == 0:
+        into.append(p)
+    elif wt == 2:
+        q = p
+        while q < p + n:
+            d, q = w.varint(q, p + n)
+            into.append(d)
+
+
+def _check_shape(w: _Wire, name: str, dims: list[int]) -> None:
+    if any(d >= 1 << 62 for d in dims) or math.prod(dims) >= 1 << 60:  # past any file: only a hostile model
+        raise w.bad(f"initializer {name!r} declares an impossible shape")
+
+
+def _sparse(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None:
+    """A SparseTensorProto: listed with its dense shape, layout sparse_coo and the bytes of its values and
+    indices (COO: indices [NNZ, rank] or linearised [NNZ]); its values are not read."""
+    parts: dict[int, tuple[str, TensorInfo]] = {}
+    dims: list[int] = []
+    for num, wt, p, n in w.fields(pos, end):
+        if num in (1, 2) and wt == 2:
+            sub = Model()
+            _initializer(w, p, p + n, sub, "")
+            model.problems += sub.problems
+            if sub.tensors:
+                parts[num] = next(iter(sub.tensors.items()))
+            model.unread += sub.unread
+        elif num == 3:
+            _ints(w, wt, p, n, dims)
+    if 1 not in parts or 2 not in parts:
+        return  # a string-typed sparse tensor: in `unread` already
+    (name, values), (_, indices) = parts[1], parts[2]
+    name = scope + name
+    _check_shape(w, name, dims)
+    nnz = values.shape[0] if len(values.shape) == 1 else -1
+    if nnz < 0 or indices.shape not in ((nnz,), (nnz, len(dims))):
+        raise w.bad(f"sparse initializer {name!r}: values {list(values.shape)} and indices {list(indices.shape)} "
+                    f"do not describe a {list(dims)} tensor")
+    model.tensors[name] = TensorInfo(dtype=values.dtype, shape=tuple(dims), layout=Layout.SPARSE_COO, source=w.path,
+                                     stored_nbytes=values.nbytes + indices.nbytes, storage_key=name)
+    model.sparse[name] = f"values {list(values.shape)}, indices {list(indices.shape)}"
+
+
 def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None:
     dims: list[int] = []
     dtype_no, name, data, ext, location = 0, "", None, [], 0
     for num, wt, p, n in w.fields(pos, end):
         if num == 1:
-            if wt == 0:
-                dims.append(p)
-            elif wt == 2:
-                q = p
-                while q < p + n:
-                    d, q = w.varint(q, p + n)
-                    dims.append(d)
+            _ints(w, wt, p, n, dims)
         elif num == 2 and wt == 0:
             dtype_no = p
         elif num == 8 and wt == 2:
             name = w.text(p, n)
-        elif num in (9, *_IN_PLACE) and wt == 2:
+        elif (num == 9 or num in _IN_PLACE or num in VARINT_FIELDS) and wt == 2:
             data = (num, p, n)
         elif num == 13 and wt == 2:
             kv = {k: v for k, v in _pairs(w, p, p + n)}
@@ -199,8 +284,7 @@ def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None
         elif num == 14 and wt == 0:
             location = p
     name = scope + name
-    if any(d >= 1 << 62 for d in dims) or math.prod(dims) >= 1 << 60:  # past any file: only a hostile model
-        raise w.bad(f"initializer {name!r} declares an impossible shape")
+    _check_shape(w, name, dims)
     dtype = _DTYPES.get(dtype_no)
     if dtype is None:
         model.unread.append(name)
@@ -212,12 +296,27 @@ def _initializer(w: _Wire, pos: int, end: int, model: Model, scope: str) -> None
     if location == 1:
         refs = {k: v for kv in ext for k, v in kv.items()}
         source, offset = _external(w.path, name, refs, nbytes, model)
-    elif data is not None and (data[0] == 9 or _IN_PLACE.get(data[0]) == dtype_no):
-        if data[2] != nbytes:
-            raise w.bad(f"initializer {name!r} holds {data[2]} bytes, its {list(shape)} x {dtype} needs {nbytes}")
-        offset = data[1]
+    elif data is not None:
+        offset = _stored(w, name, dtype_no, data, shape, nbytes, model)
     model.tensors[name] = TensorInfo(dtype=dtype, shape=shape, source=source, data_offset=offset,
-                                     storage_nbytes=nbytes)
+                                     storage_nbytes=nbytes, storage_key=name)
+
+
+def _stored(w: _Wire, name: str, dtype_no: int, data: tuple[int, int, int], shape: tuple[int, ...], nbytes: int,
+            model: Model) -> int | None:
+    """The in-place offset of an initializer's values (raw_data, packed float/double), or None: values
+    packed as varints are recorded for onnxvalues to decode (1 to 10 bytes each: checked here)."""
+    num, pos, n = data
+    if num == 9 or dtype_no in _IN_PLACE.get(num, ()):
+        if n != nbytes:
+            raise w.bad(f"initializer {name!r} holds {n} bytes, its {list(shape)} x {_DTYPES[dtype_no]} needs {nbytes}")
+        return pos
+    count = math.prod(shape)
+    if num in VARINT_FIELDS and not count <= n <= 10 * count:
+        raise w.bad(f"initializer {name!r} holds {n} bytes of varints, its {list(shape)} needs {count} values")
+    if num in VARINT_FIELDS:
+        model.packed[name] = Packed(w.path, pos, n)
+    return None
 
 
 def _pairs(w: _Wire, pos: int, end: int) -> Iterator[tuple[str, str]]:
@@ -243,6 +342,9 @@ def _external(path: str, name: str, refs: dict[str, str], nbytes: int, model: Mo
     if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
         model.problems.append(f"initializer {name!r}: external data location {loc!r} is outside the model's folder")
         return None, None
+    if is_remote(path):  # the model's folder is not a local one: nothing to check a link or a size against
+        raise BadInput(path, f"initializer {name!r}: external data {loc!r} of a remote model is not read; "
+                             "download the model with its data files and inspect the local copy")
     target = os.path.join(folder, *parts)
     real = os.path.realpath(target)
     if os.path.commonpath([real, os.path.realpath(folder)]) != os.path.realpath(folder):
@@ -270,6 +372,8 @@ def read(path: str) -> RawCheckpoint:
     raw.kinds = {n: (Kind.INITIALIZER, Evidence(Source.ONNX)) for n in model.tensors}
     raw.metadata = {"opsets": ", ".join(f"{d} {v}" for d, v in sorted(model.opsets.items())),
                     "op domains": ", ".join(sorted(model.domains))}
+    if model.sparse:
+        raw.metadata["sparse initializers"] = "; ".join(f"{n}: {v}" for n, v in model.sparse.items())
     if model.unread:
         raw.warnings.append(f"{len(model.unread)} initializer(s) of a type statecli does not read (strings, 4-bit): "
                             + ", ".join(model.unread[:3]))
@@ -311,6 +415,11 @@ class OnnxHandler(BaseHandler):
     def scan(self, source: str, findings: Findings, verify_crc: bool = True) -> Format:
         scan(source, findings)
         return Format.ONNX
+
+    def values(self, ck: Checkpoint) -> AbstractContextManager[ValueReader]:
+        from .onnxvalues import onnx_reader
+
+        return onnx_reader(ck, read_model(ck.path).packed)
 
 
 HANDLER = OnnxHandler()

@@ -106,6 +106,15 @@ class Source:
     def pread(self, offset: int, n: int) -> bytes:
         raise NotImplementedError
 
+    def span(self, offset: int, n: int, what: str) -> bytearray:
+        """`n` bytes at `offset` in requests of at most MAX_RANGE; `what` runs past the end: BadInput."""
+        if offset < 0 or offset + n > self.size:
+            raise BadInput(self.name, f"{what} at byte {offset} runs past the end of the file")
+        out = bytearray()
+        for off in range(offset, offset + n, MAX_RANGE):
+            out += self.pread(off, min(MAX_RANGE, offset + n - off))
+        return out
+
     def close(self) -> None:
         pass
 

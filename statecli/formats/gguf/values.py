@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ...errors import BadInput
 from ...extras import missing_extra
-from ...io.source import MAX_RANGE, Source, open_source
+from ...io.source import Source, open_source
 from ...state import Checkpoint, TensorInfo
 from ...vocab import Layout
 from .types import by_name
@@ -93,12 +93,7 @@ class Dequantizing:
         src = self._sources.get(path)
         if src is None:
             src = self._sources[path] = open_source(path)
-        if offset + n > src.size:
-            raise BadInput(path, f"tensor data at byte {offset} runs past the end of the file")
-        out = bytearray()
-        for off in range(offset, offset + n, MAX_RANGE):
-            out += src.pread(off, min(MAX_RANGE, offset + n - off))
-        return out
+        return src.span(offset, n, "tensor data")
 
     def close(self) -> None:
         for src in self._sources.values():

@@ -245,3 +245,106 @@ def test_read_commands_on_an_onnx_model(tmp_path: Path, cmd: list[str]) -> None:
     want = numpy_helper.to_array(next(i for i in onnx.load(str(path)).graph.initializer if i.name == "3.bias"))
     if cmd[0] == "show":
         assert f"{float(want.max()):.4g}"[:5] in r.output
+
+
+_TYPED = [("f", onnx.TensorProto.FLOAT, [0.5, -1.25, 3.0, 2.0, 1e-3, 7.0]),
+          ("d", onnx.TensorProto.DOUBLE, [0.5, -1.25, 3.0, 2.0, 1e-300, 7.0]),
+          ("h", onnx.TensorProto.FLOAT16, np.array([0.5, -1.25, 3.0, 2.0, 1e-3, 7.0], np.float16)),
+          ("bf", onnx.TensorProto.BFLOAT16, [1.5, -2.0, 0.0, 3.25, 1e10, -1e-3]),
+          ("i8", onnx.TensorProto.INT8, [-128, 127, 0, -1, 5, 3]),
+          ("u8", onnx.TensorProto.UINT8, [0, 255, 7, 8, 9, 1]),
+          ("i16", onnx.TensorProto.INT16, [-32768, 32767, 0, -1, 5, 3]),
+          ("i32", onnx.TensorProto.INT32, [-2**31, 2**31 - 1, 0, -1, 5, 3]),
+          ("i64", onnx.TensorProto.INT64, [-2**63, 2**63 - 1, 0, -1, 5, 3]),
+          ("u32", onnx.TensorProto.UINT32, [0, 2**32 - 1, 1, 2, 3, 4]),
+          ("u64", onnx.TensorProto.UINT64, [0, 2**64 - 1, 1, 2, 3, 4]),
+          ("b", onnx.TensorProto.BOOL, [True, False, True, True, False, False]),
+          ("c64", onnx.TensorProto.COMPLEX64, [1 + 2j, 3 - 4j, 0, 1j, 2, 3])]
+
+
+def _typed_model(path: Path, inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+    graph = helper.make_graph([], "g", [], [], initializer=inits)
+    model = helper.make_model(graph)
+    path.write_bytes(model.SerializeToString())
+    return model
+
+
+def test_typed_field_initializers_match_onnx(tmp_path: Path) -> None:
+    """float_data/double_data in place, int32_data (float16, bfloat16, int8..bool), int64_data and
+    uint64_data decoded from their packed varints: values equal to onnx's, read through the format's reader."""
+    from statecli.formats.registry import values_of
+
+    path = tmp_path / "typed.onnx"
+    model = _typed_model(path, [helper.make_tensor(n, t, [2, 3], v, raw=False) for n, t, v in _TYPED])
+    ck = load_checkpoint(str(path))
+    want = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    with values_of(ck) as reader:
+        for e in ck.entries:
+            assert e.tensor is not None and reader.reads_numpy(e.tensor), e.name
+            got = reader.array(e.tensor)
+            assert got.dtype == want[e.name].dtype
+            np.testing.assert_array_equal(got.view(np.uint8), want[e.name].view(np.uint8), err_msg=e.name)
+            np.testing.assert_array_equal(reader.read_flat(e.tensor, 2, 5).view(np.uint8),
+                                          want[e.name].reshape(-1)[2:5].view(np.uint8))
+    r = runner.invoke(app, ["show", str(path), "i64"])
+    assert r.exit_code == 0 and "9223372036854775807" in r.output.replace(",", "").replace(" ", ""), r.output
+    r = runner.invoke(app, ["inspect", str(path), "--stats", "-f", "json"])
+    assert r.exit_code == 0 and "not summarised" not in r.output and "does not read" not in r.output, r.output
+
+
+@pytest.mark.parametrize("vals,cmd", [
+    ([1, 2, 3], "inspect"),                 # 3 one-byte varints where the shape needs 6: refused with the metadata
+    ([1, 2, 3, 4, 5, 6, 7], "show"),        # 7 varints for 6 values: found when the values are decoded
+])
+def test_packed_varints_of_the_wrong_count_are_one_line(tmp_path: Path, vals: list[int], cmd: str) -> None:
+    t = helper.make_tensor("w", onnx.TensorProto.INT64, [6], [0] * 6, raw=False)
+    del t.int64_data[:]
+    t.int64_data.extend(vals)
+    path = tmp_path / "v.onnx"
+    _typed_model(path, [t])
+    r = runner.invoke(app, [cmd, str(path), *(["w"] if cmd == "show" else [])])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "v.onnx" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "varints" in r.output
+
+
+def _sparse_model(path: Path, indices: np.ndarray, location: str | None = None) -> onnx.ModelProto:
+    values = numpy_helper.from_array(np.array([1.5, -2.0, 3.0], np.float32), "sp")
+    if location is not None:
+        for key, value in (("location", location), ("offset", "0"), ("length", "12")):
+            e = values.external_data.add()
+            e.key, e.value = key, value
+        values.data_location = onnx.TensorProto.EXTERNAL
+        values.ClearField("raw_data")
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(indices, "sp_idx"), [5, 4])
+    graph = helper.make_graph([], "g", [], [], initializer=[numpy_helper.from_array(np.ones(2, np.float32), "dense")],
+                              sparse_initializer=[sparse])
+    model = helper.make_model(graph)
+    path.write_bytes(model.SerializeToString())
+    return model
+
+
+@pytest.mark.parametrize("indices", [np.array([[0, 1], [2, 3], [4, 0]], np.int64), np.array([1, 11, 16], np.int64)])
+def test_sparse_initializers_are_listed(tmp_path: Path, indices: np.ndarray) -> None:
+    path = tmp_path / "s.onnx"
+    model = _sparse_model(path, indices)
+    ck = load_checkpoint(str(path))
+    got = {e.name: e for e in ck.entries}
+    for sp in model.graph.sparse_initializer:
+        values, idx = numpy_helper.to_array(sp.values), numpy_helper.to_array(sp.indices)
+        t = got[sp.values.name].tensor
+        assert t is not None and got[sp.values.name].kind is Kind.INITIALIZER
+        assert (t.dtype, t.shape, t.layout) == (str(values.dtype), tuple(sp.dims), "sparse_coo")
+        assert t.nbytes == values.nbytes + idx.nbytes
+        assert f"values {list(values.shape)}, indices {list(idx.shape)}" in ck.metadata["sparse initializers"]
+    r = runner.invoke(app, ["inspect", str(path), "--stats"])
+    assert r.exit_code == 0 and "sparse_coo" in r.output, r.output
+
+
+def test_hostile_sparse_initializers(tmp_path: Path) -> None:
+    path = tmp_path / "s.onnx"
+    _sparse_model(path, np.array([[0, 1], [2, 3]], np.int64))  # 2 indices for 3 values
+    r = runner.invoke(app, ["inspect", str(path)])
+    assert r.exit_code == 2 and "sparse initializer 'sp'" in r.output and "Traceback" not in r.output, r.output
+    _sparse_model(path, np.array([0, 1, 2], np.int64), location="../outside.bin")
+    r = runner.invoke(app, ["inspect", str(path)])
+    assert r.exit_code == 3 and "outside the model's folder" in r.output, r.output
