@@ -129,7 +129,7 @@ def restore_aliases(ck: Checkpoint, mine: dict[str, Entry], other: list[Entry]) 
     """Keys the other side stores that `ck` leaves out but records as ties: added to `mine` as entries
     of the tensor they name, so they are compared (values, and storage sharing) like any key."""
     wanted = [e.name for e in other if e.name not in mine and e.group == "" and e.tensor is not None]
-    found = recorded_aliases(ck, wanted) if wanted else {}
+    found = recorded_aliases(ck, wanted, other) if wanted else {}
     for alias in found.values():
         if alias.target in mine:
             mine[alias.name] = alias_entry(alias, mine[alias.target])

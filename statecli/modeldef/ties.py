@@ -14,6 +14,8 @@ from ..state import Checkpoint, Entry, Format
 class AliasSource(enum.StrEnum):
     METADATA = "recorded in its safetensors metadata"
     HF_CONFIG = "tied by transformers' rules for the model its config.json describes"
+    CONFIG_FLAG = ("tied by tie_word_embeddings in its config.json and stored on one storage by the other file "
+                   "(transformers is not installed to apply the model's own tie rules)")
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class Alias:
     source: AliasSource
 
 
-def recorded_aliases(ck: Checkpoint, wanted: Collection[str] | None = None) -> dict[str, Alias]:
+def recorded_aliases(ck: Checkpoint, wanted: Collection[str] | None = None,
+                     partner: Collection[Entry] = ()) -> dict[str, Alias]:
     """{left-out key: Alias} for the model state's tied keys the checkpoint records (only the names in
     `wanted`, when given). The metadata is read first; the config beside the file (a Hugging Face
     model built on meta, cached; torch and transformers imported on a miss) is consulted only for
@@ -43,6 +46,42 @@ def recorded_aliases(ck: Checkpoint, wanted: Collection[str] | None = None) -> d
         for name, target in _config_ties(ck, stored).items():
             if (left is None or name in left) and name not in out:
                 out[name] = Alias(name, target, AliasSource.HF_CONFIG)
+    if left and partner:
+        for name, target in _flag_ties(ck, stored, [n for n in left if n not in out], partner).items():
+            out[name] = Alias(name, target, AliasSource.CONFIG_FLAG)
+    return out
+
+
+def _flag_ties(ck: Checkpoint, stored: Mapping[str, Entry], left: list[str], partner: Collection[Entry]) -> dict[str, str]:
+    """Without transformers (its tie rules decide where it is installed): a left-out key the partner
+    file stores on the same storage as a key this checkpoint has, when the config.json beside this
+    checkpoint ties word embeddings (`tie_word_embeddings`, true by default in transformers)."""
+    import importlib.util
+
+    from ..io.limits import read_json_file
+    from ..io.source import is_remote
+    from .model import find_hf_config
+
+    if not left or is_remote(ck.path) or importlib.util.find_spec("transformers") is not None:
+        return {}
+    cfg = find_hf_config(ck.path)
+    try:
+        tied = cfg is not None and read_json_file(cfg).get("tie_word_embeddings", True) is True
+    except (OSError, ValueError, AttributeError):
+        tied = False
+    if not tied:
+        return {}
+    by_storage: dict[object, list[str]] = {}
+    for e in partner:
+        if e.tensor is not None and e.tensor.storage_id is not None and e.group == "":
+            by_storage.setdefault(e.tensor.storage_id, []).append(e.name)
+    out = {}
+    for e in partner:
+        if e.name in left and e.tensor is not None and e.tensor.storage_id is not None:
+            mates = [n for n in by_storage[e.tensor.storage_id] if n != e.name and n in stored]
+            mine = stored[mates[0]].tensor if len(mates) == 1 else None
+            if mine is not None and mine.shape == e.tensor.shape:
+                out[e.name] = mates[0]
     return out
 
 
