@@ -149,18 +149,23 @@ def test_fp8_block_matches_transformers_dequantize(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_values(ck, "mlp.down.weight"), ref.numpy())
 
 
-@pytest.mark.parametrize("config", ["Int8WeightOnlyConfig", "Float8WeightOnlyConfig"])
+@pytest.mark.parametrize("config", ["Int8WeightOnlyConfig", "Float8WeightOnlyConfig", "int4"])
 def test_torchao_subclasses_in_pt_read_inertly_match_dequantize(tmp_path: Path, config: str) -> None:
     """A torchao-quantized state dict saved with torch.save: read without importing torchao (the
     unpickler stubs its classes), one logical weight whose values equal torchao's dequantize()
-    (qdata x per-row scale: exact once rounded to the bf16 torchao returns); scan says needs-trust."""
+    ((qdata - zero_point) x per-row or per-group scale: exact once rounded to the bf16 torchao
+    returns); scan says needs-trust. "int4" is torchao 0.18's int4 weight-only on CPU:
+    IntxWeightOnlyConfig(int4, PerGroup(32)) -> IntxUnpackedToInt8Tensor (Int4WeightOnlyConfig's
+    packed Int4Tensor needs CUDA/mslk kernels and cannot be made here)."""
     import subprocess
     import sys
 
     tq = pytest.importorskip("torchao.quantization")
     torch.manual_seed(4)
     model = torch.nn.Sequential(torch.nn.Linear(64, 32)).to(torch.bfloat16)
-    tq.quantize_(model, getattr(tq, config)())
+    cfg = (tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=tq.PerGroup(32)) if config == "int4"
+           else getattr(tq, config)())
+    tq.quantize_(model, cfg)
     path = tmp_path / "q.pt"
     torch.save(model.state_dict(), path)
     ref = model.state_dict()["0.weight"].dequantize()
@@ -171,7 +176,8 @@ def test_torchao_subclasses_in_pt_read_inertly_match_dequantize(tmp_path: Path, 
     assert out.split() == ["quantized", "(32,", "64)", "torchao", "False"]  # torchao never imported by the read
     ck = load_checkpoint(str(path))
     w = next(e for e in ck.entries if e.name == "0.weight")
-    assert w.kind is Kind.PARAMETER and w.tensor.dtype in ("int8", "fp8_e4m3") and w.tensor.shape == (32, 64)
+    assert w.kind is Kind.PARAMETER and w.tensor.dtype in ("int8", "fp8_e4m3", "int4") and w.tensor.shape == (32, 64)
+    assert (config == "int4") == (w.tensor.dtype == "int4" and w.tensor.quant.block == (1, 32))
     _same(_values(ck, "0.weight"), ref)
     from statecli.analyses.scan import scan
 
