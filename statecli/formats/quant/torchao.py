@@ -12,7 +12,8 @@ the logical type. Int4Tensor's nibble-packed layouts need CUDA kernels to be mad
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...pickle.inert import DtypeValue
@@ -21,7 +22,7 @@ from ...qtensor import LOGICAL_DTYPES, QuantInfo
 from ...state import TensorInfo
 from .config import Method
 
-__all__ = ["torchao_logical"]
+__all__ = ["torchao_logical", "torchao_safetensors"]
 
 _TYPES = {"int8": "int8", "float8_e4m3fn": "fp8_e4m3", "float8_e5m2": "fp8_e5m2"}
 
@@ -60,28 +61,67 @@ def torchao_logical(name: str, ref: TensorRef, info: Callable[[TensorRef], Tenso
     """The logical tensor of a torchao wrapper subclass `ref` (its parts made TensorInfos by `info`),
     or None where it is not one statecli reads (another class, another layout)."""
     state = ref.subclass_state
-    if not (ref.subclass or "").startswith("torchao.") or not state:
+    if not (ref.subclass or "").startswith("torchao.") or not state or len(ref.shape) != 2:
         return None
-    qdata, scale, zp = state.get("qdata"), state.get("scale"), state.get("zero_point")
-    if not isinstance(qdata, TensorRef) or not isinstance(scale, TensorRef) or len(ref.shape) != 2:
+    parts = {k: info(v) for k, v in state.items() if k in _PARTS and isinstance(v, TensorRef)}
+    return _logical(name, (ref.subclass or "").rpartition(".")[2], ref.shape, ref.dtype, state, parts, None)
+
+
+def torchao_safetensors(tensors: Mapping[str, TensorInfo], metadata: Mapping[str, str]) -> dict[str, TensorInfo]:
+    """torchao's safetensors form (torchao.prototype.safetensors' flatten_tensor_state_dict): the
+    parts of weight `m.w` stored as `m._w_qdata`, `m._w_scale`... and the header metadata's `m.w`
+    a JSON {"_type": class, "_data": attributes}: each such weight as its logical tensor, the
+    other entries as they are. Unchanged where the metadata names no torchao tensor."""
+    out = dict(tensors)
+    for name, text in metadata.items():
+        try:
+            meta = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(meta, dict) or meta.get("_type") in (None, "Tensor") or "." not in name:
+            continue
+        module, _, attr = name.rpartition(".")
+        prefix = f"{module}._{attr}_"
+        parts = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and k[len(prefix):] in _PARTS}
+        raw_data = meta.get("_data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+        state = {k: (DtypeValue(v["_data"]) if isinstance(v, dict) and v.get("_type") == "torch.dtype" else v)
+                 for k, v in data.items()}
+        q = parts.get("qdata")
+        model = state.get("dtype")
+        found = None if q is None or len(q.shape) != 2 else _logical(
+            name, str(meta["_type"]), q.shape, model.name if isinstance(model, DtypeValue) else q.dtype, state, parts,
+            prefix)
+        if found is not None:
+            for k in parts:
+                del out[prefix + k]
+            out[name] = found
+    return out
+
+
+_PARTS = ("qdata", "scale", "zero_point")
+
+
+def _logical(name: str, cls: str, shape: tuple[int, ...], model_dtype: str, state: Mapping[str, Any],
+             parts: Mapping[str, TensorInfo], prefix: str | None) -> TensorInfo | None:
+    """One logical tensor from a subclass's parts and attributes, or None where the layout is not one
+    statecli reads (nibble-packed int4, block scales that do not tile). `prefix` names the parts'
+    own entries (safetensors); None: they live inside the pickled subclass (`name.qdata`...)."""
+    q, s, z = parts.get("qdata"), parts.get("scale"), parts.get("zero_point")
+    if q is None or s is None or len(shape) != 2:
         return None
-    q, s = info(qdata), info(scale)
-    z = info(zp) if isinstance(zp, TensorRef) else None
-    logical = _logical_type(state, q.dtype)
-    block = _block(state, ref.shape, s)
-    if logical is None or block is None or q.shape != ref.shape or (z is not None and z.numel != s.numel):
-        return None  # nibble-packed int4 and other layouts stay as stored
+    logical = _logical_type(dict(state), q.dtype)
+    block = _block(dict(state), shape, s)
+    if logical is None or block is None or q.shape != shape or (z is not None and z.numel != s.numel):
+        return None
     dtype, bits = logical
-    cls = (ref.subclass or "").rpartition(".")[2]
+    pairs = [("weight", "qdata", q), ("weight_scale", "scale", s)] + (
+        [("weight_zero_point", "zero_point", z)] if z is not None else [])
     sym = "" if z is None else ", asym"
-    parts = [("weight", f"{name}.qdata"), ("weight_scale", f"{name}.scale")]
-    tensors = [q, s]
-    if z is not None:
-        parts.append(("weight_zero_point", f"{name}.zero_point"))
-        tensors.append(z)
-    quant = QuantInfo(f"torchao {cls} {dtype.replace('_', ' ')}{sym}, {_granularity(block, ref.shape)}",
-                      Method.TORCHAO.value, ref.dtype, parts=tuple(parts), tensors=tuple(tensors), block=block,
-                      bits=bits, codec="scaled",
-                      settings=(("inline", True),))  # the parts live inside the subclass, not as entries
-    return TensorInfo(dtype, ref.shape, ref.location, layout="quantized", source=q.source,
-                      stored_nbytes=sum(t.storage_size for t in tensors), quant=quant)
+    names = tuple((r, f"{name}.{p}" if prefix is None else prefix + p) for r, p, _ in pairs)
+    quant = QuantInfo(f"torchao {cls} {dtype.replace('_', ' ')}{sym}, {_granularity(block, shape)}",
+                      Method.TORCHAO.value, model_dtype, parts=names,
+                      tensors=tuple(t for _, _, t in pairs), block=block, bits=bits, codec="scaled",
+                      settings=(("inline", True),) if prefix is None else ())
+    return TensorInfo(dtype, shape, q.device, layout="quantized", source=q.source,
+                      stored_nbytes=sum(t.storage_size for _, _, t in pairs), quant=quant)

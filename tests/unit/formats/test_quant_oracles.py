@@ -182,3 +182,29 @@ def test_torchao_subclasses_in_pt_read_inertly_match_dequantize(tmp_path: Path, 
     from statecli.analyses.scan import scan
 
     assert str(scan(str(path)).verdict) == "needs-trust"
+
+
+def test_torchao_safetensors_metadata_form_reads_logical_tensors(tmp_path: Path) -> None:
+    """torchao's own safetensors helpers (prototype.safetensors.flatten_tensor_state_dict: parts as
+    `m._weight_qdata`..., the class and attributes as header metadata): each weight is one logical
+    tensor (int4 group 32, int8 per-channel) whose parts are the stored entries, and its values equal
+    the dequantize() of the tensor torchao's unflatten_tensor_state_dict rebuilds (exact in bf16)."""
+    tq = pytest.importorskip("torchao.quantization")
+    ts = pytest.importorskip("torchao.prototype.safetensors.safetensors_support")
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.Linear(64, 32)).to(torch.bfloat16)
+    tq.quantize_(model[0], tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=tq.PerGroup(32)))
+    tq.quantize_(model[1], tq.Int8WeightOnlyConfig())
+    data, meta = ts.flatten_tensor_state_dict(model.state_dict())
+    path = tmp_path / "model.safetensors"
+    save_file(data, str(path), metadata=meta)
+    rebuilt, _ = ts.unflatten_tensor_state_dict(load_file(str(path)), meta)
+    ck = load_checkpoint(str(path))
+    by = {e.name: e.tensor for e in ck.entries}
+    assert sorted(by) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    assert (by["0.weight"].dtype, by["0.weight"].quant.block, by["1.weight"].dtype) == ("int4", (1, 32), "int8")
+    assert [p for _, p in by["0.weight"].quant.parts] == ["0._weight_qdata", "0._weight_scale", "0._weight_zero_point"]
+    for name in ("0.weight", "1.weight"):
+        _same(_values(ck, name), rebuilt[name].dequantize())
