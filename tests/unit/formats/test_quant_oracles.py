@@ -208,3 +208,30 @@ def test_torchao_safetensors_metadata_form_reads_logical_tensors(tmp_path: Path)
     assert [p for _, p in by["0.weight"].quant.parts] == ["0._weight_qdata", "0._weight_scale", "0._weight_zero_point"]
     for name in ("0.weight", "1.weight"):
         _same(_values(ck, name), rebuilt[name].dequantize())
+
+
+def test_torchao_safetensors_dequantized_output_loads_as_plain_tensors(tmp_path: Path) -> None:
+    """convert --dequantize of torchao's safetensors form: the metadata records the weight as a plain
+    tensor ({"_type": "Tensor"}), so torchao's unflatten_tensor_state_dict returns it dense, equal
+    to torchao's dequantize(), and nothing is left over (a stale record made it wait for parts)."""
+    tq = pytest.importorskip("torchao.quantization")
+    ts = pytest.importorskip("torchao.prototype.safetensors.safetensors_support")
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from typer.testing import CliRunner
+
+    from statecli.cli import app
+
+    torch.manual_seed(6)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32)).to(torch.bfloat16)
+    tq.quantize_(model, tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=tq.PerGroup(32)))
+    data, meta = ts.flatten_tensor_state_dict(model.state_dict())
+    save_file(data, str(tmp_path / "q.safetensors"), metadata=meta)
+    out = tmp_path / "dense.safetensors"
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "q.safetensors"), "--dequantize", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with safe_open(str(out), "pt") as f:
+        out_meta = f.metadata()
+    dense, leftover = ts.unflatten_tensor_state_dict(load_file(str(out)), out_meta)
+    assert not leftover and sorted(dense) == ["0.bias", "0.weight"]
+    torch.testing.assert_close(dense["0.weight"], model.state_dict()["0.weight"].dequantize(), rtol=0, atol=0)
