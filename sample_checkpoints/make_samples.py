@@ -646,7 +646,53 @@ SINGLE_FILES = (
     "legacy.pt",
     "cuda.pt",
 )
-FOLDERS = ("sharded", "sharded_bin", "dcp")
+FOLDERS = ("sharded", "sharded_bin", "dcp", "quantized")
+
+
+def _as_int32(words: torch.Tensor) -> torch.Tensor:
+    """uint32 bit patterns held in int64 as the int32 GPTQ stores."""
+    return (words - ((words >> 31) << 32)).to(torch.int32)
+
+
+def gptq_pack(w: torch.Tensor, group: int = 32) -> dict[str, torch.Tensor]:
+    """Round-to-nearest int4, asymmetric, one fp16 scale and zero per `group` input channels, packed
+    as AutoGPTQ's QuantLinear.pack does (qlinear_cuda_old.py): qweight [in/8, out] int32 with input
+    rows lowest bits first, qzeros [groups, out/8] holding zero - 1 (GPTQ v1), scales [groups, out],
+    g_idx [in]. No calibration: the rounding a GPTQ run would improve on, enough to show the layout."""
+    out_f, in_f = w.shape
+    g = w.double().reshape(out_f, in_f // group, group)
+    lo, hi = g.amin(-1).clamp(max=0), g.amax(-1).clamp(min=0)
+    scale = ((hi - lo) / 15).clamp(min=1e-8).half()
+    zero = torch.round(-lo / scale.double()).clamp(0, 15)
+    q = torch.clamp(torch.round(g / scale.double().unsqueeze(-1)) + zero.unsqueeze(-1), 0, 15)
+    q = q.reshape(out_f, in_f).t().to(torch.int64)  # [in, out]
+    qweight = torch.zeros(in_f // 8, out_f, dtype=torch.int64)
+    for j in range(8):
+        qweight |= q[j::8] << (4 * j)
+    zm = (zero.t().to(torch.int64) - 1) & 15  # [groups, out]
+    qzeros = torch.zeros(in_f // group, out_f // 8, dtype=torch.int64)
+    for j in range(8):
+        qzeros |= zm[:, j::8] << (4 * j)
+    return {"qweight": _as_int32(qweight), "qzeros": _as_int32(qzeros), "scales": scale.t().contiguous(),
+            "g_idx": (torch.arange(in_f) // group).to(torch.int32)}
+
+
+def write_quantized(folder: Path, sd: StateDict) -> None:
+    """A GPTQ int4 (group 32) copy of the transformer's HF-style state dict: every linear layer's
+    weight packed, the rest in float16, with the config.json quantization_config that names it."""
+    folder.mkdir(exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in sd.items():
+        if name.startswith("layers.") and name.endswith("_proj.weight"):
+            module = name.removesuffix(".weight")
+            tensors |= {f"{module}.{k}": v for k, v in gptq_pack(t).items()}
+        else:
+            tensors[name] = t.half() if t.is_floating_point() else t
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = {"model_type": "tiny-transformer", "torch_dtype": "float16",
+              "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False,
+                                      "sym": False, "checkpoint_format": "gptq"}}
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _generated(out: Path) -> Iterator[Path]:
@@ -693,6 +739,9 @@ def main(out: Path = HERE) -> None:
     shards = split_shards(tf_sd)
     write_sharded(out / "sharded", shards, "model", "safetensors", "model.safetensors.index.json")
     write_sharded(out / "sharded_bin", shards, "pytorch_model", "bin", "pytorch_model.bin.index.json")
+
+    # 11: GPTQ int4 copy of the transformer (HF-style folder with quantization_config)
+    write_quantized(out / "quantized", tf_sd)
 
     # 9: storages tagged cuda:0, crafted on CPU
     cuda_src = build_cuda_source()

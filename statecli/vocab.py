@@ -84,6 +84,7 @@ class CheckRule(StrEnum):
     FORMAT = "format"
     BITS_PER_WEIGHT = "bits-per-weight"  # bits per weight of the parameters (quantized checkpoints) at most N
     QUANTIZATION = "quantization"  # quantized with an allowed method, every weight but the ignore list
+    STORAGE_DTYPES = "storage-dtypes"  # the dtypes as stored: a quantized weight's packed parts, scales, zeros
     READ = "read"
     UNSAFE = "unsafe"
 

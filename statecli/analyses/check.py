@@ -20,7 +20,7 @@ from ..units import dtype_name, fmt_bytes, parse_size
 from ..vocab import CheckRule, Layout
 from .check_config import load_config
 from .gguf_view import key_names
-from .quantized import bits_rule, bits_value, quantization_rule
+from .quantized import bits_rule, bits_value, quantization_rule, storage_dtypes_rule
 from .scan_folder import checkpoint_names
 
 
@@ -41,6 +41,7 @@ class Rules:
     format: tuple[str, ...] = ()
     bits_per_weight_max: float | None = None
     quantization: tuple[str, ...] = ()  # quantization methods allowed; every weight but the ignore list quantized
+    storage_dtypes: tuple[str, ...] = ()  # dtypes as stored (quantized parts); param_dtypes is the logical one
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def rules_from_mapping(base: Rules, table: dict[str, Any], source: str) -> Rules
             if not isinstance(value, str):
                 raise UsageError(source, f"{key} must be a 'module:Name' string")
             changes[attr] = value
-        elif attr in ("param_dtypes", "buffer_dtypes"):
+        elif attr in ("param_dtypes", "buffer_dtypes", "storage_dtypes"):
             changes[attr] = tuple(_dtype(d, key, source) for d in _as_tuple(value, key, source))
         elif attr == "devices":
             changes[attr] = tuple(_device(d, key, source) for d in _as_tuple(value, key, source))
@@ -328,6 +329,8 @@ _RULE_TABLE: tuple[tuple[Callable[[Rules], bool], Callable[[_Subject], list[Find
         s.ck, s.rules.bits_per_weight_max or 0.0))]),
     (lambda r: bool(r.quantization), lambda s: [Finding(s.path, CheckRule.QUANTIZATION, *quantization_rule(
         s.ck, s.rules.quantization))]),
+    (lambda r: bool(r.storage_dtypes), lambda s: [Finding(s.path, CheckRule.STORAGE_DTYPES, *storage_dtypes_rule(
+        s.ck, s.rules.storage_dtypes))]),
 )
 
 

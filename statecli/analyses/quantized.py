@@ -132,4 +132,18 @@ def quantization_rule(ck: Checkpoint, methods: tuple[str, ...]) -> tuple[bool, s
     return True, f"{q.quantized.tensors} weight(s) quantized with {', '.join(q.methods)}{ignored}"
 
 
+def storage_dtypes_rule(ck: Checkpoint, allowed: tuple[str, ...]) -> tuple[bool, str]:
+    """Every stored piece's dtype in `allowed`: a quantized weight's parts (packed integers, scales,
+    zeros) as stored, every other tensor's own dtype (--param-dtypes matches logical types instead)."""
+    wrong: list[str] = []
+    for e in ck.entries:
+        t = e.tensor
+        if t is None:
+            continue
+        pieces = zip((p for _, p in t.quant.parts), (x.dtype for x in t.quant.tensors)) if t.quant else [(e.name, t.dtype)]
+        wrong += [f"{name} ({dtype})" for name, dtype in pieces if dtype not in allowed]
+    return not wrong, ("all stored dtypes allowed" if not wrong else
+                       f"{len(wrong)} stored tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5]))
+
+
 _EMBEDDING = re.compile(r"(^|\.)(embed\w*|wte|wpe|tok_embeddings|word_embeddings|position_embeddings|shared)\.weight$")

@@ -228,6 +228,8 @@ def check(
                                                                                "comma-separated.", metavar="DTYPES")] = None,
     buffer_dtypes: Annotated[Optional[str], typer.Option("--buffer-dtypes", help="Allowed buffer dtypes.",
         metavar="DTYPES")] = None,
+    storage_dtypes: Annotated[Optional[str], typer.Option("--storage-dtypes", help="Allowed dtypes as stored "
+        "(a quantized weight's packed parts, scales, zeros).", metavar="DTYPES")] = None,
     max_size: Annotated[Optional[str], typer.Option("--max-size", help="Size budget on disk, e.g. 2GB.", metavar="SIZE")] = None,
     devices: Annotated[Optional[str], typer.Option("--devices", help="Allowed saved devices, e.g. cpu.",
         metavar="DEVICES")] = None,
@@ -274,7 +276,7 @@ def check(
         ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
         ("model-args", model_arg), ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
-        ("quantization", quantization)) if value is not None}
+        ("quantization", quantization), ("storage-dtypes", storage_dtypes)) if value is not None}
     result = with_baseline(run_check(paths, flags, config, model_choice(hf_config=hf_config, no_hf_config=no_hf_config)),
                            baseline)
     render(result, view)

@@ -95,3 +95,18 @@ def dequantized(plan: Plan, dtype: str | None) -> Plan:
             "ordinary checkpoint "
             "(a Hugging Face folder's config.json loses its quantization_config)")
     return dataclasses.replace(plan, cast=cast, notes=plan.notes + (rewrite_note(note),), dequantize=True)
+
+
+_PLAIN = '{"_type": "Tensor"}'  # torchao's flatten_tensor_state_dict record of a plain tensor
+
+
+def dequantized_metadata(plan: Plan, meta: dict[str, str]) -> dict[str, str]:
+    """A safetensors input's metadata for the output: where `convert --dequantize` writes a torchao
+    weight dense, its torchao record says a plain tensor, so neither torchao's loader nor statecli
+    looks for the parts (`m._w_qdata`...) no longer written."""
+    if not plan.dequantize:
+        return meta
+    dense = {e.name for e in quantized_entries(plan) if e.tensor is not None and e.tensor.quant is not None
+             and e.tensor.quant.method == "torchao"}
+    return {k: _PLAIN if k in dense else v for k, v in meta.items()}
+

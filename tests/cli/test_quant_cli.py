@@ -142,6 +142,16 @@ def test_check_bits_per_weight_quantization_and_logical_dtypes(tmp_path: Path) -
     assert _check(str(folder), "--param-dtypes", "float16")[0] == 1
 
 
+def test_check_storage_dtypes_match_the_stored_parts_not_the_logical_type(tmp_path: Path) -> None:
+    """--storage-dtypes sees the GPTQ parts as stored (int32 qweight/qzeros/g_idx, fp16 scales):
+    int4, the logical type --param-dtypes matches, is no stored dtype."""
+    folder, _ = _gptq_folder(tmp_path)
+    assert _check(str(folder), "--storage-dtypes", "int32,float16")[0] == 0
+    code, d = _check(str(folder), "--storage-dtypes", "int4,float16")
+    reason = d["findings"][-1]["reason"]
+    assert code == 1 and d["findings"][-1]["rule"] == "storage-dtypes" and ".qweight (int32)" in reason
+
+
 def test_check_quantization_names_unquantized_linear_weights_outside_the_ignore_list(tmp_path: Path) -> None:
     t, _ = qb.gptq("model.layers.0.mlp.up", 64, 128, 32, np.random.default_rng(0))
     t |= {"lm_head.weight": torch.zeros(10, 64, dtype=torch.float16),

@@ -14,7 +14,7 @@ from .._common import RawCheckpoint
 from . import dequant as dequant  # noqa: F401 - registers the codecs with io.values.DEQUANTIZERS
 from .config import Method, QuantConfig, find_config, parse_config
 from .layouts import group_tensors
-from .torchao import torchao_logical
+from .torchao import torchao_logical, torchao_safetensors
 
 __all__ = ["Method", "QuantConfig", "find_config", "parse_config", "regroup"]
 
@@ -28,10 +28,13 @@ def regroup(raw: RawCheckpoint) -> list[str]:
         return []
     names = [str(k) for k in root]
     subclasses = any(isinstance(v, TensorRef) and v.subclass_state for v in root.values())
-    if not subclasses and not any(n.endswith(_HINTS) for n in names):
+    torchao_meta = "tensor_names" in (raw.metadata or {})  # torchao's safetensors form
+    if not subclasses and not torchao_meta and not any(n.endswith(_HINTS) for n in names):
         return []  # the common unquantized file: no config read, no dict rebuilt
     cfg, why = find_config(raw.path)
     tensors = {str(k): _logical(raw, str(k), v) for k, v in root.items()}
+    if torchao_meta:
+        tensors = torchao_safetensors(tensors, raw.metadata)
     grouped = group_tensors(tensors, cfg)
     notes = [why] if why else []
     if grouped is None:
@@ -43,7 +46,8 @@ def regroup(raw: RawCheckpoint) -> list[str]:
     methods = ", ".join(grouped.methods)
     where = (f"quantization_config in {cfg.source}" if cfg is not None
              else "inferred from tensor names, dtypes and shapes (no quantization config beside the file)"
-             if grouped.inferred else "named by the file's pickled tensor subclasses (read inertly)")
+             if grouped.inferred else "named by the file's pickled tensor subclasses (read inertly)" if subclasses
+             else "named by torchao's safetensors metadata")
     notes.append(f"{grouped.logical} quantized weight(s) ({methods}) shown as logical tensors: {where}; "
                  "--storage lists their stored parts")
     return notes

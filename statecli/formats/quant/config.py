@@ -107,7 +107,7 @@ def find_config(checkpoint: str) -> tuple[QuantConfig | None, str | None]:
     where a file holds one that cannot be read; (None, None) where there is none."""
     if is_remote(checkpoint):
         return None, None
-    folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(os.path.abspath(checkpoint))
+    folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint) or os.curdir  # as given
     for name in _FILES:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):

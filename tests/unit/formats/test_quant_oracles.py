@@ -149,18 +149,23 @@ def test_fp8_block_matches_transformers_dequantize(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_values(ck, "mlp.down.weight"), ref.numpy())
 
 
-@pytest.mark.parametrize("config", ["Int8WeightOnlyConfig", "Float8WeightOnlyConfig"])
+@pytest.mark.parametrize("config", ["Int8WeightOnlyConfig", "Float8WeightOnlyConfig", "int4"])
 def test_torchao_subclasses_in_pt_read_inertly_match_dequantize(tmp_path: Path, config: str) -> None:
     """A torchao-quantized state dict saved with torch.save: read without importing torchao (the
     unpickler stubs its classes), one logical weight whose values equal torchao's dequantize()
-    (qdata x per-row scale: exact once rounded to the bf16 torchao returns); scan says needs-trust."""
+    ((qdata - zero_point) x per-row or per-group scale: exact once rounded to the bf16 torchao
+    returns); scan says needs-trust. "int4" is torchao 0.18's int4 weight-only on CPU:
+    IntxWeightOnlyConfig(int4, PerGroup(32)) -> IntxUnpackedToInt8Tensor (Int4WeightOnlyConfig's
+    packed Int4Tensor needs CUDA/mslk kernels and cannot be made here)."""
     import subprocess
     import sys
 
     tq = pytest.importorskip("torchao.quantization")
     torch.manual_seed(4)
     model = torch.nn.Sequential(torch.nn.Linear(64, 32)).to(torch.bfloat16)
-    tq.quantize_(model, getattr(tq, config)())
+    cfg = (tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=tq.PerGroup(32)) if config == "int4"
+           else getattr(tq, config)())
+    tq.quantize_(model, cfg)
     path = tmp_path / "q.pt"
     torch.save(model.state_dict(), path)
     ref = model.state_dict()["0.weight"].dequantize()
@@ -171,8 +176,62 @@ def test_torchao_subclasses_in_pt_read_inertly_match_dequantize(tmp_path: Path, 
     assert out.split() == ["quantized", "(32,", "64)", "torchao", "False"]  # torchao never imported by the read
     ck = load_checkpoint(str(path))
     w = next(e for e in ck.entries if e.name == "0.weight")
-    assert w.kind is Kind.PARAMETER and w.tensor.dtype in ("int8", "fp8_e4m3") and w.tensor.shape == (32, 64)
+    assert w.kind is Kind.PARAMETER and w.tensor.dtype in ("int8", "fp8_e4m3", "int4") and w.tensor.shape == (32, 64)
+    assert (config == "int4") == (w.tensor.dtype == "int4" and w.tensor.quant.block == (1, 32))
     _same(_values(ck, "0.weight"), ref)
     from statecli.analyses.scan import scan
 
     assert str(scan(str(path)).verdict) == "needs-trust"
+
+
+def test_torchao_safetensors_metadata_form_reads_logical_tensors(tmp_path: Path) -> None:
+    """torchao's own safetensors helpers (prototype.safetensors.flatten_tensor_state_dict: parts as
+    `m._weight_qdata`..., the class and attributes as header metadata): each weight is one logical
+    tensor (int4 group 32, int8 per-channel) whose parts are the stored entries, and its values equal
+    the dequantize() of the tensor torchao's unflatten_tensor_state_dict rebuilds (exact in bf16)."""
+    tq = pytest.importorskip("torchao.quantization")
+    ts = pytest.importorskip("torchao.prototype.safetensors.safetensors_support")
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.Linear(64, 32)).to(torch.bfloat16)
+    tq.quantize_(model[0], tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=tq.PerGroup(32)))
+    tq.quantize_(model[1], tq.Int8WeightOnlyConfig())
+    data, meta = ts.flatten_tensor_state_dict(model.state_dict())
+    path = tmp_path / "model.safetensors"
+    save_file(data, str(path), metadata=meta)
+    rebuilt, _ = ts.unflatten_tensor_state_dict(load_file(str(path)), meta)
+    ck = load_checkpoint(str(path))
+    by = {e.name: e.tensor for e in ck.entries}
+    assert sorted(by) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    assert (by["0.weight"].dtype, by["0.weight"].quant.block, by["1.weight"].dtype) == ("int4", (1, 32), "int8")
+    assert [p for _, p in by["0.weight"].quant.parts] == ["0._weight_qdata", "0._weight_scale", "0._weight_zero_point"]
+    for name in ("0.weight", "1.weight"):
+        _same(_values(ck, name), rebuilt[name].dequantize())
+
+
+def test_torchao_safetensors_dequantized_output_loads_as_plain_tensors(tmp_path: Path) -> None:
+    """convert --dequantize of torchao's safetensors form: the metadata records the weight as a plain
+    tensor ({"_type": "Tensor"}), so torchao's unflatten_tensor_state_dict returns it dense, equal
+    to torchao's dequantize(), and nothing is left over (a stale record made it wait for parts)."""
+    tq = pytest.importorskip("torchao.quantization")
+    ts = pytest.importorskip("torchao.prototype.safetensors.safetensors_support")
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from typer.testing import CliRunner
+
+    from statecli.cli import app
+
+    torch.manual_seed(6)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32)).to(torch.bfloat16)
+    tq.quantize_(model, tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=tq.PerGroup(32)))
+    data, meta = ts.flatten_tensor_state_dict(model.state_dict())
+    save_file(data, str(tmp_path / "q.safetensors"), metadata=meta)
+    out = tmp_path / "dense.safetensors"
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "q.safetensors"), "--dequantize", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with safe_open(str(out), "pt") as f:
+        out_meta = f.metadata()
+    dense, leftover = ts.unflatten_tensor_state_dict(load_file(str(out)), out_meta)
+    assert not leftover and sorted(dense) == ["0.bias", "0.weight"]
+    torch.testing.assert_close(dense["0.weight"], model.state_dict()["0.weight"].dequantize(), rtol=0, atol=0)
