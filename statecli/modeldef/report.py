@@ -179,7 +179,7 @@ def _key_sets(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInf
         fake[name] = None
     if ck.torch_metadata is not None:
         fake_sd: Any = type("SD", (dict,), {})(fake)
-        fake_sd._metadata = ck.torch_metadata
+        fake_sd._metadata = ck.torch_metadata_dicts()  # a copy: a module's hook may change what it is given
     else:
         fake_sd = fake
     try:
