@@ -354,7 +354,8 @@ class Checkpoint:
 
     def torch_metadata_dicts(self) -> dict[str, Any] | None:
         """torch_metadata as the plain dicts torch's load_state_dict (and json) take: fresh copies."""
-        return _plain(self.torch_metadata)
+        plain: dict[str, Any] | None = _plain(self.torch_metadata)
+        return plain
 
     @property
     def warnings(self) -> list[str]:
