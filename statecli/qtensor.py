@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+GGUF_METHOD = "gguf"  # QuantInfo.method of a tensor read from a GGUF file (its values live in the GGUF blob)
+
 
 @dataclass(frozen=True)
 class QuantInfo:

@@ -341,7 +341,7 @@ class Checkpoint:
     unsafe_globals: tuple[str, ...] = ()
     messages: tuple[Note, ...] = ()  # warnings and notes, in the order the steps gave them
     modules: tuple[ModuleNode, ...] = ()
-    torch_metadata: Any = None  # state_dict()._metadata as saved (per-module versions)
+    torch_metadata: Mapping[str, Any] | None = None  # state_dict()._metadata (per-module versions), read-only
 
     def __post_init__(self) -> None:
         # tuple() of a tuple is the tuple itself: replace() of 50,000 entries copies nothing.
@@ -349,6 +349,13 @@ class Checkpoint:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.metadata, MappingProxyType):
             object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        if not isinstance(self.torch_metadata, MappingProxyType):
+            object.__setattr__(self, "torch_metadata", _read_only(self.torch_metadata))
+
+    def torch_metadata_dicts(self) -> dict[str, Any] | None:
+        """torch_metadata as the plain dicts torch's load_state_dict (and json) take: fresh copies."""
+        plain: dict[str, Any] | None = _plain(self.torch_metadata)
+        return plain
 
     @property
     def warnings(self) -> list[str]:
@@ -378,6 +385,23 @@ class Checkpoint:
         plain tensor attribute): load_state_dict never sees it, so no load report counts it."""
         return (self.is_pickled_module and e.evidence.source is Source.PICKLED_MODULE
                 and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE))
+
+
+def _read_only(meta: Any) -> Any:
+    """A saved `_metadata` frozen: mappings become read-only copies, lists tuples, all the way down; one
+    that is not a mapping (no torch wrote it) is dropped, as torch could not use it either."""
+    def freeze(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return MappingProxyType({k: freeze(x) for k, x in v.items()})
+        return tuple(freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    return freeze(meta) if isinstance(meta, Mapping) else None
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    return [_plain(x) for x in v] if isinstance(v, tuple) else v
 
 
 def contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:

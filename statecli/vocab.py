@@ -96,6 +96,7 @@ class ReportProblem(StrEnum):
     UNEXPECTED = "unexpected"
     SHAPE_MISMATCH = "shape mismatch"
     DTYPE_DIFFERS = "dtype differs"
+    QUANTIZED = "quantized"  # a quantized weight for a float parameter: expected, the quantizer's loader reads it
     RENAMED = "renamed"
     CONVERTED = "converted"
     CONVERSION_FAILED = "conversion failed"

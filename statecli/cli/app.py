@@ -53,7 +53,7 @@ class StatecliGroup(TyperGroup):
             from ..render import stdout_gone
 
             stdout_gone()
-            raise typer.Exit(0) from None
+            raise typer.Exit(int(ExitCode.OK)) from None
         except typer.Abort:
             raise
         except Exception as exc:
@@ -152,7 +152,7 @@ app = typer.Typer(
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"statecli {__version__}")
-        raise typer.Exit()
+        raise typer.Exit(int(ExitCode.OK))
 
 
 @app.callback()

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 from ..errors import BadInput
 from ..pickle.unpickler import TensorRef
 from ..state import Evidence, Format, Kind, TensorInfo
+from ..vocab import Layout
 
 
 @dataclass
@@ -43,7 +44,7 @@ class RawCheckpoint:
         else:
             source, offset, skey, storage_nbytes, storage_dtype = self.path, None, None, None, None
         stored = None
-        if ref.components and ref.layout not in ("strided", "quantized"):
+        if ref.components and ref.layout not in (Layout.STRIDED, Layout.QUANTIZED):
             stored = sum(self.tensor_info(c).nbytes for c in ref.components)
         return TensorInfo(dtype=ref.dtype, shape=ref.shape, device=ref.location, layout=ref.layout, stride=ref.stride,
                           storage_offset=ref.storage_offset, storage_key=skey, storage_nbytes=storage_nbytes,

@@ -16,6 +16,7 @@ from ..io.source import register_range
 from ..pickle.pickles import Findings
 from ..state import Evidence, Format, Kind, Source, TensorInfo, Verdict
 from ..units import itemsize
+from ..vocab import Layout
 from ._common import RawCheckpoint
 from .handler import BaseHandler
 from .pt2layout import DTYPES, FIRST_RECORDS, LAYOUTS, NATIVE, AotiWeight, Payload, Program, aoti_weights, is_pt2, programs
@@ -100,7 +101,7 @@ def _pickled(arc: Archive, p: Payload, member: str) -> TensorInfo | None:
     start = arc.start(member)
     sub = read_zip(register_range(arc.path, start, arc.infos[member].file_size, member))
     root = sub.root
-    if not isinstance(root, TensorRef) or root.subclass is not None or root.layout != "strided":
+    if not isinstance(root, TensorRef) or root.subclass is not None or root.layout != Layout.STRIDED:
         return None
     t = sub.tensor_info(root)
     if t.data_offset is None:

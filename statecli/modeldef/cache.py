@@ -267,7 +267,7 @@ def _checkpoint_digest(ck: Checkpoint) -> str:
                               None if e.tensor is None else e.tensor.dtype, e.value_type], default=str)
                   for e in ck.entries)
     containers = [f"{c.name}:{c.role}" for c in ck.containers]
-    meta = json.dumps(ck.torch_metadata, default=repr, sort_keys=True) if ck.torch_metadata is not None else ""
+    meta = json.dumps(ck.torch_metadata_dicts(), default=repr, sort_keys=True) if ck.torch_metadata is not None else ""
     return _digest(str(ck.container), *containers, meta, *rows)
 
 

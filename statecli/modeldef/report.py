@@ -11,7 +11,7 @@ from typing import Any
 
 from ..notes import Note, NoteKind
 from ..state import Checkpoint, Entry, Kind, TensorInfo, prefix_matches
-from ..vocab import ReportProblem
+from ..vocab import Layout, ReportProblem
 from .model import ModelInfo, ReportLine
 from .reasons import failed_lines, fused_sources, lacking_text, tie_groups, untied_lines
 
@@ -73,6 +73,7 @@ class Why(StrEnum):
 
     SHAPE = "shape"  # args: file shape, model shape
     DTYPE = "dtype"  # args: file dtype, model dtype
+    QUANTIZED = "quantized"  # args: the scheme, model dtype
     TIED = "tied"  # args: the key holding the same Parameter, present in the file
     BATCH_COUNTER = "batch counter"
     UNDER_PREFIX = "under another prefix"  # args: flag, prefix
@@ -104,6 +105,9 @@ _EXPLAIN: dict[Why, _Text] = {
     Why.SHAPE: _Text("file has {0}, model expects {1}",
                      "check --model-arg values (e.g. num_classes, vocab size) or drop the key"),
     Why.DTYPE: _Text("file has {0}, model has {1}; load_state_dict copies with a cast", None, blocking=False),
+    Why.QUANTIZED: _Text("stored quantized ({0}) for a {1} parameter, as expected: the quantization method's "
+                         "loader (from_pretrained with the quantization_config) reads the packed parts; no cast",
+                         None, blocking=False),
     Why.TIED: _Text("tied to {0} in this model (one Parameter); the file stores it once under that name, which "
                     "fills both", "load with strict=False, or tie after loading"),
     Why.BATCH_COUNTER: _Text("BatchNorm batch counter: files from older PyTorch or hand-built state dicts lack it; "
@@ -146,7 +150,7 @@ def _strict_lines(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, Tenso
 def _shape_dtype_outcomes(info: ModelInfo, file_tensors: dict[str, TensorInfo]) -> list[Outcome]:
     """Shape mismatches, then dtype differences grouped (one outcome per (file, model) dtype pair)."""
     out: list[Outcome] = []
-    casts: dict[tuple[str, str], list[str]] = {}
+    casts: dict[tuple[Why, str, str], list[str]] = {}
     for name, t in file_tensors.items():
         slot = info.slots.get(name)
         if slot is None or slot.kind == Kind.BUFFER_NP or name not in info.state_keys:
@@ -154,11 +158,14 @@ def _shape_dtype_outcomes(info: ModelInfo, file_tensors: dict[str, TensorInfo]) 
         if tuple(t.shape) != slot.shape:
             out.append(Outcome(name, ReportProblem.SHAPE_MISMATCH, Why.SHAPE,
                                (str(list(t.shape)), str(list(slot.shape)))))
+        elif t.layout == Layout.QUANTIZED:  # a quantized weight meets a float layer: the quantizer's business
+            casts.setdefault((Why.QUANTIZED, t.quant.scheme if t.quant else t.dtype, slot.dtype), []).append(name)
         elif t.dtype != slot.dtype:
-            casts.setdefault((t.dtype, slot.dtype), []).append(name)
-    for (have, want), names in casts.items():  # uniform differences in one line, not one per tensor
+            casts.setdefault((Why.DTYPE, t.dtype, slot.dtype), []).append(name)
+    for (why, have, want), names in casts.items():  # uniform differences in one line, not one per tensor
         key = names[0] if len(names) == 1 else f"({len(names)} tensors)"
-        out.append(Outcome(key, ReportProblem.DTYPE_DIFFERS, Why.DTYPE, (have, want)))
+        problem = ReportProblem.QUANTIZED if why is Why.QUANTIZED else ReportProblem.DTYPE_DIFFERS
+        out.append(Outcome(key, problem, why, (have, want)))
     return out
 
 
@@ -179,7 +186,7 @@ def _key_sets(ck: Checkpoint, info: ModelInfo, file_tensors: dict[str, TensorInf
         fake[name] = None
     if ck.torch_metadata is not None:
         fake_sd: Any = type("SD", (dict,), {})(fake)
-        fake_sd._metadata = ck.torch_metadata
+        fake_sd._metadata = ck.torch_metadata_dicts()  # a copy: a module's hook may change what it is given
     else:
         fake_sd = fake
     try:

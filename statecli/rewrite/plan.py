@@ -13,6 +13,7 @@ from ..classify import with_model
 from ..errors import UsageError, user_regex
 from ..formats import RawCheckpoint
 from ..notes import Note, NoteKind
+from ..qtensor import GGUF_METHOD
 from ..state import Checkpoint, Entry, Kind, Role, StorageId
 from ..storage import unique_storage_bytes
 from ..units import CAST_TARGETS, dtype_name, is_floating
@@ -255,7 +256,7 @@ def plan_convert(ck: Checkpoint, raw: RawCheckpoint, spec: ConvertSpec | None = 
     # reader dequantizes (a planned cast); other schemes keep their packed pieces (convert --dequantize).
     to = _cast_target((spec or ConvertSpec()).dequantize_to)
     cast = {entry_key(e): to for e in ck.entries
-            if e.tensor is not None and e.tensor.quant is not None and e.tensor.quant.method == "gguf"}
+            if e.tensor is not None and e.tensor.quant is not None and e.tensor.quant.method == GGUF_METHOD}
     notes = (rewrite_note(f"{len(cast)} quantized tensor(s) written dequantized as {to}"),) if cast else ()
     return Plan(ck=ck, raw=raw, cast=cast, notes=notes)
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -19,13 +20,12 @@ from ..render.text import escape
 from ..state import KINDS, Entry
 from ..state import ROOT as ROOT_NAME
 from ..units import fmt_bytes
-from .labels import change_text, entry_cells, entry_head, kind_style, node_label, stats_text
+from .labels import change_text, entry_cells, entry_head, fit_table, kind_style, name_cell, node_label, stats_text
 from .model import ROOT, Browse, Filter, Node, parents
 
 ROW_LIMIT = 300  # rows in the table at once (textual lays out each row): beyond, pick a submodule or filter
-COLUMNS = ("name", "kind", "evidence", "dtype", "shape", "size", "device")
 TYPING_PAUSE = 0.3  # seconds without a keystroke before the name filter applies
-DIFF_COLUMNS = ("status", "|b-a|/|a|", "cosine", "max |d|")
+TREE_MIN = 20  # cells the tree keeps when the table needs the room for its longest name
 
 
 class BrowserApp(App[None]):
@@ -35,8 +35,7 @@ class BrowserApp(App[None]):
     CSS = """
     #search { dock: top; display: none; }
     #main { height: 1fr; }
-    #tree { width: 40%; border-right: solid $primary-background; }
-    .two #tree { width: 50%; }
+    #tree { border-right: solid $primary-background; }
     #right { width: 1fr; }
     #module { height: auto; padding: 0 1; }
     #tensors { height: 1fr; }
@@ -63,6 +62,9 @@ class BrowserApp(App[None]):
         self.entry: Entry | None = None
         self.detail = Text()  # what the detail pane shows (tests read it)
         self.kinds = [k for k in KINDS if any(e.kind == k for e in data.entries())]
+        self.longest = max((name_cell(e, ROOT).cell_len for e in data.entries()), default=0)  # the root's names
+        self.table_note = ""  # the columns the table's width moved out or left out
+        self.tree_width = self.tree_width_for = 0  # the tree's width, and the screen width it was set for
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -77,11 +79,36 @@ class BrowserApp(App[None]):
 
     def on_mount(self) -> None:
         self.sub_title = escape(self.data.title)
-        self.set_class(self.data.two, "two")
-        table = self.query_one("#tensors", DataTable)
-        table.add_columns(*COLUMNS, *(DIFF_COLUMNS if self.data.two else ()))
+        self.size_panes()
         self.populate()
         self.query_one("#tree", Tree).focus()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self._refit)  # after the table's own resize, or it keeps the old widths
+
+    def _refit(self) -> None:
+        if self.tree_width_for == self.size.width:
+            return
+        self.size_panes()
+        self.shown = None
+        self.show_module(self.module)
+
+    def size_panes(self) -> None:
+        """The tree takes 40% of the width (50% with two checkpoints), less (down to TREE_MIN) where the
+        table needs the room to show the longest name whole once its other columns are gone. Sized from
+        the root's names, so the tree does not jump as the user moves between modules."""
+        total = self.size.width
+        share = total // 2 if self.data.two else total * 2 // 5
+        need = max(self.longest, len("name")) + self._table_frame()
+        self.tree_width = max(min(share, total - need), min(TREE_MIN, share))
+        self.tree_width_for = total
+        self.query_one("#tree", Tree).styles.width = self.tree_width
+
+    def _table_frame(self) -> int:
+        """Cells of the table that hold no text: the vertical scrollbar, and the name column's padding (the
+        other columns' padding is grid.fit's gap between columns)."""
+        table = self.query_one("#tensors", DataTable)
+        return int(table.styles.scrollbar_size_vertical) + 2 * table.cell_padding
 
     # --- the tree ---------------------------------------------------------------------------------
 
@@ -132,10 +159,14 @@ class BrowserApp(App[None]):
         self.module, self.shown = path, (path, self.flt)
         self.below = self.module_tree.entries_under(path)
         self.rows = list(self.below[:ROW_LIMIT])
+        cells = [entry_cells(e, path, self.data.keys.get(e.name), self.data.two) for e in self.rows]
+        fitted = fit_table(cells, self.data.two, self.size.width - self.tree_width - self._table_frame())
+        self.table_note = fitted.note
         table = self.query_one("#tensors", DataTable)
-        table.clear()
-        for i, e in enumerate(self.rows):
-            table.add_row(*entry_cells(e, path, self.data.keys.get(e.name), self.data.two), key=str(i))
+        table.clear(columns=True)
+        table.add_columns(*fitted.heads)
+        for i, row in enumerate(fitted.rows):
+            table.add_row(*row, key=str(i))
         self.query_one("#module", Static).update(self._module_line(node))
         self.show_entry(self.rows[0] if self.rows else None)
 
@@ -152,6 +183,8 @@ class BrowserApp(App[None]):
             out.append_text(change_text(node.change, 0.0))
         elif node.change is not None:
             out.append("\nequal in both checkpoints", style="dim")
+        if self.table_note:
+            out.append(f"\n{self.table_note}", style="dim")
         if self.flt.text or self.flt.kind:
             out.append(f"\nfilter: {escape(self.flt.text) or '-'}  kind: {self.flt.kind or 'all'}", style="magenta")
         return out

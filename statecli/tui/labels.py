@@ -3,13 +3,15 @@ never from markup strings, so a checkpoint name like '[bold]' or an escape seque
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
 
 from ..analyses.module_tree import tree_path
 from ..render.charts import bar, spark
-from ..render.grid import KIND_STYLES
+from ..render.grid import KIND_STYLES, Col, fit
 from ..render.text import escape, fmt_float
 from ..units import fmt_bytes, fmt_count, fmt_shape
 
@@ -24,6 +26,13 @@ SHORT_KIND = {"parameter": "param", "buffer": "buffer", "buffer (non-persistent)
               "optimizer state": "optim", "tensor attribute": "attr", "metadata": "meta", "unknown": "unknown"}
 STATUS_STYLES = {"equal": "dim", "changed": "yellow", "added": "green", "removed": "red"}
 BAR = 8  # cells of the change bar beside a module
+# The tensor table's columns. Where the table is wider than its pane, grid.fit (as for inspect's table): a
+# uniform device goes into the module line, evidence keeps its first word, then columns go, the highest
+# rank first (the detail pane still shows them all), so the names stay whole.
+COLUMNS = (Col("name", key=True), Col("kind", drop=1), Col("evidence", short=True, drop=8), Col("dtype", drop=3),
+           Col("shape", drop=5), Col("size", right=True, drop=4), Col("device", uniform=True, drop=9))
+DIFF_COLUMNS = (Col("status"), Col("|b-a|/|a|", right=True, drop=2), Col("cosine", right=True, drop=7),
+                Col("max |d|", right=True, drop=6))
 
 
 def kind_style(kind: str) -> str:
@@ -75,13 +84,17 @@ def node_label(node: Node, two: bool, top: float = 0.0, root_name: str | None = 
     return label
 
 
+def name_cell(e: Entry, module: str) -> Text:
+    """An entry's name in the table: its path below `module`."""
+    path = tree_path(e)
+    return Text(escape(path[len(module) + 1:] if module else path))
+
+
 def entry_cells(e: Entry, module: str, key: KeyDiff | None, two: bool) -> list[Text]:
     """A row of the tensor table: the name below `module`, kind, evidence, dtype, shape, size,
     device; with two checkpoints also the status and the tensor's change figures."""
-    path = tree_path(e)
-    name = path[len(module) + 1:] if module else path
     t = e.tensor
-    cells = [Text(escape(name)), Text(str(e.kind), style=kind_style(e.kind)), Text(escape(str(e.evidence))),
+    cells = [name_cell(e, module), Text(str(e.kind), style=kind_style(e.kind)), Text(escape(str(e.evidence))),
              Text(t.dtype if t else escape(e.value_type or "-")), Text(fmt_shape(t.shape) if t else "-"),
              Text(fmt_bytes(t.nbytes) if t else "-", justify="right"), Text(escape(t.device) if t else "-")]
     if two:
@@ -93,6 +106,25 @@ def entry_cells(e: Entry, module: str, key: KeyDiff | None, two: bool) -> list[T
                   Text(f"{key.cosine:.6f}" if key is not None and key.cosine is not None else "", justify="right"),
                   Text(fmt_float(key.max_abs) if key is not None and key.max_abs is not None else "", justify="right")]
     return cells
+
+
+@dataclass(frozen=True)
+class FittedTable:
+    """The table a pane shows: the columns kept, their cells, and what moved out or went ('' when none)."""
+
+    heads: tuple[str, ...]
+    rows: tuple[tuple[Text, ...], ...]
+    note: str
+
+
+def fit_table(rows: Sequence[Sequence[Text]], two: bool, width: int) -> FittedTable:
+    """The rows of entry_cells fitted to `width` cells of text (cell padding aside) by grid.fit."""
+    cols = COLUMNS + (DIFF_COLUMNS if two else ())
+    title, kept, fitted, _ = fit("table", cols, [[c.plain for c in r] for r in rows], width)
+    at = [cols.index(c) for c in kept]
+    out = tuple(tuple(r[i] if s == r[i].plain else Text(s, style=r[i].style, justify=r[i].justify)
+                      for i, s in zip(at, f)) for r, f in zip(rows, fitted))
+    return FittedTable(tuple(c.head for c in kept), out, "" if title == "table" else title or "")
 
 
 def entry_head(e: Entry, key: KeyDiff | None = None, hint: bool = True) -> Text:

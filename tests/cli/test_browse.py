@@ -94,6 +94,12 @@ def table(app: Any) -> list[list[str]]:
     return [[c.plain for c in t.get_row_at(i)] for i in range(t.row_count)]
 
 
+def table_by_head(app: Any) -> list[dict[str, str]]:
+    """The table's rows as {column heading: cell}: which columns show depends on the width."""
+    heads = [c.label.plain for c in app.query_one("#tensors").columns.values()]
+    return [dict(zip(heads, r)) for r in table(app)]
+
+
 def test_tree_shows_the_modules_with_counts_sizes_and_kinds(pair: tuple[Path, Path]) -> None:
     async def script(app: Any, pilot: Any) -> None:
         shown = labels(app)
@@ -165,8 +171,8 @@ def test_two_paths_show_change_figures_only_where_values_moved(pair: tuple[Path,
         assert list(shown) == ["", "enc", "norm", "dec", "dec.0", "dec.2"]  # model order, not sorted by change
         await pilot.press("down", "down", "down", "down", "down")
         assert app.module == "dec.2"
-        rows = table(app)
-        assert rows[0][0] == "weight" and rows[0][7] == "changed" and rows[1][7] == "equal"
+        rows = table_by_head(app)
+        assert rows[0]["name"] == "weight" and rows[0]["status"] == "changed" and rows[1]["status"] == "equal"
         await pilot.press("tab", "s")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -237,3 +243,37 @@ def test_without_a_terminal_browse_refuses_at_once(pair: tuple[Path, Path]) -> N
     proc = subprocess.run([sys.executable, "-m", "statecli", "browse", str(pair[0])], stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "needs a terminal" in proc.stderr and proc.stdout == ""
+
+
+MINILM_NAMES = ["embeddings.word_embeddings.weight", "embeddings.position_ids",
+                "encoder.layer.0.attention.self.query.weight", "encoder.layer.0.attention.output.LayerNorm.weight",
+                "encoder.layer.0.intermediate.dense.bias", "pooler.dense.weight"]
+
+
+def test_at_80_columns_every_name_shows_whole(tmp_path: Path) -> None:
+    """Issue 21 item 12: at 80x30 the table drops other columns (and the tree gives room) before a name is cut."""
+    from tests.cli.test_browse_snapshot import screen_text
+
+    path = tmp_path / "m.pt"
+    torch.save({n: torch.zeros(2, 3) for n in MINILM_NAMES}, path)
+
+    def visible(app: Any) -> list[str]:
+        t = app.query_one("#tensors")
+        name = next(c for c in t.columns.values() if c.label.plain == "name")
+        assert name.get_render_width(t) + int(t.styles.scrollbar_size_vertical) <= t.size.width  # no cut column
+        return screen_text(app.export_screenshot())
+
+    async def script(app: Any, pilot: Any) -> None:
+        await pilot.pause(0.2)
+        assert [r["name"] for r in table_by_head(app)] == MINILM_NAMES
+        screen = visible(app)
+        for n in MINILM_NAMES:  # each on its own screen line, whole
+            assert any(line.endswith(n) or f" {n} " in line for line in screen), (n, screen)
+        assert "kind" not in table_by_head(app)[0] and "device cpu" in app.query_one("#module").render().plain
+        await pilot.resize_terminal(200, 30)  # room again: the columns come back
+        await until(pilot, lambda: "shape" in table_by_head(app)[0])
+        assert table_by_head(app)[0]["kind"] == "parameter" and table_by_head(app)[0]["shape"] == "[2, 3]"
+        screen = visible(app)
+        assert all(any(f" {n} " in line for line in screen) for n in MINILM_NAMES)
+
+    drive(data_for(path), script, size=(80, 30))

@@ -243,3 +243,41 @@ def test_torchao_pt_rewrites_refuse_the_subclass_unless_dequantized(tmp_path: Pa
     _run("convert", str(tmp_path / "q.pt"), "-o", str(tmp_path / "d.safetensors"), "--dequantize")
     out = _tensors(tmp_path / "d.safetensors")["0.weight"]
     assert out.dtype == torch.bfloat16 and torch.equal(out, model.state_dict()["0.weight"].dequantize())
+
+
+NET = '''
+import torch
+class Up(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = torch.nn.Linear(128, 64, bias=False)
+class Layer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mlp = Up()
+class Inner(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([Layer(), Layer()])
+        self.norm = torch.nn.LayerNorm(128, bias=False)
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = Inner()
+'''
+
+
+def test_load_report_calls_a_quantized_weight_for_a_float_layer_expected_not_a_cast(tmp_path: Path) -> None:
+    """A GPTQ weight against the float model it was quantized from is the quantizer loader's business:
+    the report says so and suggests no cast; a plain float16 -> float32 difference still reads as a cast."""
+    folder, _ = _gptq_folder(tmp_path)
+    (tmp_path / "net.py").write_text(NET)
+    d = json.loads(_run("inspect", str(folder / "model.safetensors"), "--model", f"{tmp_path / 'net.py'}:Net",
+                        "-f", "json").stdout)
+    lines = {line["problem"]: line for line in d["load_report"]}
+    quant = lines["quantized"]
+    assert quant["key"] == "(2 tensors)" and not quant["blocking"] and quant["fix"] is None
+    assert "GPTQ int4 sym, group 32" in quant["explanation"] and "float32" in quant["explanation"]
+    assert "cast" not in quant["explanation"].replace("no cast", "")
+    assert lines["dtype differs"]["key"] == "model.norm.weight" and "cast" in lines["dtype differs"]["explanation"]
+    assert d["loads_strictly"]

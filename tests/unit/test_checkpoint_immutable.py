@@ -49,3 +49,28 @@ def test_a_loaded_checkpoint_holds_only_read_only_collections(tmp_path: Path) ->
     for name in COLLECTIONS:
         assert isinstance(getattr(ck, name), tuple), name
     assert isinstance(ck.metadata, Mapping) and not isinstance(ck.metadata, dict)
+
+
+def test_torch_metadata_cannot_be_changed(tmp_path: Path) -> None:
+    """state_dict()._metadata (torch's per-module versions) is read-only inside the checkpoint, all the way
+    down; torch's load_state_dict gets fresh plain copies."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    path = tmp_path / "m.pt"
+    torch.save(model.state_dict(), path)
+    ck = load_checkpoint(str(path))
+    meta = ck.torch_metadata
+    assert meta is not None and meta["1"]["version"] == 2  # BatchNorm's _version
+    with pytest.raises(TypeError):
+        meta["1"] = {}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        meta["1"]["version"] = 1
+    copy = ck.torch_metadata_dicts()
+    assert copy is not None and isinstance(copy["1"], dict)
+    copy["1"]["version"] = 1
+    assert ck.torch_metadata["1"]["version"] == 2  # type: ignore[index]
+    caller = {"": {"version": 1, "extra": [1, 2]}}
+    built = Checkpoint(path="a.pt", format=Format.TORCH_ZIP, entries=(), container="", torch_metadata=caller)
+    caller[""]["version"] = 9
+    assert built.torch_metadata == {"": {"version": 1, "extra": (1, 2)}}  # a copy, lists as tuples
+    assert Checkpoint(path="a.pt", format=Format.TORCH_ZIP, entries=(), container="",
+                      torch_metadata=["not", "a", "mapping"]).torch_metadata is None  # type: ignore[arg-type]

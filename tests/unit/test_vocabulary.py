@@ -114,6 +114,36 @@ def test_no_exit_code_is_compared_with_a_literal() -> None:
     assert not found
 
 
+def test_every_exit_names_its_exit_code() -> None:
+    """typer.Exit / sys.exit take an ExitCode member (or a result's exit code), never a bare number."""
+    found = []
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("Exit", "exit"):
+                if not node.args or _literal(node.args[0]):
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not found
+
+
+def _string_literals(node: ast.expr) -> bool:
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_string_literals(x) for x in node.elts)
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def test_no_format_or_layout_is_compared_with_a_string() -> None:
+    """A format, layout or quantization method is compared with its enum member or named constant."""
+    found = []
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                named = any(isinstance(x, ast.Attribute) and x.attr in ("format", "layout", "method") for x in sides)
+                if named and any(_string_literals(x) for x in sides):
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not found
+
+
 def _exit_code_bodies(tree: ast.Module) -> Iterator[ast.AST]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "exit_code":

@@ -15,7 +15,7 @@ from typing import Any
 from ...errors import BadInput, StatecliError, UnsafeContent
 from ...io.source import RemoteSource, open_local
 from ...io.urls import is_remote, map_concurrent
-from ...qtensor import QuantInfo
+from ...qtensor import GGUF_METHOD, QuantInfo
 from ...state import Evidence, Format, Kind, Source, TensorInfo
 from ...vocab import Layout
 from .._common import RawCheckpoint
@@ -102,7 +102,7 @@ def tensor_info(rec: TensorRecord, head: Header) -> TensorInfo:
                  storage_nbytes=rec.nbytes)
     if plain is not None:
         return TensorInfo(plain, rec.shape, **where)  # type: ignore[arg-type]
-    quant = QuantInfo(scheme=f"GGUF {rec.type.name}", method="gguf", compute_dtype="float32",
+    quant = QuantInfo(scheme=f"GGUF {rec.type.name}", method=GGUF_METHOD, compute_dtype="float32",
                       block=(rec.type.block,))
     return TensorInfo(rec.type.name, rec.shape, layout=Layout.QUANTIZED, stored_nbytes=rec.nbytes, quant=quant,
                       **where)  # type: ignore[arg-type]

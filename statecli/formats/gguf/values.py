@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ...errors import BadInput
 from ...extras import missing_extra
 from ...io.source import Source, open_source
+from ...qtensor import GGUF_METHOD
 from ...state import Checkpoint, TensorInfo
 from ...vocab import Layout
 from .types import by_name
@@ -51,7 +52,7 @@ class Dequantizing:
         return getattr(self.inner, name)
 
     def dequantizes(self, info: TensorInfo) -> bool:
-        return info.layout == Layout.QUANTIZED and info.quant is not None and info.quant.method == "gguf"
+        return info.layout == Layout.QUANTIZED and info.quant is not None and info.quant.method == GGUF_METHOD
 
     def reads_numpy(self, info: TensorInfo) -> bool:
         return self.dequantizes(info) or self.inner.reads_numpy(info)
