@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from ..errors import UsageError
+from ..formats.quant.config import Method
 from ..state import Entry, Evidence, Source, TensorInfo
 from ..units import CAST_TARGETS, dtype_name
 from .plan import Plan, entry_key, rewrite_note
@@ -107,6 +108,6 @@ def dequantized_metadata(plan: Plan, meta: dict[str, str]) -> dict[str, str]:
     if not plan.dequantize:
         return meta
     dense = {e.name for e in quantized_entries(plan) if e.tensor is not None and e.tensor.quant is not None
-             and e.tensor.quant.method == "torchao"}
+             and e.tensor.quant.method == Method.TORCHAO}
     return {k: _PLAIN if k in dense else v for k, v in meta.items()}
 
