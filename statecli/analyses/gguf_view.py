@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -164,10 +165,28 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
     arch, mapping = gguf_names(read_parts(g.path)[0], max(blocks, default=-1) + 1, names)
     renamed = replace(ref, entries=tuple(replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
                                          for e in ref.entries))
+    from ..formats.gguf.hf import hf_layout, transformers_here
+
+    layout = hf_layout(g.path) if "://" not in g.path else None
+    undone = (f"the GGUF's values read as transformers loads them (its {type(layout.processor).__name__} undoes "
+              "llama.cpp's converter changes, e.g. the q/k rows permuted for rope)" if layout is not None else
+              "llama.cpp's converter changes (q/k rows permuted for rope, fused or stacked tensors) are NOT undone ("
+              + ("transformers does not load this GGUF" if transformers_here() else "transformers is not installed")
+              + "): names only, so those tensors' values differ by that layout")
     note = (f"{len(mapping)} of {len(names)} names of {ref.path} mapped to GGUF names by gguf-py's TensorNameMap "
-            f"for {arch!r}; llama.cpp's converter permutes attn_q/attn_k rows for rope and may fuse or stack "
-            "tensors: those are not undone, so their values differ by that layout")
+            f"for {arch!r}; {undone}")
     return (g, renamed, note) if g is a else (renamed, g, note)
+
+
+def values_in_hf_layout(ck: Checkpoint, hf: bool) -> AbstractContextManager[Any]:
+    """`ck`'s value reader; a GGUF's with `hf` (it is diffed against another format) in HF layout."""
+    from ..formats.registry import values_of
+
+    if hf and ck.format is Format.GGUF:
+        from ..formats.gguf.values import gguf_reader
+
+        return gguf_reader(ck, hf=True)
+    return values_of(ck)
 
 
 def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
@@ -211,4 +230,4 @@ def _block_order(key: str) -> tuple[int, int]:
 
 
 __all__ = ["GgufView", "MetaChange", "MetaRow", "TypeTotal", "align_names", "gguf_view", "key_names", "metadata_changes",
-           "quant_error"]
+           "quant_error", "values_in_hf_layout"]
