@@ -19,16 +19,17 @@ def permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def tiny_llama(folder: Path, tie: bool = False) -> Any:
-    """A LlamaForCausalLM with GQA (4 heads, 2 kv heads), saved as safetensors in `folder`."""
+def tiny_llama(folder: Path, tie: bool = False, arch: str = "llama") -> Any:
+    """A LlamaForCausalLM (or Qwen2ForCausalLM: arch "qwen2") with GQA (4 heads, 2 kv heads), saved as
+    safetensors in `folder`."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=tie, rms_norm_eps=1e-5)
-    model = LlamaForCausalLM(cfg).eval()
+    cfg = (Qwen2Config if arch == "qwen2" else LlamaConfig)(
+        vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=tie, rms_norm_eps=1e-5)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
     with torch.no_grad():  # norms away from 1 so a lost norm shows
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
@@ -37,14 +38,16 @@ def tiny_llama(folder: Path, tie: bool = False) -> Any:
 
 
 def llama_to_gguf(model: Any, path: Path, qtype: str = "F32") -> Path:
-    """`model` as llama.cpp's converter writes it: 2-D weights as `qtype`, 1-D tensors F32."""
+    """`model` as llama.cpp's converter writes it: 2-D weights as `qtype`, 1-D tensors F32; q/k permuted
+    for llama (Qwen2Model does not permute)."""
     import gguf
     from gguf import GGMLQuantizationType as T
 
     from tests.gguf_files import quantized
 
     c = model.config
-    w = gguf.GGUFWriter(str(path), "llama")
+    arch = c.model_type
+    w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny-llama")
     w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size)
@@ -57,12 +60,14 @@ def llama_to_gguf(model: Any, path: Path, qtype: str = "F32") -> Path:
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
     w.add_file_type(0 if qtype == "F32" else 1 if qtype == "F16" else 7)
-    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, c.num_hidden_layers)
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], c.num_hidden_layers)
     for name, t in model.state_dict().items():
         if name == "lm_head.weight" and c.tie_word_embeddings:
             continue
         data = t.detach().float().numpy()
-        if name.endswith("q_proj.weight"):
+        if arch != "llama":  # only LlamaModel (and its subclasses) permute
+            pass
+        elif name.endswith("q_proj.weight"):
             data = permute(data, c.num_attention_heads, c.num_attention_heads)
         elif name.endswith("k_proj.weight"):
             data = permute(data, c.num_attention_heads, c.num_key_value_heads)

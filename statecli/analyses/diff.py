@@ -250,8 +250,8 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
     import importlib.util
     from copy import copy
 
+    from ..formats.registry import values_of
     from .compare_pool import batched
-    from .gguf_view import values_in_hf_layout as values_of
 
     torch_here = importlib.util.find_spec("torch") is not None
     with values_of(a, hf) as ra, values_of(b, hf) as rb:

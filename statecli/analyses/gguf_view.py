@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -178,17 +177,6 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
     return (g, renamed, note) if g is a else (renamed, g, note)
 
 
-def values_in_hf_layout(ck: Checkpoint, hf: bool) -> AbstractContextManager[Any]:
-    """`ck`'s value reader; a GGUF's with `hf` (it is diffed against another format) in HF layout."""
-    from ..formats.registry import values_of
-
-    if hf and ck.format is Format.GGUF:
-        from ..formats.gguf.values import gguf_reader
-
-        return gguf_reader(ck, hf=True)
-    return values_of(ck)
-
-
 def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
     """NMSE and SNR (dB) of each compared tensor and each block, from the diff's sums: how much the
     quantization cost ("||b-a||^2 / ||a||^2" with A the reference side as diff orders them)."""
@@ -230,4 +218,4 @@ def _block_order(key: str) -> tuple[int, int]:
 
 
 __all__ = ["GgufView", "MetaChange", "MetaRow", "TypeTotal", "align_names", "gguf_view", "key_names", "metadata_changes",
-           "quant_error", "values_in_hf_layout"]
+           "quant_error"]

@@ -60,10 +60,43 @@ def _layout(path: str, mtime_ns: int, size: int) -> HfLayout | None:
     return HfLayout(arch, config, proc)
 
 
+@dataclass(frozen=True)
+class HfModel:
+    """What transformers' GGUF loading makes of a GGUF: its config (config.json's content, as
+    `from_pretrained(..., gguf_file=...)` builds it) and the HF name of each GGUF tensor it loads."""
+
+    config: dict[str, Any]
+    names: dict[str, str]  # GGUF name -> HF name; a GGUF tensor transformers skips has none
+
+
+def hf_model(path: str) -> HfModel | None:
+    """transformers' config and names for the local GGUF at `path`: the config class its model_type
+    names, built from load_gguf_checkpoint's config dict (as PretrainedConfig.from_pretrained does with
+    a gguf_file), and its get_gguf_hf_weights_map over that model built on the meta device (no memory,
+    no weights, no code from the file); None where transformers does not load the architecture."""
+    layout = hf_layout(path)
+    if layout is None:
+        return None
+    import torch
+    import transformers.modeling_gguf_pytorch_utils as tg
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = {k: v for k, v in layout.config.items() if not k.startswith("_")}
+    config = AutoConfig.for_model(**settings)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError:
+        return None  # no causal-LM class for this model_type
+    names = tg.get_gguf_hf_weights_map(model, layout.processor)
+    config.architectures = [type(model).__name__]  # as save_pretrained of the loaded model records it
+    return HfModel(config.to_dict(), names)
+
+
 def _architecture(path: str) -> str:
     from .read import read_parts
 
     return str(read_parts(path)[0].metadata.get("general.architecture", ""))
 
 
-__all__ = ["HfLayout", "hf_layout", "transformers_here"]
+__all__ = ["HfLayout", "HfModel", "hf_layout", "hf_model", "transformers_here"]

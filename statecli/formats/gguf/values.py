@@ -64,8 +64,9 @@ class Dequantizing:
             import numpy as np
 
             self._held = None
+            # dequantized: float32; a plain type keeps its own dtype (a F16 tensor is written as F16)
             raw = self._stored(info, 0, info.numel) if self.dequantizes(info) else self.inner.read_flat(info, 0, info.numel)
-            values = np.asarray(raw, dtype=np.float32).reshape(info.shape)
+            values = np.asarray(raw).reshape(info.shape)
             self._held = (key, np.ascontiguousarray(self.layout.undo(name, values)).reshape(-1))
         return self._held[1]
 
