@@ -30,3 +30,22 @@ def test_html_shows_bits_per_weight_by_type_and_block(tmp_path: Path, command: s
         block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t]]
         assert f">{size * 8 / block:.2f}<" in rows[key], (key, rows[key])
     assert "bits/weight by block" in r.stdout and "bits/weight overall" in r.stdout
+
+
+def test_browse_module_line_shows_bits_per_weight_per_block(tmp_path: Path) -> None:
+    pytest.importorskip("textual")
+    from statecli.analyses.inspect import inspect
+    from statecli.load import load_checkpoint
+    from statecli.tui import browse_data
+    from statecli.tui.app import BrowserApp
+
+    rng = np.random.default_rng(1)
+    g = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_up.weight": (rng.standard_normal((8, 64)).astype(np.float32), "Q4_0"),
+                                         "blk.1.ffn_up.weight": (rng.standard_normal((8, 64)).astype(np.float32), "Q8_0")})
+    app = BrowserApp(browse_data(inspect(load_checkpoint(str(g)))))
+    app.below = ()
+    tree = app.data.tree()
+    lines = {p: app._module_line(tree.nodes[p]).plain for p in ("", "blk.0", "blk.1")}
+    assert "4.50 bits/weight" in lines["blk.0"] and "Q4_0" in lines["blk.0"]
+    assert "8.50 bits/weight" in lines["blk.1"] and "bits/weight" in lines[""]
+    assert lines["blk.1"].count("█") > lines["blk.0"].count("█")  # the bar: Q8_0 spends more than Q4_0
