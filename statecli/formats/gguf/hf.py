@@ -33,6 +33,21 @@ class HfLayout:
         return values if w is None or w.shape != values.shape else w
 
 
+    def changes(self, gguf_name: str, shape: tuple[int, ...]) -> bool:
+        """Whether the processor changes this tensor: asked of a probe, one distinct value per row
+        (shape[0] x 1 x ...), so a row permutation or a value offset shows without reading the tensor."""
+        import numpy as np
+
+        if not shape:
+            return False
+        probe = np.arange(shape[0], dtype=np.float32).reshape(shape[0], *([1] * (len(shape) - 1)))
+        try:
+            out = self.undo(gguf_name, probe)
+        except (ValueError, TypeError, IndexError):
+            return True  # a processor that needs the real shape: read whole, as transformers does
+        return out is not probe and not np.array_equal(out, probe)
+
+
 def transformers_here() -> bool:
     return importlib.util.find_spec("transformers") is not None and importlib.util.find_spec("torch") is not None
 

@@ -18,12 +18,10 @@ from ...vocab import Layout
 from .types import by_name
 
 if TYPE_CHECKING:
-    from .hf import HfLayout
-
-if TYPE_CHECKING:
     import numpy as np
 
     from ...io.values import ValueReader
+    from .hf import HfLayout
 
 
 def dequantize(raw: bytes | bytearray, type_name: str) -> np.ndarray:
@@ -49,9 +47,9 @@ class Dequantizing:
     def __init__(self, inner: ValueReader, layout: HfLayout | None = None, names: dict[Any, str] | None = None) -> None:
         self.inner = inner
         self._sources: dict[str, Source] = {}
-        # In HF layout (a GGUF beside its safetensors) every tensor goes through transformers' processor,
-        # whole: its permutations move rows, so one tensor at a time is held (the last one, kept for the
-        # next range of the same tensor).
+        # In HF layout (a GGUF beside its safetensors) the tensors transformers' processor changes (`names`)
+        # go through it whole: its permutations move rows, so such a tensor is held (the last one, kept for
+        # the next range of the same tensor); the others are read range by range as ever.
         self.layout, self._names = layout, names or {}
         self._held: tuple[Any, np.ndarray] | None = None
 
@@ -145,7 +143,8 @@ def gguf_reader(ck: Checkpoint, hf: bool = False) -> Iterator[ValueReader]:
     from .hf import hf_layout
 
     layout = hf_layout(ck.path) if hf and "://" not in ck.path else None
-    names = {(e.tensor.source, e.tensor.data_offset): e.name for e in ck.entries if e.tensor is not None}
+    names = {(e.tensor.source, e.tensor.data_offset): e.name for e in ck.entries
+             if e.tensor is not None and layout is not None and layout.changes(e.name, e.tensor.shape)}
     with value_reader(ck) as inner:
         reader = Dequantizing(inner, layout, names if layout is not None else None)
         try:

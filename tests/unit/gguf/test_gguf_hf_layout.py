@@ -56,3 +56,15 @@ def test_without_transformers_names_only_and_said_so(tmp_path: Path, monkeypatch
     assert code == 1 and "NOT undone" in err and "not installed" in err
     errs = d["quantization_error"]["tensors"]
     assert errs["blk.0.attn_q.weight"]["nmse"] > 0.1 and errs["blk.0.ffn_up.weight"]["nmse"] == 0
+
+
+def test_only_the_tensors_transformers_changes_are_read_whole(tmp_path: Path) -> None:
+    from statecli.formats.gguf.hf import hf_layout
+    from statecli.load import load_checkpoint
+
+    g = llama_to_gguf(tiny_llama(tmp_path / "hf"), tmp_path / "m.gguf", "Q8_0")
+    layout = hf_layout(str(g))
+    assert layout is not None
+    ck = load_checkpoint(str(g))
+    whole = {e.name for e in ck.entries if e.tensor is not None and layout.changes(e.name, e.tensor.shape)}
+    assert whole == {f"blk.{i}.attn_{w}.weight" for i in (0, 1) for w in "qk"}  # the rest: range by range
