@@ -206,7 +206,7 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
         if values and x is not None and y is not None and "shape" not in kd.changes:
             pairs.append((kd, x, y))
     if pairs:
-        _compare_values(a, b, pairs, rtol, atol, equal_nan, progress)
+        _compare_values(a, b, pairs, rtol, atol, equal_nan, progress, renaming is not None)
     order = {n: i for i, n in enumerate(list(ea) + only_b)}
     keys.sort(key=lambda k: order.get(k.name, 0))
     frozen = tuple(KeyDiff(**{**vars(k), "changes": MappingProxyType(k.changes)}) for k in keys)
@@ -243,7 +243,7 @@ def _groups(ck: Checkpoint) -> tuple[str, ...]:
 
 
 def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, TensorInfo, TensorInfo]], rtol: float,
-                    atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None) -> None:
+                    atol: float, equal_nan: bool, progress: Callable[[int, int], None] | None, hf: bool = False) -> None:
     """Every pair's figures, read through each format's `values` hook. The pairs numpy reads as plain bytes
     of local files go as one queue of byte-range tasks that span pairs (compare_pool.py); the rest one pair
     at a time: numpy's read_flat, or torch (imported only then) for complex, DCP and torch-only dtypes."""
@@ -254,7 +254,7 @@ def _compare_values(a: Checkpoint, b: Checkpoint, pairs: list[tuple[_Work, Tenso
     from .compare_pool import batched
 
     torch_here = importlib.util.find_spec("torch") is not None
-    with values_of(a) as ra, values_of(b) as rb:
+    with values_of(a, hf) as ra, values_of(b, hf) as rb:
         def by_numpy(x: TensorInfo, y: TensorInfo) -> bool:
             # Complex |a-b|: numpy's hypot and torch's abs differ in the last bit, so torch compares those
             # where it is installed; the core install (no torch) compares them with numpy.

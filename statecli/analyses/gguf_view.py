@@ -164,9 +164,16 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
     arch, mapping = gguf_names(read_parts(g.path)[0], max(blocks, default=-1) + 1, names)
     renamed = replace(ref, entries=tuple(replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
                                          for e in ref.entries))
+    from ..formats.gguf.hf import hf_layout, transformers_here
+
+    layout = hf_layout(g.path) if "://" not in g.path else None
+    undone = (f"the GGUF's values read as transformers loads them (its {type(layout.processor).__name__} undoes "
+              "llama.cpp's converter changes, e.g. the q/k rows permuted for rope)" if layout is not None else
+              "llama.cpp's converter changes (q/k rows permuted for rope, fused or stacked tensors) are NOT undone ("
+              + ("transformers does not load this GGUF" if transformers_here() else "transformers is not installed")
+              + "): names only, so those tensors' values differ by that layout")
     note = (f"{len(mapping)} of {len(names)} names of {ref.path} mapped to GGUF names by gguf-py's TensorNameMap "
-            f"for {arch!r}; llama.cpp's converter permutes attn_q/attn_k rows for rope and may fuse or stack "
-            "tensors: those are not undone, so their values differ by that layout")
+            f"for {arch!r}; {undone}")
     return (g, renamed, note) if g is a else (renamed, g, note)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -78,7 +79,7 @@ def _stdout(target: Target) -> Any:
 
 
 def _finish(plan: Plan, target: Target, view: Output, renames: Renames | None = None,
-            duplicate_tied: bool = False) -> None:
+            duplicate_tied: bool = False, after: Callable[[], None] | None = None) -> None:
     """Apply the renames, run the plan with a progress bar, and print what changed in the chosen format
     (on stderr when the checkpoint itself goes to stdout)."""
     from ..render import render
@@ -92,6 +93,8 @@ def _finish(plan: Plan, target: Target, view: Output, renames: Renames | None = 
     stdout = _stdout(target)
     with write_progress(view) as progress:
         result = run(plan, target, progress, stdout)
+    if after is not None and result.exit_code == 0 and not target.dry_run:
+        after()  # the files that go beside the weights (a GGUF's config.json)
     if target.output != "-" or target.dry_run:
         render(result, view)
     elif not view.quiet:
@@ -259,6 +262,7 @@ def convert(
     Example: statecli convert sample_checkpoints/cnn.pt -o cnn.safetensors
     """
     view = output_context(fmt, quiet, verbose)
+    from ..rewrite.gguf_hf import gguf_hf_folder
     from ..rewrite.plan import plan
     from ..rewrite.spec import ConvertSpec, Target
 
@@ -269,12 +273,13 @@ def convert(
     if dtype is not None and not (dequantize or gguf):
         raise UsageError(None, "--dtype needs --dequantize (cast changes the dtype of an unquantized checkpoint)")
     planned = plan(ck, raw, ConvertSpec(dequantize_to=dtype or "bfloat16") if gguf else ConvertSpec())
+    planned, target, after = gguf_hf_folder(planned, target, dtype) if gguf else (planned, target, None)
     if dequantize and not gguf:
         from ..rewrite.quantized import dequantized
 
         planned = dequantized(planned, dtype)
     _finish(planned, target, view, _renames(strip_prefix, add_prefix, rename),
-            duplicate_tied)
+            duplicate_tied, after)
 
 
 @app.command("rename")

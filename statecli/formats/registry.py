@@ -8,7 +8,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from ..state import Checkpoint
+from ..state import Checkpoint, Format
 from . import dcp, gguf, npy, onnx, pt2, safetensors, sharded, torchlegacy, torchtar, torchzip
 from .handler import FormatHandler
 
@@ -29,9 +29,15 @@ REGISTRY: tuple[FormatHandler, ...] = (
 )
 
 
-def values_of(ck: Checkpoint) -> AbstractContextManager[ValueReader]:
+def values_of(ck: Checkpoint, hf_layout: bool = False) -> AbstractContextManager[ValueReader]:
     """The value reader of `ck`: its format handler's `values` hook, so that every value pass (stats,
-    show, check, diff) reads a format's tensors the way that format says (dequantized, assembled...)."""
+    show, check, diff) reads a format's tensors the way that format says (dequantized, assembled...).
+    With `hf_layout` a GGUF's values are read as transformers loads them (gguf/hf.py): a diff against
+    another format, a convert to a Hugging Face folder."""
+    if hf_layout and ck.format is Format.GGUF:
+        from .gguf.values import gguf_reader
+
+        return gguf_reader(ck, hf=True)
     for handler in REGISTRY:
         if handler.format == ck.format:
             return handler.values(ck)

@@ -151,10 +151,26 @@ def _leaf(e: Entry) -> Raw:
     return Raw(f"{kind(e.kind)} <span class=dim>{x(t.dtype)} {x(fmt_shape(t.shape))} {fmt_bytes(t.nbytes)}</span>")
 
 
+def _gguf(v: Any) -> list[str]:
+    """A GGUF's totals (gguf_view.GgufView): bits per weight by GGML type and by block, as bars."""
+    from .human_gguf import bpw_text as bpw
+
+    if v is None:
+        return []
+    out = [f"<h2>GGUF v{v.version}: {x(v.architecture or '?')}, file type {x(v.file_type or '?')}, "
+           f"{bpw(v.total)} bits/weight overall</h2>"]
+    for title, rows in (("by GGML type", v.by_type), ("by block", v.by_block)):
+        out.append(svg_bar_chart([(t.key, t.bits_per_weight, f"{bpw(t)} bits/weight") for t in rows], f"bits/weight {title}"))
+        out.append(table([title[3:], "tensors", "params", "size", "bits/weight", "types"],
+                         [[t.key, t.tensors, fmt_count(t.params), fmt_bytes(t.nbytes), bpw(t), " ".join(t.types)]
+                          for t in rows], (1, 2, 3, 4)))
+    return out
+
+
 def _inspect(r: InspectResult) -> tuple[str, list[str]]:
     ck = r.checkpoint
     tensors = [e for e in r.entries if e.tensor is not None]
-    body = [_header(ck, "inspect"), "<h2>summary (shared storage counted once)</h2>"]
+    body = [_header(ck, "inspect"), *_gguf(r.gguf), "<h2>summary (shared storage counted once)</h2>"]
     for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
         body += _buckets(title, buckets, r.total.nbytes)
     body.append("<h2>module tree</h2>")
@@ -190,7 +206,7 @@ def _size(r: SizeResult) -> tuple[str, list[str]]:
     body = [_header(ck, "size"),
             "".join(f"<p>{x(line)}</p>" for line in size_headline(r))
             + (f"<p>shared storage counted once (saves {fmt_bytes(r.duplicate_nbytes)})</p>" if r.duplicate_nbytes
-               else ""), f"<h2>by module (depth {r.depth})</h2>",
+               else ""), *_gguf(r.gguf), f"<h2>by module (depth {r.depth})</h2>",
             svg_bar_chart([(m.module, m.share, f"{fmt_bytes(m.bucket.nbytes)} ({m.share:.1%})") for m in r.by_module],
                           f"bytes by module, depth {r.depth}"),
             table(["module", "tensors", "numel", "size", "share"],

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from ..analyses.gguf_view import GgufView, TypeTotal
 
 
-def _bpw(t: TypeTotal) -> str:
+def bpw_text(t: TypeTotal) -> str:
+    """Bits per weight as every view prints them (2 decimals; '-' without parameters)."""
     bpw = t.bits_per_weight
     return "-" if bpw is None else f"{bpw:.2f}"
 
@@ -26,7 +27,7 @@ def render_gguf_header(v: GgufView, con: Any) -> None:
         what.append(escape(v.architecture))
     if v.file_type:
         what.append(f"file type {escape(v.file_type)}")
-    what.append(f"{_bpw(v.total)} bits/weight over {fmt_count(v.total.params)} weights")
+    what.append(f"{bpw_text(v.total)} bits/weight over {fmt_count(v.total.params)} weights")
     if v.parts > 1:
         what.append(f"split in {v.parts} parts")
     con.print(Text(", ".join(what) + f"; {v.torch_order_note}"))
@@ -38,12 +39,12 @@ def render_gguf_header(v: GgufView, con: Any) -> None:
 def render_gguf_totals(v: GgufView, con: Any, blocks: bool = False) -> None:
     cols = [Col("type"), Col("tensors", right=True), Col("params", right=True), Col("size", right=True),
             Col("bits/weight", right=True)]
-    rows = [[escape(t.key), str(t.tensors), fmt_count(t.params), fmt_bytes(t.nbytes), _bpw(t)] for t in v.by_type]
-    rows.append(["total", str(v.total.tensors), fmt_count(v.total.params), fmt_bytes(v.total.nbytes), _bpw(v.total)])
+    rows = [[escape(t.key), str(t.tensors), fmt_count(t.params), fmt_bytes(t.nbytes), bpw_text(t)] for t in v.by_type]
+    rows.append(["total", str(v.total.tensors), fmt_count(v.total.params), fmt_bytes(v.total.nbytes), bpw_text(v.total)])
     print_grid(con, "by GGML type", cols, rows)
     if blocks:
         cols = [Col("block")] + cols[1:] + [Col("types", wrap=True)]
-        rows = [[escape(b.key), str(b.tensors), fmt_count(b.params), fmt_bytes(b.nbytes), _bpw(b), ", ".join(b.types)]
+        rows = [[escape(b.key), str(b.tensors), fmt_count(b.params), fmt_bytes(b.nbytes), bpw_text(b), ", ".join(b.types)]
                 for b in v.by_block]
         print_grid(con, "by block", cols, rows)
 
@@ -60,4 +61,4 @@ def render_quant_error(keys: tuple[Any, ...], con: Any) -> None:
                [Col("block"), Col("NMSE", right=True), Col("SNR dB", right=True)], rows)
 
 
-__all__ = ["render_gguf_header", "render_gguf_totals", "render_quant_error"]
+__all__ = ["bpw_text", "render_gguf_header", "render_gguf_totals", "render_quant_error"]

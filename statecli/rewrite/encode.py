@@ -123,7 +123,7 @@ def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log
     tree = tree_of(storages)
     log.expect(sum(st.nbytes for st in storages.sources))
     casts: list[_Cast] = []
-    with values_of(plan.ck) as reader:
+    with values_of(plan.ck, plan.hf_layout) as reader:
         def data(st: OutStorage) -> Iterable[memoryview]:
             src = storages.sources[st]
             losses = None
@@ -189,7 +189,7 @@ def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], 
                  + ", ".join(f"{a} = {b}" for a, b in list(aliases.items())[:3]))
     log.expect(sum(out_nbytes(plan, e) for _, e in items))
     casts: list[_Cast] = []
-    with values_of(plan.ck) as reader:
+    with values_of(plan.ck, plan.hf_layout) as reader:
         def item(name: str, e: Entry) -> WriteItem:
             t = e.tensor
             assert t is not None

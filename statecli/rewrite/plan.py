@@ -71,6 +71,7 @@ class Plan:
     # convert --dequantize: quantized weights are written as dense tensors of their `cast` dtype
     # (else run() writes each as its stored parts, bit-identical: rewrite/quantized.py).
     dequantize: bool = False
+    hf_layout: bool = False  # a GGUF written as transformers loads it (convert to a Hugging Face folder)
 
     def __post_init__(self) -> None:
         # Callers may pass sets, dicts and lists: freeze copies so nothing can change the plan later.

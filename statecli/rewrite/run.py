@@ -211,7 +211,7 @@ def _write_dcp(plan: Plan, target: str, strict: bool, log: WriteLog, need: int) 
     from ..formats import dcp
     from ..formats.registry import values_of
 
-    with atomic.atomic_dir(target, need=need) as tmp, values_of(plan.ck) as reader:
+    with atomic.atomic_dir(target, need=need) as tmp, values_of(plan.ck, plan.hf_layout) as reader:
         # The whole checkpoint, wrappers included: DCP holds nested state (optimizer, counters) too.
         sd = rebuild(plan, encode.dcp_tensor(plan, reader, log), log)
         _refuse_if_strict(plan, strict, log)

@@ -20,7 +20,17 @@ from ..render.text import escape
 from ..state import KINDS, Entry
 from ..state import ROOT as ROOT_NAME
 from ..units import fmt_bytes
-from .labels import change_text, entry_cells, entry_head, fit_table, kind_style, name_cell, node_label, stats_text
+from .labels import (
+    change_text,
+    entry_cells,
+    entry_head,
+    fit_table,
+    gguf_line,
+    kind_style,
+    name_cell,
+    node_label,
+    stats_text,
+)
 from .model import ROOT, Browse, Filter, Node, parents
 
 ROW_LIMIT = 300  # rows in the table at once (textual lays out each row): beyond, pick a submodule or filter
@@ -175,6 +185,10 @@ class BrowserApp(App[None]):
         out.append(f"  {node.tensors} tensors  {fmt_bytes(node.nbytes)}")
         for kind, n in node.kinds:
             out.append(f"  {n} {kind}", style=kind_style(kind))
+        bpw = gguf_line(self.data.inspected.gguf, node.path)
+        if bpw is not None:
+            out.append("\n")
+            out.append_text(bpw)
         if len(self.below) > ROW_LIMIT:
             out.append(f"\nthe first {ROW_LIMIT:,} of {len(self.below):,} entries: pick a submodule or filter (/)",
                        style="yellow")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
 from ..analyses.module_tree import tree_path
-from ..render.charts import bar, spark
+from ..render.charts import bar, scale, spark
 from ..render.grid import KIND_STYLES, Col, fit
 from ..render.text import escape, fmt_float
 from ..units import fmt_bytes, fmt_count, fmt_shape
@@ -125,6 +125,23 @@ def fit_table(rows: Sequence[Sequence[Text]], two: bool, width: int) -> FittedTa
     out = tuple(tuple(r[i] if s == r[i].plain else Text(s, style=r[i].style, justify=r[i].justify)
                       for i, s in zip(at, f)) for r, f in zip(rows, fitted))
     return FittedTable(tuple(c.head for c in kept), out, "" if title == "table" else title or "")
+def gguf_line(view: Any, path: str) -> Text | None:
+    """A GGUF's bits per weight for the module line: the model's (and file type) at the root, a
+    block's (`blk.N`) with a bar against the block that spends the most; None elsewhere."""
+    from ..render.human_gguf import bpw_text
+
+    if view is None:
+        return None
+    if not path:
+        return Text(f"GGUF {escape(str(view.file_type or '?'))}: {bpw_text(view.total)} bits/weight", style="bold")
+    block = next((b for b in view.by_block if b.key == path), None)
+    if block is None:
+        return None
+    top = scale([b.bits_per_weight for b in view.by_block])
+    out = Text(f"{bpw_text(block)} bits/weight ")
+    out.append(bar(block.bits_per_weight / top if top and block.bits_per_weight else None, 20), style="cyan")
+    out.append(f"  {escape(', '.join(block.types))}", style="dim")
+    return out
 
 
 def entry_head(e: Entry, key: KeyDiff | None = None, hint: bool = True) -> Text:

@@ -1,0 +1,117 @@
+"""A GGUF in Hugging Face's layout, the way transformers' own GGUF loading sees it: the config it builds
+from the metadata (`load_gguf_checkpoint`) and its per-architecture TensorProcessor, which undoes what
+llama.cpp's converter changed (the q/k rows permuted for rope in llama-family models, ...). transformers
+is optional: without it (or for an architecture it does not load) there is no HF layout, only names."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class HfLayout:
+    """transformers' view of one GGUF: its config (as load_gguf_checkpoint parses it) and the processor
+    whose `process` turns a dequantized GGUF tensor into the HF tensor."""
+
+    architecture: str
+    config: dict[str, Any]
+    processor: Any
+
+    def undo(self, gguf_name: str, values: np.ndarray) -> np.ndarray:
+        """`values` (torch-order shape) as transformers loads them; unchanged where its processor keeps
+        them, or where it splits them into other tensors (stacked MoE experts: not undone here)."""
+        out = self.processor.process(weights=values, name=gguf_name, tensor_key_mapping={},
+                                     parsed_parameters={"tensors": {}, "config": self.config})
+        w = getattr(out, "weights", None)
+        return values if w is None or w.shape != values.shape else w
+
+
+    def changes(self, gguf_name: str, shape: tuple[int, ...]) -> bool:
+        """Whether the processor changes this tensor: asked of a probe, one distinct value per row
+        (shape[0] x 1 x ...), so a row permutation or a value offset shows without reading the tensor."""
+        import numpy as np
+
+        if not shape:
+            return False
+        probe = np.arange(shape[0], dtype=np.float32).reshape(shape[0], *([1] * (len(shape) - 1)))
+        try:
+            out = self.undo(gguf_name, probe)
+        except (ValueError, TypeError, IndexError):
+            return True  # a processor that needs the real shape: read whole, as transformers does
+        return out is not probe and not np.array_equal(out, probe)
+
+
+def transformers_here() -> bool:
+    return importlib.util.find_spec("transformers") is not None and importlib.util.find_spec("torch") is not None
+
+
+def hf_layout(path: str) -> HfLayout | None:
+    """transformers' layout of the local GGUF at `path` (a part of a split model: its first part);
+    None without transformers or for an architecture transformers does not load from GGUF."""
+    if not transformers_here():
+        return None
+    st = os.stat(path)
+    return _layout(path, st.st_mtime_ns, st.st_size)  # a file rewritten in place is parsed again
+
+
+@cache
+def _layout(path: str, mtime_ns: int, size: int) -> HfLayout | None:
+    import transformers.modeling_gguf_pytorch_utils as tg
+
+    try:
+        parsed = tg.load_gguf_checkpoint(path, return_tensors=False)
+    except (ValueError, NotImplementedError, KeyError):
+        return None  # "GGUF model with architecture X is not supported yet"
+    config = dict(parsed.get("config", {}))
+    arch = _architecture(path)
+    proc = tg.TENSOR_PROCESSORS.get(arch, tg.TensorProcessor)(config=config)
+    return HfLayout(arch, config, proc)
+
+
+@dataclass(frozen=True)
+class HfModel:
+    """What transformers' GGUF loading makes of a GGUF: its config (config.json's content, as
+    `from_pretrained(..., gguf_file=...)` builds it) and the HF name of each GGUF tensor it loads."""
+
+    config: dict[str, Any]
+    names: dict[str, str]  # GGUF name -> HF name; a GGUF tensor transformers skips has none
+
+
+def hf_model(path: str) -> HfModel | None:
+    """transformers' config and names for the local GGUF at `path`: the config class its model_type
+    names, built from load_gguf_checkpoint's config dict (as PretrainedConfig.from_pretrained does with
+    a gguf_file), and its get_gguf_hf_weights_map over that model built on the meta device (no memory,
+    no weights, no code from the file); None where transformers does not load the architecture."""
+    layout = hf_layout(path)
+    if layout is None:
+        return None
+    import torch
+    import transformers.modeling_gguf_pytorch_utils as tg
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = {k: v for k, v in layout.config.items() if not k.startswith("_")}
+    config = AutoConfig.for_model(**settings)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError:
+        return None  # no causal-LM class for this model_type
+    names = tg.get_gguf_hf_weights_map(model, layout.processor)
+    config.architectures = [type(model).__name__]  # as save_pretrained of the loaded model records it
+    return HfModel(config.to_dict(), names)
+
+
+def _architecture(path: str) -> str:
+    from .read import read_parts
+
+    return str(read_parts(path)[0].metadata.get("general.architecture", ""))
+
+
+__all__ = ["HfLayout", "HfModel", "hf_layout", "hf_model", "transformers_here"]

@@ -1,0 +1,74 @@
+"""convert GGUF -> a Hugging Face folder: the tensors under the names transformers' GGUF loading gives
+them, in its layout (llama.cpp's permutations undone), and a config.json as transformers builds it from
+the GGUF's metadata (formats/gguf/hf.py); the tensors transformers skips are left out, said so."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from functools import partial
+
+from ..errors import UsageError
+from ..io.atomic import atomic_file, open_output
+from ..units import dtype_name
+from .plan import Plan, entry_key, rewrite_note
+from .spec import Target
+
+WEIGHTS = "model.safetensors"
+
+
+def is_folder_output(output: str | None) -> bool:
+    """-o names a folder (ends in a separator, is one, or has no checkpoint extension)."""
+    if output is None or output == "-" or "://" in output:
+        return False
+    low = output.lower()
+    return output.endswith(("/", os.sep)) or os.path.isdir(output) or not low.endswith((".safetensors", ".pt", ".pth",
+                                                                                          ".bin", ".ckpt", ".tar"))
+
+
+def gguf_hf_folder(plan: Plan, target: Target, dtype: str | None) -> tuple[Plan, Target, Callable[[], None] | None]:
+    """A GGUF's convert: to a Hugging Face folder where -o names a folder (and no --to): the plan, the
+    target and what writes config.json once the weights are written; else all as they were."""
+    if target.to is not None or not is_folder_output(target.output):
+        return plan, target, None
+    folder = str(target.output)
+    plan, target, config = hf_folder_plan(plan, target)
+    return plan, target, partial(write_config, folder, config, dtype_name(dtype or "bfloat16") or "bfloat16")
+
+
+def hf_folder_plan(plan: Plan, target: Target) -> tuple[Plan, Target, dict[str, object]]:
+    """The plan renamed and read in transformers' layout, the target `folder/model.safetensors`, and
+    the config.json content; a UsageError where transformers cannot load this GGUF."""
+    from ..formats.gguf.hf import hf_model, transformers_here
+
+    assert target.output is not None
+    model = hf_model(plan.ck.path) if "://" not in plan.ck.path else None
+    if model is None:
+        why = ("transformers does not load this GGUF's architecture" if transformers_here() else
+               "it needs transformers and torch (pip install transformers)")
+        raise UsageError(plan.ck.path, f"cannot write a Hugging Face folder: {why}",
+                         "write GGUF names to one file instead: -o model.safetensors")
+    skipped = [e.name for e in plan.ck.entries if e.tensor is not None and e.name not in model.names]
+    drop = plan.drop | {entry_key(e) for e in plan.ck.entries if e.tensor is not None and e.name not in model.names}
+    notes = plan.notes + (rewrite_note(f"{len(model.names)} tensor(s) under transformers' names and layout (its "
+                                       "GGUF loading's TensorProcessor), config.json as it builds it from the metadata"),)
+    if skipped:
+        notes += (rewrite_note(f"{len(skipped)} tensor(s) transformers does not load left out: {', '.join(skipped[:3])}"
+                               + (", ..." if len(skipped) > 3 else "")),)
+    renames = {g: h for g, h in model.names.items() if g != h}
+    plan = dataclasses.replace(plan, drop=drop, renames=renames, notes=notes, hf_layout=True)
+    if not target.dry_run:
+        os.makedirs(target.output, exist_ok=True)
+    return plan, dataclasses.replace(target, output=os.path.join(target.output, WEIGHTS)), model.config
+
+
+def write_config(folder: str, config: dict[str, object], dtype: str) -> None:
+    """config.json beside the weights, with the dtype they were written in; atomically."""
+    path = os.path.join(folder, "config.json")
+    with atomic_file(path) as tmp, open_output(tmp) as out:
+        out.write((json.dumps({**config, "dtype": dtype}, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+__all__ = ["WEIGHTS", "gguf_hf_folder", "hf_folder_plan", "is_folder_output", "write_config"]

@@ -1,0 +1,49 @@
+"""convert GGUF -> a Hugging Face folder: oracle transformers' own GGUF loading
+(`from_pretrained(folder, gguf_file=...)`): the same names and tensors, and a config.json that loads
+the same model; for llama (q/k permuted by the converter) and qwen2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from statecli.cli import app
+from tests.gguf_hf import llama_to_gguf, tiny_llama
+
+pytest.importorskip("gguf")
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")  # transformers' GGUF loading needs it
+torch = pytest.importorskip("torch")
+_NOT_LOADED = {"architectures", "_name_or_path", "_model_name_or_path", "quantization_config", "dtype", "torch_dtype"}
+
+
+@pytest.mark.parametrize(("arch", "qtype"), [("llama", "Q8_0"), ("llama", "F16"), ("qwen2", "Q8_0")])
+def test_hf_folder_holds_what_transformers_loads_from_the_gguf(tmp_path: Path, arch: str, qtype: str) -> None:
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    g = llama_to_gguf(tiny_llama(tmp_path / "src", arch=arch), tmp_path / "m.gguf", qtype)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["convert", str(g), "-o", f"{out}/", "--dtype", "float32"])
+    assert r.exit_code == 0, r.output
+    oracle = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", dtype=torch.float32)
+    want, got = oracle.state_dict(), load_file(str(out / "model.safetensors"))
+    assert set(got) == set(want)
+    for k in want:  # F16 tensors are written as stored (float16): the same values as transformers' float32
+        assert torch.equal(got[k].float(), want[k]), k
+    loaded = AutoModelForCausalLM.from_pretrained(str(out))  # config.json + weights alone
+    assert type(loaded) is type(oracle) and loaded.dtype == torch.float32
+    a, b = oracle.config.to_dict(), loaded.config.to_dict()
+    assert {k: v for k, v in a.items() if k not in _NOT_LOADED} == {k: v for k, v in b.items() if k not in _NOT_LOADED}
+
+
+def test_hf_folder_without_transformers_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import statecli.formats.gguf.hf as hf
+
+    g = llama_to_gguf(tiny_llama(tmp_path / "src"), tmp_path / "m.gguf", "F32")
+    monkeypatch.setattr(hf, "transformers_here", lambda: False)
+    r = CliRunner().invoke(app, ["convert", str(g), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "needs transformers" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()
