@@ -177,3 +177,18 @@ def test_a_remote_identity_names_content_only_when_the_backend_does(info: dict[s
     ident = identity("s3://bucket/m.safetensors", info)
     assert ident["content"] == content and ident["size"] == 5
     assert (cache_key(ident, Command.SCAN, ()) is None) == (content is None)
+
+
+def test_a_listed_object_costs_its_cached_record_no_file_system(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached second run over a bucket: the listing said size and ETag, so an object's identity resolves
+    no fsspec file system (~0.06 ms of the ~0.13 ms a cached record cost)."""
+    from statecli.batch.record import identity
+    from statecli.io import source
+
+    def no_fs(name: str) -> Any:
+        raise AssertionError(f"file system resolved for {name}")
+
+    monkeypatch.setattr(source, "_filesystem", no_fs)
+    ident = identity("s3://bucket/m.safetensors", {"size": 8, "ETag": '"' + "ab" * 16 + '"'})
+    assert ident == {"url": "s3://bucket/m.safetensors", "size": 8, "content": "etag:" + "ab" * 16}
+
