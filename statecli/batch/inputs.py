@@ -57,6 +57,26 @@ def expand_inputs(args: Iterable[str]) -> list[Input]:
     return list(out.values())
 
 
+def _without_shards(matches: list[Input]) -> list[Input]:
+    """A pattern's matches less the shard files a matched sharded index reads: `**/*` over a folder, local or
+    in a bucket, matches the index and its shards, and each shard would be read twice, once on its own.
+    The index says which files are its shards (one small read; names given one by one are not read, so
+    --resume over a list fetches no finished index); an index that cannot say is left alone, its record says why."""
+    import posixpath
+
+    from ..formats.sharded import read_index, shard_problem
+
+    covered: set[str] = set()
+    for name in (m.name for m in matches if m.name.endswith(".index.json")):
+        join = posixpath if is_remote(name) else os.path
+        try:
+            shards = set(read_index(name)[0].values())
+        except BadInput:
+            continue
+        covered |= {join.join(join.dirname(name), s) for s in shards if shard_problem(name, s) is None}
+    return [m for m in matches if m.name not in covered]
+
+
 def _expand(arg: str) -> list[Input]:
     if is_remote(arg):
         return _remote(arg) if _GLOB & set(arg.split("://", 1)[1]) else [Input(p) for p in expand_paths([arg])]
@@ -66,7 +86,7 @@ def _expand(arg: str) -> list[Input]:
                if os.path.isdir(m) or (os.path.isfile(m) and not _skipped(m))]
     if not matches:
         raise BadInput(arg, "the pattern matches no checkpoint")
-    return [Input(p) for p in expand_paths(matches)]
+    return _without_shards([Input(p) for p in expand_paths(matches)])
 
 
 def _remote(pattern: str) -> list[Input]:
@@ -84,7 +104,7 @@ def _remote(pattern: str) -> list[Input]:
     files = [(p, info) for p, info in sorted(found.items()) if info.get("type", "file") == "file"]
     if not files:
         raise BadInput(pattern, "the pattern matches no object")
-    return [Input(f"{scheme}://{p.lstrip('/')}", info) for p, info in files if not _skipped(p)]
+    return _without_shards([Input(f"{scheme}://{p.lstrip('/')}", info) for p, info in files if not _skipped(p)])
 
 
 def _skipped(path: str) -> bool:

@@ -10,9 +10,10 @@ import typer
 from ..errors import UsageError
 from ..io.stdin import STDIN, local_input
 from ..state import KindFilter, OutputFormat
-from ..vocab import SortOrder
+from ..vocab import BatchCommand, SortOrder
 from .app import app, exit_with, output_context
 from .ci_options import BaselineOpt, CiFormat, CiFormatOpt
+from .ndjson_options import BatchArgs, MoreArg, batch_options, record_options
 from .options import (
     AddPrefixOpt,
     HfConfigOpt,
@@ -35,8 +36,10 @@ if TYPE_CHECKING:
 
 
 @app.command()
+@batch_options
 def inspect(
     path: ReadPathArg,
+    more: MoreArg = None,
     tree: Annotated[bool, typer.Option("--tree", help="Show the module hierarchy with per-module totals.")] = False,
     kind: Annotated[Optional[list[KindFilter]], typer.Option(
         "--kind", help="Only entries of this kind (repeatable): parameter, buffer (every buffer), "
@@ -60,6 +63,7 @@ def inspect(
     model_kwargs: ModelKwargsOpt = None,
     hf_config: HfConfigOpt = None,
     no_hf_config: NoHfConfigOpt = False,
+    many: BatchArgs = BatchArgs(None),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -67,6 +71,9 @@ def inspect(
 
     Example: statecli inspect sample_checkpoints/cnn.pt
     """
+    if many.records(BatchCommand.INSPECT, [path], more, record_options(BatchCommand.INSPECT, stats=stats or exact),
+                    quiet, verbose):
+        return
     view = output_context(fmt, quiet, verbose)
     from ..analyses.inspect import inspect as inspect_checkpoint
     from ..open import open_checkpoint
@@ -84,8 +91,10 @@ def inspect(
 
 
 @app.command()
+@batch_options
 def size(
     path: ReadPathArg,
+    more: MoreArg = None,
     depth: Annotated[int, typer.Option("--depth", min=1, help="Group modules by this many name components.", metavar="N")] = 1,
     top: Annotated[int, typer.Option("--top", min=0, help="List the N largest tensors.", metavar="N")] = 10,
     memory: Annotated[bool, typer.Option("--memory", help="Memory of the loaded weights (as stored and dequantized) "
@@ -104,6 +113,7 @@ def size(
     model_kwargs: ModelKwargsOpt = None,
     hf_config: HfConfigOpt = None,
     no_hf_config: NoHfConfigOpt = False,
+    many: BatchArgs = BatchArgs(None),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -111,6 +121,8 @@ def size(
 
     Example: statecli size sample_checkpoints/transformer.pt --depth 2
     """
+    if many.records(BatchCommand.SIZE, [path], more, record_options(BatchCommand.SIZE, depth=depth), quiet, verbose):
+        return
     view = output_context(fmt, quiet, verbose)
     from ..analyses.size import size_of
     from ..open import open_checkpoint
@@ -188,6 +200,7 @@ def _diff(ck_a: Checkpoint, ck_b: Checkpoint, view: Output, options: dict[str, A
 
 
 @app.command()
+@batch_options
 def scan(
     paths: Annotated[list[str], typer.Argument(help="Checkpoints to scan (a folder: every checkpoint below it).",
                                                show_default=False, metavar="PATH")],
@@ -196,6 +209,7 @@ def scan(
                                                           "the exit code too (default: listed only).")] = False,
     fmt: CiFormatOpt = CiFormat.TABLE,
     baseline: BaselineOpt = None,
+    many: BatchArgs = BatchArgs(None),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -203,6 +217,8 @@ def scan(
 
     Example: statecli scan sample_checkpoints/full_model.pt
     """
+    if many.records(BatchCommand.SCAN, paths, None, record_options(BatchCommand.SCAN, strict=strict), quiet, verbose):
+        return
     view = output_context(fmt, quiet, verbose)
     from ..analyses.baseline import with_baseline
     from ..analyses.scan import scan_paths
@@ -214,6 +230,7 @@ def scan(
 
 
 @app.command()
+@batch_options
 def check(
     paths: Annotated[list[str], typer.Argument(help="Checkpoints to check (a folder: every checkpoint below it).",
                                                show_default=False, metavar="PATH")],
@@ -258,6 +275,7 @@ def check(
                                                           "GITHUB_ACTIONS=true).")] = False,
     summary: Annotated[Optional[str], typer.Option("--summary", help="Also append the Markdown table (-f md) to "
                                                    "this file, e.g. $GITHUB_STEP_SUMMARY.", metavar="FILE")] = None,
+    many: BatchArgs = BatchArgs(None),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -265,18 +283,21 @@ def check(
 
     Example: statecli check sample_checkpoints/*.safetensors --no-nan --devices cpu
     """
-    view = output_context(fmt, quiet, verbose)
-    from ..analyses.baseline import with_baseline
-    from ..analyses.check import check as run_check
-    from ..render import render
-    from ..render.ci import write_ci_outputs
-
     flags = {name: value for name, value in (
         ("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf), ("param-dtypes", param_dtypes),
         ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
         ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
         ("model-args", model_arg), ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
         ("quantization", quantization), ("storage-dtypes", storage_dtypes)) if value is not None}
+    if many.records(BatchCommand.CHECK, paths, None, record_options(BatchCommand.CHECK, rules=flags, config=config),
+                    quiet, verbose):
+        return
+    view = output_context(fmt, quiet, verbose)
+    from ..analyses.baseline import with_baseline
+    from ..analyses.check import check as run_check
+    from ..render import render
+    from ..render.ci import write_ci_outputs
+
     result = with_baseline(run_check(paths, flags, config, model_choice(hf_config=hf_config, no_hf_config=no_hf_config)),
                            baseline)
     render(result, view)

@@ -1,6 +1,7 @@
 """N tiny mixed checkpoints built in code for the batch tests and benchmarks: safetensors, torch zip .pt,
-legacy .pt, a sharded safetensors index, pickles that would run code (a canary command) or need trust,
-truncated files and Git LFS pointer files. Each kind with the exit code `scan` must give it."""
+legacy .pt, a sharded safetensors index, a DCP folder, a GGUF file, pickles that would run code (a canary
+command) or need trust, truncated files and Git LFS pointer files. Each kind with the exit code `scan` must
+give it. FILE_KINDS leaves out the DCP folder, for servers that have no folders (HTTP URL lists)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import io
 import json
 import shlex
 import struct
+import warnings
 from pathlib import Path
 
 LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
                b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n")
-KINDS = ("safetensors", "pt", "legacy", "sharded", "payload", "trust", "truncated", "lfs")
+FILE_KINDS = ("safetensors", "pt", "legacy", "sharded", "payload", "trust", "truncated", "lfs", "gguf")
+KINDS = (*FILE_KINDS, "dcp")
 # scan's exit code per kind: 0 safe, 1 needs trust, 2 unreadable, 3 would run code
-EXIT = {"safetensors": 0, "pt": 0, "legacy": 0, "sharded": 0, "payload": 3, "trust": 1, "truncated": 2, "lfs": 2}
+EXIT = {"safetensors": 0, "pt": 0, "legacy": 0, "sharded": 0, "payload": 3, "trust": 1, "truncated": 2, "lfs": 2,
+        "gguf": 0, "dcp": 0}
 
 
 def safetensors_bytes(n: int, seed: int, first: int = 0) -> bytes:
@@ -50,11 +54,28 @@ def _utf8(s: str) -> bytes:
     return struct.pack("<I", len(data)) + data
 
 
-def make_corpus(root: Path, n: int, canary: Path) -> list[tuple[str, str]]:
+def _dcp(folder: Path, seed: int) -> None:
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():  # torch's notice that no_dist is deprecated
+        warnings.simplefilter("ignore")
+        dcp.save({"w": torch.full((2, 2), float(seed)), "b": torch.zeros(2)}, checkpoint_id=str(folder), no_dist=True)
+
+
+def _gguf(seed: int) -> bytes:
+    """By hand (the header bytes gguf_files.raw_gguf lays out): the batch tests run without gguf-py."""
+    from tests.gguf_files import kv, raw_gguf, s, tinfo
+
+    values = struct.pack("<8f", *[float(seed + i) for i in range(8)])
+    return raw_gguf([kv("general.architecture", 8, s("llama"))], [tinfo("blk.0.attn_q.weight", (4, 2), 0, 0)], values)
+
+
+def make_corpus(root: Path, n: int, canary: Path, kinds: tuple[str, ...] = KINDS) -> list[tuple[str, str]]:
     """`n` checkpoints under root: [(relative name of the input, kind)]."""
     out: list[tuple[str, str]] = []
     for i in range(n):
-        kind = KINDS[i % len(KINDS)]
+        kind = kinds[i % len(kinds)]
         folder = root / f"d{i % 7}"
         folder.mkdir(parents=True, exist_ok=True)
         name = f"d{i % 7}/m{i:05d}"
@@ -78,6 +99,12 @@ def make_corpus(root: Path, n: int, canary: Path) -> list[tuple[str, str]]:
         elif kind == "trust":
             (root / f"{name}.pt").write_bytes(_pt(i, custom=True))
             out.append((f"{name}.pt", kind))
+        elif kind == "gguf":
+            (root / f"{name}.gguf").write_bytes(_gguf(i))
+            out.append((f"{name}.gguf", kind))
+        elif kind == "dcp":
+            _dcp(root / name, i)
+            out.append((name, kind))
         elif kind == "truncated":
             (root / f"{name}.safetensors").write_bytes(safetensors_bytes(4, i)[:-9])
             out.append((f"{name}.safetensors", kind))

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from statecli.cli import app
 from statecli.io import source, traffic
 
-from .corpus import EXIT, make_corpus
+from .corpus import EXIT, FILE_KINDS, make_corpus
 from .server import RangeServer
 
 runner = CliRunner()
@@ -36,7 +36,7 @@ def _same(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _served(http: RangeServer, tmp_path: Path, n: int, folder: str) -> tuple[Path, list[tuple[str, str]]]:
-    items = make_corpus(Path(http.root) / folder, n, tmp_path / "canary")
+    items = make_corpus(Path(http.root) / folder, n, tmp_path / "canary", FILE_KINDS)
     listing = tmp_path / f"{folder}.txt"
     listing.write_text("".join(http.url(f"{folder}/{name}") + "\n" for name, _ in items))
     return listing, items
@@ -174,6 +174,23 @@ def test_a_glob_over_a_bucket_and_the_cache_on_a_second_run(s3: Any, tmp_path: P
     ok = [r for r in again if "error" not in r]
     assert ok and all(r["run"]["cached"] and r["run"]["requests"] == 0 for r in ok)
     assert _same(again) == _same(recs)
+
+
+def test_a_glob_over_a_bucket_reads_a_shard_beside_its_index_once(s3: Any, tmp_path: Path) -> None:
+    """`**/*` lists a sharded checkpoint's index and its shards: the index's record covers them, no shard
+    is an input of its own (read twice, counted twice); GGUF files are inputs like the rest."""
+    local = tmp_path / "src"
+    items = make_corpus(local, len(FILE_KINDS), tmp_path / "canary", FILE_KINDS)
+    for path in local.rglob("*"):
+        if path.is_file():
+            s3.put(str(path), f"ckpt/zoo/{path.relative_to(local).as_posix()}")
+    res = runner.invoke(app, ["scan", "s3://ckpt/zoo/**/*", "--ndjson", str(tmp_path / "a.ndjson"), "--no-cache"])
+    recs = _same(_records(tmp_path / "a.ndjson"))
+    assert set(recs) == {f"s3://ckpt/zoo/{name}" for name, _ in items} and res.exit_code == 3, res.output
+    assert not any("-of-" in name for name in recs)  # the shards, read through their index only
+    for name, kind in items:
+        assert recs[f"s3://ckpt/zoo/{name}"]["exit_code"] == EXIT[kind], (name, kind)
+    assert not (tmp_path / "canary").exists()
 
 
 def test_an_unchanged_url_is_not_read_again_with_the_cache(http: RangeServer, tmp_path: Path) -> None:
