@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from ..vocab import CastOnly, Format
 from .app import app, exit_with, output_context
 from .options import (
@@ -93,7 +93,7 @@ def _finish(plan: Plan, target: Target, view: Output, renames: Renames | None = 
     stdout = _stdout(target)
     with write_progress(view) as progress:
         result = run(plan, target, progress, stdout)
-    if after is not None and result.exit_code == 0 and not target.dry_run:
+    if after is not None and result.exit_code == ExitCode.OK and not target.dry_run:
         after()  # the files that go beside the weights (a GGUF's config.json)
     if target.output != "-" or target.dry_run:
         render(result, view)
