@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..io import atomic
 from ..load import load_checkpoint
 from ..state import Checkpoint, Kind
-from ..vocab import ChangeKind, Layout, WriteFormat
+from ..vocab import ChangeKind, Format, Layout, WriteFormat
 from . import encode, hf, upload
 from .destination import STDOUT, Destination, OutputLayout, output_format, parse_size, planned_bytes, resolve
 from .folder import copy_folder
@@ -146,7 +146,7 @@ def _write_file(plan: Plan, path: str, fmt: WriteFormat, log: WriteLog, flat: bo
 
 def _write_single(plan: Plan, target: str, fmt: WriteFormat, strict: bool, log: WriteLog, need: int) -> Checkpoint:
     with atomic.atomic_file(target, need=need) as tmp:
-        _write_file(plan, tmp, fmt, log)
+        _write_file(plan, tmp, fmt, log, flat=plan.ck.format is Format.PT2)
         _refuse_if_strict(plan, strict, log)
         return verify_file(plan, tmp, fmt, target)
 

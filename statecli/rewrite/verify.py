@@ -9,7 +9,7 @@ from ..classify import with_model
 from ..errors import BadInput, UsageError
 from ..load import load_checkpoint
 from ..state import Checkpoint, Kind
-from ..vocab import ReportProblem, WriteFormat
+from ..vocab import Format, ReportProblem, WriteFormat
 from .plan import Plan, entry_key
 
 
@@ -21,7 +21,8 @@ def expected(plan: Plan, fmt: WriteFormat) -> dict[str, tuple[str, tuple[int, ..
             continue
         if plan.ck.is_pickled_module and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
             continue
-        if fmt is not WriteFormat.PT and e.group and e.group != plan.model_from:
+        flat = fmt is not WriteFormat.PT or plan.ck.format is Format.PT2  # a .pt2 goes out as its state dict alone
+        if flat and e.group and e.group != plan.model_from:
             continue
         name = e.name
         if plan.model_from and e.group == plan.model_from:
@@ -37,7 +38,8 @@ def verify_file(plan: Plan, written: str, fmt: WriteFormat, shown_as: str) -> Ch
     # Re-read with the container the input was read with (--key), so names line up entry for entry.
     key = None
     if fmt is WriteFormat.PT and not plan.model_from and not plan.ck.is_pickled_module:
-        key = plan.ck.container or "."
+        # A .pt2's chosen program is written as the flat state dict torch.export.load gives (run.py).
+        key = "." if plan.ck.format is Format.PT2 else plan.ck.container or "."
     after = load_checkpoint(written, key=key)
     got = _written(after)
     want = expected(plan, fmt)
