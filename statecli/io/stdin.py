@@ -37,7 +37,7 @@ def local_input(path: str, stream: BinaryIO | None = None) -> Iterator[str]:
             shutil.copyfileobj(stream, out, _CHUNK)
             empty = out.tell() == 0
         if empty:
-            raise BadInput("stdin", "is empty: nothing was piped in")
+            raise BadInput("<stdin>", "is empty: nothing was piped in")
         yield spooled
     finally:
         shutil.rmtree(folder, ignore_errors=True)
