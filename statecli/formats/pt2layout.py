@@ -46,7 +46,7 @@ class Payload:
             return "torchbind"  # torch._C._pickle_load_obj: TorchScript's unpickler, the class's __setstate__
         if name.startswith("opaque_obj_"):
             return "pickle"  # pickle.loads
-        return "torch.load" if self.use_pickle else "raw"  # torch.load(weights_only=False) / raw bytes
+        return "torch.load" if self.use_pickle else "raw"  # what torch.export.load would use (a full unpickle) / raw bytes
 
 
 @dataclass(frozen=True)
