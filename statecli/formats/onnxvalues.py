@@ -63,8 +63,9 @@ def as_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
     if dtype in _BITS:
         return values.astype(_BITS[dtype]).view(want)
     if dtype == "bool":
-        return values != 0
-    return values.view("int64").astype(want) if dtype.startswith("int") else values.astype(want)
+        return np.asarray(values != 0)
+    out: np.ndarray = values.view("int64").astype(want) if dtype.startswith("int") else values.astype(want)
+    return out
 
 
 class Decoding:

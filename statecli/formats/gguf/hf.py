@@ -66,12 +66,12 @@ def _layout(path: str, mtime_ns: int, size: int) -> HfLayout | None:
     import transformers.modeling_gguf_pytorch_utils as tg
 
     try:
-        parsed = tg.load_gguf_checkpoint(path, return_tensors=False)
+        parsed = tg.load_gguf_checkpoint(path, return_tensors=False)  # type: ignore[no-untyped-call]
     except (ValueError, NotImplementedError, KeyError):
         return None  # "GGUF model with architecture X is not supported yet"
     config = dict(parsed.get("config", {}))
     arch = _architecture(path)
-    proc = tg.TENSOR_PROCESSORS.get(arch, tg.TensorProcessor)(config=config)
+    proc = tg.TENSOR_PROCESSORS.get(arch, tg.TensorProcessor)(config=config)  # type: ignore[no-untyped-call]
     return HfLayout(arch, config, proc)
 
 
@@ -100,7 +100,7 @@ def hf_model(path: str) -> HfModel | None:
     config = AutoConfig.for_model(**settings)
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+            model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     except ValueError:
         return None  # no causal-LM class for this model_type
     names = tg.get_gguf_hf_weights_map(model, layout.processor)
