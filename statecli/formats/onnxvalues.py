@@ -63,7 +63,8 @@ def as_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
     if dtype in _BITS:
         return values.astype(_BITS[dtype]).view(want)
     if dtype == "bool":
-        return np.asarray(values != 0)
+        flags: np.ndarray = values != 0
+        return flags
     out: np.ndarray = values.view("int64").astype(want) if dtype.startswith("int") else values.astype(want)
     return out
 
