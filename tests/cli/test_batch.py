@@ -153,6 +153,26 @@ def test_usage_errors_are_one_line(tmp_path: Path, corpus: list[tuple[str, str]]
         assert res.exit_code == 2 and "Traceback" not in res.output, (args, res.output)
 
 
+def test_an_unreachable_dask_scheduler_is_one_line_within_the_connect_timeout(tmp_path: Path,
+                                                                             corpus: list[tuple[str, str]]) -> None:
+    """A closed port: distributed retries for 30 s by default (20 s here before); now its connect timeout
+    is ours, and its OSError (which repeats the address) becomes our one line with what to do."""
+    pytest.importorskip("distributed")
+    import socket
+
+    from statecli.batch import executors
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    res = _batch("scan", "c", "--ndjson", "o.ndjson", "--executor", f"dask://127.0.0.1:{port}")
+    assert res.exit_code == 2 and executors.CONNECT_TIMEOUT_S <= 5, res.output
+    assert res.output.strip() == (f"statecli: error: dask://127.0.0.1:{port}: no Dask scheduler answered within "
+                                  f"{executors.CONNECT_TIMEOUT_S} s; start one there (dask scheduler) or use "
+                                  "--executor dask:local")
+    assert not (tmp_path / "o.ndjson").exists()  # nothing was run, nothing written
+
+
 @pytest.mark.slow
 def test_worker_processes_give_the_records_of_one_thread(tmp_path: Path, corpus: list[tuple[str, str]]) -> None:
     """inspect reads values with --stats: --jobs runs it in processes; the records are the same."""
