@@ -63,6 +63,8 @@ def test_a_glob_reads_a_shard_beside_its_index_once_and_takes_gguf_and_dcp(tmp_p
     recs = {r["input"]: r for r in _records(tmp_path / "out.ndjson")}
     assert set(recs) == {f"c/{name}" for name, _ in corpus}  # no shard on its own; the DCP folder as one
     assert {recs[f"c/{n}"]["format"] for n, k in corpus if k in ("gguf", "dcp")} == {"gguf", "torch.distributed.checkpoint"}
+    _batch("scan", "c/**/*.distcp", "--ndjson", "dcp.ndjson", "--no-cache")  # a DCP folder's files: the folder
+    assert [r["input"] for r in _records(tmp_path / "dcp.ndjson")] == [f"c/{n}" for n, k in corpus if k == "dcp"]
 
 
 def test_shards_split_the_inputs_without_overlap(tmp_path: Path, corpus: list[tuple[str, str]]) -> None:

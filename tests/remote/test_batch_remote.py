@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from statecli.cli import app
 from statecli.io import source, traffic
 
-from .corpus import EXIT, FILE_KINDS, make_corpus
+from .corpus import EXIT, FILE_KINDS, KINDS, make_corpus
 from .server import RangeServer
 
 runner = CliRunner()
@@ -178,9 +178,10 @@ def test_a_glob_over_a_bucket_and_the_cache_on_a_second_run(s3: Any, tmp_path: P
 
 def test_a_glob_over_a_bucket_reads_a_shard_beside_its_index_once(s3: Any, tmp_path: Path) -> None:
     """`**/*` lists a sharded checkpoint's index and its shards: the index's record covers them, no shard
-    is an input of its own (read twice, counted twice); GGUF files are inputs like the rest."""
+    is an input of its own (read twice, counted twice); GGUF files are inputs like the rest; a DCP folder's
+    `.metadata` and `.distcp` objects stand for the folder, one input (as a local glob gives it)."""
     local = tmp_path / "src"
-    items = make_corpus(local, len(FILE_KINDS), tmp_path / "canary", FILE_KINDS)
+    items = make_corpus(local, len(KINDS), tmp_path / "canary", KINDS)
     for path in local.rglob("*"):
         if path.is_file():
             s3.put(str(path), f"ckpt/zoo/{path.relative_to(local).as_posix()}")
@@ -190,6 +191,10 @@ def test_a_glob_over_a_bucket_reads_a_shard_beside_its_index_once(s3: Any, tmp_p
     assert not any("-of-" in name for name in recs)  # the shards, read through their index only
     for name, kind in items:
         assert recs[f"s3://ckpt/zoo/{name}"]["exit_code"] == EXIT[kind], (name, kind)
+    dcp = [f"s3://ckpt/zoo/{name}" for name, kind in items if kind == "dcp"]
+    assert recs[dcp[0]]["format"] == "torch.distributed.checkpoint"
+    runner.invoke(app, ["scan", "s3://ckpt/zoo/**/*.distcp", "--ndjson", str(tmp_path / "b.ndjson"), "--no-cache"])
+    assert [r["input"] for r in _records(tmp_path / "b.ndjson")] == dcp  # `.metadata` not listed: asked for
     assert not (tmp_path / "canary").exists()
 
 
