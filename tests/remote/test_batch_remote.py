@@ -198,6 +198,13 @@ def test_a_glob_over_a_bucket_reads_a_shard_beside_its_index_once(s3: Any, tmp_p
     assert not (tmp_path / "canary").exists()
 
 
+def test_a_glob_over_a_bucket_that_leaves_no_checkpoint_is_an_error(s3: Any, tmp_path: Path) -> None:
+    """Objects matched but none a loader reads (a README): one error line, not an empty run that passes."""
+    s3.pipe("ckpt/zoo/README.md", b"# the zoo")
+    res = runner.invoke(app, ["scan", "s3://ckpt/zoo/*.md", "--ndjson", str(tmp_path / "c.ndjson"), "--no-cache"])
+    assert res.exit_code == 2 and "s3://ckpt/zoo/*.md: the pattern matches no checkpoint" in res.output, res.output
+
+
 def test_an_unchanged_url_is_not_read_again_with_the_cache(http: RangeServer, tmp_path: Path) -> None:
     """With a content ETag, a second run asks each URL for its metadata (HEAD) and reads no byte of it."""
     listing, items = _served(http, tmp_path, 8, "cached")
