@@ -122,6 +122,30 @@ def test_the_cache_answers_an_unchanged_file_and_rereads_a_changed_one(tmp_path:
     assert not _records(tmp_path / "d.ndjson")[0]["run"]["cached"]
 
 
+def test_a_warm_run_sends_only_the_cache_misses_to_its_workers(tmp_path: Path, corpus: list[tuple[str, str]],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached record is answered by the run itself (a worker's round trip cost more than the look-up: the
+    fixed cost of a warm 10,000-object run); only what the cache cannot answer reaches the executor."""
+    from statecli.batch.executors import LocalExecutor
+
+    args = ("scan", "c", "--cache-dir", str(tmp_path / "cache"), "--jobs", "4")
+    _batch(*args, "--ndjson", "a.ndjson")
+    sent: list[str] = []
+    records = LocalExecutor.records
+
+    def spy(self: LocalExecutor, tasks: Any, stop: Any) -> Any:
+        tasks = list(tasks)
+        sent.extend(t.input for t in tasks)
+        return records(self, tasks, stop)
+
+    monkeypatch.setattr(LocalExecutor, "records", spy)
+    res = _batch(*args, "--ndjson", "b.ndjson")
+    first, again = _records(tmp_path / "a.ndjson"), _records(tmp_path / "b.ndjson")
+    assert res.exit_code == 3 and _without_run(again) == _without_run(first)
+    cached = {r["input"] for r in again if r["run"]["cached"]}
+    assert cached and sorted(sent) == sorted({r["input"] for r in again} - cached)  # the index, the DCP folder
+
+
 def test_report_aggregates_the_records(tmp_path: Path, corpus: list[tuple[str, str]]) -> None:
     _batch("scan", "c", "--ndjson", "out.ndjson", "--no-cache")
     res = runner.invoke(app, ["report", "out.ndjson", "--format", "json"])
