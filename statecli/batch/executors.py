@@ -15,6 +15,9 @@ from .record import Task, run_task
 __all__ = ["Executor", "executor_for"]
 
 WINDOW = 4  # tasks in flight per worker: enough to hide latency, few enough that a 10,000-file list costs nothing
+# A scheduler that answers at all answers within milliseconds; distributed's own default (30 s of retries)
+# made a mistyped address or a stopped cluster look like a hung run.
+CONNECT_TIMEOUT_S = 3
 
 
 class Executor(Protocol):
@@ -84,11 +87,12 @@ class DaskExecutor:
             self.client = Client(self.cluster)
         else:
             try:
-                self.client = Client(f"tcp://{address}", timeout="20s")
-            except OSError as exc:
+                self.client = Client(f"tcp://{address}", timeout=f"{CONNECT_TIMEOUT_S}s")
+            except OSError:  # distributed's timeouts are OSErrors that repeat the address: one line of our own
                 from ..errors import BadInput
 
-                raise BadInput(f"dask://{address}", f"cannot reach the Dask scheduler: {exc}") from None
+                raise BadInput(f"dask://{address}", f"no Dask scheduler answered within {CONNECT_TIMEOUT_S} s",
+                               "start one there (dask scheduler) or use --executor dask:local") from None
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
 
     def records(self, tasks: Iterable[Task], stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import posixpath
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -62,8 +63,6 @@ def _without_shards(matches: list[Input]) -> list[Input]:
     in a bucket, matches the index and its shards, and each shard would be read twice, once on its own.
     The index says which files are its shards (one small read; names given one by one are not read, so
     --resume over a list fetches no finished index); an index that cannot say is left alone, its record says why."""
-    import posixpath
-
     from ..formats.sharded import read_index, shard_problem
 
     covered: set[str] = set()
@@ -82,11 +81,26 @@ def _expand(arg: str) -> list[Input]:
         return _remote(arg) if _GLOB & set(arg.split("://", 1)[1]) else [Input(p) for p in expand_paths([arg])]
     if not _GLOB & set(arg):
         return [Input(p) for p in expand_paths([arg])]
-    matches = [m for m in sorted(glob.glob(arg, recursive=True))
-               if os.path.isdir(m) or (os.path.isfile(m) and not _skipped(m))]
+    found = sorted(glob.glob(arg, recursive=True))
+    dcp = _dcp_folders(found, os.path, lambda d: os.path.isfile(os.path.join(d, _dcp_metadata())))
+    matches = sorted({*dcp, *(m for m in found if os.path.dirname(m) not in dcp
+                              and (os.path.isdir(m) or (os.path.isfile(m) and not _skipped(m))))})
     if not matches:
         raise BadInput(arg, "the pattern matches no checkpoint")
     return _without_shards([Input(p) for p in expand_paths(matches)])
+
+
+def _dcp_metadata() -> str:
+    from ..formats.dcp import METADATA
+
+    return METADATA
+
+
+def _dcp_folders(names: Sequence[str], join: Any, holds_metadata: Callable[[str], bool]) -> set[str]:
+    """The DCP folders a pattern's matches lie in: a matched `.metadata` or `*.distcp` stands for its folder,
+    one checkpoint (as a walked folder is), whose files no loader reads on their own."""
+    parents = {join.dirname(n) for n in names if join.basename(n) == _dcp_metadata() or n.endswith(".distcp")}
+    return {d for d in parents if holds_metadata(d)}
 
 
 def _remote(pattern: str) -> list[Input]:
@@ -101,10 +115,22 @@ def _remote(pattern: str) -> list[Input]:
         found = fs.glob(path, detail=True)
     except Exception as exc:  # noqa: BLE001 - each backend has its own errors
         raise BadInput(pattern, f"listing failed: {type(exc).__name__}: {exc}"[:200]) from None
-    files = [(p, info) for p, info in sorted(found.items()) if info.get("type", "file") == "file"]
-    if not files:
-        raise BadInput(pattern, "the pattern matches no object")
-    return _without_shards([Input(f"{scheme}://{p.lstrip('/')}", info) for p, info in files if not _skipped(p)])
+    files = {p: info for p, info in sorted(found.items()) if info.get("type", "file") == "file"}
+    dcp = _dcp_folders(list(files), posixpath, lambda d: posixpath.join(d, _dcp_metadata()) in files
+                       or _exists(fs, posixpath.join(d, _dcp_metadata())))  # `**/*.distcp`: one request a folder
+    inputs = {f"{scheme}://{d.lstrip('/')}": Input(f"{scheme}://{d.lstrip('/')}") for d in dcp}  # a folder: no info
+    inputs |= {f"{scheme}://{p.lstrip('/')}": Input(f"{scheme}://{p.lstrip('/')}", info) for p, info in files.items()
+               if posixpath.dirname(p) not in dcp and not _skipped(p)}
+    if not inputs:
+        raise BadInput(pattern, "the pattern matches no checkpoint")
+    return _without_shards([inputs[k] for k in sorted(inputs)])
+
+
+def _exists(fs: Any, path: str) -> bool:
+    try:
+        return bool(fs.exists(path))
+    except Exception:  # noqa: BLE001 - each backend has its own errors; a folder not known is not a DCP one
+        return False
 
 
 def _skipped(path: str) -> bool:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput, ExitCode
-from .executors import executor_for
+from .executors import Executor, executor_for
 from .inputs import Input
-from .record import Command, Task
+from .record import Command, Task, cached_record
 
 __all__ = ["BatchOptions", "BatchSummary", "default_cache_dir", "read_records", "run_batch"]
 
@@ -86,6 +86,22 @@ def _plain(v: Any) -> Any:
     return v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
 
 
+def _answered(tasks: Sequence[Task], executor: Executor, stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+    """The cache's answers first, here and in the order given (a cached record needs no worker: the pool's
+    round trip cost a warm run more than the look-up), then the executor's records of the rest."""
+    rest = []
+    for task in tasks:
+        if stop():
+            return
+        rec = cached_record(task)
+        if rec is None:
+            rest.append(task)
+        else:
+            yield rec
+    if rest and not stop():
+        yield from executor.records(rest, stop)
+
+
 def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, Any], opts: BatchOptions,
               progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> BatchSummary:
     """Run `command` over `inputs`, appending one record per checkpoint to `opts.ndjson` as it finishes."""
@@ -101,7 +117,7 @@ def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, A
     failed = threading.Event()  # --fail-fast: set by the first record that does not pass
     try:
         with open(opts.ndjson, "a", encoding="utf-8") as out:
-            for rec in executor.records(tasks, stop=failed.is_set):
+            for rec in _answered(tasks, executor, failed.is_set):
                 out.write(json.dumps(rec, sort_keys=True, allow_nan=False, default=str) + "\n")
                 out.flush()  # one record at a time: a kill loses at most the line being written
                 written += 1

@@ -63,6 +63,8 @@ def test_a_glob_reads_a_shard_beside_its_index_once_and_takes_gguf_and_dcp(tmp_p
     recs = {r["input"]: r for r in _records(tmp_path / "out.ndjson")}
     assert set(recs) == {f"c/{name}" for name, _ in corpus}  # no shard on its own; the DCP folder as one
     assert {recs[f"c/{n}"]["format"] for n, k in corpus if k in ("gguf", "dcp")} == {"gguf", "torch.distributed.checkpoint"}
+    _batch("scan", "c/**/*.distcp", "--ndjson", "dcp.ndjson", "--no-cache")  # a DCP folder's files: the folder
+    assert [r["input"] for r in _records(tmp_path / "dcp.ndjson")] == [f"c/{n}" for n, k in corpus if k == "dcp"]
 
 
 def test_shards_split_the_inputs_without_overlap(tmp_path: Path, corpus: list[tuple[str, str]]) -> None:
@@ -120,6 +122,30 @@ def test_the_cache_answers_an_unchanged_file_and_rereads_a_changed_one(tmp_path:
     assert not _records(tmp_path / "d.ndjson")[0]["run"]["cached"]
 
 
+def test_a_warm_run_sends_only_the_cache_misses_to_its_workers(tmp_path: Path, corpus: list[tuple[str, str]],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached record is answered by the run itself (a worker's round trip cost more than the look-up: the
+    fixed cost of a warm 10,000-object run); only what the cache cannot answer reaches the executor."""
+    from statecli.batch.executors import LocalExecutor
+
+    args = ("scan", "c", "--cache-dir", str(tmp_path / "cache"), "--jobs", "4")
+    _batch(*args, "--ndjson", "a.ndjson")
+    sent: list[str] = []
+    records = LocalExecutor.records
+
+    def spy(self: LocalExecutor, tasks: Any, stop: Any) -> Any:
+        tasks = list(tasks)
+        sent.extend(t.input for t in tasks)
+        return records(self, tasks, stop)
+
+    monkeypatch.setattr(LocalExecutor, "records", spy)
+    res = _batch(*args, "--ndjson", "b.ndjson")
+    first, again = _records(tmp_path / "a.ndjson"), _records(tmp_path / "b.ndjson")
+    assert res.exit_code == 3 and _without_run(again) == _without_run(first)
+    cached = {r["input"] for r in again if r["run"]["cached"]}
+    assert cached and sorted(sent) == sorted({r["input"] for r in again} - cached)  # the index, the DCP folder
+
+
 def test_report_aggregates_the_records(tmp_path: Path, corpus: list[tuple[str, str]]) -> None:
     _batch("scan", "c", "--ndjson", "out.ndjson", "--no-cache")
     res = runner.invoke(app, ["report", "out.ndjson", "--format", "json"])
@@ -151,6 +177,26 @@ def test_usage_errors_are_one_line(tmp_path: Path, corpus: list[tuple[str, str]]
                  ["scan", "nothing/*.pt", "--ndjson", "o"], ["check", "c", "--ndjson", "o", "--rules", "[1"]):
         res = _batch(*args)
         assert res.exit_code == 2 and "Traceback" not in res.output, (args, res.output)
+
+
+def test_an_unreachable_dask_scheduler_is_one_line_within_the_connect_timeout(tmp_path: Path,
+                                                                             corpus: list[tuple[str, str]]) -> None:
+    """A closed port: distributed retries for 30 s by default (20 s here before); now its connect timeout
+    is ours, and its OSError (which repeats the address) becomes our one line with what to do."""
+    pytest.importorskip("distributed")
+    import socket
+
+    from statecli.batch import executors
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    res = _batch("scan", "c", "--ndjson", "o.ndjson", "--executor", f"dask://127.0.0.1:{port}")
+    assert res.exit_code == 2 and executors.CONNECT_TIMEOUT_S <= 5, res.output
+    assert res.output.strip() == (f"statecli: error: dask://127.0.0.1:{port}: no Dask scheduler answered within "
+                                  f"{executors.CONNECT_TIMEOUT_S} s; start one there (dask scheduler) or use "
+                                  "--executor dask:local")
+    assert not (tmp_path / "o.ndjson").exists()  # nothing was run, nothing written
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from statecli.cli import app
 from statecli.io import source, traffic
 
-from .corpus import EXIT, FILE_KINDS, make_corpus
+from .corpus import EXIT, FILE_KINDS, KINDS, make_corpus
 from .server import RangeServer
 
 runner = CliRunner()
@@ -47,9 +47,14 @@ def _batch(*args: str) -> Any:
     return runner.invoke(app, ["batch", *args, "--no-cache"])
 
 
+# The issue's suite size, N = 200, beside the small size each test is worked on with (both `slow`).
+N = 200
+
+
 @pytest.mark.slow
-def test_threads_give_the_records_of_one_worker(http: RangeServer, tmp_path: Path) -> None:
-    listing, items = _served(http, tmp_path, 24, "threads")
+@pytest.mark.parametrize("n", [24, N])
+def test_threads_give_the_records_of_one_worker(http: RangeServer, tmp_path: Path, n: int) -> None:
+    listing, items = _served(http, tmp_path, n, f"threads{n}")
     http.behaviour.latency = 0.01
     one, many = tmp_path / "one.ndjson", tmp_path / "many.ndjson"
     assert _batch("scan", "--from-list", str(listing), "--ndjson", str(one)).exit_code == 3
@@ -58,11 +63,11 @@ def test_threads_give_the_records_of_one_worker(http: RangeServer, tmp_path: Pat
     assert http.log.max_in_flight > 1
     by_input = _same(_records(one))
     for name, kind in items:
-        assert by_input[http.url(f"threads/{name}")]["exit_code"] == EXIT[kind], (name, kind)
+        assert by_input[http.url(f"threads{n}/{name}")]["exit_code"] == EXIT[kind], (name, kind)
     assert not (tmp_path / "canary").exists()
     kinds = dict(items)
     for r in _records(many):  # each record counts its own requests: the single-file budget (size + one range)
-        if kinds[r["input"].split("/threads/", 1)[1]] in ("safetensors", "pt", "legacy", "payload", "trust"):
+        if kinds[r["input"].split(f"/threads{n}/", 1)[1]] in ("safetensors", "pt", "legacy", "payload", "trust"):
             assert 1 <= r["run"]["requests"] <= 3, r
 
 
@@ -106,15 +111,17 @@ def test_the_request_rate_is_limited(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_then_resume_fetches_no_finished_checkpoint_again(http: RangeServer, tmp_path: Path) -> None:
-    listing, items = _served(http, tmp_path, 40, "resume")
+@pytest.mark.parametrize(("n", "kill_after"), [(40, 12), (N, 70)])
+def test_sigterm_then_resume_fetches_no_finished_checkpoint_again(http: RangeServer, tmp_path: Path, n: int,
+                                                                  kill_after: int) -> None:
+    listing, items = _served(http, tmp_path, n, f"resume{n}")
     http.behaviour.latency = 0.05
     out = tmp_path / "out.ndjson"
     cmd = [sys.executable, "-m", "statecli", "batch", "scan", "--from-list", str(listing), "--ndjson", str(out),
            "--no-cache", "--jobs", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while proc.poll() is None and (not out.exists() or out.read_text().count("\n") < 12):
+        while proc.poll() is None and (not out.exists() or out.read_text().count("\n") < kill_after):
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -127,7 +134,7 @@ def test_sigterm_then_resume_fetches_no_finished_checkpoint_again(http: RangeSer
             finished.add(json.loads(line)["input"])
         except ValueError:
             pass  # the line the kill cut short: its checkpoint is not finished
-    assert 12 <= len(finished) < len(items)
+    assert kill_after <= len(finished) < len(items)
     http.log.reset()
     http.behaviour.latency = 0.0
     res = runner.invoke(app, ["batch", "scan", "--from-list", str(listing), "--ndjson", str(out), "--no-cache",
@@ -140,9 +147,10 @@ def test_sigterm_then_resume_fetches_no_finished_checkpoint_again(http: RangeSer
 
 
 @pytest.mark.slow
-def test_dask_workers_give_the_records_of_local_threads(http: RangeServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("n", [16, N])
+def test_dask_workers_give_the_records_of_local_threads(http: RangeServer, tmp_path: Path, n: int) -> None:
     distributed = pytest.importorskip("distributed")
-    listing, _ = _served(http, tmp_path, 16, "dask")
+    listing, _ = _served(http, tmp_path, n, f"dask{n}")
     local = tmp_path / "local.ndjson"
     _batch("scan", "--from-list", str(listing), "--ndjson", str(local))
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster:
@@ -178,9 +186,10 @@ def test_a_glob_over_a_bucket_and_the_cache_on_a_second_run(s3: Any, tmp_path: P
 
 def test_a_glob_over_a_bucket_reads_a_shard_beside_its_index_once(s3: Any, tmp_path: Path) -> None:
     """`**/*` lists a sharded checkpoint's index and its shards: the index's record covers them, no shard
-    is an input of its own (read twice, counted twice); GGUF files are inputs like the rest."""
+    is an input of its own (read twice, counted twice); GGUF files are inputs like the rest; a DCP folder's
+    `.metadata` and `.distcp` objects stand for the folder, one input (as a local glob gives it)."""
     local = tmp_path / "src"
-    items = make_corpus(local, len(FILE_KINDS), tmp_path / "canary", FILE_KINDS)
+    items = make_corpus(local, len(KINDS), tmp_path / "canary", KINDS)
     for path in local.rglob("*"):
         if path.is_file():
             s3.put(str(path), f"ckpt/zoo/{path.relative_to(local).as_posix()}")
@@ -190,7 +199,18 @@ def test_a_glob_over_a_bucket_reads_a_shard_beside_its_index_once(s3: Any, tmp_p
     assert not any("-of-" in name for name in recs)  # the shards, read through their index only
     for name, kind in items:
         assert recs[f"s3://ckpt/zoo/{name}"]["exit_code"] == EXIT[kind], (name, kind)
+    dcp = [f"s3://ckpt/zoo/{name}" for name, kind in items if kind == "dcp"]
+    assert recs[dcp[0]]["format"] == "torch.distributed.checkpoint"
+    runner.invoke(app, ["scan", "s3://ckpt/zoo/**/*.distcp", "--ndjson", str(tmp_path / "b.ndjson"), "--no-cache"])
+    assert [r["input"] for r in _records(tmp_path / "b.ndjson")] == dcp  # `.metadata` not listed: asked for
     assert not (tmp_path / "canary").exists()
+
+
+def test_a_glob_over_a_bucket_that_leaves_no_checkpoint_is_an_error(s3: Any, tmp_path: Path) -> None:
+    """Objects matched but none a loader reads (a README): one error line, not an empty run that passes."""
+    s3.pipe("ckpt/zoo/README.md", b"# the zoo")
+    res = runner.invoke(app, ["scan", "s3://ckpt/zoo/*.md", "--ndjson", str(tmp_path / "c.ndjson"), "--no-cache"])
+    assert res.exit_code == 2 and "s3://ckpt/zoo/*.md: the pattern matches no checkpoint" in res.output, res.output
 
 
 def test_an_unchanged_url_is_not_read_again_with_the_cache(http: RangeServer, tmp_path: Path) -> None:
