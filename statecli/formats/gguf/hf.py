@@ -13,7 +13,6 @@ from functools import cache
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class HfLayout:
     """transformers' view of one GGUF: its config (as load_gguf_checkpoint parses it) and the processor
@@ -64,6 +63,7 @@ class HfModel:
     names: dict[str, str]  # GGUF name -> HF name; a GGUF tensor transformers skips has none
     shapes: dict[str, tuple[int, ...]]  # HF name -> the model's shape for it
     layout: HfLayout
+    module: Any = None  # the model on the meta device (no memory): what save_pretrained's conversions ask
 
 
 def hf_model(path: str) -> HfModel | None:
@@ -88,7 +88,7 @@ def hf_model(path: str) -> HfModel | None:
     names = tg.get_gguf_hf_weights_map(model, layout.processor)
     config.architectures = [type(model).__name__]  # as save_pretrained of the loaded model records it
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    return HfModel(config.to_dict(), names, shapes, layout)
+    return HfModel(config.to_dict(), names, shapes, layout, model)
 
 
 def _architecture(path: str) -> str:

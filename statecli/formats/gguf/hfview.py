@@ -8,7 +8,7 @@ the values are its own output on the real tensors (`build`), read whole only whe
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -27,17 +27,25 @@ _KEPT_DTYPES = ("float16", "float32")  # plain GGUF types transformers keeps as 
 
 @dataclass(frozen=True)
 class HfTensor:
-    """One tensor of transformers' model: its name, the GGUF tensors it comes from, and its info. `built`
-    tensors have a BUILT_KEY info (the processor's output, read whole); the others are a GGUF tensor as
-    stored, under its HF name (read range by range like any GGUF tensor)."""
+    """One tensor of the HF checkpoint, named as save_pretrained writes it: the GGUF tensors it comes
+    from and its info. `built` tensors have a BUILT_KEY info (transformers' output, read whole); the
+    others are a GGUF tensor as stored (read range by range like any GGUF tensor). `loaded` names the
+    tensor of transformers' loaded model it is saved from, where saving splits or renames it (the
+    stacked experts saved one per expert)."""
 
     name: str
     sources: tuple[str, ...]
     info: TensorInfo
+    loaded: str = ""
 
     @property
     def built(self) -> bool:
         return (self.info.storage_key or "").startswith(BUILT_KEY)
+
+    @property
+    def whole(self) -> str:
+        """The loaded model's tensor this one is made with (all those with the same are made at once)."""
+        return self.loaded or self.name
 
 
 @dataclass(frozen=True)
@@ -53,28 +61,31 @@ class HfView:
     def by_key(self) -> dict[str, HfTensor]:
         return {str(t.info.storage_key): t for t in self.tensors if t.built}
 
-    def build(self, tensor: HfTensor, values: dict[str, np.ndarray]) -> np.ndarray:
-        """The HF tensor as transformers' loading makes it from its GGUF tensors' `values` (dequantized,
-        torch-order shape): its processor's `process` on each, what it returns or stores in the
-        parameters it is handed (stacked or split experts)."""
+    def build(self, tensor: HfTensor, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The tensors saved from `tensor.whole`, by name, as transformers makes them from the GGUF
+        tensors' `values` (dequantized, torch-order shape): its processor's `process` on each (what it
+        returns, or stores in the parameters it is handed: stacked or split experts), then what
+        save_pretrained does to that tensor (revert_weight_conversion: one tensor per expert...)."""
         import numpy as np
 
-        names = self.model.names
+        names, whole = self.model.names, tensor.whole
         params: dict[str, Any] = {"tensors": {}, "config": self.model.layout.config}
         got: Any = None
         for g in tensor.sources:
             out = self.model.layout.processor.process(weights=values[g], name=g, tensor_key_mapping=names,
                                                       parsed_parameters=params)
-            if out.name is not None and names.get(out.name) == tensor.name:
+            if out.name is not None and names.get(out.name) == whole:
                 got = out.weights
-        if tensor.name in params["tensors"]:
-            got = params["tensors"][tensor.name].numpy()
+        if whole in params["tensors"]:
+            got = params["tensors"][whole].numpy()
         if got is None:
-            raise ValueError(f"transformers' {type(self.model.layout.processor).__name__} gave no {tensor.name}")
-        arr = np.asarray(got, dtype=tensor.info.dtype)
-        if arr.shape != tensor.info.shape:
-            raise ValueError(f"{tensor.name}: transformers built {arr.shape}, its model has {tensor.info.shape}")
-        return arr
+            raise ValueError(f"transformers' {type(self.model.layout.processor).__name__} gave no {whole}")
+        if not tensor.loaded:
+            return {whole: np.asarray(got)}
+        import torch
+
+        saved = _saved(self.model, whole, torch.from_numpy(np.ascontiguousarray(got)))
+        return {k: v.numpy() for k, v in saved.items()}
 
 
 def hf_view(path: str) -> HfView | None:
@@ -105,7 +116,8 @@ def _view(path: str, mtime_ns: int, size: int) -> HfView | None:
             routes.setdefault(hf, []).append(g)
         if whole:
             changed.update(targets)
-    tensors = tuple(_tensor(model, hf, srcs, stored, hf in changed) for hf, srcs in routes.items())
+    loaded = [_tensor(model, hf, srcs, stored, hf in changed) for hf, srcs in routes.items()]
+    tensors = tuple(t for whole in loaded for t in _as_saved(model, whole))
     fed = {g for srcs in routes.values() for g in srcs}
     return HfView(model, tensors, tuple(g for g in stored if g not in fed), stored)
 
@@ -144,6 +156,35 @@ def _tensor(model: HfModel, hf: str, sources: list[str], stored: dict[str, Tenso
     dtype = first.dtype if len(dtypes) == 1 and first.dtype in _KEPT_DTYPES else "float32"
     info = TensorInfo(dtype, shape, layout=Layout.STRIDED, storage_key=BUILT_KEY + hf, source=first.source)
     return HfTensor(hf, tuple(sources), info)
+
+
+def _as_saved(model: HfModel, t: HfTensor) -> list[HfTensor]:
+    """`t` as save_pretrained writes it: asked of transformers' revert_weight_conversion on a meta
+    tensor (names and shapes, no memory); itself where saving keeps it."""
+    import torch
+
+    saved = _saved(model, t.name, torch.empty(t.info.shape, device="meta"))
+    if list(saved) == [t.name] or not saved:
+        return [t]
+    if len(saved) == 1 and tuple(next(iter(saved.values())).shape) == t.info.shape and not t.built:
+        return [HfTensor(next(iter(saved)), t.sources, t.info, t.name)]  # renamed only: still read as stored
+    return [HfTensor(name, t.sources, replace(t.info, shape=tuple(v.shape), storage_key=BUILT_KEY + name), t.name)
+            for name, v in saved.items()]
+
+
+def _saved(model: HfModel, name: str, tensor: Any) -> dict[str, Any]:
+    """What save_pretrained writes for the loaded model's tensor `name` (transformers >= 5 reverts the
+    conversions its loading applied: stacked experts back to one tensor per expert); {name: tensor}
+    where this transformers has no such step or it does not apply to one tensor alone."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:
+        return {name: tensor}
+    try:
+        out = revert_weight_conversion(model.module, {name: tensor})
+    except (ValueError, KeyError, RuntimeError, TypeError, IndexError):
+        return {name: tensor}
+    return {k: (v[0] if isinstance(v, list) else v) for k, v in out.items()}
 
 
 __all__ = ["BUILT_KEY", "HfTensor", "HfView", "hf_view"]

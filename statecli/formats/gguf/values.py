@@ -53,22 +53,27 @@ class Dequantizing:
         # for the next range of it. The others are read range by range as ever.
         self.view = view
         self._built = view.by_key() if view is not None else {}
-        self._held: tuple[str, np.ndarray] | None = None
+        self._held: tuple[str, dict[str, np.ndarray]] | None = None
 
     def _undone(self, info: TensorInfo) -> np.ndarray | None:
-        key = info.storage_key or ""
-        tensor = self._built.get(key)
+        import numpy as np
+
+        tensor = self._built.get(info.storage_key or "")
         if tensor is None or self.view is None:
             return None
-        if self._held is None or self._held[0] != key:
+        if self._held is None or self._held[0] != tensor.whole:
             self._held = None
             values = {g: self._whole(self.view.stored[g]) for g in tensor.sources}
             try:
-                built = self.view.build(tensor, values)
+                made = self.view.build(tensor, values)
             except ValueError as exc:
                 raise BadInput(info.source, f"transformers' GGUF loading cannot build it: {exc}") from None
-            self._held = (key, built.reshape(-1))
-        return self._held[1]
+            self._held = (tensor.whole, {k: np.ascontiguousarray(v, dtype=info.dtype) for k, v in made.items()})
+        got = self._held[1].get(tensor.name)
+        if got is None or got.shape != info.shape:
+            raise BadInput(info.source, f"transformers built {tensor.name} as {getattr(got, 'shape', None)}, "
+                                        f"its model has {info.shape}")
+        return got.reshape(-1)
 
     def _whole(self, info: TensorInfo) -> np.ndarray:
         """A stored tensor whole, torch-order shape: dequantized to float32, a plain type as stored."""
