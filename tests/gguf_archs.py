@@ -8,7 +8,8 @@ modify_tensors of each model class, cited at each step): names by gguf-py's Tens
   bloom      BloomModel: query_key_value's rows from per-head (q, k, v) to q rows, k rows, v rows
   gemma2     Gemma2Model: every norm.weight + 1
   nemotron   NemotronModel: every norm.weight + 1 (layernorm1p)
-  mamba      MambaModel: A_log -> -exp(A_log); conv1d.weight [D, 1, K] squeezed to [D, K]"""
+  mamba      MambaModel: A_log -> -exp(A_log); conv1d.weight [D, 1, K] squeezed to [D, K]
+  minimax_m2 MiniMaxM2Model: experts as Qwen2-MoE's; e_score_correction_bias as exp_probs_b.bias"""
 
 from __future__ import annotations
 
@@ -28,10 +29,13 @@ SMALL: dict[str, dict[str, Any]] = {
     "gemma2": dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16),
     "nemotron": dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2),
     "mamba": dict(hidden_size=64, state_size=16, expand=2, conv_kernel=4, time_step_rank=4),
+    "minimax_m2": dict(hidden_size=64, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                       num_local_experts=4, num_experts_per_tok=2, rotary_dim=16),
 }
-GGUF_ARCH = {"qwen2_moe": "qwen2moe"}  # llama.cpp's name where it differs from transformers' model_type
+GGUF_ARCH = {"qwen2_moe": "qwen2moe", "minimax_m2": "minimax-m2"}  # llama.cpp's name where it differs from transformers' model_type
 PROCESSOR = {"qwen2_moe": "Qwen2MoeTensorProcessor", "gpt2": "GPT2TensorProcessor", "bloom": "BloomTensorProcessor",
-             "gemma2": "Gemma2TensorProcessor", "nemotron": "NemotronTensorProcessor", "mamba": "MambaTensorProcessor"}
+             "gemma2": "Gemma2TensorProcessor", "nemotron": "NemotronTensorProcessor", "mamba": "MambaTensorProcessor",
+             "minimax_m2": "MiniMaxM2TensorProcessor"}
 
 
 def tiny(folder: Path, model_type: str) -> Any:
@@ -91,12 +95,14 @@ def _experts(name: str, t: np.ndarray, cfg: Any) -> list[tuple[str, np.ndarray]]
         return [(f"{name}.weight", t)]
     if name.endswith("shared_expert_gate.weight"):
         return [(name, t.reshape(-1))]
+    if name.endswith(".e_score_correction_bias"):  # MiniMaxM2Model: the router's bias, exp_probs_b.bias
+        return [(name.removesuffix("_bias") + ".bias", t)]
     return [(name, t)]
 
 
 MODIFY: dict[str, Callable[[str, np.ndarray, Any], list[tuple[str, np.ndarray]]]] = {
     "qwen2_moe": _experts, "gpt2": _transposed, "bloom": _qkv_split, "gemma2": _norm_plus_one,
-    "nemotron": _norm_plus_one, "mamba": _ssm}
+    "nemotron": _norm_plus_one, "mamba": _ssm, "minimax_m2": _experts}
 
 
 def to_gguf(model: Any, path: Path, qtype: str = "F32") -> Path:
