@@ -32,7 +32,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "minimax_m2": dict(hidden_size=64, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                        num_local_experts=4, num_experts_per_tok=2, rotary_dim=16),
 }
-GGUF_ARCH = {"qwen2_moe": "qwen2moe", "minimax_m2": "minimax-m2"}  # llama.cpp's name where it differs from transformers' model_type
+# llama.cpp's architecture name where it differs from transformers' model_type
+GGUF_ARCH = {"qwen2_moe": "qwen2moe", "minimax_m2": "minimax-m2"}
 PROCESSOR = {"qwen2_moe": "Qwen2MoeTensorProcessor", "gpt2": "GPT2TensorProcessor", "bloom": "BloomTensorProcessor",
              "gemma2": "Gemma2TensorProcessor", "nemotron": "NemotronTensorProcessor", "mamba": "MambaTensorProcessor",
              "minimax_m2": "MiniMaxM2TensorProcessor"}
