@@ -13,6 +13,7 @@ from ..state import Checkpoint, Format
 
 BLOCK = re.compile(r"^(blk\.\d+)\.")
 OUTSIDE_BLOCKS = "(outside blocks)"
+_HF_BLOCK = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
 # Keys shown without --metadata: what the model is; the tokenizer's arrays and templates wait for it.
 _SHORT = re.compile(r"^(general\.|split\.|tokenizer\.ggml\.model$)")
 
@@ -210,10 +211,19 @@ def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
         if k.sums is None:
             continue
         tensors[k.name] = row(k.sums)
-        m = BLOCK.match(k.name)
-        blk = m.group(1) if m else OUTSIDE_BLOCKS
+        blk = _block_of(k.name)
         blocks[blk] = blocks[blk] + k.sums if blk in blocks else k.sums
     return {"tensors": tensors, "blocks": {b: row(s) for b, s in sorted(blocks.items(), key=lambda kv: _block_order(kv[0]))}}
+
+
+def _block_of(name: str) -> str:
+    """A compared tensor's block: `blk.N` of its GGUF name, or of its HF name's `layers.N` where it
+    keeps one (a stacked expert saved one per expert)."""
+    m = BLOCK.match(name)
+    if m:
+        return m.group(1)
+    hf = _HF_BLOCK.search(name)
+    return f"blk.{hf.group(1)}" if hf else OUTSIDE_BLOCKS
 
 
 def key_names(ck: Checkpoint) -> list[str]:

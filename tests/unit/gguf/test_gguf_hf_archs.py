@@ -69,3 +69,19 @@ def test_f32_gguf_diffs_equal_to_its_safetensors_once_transformers_undoes_the_co
         assert d["summary"]["changed"] == 0 and all(not e["nmse"] for e in errs.values()), d["summary"]
         only_gguf = {k["name"] for k in d["keys"] if k["status"] == "removed"}
         assert only_gguf == ({"output.weight"} if model_type == "gpt2" else set())  # GPT-2's head: wte, tied in HF
+
+
+def test_an_expert_saved_under_its_hf_name_counts_in_its_block() -> None:
+    """A diff pairs a tensor made of one GGUF tensor under its GGUF name, a stacked expert saved one per
+    expert under its HF name: its error belongs to the block `layers.N` names, not outside the blocks."""
+    from types import SimpleNamespace
+
+    from statecli.analyses.changes import Sums
+    from statecli.analyses.gguf_view import quant_error
+
+    keys = (SimpleNamespace(name="blk.0.attn_q.weight", sums=Sums(aa=4.0, dd=1.0)),
+            SimpleNamespace(name="model.layers.0.mlp.experts.3.up_proj.weight", sums=Sums(aa=4.0, dd=3.0)),
+            SimpleNamespace(name="token_embd.weight", sums=Sums(aa=2.0, dd=1.0)))
+    blocks = quant_error(keys)["blocks"]
+    assert set(blocks) == {"blk.0", "(outside blocks)"}
+    assert blocks["blk.0"]["nmse"] == 0.5 and blocks["(outside blocks)"]["nmse"] == 0.5
