@@ -13,6 +13,7 @@ from ..state import Checkpoint, Format
 
 BLOCK = re.compile(r"^(blk\.\d+)\.")
 OUTSIDE_BLOCKS = "(outside blocks)"
+_HF_BLOCK = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
 # Keys shown without --metadata: what the model is; the tokenizer's arrays and templates wait for it.
 _SHORT = re.compile(r"^(general\.|split\.|tokenizer\.ggml\.model$)")
 
@@ -150,31 +151,50 @@ def metadata_changes(a: Checkpoint, b: Checkpoint) -> tuple[MetaChange, ...]:
 
 
 def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, str | None]:
-    """A GGUF beside another format (the safetensors it was converted from): the other's model-state
-    names renamed to GGUF names (formats/gguf/names.py) and a note saying what was mapped and what
-    was not undone; both unchanged unless exactly one is a GGUF."""
+    """A GGUF beside another format (the safetensors it was converted from): where transformers loads
+    the GGUF, its tensors as transformers builds them (formats/gguf/hfview.py) and the other's names
+    matched by transformers' own name map; else the other's names renamed to GGUF names by gguf-py's
+    TensorNameMap (formats/gguf/names.py), values as stored, said so. Both unchanged unless exactly
+    one is a GGUF. A tensor made from one GGUF tensor keeps the GGUF name, one made of several
+    (stacked experts) has its HF name."""
     if (a.format is Format.GGUF) == (b.format is Format.GGUF):
         return a, b, None
+    from ..formats.gguf.hfview import hf_view
+
+    g, ref = (a, b) if a.format is Format.GGUF else (b, a)
+    view = hf_view(g.path)
+    names = [e.name for e in ref.entries if e.group == "" and e.tensor is not None]
+    if view is None:
+        g_out, mapping, note = g, *_gguf_names(g, ref, names)
+    else:
+        label = {t.name: t.sources[0] if len(t.sources) == 1 else t.name for t in view.tensors}
+        by_name = {e.name: e for e in g.entries}
+        built = tuple(replace(by_name[t.sources[0]], name=label[t.name], tensor=t.info) for t in view.tensors)
+        g_out = replace(g, entries=built + tuple(by_name[n] for n in view.skipped))
+        mapping = {n: label[n] for n in names if n in label}
+        note = (f"{len(mapping)} of {len(names)} names of {ref.path} matched by transformers' GGUF name map; the "
+                f"GGUF's values read as transformers loads them (its {type(view.model.layout.processor).__name__} "
+                "undoes llama.cpp's converter changes: q/k rows permuted for rope, fused, stacked or transposed "
+                "tensors, norm offsets)")
+    renamed = replace(ref, entries=tuple(replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
+                                         for e in ref.entries))
+    return (g_out, renamed, note) if g is a else (renamed, g_out, note)
+
+
+def _gguf_names(g: Checkpoint, ref: Checkpoint, names: list[str]) -> tuple[dict[str, str], str]:
+    """The other's names renamed to GGUF names by gguf-py's TensorNameMap, and the note saying that
+    the converter's changes are not undone."""
+    from ..formats.gguf.hf import transformers_here
     from ..formats.gguf.names import gguf_names
     from ..formats.gguf.read import read_parts
 
-    g, ref = (a, b) if a.format is Format.GGUF else (b, a)
     blocks = {int(m.group(1)[4:]) for e in g.entries if (m := BLOCK.match(e.name))}
-    names = [e.name for e in ref.entries if e.group == "" and e.tensor is not None]
     arch, mapping = gguf_names(read_parts(g.path)[0], max(blocks, default=-1) + 1, names)
-    renamed = replace(ref, entries=tuple(replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
-                                         for e in ref.entries))
-    from ..formats.gguf.hf import hf_layout, transformers_here
-
-    layout = hf_layout(g.path) if "://" not in g.path else None
-    undone = (f"the GGUF's values read as transformers loads them (its {type(layout.processor).__name__} undoes "
-              "llama.cpp's converter changes, e.g. the q/k rows permuted for rope)" if layout is not None else
-              "llama.cpp's converter changes (q/k rows permuted for rope, fused or stacked tensors) are NOT undone ("
-              + ("transformers does not load this GGUF" if transformers_here() else "transformers is not installed")
-              + "): names only, so those tensors' values differ by that layout")
-    note = (f"{len(mapping)} of {len(names)} names of {ref.path} mapped to GGUF names by gguf-py's TensorNameMap "
-            f"for {arch!r}; {undone}")
-    return (g, renamed, note) if g is a else (renamed, g, note)
+    why = "transformers does not load this GGUF" if transformers_here() else "transformers is not installed"
+    return mapping, (f"{len(mapping)} of {len(names)} names of {ref.path} mapped to GGUF names by gguf-py's "
+                     f"TensorNameMap for {arch!r}; llama.cpp's converter changes (q/k rows permuted for rope, fused "
+                     f"or stacked tensors) are NOT undone ({why}): names only, so those tensors' values differ by "
+                     "that layout")
 
 
 def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
@@ -191,10 +211,19 @@ def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
         if k.sums is None:
             continue
         tensors[k.name] = row(k.sums)
-        m = BLOCK.match(k.name)
-        blk = m.group(1) if m else OUTSIDE_BLOCKS
+        blk = _block_of(k.name)
         blocks[blk] = blocks[blk] + k.sums if blk in blocks else k.sums
     return {"tensors": tensors, "blocks": {b: row(s) for b, s in sorted(blocks.items(), key=lambda kv: _block_order(kv[0]))}}
+
+
+def _block_of(name: str) -> str:
+    """A compared tensor's block: `blk.N` of its GGUF name, or of its HF name's `layers.N` where it
+    keeps one (a stacked expert saved one per expert)."""
+    m = BLOCK.match(name)
+    if m:
+        return m.group(1)
+    hf = _HF_BLOCK.search(name)
+    return f"blk.{hf.group(1)}" if hf else OUTSIDE_BLOCKS
 
 
 def key_names(ck: Checkpoint) -> list[str]:

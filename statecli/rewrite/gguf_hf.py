@@ -39,29 +39,38 @@ def gguf_hf_folder(plan: Plan, target: Target, dtype: str | None) -> tuple[Plan,
 
 
 def hf_folder_plan(plan: Plan, target: Target) -> tuple[Plan, Target, dict[str, object]]:
-    """The plan renamed and read in transformers' layout, the target `folder/model.safetensors`, and
-    the config.json content; a UsageError where transformers cannot load this GGUF."""
-    from ..formats.gguf.hf import hf_model, transformers_here
+    """The plan over transformers' tensors (formats/gguf/hfview.py: its names, shapes and the tensors its
+    processor builds), the target `folder/model.safetensors`, and the config.json content; a UsageError
+    where transformers cannot load this GGUF."""
+    from ..formats.gguf.hf import transformers_here
+    from ..formats.gguf.hfview import hf_view
 
     assert target.output is not None
-    model = hf_model(plan.ck.path) if "://" not in plan.ck.path else None
-    if model is None:
+    view = hf_view(plan.ck.path)
+    if view is None:
         why = ("transformers does not load this GGUF's architecture" if transformers_here() else
                "it needs transformers and torch (pip install transformers)")
         raise UsageError(plan.ck.path, f"cannot write a Hugging Face folder: {why}",
                          "write GGUF names to one file instead: -o model.safetensors")
-    skipped = [e.name for e in plan.ck.entries if e.tensor is not None and e.name not in model.names]
-    drop = plan.drop | {entry_key(e) for e in plan.ck.entries if e.tensor is not None and e.name not in model.names}
-    notes = plan.notes + (rewrite_note(f"{len(model.names)} tensor(s) under transformers' names and layout (its "
-                                       "GGUF loading's TensorProcessor), config.json as it builds it from the metadata"),)
-    if skipped:
-        notes += (rewrite_note(f"{len(skipped)} tensor(s) transformers does not load left out: {', '.join(skipped[:3])}"
-                               + (", ..." if len(skipped) > 3 else "")),)
-    renames = {g: h for g, h in model.names.items() if g != h}
-    plan = dataclasses.replace(plan, drop=drop, renames=renames, notes=notes, hf_layout=True)
+    notes = plan.notes + (rewrite_note(f"{len(view.tensors)} tensor(s) under transformers' names and layout (its "
+                                       f"{type(view.model.layout.processor).__name__}), config.json as it builds it "
+                                       "from the metadata"),)
+    if view.skipped:
+        notes += (rewrite_note(f"{len(view.skipped)} tensor(s) transformers does not load left out: "
+                               f"{', '.join(view.skipped[:3])}" + (", ..." if len(view.skipped) > 3 else "")),)
+    entries = {e.name: e for e in plan.ck.entries if e.tensor is not None}
+    hf_entries, cast = [], {}
+    for t in view.tensors:
+        dtypes = {plan.cast[k] for g in t.sources if (k := entry_key(entries[g])) in plan.cast}
+        e = dataclasses.replace(entries[t.sources[0]], name=t.name, tensor=t.info)
+        hf_entries.append(e)
+        if dtypes:  # a quantized source: the --dtype it is dequantized to
+            cast[entry_key(e)] = dtypes.pop()
+    ck = dataclasses.replace(plan.ck, entries=tuple(hf_entries))
+    plan = dataclasses.replace(plan, ck=ck, drop=frozenset(), cast=cast, notes=notes, hf_layout=True)
     if not target.dry_run:
         os.makedirs(target.output, exist_ok=True)
-    return plan, dataclasses.replace(target, output=os.path.join(target.output, WEIGHTS)), model.config
+    return plan, dataclasses.replace(target, output=os.path.join(target.output, WEIGHTS)), view.model.config
 
 
 def write_config(folder: str, config: dict[str, object], dtype: str) -> None:

@@ -161,3 +161,13 @@ def test_license_and_package_data_are_declared() -> None:
     assert (ROOT / "LICENSE").is_file() and PYPROJECT["project"]["license"] == "MIT"
     assert (ROOT / "statecli" / "py.typed").is_file()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["statecli"]
+
+
+def test_ci_installs_the_gguf_to_hf_oracle() -> None:
+    """The GGUF -> HF tests importorskip accelerate (transformers' gguf_file loading needs it): CI
+    installs `.[dev,hf]` with .ci/constraints.txt, so dev names it and the constraints pin it."""
+    dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
+    assert any(d.split(">")[0].split("=")[0] == "accelerate" for d in dev), dev
+    pins = (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
+    assert any(p.startswith("accelerate==") for p in pins)
+    assert "[dev,hf]" in (ROOT / ".ci" / "run").read_text()

@@ -6,46 +6,21 @@ is optional: without it (or for an architecture it does not load) there is no HF
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import numpy as np
+from typing import Any
 
 
 @dataclass(frozen=True)
 class HfLayout:
     """transformers' view of one GGUF: its config (as load_gguf_checkpoint parses it) and the processor
-    whose `process` turns a dequantized GGUF tensor into the HF tensor."""
+    whose `process` turns dequantized GGUF tensors into HF tensors (hfview.py asks it)."""
 
     architecture: str
     config: dict[str, Any]
     processor: Any
-
-    def undo(self, gguf_name: str, values: np.ndarray) -> np.ndarray:
-        """`values` (torch-order shape) as transformers loads them; unchanged where its processor keeps
-        them, or where it splits them into other tensors (stacked MoE experts: not undone here)."""
-        out = self.processor.process(weights=values, name=gguf_name, tensor_key_mapping={},
-                                     parsed_parameters={"tensors": {}, "config": self.config})
-        w = getattr(out, "weights", None)
-        return values if w is None or w.shape != values.shape else w
-
-
-    def changes(self, gguf_name: str, shape: tuple[int, ...]) -> bool:
-        """Whether the processor changes this tensor: asked of a probe, one distinct value per row
-        (shape[0] x 1 x ...), so a row permutation or a value offset shows without reading the tensor."""
-        import numpy as np
-
-        if not shape:
-            return False
-        probe = np.arange(shape[0], dtype=np.float32).reshape(shape[0], *([1] * (len(shape) - 1)))
-        try:
-            out = self.undo(gguf_name, probe)
-        except (ValueError, TypeError, IndexError):
-            return True  # a processor that needs the real shape: read whole, as transformers does
-        return out is not probe and not np.array_equal(out, probe)
 
 
 def transformers_here() -> bool:
@@ -65,10 +40,14 @@ def hf_layout(path: str) -> HfLayout | None:
 def _layout(path: str, mtime_ns: int, size: int) -> HfLayout | None:
     import transformers.modeling_gguf_pytorch_utils as tg
 
+    quiet = logging.getLogger(tg.__name__)
+    level, quiet.level = quiet.level, logging.ERROR  # its warnings (no vocab_size...) are not the command's output
     try:
         parsed = tg.load_gguf_checkpoint(path, return_tensors=False)  # type: ignore[no-untyped-call]
     except (ValueError, NotImplementedError, KeyError):
         return None  # "GGUF model with architecture X is not supported yet"
+    finally:
+        quiet.level = level
     config = dict(parsed.get("config", {}))
     arch = _architecture(path)
     proc = tg.TENSOR_PROCESSORS.get(arch, tg.TensorProcessor)(config=config)  # type: ignore[no-untyped-call]
@@ -82,6 +61,9 @@ class HfModel:
 
     config: dict[str, Any]
     names: dict[str, str]  # GGUF name -> HF name; a GGUF tensor transformers skips has none
+    shapes: dict[str, tuple[int, ...]]  # HF name -> the model's shape for it
+    layout: HfLayout
+    module: Any = None  # the model on the meta device (no memory): what save_pretrained's conversions ask
 
 
 def hf_model(path: str) -> HfModel | None:
@@ -105,7 +87,8 @@ def hf_model(path: str) -> HfModel | None:
         return None  # no causal-LM class for this model_type
     names = tg.get_gguf_hf_weights_map(model, layout.processor)
     config.architectures = [type(model).__name__]  # as save_pretrained of the loaded model records it
-    return HfModel(config.to_dict(), names)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return HfModel(config.to_dict(), names, shapes, layout, model)
 
 
 def _architecture(path: str) -> str:

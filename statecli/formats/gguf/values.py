@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ...io.values import ValueReader
-    from .hf import HfLayout
+    from .hfview import HfView
 
 
 def dequantize(raw: bytes | bytearray, type_name: str) -> np.ndarray:
@@ -45,29 +45,42 @@ def dequantize(raw: bytes | bytearray, type_name: str) -> np.ndarray:
 class Dequantizing:
     """A ValueReader for a GGUF checkpoint: quantized tensors dequantized here, the rest to `inner`."""
 
-    def __init__(self, inner: ValueReader, layout: HfLayout | None = None, names: dict[Any, str] | None = None) -> None:
+    def __init__(self, inner: ValueReader, view: HfView | None = None) -> None:
         self.inner = inner
         self._sources: dict[str, Source] = {}
-        # In HF layout (a GGUF beside its safetensors) the tensors transformers' processor changes (`names`)
-        # go through it whole: its permutations move rows, so such a tensor is held (the last one, kept for
-        # the next range of the same tensor); the others are read range by range as ever.
-        self.layout, self._names = layout, names or {}
-        self._held: tuple[Any, np.ndarray] | None = None
+        # In HF layout (a convert to a Hugging Face folder, a diff against one) the tensors transformers'
+        # processor builds (hfview.py) are built from their GGUF tensors read whole; the last one is held
+        # for the next range of it. The others are read range by range as ever.
+        self.view = view
+        self._built = view.by_key() if view is not None else {}
+        self._held: tuple[str, dict[str, np.ndarray]] | None = None
 
     def _undone(self, info: TensorInfo) -> np.ndarray | None:
-        name = self._names.get((info.source, info.data_offset))
-        if self.layout is None or name is None:
-            return None
-        key = (info.source, info.data_offset)
-        if self._held is None or self._held[0] != key:
-            import numpy as np
+        import numpy as np
 
+        tensor = self._built.get(info.storage_key or "")
+        if tensor is None or self.view is None:
+            return None
+        if self._held is None or self._held[0] != tensor.whole:
             self._held = None
-            # dequantized: float32; a plain type keeps its own dtype (a F16 tensor is written as F16)
-            raw = self._stored(info, 0, info.numel) if self.dequantizes(info) else self.inner.read_flat(info, 0, info.numel)
-            values = np.asarray(raw).reshape(info.shape)
-            self._held = (key, np.ascontiguousarray(self.layout.undo(name, values)).reshape(-1))
-        return self._held[1]
+            values = {g: self._whole(self.view.stored[g]) for g in tensor.sources}
+            try:
+                made = self.view.build(tensor, values)
+            except ValueError as exc:
+                raise BadInput(info.source, f"transformers' GGUF loading cannot build it: {exc}") from None
+            self._held = (tensor.whole, {k: np.ascontiguousarray(v, dtype=info.dtype) for k, v in made.items()})
+        got = self._held[1].get(tensor.name)
+        if got is None or got.shape != info.shape:
+            raise BadInput(info.source, f"transformers built {tensor.name} as {getattr(got, 'shape', None)}, "
+                                        f"its model has {info.shape}")
+        return got.reshape(-1)
+
+    def _whole(self, info: TensorInfo) -> np.ndarray:
+        """A stored tensor whole, torch-order shape: dequantized to float32, a plain type as stored."""
+        import numpy as np
+
+        raw = self._stored(info, 0, info.numel) if self.dequantizes(info) else self.inner.read_flat(info, 0, info.numel)
+        return np.asarray(raw).reshape(info.shape)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -76,7 +89,7 @@ class Dequantizing:
         return info.layout == Layout.QUANTIZED and info.quant is not None and info.quant.method == GGUF_METHOD
 
     def _mine(self, info: TensorInfo) -> bool:
-        return self.dequantizes(info) or (self.layout is not None and (info.source, info.data_offset) in self._names)
+        return self.dequantizes(info) or (info.storage_key or "") in self._built
 
     def reads_numpy(self, info: TensorInfo) -> bool:
         return self._mine(info) or self.inner.reads_numpy(info)
@@ -134,15 +147,13 @@ class Dequantizing:
 
 @contextmanager
 def gguf_reader(ck: Checkpoint, hf: bool = False) -> Iterator[ValueReader]:
-    """The checkpoint's values; with `hf`, as transformers loads them (hf.py) where it can."""
+    """The checkpoint's values; with `hf`, also the tensors transformers' loading builds (hfview.py)."""
     from ...io.values import value_reader
-    from .hf import hf_layout
+    from .hfview import hf_view
 
-    layout = hf_layout(ck.path) if hf and "://" not in ck.path else None
-    names = {(e.tensor.source, e.tensor.data_offset): e.name for e in ck.entries
-             if e.tensor is not None and layout is not None and layout.changes(e.name, e.tensor.shape)}
+    view = hf_view(ck.path) if hf else None
     with value_reader(ck) as inner:
-        reader = Dequantizing(inner, layout, names if layout is not None else None)
+        reader = Dequantizing(inner, view)
         try:
             yield cast("ValueReader", reader)
         finally:

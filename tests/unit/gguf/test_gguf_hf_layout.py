@@ -59,12 +59,11 @@ def test_without_transformers_names_only_and_said_so(tmp_path: Path, monkeypatch
 
 
 def test_only_the_tensors_transformers_changes_are_read_whole(tmp_path: Path) -> None:
-    from statecli.formats.gguf.hf import hf_layout
-    from statecli.load import load_checkpoint
+    from statecli.formats.gguf.hfview import hf_view
 
     g = llama_to_gguf(tiny_llama(tmp_path / "hf"), tmp_path / "m.gguf", "Q8_0")
-    layout = hf_layout(str(g))
-    assert layout is not None
-    ck = load_checkpoint(str(g))
-    whole = {e.name for e in ck.entries if e.tensor is not None and layout.changes(e.name, e.tensor.shape)}
+    view = hf_view(str(g))
+    assert view is not None
+    whole = {s for t in view.tensors if t.built for s in t.sources}
     assert whole == {f"blk.{i}.attn_{w}.weight" for i in (0, 1) for w in "qk"}  # the rest: range by range
+    assert all(t.info.storage_key == t.sources[0] for t in view.tensors if not t.built)  # the stored tensor itself
