@@ -135,6 +135,10 @@ def main() -> None:
             [STATECLI, "check", str(a), "--no-nan", "--no-inf", "-f", "json"], "`cat`", cat(a))
         add(f"`check --no-nan --no-inf a.pt` ({g})", [STATECLI, "check", str(pt), "--no-nan", "--no-inf", "-f", "json"],
             "`cat`", cat(pt))
+        # The same command without the value rules: start-up, the safety scan and the header; the
+        # difference between the two rows is the NaN/Inf scan itself.
+        add(f"`check a.pt` (no value rules: the scan's fixed part) ({g})", [STATECLI, "check", str(pt), "-f", "json"],
+            "`cat`", cat(pt))
         for p in (a, b, pt) if tag and not args.keep else ():
             p.unlink()
     many = work / "many.safetensors"

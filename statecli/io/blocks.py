@@ -104,14 +104,19 @@ def mapped(fd: int, path: str, start: int, nbytes: int) -> Iterator[memoryview]:
     mapped read-only and populated (no copy; unmapped on exit, so RSS stays a few blocks), or read into
     this thread's reused buffer where mmap cannot populate. A view still held on exit keeps its
     mapping alive until it goes (no unmapped memory is ever read)."""
-    if not _POPULATE or nbytes == 0 or start + nbytes > os.fstat(fd).st_size:  # short: pread says so
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    mm = None
+    if _POPULATE and nbytes and start + nbytes <= os.fstat(fd).st_size:  # a short file: pread says so
+        try:
+            mm = mmap.mmap(fd, start + nbytes - base, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ,
+                           offset=base)
+        except OSError:  # a file system that cannot map
+            mm = None
+    if mm is None:
         view = _buffer(nbytes)
         pread_into(fd, path, view, start)
         yield view
         return
-    base = start - start % mmap.ALLOCATIONGRANULARITY
-    mm = mmap.mmap(fd, start + nbytes - base, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ,
-                   offset=base)
     whole = memoryview(mm)
     view = whole[start - base:]
     try:

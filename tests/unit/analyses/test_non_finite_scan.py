@@ -109,3 +109,20 @@ def test_blocks_are_the_files_pages_unmapped_after_use(tmp_path: Path) -> None:
         plan, _ = blocks.plan(reader, infos, block=64 << 10)
         assert all(blocks.run(reader, plan, fn))
     assert seen and all(isinstance(m, mmap.mmap) and m.closed for m in seen)  # no copy; RSS stays a few blocks
+
+
+def test_a_block_past_the_end_of_the_file_is_one_error_not_a_crash(tmp_path: Path) -> None:
+    import os
+
+    from statecli.errors import BadInput
+
+    path = tmp_path / "short.bin"
+    path.write_bytes(bytes(100))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(BadInput, match="short read"), blocks.mapped(fd, str(path), 50, 100):
+            pass  # mapping it would have read past the end (SIGBUS): it is read, and the read is short
+        with blocks.mapped(fd, str(path), 10, 20) as view:
+            assert bytes(view) == bytes(20)
+    finally:
+        os.close(fd)
