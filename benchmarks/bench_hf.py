@@ -243,7 +243,7 @@ def main() -> None:
         f"- modules among torch/transformers imported on a cache hit: {heavy}",
         "", "Where a first run's time goes (CPU seconds in one fresh process, empty cache, median of "
         f"{args.runs}; `rest` is statecli's own part: start-up, headers, description store, report):", "",
-        "| stage | CPU s |", "|---|---:|", *[f"| {name} | {secs:.2f} |" for name, secs in stages],
+        "| stage | CPU s |", "|---|---:|", *[f"| {name} | {secs:.2f} |" for name, secs in stages], "",
         f"- first run beyond the model class's import: {sum(v for k, v in stages[2:]):.2f} CPU s (target <= 1 s): "
         f"{'PASS' if sum(v for k, v in stages[2:]) <= 1 else 'FAIL'}",
     ]
