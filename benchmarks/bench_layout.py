@@ -9,7 +9,8 @@ reference in the same run (best of --repeat, interleaved), and the load average 
 |---|---|
 | `diff a.pt b.safetensors` | `cat a.pt b.safetensors > /dev/null` |
 | `inspect --stats a.pt` / `a.safetensors` | torch loop: `torch.load(mmap=True)`, mean/std/min/max/isnan per tensor |
-| `check --no-nan --no-inf a.safetensors` | a warm read of the file (`cat`) |
+| `check --no-nan --no-inf a.safetensors` / `a.pt` | a warm read of the file (`cat`) |
+| `check a.pt` (no value rules: start-up, safety scan, header) | the same; the difference is the NaN/Inf scan |
 | `inspect --stats many.safetensors` | the torch loop over `safetensors.torch.load_file` |
 
     python benchmarks/bench_layout.py [--size-gib 1] [--repeat 3] [--label run] [--big] [--workdir DIR --keep]
