@@ -9,7 +9,8 @@ reference in the same run (best of --repeat, interleaved), and the load average 
 |---|---|
 | `diff a.pt b.safetensors` | `cat a.pt b.safetensors > /dev/null` |
 | `inspect --stats a.pt` / `a.safetensors` | torch loop: `torch.load(mmap=True)`, mean/std/min/max/isnan per tensor |
-| `check --no-nan --no-inf a.safetensors` | a warm read of the file (`cat`) |
+| `check --no-nan --no-inf a.safetensors` / `a.pt` | a warm read of the file (`cat`) |
+| `check a.pt` (no value rules: start-up, safety scan, header) | the same; the difference is the NaN/Inf scan |
 | `inspect --stats many.safetensors` | the torch loop over `safetensors.torch.load_file` |
 
     python benchmarks/bench_layout.py [--size-gib 1] [--repeat 3] [--label run] [--big] [--workdir DIR --keep]
@@ -134,6 +135,10 @@ def main() -> None:
         add(f"`check --no-nan --no-inf a.safetensors` ({g})",
             [STATECLI, "check", str(a), "--no-nan", "--no-inf", "-f", "json"], "`cat`", cat(a))
         add(f"`check --no-nan --no-inf a.pt` ({g})", [STATECLI, "check", str(pt), "--no-nan", "--no-inf", "-f", "json"],
+            "`cat`", cat(pt))
+        # The same command without the value rules: start-up, the safety scan and the header; the
+        # difference between the two rows is the NaN/Inf scan itself.
+        add(f"`check a.pt` (no value rules: the scan's fixed part) ({g})", [STATECLI, "check", str(pt), "-f", "json"],
             "`cat`", cat(pt))
         for p in (a, b, pt) if tag and not args.keep else ():
             p.unlink()

@@ -1,11 +1,11 @@
 """The numpy kernel of `diff`'s value comparison: torch.allclose's figures for one chunk pair, bit for bit
 the torch kernel's (tests/unit/analyses/test_perf_compare.py keeps torch as the oracle), without torch.
 
-Reading: each worker reads its chunk of A and B with pread (the GIL is released), compares the bytes
-(memcmp), and only when they differ runs the arithmetic below in cache-sized blocks. Float work (every
-float dtype but float64) takes `_fast_f32`: about ten passes in float32 into per-thread scratch buffers,
-no temporaries, sums from float32 rows; a block holding NaN/Inf falls back to the general `_block` for
-exactly the figures torch gives there."""
+Reading: each worker maps its chunk of A and B (compare_pool.run_task), compares the bytes, and only
+when they differ runs the arithmetic below in cache-sized blocks. Float work (every float dtype but
+float64) takes `_fast_f32`: about ten passes in float32 into per-thread scratch buffers, no temporaries,
+sums from float32 rows; a block holding NaN/Inf falls back to the general `_block` for exactly the
+figures torch gives there."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def _rowdot(x: Any, y: Any) -> float:
     vecdot = getattr(np, "vecdot", None)  # numpy >= 2.0
     rows = vecdot(rows_x, rows_y) if vecdot is not None else np.einsum("ij,ij->i", rows_x, rows_y)
     s = float(rows.sum(dtype=np.float64))
-    return s + dot64(x[k:].astype(np.float64), y[k:].astype(np.float64))
+    return s + dot64(x[k:].astype(np.float64), y[k:].astype(np.float64)) if k < x.size else s
 
 
 def _block(out: Partial, ca: Any, cb: Any, wdt: Any, cdt: Any, work: str, rtol: float, atol: float,

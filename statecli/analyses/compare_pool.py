@@ -5,7 +5,7 @@ and in the page cache, else on the caller's threads (`run_tasks`).
 numpy holds the GIL between its passes, and `_fast_f32` makes ~15 short calls per block: two threads
 reach ~1.1x one core here, two processes ~1.5x. Workers are forked (a few ms, no re-import of the
 caller's __main__) and only while the process runs no other thread, so no lock another thread holds
-is copied into them; each reads its tasks' pieces with pread (the parent sends only offsets) and returns
+is copied into them; each maps its tasks' pieces (the parent sends only offsets) and returns
 each pair's merged figures. Tasks merge in order: figures do not depend on timing."""
 
 from __future__ import annotations
@@ -52,16 +52,20 @@ class Task:
 def run_task(t: Task, fd_of: Callable[[str], int] | None = None) -> list[tuple[int, Partial]]:
     """Read and compare the pieces in order (each file front to back, so readahead keeps up on a cold
     cache); (pair, figures) per pair the task touched, merged in piece order. `fd_of`: the caller's open
-    files (threads); a worker process opens each file once itself."""
-    from ..io.values import pread_array
+    files (threads); a worker process opens each file once itself. Each piece is compared on the files'
+    mapped pages (io/blocks.mapped: no copy), unmapped before the next."""
+    import numpy as np
 
+    from ..io.blocks import mapped
+    from ..io.values import np_dtype
+
+    fd = fd_of if fd_of is not None else _worker_fd
     out: list[tuple[int, Partial]] = []
     for piece in t.pieces:
-        arrays = []
-        for slot, ((path, start, n), dtype) in enumerate(((piece.a, piece.da), (piece.b, piece.db))):
-            fd = fd_of(path) if fd_of is not None else _worker_fd(path)
-            arrays.append(pread_array(fd, path, start, n, dtype, slot))
-        part = compare_chunk(arrays[0], arrays[1], piece.da, piece.db, t.rtol, t.atol, t.equal_nan)
+        (pa, sa, na), (pb, sb, nb) = piece.a, piece.b
+        with mapped(fd(pa), pa, sa, na) as va, mapped(fd(pb), pb, sb, nb) as vb:
+            part = compare_chunk(np.frombuffer(va, np_dtype(piece.da)), np.frombuffer(vb, np_dtype(piece.db)),
+                                 piece.da, piece.db, t.rtol, t.atol, t.equal_nan)
         if out and out[-1][0] == piece.pair:
             out[-1][1].merge(part)
         else:

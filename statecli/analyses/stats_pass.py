@@ -5,6 +5,7 @@ a time through the reader's `read_flat`/`array` (the FormatHandler's `values` ho
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -84,8 +85,7 @@ def _kernel(t: TensorInfo, name: str, raw: Any, lo: int, sample: int) -> Part:
 
 
 def non_finite(reader: ValueReader, infos: Sequence[TensorInfo], names: Sequence[str]) -> list[tuple[int, int]]:
-    """(NaN count, Inf count) of every floating tensor: one scan, no moments. A piece whose min and max
-    are finite holds neither (NaN and Inf reach both); only the others are counted element by element."""
+    """(NaN count, Inf count) of every floating tensor: one scan, no moments (`count_non_finite`)."""
     plan, rest = blocks.plan(reader, infos)
     dtypes = [np_dtype(t.dtype) for t in infos]
     counts = [(0, 0)] * len(infos)
@@ -109,12 +109,43 @@ def non_finite(reader: ValueReader, infos: Sequence[TensorInfo], names: Sequence
 
 
 def count_non_finite(raw: Any) -> tuple[int, int]:
-    """(NaN, Inf) counts of a flat float array."""
+    """(NaN, Inf) counts of a flat float array. One pass that allocates nothing decides whether any is
+    there (`_maybe_non_finite`); only then are they counted element by element."""
     import numpy as np
 
-    x = raw.astype(np.float32) if raw.dtype.kind == "V" else raw  # bfloat16/float8: numpy's float32 loops
-    if x.size == 0 or x.dtype.kind != "f":
+    if raw.size == 0 or not _maybe_non_finite(raw):
         return 0, 0
-    if np.isfinite(x.min()) and np.isfinite(x.max()):
+    x = raw.astype(np.float32) if raw.dtype.kind == "V" else raw  # bfloat16/float8: numpy's float32 loops
+    if x.dtype.kind != "f":
         return 0, 0
     return int(np.count_nonzero(np.isnan(x))), int(np.count_nonzero(np.isinf(x)))
+
+
+# 16-bit floats by their bits: |x| (the sign bit cleared) reaches the all-ones exponent only for NaN/Inf.
+_EXPONENT_BITS = {"float16": 0x7C00, "bfloat16": 0x7F80}
+_STEP = 1 << 16  # elements per masked step: the scratch stays in the core's cache
+_SCRATCH = threading.local()
+
+
+def _maybe_non_finite(x: Any) -> bool:
+    """False only when `x` holds no NaN/Inf. float32/64: the sum (NaN and Inf propagate; a sum that
+    overflows says True, and the exact count then finds nothing); float16/bfloat16: the exponent bits;
+    other floats (float8) and integers: as the exact count decides."""
+    import numpy as np
+
+    if x.dtype.kind == "f" and x.dtype.itemsize >= 4:
+        with np.errstate(all="ignore"):
+            return not np.isfinite(np.add.reduce(x))
+    top = _EXPONENT_BITS.get(x.dtype.name)
+    if top is None:
+        return x.dtype.kind in "fV"
+    bits = x.view(np.uint16)
+    scratch = getattr(_SCRATCH, "buf", None)
+    if scratch is None:
+        scratch = _SCRATCH.buf = np.empty(_STEP, np.uint16)
+    for lo in range(0, bits.size, _STEP):
+        part = bits[lo:lo + _STEP]
+        masked = np.bitwise_and(part, 0x7FFF, out=scratch[:part.size])
+        if masked.max() >= top:
+            return True
+    return False

@@ -155,8 +155,15 @@ def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     ba, bb = _owner(a), _owner(b)
     if ba is not None and bb is not None:
         return ba == bb
-    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
-                               np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
+    x, y = np.ascontiguousarray(a).reshape(-1).view(np.uint8), np.ascontiguousarray(b).reshape(-1).view(np.uint8)
+    if not np.array_equal(x[:_HEAD], y[:_HEAD]):  # most differing pairs differ early: no full pass
+        return False
+    if x.size % 8 == 0:  # 8 bytes a comparison: as fast as a memcmp
+        x, y = x.view(np.uint64), y.view(np.uint64)
+    return bool(np.array_equal(x, y))
+
+
+_HEAD = 1 << 16
 
 
 def _owner(a: np.ndarray) -> bytearray | None:
