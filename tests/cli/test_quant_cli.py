@@ -281,3 +281,17 @@ def test_load_report_calls_a_quantized_weight_for_a_float_layer_expected_not_a_c
     assert "cast" not in quant["explanation"].replace("no cast", "")
     assert lines["dtype differs"]["key"] == "model.norm.weight" and "cast" in lines["dtype differs"]["explanation"]
     assert d["loads_strictly"]
+
+
+def test_dequantize_report_names_the_scheme_not_a_cast(tmp_path: Path) -> None:
+    """convert --dequantize says what it did: "dequantized <scheme> -> <dtype>", in the human line and
+    in JSON's changes (what: dequantized), never "cast int4 -> ..." as if packed integers were cast."""
+    folder, _ = _gptq_folder(tmp_path)
+    out = _run("convert", str(folder), "-o", str(tmp_path / "d1"), "--dequantize", "--dtype", "bf16").stdout
+    assert "dequantized 2 weight(s): GPTQ int4 sym, group 32 -> bfloat16" in " ".join(out.split())
+    assert "int4 ->" not in out and "cast " not in out
+    d = json.loads(_run("convert", str(folder), "-o", str(tmp_path / "d2"), "--dequantize", "--dtype", "bf16",
+                        "--format", "json").stdout)
+    rows = [c for c in d["changes"] if c["name"].startswith("model.layers.")]
+    assert {(c["what"], c["detail"]) for c in rows} == {("dequantized", "GPTQ int4 sym, group 32 -> bfloat16")}
+    assert len(rows) == 2
