@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from ...errors import BadInput
@@ -49,6 +49,8 @@ def group_tensors(root: Mapping[str, object], cfg: QuantConfig | None) -> Groupe
     claims: dict[str, _Claim] = {}
     claimed: set[str] = set()
     for name in tensors:
+        if not name.endswith(_SUFFIXES):  # most entries (scales, zeros, norms): one C call, no loop
+            continue
         for suffix, layout in _ANCHORS:
             if not name.endswith(suffix):
                 continue
@@ -74,11 +76,11 @@ def group_tensors(root: Mapping[str, object], cfg: QuantConfig | None) -> Groupe
 
 def _logical(name: str, shape: tuple[int, ...], dtype: str, parts: tuple[tuple[str, str], ...],
              tensors: Mapping[str, TensorInfo], quant: QuantInfo) -> _Claim:
-    infos = tuple(tensors[n] for _, n in parts)
+    infos = tuple([tensors[n] for _, n in parts])
     head = infos[0]
     info = TensorInfo(dtype, shape, head.device, layout="quantized", source=head.source,
-                      stored_nbytes=sum(t.storage_size for t in infos),
-                      quant=QuantInfo(**{**quant.__dict__, "parts": parts, "tensors": infos}))
+                      stored_nbytes=sum([t.storage_size for t in infos]),
+                      quant=replace(quant, parts=parts, tensors=infos))
     return name, info, tuple(n for _, n in parts)
 
 
@@ -334,3 +336,4 @@ _ANCHORS: tuple[tuple[str, _Layout], ...] = (
     (".weight.quant_state.bitsandbytes__fp4", partial(_bnb4, "fp4")),
     (".SCB", _bnb8),
 )
+_SUFFIXES = tuple(suffix for suffix, _ in _ANCHORS)
