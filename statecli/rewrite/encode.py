@@ -21,7 +21,7 @@ from ..units import itemsize
 from ..vocab import ChangeKind, WriteFormat
 from . import stream
 from .plan import Change, Plan, entry_key
-from .quantized import dequantized_metadata
+from .quantized import torchao_metadata
 from .rename import alias_name
 from .result import WriteLog
 from .stream import Losses
@@ -223,7 +223,7 @@ def _metadata(plan: Plan, names: set[str]) -> dict[str, str]:
     if plan.ck.format is Format.SAFETENSORS:
         stored = {e.name for e in plan.ck.entries if e.group == "" and e.tensor is not None}
         old = safetensors.recorded_aliases(plan.ck.metadata, stored)
-        meta = dequantized_metadata(plan, {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY and k not in old})
+        meta = torchao_metadata(plan, {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY and k not in old})
         # A tie the input already left out stays left out: record it under the names written now.
         carried = {alias_name(plan, a): alias_name(plan, t) for a, t in old.items()}
     meta.setdefault("format", "pt")
