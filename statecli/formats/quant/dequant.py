@@ -254,7 +254,10 @@ def _quanto(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     idx = np.arange(a, b)
     codes = (data[idx % rd] >> (bits * (idx // rd))[:, None].astype(np.uint8)) & np.uint8((1 << bits) - 1)
     dt = np_dtype(q_.compute_dtype)
-    rnd = (lambda x: x.astype(dt).astype(np.float32)) if dt is not None and q_.compute_dtype != "float32" else (lambda x: x)
+
+    def rnd(x: Any) -> Any:  # torch computes in the scale's dtype: round each step to it
+        return x.astype(dt).astype(np.float32) if dt is not None and q_.compute_dtype != "float32" else x
+
     s, z = _f32(scale[a:b]), shift[a:b]
     if np.issubdtype(z.dtype, np.integer):
         w = rnd((codes.astype(np.float32) - z.astype(np.float32)) * s)
