@@ -73,7 +73,7 @@ def _part_renames(plan: Plan, quant: list[Entry]) -> dict[str, str]:
         head, to = e.name[:len(e.name) - tail], new[:len(new) - tail]
         for _, part in e.tensor.quant.parts:
             moved = to + part[len(head):]
-            if not part.startswith(head) or (rename is not None and rename(part) != moved) or moved in names - {part}:
+            if not part.startswith(head) or (rename is not None and rename(part) != moved) or (moved != part and moved in names):
                 raise UsageError(plan.ck.path, f"renaming the quantized weight {e.name!r} to {new!r} cannot rename its "
                                                f"stored part {part!r} the same way",
                                  "rename a prefix of the module path, or convert --dequantize first")
