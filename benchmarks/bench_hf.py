@@ -61,7 +61,17 @@ def make_folder(folder: Path) -> int:
     """config.json, 15 header-only shards (sparse), and the index; returns the tensor count."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(CONFIG, indent=2))
-    items = tensors(CONFIG)
+    items = [(key, "BF16", shape) for key, shape in tensors(CONFIG)]
+    write_shards(folder, items)
+    return len(items)
+
+
+_ITEMSIZE = {"BF16": 2, "F16": 2, "I32": 4}
+
+
+def write_shards(folder: Path, items: list[tuple[str, str, list[int]]]) -> None:
+    """(key, safetensors dtype, shape) items as SHARDS header-only safetensors shards whose declared
+    bytes are a sparse hole, and model.safetensors.index.json."""
     per = -(-len(items) // SHARDS)
     weight_map: dict[str, str] = {}
     total = 0
@@ -69,11 +79,11 @@ def make_folder(folder: Path) -> int:
         name = f"model-{s + 1:05d}-of-{SHARDS:05d}.safetensors"
         header: dict[str, object] = {"__metadata__": {"format": "pt"}}
         offset = 0
-        for key, shape in items[s * per:(s + 1) * per]:
-            n = 2
+        for key, dtype, shape in items[s * per:(s + 1) * per]:
+            n = _ITEMSIZE[dtype]
             for d in shape:
                 n *= d
-            header[key] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + n]}
+            header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
             offset += n
             weight_map[key] = name
         raw = json.dumps(header, separators=(",", ":")).encode()
@@ -84,7 +94,6 @@ def make_folder(folder: Path) -> int:
         total += offset
     (folder / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
-    return len(items)
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -68,7 +68,39 @@ class QuantInfo:
 
     def bits_per_weight(self, stored_nbytes: int, numel: int) -> float | None:
         """Stored bits (scales and zeros included) per logical value."""
-        return stored_nbytes * 8 / numel if numel else None
+        return bits_per_weight(stored_nbytes, numel)
+
+
+def bits_per_weight(nbytes: int, numel: int) -> float | None:
+    """Stored bits per logical value (None without values): the one formula every view prints."""
+    return nbytes * 8 / numel if numel else None
+
+
+@dataclass(frozen=True)
+class BitsRow:
+    """One row of bits per weight, for quantized checkpoints (analyses/quantized.py: by scheme, by
+    module, quantized weights, all parameters) and GGUF (analyses/gguf_view.py: by GGML type, by
+    block, total): tensors, logical values, stored bytes; `types`: the GGML types a GGUF block holds."""
+
+    key: str
+    tensors: int
+    numel: int
+    nbytes: int
+    types: tuple[str, ...] = ()
+
+    @property
+    def bits_per_weight(self) -> float | None:
+        return bits_per_weight(self.nbytes, self.numel)
+
+    def to_dict(self, count: str = "numel", digits: int | None = 4) -> dict[str, Any]:
+        """JSON of the row: the values' count under `count` ("params" in GGUF's output) and bits per
+        weight rounded to `digits` (None: unrounded, as GGUF's output has it); `types` where it has any."""
+        bpw = self.bits_per_weight
+        d: dict[str, Any] = {"tensors": self.tensors, count: self.numel, "nbytes": self.nbytes,
+                             "bits_per_weight": round(bpw, digits) if bpw is not None and digits is not None else bpw}
+        if self.types:
+            d["types"] = list(self.types)
+        return d
 
 
 # Logical type names of the quantized weights formats/quant builds (check --param-dtypes accepts them
@@ -83,4 +115,4 @@ def dequantized_by(reader: object, info: object) -> bool:
     return fn is not None and bool(fn(info))
 
 
-__all__ = ["LOGICAL_DTYPES", "QuantInfo", "dequantized_by"]
+__all__ = ["LOGICAL_DTYPES", "BitsRow", "QuantInfo", "bits_per_weight", "dequantized_by"]

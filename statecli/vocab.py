@@ -64,6 +64,7 @@ class ChangeKind(StrEnum):
     REMOVED = "removed"
     RENAMED = "renamed"
     CAST = "cast"
+    DEQUANTIZED = "dequantized"  # a quantized weight written as a dense tensor (convert --dequantize)
     MOVED = "moved"
 
 

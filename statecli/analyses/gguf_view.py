@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..qtensor import BitsRow
 from ..state import Checkpoint, Format
 
 BLOCK = re.compile(r"^(blk\.\d+)\.")
@@ -18,26 +19,9 @@ _HF_BLOCK = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
 _SHORT = re.compile(r"^(general\.|split\.|tokenizer\.ggml\.model$)")
 
 
-@dataclass(frozen=True)
-class TypeTotal:
-    """Tensors of one GGML type (or one block): counts, stored bytes, bits per weight."""
-
-    key: str
-    tensors: int
-    params: int
-    nbytes: int
-    types: tuple[str, ...] = ()
-
-    @property
-    def bits_per_weight(self) -> float | None:
-        return self.nbytes * 8 / self.params if self.params else None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"tensors": self.tensors, "params": self.params, "nbytes": self.nbytes,
-                             "bits_per_weight": self.bits_per_weight}
-        if self.types:
-            d["types"] = list(self.types)
-        return d
+def _row_dict(row: BitsRow) -> dict[str, Any]:
+    """GGUF's JSON shape of a row: the count as "params", bits per weight unrounded."""
+    return row.to_dict(count="params", digits=None)
 
 
 @dataclass(frozen=True)
@@ -54,9 +38,9 @@ class GgufView:
     file_type: str | None
     alignment: int
     parts: int
-    total: TypeTotal
-    by_type: tuple[TypeTotal, ...]
-    by_block: tuple[TypeTotal, ...]
+    total: BitsRow
+    by_type: tuple[BitsRow, ...]
+    by_block: tuple[BitsRow, ...]
     metadata: tuple[MetaRow, ...]  # the rows a table shows (all with --metadata)
     hidden_keys: int  # keys left out of the table without --metadata
     header: Any  # formats.gguf.header.Header of the first part: every key, whole, for JSON
@@ -65,8 +49,8 @@ class GgufView:
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "architecture": self.architecture, "file_type": self.file_type,
                 "alignment": self.alignment, "parts": self.parts, "shapes": self.torch_order_note,
-                "total": self.total.to_dict(), "by_type": {t.key: t.to_dict() for t in self.by_type},
-                "by_block": {b.key: b.to_dict() for b in self.by_block},
+                "total": _row_dict(self.total), "by_type": {t.key: _row_dict(t) for t in self.by_type},
+                "by_block": {b.key: _row_dict(b) for b in self.by_block},
                 "metadata_types": {r.key: r.type for r in self.metadata} if self.hidden_keys == 0 else None,
                 "metadata": self.metadata_json()}
 
@@ -95,15 +79,15 @@ def gguf_view(ck: Checkpoint, all_metadata: bool = False) -> GgufView | None:
         blk = by_block.setdefault(m.group(1) if m else OUTSIDE_BLOCKS, [0, 0, 0, set()])
         blk[0], blk[1], blk[2] = blk[0] + 1, blk[1] + r.numel, blk[2] + r.nbytes
         blk[3].add(r.type.name)
-    total = TypeTotal("total", len(records), sum(r.numel for r in records), sum(r.nbytes for r in records))
+    total = BitsRow("total", len(records), sum(r.numel for r in records), sum(r.nbytes for r in records))
     shown = summary(head)
     rows = [MetaRow(k, head.value_types[k].name.lower(), _one_line(shown[k])) for k in head.metadata
             if all_metadata or _SHORT.match(k) or k.startswith(f"{head.metadata.get('general.architecture')}.")]
     return GgufView(
         version=head.version, architecture=_str(head.metadata.get("general.architecture")),
         file_type=shown.get("general.file_type"), alignment=head.alignment, parts=len(parts), total=total,
-        by_type=tuple(sorted((TypeTotal(k, v[0], v[1], v[2]) for k, v in by_type.items()), key=lambda t: (-t.nbytes, t.key))),
-        by_block=tuple(TypeTotal(k, v[0], v[1], v[2], tuple(sorted(v[3]))) for k, v in sorted(
+        by_type=tuple(sorted((BitsRow(k, v[0], v[1], v[2]) for k, v in by_type.items()), key=lambda t: (-t.nbytes, t.key))),
+        by_block=tuple(BitsRow(k, v[0], v[1], v[2], tuple(sorted(v[3]))) for k, v in sorted(
             by_block.items(), key=lambda kv: _block_order(kv[0]))),
         metadata=tuple(rows), hidden_keys=len(head.metadata) - len(rows),
         header=head, torch_order_note=TORCH_ORDER)
@@ -246,5 +230,5 @@ def _block_order(key: str) -> tuple[int, int]:
     return (0, int(m.group(1))) if m else (1, 0)
 
 
-__all__ = ["GgufView", "MetaChange", "MetaRow", "TypeTotal", "align_names", "gguf_view", "key_names", "metadata_changes",
+__all__ = ["GgufView", "MetaChange", "MetaRow", "align_names", "gguf_view", "key_names", "metadata_changes",
            "quant_error"]

@@ -9,36 +9,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..qtensor import BitsRow
 from ..state import Checkpoint, Entry, Kind
-from ..units import fmt_bytes, fmt_count
+from ..units import fmt_count
 
 __all__ = ["BitsRow", "QuantSummary", "bits_rule", "bits_value", "quant_summary", "quantization_rule"]
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
-
-
-@dataclass(frozen=True)
-class BitsRow:
-    """One line of the summary: tensors, logical values, stored bytes, and bits per value."""
-
-    key: str
-    tensors: int
-    numel: int
-    nbytes: int
-
-    @property
-    def bits_per_weight(self) -> float | None:
-        return self.nbytes * 8 / self.numel if self.numel else None
-
-    def to_dict(self) -> dict[str, Any]:
-        bpw = self.bits_per_weight
-        return {"tensors": self.tensors, "numel": self.numel, "nbytes": self.nbytes,
-                "bits_per_weight": round(bpw, 4) if bpw is not None else None}
-
-    def cells(self) -> list[str]:
-        bpw = self.bits_per_weight
-        return [self.key, str(self.tensors), fmt_count(self.numel), fmt_bytes(self.nbytes),
-                "-" if bpw is None else f"{bpw:.3f}"]
 
 
 @dataclass(frozen=True)

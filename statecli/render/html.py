@@ -162,7 +162,7 @@ def _gguf(v: Any) -> list[str]:
     for title, rows in (("by GGML type", v.by_type), ("by block", v.by_block)):
         out.append(svg_bar_chart([(t.key, t.bits_per_weight, f"{bpw(t)} bits/weight") for t in rows], f"bits/weight {title}"))
         out.append(table([title[3:], "tensors", "params", "size", "bits/weight", "types"],
-                         [[t.key, t.tensors, fmt_count(t.params), fmt_bytes(t.nbytes), bpw(t), " ".join(t.types)]
+                         [[t.key, t.tensors, fmt_count(t.numel), fmt_bytes(t.nbytes), bpw(t), " ".join(t.types)]
                           for t in rows], (1, 2, 3, 4)))
     return out
 

@@ -10,10 +10,11 @@ from .grid import Col, print_grid
 from .text import escape
 
 if TYPE_CHECKING:
-    from ..analyses.gguf_view import GgufView, TypeTotal
+    from ..analyses.gguf_view import GgufView
+    from ..qtensor import BitsRow
 
 
-def bpw_text(t: TypeTotal) -> str:
+def bpw_text(t: BitsRow) -> str:
     """Bits per weight as every view prints them (2 decimals; '-' without parameters)."""
     bpw = t.bits_per_weight
     return "-" if bpw is None else f"{bpw:.2f}"
@@ -27,7 +28,7 @@ def render_gguf_header(v: GgufView, con: Any) -> None:
         what.append(escape(v.architecture))
     if v.file_type:
         what.append(f"file type {escape(v.file_type)}")
-    what.append(f"{bpw_text(v.total)} bits/weight over {fmt_count(v.total.params)} weights")
+    what.append(f"{bpw_text(v.total)} bits/weight over {fmt_count(v.total.numel)} weights")
     if v.parts > 1:
         what.append(f"split in {v.parts} parts")
     con.print(Text(", ".join(what) + f"; {v.torch_order_note}"))
@@ -39,12 +40,12 @@ def render_gguf_header(v: GgufView, con: Any) -> None:
 def render_gguf_totals(v: GgufView, con: Any, blocks: bool = False) -> None:
     cols = [Col("type"), Col("tensors", right=True), Col("params", right=True), Col("size", right=True),
             Col("bits/weight", right=True)]
-    rows = [[escape(t.key), str(t.tensors), fmt_count(t.params), fmt_bytes(t.nbytes), bpw_text(t)] for t in v.by_type]
-    rows.append(["total", str(v.total.tensors), fmt_count(v.total.params), fmt_bytes(v.total.nbytes), bpw_text(v.total)])
+    rows = [[escape(t.key), str(t.tensors), fmt_count(t.numel), fmt_bytes(t.nbytes), bpw_text(t)] for t in v.by_type]
+    rows.append(["total", str(v.total.tensors), fmt_count(v.total.numel), fmt_bytes(v.total.nbytes), bpw_text(v.total)])
     print_grid(con, "by GGML type", cols, rows)
     if blocks:
         cols = [Col("block")] + cols[1:] + [Col("types", wrap=True)]
-        rows = [[escape(b.key), str(b.tensors), fmt_count(b.params), fmt_bytes(b.nbytes), bpw_text(b), ", ".join(b.types)]
+        rows = [[escape(b.key), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes), bpw_text(b), ", ".join(b.types)]
                 for b in v.by_block]
         print_grid(con, "by block", cols, rows)
 

@@ -15,6 +15,7 @@ from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note
 if TYPE_CHECKING:
     from ..analyses.inspect import InspectResult
     from ..analyses.quantized import QuantSummary
+    from ..qtensor import BitsRow
 
 _NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf", "|x| p50", "|x| p99", "zeros"}
 _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
@@ -122,9 +123,14 @@ def quant_tables(con: Any, q: QuantSummary) -> None:
     cols = [Col("", wrap=True), Col("tensors", right=True), Col("numel", right=True), Col("stored", right=True),
             Col("bits/weight", right=True)]
     label = ", ".join(q.methods) + (" (inferred)" if q.inferred else "")
-    rows = [r.cells() for r in (*q.by_scheme, q.quantized, q.model)]
+    rows = [_bits_cells(r) for r in (*q.by_scheme, q.quantized, q.model)]
     print_grid(con, f"quantization: {escape(label)}", cols, [[escape(c) for c in r] for r in rows])
-    print_grid(con, "bits per weight by module", cols, [[escape(c) for c in r.cells()] for r in q.by_module])
+    print_grid(con, "bits per weight by module", cols, [[escape(c) for c in _bits_cells(r)] for r in q.by_module])
+
+
+def _bits_cells(r: BitsRow) -> list[str]:
+    bpw = r.bits_per_weight
+    return [r.key, str(r.tensors), fmt_count(r.numel), fmt_bytes(r.nbytes), "-" if bpw is None else f"{bpw:.3f}"]
 
 
 def _stat_cells(s: Stats | None) -> list[str]:

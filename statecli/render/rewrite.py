@@ -40,6 +40,9 @@ def human(r: RewriteResult, con: Any, output: Output | None = None) -> None:
     casts = [c for c in r.changes if c.what is ChangeKind.CAST]
     if casts:
         _casts(casts, con, output is not None and output.verbose)
+    dequantized = [c for c in r.changes if c.what is ChangeKind.DEQUANTIZED]
+    if dequantized:
+        _casts(dequantized, con, output is not None and output.verbose, "dequantized", "weight(s)")
     for c in r.changes:
         if c.what is ChangeKind.MOVED:
             con.print(Text(f"moved {escape(c.name)}: {escape(c.detail)}", style="bold"))
@@ -100,13 +103,14 @@ def _removed(r: RewriteResult, removed: list[Change], con: Any) -> None:
               + Text(f" ({'; '.join(shared)})" if shared else ""))
 
 
-def _casts(casts: list[Change], con: Any, verbose: bool) -> None:
+def _casts(casts: list[Change], con: Any, verbose: bool, verb: str = "cast", unit: str = "storage(s)") -> None:
     """Counts in one line; the tensor table only with -v or when a value overflowed (became inf): an fp16
-    cast of real weights routinely flushes a few tiny values to zero, which is no cause for alarm."""
+    cast of real weights routinely flushes a few tiny values to zero, which is no cause for alarm.
+    Dequantized weights get the same line with their verb ("dequantized 12 weight(s): GPTQ ... -> bfloat16")."""
     from rich.text import Text
 
     details = sorted({c.detail for c in casts})
-    head = f"cast {len(casts)} storage(s): {', '.join(details)}"
+    head = f"{verb} {len(casts)} {unit}: {', '.join(details)}"
     lossy = [c for c in casts if c.overflow or c.underflow]
     if not lossy:
         con.print(Text(head, style="bold") + Text("; no value overflowed or underflowed the target dtype"))

@@ -21,7 +21,7 @@ from ..units import itemsize
 from ..vocab import ChangeKind, WriteFormat
 from . import stream
 from .plan import Change, Plan, entry_key
-from .quantized import dequantized_metadata
+from .quantized import torchao_metadata
 from .rename import alias_name
 from .result import WriteLog
 from .stream import Losses
@@ -35,9 +35,18 @@ class _Cast:
     name: str
     detail: str
     losses: Losses
+    what: ChangeKind = ChangeKind.CAST
+
+    @classmethod
+    def of(cls, name: str, t: TensorInfo, to: str, stored: str | None = None) -> _Cast:
+        """A quantized weight is dequantized, not cast: say so, with its scheme ("int4 -> float16"
+        would read as a cast of packed integers)."""
+        if t.quant is not None:
+            return cls(name, f"{t.quant.scheme} -> {to}", Losses(), ChangeKind.DEQUANTIZED)
+        return cls(name, f"{stored or t.dtype} -> {to}", Losses())
 
     def change(self) -> Change:
-        return Change(self.name, ChangeKind.CAST, self.detail, overflow=self.losses.overflow, underflow=self.losses.underflow)
+        return Change(self.name, self.what, self.detail, overflow=self.losses.overflow, underflow=self.losses.underflow)
 
 
 @dataclass(frozen=True)
@@ -133,8 +142,8 @@ def write_pt(plan: Plan, f: IO[bytes], tree_of: Callable[[PtStorages], Any], log
                 if src.view:
                     users = [e for e in users if e.tensor is src.info]
                 views = [e.tensor for e in users if e.tensor is not None]
-                cast = _Cast(", ".join(e.name for e in users), f"{src.info.storage_dtype or src.info.dtype} -> {st.dtype}",
-                             Losses())
+                cast = _Cast.of(", ".join(e.name for e in users), src.info, st.dtype,
+                                src.info.storage_dtype or src.info.dtype)
                 casts.append(cast)
                 losses = cast.losses
                 if not src.view and not any(_covers(t) for t in views):
@@ -196,7 +205,7 @@ def write_safetensors(plan: Plan, f: IO[bytes], items: list[tuple[str, Entry]], 
             to = plan.cast.get(entry_key(e))
             losses = None
             if to and name not in aliases:  # a copy's losses are its original's: count them once
-                casts.append(_Cast(name, f"{t.dtype} -> {to}", Losses()))
+                casts.append(_Cast.of(name, t, to))
                 losses = casts[-1].losses
             return WriteItem(name, out_dtype(plan, e), t.shape, out_nbytes(plan, e),
                              lambda: _Counted(log, stream.chunks(reader, t, to, losses, False)))
@@ -214,7 +223,7 @@ def _metadata(plan: Plan, names: set[str]) -> dict[str, str]:
     if plan.ck.format is Format.SAFETENSORS:
         stored = {e.name for e in plan.ck.entries if e.group == "" and e.tensor is not None}
         old = safetensors.recorded_aliases(plan.ck.metadata, stored)
-        meta = dequantized_metadata(plan, {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY and k not in old})
+        meta = torchao_metadata(plan, {k: v for k, v in plan.ck.metadata.items() if k != ALIASES_KEY and k not in old})
         # A tie the input already left out stays left out: record it under the names written now.
         carried = {alias_name(plan, a): alias_name(plan, t) for a, t in old.items()}
     meta.setdefault("format", "pt")

@@ -6,6 +6,7 @@ instead writes each as an ordinary tensor of the asked dtype, read through the d
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
 from ..errors import UsageError
@@ -40,11 +41,7 @@ def as_stored(plan: Plan) -> Plan:
         expanded += parts
         if entry_key(e) in drop:
             drop |= {entry_key(p) for p in parts}
-    renamed = [e.name for e in quant if e.name in plan.renames]
-    if renamed:
-        raise UsageError(plan.ck.path, f"renaming quantized weights ({', '.join(renamed[:3])}) would leave their stored "
-                                       "parts under the old names", "rename the parts' names instead, or "
-                                       "convert --dequantize first")
+    renames = _part_renames(plan, quant)
     if isinstance(root, Mapping):
         root = _stored_root(root)
     kept = [e for e in quant if entry_key(e) not in plan.drop]
@@ -52,7 +49,36 @@ def as_stored(plan: Plan) -> Plan:
     notes = plan.notes + ((rewrite_note(f"{len(kept)} quantized weight(s) ({methods}) written as stored: packed "
                                         "integers, scales and zeros bit-identical, never cast"),) if kept else ())
     return dataclasses.replace(plan, ck=dataclasses.replace(plan.ck, entries=tuple(expanded)),
-                               raw=dataclasses.replace(plan.raw, root=root), drop=frozenset(drop), notes=notes)
+                               raw=dataclasses.replace(plan.raw, root=root), drop=frozenset(drop), notes=notes,
+                               renames=renames)
+
+
+def _part_renames(plan: Plan, quant: list[Entry]) -> dict[str, str]:
+    """plan.renames plus the stored parts of each renamed quantized weight, renamed as the weight
+    is ("model.x.weight" -> "x.weight" renames "model.x.qweight" -> "x.qweight"): the changed head of
+    the weight's name is changed on each part, and the renames must agree with that. UsageError where
+    they do not (a rename of the ".weight" tail alone) or a part's new name is taken."""
+    from .rename import rename_function
+
+    out = dict(plan.renames)
+    rename = rename_function(plan.rename_spec) if plan.rename_spec else None
+    names = {e.name for e in plan.ck.entries} | {n for e in quant if e.tensor and e.tensor.quant for _, n in e.tensor.quant.parts}
+    for e in quant:
+        new = plan.renames.get(e.name)
+        if new is None or e.tensor is None or e.tensor.quant is None:
+            continue
+        tail = 0
+        while tail < min(len(e.name), len(new)) and e.name[-1 - tail] == new[-1 - tail]:
+            tail += 1
+        head, to = e.name[:len(e.name) - tail], new[:len(new) - tail]
+        for _, part in e.tensor.quant.parts:
+            moved = to + part[len(head):]
+            if not part.startswith(head) or (rename is not None and rename(part) != moved) or (moved != part and moved in names):
+                raise UsageError(plan.ck.path, f"renaming the quantized weight {e.name!r} to {new!r} cannot rename its "
+                                               f"stored part {part!r} the same way",
+                                 "rename a prefix of the module path, or convert --dequantize first")
+            out[part] = moved
+    return out
 
 
 def _stored_apart(e: Entry, root: object) -> bool:
@@ -101,13 +127,22 @@ def dequantized(plan: Plan, dtype: str | None) -> Plan:
 _PLAIN = '{"_type": "Tensor"}'  # torchao's flatten_tensor_state_dict record of a plain tensor
 
 
-def dequantized_metadata(plan: Plan, meta: dict[str, str]) -> dict[str, str]:
-    """A safetensors input's metadata for the output: where `convert --dequantize` writes a torchao
-    weight dense, its torchao record says a plain tensor, so neither torchao's loader nor statecli
-    looks for the parts (`m._w_qdata`...) no longer written."""
-    if not plan.dequantize:
+def torchao_metadata(plan: Plan, meta: dict[str, str]) -> dict[str, str]:
+    """A safetensors input's metadata for the output, brought up to date for torchao's records
+    (flatten_tensor_state_dict: one record per logical name, and "tensor_names"): a renamed weight's
+    record and its place in tensor_names move to the new name (torchao's unflatten finds the record,
+    and the parts it names, by the logical name); where `convert --dequantize` writes a torchao weight
+    dense, its record says a plain tensor, so no loader looks for the parts no longer written."""
+    if "tensor_names" not in meta:
         return meta
-    dense = {e.name for e in quantized_entries(plan) if e.tensor is not None and e.tensor.quant is not None
-             and e.tensor.quant.method == Method.TORCHAO}
-    return {k: _PLAIN if k in dense else v for k, v in meta.items()}
+    dense = {e.name for e in quantized_entries(plan) if plan.dequantize and e.tensor is not None
+             and e.tensor.quant is not None and e.tensor.quant.method == Method.TORCHAO}
+    out = {plan.renames.get(k, k): _PLAIN if k in dense else v for k, v in meta.items()}
+    try:
+        names = json.loads(meta["tensor_names"])
+    except ValueError:
+        return out
+    if isinstance(names, list):
+        out["tensor_names"] = json.dumps([plan.renames.get(n, n) if isinstance(n, str) else n for n in names])
+    return out
 

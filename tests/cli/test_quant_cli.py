@@ -281,3 +281,56 @@ def test_load_report_calls_a_quantized_weight_for_a_float_layer_expected_not_a_c
     assert "cast" not in quant["explanation"].replace("no cast", "")
     assert lines["dtype differs"]["key"] == "model.norm.weight" and "cast" in lines["dtype differs"]["explanation"]
     assert d["loads_strictly"]
+
+
+def test_dequantize_report_names_the_scheme_not_a_cast(tmp_path: Path) -> None:
+    """convert --dequantize says what it did: "dequantized <scheme> -> <dtype>", in the human line and
+    in JSON's changes (what: dequantized), never "cast int4 -> ..." as if packed integers were cast."""
+    folder, _ = _gptq_folder(tmp_path)
+    out = _run("convert", str(folder), "-o", str(tmp_path / "d1"), "--dequantize", "--dtype", "bf16").stdout
+    assert "dequantized 2 weight(s): GPTQ int4 sym, group 32 -> bfloat16" in " ".join(out.split())
+    assert "int4 ->" not in out and "cast " not in out
+    d = json.loads(_run("convert", str(folder), "-o", str(tmp_path / "d2"), "--dequantize", "--dtype", "bf16",
+                        "--format", "json").stdout)
+    rows = [c for c in d["changes"] if c["name"].startswith("model.layers.")]
+    assert {(c["what"], c["detail"]) for c in rows} == {("dequantized", "GPTQ int4 sym, group 32 -> bfloat16")}
+    assert len(rows) == 2
+
+
+def test_rename_moves_a_quantized_weights_parts_with_it(tmp_path: Path) -> None:
+    """rename --strip-prefix of a GPTQ file renames each weight's stored parts as the weight
+    (model.layers.0.mlp.up.qweight -> layers.0.mlp.up.qweight), bytes unchanged; a rename its parts
+    cannot follow (the ".weight" tail alone) is one clear error, exit 2, nothing written."""
+    folder, t = _gptq_folder(tmp_path)
+    _run("rename", str(folder / "model.safetensors"), "--strip-prefix", "model.", "-o", str(tmp_path / "r.safetensors"))
+    out = _tensors(tmp_path / "r.safetensors")
+    assert out.keys() == {k.removeprefix("model.") for k in t}
+    assert all(torch.equal(out[k.removeprefix("model.")], v) for k, v in t.items())
+    result = runner.invoke(app, ["rename", str(folder / "model.safetensors"), "--rename", r"\.weight$=.w", "-o",
+                                 str(tmp_path / "bad.safetensors")], env={"GITHUB_ACTIONS": "false", "COLUMNS": "200"})
+    assert result.exit_code == 2 and "cannot rename its stored part" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "bad.safetensors").exists()
+
+
+def test_rename_of_torchao_safetensors_renames_its_metadata_records(tmp_path: Path) -> None:
+    """torchao's safetensors form keeps one header record per logical name and a tensor_names list:
+    after rename --add-prefix, the records and tensor_names carry the new names, so torchao's own
+    unflatten_tensor_state_dict rebuilds every weight under its new name, the quantized one equal to
+    the input's dequantize() (before this, the rename was refused)."""
+    tq = pytest.importorskip("torchao.quantization")
+    ts = pytest.importorskip("torchao.prototype.safetensors.safetensors_support")
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.Linear(64, 32)).to(torch.bfloat16)
+    tq.quantize_(model[0], tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=tq.PerGroup(32)))
+    data, meta = ts.flatten_tensor_state_dict(model.state_dict())
+    save_file(data, str(tmp_path / "ao.safetensors"), metadata=meta)
+    _run("rename", str(tmp_path / "ao.safetensors"), "--add-prefix", "model.", "-o", str(tmp_path / "r.safetensors"))
+    with safe_open(str(tmp_path / "r.safetensors"), "pt") as f:
+        meta2 = f.metadata()
+    assert json.loads(meta2["tensor_names"]) == ["model." + n for n in json.loads(meta["tensor_names"])]
+    rebuilt, left = ts.unflatten_tensor_state_dict(_tensors(tmp_path / "r.safetensors"), meta2)
+    assert not left and set(rebuilt) == {"model.0.weight", "model.0.bias", "model.1.weight", "model.1.bias"}
+    assert torch.equal(rebuilt["model.0.weight"].dequantize(), model[0].weight.dequantize())

@@ -64,4 +64,5 @@ def _logical(raw: RawCheckpoint, name: str, v: TensorInfo | TensorRef) -> Tensor
 
 # Suffixes only a quantized layout's parts have: the cheap test before any grouping is tried.
 _HINTS = (".qweight", ".weight_packed", ".weight_scale", ".weight_scale_inv", "_blocks", ".SCB",
-          ".weight.quant_state.bitsandbytes__nf4", ".weight.quant_state.bitsandbytes__fp4")
+          ".weight.quant_state.bitsandbytes__nf4", ".weight.quant_state.bitsandbytes__fp4",
+          ".weight._scale")

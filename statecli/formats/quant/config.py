@@ -29,6 +29,7 @@ class Method(StrEnum):
     FP8 = "fp8"
     MXFP4 = "mxfp4"
     TORCHAO = "torchao"
+    QUANTO = "quanto"
     OTHER = "other"
 
 
@@ -164,6 +165,8 @@ def parse_config(qc: dict[str, Any], source: str) -> QuantConfig:
         kind = _str(qt.get("default", {}).get("_type")) if isinstance(qt, dict) and isinstance(qt.get("default"), dict) \
             else _str(qt)
         return QuantConfig(**common, quant_type=kind, ignore=_strs(qc.get("modules_to_not_convert")))
+    if method is Method.QUANTO:  # transformers' QuantoConfig: weights "int8" | "int4" | "int2" | "float8"
+        return QuantConfig(**common, quant_type=_str(qc.get("weights")), ignore=_strs(qc.get("modules_to_not_convert")))
     return QuantConfig(**common, bits=_int(qc.get("bits")))
 
 

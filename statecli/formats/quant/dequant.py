@@ -232,9 +232,43 @@ def _bnb8(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
     return (q * _f32(_part(reader, info, "SCB")[r0:r1])[:, None]) * np.float32(7.874015718698502e-3)
 
 
+def _quanto(reader: ValueReader, info: TensorInfo, r0: int, r1: int) -> Any:
+    """optimum-quanto's dequantize in its compute dtype (the scale's). qint8/qfloat8: data * scale.
+    qint4/qint2 (QBitsDequantizer): codes unpacked (row i of n is packed[i % rd] >> bits * (i // rd)),
+    then scale * q - shift with a float shift (each step rounded to the compute dtype, as torch does
+    in bfloat16/float16) or (q - shift) * scale with an integer one; grouped rows reshape row-major."""
+    import numpy as np
+
+    from ...io.values import np_dtype
+
+    q_ = info.quant
+    assert q_ is not None and q_.bits is not None
+    data, scale, shift = _part(reader, info, "_data._data"), _part(reader, info, "_scale"), _part(reader, info, "_shift")
+    cols = info.shape[-1]
+    if data is None:  # qint8 / qfloat8: one code a value
+        return _f32(_part(reader, info, "_data")[r0:r1]) * _f32(scale[r0:r1])
+    per_row = cols // data.shape[1]  # stored rows of [n, c] in one logical row
+    a, b = r0 * per_row, r1 * per_row
+    n, bits = scale.shape[0], q_.bits
+    rd = -(-n // (8 // bits))
+    idx = np.arange(a, b)
+    codes = (data[idx % rd] >> (bits * (idx // rd))[:, None].astype(np.uint8)) & np.uint8((1 << bits) - 1)
+    dt = np_dtype(q_.compute_dtype)
+
+    def rnd(x: Any) -> Any:  # torch computes in the scale's dtype: round each step to it
+        return x.astype(dt).astype(np.float32) if dt is not None and q_.compute_dtype != "float32" else x
+
+    s, z = _f32(scale[a:b]), shift[a:b]
+    if np.issubdtype(z.dtype, np.integer):
+        w = rnd((codes.astype(np.float32) - z.astype(np.float32)) * s)
+    else:
+        w = rnd(rnd(s * codes.astype(np.float32)) - _f32(z))
+    return w.reshape(r1 - r0, cols)
+
+
 CODECS: dict[str, Callable[[ValueReader, TensorInfo, int, int], Any]] = {  # float32 [r1-r0, cols]
     "gptq": _gptq, "awq": _awq, "ct-packed": _ct_packed, "nvfp4": _nvfp4, "scaled": _scaled, "mxfp4": _mxfp4,
-    "bnb4": _bnb4, "bnb8": _bnb8,
+    "bnb4": _bnb4, "bnb8": _bnb8, "quanto": _quanto,
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from ...errors import BadInput
@@ -49,6 +49,8 @@ def group_tensors(root: Mapping[str, object], cfg: QuantConfig | None) -> Groupe
     claims: dict[str, _Claim] = {}
     claimed: set[str] = set()
     for name in tensors:
+        if not name.endswith(_SUFFIXES):  # most entries (scales, zeros, norms): one C call, no loop
+            continue
         for suffix, layout in _ANCHORS:
             if not name.endswith(suffix):
                 continue
@@ -74,11 +76,11 @@ def group_tensors(root: Mapping[str, object], cfg: QuantConfig | None) -> Groupe
 
 def _logical(name: str, shape: tuple[int, ...], dtype: str, parts: tuple[tuple[str, str], ...],
              tensors: Mapping[str, TensorInfo], quant: QuantInfo) -> _Claim:
-    infos = tuple(tensors[n] for _, n in parts)
+    infos = tuple([tensors[n] for _, n in parts])
     head = infos[0]
     info = TensorInfo(dtype, shape, head.device, layout="quantized", source=head.source,
-                      stored_nbytes=sum(t.storage_size for t in infos),
-                      quant=QuantInfo(**{**quant.__dict__, "parts": parts, "tensors": infos}))
+                      stored_nbytes=sum([t.storage_size for t in infos]),
+                      quant=replace(quant, parts=parts, tensors=infos))
     return name, info, tuple(n for _, n in parts)
 
 
@@ -323,6 +325,49 @@ def _small_bytes(info: TensorInfo) -> bytes | None:
         return None
 
 
+# -- optimum-quanto -------------------------------------------------------------------------------
+
+def _quanto(prefix: str, t: Mapping[str, TensorInfo], cfg: QuantConfig | None) -> _Claim | None:
+    """optimum-quanto's frozen weights as its state_dict (and safetensors) holds them. qint8/qfloat8
+    (WeightQBytesTensor): weight._data int8/float8 [out, in], weight._scale [out, 1]. qint4/qint2
+    (WeightQBitsTensor): weight._data._data uint8 [ceil(n/per), c] packing rows i, i+n/per, ... of
+    the codes [n, c] (PackedTensor.pack_weights), weight._scale and weight._shift [n, 1]. Grouped (in
+    > 128: group c), [n, c] is the weight [out, in] reshaped row-major; the file does not store the
+    split (quanto takes it from the model), so [out, in] is used where a bias [out] says out, else
+    the stored [n, c] (numel, bytes and values stay right)."""
+    qbits = prefix + ".weight._data._data" in t
+    parts = _parts(prefix, t, (".weight._data._data" if qbits else ".weight._data", ".weight._scale"),
+                   (".weight._shift",) if qbits else ())
+    if parts is None:
+        return None
+    d, sc = t[parts[0][1]], t[parts[1][1]]
+    if len(d.shape) != 2 or len(sc.shape) != 2 or sc.shape[1] != 1 or sc.dtype not in ("float16", "bfloat16", "float32"):
+        return None
+    parts = tuple((role.removeprefix("weight."), name) for role, name in parts)
+    known = cfg is not None and cfg.method is Method.QUANTO
+    rows, cols = sc.shape[0], d.shape[1]
+    if qbits:
+        shift = t.get(prefix + ".weight._shift")
+        bits = 4 if d.shape[0] == -(-rows // 2) else 2 if d.shape[0] == -(-rows // 4) else 0  # codes a byte
+        if known and cfg is not None and cfg.quant_type in ("int2", "int4"):
+            bits = int(cfg.quant_type[3:]) if d.shape[0] == -(-rows // (8 // int(cfg.quant_type[3:]))) else 0
+        if not bits or d.dtype != "uint8" or shift is None or shift.shape != sc.shape:
+            return None
+        bias = t.get(prefix + ".bias")
+        out = bias.shape[0] if bias is not None and len(bias.shape) == 1 and bias.shape[0] else rows
+        shape = (out, rows * cols // out) if (rows * cols) % out == 0 and (rows * cols // out) % cols == 0 else (rows, cols)
+        kind, gran = f"int{bits}", "per-channel" if shape == (rows, cols) and out == rows else f"group {cols}"
+    else:
+        kind = {"int8": "int8", "float8_e4m3fn": "fp8_e4m3", "float8_e5m2": "fp8_e5m2"}.get(d.dtype, "")
+        if not kind or rows != d.shape[0]:
+            return None
+        bits, shape, gran = 8, (rows, cols), "per-channel"
+    quant = QuantInfo(_label("quanto", f"{kind.replace('_', ' ')}, {gran}", not known), Method.QUANTO.value,
+                      sc.dtype, group_size=cols if qbits else None, inferred=not known, bits=bits, codec="quanto",
+                      block=(1, cols))
+    return _logical(prefix + ".weight", shape, kind, parts, t, quant)
+
+
 # Anchors, by the suffix of the part that names a layout; the first matching suffix decides.
 _ANCHORS: tuple[tuple[str, _Layout], ...] = (
     (".qweight", _gptq_awq),
@@ -333,4 +378,6 @@ _ANCHORS: tuple[tuple[str, _Layout], ...] = (
     (".weight.quant_state.bitsandbytes__nf4", partial(_bnb4, "nf4")),
     (".weight.quant_state.bitsandbytes__fp4", partial(_bnb4, "fp4")),
     (".SCB", _bnb8),
+    (".weight._scale", _quanto),
 )
+_SUFFIXES = tuple(suffix for suffix, _ in _ANCHORS)

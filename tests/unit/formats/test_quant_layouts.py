@@ -144,3 +144,25 @@ def test_unreadable_quant_state_leaves_bnb_parts_as_stored(tmp_path: Path) -> No
     ck = load_checkpoint(str(qb.save(tmp_path / "model.safetensors", t)))
     assert _entry(ck, "l.weight").tensor.quant is None
     assert json.dumps([e.name for e in ck.entries])  # listed as stored, nothing raised
+
+
+def test_quanto_layout_named_by_config_and_odd_shapes_stay_as_stored(tmp_path: Path) -> None:
+    """transformers' QuantoConfig (quant_method "quanto", weights "int4") names the scheme (not
+    inferred); packed codes [ceil(n/2), c] with scale/shift [n, 1] read row by row as the 4-bit
+    codes of rows i and i + n/2 (quanto's pack_weights; the values are checked against quanto in
+    test_quant_oracles); a shift of another shape fits no layout and stays as stored."""
+    import torch
+
+    codes = np.arange(5 * 8, dtype=np.uint8).reshape(5, 8) % 16
+    packed = np.zeros((3, 8), np.uint8)
+    packed[:3] |= codes[:3]
+    packed[:2] |= codes[3:] << 4
+    scale, shift = torch.full((5, 1), 0.5, dtype=torch.float16), torch.full((5, 1), 1.0, dtype=torch.float16)
+    t = {"a.weight._data._data": torch.from_numpy(packed), "a.weight._scale": scale, "a.weight._shift": shift,
+         "b.weight._data._data": torch.from_numpy(packed.copy()), "b.weight._scale": scale.clone(),
+         "b.weight._shift": shift[:4].clone()}
+    ck = load_checkpoint(str(qb.save(tmp_path / "model.safetensors", t, {"quant_method": "quanto", "weights": "int4"})))
+    a = _entry(ck, "a.weight")
+    assert (a.tensor.dtype, a.tensor.shape, a.tensor.quant.scheme) == ("int4", (5, 8), "quanto int4, per-channel")
+    np.testing.assert_array_equal(_values(ck, "a.weight"), codes.astype(np.float32) * 0.5 - 1.0)
+    assert {"b.weight._data._data", "b.weight._scale", "b.weight._shift"} <= {e.name for e in ck.entries}

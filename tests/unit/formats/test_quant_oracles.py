@@ -235,3 +235,33 @@ def test_torchao_safetensors_dequantized_output_loads_as_plain_tensors(tmp_path:
     dense, leftover = ts.unflatten_tensor_state_dict(load_file(str(out)), out_meta)
     assert not leftover and sorted(dense) == ["0.bias", "0.weight"]
     torch.testing.assert_close(dense["0.weight"], model.state_dict()["0.weight"].dequantize(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("qtype", ["qint8", "qint4", "qint2", "qfloat8"])
+def test_quanto_weights_match_its_dequantize(tmp_path: Path, qtype: str, dtype: str) -> None:
+    """optimum-quanto's frozen model, saved as its state_dict in safetensors (what quanto's safe_save
+    and transformers write, with quantization_map.json beside): each weight one logical tensor of the
+    model's shape, values equal to quanto's own dequantize() exactly in the model dtype, and the
+    logical parameter count equal to the unquantized model's. Layer 0 (in 256 > 128) is grouped
+    (group 128) and has a bias saying its [out, in] split; layer 1 (in 48) is per-channel."""
+    quanto = pytest.importorskip("optimum.quanto")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 48), torch.nn.Linear(48, 16, bias=False)).to(getattr(torch, dtype))
+    count = sum(p.numel() for p in model.parameters())
+    quanto.quantize(model, weights=getattr(quanto, qtype))
+    quanto.freeze(model)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "model.safetensors")
+    (tmp_path / "quantization_map.json").write_text(json.dumps(quanto.quantization_map(model)))
+    ck = load_checkpoint(str(tmp_path / "model.safetensors"))
+    for name, mod in (("0.weight", model[0]), ("1.weight", model[1])):
+        e = next(e for e in ck.entries if e.name == name)
+        assert e.tensor is not None and e.tensor.quant is not None and e.kind is Kind.PARAMETER
+        assert e.tensor.shape == tuple(mod.weight.shape) and e.tensor.quant.method == "quanto"
+        _same(_values(ck, name), mod.weight.dequantize().detach())
+    # quanto's input_scale/output_scale scalars are buffers in its QModule; without the model, names
+    # alone cannot tell them from compressed-tensors' input_scale Parameters, so they are left out here.
+    assert sum(e.tensor.numel for e in ck.entries if e.kind is Kind.PARAMETER and e.tensor is not None
+               and not e.name.endswith(("input_scale", "output_scale"))) == count
