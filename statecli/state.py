@@ -425,3 +425,20 @@ def prefix_matches(keys: list[str], targets: list[str] | set[str]) -> dict[str, 
             if k[len(p):] in wanted:
                 counts[p] = counts.get(p, 0) + 1
     return counts
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model definition to classify against: --model (with its arguments), --hf-config, or
+    (auto_hf) a config.json found beside the checkpoint."""
+
+    model: str | None = None
+    model_args: tuple[str, ...] = ()
+    model_kwargs: str | None = None
+    hf_config: str | None = None
+    auto_hf: bool = False
+
+    @property
+    def explicit(self) -> bool:
+        """A model was named (--model or --hf-config), not only found beside the checkpoint."""
+        return bool(self.model or self.hf_config)
