@@ -442,3 +442,7 @@ class ModelChoice:
     def explicit(self) -> bool:
         """A model was named (--model or --hf-config), not only found beside the checkpoint."""
         return bool(self.model or self.hf_config)
+
+    def config_only(self) -> ModelChoice:
+        """The Hugging Face config evidence alone (check takes --model as its matches-model rule instead)."""
+        return replace(self, model=None, model_args=(), model_kwargs=None)

@@ -284,9 +284,7 @@ def check(
     from ..render import render
     from ..render.ci import write_ci_outputs
 
-    # --model is a rule here (matches-model); only the config evidence classifies
-    beside = ModelChoice(hf_config=evidence.hf_config, auto_hf=evidence.auto_hf)
-    result = with_baseline(run_check(paths, flags, config, beside), baseline)
+    result = with_baseline(run_check(paths, flags, config, evidence.config_only()), baseline)  # --model: a rule
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)
