@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 _NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf", "|x| p50", "|x| p99", "zeros"}
 _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
+# Droppable columns, the first to go highest: what --stats adds goes after numel, down to min/max/mean and the
+# NaN/Inf counts (never dropped); `inspect --format json` and `show` have every figure.
+_DROP = {"numel": 20, "histogram": 19, "finite std": 18, "finite mean": 17, "|x| p50": 16, "|x| p99": 15,
+         "zeros": 14, "std": 13, "finite min": 12, "finite max": 11}
 
 
 def render_inspect(r: InspectResult, con: Any) -> None:
@@ -85,11 +89,6 @@ def _tables(con: Any, r: InspectResult) -> None:
 def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats], storage: bool = False) -> None:
 
     heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
-    read = [s for s in (stats.get(e.name) for e in entries) if s is not None and s.note is None]
-    finite = any(s.has_non_finite for s in read)
-    if stats:
-        heads += ["min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
-        heads += FINITE_HEADS if finite else []
     rows = []
     for e in entries:
         t = e.tensor
@@ -98,20 +97,33 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
         row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
         if t.quant is not None:
             row[3] = f"{t.dtype} ({t.quant.scheme})"
-        if stats:
-            s = stats.get(e.name)
-            row += _stat_cells(s) + (finite_cells(s) if finite else [])
         rows.append(row)
         if storage and t.quant is not None:  # the stored parts, indented under their logical weight
             for (role, name), part in zip(t.quant.parts, t.quant.tensors):
                 rows.append([escape(f"  └ {name}"), f"({role})", "stored part", part.dtype, fmt_shape(part.shape),
-                             f"{part.numel:,}", fmt_bytes(part.nbytes), part.device] + [""] * (len(heads) - 8))
+                             f"{part.numel:,}", fmt_bytes(part.nbytes), part.device])
+    print_grid(con, f"{escape(title)} ({plural(len(entries), 'tensor')})", _cols(heads), rows, {1: KIND_STYLES})
+    if stats:
+        _stats_table(con, title, entries, stats)
+
+
+def _cols(heads: list[str]) -> list[Col]:
     # At narrow widths (grid.fit): a uniform device goes into the title, evidence keeps its first word
-    # ("inferred", "model"), numel goes; names stay whole.
-    cols = [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12),
-                key=h == "name",
-                uniform=h == "device", short=h == "evidence", drop=1 if h == "numel" else 0) for h in heads]
-    print_grid(con, f"{escape(title)} ({plural(len(entries), 'tensor')})", cols, rows, {1: KIND_STYLES})
+    # ("inferred", "model"), numel goes, then the figures in _DROP's order; names stay whole.
+    return [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12),
+                key=h == "name", uniform=h == "device", short=h == "evidence", drop=_DROP.get(h, 0)) for h in heads]
+
+
+def _stats_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats]) -> None:
+    """--stats: the figures of each tensor in a table of their own under the listing, so both fit a terminal
+    (at a narrow one the figures in _DROP go first; min/max/mean and the NaN/Inf counts stay)."""
+    read = [s for s in (stats.get(e.name) for e in entries) if s is not None and s.note is None]
+    finite = any(s.has_non_finite for s in read)
+    heads = ["name", "min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
+    heads += FINITE_HEADS if finite else []
+    rows = [[escape(e.name), *_stat_cells(s), *(finite_cells(s) if finite else [])]
+            for e, s in ((e, stats.get(e.name)) for e in entries)]
+    print_grid(con, f"{escape(title)}: values", _cols(heads), rows)
     note = sample_note(read)
     if note:
         con.print(note)
