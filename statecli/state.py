@@ -51,6 +51,8 @@ class Role(StrEnum):
     OPTIMIZER = "optimizer"
     SCHEDULER = "scheduler"  # an lr scheduler's state_dict(): step counts and learning rates, no optimizer state
     OTHER_STATE = "other state"
+    # torch.export's ep.constants: lifted constants and non-persistent buffers (the model's, not training's)
+    CONSTANTS = "program constants"
     OTHER = "other"
     METADATA = "metadata"
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..state import Entry, Role, Stats, gc_paused
+from ..state import Container, Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
@@ -65,9 +65,13 @@ def _header(con: Any, r: InspectResult) -> None:
     con.print(t)
     others = [c for c in ck.containers if c.role != Role.MODEL and c.name != ck.container_name]
     if others:
-        con.print(Text("other containers: " + ", ".join(
-            f"{escape(c.name)} ({c.role}, {plural(c.tensors, 'tensor')}, "
-            f"{plural(c.entries - c.tensors, 'value')})" for c in others)))
+        con.print(Text("other containers: " + ", ".join(f"{escape(c.name)} ({_counts(c)})" for c in others)))
+
+
+def _counts(c: Container) -> str:
+    """A container's role and what it holds, leaving out a count of none ("ema, 10 tensors")."""
+    held = [plural(n, word) for n, word in ((c.tensors, "tensor"), (c.entries - c.tensors, "value")) if n]
+    return ", ".join([str(c.role), *held])
 
 
 def _tables(con: Any, r: InspectResult) -> None:
