@@ -205,7 +205,7 @@ def _load_report(con: Any, r: InspectResult) -> None:
         how = "loads with strict=True" if r.model.loader.startswith("load_state_dict") else f"loads with {r.model.loader}"
         con.print(Text(head + how, style="bold green"))
     else:
-        con.print(Text(head + f"{r.model.loader} would fail ({len(blocking)} problem(s))", style="bold red"))
+        con.print(Text(head + f"{r.model.loader} would fail ({plural(len(blocking), 'problem')})", style="bold red"))
     # The problem table holds exactly the counted problems; what the loader accepts is listed apart.
     accepted = [x for x in lines if not x.blocking]
     for group, title in ((blocking, None), (accepted, f"accepted by {r.model.loader}:")):
