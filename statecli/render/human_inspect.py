@@ -127,7 +127,7 @@ def _stats_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str,
     heads += FINITE_HEADS if finite else []
     rows = [[escape(e.name), *_stat_cells(s), *(finite_cells(s) if finite else [])]
             for e, s in ((e, stats.get(e.name)) for e in entries)]
-    print_grid(con, f"{escape(title)}: values", _cols(heads), rows)
+    print_grid(con, f"{escape(title)}: statistics", _cols(heads), rows)
     note = sample_note(read)
     if note:
         con.print(note)
