@@ -241,7 +241,9 @@ def ema_as_model(ck: Checkpoint, group: str) -> tuple[dict[str, str], list[str]]
     inner = [e.name[cut:] for e in ck.entries if e.group == group]
     counters = [n for n in inner if n in EMA_COUNTERS and n not in model_keys]
     weights = [n for n in inner if n not in counters]
-    wrapped = bool(weights) and all(n.startswith(EMA_WRAPPER_PREFIX) for n in weights)
+    # A model saved wrapped too (DDP's own `module.`) already matches its EMA's keys: nothing to unwrap then.
+    wrapped = (bool(weights) and all(n.startswith(EMA_WRAPPER_PREFIX) for n in weights)
+               and set(weights) != model_keys)
     unwrap = {n: n[len(EMA_WRAPPER_PREFIX):] for n in weights} if wrapped else {}
     got = {unwrap.get(n, n) for n in weights}
     if model_keys and got != model_keys:

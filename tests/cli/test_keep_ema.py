@@ -92,3 +92,14 @@ def test_an_ema_of_another_model_is_one_clear_line(tmp_path: Path) -> None:
     lines = got.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not match the model state" in lines[0] and "missing" in lines[0], got.stderr
     assert "verification" not in got.stderr and "Traceback" not in got.output
+
+
+def test_a_wrapped_model_and_its_wrapped_ema_keep_their_keys(tmp_path: Path) -> None:
+    model, ema, opt, _ = _trained()
+    ddp = {f"module.{k}": v for k, v in model.state_dict().items()}  # saved from a DistributedDataParallel model
+    torch.save({"model": ddp, "ema": ModelEmaV2(ema.module).state_dict(), "optimizer": opt.state_dict()},
+               tmp_path / "t.pt")
+    got = runner.invoke(app, ["strip", str(tmp_path / "t.pt"), "--keep-ema-as-model", "-o", str(tmp_path / "o.pt")])
+    assert got.exit_code == 0, got.output
+    state = torch.load(tmp_path / "o.pt", weights_only=True)["model"]
+    assert set(state) == set(ddp) and "prefix 'module.'" not in got.stderr
