@@ -279,7 +279,7 @@ def _strip_path(value: Any, dotted: str) -> Any:
 def _add_group(ck: _Draft, raw: RawCheckpoint, gname: str, gvalue: Any, roles: dict[str, Role]) -> None:
     role, tensor_kind = classify.container_role(gname, state_dict=_looks_like_state(gvalue),
                                                 tensors=_holds_tensors(gvalue) or _is_module(gvalue))
-    roles[gname] = role
+    roles[gname] = role = raw.roles.get(gname, role)  # the format's word first (a .pt2's constants)
     if isinstance(gvalue, StubObject) and _is_module(gvalue):
         _add_module(ck, raw, gvalue, gname, gname)
         return

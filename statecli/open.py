@@ -12,18 +12,7 @@ from .formats import RawCheckpoint
 from .load import load_with_raw, with_prefix
 from .notes import Note, NoteKind
 from .state import Checkpoint, gc_paused
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which model definition to classify against: --model (with its arguments), --hf-config, or
-    (auto_hf) a config.json found beside the checkpoint."""
-
-    model: str | None = None
-    model_args: tuple[str, ...] = ()
-    model_kwargs: str | None = None
-    hf_config: str | None = None
-    auto_hf: bool = False
+from .state import ModelChoice as ModelChoice  # re-exported: the commands and the API name it from here
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ class Role(StrEnum):
     OPTIMIZER = "optimizer"
     SCHEDULER = "scheduler"  # an lr scheduler's state_dict(): step counts and learning rates, no optimizer state
     OTHER_STATE = "other state"
+    # torch.export's ep.constants: lifted constants and non-persistent buffers (the model's, not training's)
+    CONSTANTS = "program constants"
     OTHER = "other"
     METADATA = "metadata"
 
@@ -425,3 +427,24 @@ def prefix_matches(keys: list[str], targets: list[str] | set[str]) -> dict[str, 
             if k[len(p):] in wanted:
                 counts[p] = counts.get(p, 0) + 1
     return counts
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model definition to classify against: --model (with its arguments), --hf-config, or
+    (auto_hf) a config.json found beside the checkpoint."""
+
+    model: str | None = None
+    model_args: tuple[str, ...] = ()
+    model_kwargs: str | None = None
+    hf_config: str | None = None
+    auto_hf: bool = False
+
+    @property
+    def explicit(self) -> bool:
+        """A model was named (--model or --hf-config), not only found beside the checkpoint."""
+        return bool(self.model or self.hf_config)
+
+    def config_only(self) -> ModelChoice:
+        """The Hugging Face config evidence alone (check takes --model as its matches-model rule instead)."""
+        return replace(self, model=None, model_args=(), model_kwargs=None)

@@ -368,13 +368,14 @@ def _value_rules(ck: Checkpoint, rules: Rules) -> list[Finding]:
         counts = non_finite(reader, [e.tensor for e in floats if e.tensor is not None], [e.name for e in floats])
     found = {e.name: {"nan": c[0], "inf": c[1]} for e, c in zip(floats, counts)}
     out = []
-    for rule, on, attr in ((CheckRule.NO_NAN, rules.no_nan, "nan"), (CheckRule.NO_INF, rules.no_inf, "inf")):
+    for rule, on, attr, word in ((CheckRule.NO_NAN, rules.no_nan, "nan", "NaN"), (CheckRule.NO_INF, rules.no_inf, "inf",
+                                                                                 "Inf")):
         if not on:
             continue
         bad = [(n, c[attr]) for n, c in found.items() if c[attr]]
         note = f" ({skipped} complex/sparse/quantized/meta tensor(s) not read)" if skipped else ""
-        out.append(Finding(ck.path, rule, not bad, f"no {attr.upper()} in {len(floats)} floating tensor(s){note}" if not bad
-                           else "; ".join(f"{n}: {c} {attr.upper()}" for n, c in bad[:5])))
+        out.append(Finding(ck.path, rule, not bad, f"no {word} in {len(floats)} floating tensor(s){note}" if not bad
+                           else "; ".join(f"{n}: {c} {word}" for n, c in bad[:5])))
     return out
 
 

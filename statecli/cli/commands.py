@@ -9,25 +9,20 @@ import typer
 
 from ..errors import UsageError
 from ..io.stdin import STDIN, local_input
-from ..state import KindFilter, OutputFormat
+from ..state import KindFilter, ModelChoice, OutputFormat
 from ..vocab import BatchCommand, SortOrder
 from .app import app, exit_with, output_context
 from .ci_options import BaselineOpt, CiFormat, CiFormatOpt
 from .ndjson_options import BatchArgs, MoreArg, batch_options, record_options
 from .options import (
     AddPrefixOpt,
-    HfConfigOpt,
     KeyOpt,
-    ModelArgOpt,
-    ModelKwargsOpt,
-    ModelOpt,
-    NoHfConfigOpt,
     QuietOpt,
     ReadPathArg,
     ReportFormatOpt,
     StripOpt,
     VerboseOpt,
-    model_choice,
+    model_options,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +32,7 @@ if TYPE_CHECKING:
 
 @app.command()
 @batch_options
+@model_options()
 def inspect(
     path: ReadPathArg,
     more: MoreArg = None,
@@ -58,11 +54,7 @@ def inspect(
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    hf_config: HfConfigOpt = None,
-    no_hf_config: NoHfConfigOpt = False,
+    evidence: ModelChoice = ModelChoice(),
     many: BatchArgs = BatchArgs(None),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -79,12 +71,11 @@ def inspect(
     from ..open import open_checkpoint
     from ..render import render
 
-    choice = model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config)
     with local_input(path) as local:  # `-`: stdin, spooled (values may be read until render ends)
-        opened = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
+        opened = open_checkpoint(local, key, evidence, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
                                  classify_by_model=False)  # inspect classifies and reports against the model itself
         result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats or exact, exact=exact,
-                                    model=opened.model, model_explicit=bool(model or hf_config), tree=tree,
+                                    model=opened.model, model_explicit=evidence.explicit, tree=tree,
                                     storage=storage, all_metadata=metadata)
         render(result, view)
     exit_with(result.exit_code)
@@ -92,6 +83,7 @@ def inspect(
 
 @app.command()
 @batch_options
+@model_options()
 def size(
     path: ReadPathArg,
     more: MoreArg = None,
@@ -108,11 +100,7 @@ def size(
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    hf_config: HfConfigOpt = None,
-    no_hf_config: NoHfConfigOpt = False,
+    evidence: ModelChoice = ModelChoice(),
     many: BatchArgs = BatchArgs(None),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -128,9 +116,8 @@ def size(
     from ..open import open_checkpoint
     from ..render import render
 
-    choice = model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config)
     with local_input(path) as local:
-        ck = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ())).checkpoint
+        ck = open_checkpoint(local, key, evidence, strip_prefix=tuple(strip_prefix or ())).checkpoint
         render(size_of(ck, depth, top, memory=memory, context=context, batch=batch, kv_dtype=kv_dtype), view)
 
 
@@ -231,6 +218,7 @@ def scan(
 
 @app.command()
 @batch_options
+@model_options(kwargs=False)
 def check(
     paths: Annotated[list[str], typer.Argument(help="Checkpoints to check (a folder: every checkpoint below it).",
                                                show_default=False, metavar="PATH")],
@@ -257,10 +245,7 @@ def check(
                                                                 help="Regex no key may match (repeatable).",
                                                                 metavar="REGEX")] = None,
     no_optimizer_state: Annotated[Optional[bool], typer.Option("--no-optimizer-state", help="No optimizer state.")] = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgOpt = None,
-    hf_config: HfConfigOpt = None,
-    no_hf_config: NoHfConfigOpt = False,
+    evidence: ModelChoice = ModelChoice(),
     require_format: Annotated[Optional[str], typer.Option("--require-format", help="Allowed formats, e.g. "
                                                                                     "safetensors.", metavar="FORMATS")] = None,
     bits_per_weight_max: Annotated[Optional[str], typer.Option("--bits-per-weight-max", help="Stored bits per "
@@ -286,8 +271,9 @@ def check(
     flags = {name: value for name, value in (
         ("safe-pickle", safe_pickle), ("no-nan", no_nan), ("no-inf", no_inf), ("param-dtypes", param_dtypes),
         ("buffer-dtypes", buffer_dtypes), ("max-size", max_size), ("devices", devices), ("required-keys", required_keys),
-        ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state), ("matches-model", model),
-        ("model-args", model_arg), ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
+        ("forbidden-keys", forbidden_keys), ("no-optimizer-state", no_optimizer_state),
+        ("matches-model", evidence.model), ("model-args", list(evidence.model_args) or None),
+        ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
         ("quantization", quantization), ("storage-dtypes", storage_dtypes)) if value is not None}
     if many.records(BatchCommand.CHECK, paths, None, record_options(BatchCommand.CHECK, rules=flags, config=config),
                     quiet, verbose):
@@ -298,8 +284,7 @@ def check(
     from ..render import render
     from ..render.ci import write_ci_outputs
 
-    result = with_baseline(run_check(paths, flags, config, model_choice(hf_config=hf_config, no_hf_config=no_hf_config)),
-                           baseline)
+    result = with_baseline(run_check(paths, flags, config, evidence.config_only()), baseline)  # --model: a rule
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)

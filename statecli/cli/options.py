@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from ..state import OutputFormat
+from ..state import ModelChoice, OutputFormat
 from ..vocab import CastTarget, WriteFormat
-
-if TYPE_CHECKING:
-    from ..open import ModelChoice
 
 _PATH_HELP = "A .pt/.pth/.bin/.safetensors file, a *.index.json, or a folder (sharded, DCP or single checkpoint)"
 PathArg = Annotated[str, typer.Argument(help=_PATH_HELP + ".", show_default=False, metavar="PATH")]
@@ -79,10 +77,43 @@ def cast_targets(incomplete: str) -> list[str]:
     return [t.value for t in CastTarget if t.value.startswith(incomplete)]
 
 
+_MODEL_PARAMS: tuple[tuple[str, Any, Any], ...] = (
+    ("model", ModelOpt, None), ("model_arg", ModelArgOpt, None), ("model_kwargs", ModelKwargsOpt, None),
+    ("hf_config", HfConfigOpt, None), ("no_hf_config", NoHfConfigOpt, False))
+
+
+def model_options(*, kwargs: bool = True) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the model-evidence options (--model, --model-arg, --model-kwargs unless `kwargs` is off,
+    --hf-config, --no-hf-config), declared here once: Typer sees them as the command's own options, in the place
+    of its `evidence` parameter; the command receives them as one `evidence: ModelChoice` keyword."""
+    import functools
+    import inspect
+
+    params = [p for p in _MODEL_PARAMS if kwargs or p[0] != "model_kwargs"]
+
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(func, eval_str=True)  # Typer reads a set __signature__ as it is
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+                 for name, ann, default in params]
+        kept = list(sig.parameters.values())
+        at = [p.name for p in kept].index("evidence")
+        kind = kept[at].kind
+        added = [p.replace(kind=kind) for p in added]
+
+        @functools.wraps(func)
+        def command(*args: Any, **given: Any) -> None:
+            func(*args, evidence=model_choice(**{name: given.pop(name) for name, _, _ in params}), **given)
+
+        command.__signature__ = sig.replace(parameters=kept[:at] + added + kept[at + 1:])  # type: ignore[attr-defined]
+        command.__annotations__ = ({k: v for k, v in func.__annotations__.items() if k != "evidence"}
+                                   | {name: ann for name, ann, _ in params})
+        return command
+
+    return decorate
+
+
 def model_choice(model: str | None = None, model_arg: list[str] | None = None, model_kwargs: str | None = None,
                  hf_config: str | None = None, no_hf_config: bool = False) -> ModelChoice:
     """The model evidence every classifying command takes the same way: --model (with its arguments),
     --hf-config, else a config.json beside the checkpoint unless --no-hf-config."""
-    from ..open import ModelChoice
-
     return ModelChoice(model, tuple(model_arg or ()), model_kwargs, hf_config, auto_hf=not no_hf_config)

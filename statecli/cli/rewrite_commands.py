@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..errors import ExitCode, UsageError
+from ..state import ModelChoice
 from ..vocab import CastOnly, Format
 from .app import app, exit_with, output_context
 from .options import (
@@ -19,13 +20,8 @@ from .options import (
     DryRunOpt,
     DuplicateTiedOpt,
     FormatOpt,
-    HfConfigOpt,
     InPlaceOpt,
     KeyOpt,
-    ModelArgOpt,
-    ModelKwargsOpt,
-    ModelOpt,
-    NoHfConfigOpt,
     OutputOpt,
     PathArg,
     QuietOpt,
@@ -34,12 +30,11 @@ from .options import (
     ToOpt,
     VerboseOpt,
     cast_targets,
-    model_choice,
+    model_options,
 )
 
 if TYPE_CHECKING:
     from ..formats import RawCheckpoint
-    from ..open import ModelChoice
     from ..render import Output
     from ..rewrite.plan import Plan
     from ..rewrite.rename import Renames
@@ -103,6 +98,7 @@ def _finish(plan: Plan, target: Target, view: Output, renames: Renames | None = 
 
 
 @app.command()
+@model_options()
 def cast(
     path: PathArg,
     dtype: Annotated[str, typer.Option("--dtype", help="Target floating dtype: half, bfloat16, float32, float64 "
@@ -122,11 +118,7 @@ def cast(
     dry_run: DryRunOpt = False,
     fmt: FormatOpt = DataFormat.TABLE,
     key: KeyOpt = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    hf_config: HfConfigOpt = None,
-    no_hf_config: NoHfConfigOpt = False,
+    evidence: ModelChoice = ModelChoice(),
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
@@ -146,12 +138,13 @@ def cast(
                     include_optimizer=include_optimizer)
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     strict=strict)
-    ck, raw, info = _load(path, key, model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config))
+    ck, raw, info = _load(path, key, evidence)
     _finish(plan(ck, raw, spec, info), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 
 
 @app.command()
+@model_options()
 def strip(
     path: PathArg,
     output: OutputOpt = None,
@@ -174,11 +167,7 @@ def strip(
     fmt: FormatOpt = DataFormat.TABLE,
     drop_unsupported: DropUnsupportedOpt = False,
     key: KeyOpt = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    hf_config: HfConfigOpt = None,
-    no_hf_config: NoHfConfigOpt = False,
+    evidence: ModelChoice = ModelChoice(),
     strip_prefix: StripOpt = None,
     add_prefix: AddPrefixOpt = None,
     rename: RenameOpt = None,
@@ -199,7 +188,7 @@ def strip(
                      force=force)
     target = Target(output=output, in_place=in_place, to=to, max_shard_size=max_shard_size, dry_run=dry_run,
                     drop_unsupported=drop_unsupported)
-    ck, raw, info = _load(path, key, model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config))
+    ck, raw, info = _load(path, key, evidence)
     _finish(plan(ck, raw, spec, info), target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied)
 

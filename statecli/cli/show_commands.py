@@ -7,25 +7,21 @@ from typing import Annotated
 import typer
 
 from ..io.stdin import local_input
-from ..state import OutputFormat
+from ..state import ModelChoice, OutputFormat
 from .app import app, exit_with, output_context
 from .options import (
-    HfConfigOpt,
     KeyOpt,
-    ModelArgOpt,
-    ModelKwargsOpt,
-    ModelOpt,
-    NoHfConfigOpt,
     QuietOpt,
     ReadPathArg,
     ReportFormatOpt,
     StripOpt,
     VerboseOpt,
-    model_choice,
+    model_options,
 )
 
 
 @app.command()
+@model_options()
 def show(
     path: ReadPathArg,
     name: Annotated[str, typer.Argument(help="The entry to show, e.g. 'layers.0.attn.q_proj.weight'.",
@@ -37,11 +33,7 @@ def show(
     fmt: ReportFormatOpt = OutputFormat.TABLE,
     key: KeyOpt = None,
     strip_prefix: StripOpt = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    hf_config: HfConfigOpt = None,
-    no_hf_config: NoHfConfigOpt = False,
+    evidence: ModelChoice = ModelChoice(),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -55,9 +47,8 @@ def show(
     from ..render import render
 
     # The same evidence inspect uses (a config.json beside the file, --model, --hf-config): one kind per entry.
-    choice = model_choice(model, model_arg, model_kwargs, hf_config, no_hf_config)
     with local_input(path) as local:
-        ck = open_checkpoint(local, key, choice, strip_prefix=tuple(strip_prefix or ())).checkpoint
+        ck = open_checkpoint(local, key, evidence, strip_prefix=tuple(strip_prefix or ())).checkpoint
         result = show_entry(ck, name, bins=bins, first=first, extreme=extremes)
         render(result, view)
     exit_with(result.exit_code)

@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BadInput
 from ..pickle.unpickler import TensorRef
-from ..state import Evidence, Format, Kind, TensorInfo
+from ..state import Evidence, Format, Kind, Role, TensorInfo
 from ..vocab import Layout
 
 
@@ -31,6 +31,9 @@ class RawCheckpoint:
     # Kinds the file itself records (a torch.export graph signature; GGUF: a runtime's weights), by the
     # entry's dotted path from the root: load.py uses them instead of inferring.
     kinds: dict[str, tuple[Kind, Evidence]] = field(default_factory=dict)
+    # What a top-level container holds when the format says so (a .pt2's constants), by its key: load.py
+    # uses it instead of guessing from the container's name.
+    roles: dict[str, Role] = field(default_factory=dict)
 
     def tensor_info(self, ref: TensorRef | TensorInfo) -> TensorInfo:
         """Turn a pickled tensor record into a TensorInfo that knows where its bytes are."""

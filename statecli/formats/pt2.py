@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import BadInput, NotACheckpoint, UnsafeContent
 from ..io.source import register_range
 from ..pickle.pickles import Findings
-from ..state import Evidence, Format, Kind, Source, TensorInfo, Verdict
+from ..state import Evidence, Format, Kind, Role, Source, TensorInfo, Verdict
 from ..units import itemsize
 from ..vocab import Layout
 from ._common import RawCheckpoint
@@ -168,6 +168,8 @@ def _add_programs(arc: Archive, progs: list[Program], raw: RawCheckpoint) -> Non
         dot = f"{prog.name}." if several else ""
         for p in prog.payloads:
             group = dot + ("constants" if p.fqn in prog.constants else "state_dict")
+            if p.fqn in prog.constants:
+                raw.roles[group] = Role.CONSTANTS
             raw.root.setdefault(group, {})[p.fqn] = (_tensor(arc, p) if p.meta is not None
                                                      else CustomObject(p.record, p.loader))
             if p.fqn in prog.kinds:

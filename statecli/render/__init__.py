@@ -157,8 +157,18 @@ def _render(result: Any, output: Output, stream: IO[str], out: IO[str] | None) -
 
 
 def verbose_line(text: str, output: Output) -> None:
-    if output.verbose:
-        sys.stderr.write(f"statecli: {escape(text)}\n")
+    """A -v line on stderr; on a terminal folded at words like the notes (a path or name stays whole)."""
+    if not output.verbose:
+        return
+    line = f"statecli: {escape(text)}"
+    if sys.stderr.isatty():
+        import shutil
+        import textwrap
+
+        width = shutil.get_terminal_size().columns
+        line = "\n".join(textwrap.wrap(line, width, subsequent_indent="  ", break_long_words=False,
+                                        break_on_hyphens=False)) if len(line) > width else line
+    sys.stderr.write(line + "\n")
 
 
 def print_notes(notes: list[Note], output: Output, out: IO[str] | None = None) -> None:

@@ -10,8 +10,8 @@ _LEVELS = "▁▂▃▄▅▆▇█"
 
 def bar(fraction: float | None, width: int = 30) -> str:
     """A horizontal bar `fraction` (0..1) of `width` cells long, in eighth-cell steps; a non-zero
-    fraction always shows at least a sliver, so a module that moved a little is never blank."""
-    if fraction is None or fraction != fraction or fraction <= 0:
+    fraction always shows at least a sliver, so a module that moved a little is never blank; width 0: no bar."""
+    if fraction is None or fraction != fraction or fraction <= 0 or width <= 0:
         return ""
     eighths = max(1, round(min(fraction, 1.0) * width * 8))
     full, rest = divmod(eighths, 8)

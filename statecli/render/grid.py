@@ -162,6 +162,25 @@ def _plain_lines(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int 
     return [line.rstrip() for line in out]
 
 
+def console_width(con: Any) -> int | None:
+    """The width to fit: a terminal's (or an explicit COLUMNS); None for piped output, which keeps whole
+    lines for grep and scripts."""
+    return con.width if con.is_terminal or os.environ.get("COLUMNS") else None
+
+
+BAR_MIN = 8  # a bar narrower than this says too little: it goes
+
+
+def bar_room(con: Any, cols: Sequence[Col], rows: Sequence[Sequence[str]], most: int) -> int:
+    """Cells a bar after these columns may take on `con`: `most` when they leave room (or output is piped),
+    else what they leave, 0 (no bar) when that is under BAR_MIN."""
+    width = console_width(con)
+    if width is None:
+        return most
+    left = min(most, width - _natural(cols, rows) - GAP)
+    return left if left >= BAR_MIN else 0
+
+
 def print_grid(con: Any, title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[str]],
                styles: dict[int, dict[str, str]] | None = None) -> None:
     """Print a table on a rich console: a bold title, an underlined header, then the rows. `styles`
@@ -169,8 +188,7 @@ def print_grid(con: Any, title: str | None, cols: Sequence[Col], rows: Sequence[
     through rich itself."""
     from rich.text import Text
 
-    # Fit a terminal (or an explicit COLUMNS); piped output keeps whole lines for grep and scripts.
-    width = con.width if con.is_terminal or os.environ.get("COLUMNS") else None
+    width = console_width(con)
     title, cols, rows, styles = fit(title, cols, rows, width, styles)
     if _plain(con):
         _write_plain(con, title, _plain_lines(cols, rows, width))
@@ -205,7 +223,14 @@ def _write_plain(con: Any, title: str | None, table: list[str]) -> None:
     from rich.text import Text
 
     chunk: list[str] = []
-    for n, t in enumerate(([strip_control_codes(title)] if title else []) + table):
+    width = console_width(con)
+    head = [strip_control_codes(title)] if title else []
+    if head and width is not None and len(head[0]) > width:  # a sentence: folded at words, as rich prints it
+        import textwrap
+
+        head = textwrap.wrap(head[0], width, break_long_words=False, break_on_hyphens=False)
+        title = None  # every line of it is a title line (not right-stripped twice)
+    for n, t in enumerate(head + table):
         if "\t" in t:
             con.file.write("".join(chunk))
             chunk = []

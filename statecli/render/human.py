@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..state import DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from ..vocab import CheckRule, SortOrder
-from .grid import KIND_STYLES, Col, print_grid
+from .grid import KIND_STYLES, Col, bar_room, print_grid
 from .outcome import check_outcome, scan_outcome, size_headline
 from .text import escape, fmt_float
 
@@ -36,16 +36,21 @@ def render_size(r: SizeResult, con: Any) -> None:
     from .charts import bar
 
     # Bars are shares of the distinct storage bytes, so a shared storage is drawn once (its first module).
+    # At a narrow terminal a bar takes what the figures leave (none under BAR_MIN cells); names stay whole.
+    cols = [Col("module", key=True), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share"))]
     rows = [[escape(m.module), str(m.bucket.tensors), fmt_count(m.bucket.numel), fmt_bytes(m.bucket.nbytes),
-             f"{m.share:.1%}", bar(m.share, 30)] for m in r.by_module]
-    print_grid(con, f"by module (depth {r.depth})", [Col("module", key=True), Col("tensors", right=True),
-               Col("numel", right=True), Col("size", right=True), Col("share", right=True), Col("")], rows)
+             f"{m.share:.1%}"] for m in r.by_module]
+    room = bar_room(con, cols, rows, 30)
+    print_grid(con, f"by module (depth {r.depth})", [*cols, Col("")],
+               [[*row, bar(m.share, room)] for row, m in zip(rows, r.by_module)])
     for title, buckets in (("by kind", r.by_kind), ("by dtype", r.by_dtype), ("by device", r.by_device)):
         shares = [b.nbytes / r.total.nbytes if r.total.nbytes else 0.0 for b in buckets]
-        rows = [[escape(b.key), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes), f"{f:.1%}",
-                 bar(f, 30) if title != "by device" else ""] for b, f in zip(buckets, shares)]
-        print_grid(con, title, [Col(""), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share")), Col("")],
-                   rows, {0: KIND_STYLES} if title == "by kind" else None)
+        cols = [Col(""), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share"))]
+        rows = [[escape(b.key), str(b.tensors), fmt_count(b.numel), fmt_bytes(b.nbytes), f"{f:.1%}"]
+                for b, f in zip(buckets, shares)]
+        room = bar_room(con, cols, rows, 30) if title != "by device" else 0
+        print_grid(con, title, [*cols, Col("")], [[*row, bar(f, room)] for row, f in zip(rows, shares)],
+                   {0: KIND_STYLES} if title == "by kind" else None)
     if r.quant is not None:
         from .human_inspect import quant_tables
 

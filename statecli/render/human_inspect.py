@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..state import Entry, Role, Stats, gc_paused
+from ..state import Container, Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 _NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf", "|x| p50", "|x| p99", "zeros"}
 _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
+# Droppable columns, the first to go highest: what --stats adds goes after numel, down to min/max/mean and the
+# NaN/Inf counts (never dropped); `inspect --format json` and `show` have every figure.
+_DROP = {"numel": 20, "histogram": 19, "finite std": 18, "finite mean": 17, "|x| p50": 16, "|x| p99": 15,
+         "zeros": 14, "std": 13, "finite min": 12, "finite max": 11}
 
 
 def render_inspect(r: InspectResult, con: Any) -> None:
@@ -62,9 +66,13 @@ def _header(con: Any, r: InspectResult) -> None:
     con.print(t)
     others = [c for c in ck.containers if c.role != Role.MODEL and c.name != ck.container_name]
     if others:
-        con.print(Text("other containers: " + ", ".join(
-            f"{escape(c.name)} ({c.role}, {plural(c.tensors, 'tensor')}, "
-            f"{plural(c.entries - c.tensors, 'value')})" for c in others)))
+        con.print(Text("other containers: " + ", ".join(f"{escape(c.name)} ({_counts(c)})" for c in others)))
+
+
+def _counts(c: Container) -> str:
+    """A container's role and what it holds, leaving out a count of none ("ema, 10 tensors")."""
+    held = [plural(n, word) for n, word in ((c.tensors, "tensor"), (c.entries - c.tensors, "value")) if n]
+    return ", ".join([str(c.role), *held])
 
 
 def _tables(con: Any, r: InspectResult) -> None:
@@ -86,11 +94,6 @@ def _tables(con: Any, r: InspectResult) -> None:
 def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats], storage: bool = False) -> None:
 
     heads = ["name", "kind", "evidence", "dtype", "shape", "numel", "size", "device"]
-    read = [s for s in (stats.get(e.name) for e in entries) if s is not None and s.note is None]
-    finite = any(s.has_non_finite for s in read)
-    if stats:
-        heads += ["min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
-        heads += FINITE_HEADS if finite else []
     rows = []
     for e in entries:
         t = e.tensor
@@ -99,20 +102,33 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
         row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
         if t.quant is not None:
             row[3] = f"{t.dtype} ({t.quant.scheme})"
-        if stats:
-            s = stats.get(e.name)
-            row += _stat_cells(s) + (finite_cells(s) if finite else [])
         rows.append(row)
         if storage and t.quant is not None:  # the stored parts, indented under their logical weight
             for (role, name), part in zip(t.quant.parts, t.quant.tensors):
                 rows.append([escape(f"  └ {name}"), f"({role})", "stored part", part.dtype, fmt_shape(part.shape),
-                             f"{part.numel:,}", fmt_bytes(part.nbytes), part.device] + [""] * (len(heads) - 8))
+                             f"{part.numel:,}", fmt_bytes(part.nbytes), part.device])
+    print_grid(con, f"{escape(title)} ({plural(len(entries), 'tensor')})", _cols(heads), rows, {1: KIND_STYLES})
+    if stats:
+        _stats_table(con, title, entries, stats)
+
+
+def _cols(heads: list[str]) -> list[Col]:
     # At narrow widths (grid.fit): a uniform device goes into the title, evidence keeps its first word
-    # ("inferred", "model"), numel goes; names stay whole.
-    cols = [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12),
-                key=h == "name",
-                uniform=h == "device", short=h == "evidence", drop=1 if h == "numel" else 0) for h in heads]
-    print_grid(con, f"{escape(title)} ({plural(len(entries), 'tensor')})", cols, rows, {1: KIND_STYLES})
+    # ("inferred", "model"), numel goes, then the figures in _DROP's order; names stay whole.
+    return [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12),
+                key=h == "name", uniform=h == "device", short=h == "evidence", drop=_DROP.get(h, 0)) for h in heads]
+
+
+def _stats_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats]) -> None:
+    """--stats: the figures of each tensor in a table of their own under the listing, so both fit a terminal
+    (at a narrow one the figures in _DROP go first; min/max/mean and the NaN/Inf counts stay)."""
+    read = [s for s in (stats.get(e.name) for e in entries) if s is not None and s.note is None]
+    finite = any(s.has_non_finite for s in read)
+    heads = ["name", "min", "max", "mean", "std", "|x| p50", "|x| p99", "zeros", "nan", "inf", "histogram"]
+    heads += FINITE_HEADS if finite else []
+    rows = [[escape(e.name), *_stat_cells(s), *(finite_cells(s) if finite else [])]
+            for e, s in ((e, stats.get(e.name)) for e in entries)]
+    print_grid(con, f"{escape(title)}: statistics", _cols(heads), rows)
     note = sample_note(read)
     if note:
         con.print(note)
@@ -195,7 +211,7 @@ def _load_report(con: Any, r: InspectResult) -> None:
         how = "loads with strict=True" if r.model.loader.startswith("load_state_dict") else f"loads with {r.model.loader}"
         con.print(Text(head + how, style="bold green"))
     else:
-        con.print(Text(head + f"{r.model.loader} would fail ({len(blocking)} problem(s))", style="bold red"))
+        con.print(Text(head + f"{r.model.loader} would fail ({plural(len(blocking), 'problem')})", style="bold red"))
     # The problem table holds exactly the counted problems; what the loader accepts is listed apart.
     accepted = [x for x in lines if not x.blocking]
     for group, title in ((blocking, None), (accepted, f"accepted by {r.model.loader}:")):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from .charts import bar
-from .grid import KIND_STYLES, Col, print_grid
+from .grid import KIND_STYLES, Col, bar_room, print_grid
 from .text import FINITE_HEADS, escape, finite_cells, fmt_float
 
 if TYPE_CHECKING:
@@ -57,9 +57,11 @@ def render_show(r: ShowResult, con: Any) -> None:
     edges = r.edges()
     if edges:
         top = max(s.hist) or 1
-        hist = [[fmt_float(edges[i]), fmt_float(edges[i + 1]), f"{c:,}", bar(c / top, 40)] for i, c in enumerate(s.hist)]
+        cols = [Col("from", right=True), Col("to", right=True), Col("count", right=True)]
+        hist = [[fmt_float(edges[i]), fmt_float(edges[i + 1]), f"{c:,}"] for i, c in enumerate(s.hist)]
+        room = bar_room(con, cols, hist, 40)
         print_grid(con, f"histogram of the {s.finite:,} finite values ({len(s.hist)} bins, every value counted)",
-                   [Col("from", right=True), Col("to", right=True), Col("count", right=True), Col("")], hist)
+                   [*cols, Col("")], [[*row, bar(c / top, room)] for row, c in zip(hist, s.hist)])
     con.print(Text(f"first {len(r.first)}: " + ", ".join(_num(v) for v in r.first)))
     for title, xs in (("smallest", r.smallest), ("largest", r.largest)):
         if xs:

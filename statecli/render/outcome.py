@@ -60,7 +60,7 @@ def _inspect(r: Any) -> str:
             f"elements, {fmt_bytes(r.total.nbytes)}")
     if r.model is not None:
         blocking = sum(1 for x in r.load_report if x.blocking)
-        line += f"; {r.model.loader} " + (f"would fail ({blocking} problem(s))" if blocking else "loads strictly")
+        line += f"; {r.model.loader} " + (f"would fail ({plural(blocking, 'problem')})" if blocking else "loads strictly")
     return line
 
 

@@ -60,8 +60,14 @@ def make_console(out: IO[str] | None = None, err: bool = False) -> Any:
     # Piped output is read by people later or by grep: text is not wrapped at all, and renderables
     # that need a width (trees) get a wide one. A terminal, or an explicit COLUMNS, is fitted.
     fit = stream.isatty() or bool(os.environ.get("COLUMNS"))
-    width = None if fit else 160
-    return _Console(file=stream, highlight=False, soft_wrap=False, width=width)
+    width: int | None = None if fit else 160
+    height: int | None = None
+    if fit and not os.environ.get("COLUMNS"):  # the stream's own terminal (rich assumes 80x25 on TERM=dumb)
+        try:
+            width, height = os.get_terminal_size(stream.fileno())
+        except (AttributeError, OSError, ValueError):  # a tty-like stream without a descriptor
+            pass
+    return _Console(file=stream, highlight=False, soft_wrap=False, width=width or None, height=height or None)
 
 
 FINITE_HEADS = ["finite min", "finite max", "finite mean", "finite std"]

@@ -6,13 +6,13 @@ keeps rich's Tree."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..analyses.module_tree import ModuleTree, TreeNode
 from ..state import Entry
-from ..units import fmt_bytes, fmt_count, fmt_shape
-from .grid import _plain
+from ..units import fmt_bytes, fmt_count, fmt_shape, plural
+from .grid import _plain, console_width
 from .text import escape
 
 GUIDES = ("    ", "│   ", "├── ", "└── ")  # rich's own: space, continue, branch, last branch
@@ -25,7 +25,7 @@ Label = tuple[str, str, str]  # a module's (name: bold, class: cyan, totals: dim
 def module_label(tree: ModuleTree, node: TreeNode, name: str) -> Label:
     cls = tree.classes.get(node.path)
     return (escape(name), f" ({escape(cls.rsplit('.', 1)[-1])})" if cls else "",
-            f"  {node.tensors} tensors, {fmt_count(node.numel)} elements, {fmt_bytes(node.nbytes)}")
+            f"  {plural(node.tensors, 'tensor')}, {fmt_count(node.numel)} elements, {fmt_bytes(node.nbytes)}")
 
 
 def leaf_label(e: Entry) -> str:
@@ -70,23 +70,27 @@ def print_tree(con: Any, tree: ModuleTree) -> None:
     """Print `tree` on a rich console."""
 
     guides = GUIDES if (con.encoding or "").lower().startswith("utf") else ASCII_GUIDES
-    if _plain(con):  # no styles: the text rich would write (names escaped), whole lines for grep and scripts
+    width = console_width(con)
+    lines: Iterable[tuple[str, Label | str]] = tree_lines(tree, guides)
+    if width is not None and any(len(p) + _len(label) > width for p, label in tree_lines(tree, guides)):
+        lines = _folded(lines, width, guides)  # written line by line below: rich's Tree would fold the names
+    elif not _plain(con) and (tree.root.tensors <= RICH_LIMIT or not _ansi(con)):
+        _rich_tree(con, tree)
+        return
+    if _plain(con) or not _ansi(con):  # no styles: the text rich would write (names escaped), whole lines
         chunk: list[str] = []
-        for prefix, label in tree_lines(tree, guides):
+        for prefix, label in lines:
             chunk.append(f"{prefix}{label}\n" if isinstance(label, str) else f"{prefix}{''.join(label)}\n")
             if len(chunk) >= 4096:
                 con.file.write("".join(chunk))
                 chunk = []
         con.file.write("".join(chunk))
         return
-    if tree.root.tensors <= RICH_LIMIT or not _ansi(con):
-        _rich_tree(con, tree)
-        return
-    # A big tree on a terminal: the SGR codes rich writes for these styles, written here (~1 us a
+    # A big (or folded) tree on a terminal: the SGR codes rich writes for these styles, written here (~1 us a
     # line instead of ~100); NO_COLOR keeps bold and dim, as rich does.
     bold, dim, cyan, off = "\x1b[1m", "\x1b[2m", "" if con.no_color else "\x1b[36m", "\x1b[0m"
     chunk = []
-    for prefix, label in tree_lines(tree, guides):
+    for prefix, label in lines:
         if isinstance(label, str):
             chunk.append(f"{prefix}{label}\n")
         else:
@@ -96,6 +100,31 @@ def print_tree(con: Any, tree: ModuleTree) -> None:
             con.file.write("".join(chunk))
             chunk = []
     con.file.write("".join(chunk))
+
+
+def _len(label: Label | str) -> int:
+    return len(label) if isinstance(label, str) else sum(map(len, label))
+
+
+def _folded(lines: Iterable[tuple[str, Label | str]], width: int, guides: tuple[str, str, str, str]
+            ) -> Iterator[tuple[str, Label | str]]:
+    """The tree's lines for a terminal `width` wide: a line that does not fit keeps its name whole on its own
+    line and puts the rest (kind, dtype, shape, size; a module's totals) below it, folded at words."""
+    import textwrap
+
+    for prefix, label in lines:
+        if len(prefix) + _len(label) <= width:
+            yield prefix, label
+            continue
+        if isinstance(label, str):
+            name, _, rest = label.partition("  ")
+            yield prefix, name
+        else:
+            yield prefix, (label[0], label[1], "")
+            rest = label[2].strip()
+        below = prefix[:-len(guides[3])] + (guides[0] if prefix.endswith(guides[3]) else guides[1]) + "  "
+        for piece in textwrap.wrap(rest, max(width - len(below), 20), break_long_words=False):
+            yield below, piece if isinstance(label, str) else ("", "", piece)
 
 
 def _ansi(con: Any) -> bool:

@@ -43,7 +43,7 @@ def copy_folder(src: str, dst: str, rewritten: Collection[str], log: WriteLog,
     tally = _Tally()
     root = os.path.realpath(src)
     _copy_dir(src, dst, root, "", set(rewritten), tally, write_config)
-    parts = [f"{tally.files} file(s)", f"{tally.folders} folder(s)"]
+    parts = [f"{tally.files} file(s)"] + ([f"{tally.folders} folder(s)"] if tally.folders else [])
     if tally.links:
         parts.append(f"{tally.links} link(s) kept")
     if tally.followed:

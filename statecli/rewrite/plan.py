@@ -72,6 +72,7 @@ class Plan:
     # (else run() writes each as its stored parts, bit-identical: rewrite/quantized.py).
     dequantize: bool = False
     hf_layout: bool = False  # a GGUF written as transformers loads it (convert to a Hugging Face folder)
+    unwrap: str = ""  # an EMA wrapper's prefix (AveragedModel's 'module.') the model_from keys lose: renames has them
 
     def __post_init__(self) -> None:
         # Callers may pass sets, dicts and lists: freeze copies so nothing can change the plan later.
@@ -192,6 +193,16 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
     drop: set[EntryKey] = set()
     changes: list[Change] = []
     notes: list[Note] = []
+    unwrap: dict[str, str] = {}
+    if model_from:
+        unwrap, counters = ema_as_model(ck, model_from)
+        counted = [e for e in ck.entries if e.group == model_from and e.name[len(model_from) + 1:] in counters]
+        drop |= {entry_key(e) for e in counted}
+        changes += [Change(e.name, ChangeKind.REMOVED, "EMA update counter", e.tensor.nbytes if e.tensor else 0)
+                    for e in counted]
+        if unwrap:
+            notes.append(rewrite_note(f"the EMA wrapper's prefix {EMA_WRAPPER_PREFIX!r} (AveragedModel, timm "
+                                      "ModelEmaV2) is removed from its keys"))
     for e in ck.entries:
         why = _strip_reason(e, spec, roles, pats, model_from)
         if why is None or any(k.search(e.name) for k in keeps):
@@ -211,7 +222,41 @@ def plan_strip(ck: Checkpoint, raw: RawCheckpoint, spec: StripSpec, model: Any =
         notes.append(rewrite_note("nothing matched: the output equals the input"))
     # --force means "I know the output will not load strictly": no model check after writing.
     return Plan(ck=ck, raw=raw, drop=frozenset(drop), model_from=model_from, changes=tuple(changes),
-                notes=tuple(notes), model=None if spec.force else model)
+                notes=tuple(notes), model=None if spec.force else model, renames=unwrap,
+                unwrap=_wrapper_prefix(unwrap))
+
+
+# The keys an EMA wrapper adds around a copy of the model: torch.optim.swa_utils.AveragedModel and timm's
+# ModelEmaV2/V3 hold the copy as `.module` (keys `module.*`); AveragedModel also counts updates in `n_averaged`.
+EMA_WRAPPER_PREFIX = "module."
+EMA_COUNTERS = ("n_averaged",)
+
+
+def ema_as_model(ck: Checkpoint, group: str) -> tuple[dict[str, str], list[str]]:
+    """How the EMA copy in `group` becomes the model state: its keys unwrapped (`module.x` -> `x`) and the
+    counters to drop, so the output loads into the model with load_state_dict(strict=True). A UsageError when
+    the EMA does not hold the model state's keys (an EMA of another model, or of part of it)."""
+    cut = len(group) + 1
+    model_keys = {e.name for e in ck.entries if e.group == ""}
+    inner = [e.name[cut:] for e in ck.entries if e.group == group]
+    counters = [n for n in inner if n in EMA_COUNTERS and n not in model_keys]
+    weights = [n for n in inner if n not in counters]
+    # A model saved wrapped too (DDP's own `module.`) already matches its EMA's keys: nothing to unwrap then.
+    wrapped = (bool(weights) and all(n.startswith(EMA_WRAPPER_PREFIX) for n in weights)
+               and set(weights) != model_keys)
+    unwrap = {n: n[len(EMA_WRAPPER_PREFIX):] for n in weights} if wrapped else {}
+    got = {unwrap.get(n, n) for n in weights}
+    if model_keys and got != model_keys:
+        missing, extra = sorted(model_keys - got), sorted(got - model_keys)
+        told = [f"{len(missing)} model key(s) missing, e.g. {missing[0]!r}"] if missing else []
+        told += [f"{len(extra)} key(s) the model lacks, e.g. {extra[0]!r}"] if extra else []
+        raise UsageError(ck.path, f"--keep-ema-as-model: the EMA in {group!r} does not match the model state "
+                                  f"({'; '.join(told)})", f"compare them: statecli inspect {ck.path} --key {group}")
+    return unwrap, counters
+
+
+def _wrapper_prefix(unwrap: Mapping[str, str]) -> str:
+    return EMA_WRAPPER_PREFIX if unwrap else ""
 
 
 def _strip_reason(e: Entry, spec: StripSpec, roles: Mapping[str, Role], pats: list[re.Pattern[str]],

@@ -84,7 +84,7 @@ def with_renames(plan: Plan, spec: Renames | None) -> Plan:
         return plan
     rename = rename_function(spec)
     names = model_names(plan)
-    mapping = {n: rename(n) for n in names}
+    mapping = {n: rename(plan.renames.get(n, n)) for n in names}  # after an EMA's unwrap (plan.py)
     taken: dict[str, str] = {}
     for old, new in mapping.items():
         if not new:
@@ -146,6 +146,10 @@ def _names_under(plan: Plan, k: str) -> list[str]:
 def renamed_metadata(plan: Plan, meta: Mapping[str, Any]) -> dict[str, Any]:
     """A state dict's `_metadata` (module prefix -> version) under the new module names, as
     torch.nn.modules.utils.consume_prefix_in_state_dict_if_present does for its prefix."""
+    if plan.unwrap:  # an EMA wrapper's own modules: its root ('') goes, 'module.x' becomes 'x'
+        cut = plan.unwrap[:-1]
+        meta = {k[len(cut) + 1:] if k.startswith(plan.unwrap) else "": v for k, v in meta.items()
+                if k == cut or k.startswith(plan.unwrap)}
     if plan.rename_spec is None:
         return dict(meta)
     rename = rename_function(plan.rename_spec)

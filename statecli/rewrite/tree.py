@@ -40,7 +40,7 @@ def model_items(plan: Plan, log: WriteLog) -> list[tuple[str, Entry]]:
     dropped_values = 0
     not_state = 0
     for e in ck.entries:
-        if e.group != group or entry_key(e) in plan.drop and not (plan.model_from and e.group == plan.model_from):
+        if e.group != group or entry_key(e) in plan.drop:
             continue
         if ck.is_pickled_module and e.kind in (Kind.BUFFER_NP, Kind.ATTRIBUTE):
             not_state += 1  # not in state_dict(): the module rebuilds them

@@ -24,6 +24,8 @@ def expected(plan: Plan, fmt: WriteFormat) -> dict[str, tuple[str, tuple[int, ..
         flat = fmt is not WriteFormat.PT or plan.ck.format is Format.PT2  # a .pt2 goes out as its state dict alone
         if flat and e.group and e.group != plan.model_from:
             continue
+        if plan.model_from and not e.group:
+            continue  # the EMA replaces the model state
         name = e.name
         if plan.model_from and e.group == plan.model_from:
             name = e.name[len(plan.model_from) + 1:] if e.name.startswith(plan.model_from + ".") else e.name

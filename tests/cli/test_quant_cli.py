@@ -168,7 +168,7 @@ def test_check_no_nan_reads_dequantized_values(tmp_path: Path) -> None:
     t, _ = qb.gptq("fc", 32, 128, 32, np.random.default_rng(0))
     t["fc.scales"][1, 3] = float("nan")  # one group of one output channel: 32 NaN weights
     code, d = _check(str(qb.save(tmp_path / "model.safetensors", t)), "--no-nan")
-    assert code == 1 and "fc.weight: 32 NAN" in d["findings"][-1]["reason"]
+    assert code == 1 and "fc.weight: 32 NaN" in d["findings"][-1]["reason"]
 
 
 def test_diff_against_the_unquantized_source_reports_nmse_snr_and_max_error(tmp_path: Path) -> None:

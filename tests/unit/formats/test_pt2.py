@@ -98,6 +98,17 @@ def test_entries_kinds_and_values_match_torch_export_load(pt2: Path) -> None:
             np.testing.assert_array_equal(reader.array(e.tensor), torch_to_numpy(t))
 
 
+def test_containers_read_like_a_training_checkpoints(pt2: Path) -> None:
+    """ep.constants is the program's constants (lifted constants, non-persistent buffers), not "other state";
+    the line of other containers counts only what they hold (no "0 values")."""
+    ck = load_checkpoint(str(pt2))
+    assert {c.name: str(c.role) for c in ck.containers} == {"state_dict": "model state",
+                                                            "constants": "program constants"}
+    out = runner.invoke(app, ["inspect", str(pt2)], env={"COLUMNS": "200"}).stdout
+    line = next(x for x in out.splitlines() if x.startswith("other containers:"))
+    assert line.startswith("other containers: constants (program constants, ") and "0 value" not in line, line
+
+
 def test_metadata_imports_no_torch(pt2: Path) -> None:
     code = ("import sys; from statecli.load import load_checkpoint; ck = load_checkpoint(sys.argv[1]); "
             "assert 'torch' not in sys.modules; print(len(ck.entries))")

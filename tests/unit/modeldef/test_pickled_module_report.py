@@ -99,6 +99,6 @@ def test_printed_count_equals_the_problem_rows(saved: tuple[Path, Path, Any], ar
     if count == 0:
         assert lines[head].endswith("loads with strict=True") and head == len(lines) - 1
         return
-    assert lines[head].endswith(f"would fail ({count} problem(s))")
+    assert lines[head].endswith(f"would fail ({count} problem{'s' if count > 1 else ''})")  # "1 problem"
     rows = [x for x in lines[head + 2:] if x and not x.startswith("accepted by")]
     assert len(rows) == count and rows[0].startswith("scale ")
