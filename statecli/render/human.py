@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..state import DiffStatus, Verdict
+from ..state import Container, DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from ..vocab import CheckRule, SortOrder
 from .grid import KIND_STYLES, Col, bar_room, print_grid
@@ -17,6 +18,14 @@ if TYPE_CHECKING:
     from ..analyses.scan import ScanReport
     from ..analyses.size import SizeResult
 
+
+
+def _module_label(module: str, others: Sequence[Container]) -> str:
+    """A by-module row's name; a row of another container (optimizer, EMA...) says so: it is not a module."""
+    for c in others:
+        if module == c.name or module.startswith(c.name + "."):
+            return f"{module} ({c.role} container)"
+    return module
 
 def render_size(r: SizeResult, con: Any) -> None:
     from rich.text import Text
@@ -38,8 +47,8 @@ def render_size(r: SizeResult, con: Any) -> None:
     # Bars are shares of the distinct storage bytes, so a shared storage is drawn once (its first module).
     # At a narrow terminal a bar takes what the figures leave (none under BAR_MIN cells); names stay whole.
     cols = [Col("module", key=True), *(Col(h, right=True) for h in ("tensors", "numel", "size", "share"))]
-    rows = [[escape(m.module), str(m.bucket.tensors), fmt_count(m.bucket.numel), fmt_bytes(m.bucket.nbytes),
-             f"{m.share:.1%}"] for m in r.by_module]
+    rows = [[escape(_module_label(m.module, r.others)), str(m.bucket.tensors), fmt_count(m.bucket.numel),
+             fmt_bytes(m.bucket.nbytes), f"{m.share:.1%}"] for m in r.by_module]
     room = bar_room(con, cols, rows, 30)
     print_grid(con, f"by module (depth {r.depth})", [*cols, Col("")],
                [[*row, bar(m.share, room)] for row, m in zip(rows, r.by_module)])

@@ -61,3 +61,17 @@ def test_html_page_totals_follow_one_rule(train: tuple[Path, torch.nn.Module], t
         node = re.search(rf'<span class="name">{c["name"]}</span> <span class="dim">(\d+) tensors, ([^<]+)</span>', page)
         assert node is not None and node.group(2) == fmt_bytes(c["nbytes"]), c["name"]
         assert f"{c['name']} ({c['role']}) {fmt_bytes(c['nbytes'])}" in page
+
+
+def test_by_module_rows_of_other_containers_say_so(train: tuple[Path, torch.nn.Module]) -> None:
+    """The by-module table holds the model's modules and, beside them, the other containers: those rows are
+    labelled with their role, so `optimizer` does not read as a module of the model."""
+    path, net = train
+    for depth in ("1", "2"):
+        lines = runner.invoke(app, ["size", str(path), "--depth", depth], env={"COLUMNS": "120"}).stdout.splitlines()
+        table = lines[lines.index(f"by module (depth {depth})") + 2:lines.index("by kind")]
+        names = {re.split(r"\s{2,}", line.strip())[0] for line in table}
+        assert any(n.startswith("optimizer") and n.endswith("(optimizer container)") for n in names), names
+        assert any(n.startswith("model_ema") and n.endswith("(ema container)") for n in names), names
+        modules = {n for n, _ in net.named_modules() if n and "." not in n}
+        assert modules & names, names  # the model's own modules keep their bare names
