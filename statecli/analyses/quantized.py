@@ -91,6 +91,7 @@ def quantization_rule(ck: Checkpoint, methods: tuple[str, ...]) -> tuple[bool, s
     the config's ignore list. Which weights are linear is told by name (embeddings and 1-D weights are
     not; without a model definition this is an inference, said in the reason)."""
     from ..formats.quant import find_config
+    from ..formats.quant.config import Method
 
     q = quant_summary(ck.entries)
     if q is None:
@@ -102,11 +103,17 @@ def quantization_rule(ck: Checkpoint, methods: tuple[str, ...]) -> tuple[bool, s
     plain = [e.name for e in ck.entries if e.group == "" and e.kind is Kind.PARAMETER and e.tensor is not None
              and e.tensor.quant is None and len(e.tensor.shape) == 2 and e.name.endswith(".weight")
              and not _EMBEDDING.search(e.name) and not (cfg is not None and cfg.ignored(e.name.removesuffix(".weight")))]
+    # transformers' quantizers (bitsandbytes, GPTQ, AWQ, fp8, torchao, quanto...) keep the output head unquantized
+    # unless the config lists its own modules to skip (get_keys_to_not_convert); compressed-tensors lists it itself.
+    implicit = cfg is None or (not cfg.ignore and cfg.method is not Method.COMPRESSED_TENSORS)
+    heads = [n for n in plain if implicit and _HEAD.search(n)]
+    plain = [n for n in plain if n not in heads]
     if plain:
         return False, (f"{len(plain)} linear weight(s) not quantized and not in the ignore list: {', '.join(plain[:4])}"
                        " (linear layers told by name)")
     ignored = f"; ignore list {', '.join(cfg.ignore)}" if cfg is not None and cfg.ignore else ""
-    return True, f"{q.quantized.tensors} weight(s) quantized with {', '.join(q.methods)}{ignored}"
+    kept = f"; output head {', '.join(heads)} unquantized, as transformers leaves it by default" if heads else ""
+    return True, f"{q.quantized.tensors} weight(s) quantized with {', '.join(q.methods)}{ignored}{kept}"
 
 
 def storage_dtypes_rule(ck: Checkpoint, allowed: tuple[str, ...]) -> tuple[bool, str]:
@@ -123,4 +130,6 @@ def storage_dtypes_rule(ck: Checkpoint, allowed: tuple[str, ...]) -> tuple[bool,
                        f"{len(wrong)} stored tensor(s) outside the allowed dtypes: " + "; ".join(wrong[:5]))
 
 
+# the output embedding as transformers models name it (get_output_embeddings)
+_HEAD = re.compile(r"(^|\.)(lm_head|embed_out)\.weight$")
 _EMBEDDING = re.compile(r"(^|\.)(embed\w*|wte|wpe|tok_embeddings|word_embeddings|position_embeddings|shared)\.weight$")

@@ -154,14 +154,30 @@ def test_check_storage_dtypes_match_the_stored_parts_not_the_logical_type(tmp_pa
 
 def test_check_quantization_names_unquantized_linear_weights_outside_the_ignore_list(tmp_path: Path) -> None:
     t, _ = qb.gptq("model.layers.0.mlp.up", 64, 128, 32, np.random.default_rng(0))
-    t |= {"lm_head.weight": torch.zeros(10, 64, dtype=torch.float16),
+    t |= {"model.layers.0.mlp.down.weight": torch.zeros(64, 10, dtype=torch.float16),
+          "lm_head.weight": torch.zeros(10, 64, dtype=torch.float16),
           "model.embed_tokens.weight": torch.zeros(10, 128, dtype=torch.float16)}
     path = qb.save(tmp_path / "a" / "model.safetensors", t, GPTQ)
     code, d = _check(str(path), "--quantization", "gptq")
+    reason = d["findings"][-1]["reason"]
+    assert code == 1 and "model.layers.0.mlp.down.weight" in reason
+    assert "embed_tokens" not in reason and "lm_head" not in reason  # the head: transformers' default skip
+    qb.save(tmp_path / "b" / "model.safetensors", t, GPTQ | {"modules_to_not_convert": ["down"]})
+    code, d = _check(str(tmp_path / "b" / "model.safetensors"), "--quantization", "gptq")
+    # an explicit list replaces transformers' default: the head is then named like any other weight
     assert code == 1 and "lm_head.weight" in d["findings"][-1]["reason"]
-    assert "embed_tokens" not in d["findings"][-1]["reason"]
-    qb.save(tmp_path / "b" / "model.safetensors", t, GPTQ | {"modules_to_not_convert": ["lm_head"]})
-    assert _check(str(tmp_path / "b" / "model.safetensors"), "--quantization", "gptq")[0] == 0
+    qb.save(tmp_path / "c" / "model.safetensors", t, GPTQ | {"modules_to_not_convert": ["down", "lm_head"]})
+    assert _check(str(tmp_path / "c" / "model.safetensors"), "--quantization", "gptq")[0] == 0
+
+
+def test_check_quantization_passes_a_default_model_whose_output_head_transformers_left_unquantized(
+        tmp_path: Path) -> None:
+    """transformers' quantizers keep the output head (lm_head) unquantized unless the config names its own
+    modules to skip (get_keys_to_not_convert): a default GPTQ/bitsandbytes model passes the rule."""
+    t, _ = qb.gptq("model.layers.0.mlp.up", 64, 128, 32, np.random.default_rng(0))
+    t |= {"lm_head.weight": torch.zeros(10, 64, dtype=torch.float16)}
+    code, d = _check(str(qb.save(tmp_path / "model.safetensors", t, GPTQ)), "--quantization", "gptq")
+    assert code == 0 and "output head lm_head.weight unquantized" in d["findings"][-1]["reason"]
 
 
 def test_check_no_nan_reads_dequantized_values(tmp_path: Path) -> None:
