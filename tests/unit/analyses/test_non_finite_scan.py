@@ -78,8 +78,8 @@ def test_check_reports_each_tensors_counts(tmp_path: Path) -> None:
     save_file(_tensors(), str(path))
     rules = _check(path)
     assert not rules["no-nan"]["passed"] and not rules["no-inf"]["passed"]
-    assert "a.f32: 2 NAN" in rules["no-nan"]["reason"] and "c.bf16: 2 NAN" in rules["no-nan"]["reason"]
-    assert "b.f16: 1 INF" in rules["no-inf"]["reason"] and "d.f64: 1 INF" in rules["no-inf"]["reason"]
+    assert "a.f32: 2 NaN" in rules["no-nan"]["reason"] and "c.bf16: 2 NaN" in rules["no-nan"]["reason"]
+    assert "b.f16: 1 Inf" in rules["no-inf"]["reason"] and "d.f64: 1 Inf" in rules["no-inf"]["reason"]
 
 
 def test_a_sum_that_overflows_is_not_an_inf(tmp_path: Path) -> None:
