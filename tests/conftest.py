@@ -141,6 +141,18 @@ SLOW: frozenset[str] = frozenset({
 })
 
 
+# Files (or folders) whose module- or session-scoped fixture is expensive (a generated corpus, transformers
+# models, a two-rank DCP save, compression bombs, the S3/HTTP servers): under pyproject's `--dist loadgroup`
+# each is one unit of work for pytest-xdist, so its fixture is built on one worker, not on each. Every
+# other test is scheduled on its own; the units with the most tests start the run.
+ONE_WORKER: frozenset[str] = frozenset({
+    "remote", "security/test_blowups.py", "security/test_bounds.py", "security/test_dcp_items.py",
+    "security/test_scan_corpus.py", "unit/modeldef/test_hf_architectures.py", "unit/modeldef/test_report_wording.py",
+    "unit/classify/test_inference_truth.py", "unit/formats/test_pt2.py", "unit/formats/test_dcp_training.py",
+    "security/test_gguf_headers.py", "e2e/test_pipes.py", "cli/test_narrow_pty.py",
+})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
     for item in items:
@@ -150,3 +162,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = item.nodeid.split("::", 1)[-1].split("[")[0]
         if rel in SLOW or f"{rel}::{name}" in SLOW:
             item.add_marker("slow")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` with ONE_WORKER's files as the groups. (xdist_group marks cannot do it under
+    pytest 9: xdist 3.8 appends the group to `item._nodeid`, which pytest 9's nodeid no longer reads.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class OneWorkerFiles(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            rel = nodeid.split("::", 1)[0].removeprefix("tests/")
+            return next((g for g in (rel, rel.split("/")[0]) if g in ONE_WORKER), None) or super()._split_scope(nodeid)
+
+    return OneWorkerFiles(config, log)
