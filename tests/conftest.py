@@ -141,12 +141,56 @@ SLOW: frozenset[str] = frozenset({
 })
 
 
+# Files (or folders) whose module- or session-scoped fixture is expensive (a generated corpus, transformers
+# models, a two-rank DCP save, compression bombs, the S3/HTTP servers): under pyproject's `--dist loadgroup`
+# each is one unit of work for pytest-xdist, so its fixture is built on one worker, not on each. The
+# other quick tests go in runs of CHUNK from one file (one test per unit kept the workers waiting on
+# the controller: 86 s against `--dist load`'s 70 s); a slow test is a unit of its own. The units with
+# the most tests start the run, so the single slow tests end it.
+ONE_WORKER: frozenset[str] = frozenset({
+    "remote", "security/test_blowups.py", "security/test_bounds.py", "security/test_dcp_items.py",
+    "security/test_scan_corpus.py", "unit/modeldef/test_hf_architectures.py", "unit/modeldef/test_report_wording.py",
+    "unit/classify/test_inference_truth.py", "unit/formats/test_pt2.py", "unit/formats/test_dcp_training.py",
+    "security/test_gguf_headers.py", "e2e/test_pipes.py", "cli/test_narrow_pty.py",
+})
+CHUNK = 16
+
+
+def _is_slow(rel: str, nodeid: str) -> bool:
+    """`rel` (the file under tests/) or its test `name` (parameters aside) is in SLOW."""
+    name = nodeid.split("::", 1)[-1].split("[")[0]
+    return rel in SLOW or f"{rel}::{name}" in SLOW
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
     for item in items:
         rel = item.path.relative_to(tests).as_posix()
         if rel.split("/")[0] in FOLDER_MARKERS:
             item.add_marker(rel.split("/")[0])
-        name = item.nodeid.split("::", 1)[-1].split("[")[0]
-        if rel in SLOW or f"{rel}::{name}" in SLOW:
+        if _is_slow(rel, item.nodeid):
             item.add_marker("slow")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` with the units above. (xdist_group marks cannot group under pytest 9: xdist 3.8
+    appends the group to `item._nodeid`, which pytest 9's nodeid no longer reads.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class Units(LoadGroupScheduling):
+        scopes: dict[str, str] = {}
+        counts: dict[str, int] = {}
+
+        def _split_scope(self, nodeid: str) -> str:  # first called in collection order, then looked up
+            if nodeid not in self.scopes:
+                rel = nodeid.split("::", 1)[0].removeprefix("tests/")
+                group = next((g for g in (rel, rel.split("/")[0]) if g in ONE_WORKER), None)
+                if group is None and not _is_slow(rel, nodeid):
+                    n = self.counts[rel] = self.counts.get(rel, -1) + 1
+                    group = f"{rel}#{n // CHUNK}"
+                self.scopes[nodeid] = group or nodeid
+            return self.scopes[nodeid]
+
+    return Units(config, log)

@@ -5,9 +5,11 @@ file) in bounded memory, never a traceback. Memory is asserted (behaviour); time
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,27 +45,35 @@ def _run(argv: list[str]) -> dict[str, object]:
     return r
 
 
+BOMBS: dict[str, Callable[[], bytes]] = {
+    "pkl-deflate": lambda: pkl_bomb(512), "extra-deflate": lambda: extra_member_bomb(900),
+    "extra-bzip2": lambda: extra_member_bomb(256, zipfile.ZIP_BZIP2),
+    "extra-lzma": lambda: extra_member_bomb(256, zipfile.ZIP_LZMA), "nested-zip": lambda: nested_zip_bomb(256),
+    "many-members": lambda: many_members(9000)}
+
+
 @pytest.fixture(scope="module")
-def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def bombs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Each bomb written when a test first asks for it: the six take ~9 s of CPU to compress, and the
+    quick loop's diff test needs two of them."""
     folder = tmp_path_factory.mktemp("bombs")
-    cases = {"pkl-deflate": pkl_bomb(512), "extra-deflate": extra_member_bomb(900),
-             "extra-bzip2": extra_member_bomb(256, zipfile.ZIP_BZIP2),
-             "extra-lzma": extra_member_bomb(256, zipfile.ZIP_LZMA), "nested-zip": nested_zip_bomb(256),
-             "many-members": many_members(9000)}
-    out = {}
-    for name, data in cases.items():
+
+    @functools.cache
+    def bomb(name: str) -> Path:
+        data = BOMBS[name]()
         assert len(data) < 1 << 20, (name, len(data))
-        out[name] = folder / f"{name}.pt"
-        out[name].write_bytes(data)
-    return out
+        path = folder / f"{name}.pt"
+        path.write_bytes(data)
+        return path
+
+    return bomb
 
 
-@pytest.mark.parametrize("case", ["pkl-deflate", "extra-deflate", "extra-bzip2", "extra-lzma", "nested-zip",
-                                  "many-members"])
+@pytest.mark.parametrize("case", list(BOMBS))
 @pytest.mark.parametrize("command", METADATA)
-def test_compression_bombs_and_member_counts_end_in_bounded_memory(bombs: dict[str, Path], case: str,
+def test_compression_bombs_and_member_counts_end_in_bounded_memory(bombs: Callable[[str], Path], case: str,
                                                                    command: list[str]) -> None:
-    r = _run([*command, str(bombs[case])])
+    r = _run([*command, str(bombs(case))])
     assert r["code"] == 3, r  # every case is a place a payload hides: refused, and a finding for scan
 
 
@@ -290,9 +300,9 @@ def test_repetition_builds_are_bounded(tmp_path: Path, case: str, command: list[
     assert _run([*command, str(p)])["code"] == 0
 
 
-def test_diff_of_metadata_on_bombs_and_deep_headers(bombs: dict[str, Path], tmp_path: Path) -> None:
+def test_diff_of_metadata_on_bombs_and_deep_headers(bombs: Callable[[str], Path], tmp_path: Path) -> None:
     p = tmp_path / "deep.safetensors"
     p.write_bytes(deep_json_safetensors())
-    assert _run(["diff", str(bombs["pkl-deflate"]), str(bombs["pkl-deflate"])])["code"] == 3
-    assert _run(["diff", str(bombs["many-members"]), str(bombs["many-members"])])["code"] == 3
+    assert _run(["diff", str(bombs("pkl-deflate")), str(bombs("pkl-deflate"))])["code"] == 3
+    assert _run(["diff", str(bombs("many-members")), str(bombs("many-members"))])["code"] == 3
     assert _run(["diff", str(p), str(p)])["code"] == 2

@@ -44,7 +44,8 @@ _SAVE = textwrap.dedent('''
         dist.destroy_process_group()
 
     if __name__ == "__main__":
-        mp.spawn(worker, args=(sys.argv[1], int(sys.argv[2])), nprocs=2)
+        # fork: the ranks inherit the imported torch (spawn re-imported it in each, doubling the CPU cost)
+        mp.start_processes(worker, args=(sys.argv[1], int(sys.argv[2])), nprocs=2, start_method="fork")
 ''')
 
 

@@ -5,6 +5,7 @@ bare number or string."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -89,9 +90,11 @@ def test_a_value_outside_the_set_is_a_usage_error(args: list[str]) -> None:
     assert "Invalid value" in result.output
 
 
-def _modules() -> Iterator[tuple[Path, ast.Module]]:
-    for path in sorted(PACKAGE.rglob("*.py")):
-        yield path, ast.parse(path.read_text(encoding="utf-8"), str(path))
+@functools.cache
+def _modules() -> tuple[tuple[Path, ast.Module], ...]:
+    """The package parsed once for the four tests that walk it (read only)."""
+    return tuple((path, ast.parse(path.read_text(encoding="utf-8"), str(path)))
+                 for path in sorted(PACKAGE.rglob("*.py")))
 
 
 def _is_exit_code(node: ast.expr) -> bool:
