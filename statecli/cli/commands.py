@@ -189,8 +189,9 @@ def _diff(ck_a: Checkpoint, ck_b: Checkpoint, view: Output, options: dict[str, A
 @app.command()
 @batch_options
 def scan(
-    paths: Annotated[list[str], typer.Argument(help="Checkpoints to scan (a folder: every checkpoint below it).",
-                                               show_default=False, metavar="PATH")],
+    paths: Annotated[Optional[list[str]], typer.Argument(
+        help="Checkpoints to scan (a folder: every checkpoint below it); none with --from-list.",
+        show_default=False, metavar="PATH")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Files beside a folder checkpoint that its loader does not "
                                                           "read (optimizer.pt, training_args.bin, *.pkl...) count in "
                                                           "the exit code too (default: listed only).")] = False,
@@ -204,6 +205,7 @@ def scan(
 
     Example: statecli scan sample_checkpoints/full_model.pt
     """
+    paths = paths or []
     if many.records(BatchCommand.SCAN, paths, None, record_options(BatchCommand.SCAN, strict=strict), quiet, verbose):
         return
     view = output_context(fmt, quiet, verbose)
@@ -220,8 +222,9 @@ def scan(
 @batch_options
 @model_options(kwargs=False)
 def check(
-    paths: Annotated[list[str], typer.Argument(help="Checkpoints to check (a folder: every checkpoint below it).",
-                                               show_default=False, metavar="PATH")],
+    paths: Annotated[Optional[list[str]], typer.Argument(
+        help="Checkpoints to check (a folder: every checkpoint below it); none with --from-list.",
+        show_default=False, metavar="PATH")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="TOML file with the rules (default: "
                                                                    "[tool.statecli.check] in pyproject.toml).",
                                                                        metavar="FILE")] = None,
@@ -275,6 +278,7 @@ def check(
         ("matches-model", evidence.model), ("model-args", list(evidence.model_args) or None),
         ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
         ("quantization", quantization), ("storage-dtypes", storage_dtypes)) if value is not None}
+    paths = paths or []
     if many.records(BatchCommand.CHECK, paths, None, record_options(BatchCommand.CHECK, rules=flags, config=config),
                     quiet, verbose):
         return

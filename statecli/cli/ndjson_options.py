@@ -63,6 +63,11 @@ class BatchArgs:
         command's own output follows."""
         if not self.ndjson:
             self.refuse_many(str(command), more)
+            if not inputs:
+                from ..errors import UsageError
+
+                raise UsageError(None, f"{command} needs a checkpoint", "name one (a folder: every checkpoint below "
+                                                                         "it), or a list: --from-list FILE --ndjson OUT")
             return False
         run_records(command, [*inputs, *(more or ())], options, self, quiet, verbose)
         return True

@@ -61,3 +61,21 @@ def test_ndjson_options_reach_the_runner(tmp_path: Path, corpus: list[tuple[str,
 def test_without_ndjson_many_inputs_and_batch_options_are_refused(tmp_path: Path, args: list[str]) -> None:
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "--ndjson OUT" in res.stderr and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("command", ["scan", "check"])
+def test_a_list_of_inputs_needs_no_positional_path(tmp_path: Path, command: str) -> None:
+    """`ls *.pt | statecli scan --from-list - --ndjson out` (the list is the inputs); without a list or a path the
+    command says what it needs in one line."""
+    sample = Path(__file__).resolve().parents[2] / "sample_checkpoints"
+    names = sorted(str(p) for p in sample.glob("*.pt"))
+    (tmp_path / "list.txt").write_text("\n".join(names) + "\n")
+    out = tmp_path / "o.ndjson"
+    from_file = runner.invoke(app, [command, "--from-list", str(tmp_path / "list.txt"), "--ndjson", str(out), "-q"])
+    assert from_file.exit_code in (0, 1), from_file.output
+    assert sorted(r["input"] for r in map(json.loads, out.read_text().splitlines())) == names
+    piped = runner.invoke(app, [command, "--from-list", "-", "--ndjson", str(tmp_path / "p.ndjson"), "-q"],
+                          input="\n".join(names) + "\n")
+    assert piped.exit_code == from_file.exit_code and len((tmp_path / "p.ndjson").read_text().splitlines()) == len(names)
+    bare = runner.invoke(app, [command])
+    assert bare.exit_code == 2 and f"{command} needs a checkpoint" in bare.output and "Traceback" not in bare.output
