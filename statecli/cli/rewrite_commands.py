@@ -263,10 +263,10 @@ def convert(
         raise UsageError(None, "--dtype needs --dequantize (cast changes the dtype of an unquantized checkpoint)")
     planned = plan(ck, raw, ConvertSpec(dequantize_to=dtype or "bfloat16") if gguf else ConvertSpec())
     planned, target, after = gguf_hf_folder(planned, target, dtype) if gguf else (planned, target, None)
-    if dequantize and not gguf:
+    if dequantize:  # GGUF: also into a .pt (a safetensors output already writes its tensors dequantized)
         from ..rewrite.quantized import dequantized
 
-        planned = dequantized(planned, dtype)
+        planned = dequantized(planned, dtype or ("bfloat16" if gguf else None))
     _finish(planned, target, view, _renames(strip_prefix, add_prefix, rename),
             duplicate_tied, after)
 

@@ -79,12 +79,14 @@ class PtStorages:
     def _storage(self, e: Entry, t: TensorInfo) -> OutStorage:
         plan = self.plan
         whole = t.storage_nbytes is None or (t.is_contiguous and t.storage_offset == 0 and t.nbytes == t.storage_nbytes)
-        own = self.compact and not whole  # a shard holds the view alone, not the whole storage it came from
+        cast = entry_key(e) in plan.cast
+        # a shard holds the view alone, not the whole storage it came from; so does a dequantized weight
+        # (its output storage is its logical values, not the packed blocks it was read from)
+        own = (self.compact and not whole) or (cast and t.quant is not None)
         key: Any = t.storage_id or ("anon", id(e))
         key = self.tied.get(key, key)
         if own:
             key = (*key, t.storage_offset, t.shape, t.stride)
-        cast = entry_key(e) in plan.cast
         st = self._by_key.get(key)
         if st is None:
             sdtype = t.storage_dtype or t.dtype

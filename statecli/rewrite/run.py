@@ -119,9 +119,11 @@ def _without_unsupported(plan: Plan, drop_unsupported: bool, dequantizes: bool =
         return plan
     if not drop_unsupported:
         names = [e.name for e in unsupported]
+        quantized = any(e.tensor is not None and e.tensor.quant is not None for e in unsupported)
         raise UsageError(ck.path, f"{len(names)} entries have a layout statecli cannot rewrite "
                          f"({', '.join(names[:4])}{'...' if len(names) > 4 else ''})",
-                         "add --drop-unsupported to leave them out")
+                         ("convert --dequantize writes the quantized ones as plain tensors; " if quantized else "")
+                         + "add --drop-unsupported to leave them out")
     return dataclasses.replace(plan, drop=plan.drop | {entry_key(e) for e in unsupported},
                                changes=plan.changes + tuple(Change(e.name, ChangeKind.REMOVED, "unsupported layout")
                                                             for e in unsupported))

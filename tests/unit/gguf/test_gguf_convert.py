@@ -46,4 +46,13 @@ def test_convert_writes_dequantized_values(model: Path, tmp_path: Path, args: tu
 def test_convert_to_pt_of_quantized_tensors_is_refused(model: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["convert", str(model), "-o", str(tmp_path / "out.pt")])
     assert result.exit_code == 2 and "--drop-unsupported" in result.output and "internal error" not in result.output
+    assert "convert --dequantize" in result.output  # the way that keeps them, named before the one that drops them
     assert not (tmp_path / "out.pt").exists()
+    kept = CliRunner().invoke(app, ["convert", str(model), "-o", str(tmp_path / "deq.pt"), "--dequantize"])
+    assert kept.exit_code == 0, kept.output
+    assert CliRunner().invoke(app, ["convert", str(model), "-o", str(tmp_path / "deq.safetensors")]).exit_code == 0
+    import torch
+    from safetensors.torch import load_file as load_torch
+
+    pt, st = torch.load(tmp_path / "deq.pt", weights_only=True), load_torch(str(tmp_path / "deq.safetensors"))
+    assert pt.keys() == st.keys() and all(torch.equal(pt[k], st[k]) for k in st)  # the same dequantized values
