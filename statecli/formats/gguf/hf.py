@@ -12,6 +12,15 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+# `{arch}.*` metadata keys llama.cpp's converter writes that transformers' GGUF_CONFIG_MAPPING does not read
+# (its config keeps the class default: Qwen2-MoE's 1408-wide experts for any file), by model_type: the config
+# field each one is (convert_hf_to_gguf.py's Qwen2MoeModel.set_gguf_parameters; Qwen3MoeModel inherits it)
+UNMAPPED: dict[str, dict[str, str]] = {
+    "qwen2_moe": {"expert_feed_forward_length": "moe_intermediate_size",
+                  "expert_shared_feed_forward_length": "shared_expert_intermediate_size"},
+    "qwen3_moe": {"expert_feed_forward_length": "moe_intermediate_size"},
+}
+
 
 @dataclass(frozen=True)
 class HfLayout:
@@ -48,8 +57,8 @@ def _layout(path: str, mtime_ns: int, size: int) -> HfLayout | None:
         return None  # "GGUF model with architecture X is not supported yet"
     finally:
         quiet.level = level
-    config = dict(parsed.get("config", {}))
     arch = _architecture(path)
+    config = _filled(dict(parsed.get("config", {})), arch, _metadata(path))
     proc = tg.TENSOR_PROCESSORS.get(arch, tg.TensorProcessor)(config=config)  # type: ignore[no-untyped-call]
     return HfLayout(arch, config, proc)
 
@@ -91,10 +100,36 @@ def hf_model(path: str) -> HfModel | None:
     return HfModel(config.to_dict(), names, shapes, layout, model)
 
 
-def _architecture(path: str) -> str:
+def _filled(config: dict[str, Any], arch: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the fields transformers leaves at their defaults (UNMAPPED) taken from the GGUF's
+    metadata, where the file has the key and transformers did not set the field."""
+    for key, field in UNMAPPED.get(str(config.get("model_type", "")), {}).items():
+        value = metadata.get(f"{arch}.{key}")
+        if field not in config and isinstance(value, int) and not isinstance(value, bool):
+            config[field] = value
+    return config
+
+
+def unread_metadata(path: str, model_type: str) -> dict[str, Any]:
+    """The GGUF's scalar `{arch}.*` metadata that transformers' config mapping does not read (nor UNMAPPED):
+    what a config-built shape that disagrees with the file's may have missed."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    arch = _architecture(path)
+    mapped: dict[str, Any] = GGUF_CONFIG_MAPPING.get(model_type, {})
+    read = set(mapped) | set(UNMAPPED.get(model_type, {}))
+    return {k: v for k, v in _metadata(path).items()
+            if k.startswith(f"{arch}.") and k.removeprefix(f"{arch}.") not in read and isinstance(v, (int, float, str))}
+
+
+def _metadata(path: str) -> dict[str, Any]:
     from .read import read_parts
 
-    return str(read_parts(path)[0].metadata.get("general.architecture", ""))
+    return dict(read_parts(path)[0].metadata)
 
 
-__all__ = ["HfLayout", "HfModel", "hf_layout", "hf_model", "transformers_here"]
+def _architecture(path: str) -> str:
+    return str(_metadata(path).get("general.architecture", ""))
+
+
+__all__ = ["UNMAPPED", "HfLayout", "HfModel", "hf_layout", "hf_model", "transformers_here", "unread_metadata"]

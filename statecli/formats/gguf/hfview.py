@@ -116,10 +116,39 @@ def _view(path: str, mtime_ns: int, size: int) -> HfView | None:
             routes.setdefault(hf, []).append(g)
         if whole:
             changed.update(targets)
+    _check_shapes(path, model, routes, stored)
     loaded = [_tensor(model, hf, srcs, stored, hf in changed) for hf, srcs in routes.items()]
     tensors = tuple(t for whole in loaded for t in _as_saved(model, whole))
     fed = {g for srcs in routes.values() for g in srcs}
     return HfView(model, tensors, tuple(g for g in stored if g not in fed), stored)
+
+
+def _check_shapes(path: str, model: HfModel, routes: dict[str, list[str]], stored: dict[str, TensorInfo]) -> None:
+    """BadInput where the model transformers builds from the metadata cannot hold the file's tensors: an HF
+    tensor (with the others its GGUF tensors feed) whose config shape has another count of values than
+    those GGUF tensors, named with the metadata transformers did not read (never a shape made up)."""
+    from math import prod
+
+    from ...errors import BadInput
+    from .hf import unread_metadata
+
+    feeds: dict[str, set[str]] = {}
+    for hf, srcs in routes.items():
+        for g in srcs:
+            feeds.setdefault(g, set()).add(hf)
+    for hf, srcs in routes.items():
+        group = {t for g in srcs for t in feeds[g]}
+        if not all(t in model.shapes for t in group):
+            continue
+        ggufs = sorted({g for t in group for g in routes[t]})
+        if sum(prod(model.shapes[t]) for t in group) == sum(prod(stored[g].shape) for g in ggufs):
+            continue
+        unread = unread_metadata(path, str(model.layout.config.get("model_type", "")))
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(unread.items())) or "none"
+        raise BadInput(path, f"the config transformers builds from the metadata gives {hf} shape "
+                             f"{list(model.shapes[hf])}, which does not fit the file's "
+                             + ", ".join(f"{g} {list(stored[g].shape)}" for g in ggufs)
+                             + f" (metadata transformers does not read: {extra})")
 
 
 def _route(model: HfModel, gguf_name: str, shape: tuple[int, ...]) -> tuple[list[str], bool]:
