@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 # `{arch}.*` metadata keys llama.cpp's converter writes that transformers' GGUF_CONFIG_MAPPING does not read
 # (its config keeps the class default: Qwen2-MoE's 1408-wide experts for any file), by model_type: the config
@@ -116,7 +116,7 @@ def unread_metadata(path: str, model_type: str) -> dict[str, Any]:
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
     arch = _architecture(path)
-    mapped: dict[str, Any] = GGUF_CONFIG_MAPPING.get(model_type, {})
+    mapped = cast("dict[str, Any]", GGUF_CONFIG_MAPPING.get(model_type, {}))
     read = set(mapped) | set(UNMAPPED.get(model_type, {}))
     return {k: v for k, v in _metadata(path).items()
             if k.startswith(f"{arch}.") and k.removeprefix(f"{arch}.") not in read and isinstance(v, (int, float, str))}
