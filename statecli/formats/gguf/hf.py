@@ -6,11 +6,12 @@ is optional: without it (or for an architecture it does not load) there is no HF
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
+
+from ...extras import quiet_libraries
 
 # `{arch}.*` metadata keys llama.cpp's converter writes that transformers' GGUF_CONFIG_MAPPING does not read
 # (its config keeps the class default: Qwen2-MoE's 1408-wide experts for any file), by model_type: the config
@@ -47,16 +48,13 @@ def hf_layout(path: str) -> HfLayout | None:
 
 @cache
 def _layout(path: str, mtime_ns: int, size: int) -> HfLayout | None:
-    import transformers.modeling_gguf_pytorch_utils as tg
+    with quiet_libraries():  # their lines (no vocab_size..., torchao's) are not the command's output
+        import transformers.modeling_gguf_pytorch_utils as tg
 
-    quiet = logging.getLogger(tg.__name__)
-    level, quiet.level = quiet.level, logging.ERROR  # its warnings (no vocab_size...) are not the command's output
-    try:
-        parsed = tg.load_gguf_checkpoint(path, return_tensors=False)  # type: ignore[no-untyped-call]
-    except (ValueError, NotImplementedError, KeyError):
-        return None  # "GGUF model with architecture X is not supported yet"
-    finally:
-        quiet.level = level
+        try:
+            parsed = tg.load_gguf_checkpoint(path, return_tensors=False)  # type: ignore[no-untyped-call]
+        except (ValueError, NotImplementedError, KeyError):
+            return None  # "GGUF model with architecture X is not supported yet"
     arch = _architecture(path)
     config = _filled(dict(parsed.get("config", {})), arch, _metadata(path))
     proc = tg.TENSOR_PROCESSORS.get(arch, tg.TensorProcessor)(config=config)  # type: ignore[no-untyped-call]
@@ -83,14 +81,15 @@ def hf_model(path: str) -> HfModel | None:
     layout = hf_layout(path)
     if layout is None:
         return None
-    import torch
-    import transformers.modeling_gguf_pytorch_utils as tg
-    from transformers import AutoConfig, AutoModelForCausalLM
+    with quiet_libraries():
+        import torch
+        import transformers.modeling_gguf_pytorch_utils as tg
+        from transformers import AutoConfig, AutoModelForCausalLM
 
     settings = {k: v for k, v in layout.config.items() if not k.startswith("_")}
-    config = AutoConfig.for_model(**settings)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), quiet_libraries():  # building imports the model's modules (torchao...)
+            config = AutoConfig.for_model(**settings)
             model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     except ValueError:
         return None  # no causal-LM class for this model_type
