@@ -116,7 +116,7 @@ def _view(path: str, mtime_ns: int, size: int) -> HfView | None:
             routes.setdefault(hf, []).append(g)
         if whole:
             changed.update(targets)
-    _check_shapes(path, model, routes, stored)
+    _check_shapes(path, model, {hf: srcs for hf, srcs in routes.items() if hf in changed}, stored)
     loaded = [_tensor(model, hf, srcs, stored, hf in changed) for hf, srcs in routes.items()]
     tensors = tuple(t for whole in loaded for t in _as_saved(model, whole))
     fed = {g for srcs in routes.values() for g in srcs}
@@ -124,9 +124,10 @@ def _view(path: str, mtime_ns: int, size: int) -> HfView | None:
 
 
 def _check_shapes(path: str, model: HfModel, routes: dict[str, list[str]], stored: dict[str, TensorInfo]) -> None:
-    """BadInput where the model transformers builds from the metadata cannot hold the file's tensors: an HF
-    tensor (with the others its GGUF tensors feed) whose config shape has another count of values than
-    those GGUF tensors, named with the metadata transformers did not read (never a shape made up)."""
+    """BadInput where the model transformers builds from the metadata cannot hold the file's tensors that its
+    processor changes (`routes`: those take the config's shape; one it leaves is read as stored): an HF tensor
+    (with the others its GGUF tensors feed) whose config shape has another count of values than those GGUF
+    tensors, named with the metadata transformers did not read (never a shape made up)."""
     from math import prod
 
     from ...errors import BadInput
