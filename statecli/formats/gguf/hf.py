@@ -15,11 +15,16 @@ from ...extras import quiet_libraries
 
 # `{arch}.*` metadata keys llama.cpp's converter writes that transformers' GGUF_CONFIG_MAPPING does not read
 # (its config keeps the class default: Qwen2-MoE's 1408-wide experts for any file), by model_type: the config
-# field each one is (convert_hf_to_gguf.py's Qwen2MoeModel.set_gguf_parameters; Qwen3MoeModel inherits it)
+# field each one is (convert_hf_to_gguf.py's Qwen2MoeModel.set_gguf_parameters, Qwen3MoeModel inherits it;
+# TextModel.set_gguf_parameters writes attention.key_length where the config has a head_dim: Qwen3-0.6B's 128
+# with 1024 / 16 heads, which transformers would otherwise take from the class default or as hidden / heads;
+# llama and mistral read it from rope.dimension_count)
+_HEAD_DIM = {"attention.key_length": "head_dim"}
 UNMAPPED: dict[str, dict[str, str]] = {
     "qwen2_moe": {"expert_feed_forward_length": "moe_intermediate_size",
                   "expert_shared_feed_forward_length": "shared_expert_intermediate_size"},
     "qwen3_moe": {"expert_feed_forward_length": "moe_intermediate_size"},
+    "qwen3": _HEAD_DIM, "nemotron": _HEAD_DIM,
 }
 
 

@@ -47,3 +47,24 @@ def test_hf_folder_without_transformers_is_one_line(tmp_path: Path, monkeypatch:
     r = CliRunner().invoke(app, ["convert", str(g), "-o", str(tmp_path / "out")])
     assert r.exit_code == 2 and "needs transformers" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_head_dim_other_than_hidden_over_heads_comes_from_attention_key_length(tmp_path: Path) -> None:
+    """Qwen3-0.6B's shape (head_dim 128, hidden 1024 / 16 heads): transformers' GGUF mapping does not read
+    qwen3.attention.key_length and keeps Qwen3Config's default head_dim; statecli fills it from the key, so the
+    F32 GGUF diffs equal to its source and converts to a folder that loads the source's exact weights."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    src = tiny_llama(tmp_path / "src", arch="qwen3", head_dim=32)  # 4 heads x 32 = 128 q rows, hidden 64
+    g = llama_to_gguf(src, tmp_path / "m.gguf", "F32")
+    r = CliRunner().invoke(app, ["diff", str(g), str(tmp_path / "src" / "model.safetensors"), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["summary"] == {"removed": 0, "added": 0, "changed": 0, "equal": len(src.state_dict())}
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["convert", str(g), "-o", f"{out}/", "--dtype", "float32"]).exit_code == 0
+    loaded = AutoModelForCausalLM.from_pretrained(str(out))
+    assert loaded.config.head_dim == 32
+    for k, v in src.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
