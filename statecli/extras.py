@@ -3,6 +3,11 @@ that tells a user what to install."""
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 
 from .errors import UsageError
@@ -70,3 +75,22 @@ def require(module: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise MissingExtra(module, PROVIDED_BY[module])
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """The optional libraries' own lines held back while statecli runs with them (torch, transformers and what
+    they import: torchao's "Failed to load ..._C_mxfp8.so", torch's register_constant() deprecation,
+    transformers' advice), so that statecli's stderr carries only its own lines: every logger at WARNING and
+    below (statecli reports through its renderers, never through logging), every warning, and torch's C++
+    warnings unless the user set TORCH_CPP_LOG_LEVEL (torch reads it when first imported). The CLI's entry point
+    holds a whole command in it (transformers imports lazily, on attribute access, anywhere below)."""
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    disabled = logging.root.manager.disable
+    logging.disable(max(disabled, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(disabled)

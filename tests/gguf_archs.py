@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 SMALL: dict[str, dict[str, Any]] = {
-    # transformers reads neither moe_intermediate_size nor shared_expert_intermediate_size from a GGUF: the
-    # defaults (1408, 5632) stay, so a narrow model instead
+    # expert widths other than the defaults (1408, 5632), which transformers' GGUF config mapping leaves as they
+    # are: statecli fills them from the metadata llama.cpp writes (EXTRA_KEYS)
     "qwen2_moe": dict(hidden_size=32, intermediate_size=64, num_experts=4, num_experts_per_tok=2, num_attention_heads=2,
-                      num_key_value_heads=1),
+                      num_key_value_heads=1, moe_intermediate_size=48, shared_expert_intermediate_size=80),
     "gpt2": dict(n_embd=64, n_head=4),  # n_positions: transformers maps context_length to n_ctx, so the default
     "bloom": dict(hidden_size=64, n_head=4),
     "gemma2": dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16),
@@ -32,6 +32,10 @@ SMALL: dict[str, dict[str, Any]] = {
     "minimax_m2": dict(hidden_size=64, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                        num_local_experts=4, num_experts_per_tok=2, rotary_dim=16),
 }
+# `{arch}.*` keys llama.cpp's converter writes beyond those transformers maps (Qwen2MoeModel.set_gguf_parameters:
+# add_expert_feed_forward_length, add_expert_shared_feed_forward_length): key -> config attribute
+EXTRA_KEYS = {"qwen2_moe": {"expert_feed_forward_length": "moe_intermediate_size",
+                            "expert_shared_feed_forward_length": "shared_expert_intermediate_size"}}
 # llama.cpp's architecture name where it differs from transformers' model_type
 GGUF_ARCH = {"qwen2_moe": "qwen2moe", "minimax_m2": "minimax-m2"}
 PROCESSOR = {"qwen2_moe": "Qwen2MoeTensorProcessor", "gpt2": "GPT2TensorProcessor", "bloom": "BloomTensorProcessor",
@@ -120,7 +124,7 @@ def to_gguf(model: Any, path: Path, qtype: str = "F32") -> Path:
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(f"tiny-{arch}")
     w.add_file_type(0 if qtype == "F32" else 7)
-    _hyperparameters(w, arch, c, GGUF_CONFIG_MAPPING[c.model_type])
+    _hyperparameters(w, arch, c, {**GGUF_CONFIG_MAPPING[c.model_type], **EXTRA_KEYS.get(c.model_type, {})})
     w.add_token_list([f"t{i}" for i in range(c.vocab_size)])  # the vocabulary transformers counts where no vocab_size
     tmap = gguf.get_tensor_name_map(_arch_enum(arch), 2)
     tied = getattr(c, "tie_word_embeddings", False)
@@ -157,8 +161,8 @@ def _arch_enum(arch: str) -> Any:
 
 
 def _hyperparameters(w: Any, arch: str, c: Any, mapping: dict[str, Any]) -> None:
-    """The `{arch}.*` keys transformers maps to config attributes, from the config (rope_theta from
-    rope_parameters in transformers 5)."""
+    """The `{arch}.*` keys transformers maps to config attributes (and the converter's EXTRA_KEYS), from the
+    config (rope_theta from rope_parameters in transformers 5)."""
     for key, attr in mapping.items():
         if attr is None:
             continue

@@ -19,16 +19,17 @@ def permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def tiny_llama(folder: Path, tie: bool = False, arch: str = "llama") -> Any:
-    """A LlamaForCausalLM (or Qwen2ForCausalLM: arch "qwen2") with GQA (4 heads, 2 kv heads), saved as
-    safetensors in `folder`."""
+def tiny_llama(folder: Path, tie: bool = False, arch: str = "llama", head_dim: int | None = None) -> Any:
+    """A LlamaForCausalLM (or Qwen2/Qwen3ForCausalLM: arch "qwen2"/"qwen3") with GQA (4 heads, 2 kv heads),
+    saved as safetensors in `folder`; `head_dim` other than hidden / heads as Qwen3-0.6B's."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
 
     torch.manual_seed(0)
-    cfg = (Qwen2Config if arch == "qwen2" else LlamaConfig)(
+    cfg = {"qwen2": Qwen2Config, "qwen3": Qwen3Config}.get(arch, LlamaConfig)(
         vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=tie, rms_norm_eps=1e-5)
+        num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=tie, rms_norm_eps=1e-5,
+        **({"head_dim": head_dim} if head_dim else {}))
     model = AutoModelForCausalLM.from_config(cfg).eval()
     with torch.no_grad():  # norms away from 1 so a lost norm shows
         for p in model.parameters():
@@ -53,7 +54,11 @@ def llama_to_gguf(model: Any, path: Path, qtype: str = "F32") -> Path:
     w.add_embedding_length(c.hidden_size)
     w.add_block_count(c.num_hidden_layers)
     w.add_feed_forward_length(c.intermediate_size)
-    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    w.add_rope_dimension_count(head_dim)
+    if getattr(c, "head_dim", None):  # TextModel.set_gguf_parameters: key/value length where the config has head_dim
+        w.add_key_length(c.head_dim)
+        w.add_value_length(c.head_dim)
     w.add_rope_freq_base(float(c.rope_parameters["rope_theta"]) if getattr(c, "rope_parameters", None) else 10000.0)
     w.add_head_count(c.num_attention_heads)
     w.add_head_count_kv(c.num_key_value_heads)

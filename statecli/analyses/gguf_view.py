@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -139,8 +140,8 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
     the GGUF, its tensors as transformers builds them (formats/gguf/hfview.py) and the other's names
     matched by transformers' own name map; else the other's names renamed to GGUF names by gguf-py's
     TensorNameMap (formats/gguf/names.py), values as stored, said so. Both unchanged unless exactly
-    one is a GGUF. A tensor made from one GGUF tensor keeps the GGUF name, one made of several
-    (stacked experts) has its HF name."""
+    one is a GGUF. A tensor that alone is made from one GGUF tensor keeps the GGUF name; one made of
+    several, or one of several made from one (stacked experts saved one per expert), has its HF name."""
     if (a.format is Format.GGUF) == (b.format is Format.GGUF):
         return a, b, None
     from ..formats.gguf.hfview import hf_view
@@ -151,7 +152,9 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
     if view is None:
         g_out, mapping, note = g, *_gguf_names(g, ref, names)
     else:
-        label = {t.name: t.sources[0] if len(t.sources) == 1 else t.name for t in view.tensors}
+        fed = Counter(t.sources[0] for t in view.tensors if len(t.sources) == 1)
+        label = {t.name: t.sources[0] if len(t.sources) == 1 and fed[t.sources[0]] == 1 else t.name
+                 for t in view.tensors}
         by_name = {e.name: e for e in g.entries}
         built = tuple(replace(by_name[t.sources[0]], name=label[t.name], tensor=t.info) for t in view.tensors)
         g_out = replace(g, entries=built + tuple(by_name[n] for n in view.skipped))

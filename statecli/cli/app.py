@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import ExitCode, StatecliError, Terminated
+from ..extras import quiet_libraries
 from . import fastparams  # noqa: F401 - option conversion without pydantic's import (issue 13)
 
 if TYPE_CHECKING:
@@ -177,7 +178,10 @@ def main() -> None:
     # over 50,000-entry trees cost ~0.1 s of a 1 s inspect while finding next to nothing to free.
     gc.disable()
     _sigterm_raises()
-    app()
+    # the libraries' own lines (torchao's "Failed to load ...so", torch's deprecations, transformers' advice), which
+    # they print on imports made lazily anywhere below (transformers imports a model's modules on attribute access)
+    with quiet_libraries():  # and torch's C++ log level, set before anything imports torch
+        app()
 
 
 def _sigterm_raises() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from typing import Any
 
 from ..errors import BadInput, UsageError
+from ..extras import quiet_libraries
 from ..formats.hfconfig import config_code
 from ..io.limits import read_json_file
 from .loader import HfLoader
@@ -27,12 +27,13 @@ def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
         if hit is not None:
             return hit
     started = time.perf_counter()
-    try:
-        import transformers
-    except ImportError as exc:
-        raise UsageError(config_path, "classifying against a Hugging Face config needs transformers",
-                         "pip install 'torch-statecli[hf]'") from exc
-    import torch
+    with quiet_libraries():  # their import lines (torchao's "Failed to load ...so", torch's) are not ours
+        try:
+            import transformers
+        except ImportError as exc:
+            raise UsageError(config_path, "classifying against a Hugging Face config needs transformers",
+                             "pip install 'torch-statecli[hf]'") from exc
+        import torch
 
     try:
         raw = read_json_file(config_path)
@@ -58,8 +59,7 @@ def build_hf_model(config_path: str, use_cache: bool = True) -> ModelInfo:
         # trust_remote_code=False: an auto_map never makes transformers prompt, nor import the folder's code
         folder = os.path.dirname(os.path.abspath(config_path))
         config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torch.device("meta"), quiet_libraries():
             model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -43,7 +43,7 @@ def hf_folder_plan(plan: Plan, target: Target) -> tuple[Plan, Target, dict[str, 
     processor builds), the target `folder/model.safetensors`, and the config.json content; a UsageError
     where transformers cannot load this GGUF."""
     from ..formats.gguf.hf import transformers_here
-    from ..formats.gguf.hfview import hf_view
+    from ..formats.gguf.hfview import hf_view, require_fit
 
     assert target.output is not None
     view = hf_view(plan.ck.path)
@@ -52,6 +52,7 @@ def hf_folder_plan(plan: Plan, target: Target) -> tuple[Plan, Target, dict[str, 
                "it needs transformers and torch (pip install transformers)")
         raise UsageError(plan.ck.path, f"cannot write a Hugging Face folder: {why}",
                          "write GGUF names to one file instead: -o model.safetensors")
+    require_fit(view, plan.ck.path)
     notes = plan.notes + (rewrite_note(f"{len(view.tensors)} tensor(s) under transformers' names and layout (its "
                                        f"{type(view.model.layout.processor).__name__}), config.json as it builds it "
                                        "from the metadata"),)

@@ -6,11 +6,26 @@ is optional: without it (or for an architecture it does not load) there is no HF
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
+
+from ...extras import quiet_libraries
+
+# `{arch}.*` metadata keys llama.cpp's converter writes that transformers' GGUF_CONFIG_MAPPING does not read
+# (its config keeps the class default: Qwen2-MoE's 1408-wide experts for any file), by model_type: the config
+# field each one is (convert_hf_to_gguf.py's Qwen2MoeModel.set_gguf_parameters, Qwen3MoeModel inherits it;
+# TextModel.set_gguf_parameters writes attention.key_length where the config has a head_dim: Qwen3-0.6B's 128
+# with 1024 / 16 heads, which transformers would otherwise take from the class default or as hidden / heads;
+# llama and mistral read it from rope.dimension_count)
+_HEAD_DIM = {"attention.key_length": "head_dim"}
+UNMAPPED: dict[str, dict[str, str]] = {
+    "qwen2_moe": {"expert_feed_forward_length": "moe_intermediate_size",
+                  "expert_shared_feed_forward_length": "shared_expert_intermediate_size"},
+    "qwen3_moe": {"expert_feed_forward_length": "moe_intermediate_size"},
+    "qwen3": _HEAD_DIM, "nemotron": _HEAD_DIM,
+}
 
 
 @dataclass(frozen=True)
@@ -38,18 +53,15 @@ def hf_layout(path: str) -> HfLayout | None:
 
 @cache
 def _layout(path: str, mtime_ns: int, size: int) -> HfLayout | None:
-    import transformers.modeling_gguf_pytorch_utils as tg
+    with quiet_libraries():  # their lines (no vocab_size..., torchao's) are not the command's output
+        import transformers.modeling_gguf_pytorch_utils as tg
 
-    quiet = logging.getLogger(tg.__name__)
-    level, quiet.level = quiet.level, logging.ERROR  # its warnings (no vocab_size...) are not the command's output
-    try:
-        parsed = tg.load_gguf_checkpoint(path, return_tensors=False)  # type: ignore[no-untyped-call]
-    except (ValueError, NotImplementedError, KeyError):
-        return None  # "GGUF model with architecture X is not supported yet"
-    finally:
-        quiet.level = level
-    config = dict(parsed.get("config", {}))
+        try:
+            parsed = tg.load_gguf_checkpoint(path, return_tensors=False)  # type: ignore[no-untyped-call]
+        except (ValueError, NotImplementedError, KeyError):
+            return None  # "GGUF model with architecture X is not supported yet"
     arch = _architecture(path)
+    config = _filled(dict(parsed.get("config", {})), arch, _metadata(path))
     proc = tg.TENSOR_PROCESSORS.get(arch, tg.TensorProcessor)(config=config)  # type: ignore[no-untyped-call]
     return HfLayout(arch, config, proc)
 
@@ -74,14 +86,15 @@ def hf_model(path: str) -> HfModel | None:
     layout = hf_layout(path)
     if layout is None:
         return None
-    import torch
-    import transformers.modeling_gguf_pytorch_utils as tg
-    from transformers import AutoConfig, AutoModelForCausalLM
+    with quiet_libraries():
+        import torch
+        import transformers.modeling_gguf_pytorch_utils as tg
+        from transformers import AutoConfig, AutoModelForCausalLM
 
     settings = {k: v for k, v in layout.config.items() if not k.startswith("_")}
-    config = AutoConfig.for_model(**settings)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), quiet_libraries():  # building imports the model's modules (torchao...)
+            config = AutoConfig.for_model(**settings)
             model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     except ValueError:
         return None  # no causal-LM class for this model_type
@@ -91,10 +104,36 @@ def hf_model(path: str) -> HfModel | None:
     return HfModel(config.to_dict(), names, shapes, layout, model)
 
 
-def _architecture(path: str) -> str:
+def _filled(config: dict[str, Any], arch: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the fields transformers leaves at their defaults (UNMAPPED) taken from the GGUF's
+    metadata, where the file has the key and transformers did not set the field."""
+    for key, field in UNMAPPED.get(str(config.get("model_type", "")), {}).items():
+        value = metadata.get(f"{arch}.{key}")
+        if field not in config and isinstance(value, int) and not isinstance(value, bool):
+            config[field] = value
+    return config
+
+
+def unread_metadata(path: str, model_type: str) -> dict[str, Any]:
+    """The GGUF's scalar `{arch}.*` metadata that transformers' config mapping does not read (nor UNMAPPED):
+    what a config-built shape that disagrees with the file's may have missed."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    arch = _architecture(path)
+    mapped = cast("dict[str, Any]", GGUF_CONFIG_MAPPING.get(model_type, {}))
+    read = set(mapped) | set(UNMAPPED.get(model_type, {}))
+    return {k: v for k, v in _metadata(path).items()
+            if k.startswith(f"{arch}.") and k.removeprefix(f"{arch}.") not in read and isinstance(v, (int, float, str))}
+
+
+def _metadata(path: str) -> dict[str, Any]:
     from .read import read_parts
 
-    return str(read_parts(path)[0].metadata.get("general.architecture", ""))
+    return dict(read_parts(path)[0].metadata)
 
 
-__all__ = ["HfLayout", "HfModel", "hf_layout", "hf_model", "transformers_here"]
+def _architecture(path: str) -> str:
+    return str(_metadata(path).get("general.architecture", ""))
+
+
+__all__ = ["UNMAPPED", "HfLayout", "HfModel", "hf_layout", "hf_model", "transformers_here", "unread_metadata"]

@@ -18,6 +18,7 @@ from ...vocab import Layout
 if TYPE_CHECKING:
     import numpy as np
 
+    from ...errors import BadInput
     from .hf import HfModel
 
 # storage_key prefix of a tensor the processor builds (read whole by the GGUF reader, through `build`)
@@ -88,6 +89,15 @@ class HfView:
         return {k: v.numpy() for k, v in saved.items()}
 
 
+def require_fit(view: HfView, path: str) -> None:
+    """BadInput where a tensor read as stored has another shape than the config's model gives it: a folder
+    whose config.json could not load its weights (a diff compares them as stored)."""
+    for t in view.tensors:
+        want = view.model.shapes.get(t.name)
+        if not t.built and not t.loaded and want is not None and want != t.info.shape:
+            raise _misfit(path, view.model, t.name, list(t.sources), view.stored)
+
+
 def hf_view(path: str) -> HfView | None:
     """transformers' view of the local GGUF at `path` (a split model's first part); None without
     transformers or for an architecture it does not load."""
@@ -116,10 +126,44 @@ def _view(path: str, mtime_ns: int, size: int) -> HfView | None:
             routes.setdefault(hf, []).append(g)
         if whole:
             changed.update(targets)
+    _check_shapes(path, model, {hf: srcs for hf, srcs in routes.items() if hf in changed}, stored)
     loaded = [_tensor(model, hf, srcs, stored, hf in changed) for hf, srcs in routes.items()]
     tensors = tuple(t for whole in loaded for t in _as_saved(model, whole))
     fed = {g for srcs in routes.values() for g in srcs}
     return HfView(model, tensors, tuple(g for g in stored if g not in fed), stored)
+
+
+def _check_shapes(path: str, model: HfModel, routes: dict[str, list[str]], stored: dict[str, TensorInfo]) -> None:
+    """BadInput where the model transformers builds from the metadata cannot hold the file's tensors that its
+    processor changes (`routes`: those take the config's shape; one it leaves is read as stored): an HF tensor
+    (with the others its GGUF tensors feed) whose config shape has another count of values than those GGUF
+    tensors, named with the metadata transformers did not read (never a shape made up)."""
+    from math import prod
+
+    feeds: dict[str, set[str]] = {}
+    for hf, srcs in routes.items():
+        for g in srcs:
+            feeds.setdefault(g, set()).add(hf)
+    for hf, srcs in routes.items():
+        group = {t for g in srcs for t in feeds[g]}
+        if not all(t in model.shapes for t in group):
+            continue
+        ggufs = sorted({g for t in group for g in routes[t]})
+        if sum(prod(model.shapes[t]) for t in group) == sum(prod(stored[g].shape) for g in ggufs):
+            continue
+        raise _misfit(path, model, hf, ggufs, stored)
+
+
+def _misfit(path: str, model: HfModel, hf: str, ggufs: list[str], stored: dict[str, TensorInfo]) -> BadInput:
+    from ...errors import BadInput
+    from .hf import unread_metadata
+
+    unread = unread_metadata(path, str(model.layout.config.get("model_type", "")))
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(unread.items())) or "none"
+    return BadInput(path, f"the config transformers builds from the metadata gives {hf} shape "
+                          f"{list(model.shapes[hf])}, which does not fit the file's "
+                          + ", ".join(f"{g} {list(stored[g].shape)}" for g in ggufs)
+                          + f" (metadata transformers does not read: {extra})")
 
 
 def _route(model: HfModel, gguf_name: str, shape: tuple[int, ...]) -> tuple[list[str], bool]:
@@ -188,4 +232,4 @@ def _saved(model: HfModel, name: str, tensor: Any) -> dict[str, Any]:
     return {k: (v[0] if isinstance(v, list) else v) for k, v in out.items()}
 
 
-__all__ = ["BUILT_KEY", "HfTensor", "HfView", "hf_view"]
+__all__ = ["BUILT_KEY", "HfTensor", "HfView", "hf_view", "require_fit"]

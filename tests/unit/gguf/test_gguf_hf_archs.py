@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from statecli.cli import app
-from tests.gguf_archs import PROCESSOR, tiny, to_gguf
+from tests.gguf_archs import EXTRA_KEYS, PROCESSOR, tiny, to_gguf
 
 pytest.importorskip("gguf")
 pytest.importorskip("transformers")
@@ -29,12 +29,15 @@ def test_hf_folder_equals_transformers_loading_of_the_gguf(tmp_path: Path, model
     from transformers import AutoModelForCausalLM
     from transformers.core_model_loading import revert_weight_conversion
 
-    g = to_gguf(tiny(tmp_path, model_type), tmp_path / "m.gguf", "Q8_0")
+    model = tiny(tmp_path, model_type)
+    g = to_gguf(model, tmp_path / "m.gguf", "Q8_0")
     out = tmp_path / "out"
     r = CliRunner().invoke(app, ["convert", str(g), "-o", f"{out}/", "--dtype", "float32"])
     assert r.exit_code == 0, r.output
     assert PROCESSOR[model_type] in r.stderr
-    oracle = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", dtype=torch.float32)
+    # transformers' own loading misses the fields its mapping lacks (Qwen2-MoE's expert widths): handed them
+    unread = {a: getattr(model.config, a) for a in EXTRA_KEYS.get(model_type, {}).values()}
+    oracle = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="m.gguf", dtype=torch.float32, **unread)
     # what save_pretrained writes of those weights (a gguf-loaded model refuses to be saved, so its step alone, on
     # a model made the ordinary way: the Hub's layout, one tensor per expert)
     plain = AutoModelForCausalLM.from_config(oracle.config)
@@ -85,3 +88,40 @@ def test_an_expert_saved_under_its_hf_name_counts_in_its_block() -> None:
     blocks = quant_error(keys)["blocks"]
     assert set(blocks) == {"blk.0", "(outside blocks)"}
     assert blocks["blk.0"]["nmse"] == 0.5 and blocks["(outside blocks)"]["nmse"] == 0.5
+
+
+def test_qwen2_moe_expert_widths_come_from_the_metadata_transformers_does_not_read(tmp_path: Path) -> None:
+    """transformers' GGUF config mapping leaves moe_intermediate_size/shared_expert_intermediate_size at their
+    defaults (1408/5632); statecli fills them from qwen2moe.expert_(shared_)feed_forward_length: the Q8_0 diff
+    value-compares every expert of the safetensors (one per expert, down_proj too) and the converted folder loads."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    g = to_gguf(tiny(tmp_path, "qwen2_moe"), tmp_path / "m.gguf", "Q8_0")
+    r = CliRunner().invoke(app, ["diff", str(g), str(tmp_path / "model.safetensors"), "--format", "json"])
+    assert r.exit_code == 1, r.output  # Q8_0's rounding: values differ
+    errs = json.loads(r.stdout)["quantization_error"]["tensors"]
+    with safe_open(str(tmp_path / "model.safetensors"), "np") as f:
+        experts = {k for k in f.keys() if ".experts." in k}  # noqa: SIM118 - safe_open has no __iter__
+    assert len(experts) == 2 * 4 * 3 and experts <= set(errs)
+    assert all(0 < errs[k]["nmse"] < 1e-3 or "down_proj" in k for k in experts), errs  # down: 48 wide, kept F32
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["convert", str(g), "-o", f"{out}/"]).exit_code == 0
+    cfg = AutoModelForCausalLM.from_pretrained(str(out)).config
+    assert (cfg.moe_intermediate_size, cfg.shared_expert_intermediate_size) == (48, 80)
+
+
+def test_config_shapes_that_do_not_fit_the_file_are_one_line_naming_tensor_and_metadata(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the config transformers builds cannot hold the file's tensors (here: statecli's fill-in turned
+    off), convert and diff exit 2 with one line naming the HF tensor, the GGUF tensors and the unread keys."""
+    import statecli.formats.gguf.hf as hf
+
+    g = to_gguf(tiny(tmp_path, "qwen2_moe"), tmp_path / "m.gguf", "F32")
+    monkeypatch.setattr(hf, "UNMAPPED", {})
+    for args in (["convert", str(g), "-o", f"{tmp_path / 'out'}/"], ["diff", str(g), str(tmp_path / "model.safetensors")]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.output
+        assert "experts.gate_up_proj shape [4, 2816, 32]" in r.stderr and "blk.0.ffn_gate_exps.weight [4, 48, 32]" in r.stderr
+        assert "qwen2moe.expert_feed_forward_length=48" in r.stderr
+    assert not (tmp_path / "out").exists()
