@@ -94,6 +94,11 @@ class ScanReport:
     def exit_code(self) -> ExitCode:
         return max((r.exit_code for r in self.files if self.counts(r)), default=ExitCode.OK)
 
+    @property
+    def verdict(self) -> Verdict:
+        """The worst verdict of the files that count (safe when none does): a batch record's verdict."""
+        return max((r.verdict for r in self.files if self.counts(r)), key=lambda v: v.rank, default=SAFE)
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "strict": self.strict,
                 "files": [r.to_dict() | {"counted": self.counts(r)} for r in self.files]} | (
