@@ -125,16 +125,39 @@ def _repr_html_(result: Any) -> str:
         return html.table(heads, [[r.get(h, "") for h in heads] for r in rows])
 
 
-def _attach_html() -> None:
+def _repr(result: Any) -> str:
+    """A result's repr: its class and the outcome line `-q` prints (path, format, counts, bytes), never
+    the entries it holds (a small CNN's full dataclass repr ran to 25 kB)."""
+    from .render.outcome import outcome
+
+    code = getattr(result, "exit_code", None)
+    return f"<{type(result).__name__} {outcome(result)}" + (f"; exit code {int(code)}>" if code is not None else ">")
+
+
+def _checkpoint_repr(ck: Checkpoint) -> str:
+    """`statecli.open(...)`'s repr: path, format, counts and the tensors' bytes (views; shared storage as often
+    as it is viewed: `statecli.size` counts it once)."""
+    from .render.text import escape
+    from .units import fmt_bytes, plural
+
+    tensors = [e.tensor for e in ck.entries if e.tensor is not None]
+    return (f"<Checkpoint {escape(ck.path)} ({ck.format}): {plural(len(ck.entries), 'entry', 'entries')}, "
+            f"{plural(len(tensors), 'tensor')}, {fmt_bytes(sum(t.nbytes for t in tensors))}>")
+
+
+def _attach_views() -> None:
     from .analyses.check import CheckResult
     from .analyses.diff import DiffResult
     from .analyses.inspect import InspectResult
     from .analyses.scan import ScanReport
     from .analyses.show import ShowResult
     from .analyses.size import SizeResult
+    from .state import Checkpoint
 
     for cls in (InspectResult, SizeResult, DiffResult, ScanReport, CheckResult, ShowResult):
         setattr(cls, "_repr_html_", _repr_html_)  # noqa: B010 - a class attribute the classes do not declare
+        setattr(cls, "__repr__", _repr)  # noqa: B010 - a short repr in place of the dataclass's field dump
+    setattr(Checkpoint, "__repr__", _checkpoint_repr)  # noqa: B010
 
 
-_attach_html()
+_attach_views()

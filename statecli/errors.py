@@ -22,6 +22,16 @@ class Terminated(KeyboardInterrupt):
     removal) runs as it does for Ctrl-C; the CLI then exits 143, not Ctrl-C's 130."""
 
 
+class KeptInterrupt(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM after a run kept part of its output on purpose (a batch run's finished records):
+    the CLI says what was kept instead of "nothing was written", with the signal's exit code."""
+
+    def __init__(self, kept: str, terminated: bool) -> None:
+        super().__init__(kept)
+        self.kept = kept
+        self.terminated = terminated
+
+
 class StatecliError(Exception):
     """Base of every error statecli reports as one line instead of a traceback."""
 

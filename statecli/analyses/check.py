@@ -342,7 +342,7 @@ def evaluate(path: str, rules: Rules, model: Any = None) -> list[Finding]:
     sr = scan(path, verify_crc=False)  # the safe-pickle rule needs the pickles, not every tensor byte
     if sr.exit_code == ExitCode.UNSAFE:  # a security finding is the result whatever the rules, as in every command
         what = ", ".join(sorted({g.name for g in sr.globals if g.verdict == DANGEROUS})[:6]) or (
-            sr.problems[0] if sr.problems else str(sr.verdict))
+            sr.unsafe_content[0] if sr.unsafe_content else str(sr.verdict))
         raise UnsafeContent(path, f"{sr.verdict}: {what}", "do not load this file (statecli scan shows everything)")
     if sr.error:
         raise BadInput(path, sr.error)
@@ -431,11 +431,11 @@ def _companion(target: Any, rules: Rules) -> list[Finding]:
     if target.kind is TargetKind.CONFIG:
         return [Finding(target.path, CheckRule.SAFE_PICKLE, False, f"{NEEDS_TRUST}: {target.code.describe()}")]
     r = scan(target.path, verify_crc=False)
-    if target.optional and r.errors and not (r.globals or r.calls or r.problems):
+    if target.optional and r.errors and not (r.globals or r.calls or r.unsafe_content):
         return []  # a companion without a checkpoint suffix whose bytes are no checkpoint: no loader reads it
     bad = sorted({g.name for g in r.globals if g.verdict != SAFE})
     where = "beside the checkpoint (its loader does not read it)"
-    if not bad and not r.problems and not r.errors:
+    if not bad and not r.unsafe_content and not r.errors:
         return [Finding(target.path, CheckRule.SAFE_PICKLE, True, f"only weights-only allowlisted globals; {where}")]
-    what = ", ".join(bad[:6]) or (r.problems or r.errors)[0]
+    what = ", ".join(bad[:6]) or (r.unsafe_content or r.errors)[0]
     return [Finding(target.path, CheckRule.SAFE_PICKLE, False, f"{r.verdict}: {what}; {where}")]

@@ -38,6 +38,7 @@ class ScanRule(StrEnum):
     DANGEROUS_GLOBAL = "scan/dangerous-global"  # loading would run code (os.system, eval, ...)
     UNTRUSTED_GLOBAL = "scan/needs-trust-global"  # a global outside torch's weights-only allowlist
     HIDDEN_PAYLOAD = "scan/hidden-payload"  # a place in the container where a payload could hide
+    CHAT_TEMPLATE = "scan/chat-template"  # a GGUF chat template reaches code a runtime's render would run
     UNREADABLE = "scan/unreadable"  # not a checkpoint, truncated, or the read failed
 
 
@@ -89,13 +90,19 @@ def issue_of_problem(path: str, problem: str) -> Issue:
     return Issue(path, ScanRule.HIDDEN_PAYLOAD, Level.ERROR, problem, problem, Verdict.MALFORMED)
 
 
+def issue_of_template(path: str, route: str) -> Issue:
+    return Issue(path, ScanRule.CHAT_TEMPLATE, Level.ERROR, route, route, Verdict.DANGEROUS)
+
+
 def issue_of_error(path: str, error: str) -> Issue:
     return Issue(path, ScanRule.UNREADABLE, Level.ERROR, error, error)
 
 
 def scan_file_issues(r: ScanResult) -> list[Issue]:
-    """Every finding of one scanned file: globals outside the allowlist, container problems, read errors."""
+    """Every finding of one scanned file: globals outside the allowlist, chat-template routes, container
+    problems, read errors."""
     out = [issue_of_global(r.path, g.name, g.where, g.verdict, g.detail) for g in r.globals if g.verdict is not Verdict.SAFE]
+    out += [issue_of_template(r.path, t) for t in r.templates]
     out += [issue_of_problem(r.path, p) for p in r.problems]
     out += [issue_of_error(r.path, e) for e in r.errors]
     return out

@@ -35,11 +35,17 @@ class ScanResult:
     errors: tuple[str, ...] = ()
     role: Role = Role.LOADED  # BESIDE: in a folder checkpoint, not read by its loader (counts with --strict)
     code: tuple[str, ...] = ()  # a TorchScript archive's code/ sources: what its class names run
+    templates: tuple[str, ...] = ()  # a GGUF chat template's routes to code a runtime's render runs (dangerous)
+
+    @property
+    def unsafe_content(self) -> tuple[str, ...]:
+        """Every finding that is not a global: chat-template routes, then places a payload could hide."""
+        return self.templates + self.problems
 
     @property
     def verdict(self) -> Verdict:
         worst = max((g.verdict for g in self.globals), key=lambda v: v.rank, default=SAFE)
-        if worst is DANGEROUS:
+        if worst is DANGEROUS or self.templates:
             return DANGEROUS
         return MALFORMED if self.problems or self.errors else worst
 
@@ -63,7 +69,8 @@ class ScanResult:
                             | ({"detail": g.detail} if g.detail else {}) for g in self.globals],
                 "calls": [{"opcode": o, "callee": c, "where": w} for o, c, w in self.calls],
                 "problems": list(self.problems), "error": self.error, "exit_code": self.exit_code,
-                "role": self.role.value} | ({"code": list(self.code)} if self.code else {})
+                "role": self.role.value} | ({"code": list(self.code)} if self.code else {}) | (
+                    {"templates": list(self.templates)} if self.templates else {})
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"path": self.path, "name": g.name, "verdict": str(g.verdict), "where": g.where, "opcode": g.opcode}
@@ -87,6 +94,11 @@ class ScanReport:
     def exit_code(self) -> ExitCode:
         return max((r.exit_code for r in self.files if self.counts(r)), default=ExitCode.OK)
 
+    @property
+    def verdict(self) -> Verdict:
+        """The worst verdict of the files that count (safe when none does): a batch record's verdict."""
+        return max((r.verdict for r in self.files if self.counts(r)), key=lambda v: v.rank, default=SAFE)
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "strict": self.strict,
                 "files": [r.to_dict() | {"counted": self.counts(r)} for r in self.files]} | (
@@ -104,7 +116,7 @@ def scan_paths(paths: list[str], strict: bool = False) -> ScanReport:
         # A remote file's tensor bytes are not fetched to check CRCs (that would download all of it): the
         # pickles, the container checks and every finding are the same, read by range requests.
         r = _config_result(t) if t.kind is TargetKind.CONFIG else scan(t.path, verify_crc=not is_remote(t.path))
-        if t.optional and r.errors and not (r.globals or r.calls or r.problems):
+        if t.optional and r.errors and not (r.globals or r.calls or r.unsafe_content):
             continue  # a companion without a checkpoint suffix whose bytes are no checkpoint: no loader reads it
         out.append(replace(r, role=t.role))
     return ScanReport(tuple(out), strict)
@@ -122,7 +134,8 @@ def _config_result(t: Target) -> ScanResult:
 
 def _result(path: str, fmt: Format | None, acc: Findings) -> ScanResult:
     return ScanResult(path, fmt, tuple(acc.globals), tuple(acc.calls), tuple(dict.fromkeys(acc.problems)),
-                      acc.pickles, tuple(dict.fromkeys(acc.errors)), code=tuple(dict.fromkeys(acc.code)))
+                      acc.pickles, tuple(dict.fromkeys(acc.errors)), code=tuple(dict.fromkeys(acc.code)),
+                      templates=tuple(dict.fromkeys(acc.templates)))
 
 
 def scan(path: str, verify_crc: bool = True) -> ScanResult:

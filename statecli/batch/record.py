@@ -107,10 +107,8 @@ def _analyse(task: Task) -> dict[str, Any]:
     opts = dict(task.options)
     if task.command is Command.SCAN:
         report = api.scan(task.input, strict=bool(opts.get("strict")))
-        counted = [r for r in report.files if report.counts(r)]
-        verdict = max((r.verdict for r in counted), key=lambda v: v.rank).value if counted else "safe"
         fmt = next((str(r.format) for r in report.files if r.format), None)
-        return {"format": fmt, "verdict": verdict, "exit_code": int(report.exit_code),
+        return {"format": fmt, "verdict": report.verdict.value, "exit_code": int(report.exit_code),
                 "findings": _findings(scan_issues(report))}
     if task.command is Command.CHECK:
         result = api.check(task.input, rules=opts.get("rules") or {}, config=opts.get("config"))

@@ -19,11 +19,13 @@ TOP = 10
 
 
 def _outcome(rec: dict[str, Any]) -> str:
-    """A record's verdict word: scan's verdict, pass/fail for check, error, or ok."""
+    """A record's verdict word: scan's verdict (a file only unreadable is "unreadable", as scan's summary
+    says: "malformed" is a finding, exit 3), pass/fail for check, error, or ok."""
     if "error" in rec:
         return "error"
     if "verdict" in rec:
-        return str(rec["verdict"])
+        unreadable = rec["verdict"] == Verdict.MALFORMED and rec.get("exit_code") == ExitCode.BAD_INPUT
+        return "unreadable" if unreadable else str(rec["verdict"])
     if "passed" in rec:
         return "pass" if rec["passed"] else "fail"
     return "ok" if rec.get("exit_code") == 0 else f"exit {rec.get('exit_code')}"

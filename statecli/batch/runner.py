@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadInput, ExitCode
+from ..errors import BadInput, ExitCode, KeptInterrupt, Terminated
 from .executors import Executor, executor_for
 from .inputs import Input
 from .record import Command, Task, cached_record
@@ -128,6 +128,12 @@ def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, A
                     failed.set()
                 if progress is not None:
                     progress(resumed + written, len(inputs), rec)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the finished records stay, and --resume finishes
+        kept = len(previous) + written
+        if not kept:
+            raise
+        raise KeptInterrupt(f"{kept} record(s) kept in {opts.ndjson}; rerun with --resume to finish",
+                            isinstance(exc, Terminated)) from exc
     finally:
         executor.close()
     return BatchSummary(len(inputs), written, resumed, cached, errors, ExitCode(worst),

@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import ExitCode, StatecliError, Terminated
+from ..errors import ExitCode, KeptInterrupt, StatecliError, Terminated
 from ..extras import quiet_libraries
 from . import fastparams  # noqa: F401 - option conversion without pydantic's import (issue 13)
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 EXIT_CODES = """Exit codes: 0 success; 1 differences or rule failures; 2 bad usage, unreadable input or an
 internal error; 3 unsafe content refused (the file references code that loading would run); 130 Ctrl-C, 143
-SIGTERM (nothing written)."""
+SIGTERM (nothing written; a batch run keeps its finished records for --resume)."""
 
 
 def _error_line(message: str) -> None:
@@ -47,8 +47,9 @@ class StatecliGroup(TyperGroup):
             _error_line(exc.message)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the writers removed their temp files
-            _error_line("interrupted; nothing was written")
-            code = ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+            _error_line(f"interrupted; {exc.kept if isinstance(exc, KeptInterrupt) else 'nothing was written'}")
+            term = exc.terminated if isinstance(exc, KeptInterrupt) else isinstance(exc, Terminated)
+            code = ExitCode.TERMINATED if term else ExitCode.INTERRUPTED
             raise typer.Exit(int(code)) from None
         except BrokenPipeError:  # stdout closed early outside render (`| head`): not an error
             from ..render import stdout_gone

@@ -43,6 +43,7 @@ class Findings:
     globals: list[GlobalRef] = field(default_factory=list)
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (opcode, callee, where)
     problems: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)  # chat-template routes to code (GGUF): exit 3, dangerous
     errors: list[str] = field(default_factory=list)
     pickles: int = 0
     storage_keys: set[str] = field(default_factory=set)  # persistent ids the pickles named
@@ -59,6 +60,7 @@ class Findings:
         self.globals += other.globals
         self.calls += other.calls
         self.problems += other.problems
+        self.templates += other.templates
         self.errors += other.errors
         self.pickles += other.pickles
         self.storage_keys |= other.storage_keys

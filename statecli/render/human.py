@@ -181,7 +181,7 @@ def render_scan(report: ScanReport, con: Any) -> None:
     for r in results:
         # A file beside a folder checkpoint that its loader does not read: its verdict counts only with --strict
         beside = "" if report.counts(r) else "  [beside the checkpoint; counts with --strict]"
-        if r.error and not (r.globals or r.calls or r.problems):  # nothing was judged (exit 2)
+        if r.error and not (r.globals or r.calls or r.unsafe_content):  # nothing was judged (exit 2)
             con.print(Text(f"{escape(r.path)}  ") + Text("unreadable", style="bold red") + Text(f"  {escape(r.error)}")
                       + Text(beside, style="dim"))
             continue
@@ -208,6 +208,8 @@ def render_scan(report: ScanReport, con: Any) -> None:
             con.print(Text(f"  ... and {len(r.calls) - 50} more calls; --format json lists all", style="dim"))
         if r.code:  # the source the TorchScript class names compile to: what trusting the file runs
             con.print(Text(f"  TorchScript code: {escape(', '.join(r.code)[:200])}"))
+        for p in r.templates:
+            con.print(Text("  dangerous: " + escape(p), style="bold red"))
         for p in r.problems:
             con.print(Text("  malformed: " + escape(p), style="red"))
     if len(results) > 1:

@@ -38,7 +38,7 @@ def check_outcome(r: Any) -> str:
 
 def scan_outcome(r: Any) -> str:
     counted = [f for f in r.files if r.counts(f)]
-    verdicts = Counter(str(f.verdict) if not (f.error and not (f.globals or f.calls or f.problems)) else "unreadable"
+    verdicts = Counter(str(f.verdict) if not (f.error and not (f.globals or f.calls or f.unsafe_content)) else "unreadable"
                        for f in counted)
     parts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
     beside = len(r.files) - len(counted)

@@ -22,6 +22,7 @@ _RULE_TEXT = {
     "scan/dangerous-global": "A pickle references a global whose loading runs code",
     "scan/needs-trust-global": "A pickle references a global outside torch's weights-only allowlist",
     "scan/hidden-payload": "The container has a place where a payload could hide",
+    "scan/chat-template": "A GGUF chat template reaches code a runtime's render would run",
     "scan/unreadable": "The file could not be read as a checkpoint",
 }
 

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 import statecli
 from statecli.cli import app
+from statecli.state import Verdict
+from statecli.units import fmt_bytes
 
 runner = CliRunner()
 
@@ -96,3 +98,29 @@ def test_the_command_line_starts_without_the_api_or_batch_modules() -> None:
             "('statecli.api', 'statecli.batch.', 'statecli.io.traffic', 'distributed', 'email.utils'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_reprs_are_one_short_line_of_path_format_counts_and_bytes(pair: tuple[str, str], cnn: Path) -> None:
+    """Review of issue 26: a small CNN's Checkpoint repr dumped every Entry/TensorInfo (~25 kB)."""
+    ck = statecli.open(str(cnn))
+    tensors = [e.tensor for e in ck.entries if e.tensor is not None]
+    assert repr(ck) == (f"<Checkpoint {cnn} ({ck.format}): {len(ck.entries)} entries, {len(tensors)} tensors, "
+                        f"{fmt_bytes(sum(t.nbytes for t in tensors))}>")
+    a, b = pair
+    results = [statecli.inspect(str(cnn)), statecli.size(str(cnn)), statecli.diff(a, b), statecli.scan(a, str(cnn)),
+               statecli.check(a, rules={"no-nan": True})]
+    for r in results:
+        text = repr(r)
+        assert text.startswith(f"<{type(r).__name__} ") and text.endswith(f"; exit code {int(r.exit_code)}>"), text
+        assert len(text) < 200 and "\n" not in text and "TensorInfo" not in text and "Entry(" not in text, text
+    assert str(cnn) in repr(results[0]) and str(cnn) in repr(results[1])
+
+
+def test_a_scan_report_has_the_verdict_of_its_worst_counted_file(tmp_path: Path, pair: tuple[str, str]) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x02cos\nsystem\n(X\x02\x00\x00\x00idtR.")
+    assert statecli.scan(pair[0]).verdict is Verdict.SAFE
+    report = statecli.scan(pair[0], str(bad))
+    assert report.verdict is Verdict.DANGEROUS == max((f.verdict for f in report.files),
+                                                                 key=lambda v: v.rank)
+    assert statecli.scan().verdict is Verdict.SAFE  # nothing scanned: nothing unsafe

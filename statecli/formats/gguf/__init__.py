@@ -35,7 +35,8 @@ class GgufHandler(BaseHandler):
 
         parts = read_parts(source)
         found, unchecked = template_findings(parts)
-        findings.problems += found + hidden_findings(parts)
+        findings.templates += found
+        findings.problems += hidden_findings(parts)
         findings.errors += unchecked
         return Format.GGUF
 
