@@ -135,14 +135,14 @@ def _repr(result: Any) -> str:
 
 
 def _checkpoint_repr(ck: Checkpoint) -> str:
-    """`statecli.open(...)`'s repr: path, format, counts and the tensors' bytes (views; shared storage as often
-    as it is viewed: `statecli.size` counts it once)."""
-    from .render.text import escape
+    """`statecli.open(...)`'s repr: path, format, counts and the bytes of the distinct storages (a tied
+    weight once, as `statecli.size` counts them)."""
+    from .storage import unique_storage_bytes
     from .units import fmt_bytes, plural
 
-    tensors = [e.tensor for e in ck.entries if e.tensor is not None]
-    return (f"<Checkpoint {escape(ck.path)} ({ck.format}): {plural(len(ck.entries), 'entry', 'entries')}, "
-            f"{plural(len(tensors), 'tensor')}, {fmt_bytes(sum(t.nbytes for t in tensors))}>")
+    tensors = sum(1 for e in ck.entries if e.tensor is not None)
+    return (f"<Checkpoint {ck.path} ({ck.format}): {plural(len(ck.entries), 'entry', 'entries')}, "
+            f"{plural(tensors, 'tensor')}, {fmt_bytes(unique_storage_bytes(ck.entries)[1])}>")
 
 
 def _attach_views() -> None:
