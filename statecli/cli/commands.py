@@ -278,8 +278,7 @@ def check(
         ("matches-model", evidence.model), ("model-args", list(evidence.model_args) or None),
         ("format", require_format), ("bits-per-weight-max", bits_per_weight_max),
         ("quantization", quantization), ("storage-dtypes", storage_dtypes)) if value is not None}
-    paths = paths or []
-    if many.records(BatchCommand.CHECK, paths, None, record_options(BatchCommand.CHECK, rules=flags, config=config),
+    if many.records(BatchCommand.CHECK, paths or [], None, record_options(BatchCommand.CHECK, rules=flags, config=config),
                     quiet, verbose):
         return
     view = output_context(fmt, quiet, verbose)
@@ -288,7 +287,7 @@ def check(
     from ..render import render
     from ..render.ci import write_ci_outputs
 
-    result = with_baseline(run_check(paths, flags, config, evidence.config_only()), baseline)  # --model: a rule
+    result = with_baseline(run_check(paths or [], flags, config, evidence.config_only()), baseline)  # --model: a rule
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)
