@@ -87,3 +87,11 @@ def sample_note(read: Iterable[Stats]) -> str | None:
         return None
     return (f"* |x| percentiles and histogram from a uniform random sample of up to {max(sizes):,} values per tensor "
             "(tensors above that size); --exact uses every value")
+
+
+def short_evidence(text: str) -> str:
+    """An evidence cell at a narrow width (grid.Col.short): a source's first word ("inferred", "model"); a
+    format's own label ("GGUF tensor", Source.FORMAT) is short already and stays whole, never "file"."""
+    from ..state import Source
+
+    return text.split(" ")[0] if any(text.startswith(s.value) for s in Source) else text
