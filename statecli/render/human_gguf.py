@@ -62,7 +62,8 @@ def render_quant_error(err: dict[str, Any], con: Any) -> None:
                [Col("block"), *figures], rows)
     rows = [[escape(n), r["type"] or "-", cell(r["nmse"], ".3g"), cell(r["snr_db"], ".1f")]
             for n, r in err["tensors"].items()]
-    print_grid(con, "quantization error by tensor (type -: not quantized)", [Col("tensor", key=True), Col("type"), *figures], rows)
+    print_grid(con, "quantization error by tensor (type -: not quantized)",
+               [Col("tensor", key=True), Col("type"), *figures], rows)
 
 
 __all__ = ["bpw_text", "render_gguf_header", "render_gguf_totals", "render_quant_error"]
