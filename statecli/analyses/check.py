@@ -234,7 +234,7 @@ def _safe_reason(r: Any) -> str:
     """Why a clean scan (analyses.scan.ScanResult) passes safe-pickle: a file the scan found no pickle in
     (safetensors, GGUF, ONNX - whose op domains are no pickle globals -, a .pt2 without pickles) says so."""
     if r.pickles == 0:
-        return f"no pickle: this {r.format or 'file'} file holds none to load"
+        return f"no pickle in this {r.format or 'file'} file"
     return "only weights-only allowlisted globals"
 
 

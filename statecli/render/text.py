@@ -90,8 +90,7 @@ def sample_note(read: Iterable[Stats]) -> str | None:
 
 
 def short_evidence(text: str) -> str:
-    """An evidence cell at a narrow width (grid.Col.short): a source's first word ("inferred", "model"); a
-    format's own label ("GGUF tensor", Source.FORMAT) is short already and stays whole, never "file"."""
-    from ..state import Source
-
-    return text.split(" ")[0] if any(text.startswith(s.value) for s in Source) else text
+    """An evidence cell at a narrow width (grid.Col.short): its first word ("inferred", "model", "stored"); a
+    format's own label (Source.FORMAT: the format's name first, "GGUF tensor") stays whole, never "file"."""
+    first = text.split(" ")[0]
+    return text if first.isupper() else first

@@ -33,7 +33,7 @@ def test_torch_save_names_its_allowlisted_globals(tmp_path: Path) -> None:
 
 def test_safetensors_has_no_pickle(tmp_path: Path) -> None:
     save_file({"w": torch.ones(2)}, tmp_path / "m.safetensors")
-    assert _reason(tmp_path / "m.safetensors") == "no pickle: this safetensors file holds none to load"
+    assert _reason(tmp_path / "m.safetensors") == "no pickle in this safetensors file"
 
 
 def test_gguf_has_no_pickle(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_gguf_has_no_pickle(tmp_path: Path) -> None:
     from tests.gguf_files import write_gguf
 
     path = write_gguf(tmp_path / "m.gguf", {"blk.0.attn_q.weight": (np.ones((2, 32), np.float32), "Q8_0")})
-    assert _reason(path) == "no pickle: this gguf file holds none to load"
+    assert _reason(path) == "no pickle in this gguf file"
 
 
 def test_onnx_has_no_pickle(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_onnx_has_no_pickle(tmp_path: Path) -> None:
     from tests.unit.formats.test_onnx import _export
 
     _export(tmp_path / "m.onnx")
-    assert _reason(tmp_path / "m.onnx") == "no pickle: this onnx file holds none to load"
+    assert _reason(tmp_path / "m.onnx") == "no pickle in this onnx file"
 
 
 def test_pt2_without_its_pickled_sample_inputs_has_no_pickle(tmp_path: Path) -> None:
@@ -62,4 +62,4 @@ def test_pt2_without_its_pickled_sample_inputs_has_no_pickle(tmp_path: Path) -> 
     with zipfile.ZipFile(tmp_path / "bare.pt2", "w", zipfile.ZIP_STORED) as z:
         for name, data in members.items():
             z.writestr(name, data)
-    assert _reason(tmp_path / "bare.pt2") == "no pickle: this torch.export pt2 file holds none to load"
+    assert _reason(tmp_path / "bare.pt2") == "no pickle in this torch.export pt2 file"
