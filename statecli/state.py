@@ -117,7 +117,7 @@ class Source(StrEnum):
     PICKLED_PARAMETER = "pickled as nn.Parameter"
     CONTAINER = "container name"
     RULE = "inferred"
-    FORMAT = "file format"  # the format says what its tensors are (a GGUF holds a runtime's weights)
+    FORMAT = "file format"  # the format says what its tensors are, in its own word alone ("GGUF tensor")
     NOT_IN_MODEL = "not in the model definition"
     OUTSIDE = "outside the model state"
     NOT_TENSOR = "not a tensor"
@@ -139,7 +139,8 @@ class Evidence:
         return self.source in (Source.MODEL, Source.PICKLED_MODULE, Source.EXPORT)
 
     def __str__(self) -> str:
-        return f"{self.source} ({self.detail})" if self.detail else str(self.source)
+        plain = not self.detail or self.source is Source.FORMAT
+        return self.detail or str(self.source) if plain else f"{self.source} ({self.detail})"
 
 
 @fast_init
@@ -431,8 +432,7 @@ def prefix_matches(keys: list[str], targets: list[str] | set[str]) -> dict[str, 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which model definition to classify against: --model (with its arguments), --hf-config, or
-    (auto_hf) a config.json found beside the checkpoint."""
+    """Which model definition to classify against: --model (with arguments), --hf-config, or (auto_hf) a config.json beside it."""
 
     model: str | None = None
     model_args: tuple[str, ...] = ()

@@ -138,6 +138,18 @@ class Format(StrEnum):
             return WriteFormat.SAFETENSORS
         return WriteFormat.DCP if self is Format.DCP else WriteFormat.PT
 
+    def files_phrase(self, files: int) -> str:
+        """What a checkpoint of this format made of `files` files is made of, as its header says it ("" for
+        one file): a split GGUF's parts, an index's shards, DCP's items beside its .metadata."""
+        if files <= 1:
+            return ""
+        if self is Format.GGUF:  # every part is a .gguf; none is an index
+            return f"{files} parts"
+        data = f"{files - 1} data file{'s' if files > 2 else ''}"
+        if self.is_sharded:
+            return f"{data} + index"
+        return f"{data} + .metadata" if self is Format.DCP else f"{files} files"
+
 
 class BatchCommand(StrEnum):
     """The commands `statecli batch` runs over many checkpoints."""

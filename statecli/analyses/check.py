@@ -226,8 +226,16 @@ def _safe_pickle(s: _Subject) -> list[Finding]:
     from .scan import SAFE
 
     bad = sorted({g.name for g in s.scan.globals if g.verdict != SAFE})
-    return [Finding(s.path, CheckRule.SAFE_PICKLE, not bad, "only weights-only allowlisted globals" if not bad else
+    return [Finding(s.path, CheckRule.SAFE_PICKLE, not bad, _safe_reason(s.scan) if not bad else
                     f"{s.scan.verdict}: " + ", ".join(bad[:6]))]
+
+
+def _safe_reason(r: Any) -> str:
+    """Why a clean scan (analyses.scan.ScanResult) passes safe-pickle: a file the scan found no pickle in
+    (safetensors, GGUF, ONNX - whose op domains are no pickle globals -, a .pt2 without pickles) says so."""
+    if r.pickles == 0:
+        return f"no pickle in this {r.format or 'file'} file"
+    return "only weights-only allowlisted globals"
 
 
 def _dtypes(s: _Subject) -> list[Finding]:
@@ -436,6 +444,6 @@ def _companion(target: Any, rules: Rules) -> list[Finding]:
     bad = sorted({g.name for g in r.globals if g.verdict != SAFE})
     where = "beside the checkpoint (its loader does not read it)"
     if not bad and not r.unsafe_content and not r.errors:
-        return [Finding(target.path, CheckRule.SAFE_PICKLE, True, f"only weights-only allowlisted globals; {where}")]
+        return [Finding(target.path, CheckRule.SAFE_PICKLE, True, f"{_safe_reason(r)}; {where}")]
     what = ", ".join(bad[:6]) or (r.unsafe_content or r.errors)[0]
     return [Finding(target.path, CheckRule.SAFE_PICKLE, False, f"{r.verdict}: {what}; {where}")]

@@ -88,6 +88,13 @@ class DiffResult:
     entries: tuple[Entry, ...] = ()  # what was compared, each at its key (`placed`), in key order
 
     @cached_property
+    def quantization_error(self) -> dict[str, Any]:
+        """A GGUF against its reference: NMSE/SNR per tensor, and per block over the quantized tensors."""
+        types = {e.name: e.tensor.dtype for ck in (self.a, self.b) for e in ck.entries
+                 if e.group == "" and e.tensor is not None and e.tensor.quant is not None}
+        return quant_error(self.keys, types)
+
+    @cached_property
     def tree(self) -> ModuleTree:
         """Every compared key by module, the comparison as its overlay (the HTML page's tree)."""
         return build_tree(self.entries, compared=self.by_name)  # ROOT: A's and B's containers may differ
@@ -150,7 +157,7 @@ class DiffResult:
             "module_sort": self.sort,
             "modules": [m.to_dict() for m in self.modules],
         } | ({"metadata": [m.to_dict() for m in self.metadata]} if self.metadata else {}) | (
-            {"quantization_error": quant_error(self.keys)} if self.gguf_reference else {})
+            {"quantization_error": self.quantization_error} if self.gguf_reference else {})
 
     def rows(self) -> list[dict[str, Any]]:
         if self.by_module:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -184,9 +185,11 @@ def _gguf_names(g: Checkpoint, ref: Checkpoint, names: list[str]) -> tuple[dict[
                      "that layout")
 
 
-def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
-    """NMSE and SNR (dB) of each compared tensor and each block, from the diff's sums: how much the
-    quantization cost ("||b-a||^2 / ||a||^2" with A the reference side as diff orders them)."""
+def quant_error(keys: tuple[Any, ...], quantized: Mapping[str, str]) -> dict[str, Any]:
+    """NMSE and SNR (dB) of each compared tensor (its GGML type where `quantized`, name -> type, has it)
+    and each block over its quantized tensors only, from the diff's sums: how much the quantization cost
+    ("||b-a||^2 / ||a||^2" with A the reference side as diff orders them). A block pooling its unquantized
+    F32 norms would look ~10 dB better than every quantized tensor in it (the norms dominate ||a||^2)."""
     def row(s: Any) -> dict[str, Any]:
         nmse = s.dd / s.aa if s.aa > 0 else None
         snr = None if not nmse else -10 * math.log10(nmse)  # None where exact (JSON has no inf)
@@ -197,10 +200,13 @@ def quant_error(keys: tuple[Any, ...]) -> dict[str, Any]:
     for k in keys:
         if k.sums is None:
             continue
-        tensors[k.name] = row(k.sums)
+        tensors[k.name] = {"type": quantized.get(k.name), **row(k.sums)}
+        if k.name not in quantized:
+            continue
         blk = _block_of(k.name)
         blocks[blk] = blocks[blk] + k.sums if blk in blocks else k.sums
-    return {"tensors": tensors, "blocks": {b: row(s) for b, s in sorted(blocks.items(), key=lambda kv: _block_order(kv[0]))}}
+    return {"tensors": tensors, "blocks_over": "quantized tensors",
+            "blocks": {b: row(s) for b, s in sorted(blocks.items(), key=lambda kv: _block_order(kv[0]))}}
 
 
 def _block_of(name: str) -> str:

@@ -251,7 +251,7 @@ def convert(
     Example: statecli convert sample_checkpoints/cnn.pt -o cnn.safetensors
     """
     view = output_context(fmt, quiet, verbose)
-    from ..rewrite.gguf_hf import gguf_hf_folder
+    from ..rewrite.gguf_hf import gguf_hf_names
     from ..rewrite.plan import plan
     from ..rewrite.spec import ConvertSpec, Target
 
@@ -262,7 +262,7 @@ def convert(
     if dtype is not None and not (dequantize or gguf):
         raise UsageError(None, "--dtype needs --dequantize (cast changes the dtype of an unquantized checkpoint)")
     planned = plan(ck, raw, ConvertSpec(dequantize_to=dtype or "bfloat16") if gguf else ConvertSpec())
-    planned, target, after = gguf_hf_folder(planned, target, dtype) if gguf else (planned, target, None)
+    planned, target, after = gguf_hf_names(planned, target, dtype) if gguf else (planned, target, None)
     if dequantize:  # GGUF: also into a .pt (a safetensors output already writes its tensors dequantized)
         from ..rewrite.quantized import dequantized
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +22,10 @@ class Col:
     min_width: int = 12  # a wrapping column is never squeezed below this
     key: bool = False  # the names: never folded or cut; one longer than its column gets a line of its own
     # At a width the table does not fit (see `fit`), least important first: a `uniform` column whose cells
-    # are all equal moves into the title, a `short` column keeps each cell's first word, then columns
+    # are all equal moves into the title, a `short` column's cells go through it (evidence: its first word), then columns
     # with a `drop` rank go, highest rank first (0: always shown).
     uniform: bool = False
-    short: bool = False
+    short: Callable[[str], str] | None = None
     drop: int = 0
 
 
@@ -69,7 +69,7 @@ def fit(title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[str]], w
         styles: dict[int, dict[str, str]] | None = None
         ) -> tuple[str | None, list[Col], list[list[str]], dict[int, dict[str, str]] | None]:
     """The table for a terminal it does not fit whole: uniform columns go into the title, short columns
-    keep their first word, then droppable columns go, highest rank first, until the table fits unfolded
+    are shortened, then droppable columns go, highest rank first, until the table fits unfolded
     (else `widths` folds text and gives names lines of their own); the title says what moved or went.
     Styles follow their columns."""
     cols, table = list(cols), [list(r) for r in rows]
@@ -84,9 +84,9 @@ def fit(title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[str]], w
             keep.remove(i)
             notes.append(f"{c.head} {table[0][i]}")
     for i, c in enumerate(cols):
-        if not fits() and c.short:
+        if not fits() and c.short is not None:
             for r in table:
-                r[i] = r[i].split(" ")[0]
+                r[i] = c.short(r[i])
     dropped = []
     for i in sorted((i for i in keep if cols[i].drop), key=lambda i: -cols[i].drop):
         if fits():

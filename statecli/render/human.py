@@ -121,7 +121,7 @@ def render_diff(r: DiffResult, con: Any) -> None:
     if r.gguf_reference:
         from .human_gguf import render_quant_error
 
-        render_quant_error(r.keys, con)
+        render_quant_error(r.quantization_error, con)
     for h in r.renames:
         con.print(Text("hint: " + escape(h), style="cyan"))
     style = "bold green" if r.equal else "bold red"

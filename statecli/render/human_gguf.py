@@ -50,16 +50,20 @@ def render_gguf_totals(v: GgufView, con: Any, blocks: bool = False) -> None:
         print_grid(con, "by block", cols, rows)
 
 
-def render_quant_error(keys: tuple[Any, ...], con: Any) -> None:
-    """A GGUF against its reference: NMSE and SNR per block (JSON has them per tensor too)."""
-    from ..analyses.gguf_view import quant_error
-
+def render_quant_error(err: dict[str, Any], con: Any) -> None:
+    """A GGUF against its reference (DiffResult.quantization_error): NMSE and SNR per block over its
+    quantized tensors, then per tensor (the unquantized ones too, typed "-"); names are never cut."""
     def cell(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
-    rows = [[escape(b), cell(r["nmse"], ".3g"), cell(r["snr_db"], ".1f")] for b, r in quant_error(keys)["blocks"].items()]
-    print_grid(con, "quantization error against the reference (by block)",
-               [Col("block"), Col("NMSE", right=True), Col("SNR dB", right=True)], rows)
+    figures = [Col("NMSE", right=True), Col("SNR dB", right=True)]
+    rows = [[escape(b), cell(r["nmse"], ".3g"), cell(r["snr_db"], ".1f")] for b, r in err["blocks"].items()]
+    print_grid(con, "quantization error by block (quantized tensors only)",
+               [Col("block"), *figures], rows)
+    rows = [[escape(n), r["type"] or "-", cell(r["nmse"], ".3g"), cell(r["snr_db"], ".1f")]
+            for n, r in err["tensors"].items()]
+    print_grid(con, "quantization error by tensor (type -: not quantized)",
+               [Col("tensor", key=True), Col("type"), *figures], rows)
 
 
 __all__ = ["bpw_text", "render_gguf_header", "render_gguf_totals", "render_quant_error"]

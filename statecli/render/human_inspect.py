@@ -10,7 +10,7 @@ from ..state import Container, Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
-from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note
+from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note, short_evidence
 
 if TYPE_CHECKING:
     from ..analyses.inspect import InspectResult
@@ -56,8 +56,8 @@ def _header(con: Any, r: InspectResult) -> None:
     t = Text()
     t.append(escape(ck.path), style="bold")
     t.append(f"  {ck.format}")
-    if len(ck.files) > 1:
-        t.append(f", {plural(len(ck.files) - 1, 'data file')} + {'index' if ck.path.endswith('.json') else '.metadata'}")
+    if ck.format.files_phrase(len(ck.files)):
+        t.append(f", {ck.format.files_phrase(len(ck.files))}")
     root_role = next((c.role for c in ck.containers if c.name == ck.container_name), Role.MODEL)
     if root_role == Role.MODEL:
         t.append(f"  model state: {escape(ck.container_name)}")
@@ -116,7 +116,8 @@ def _cols(heads: list[str]) -> list[Col]:
     # At narrow widths (grid.fit): a uniform device goes into the title, evidence keeps its first word
     # ("inferred", "model"), numel goes, then the figures in _DROP's order; names stay whole.
     return [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12),
-                key=h == "name", uniform=h == "device", short=h == "evidence", drop=_DROP.get(h, 0)) for h in heads]
+                key=h == "name", uniform=h == "device", short=short_evidence if h == "evidence" else None,
+                drop=_DROP.get(h, 0)) for h in heads]
 
 
 def _stats_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats]) -> None:

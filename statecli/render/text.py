@@ -87,3 +87,10 @@ def sample_note(read: Iterable[Stats]) -> str | None:
         return None
     return (f"* |x| percentiles and histogram from a uniform random sample of up to {max(sizes):,} values per tensor "
             "(tensors above that size); --exact uses every value")
+
+
+def short_evidence(text: str) -> str:
+    """An evidence cell at a narrow width (grid.Col.short): its first word ("inferred", "model", "stored"); a
+    format's own label (Source.FORMAT: the format's name first, "GGUF tensor") stays whole, never "file"."""
+    first = text.split(" ")[0]
+    return text if first.isupper() else first

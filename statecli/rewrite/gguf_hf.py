@@ -9,12 +9,16 @@ import json
 import os
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..io.atomic import atomic_file, open_output
 from ..units import dtype_name
 from .plan import Plan, entry_key, rewrite_note
 from .spec import Target
+
+if TYPE_CHECKING:
+    from ..formats.gguf.hfview import HfView
 
 WEIGHTS = "model.safetensors"
 
@@ -28,34 +32,62 @@ def is_folder_output(output: str | None) -> bool:
                                                                                           ".bin", ".ckpt", ".tar"))
 
 
-def gguf_hf_folder(plan: Plan, target: Target, dtype: str | None) -> tuple[Plan, Target, Callable[[], None] | None]:
-    """A GGUF's convert: to a Hugging Face folder where -o names a folder (and no --to): the plan, the
-    target and what writes config.json once the weights are written; else all as they were."""
-    if target.to is not None or not is_folder_output(target.output):
+def gguf_hf_names(plan: Plan, target: Target, dtype: str | None) -> tuple[Plan, Target, Callable[[], None] | None]:
+    """A GGUF's convert under transformers' names (no --to): to a Hugging Face folder where -o names a
+    folder (the plan, the target and what writes config.json once the weights are written); to one
+    .safetensors file with the folder's names and values, or GGUF names and a note where transformers
+    does not load this GGUF; else all as they were."""
+    out = target.output
+    if target.to is not None or out is None:
         return plan, target, None
-    folder = str(target.output)
-    plan, target, config = hf_folder_plan(plan, target)
-    return plan, target, partial(write_config, folder, config, dtype_name(dtype or "bfloat16") or "bfloat16")
+    if is_folder_output(out):
+        folder = out
+        plan, target, config = hf_folder_plan(plan, target)
+        return plan, target, partial(write_config, folder, config, dtype_name(dtype or "bfloat16") or "bfloat16")
+    if not out.lower().endswith(".safetensors"):
+        return plan, target, None
+    from ..formats.gguf.hfview import hf_view
+
+    view = hf_view(plan.ck.path)
+    if view is None:
+        note = rewrite_note(f"GGUF names kept, not Hugging Face's: {_unloaded_why()}")
+        return dataclasses.replace(plan, notes=plan.notes + (note,)), target, None
+    return _hf_plan(plan, view), target, None
 
 
 def hf_folder_plan(plan: Plan, target: Target) -> tuple[Plan, Target, dict[str, object]]:
-    """The plan over transformers' tensors (formats/gguf/hfview.py: its names, shapes and the tensors its
-    processor builds), the target `folder/model.safetensors`, and the config.json content; a UsageError
-    where transformers cannot load this GGUF."""
-    from ..formats.gguf.hf import transformers_here
-    from ..formats.gguf.hfview import hf_view, require_fit
+    """The plan over transformers' tensors (`_hf_plan`), the target `folder/model.safetensors`, and the
+    config.json content; a UsageError where transformers cannot load this GGUF."""
+    from ..formats.gguf.hfview import hf_view
 
     assert target.output is not None
     view = hf_view(plan.ck.path)
     if view is None:
-        why = ("transformers does not load this GGUF's architecture" if transformers_here() else
-               "it needs transformers and torch (pip install transformers)")
-        raise UsageError(plan.ck.path, f"cannot write a Hugging Face folder: {why}",
+        raise UsageError(plan.ck.path, f"cannot write a Hugging Face folder: {_unloaded_why()}",
                          "write GGUF names to one file instead: -o model.safetensors")
-    require_fit(view, plan.ck.path)
+    plan = _hf_plan(plan, view)
+    plan = dataclasses.replace(plan, notes=plan.notes + (rewrite_note("config.json as transformers builds it from "
+                                                                      "the GGUF's metadata"),))
+    if not target.dry_run:
+        os.makedirs(target.output, exist_ok=True)
+    return plan, dataclasses.replace(target, output=os.path.join(target.output, WEIGHTS)), view.model.config
+
+
+def _unloaded_why() -> str:
+    from ..formats.gguf.hf import transformers_here
+
+    return ("transformers does not load this GGUF's architecture" if transformers_here() else
+            "it needs transformers and torch (pip install transformers)")
+
+
+def _hf_plan(plan: Plan, view: HfView) -> Plan:
+    """The plan over transformers' tensors (formats/gguf/hfview.py: its names, shapes and the tensors its
+    processor builds), each quantized source dequantized to the --dtype; what it leaves out, said."""
+    from ..formats.gguf.hfview import require_fit
+
+    require_fit(view, plan.ck.path)  # a tensor the config cannot hold: one line, never an invented shape
     notes = plan.notes + (rewrite_note(f"{len(view.tensors)} tensor(s) under transformers' names and layout (its "
-                                       f"{type(view.model.layout.processor).__name__}), config.json as it builds it "
-                                       "from the metadata"),)
+                                       f"{type(view.model.layout.processor).__name__})"),)
     if view.skipped:
         notes += (rewrite_note(f"{len(view.skipped)} tensor(s) transformers does not load left out: "
                                f"{', '.join(view.skipped[:3])}" + (", ..." if len(view.skipped) > 3 else "")),)
@@ -68,10 +100,7 @@ def hf_folder_plan(plan: Plan, target: Target) -> tuple[Plan, Target, dict[str, 
         if dtypes:  # a quantized source: the --dtype it is dequantized to
             cast[entry_key(e)] = dtypes.pop()
     ck = dataclasses.replace(plan.ck, entries=tuple(hf_entries))
-    plan = dataclasses.replace(plan, ck=ck, drop=frozenset(), cast=cast, notes=notes, hf_layout=True)
-    if not target.dry_run:
-        os.makedirs(target.output, exist_ok=True)
-    return plan, dataclasses.replace(target, output=os.path.join(target.output, WEIGHTS)), view.model.config
+    return dataclasses.replace(plan, ck=ck, drop=frozenset(), cast=cast, notes=notes, hf_layout=True)
 
 
 def write_config(folder: str, config: dict[str, object], dtype: str) -> None:
@@ -81,4 +110,4 @@ def write_config(folder: str, config: dict[str, object], dtype: str) -> None:
         out.write((json.dumps({**config, "dtype": dtype}, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-__all__ = ["WEIGHTS", "gguf_hf_folder", "hf_folder_plan", "is_folder_output", "write_config"]
+__all__ = ["WEIGHTS", "gguf_hf_names", "hf_folder_plan", "is_folder_output", "write_config"]

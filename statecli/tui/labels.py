@@ -12,7 +12,7 @@ from rich.text import Text
 from ..analyses.module_tree import tree_path
 from ..render.charts import bar, scale, spark
 from ..render.grid import KIND_STYLES, Col, fit
-from ..render.text import escape, fmt_float
+from ..render.text import escape, fmt_float, short_evidence
 from ..units import fmt_bytes, fmt_count, fmt_shape
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ BAR = 8  # cells of the change bar beside a module
 # The tensor table's columns. Where the table is wider than its pane, grid.fit (as for inspect's table): a
 # uniform device goes into the module line, evidence keeps its first word, then columns go, the highest
 # rank first (the detail pane still shows them all), so the names stay whole.
-COLUMNS = (Col("name", key=True), Col("kind", drop=1), Col("evidence", short=True, drop=8), Col("dtype", drop=3),
+COLUMNS = (Col("name", key=True), Col("kind", drop=1), Col("evidence", short=short_evidence, drop=8), Col("dtype", drop=3),
            Col("shape", drop=5), Col("size", right=True, drop=4), Col("device", uniform=True, drop=9))
 DIFF_COLUMNS = (Col("status"), Col("|b-a|/|a|", right=True, drop=2), Col("cosine", right=True, drop=7),
                 Col("max |d|", right=True, drop=6))

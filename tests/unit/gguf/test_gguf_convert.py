@@ -23,7 +23,8 @@ def model(tmp_path: Path) -> Path:
     rng = np.random.default_rng(4)
     return write_gguf(tmp_path / "m.gguf", {"blk.0.attn_q.weight": (rng.standard_normal((4, 256)).astype(np.float32), "Q4_K"),
                                             "blk.0.ffn_up.weight": (rng.standard_normal((8, 64)).astype(np.float32), "Q8_0"),
-                                            "output_norm.weight": (rng.standard_normal(64).astype(np.float32), "F32")})
+                                            "output_norm.weight": (rng.standard_normal(64).astype(np.float32), "F32")},
+                      arch="nonesuch")  # an architecture transformers does not load: GGUF names are kept
 
 
 @pytest.mark.parametrize(("args", "dtype"), [((), ml_dtypes.bfloat16), (("--dtype", "float32"), np.float32),
@@ -32,6 +33,7 @@ def test_convert_writes_dequantized_values(model: Path, tmp_path: Path, args: tu
     out = tmp_path / "out.safetensors"
     result = CliRunner().invoke(app, ["convert", str(model), "-o", str(out), *args])
     assert result.exit_code == 0, result.output
+    assert result.output.count("GGUF names kept, not Hugging Face's") == 1
     got = load_file(str(out))
     for t in gguf.GGUFReader(model).tensors:
         shape = tuple(int(d) for d in reversed(t.shape))
@@ -56,3 +58,32 @@ def test_convert_to_pt_of_quantized_tensors_is_refused(model: Path, tmp_path: Pa
 
     pt, st = torch.load(tmp_path / "deq.pt", weights_only=True), load_torch(str(tmp_path / "deq.safetensors"))
     assert pt.keys() == st.keys() and all(torch.equal(pt[k], st[k]) for k in st)  # the same dequantized values
+
+
+def test_one_safetensors_file_has_the_hf_folders_names_and_values(tmp_path: Path) -> None:
+    """The issue: GGUF -> safetensors is written under HF names, the folder output's model.safetensors
+    byte for byte in names and values (q/k permutation undone alike); without transformers, GGUF names
+    and one note."""
+    pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    import statecli.formats.gguf.hf as hf
+    from tests.gguf_hf import llama_to_gguf, tiny_llama
+
+    g = llama_to_gguf(tiny_llama(tmp_path / "src"), tmp_path / "m.gguf", "Q8_0")
+    one, folder = tmp_path / "one.safetensors", tmp_path / "folder"
+    for out in (str(one), f"{folder}/"):
+        r = CliRunner().invoke(app, ["convert", str(g), "-o", out])
+        assert r.exit_code == 0, r.output
+    got, want = load_file(str(one)), load_file(str(folder / "model.safetensors"))
+    assert list(got) == list(want) and "model.layers.0.self_attn.q_proj.weight" in got
+    assert got["model.layers.0.self_attn.q_proj.weight"].dtype == torch.bfloat16  # Q8_0 dequantized to bf16
+    for k in want:
+        assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
+    assert not (tmp_path / "config.json").exists()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hf, "transformers_here", lambda: False)
+        r = CliRunner().invoke(app, ["convert", str(g), "-o", str(tmp_path / "plain.safetensors")])
+    assert r.exit_code == 0 and r.output.count("GGUF names kept, not Hugging Face's: it needs transformers") == 1
+    assert set(load_file(str(tmp_path / "plain.safetensors"))) == {t.name for t in gguf.GGUFReader(g).tensors}

@@ -85,7 +85,7 @@ def test_an_expert_saved_under_its_hf_name_counts_in_its_block() -> None:
     keys = (SimpleNamespace(name="blk.0.attn_q.weight", sums=Sums(aa=4.0, dd=1.0)),
             SimpleNamespace(name="model.layers.0.mlp.experts.3.up_proj.weight", sums=Sums(aa=4.0, dd=3.0)),
             SimpleNamespace(name="token_embd.weight", sums=Sums(aa=2.0, dd=1.0)))
-    blocks = quant_error(keys)["blocks"]
+    blocks = quant_error(keys, {k.name: "Q4_K" for k in keys})["blocks"]
     assert set(blocks) == {"blk.0", "(outside blocks)"}
     assert blocks["blk.0"]["nmse"] == 0.5 and blocks["(outside blocks)"]["nmse"] == 0.5
 

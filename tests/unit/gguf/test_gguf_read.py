@@ -5,6 +5,7 @@ part; general.alignment; metadata reads without importing gguf-py."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,29 @@ def test_a_file_rewritten_in_place_is_read_again(tmp_path: Path) -> None:
 
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert load_checkpoint(str(path)).metadata["general.name"] == "bbbb"
+
+
+def test_split_model_header_says_its_parts(tmp_path: Path) -> None:
+    tensors = {f"blk.{i}.w.weight": (np.ones((2, 32), np.float32), "Q8_0") for i in range(20)}
+    write_gguf(tmp_path / "m.gguf", tensors, split_max_tensors=8)
+    part = tmp_path / "m-00002-of-00003.gguf"
+    head = CliRunner().invoke(app, ["inspect", str(part)], env={"COLUMNS": "200"}).output.splitlines()[0]
+    assert head.startswith(f"{part}  gguf, 3 parts  ") and "data file" not in head and ".metadata" not in head
+
+
+def test_evidence_is_gguf_tensor_in_the_column_json_and_show(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "e.gguf", {"blk.0.attn_q.weight": (np.ones((2, 32), np.float32), "Q8_0"),
+                                            "rope_freqs.weight": (np.ones(16, np.float32), "F32")})
+    data = json.loads(CliRunner().invoke(app, ["inspect", str(path), "-f", "json"]).output)
+    want = {"blk.0.attn_q.weight": "GGUF tensor", "rope_freqs.weight": "GGUF computed tensor"}
+    assert {t["name"]: t["evidence"] for t in data["entries"]} == want
+    wide = CliRunner().invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"}).output
+    cells = [re.split(r" {2,}", line)[:3] for line in wide.splitlines() if line.startswith(("blk.0.", "rope_"))]
+    assert cells == [["blk.0.attn_q.weight", "parameter", "GGUF tensor"], ["rope_freqs.weight", "buffer", "GGUF computed tensor"]]
+    # At 80 columns the evidence column is shortened (grid.fit): a format's own label stays whole, never "file"
+    quantized = write_gguf(tmp_path / "q.gguf", {f"blk.{i}.attn_q.weight": (np.ones((2, 32), np.float32), "Q8_0")
+                                                 for i in range(2)})
+    narrow = CliRunner().invoke(app, ["inspect", str(quantized)], env={"COLUMNS": "80"}).output
+    assert "numel not shown" in narrow and "blk.0.attn_q.weight  parameter  GGUF tensor  Q8_0" in narrow
+    shown = CliRunner().invoke(app, ["show", str(path), "blk.0.attn_q.weight"]).output.splitlines()[1]
+    assert shown.startswith("blk.0.attn_q.weight  parameter (GGUF tensor)  ")

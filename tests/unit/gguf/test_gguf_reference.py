@@ -48,3 +48,29 @@ def test_gguf_against_its_safetensors_reports_nmse_and_snr(tmp_path: Path) -> No
         assert err["tensors"][g]["snr_db"] == (pytest.approx(want, rel=1e-6) if want else None)
     # Q4_0 costs more than Q8_0: the per-block view tells which block
     assert err["blocks"]["blk.0"]["snr_db"] < err["blocks"]["blk.1"]["snr_db"]
+
+
+def test_block_error_is_over_quantized_tensors_and_text_lists_each_tensor(tmp_path: Path) -> None:
+    """A block's unquantized F32 norm (exact, large) would dominate ||a||^2 and make the block look ~10 dB
+    better than its only quantized tensor: the block figure is that tensor's, and the text lists every tensor."""
+    rng = np.random.default_rng(3)
+    hf = {"model.layers.0.mlp.up_proj.weight": rng.standard_normal((32, 256)).astype(np.float32),
+          "model.layers.0.post_attention_layernorm.weight": (rng.standard_normal(256) * 20).astype(np.float32),
+          "model.norm.weight": rng.standard_normal(256).astype(np.float32)}
+    save_file(hf, str(tmp_path / "ref.safetensors"))
+    q = write_gguf(tmp_path / "q.gguf", {"blk.0.ffn_up.weight": (hf["model.layers.0.mlp.up_proj.weight"], "Q4_0"),
+                                         "blk.0.ffn_norm.weight": (hf["model.layers.0.post_attention_layernorm.weight"], "F32"),
+                                         "output_norm.weight": (hf["model.norm.weight"], "F32")})
+    args = ["diff", str(tmp_path / "ref.safetensors"), str(q)]
+    err = json.loads(CliRunner().invoke(app, [*args, "--format", "json"]).stdout)["quantization_error"]
+    tensor = err["tensors"]["blk.0.ffn_up.weight"]
+    assert tensor["type"] == "Q4_0" and err["tensors"]["blk.0.ffn_norm.weight"]["type"] is None
+    assert err["blocks"]["blk.0"] == {"nmse": tensor["nmse"], "snr_db": tensor["snr_db"]}
+    assert set(err["blocks"]) == {"blk.0"} and err["blocks_over"] == "quantized tensors"  # no quantized tensor outside
+    text = CliRunner().invoke(app, args, env={"COLUMNS": "80"}).stdout.splitlines()
+    assert all(len(line) <= 80 for line in text), text
+    assert "quantization error by block (quantized tensors only)" in text
+    rows = {line.split()[0]: line.split()[1:] for line in text[text.index("quantization error by tensor (type -: "
+                                                                          "not quantized)") + 2:] if line[:1] != "d"}
+    assert rows["blk.0.ffn_up.weight"] == ["Q4_0", f"{tensor['nmse']:.3g}", f"{tensor['snr_db']:.1f}"]
+    assert rows["blk.0.ffn_norm.weight"] == rows["output_norm.weight"] == ["-", "0", "-"]
