@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 _NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf", "|x| p50", "|x| p99", "zeros"}
 _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
+_WRAP = {"kind", "evidence"}  # text that may fold; a shape is never split across lines
 # Droppable columns, the first to go highest: what --stats adds goes after numel, down to min/max/mean and the
 # NaN/Inf counts (never dropped); `inspect --format json` and `show` have every figure.
 _DROP = {"numel": 20, "histogram": 19, "finite std": 18, "finite mean": 17, "|x| p50": 16, "|x| p99": 15,
@@ -98,7 +99,9 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
     for e in entries:
         t = e.tensor
         assert t is not None
-        dev = t.device + (f" ({t.layout})" if t.layout != Layout.STRIDED else "")
+        # A quantized weight's dtype cell says so (its scheme): the device cell stays the device, so a
+        # uniform device can move into the title at a narrow width.
+        dev = t.device + (f" ({t.layout})" if t.layout != Layout.STRIDED and t.quant is None else "")
         row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
         if t.quant is not None:
             row[3] = f"{t.dtype} ({t.quant.scheme})"
@@ -114,9 +117,11 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
 
 def _cols(heads: list[str]) -> list[Col]:
     # At narrow widths (grid.fit): a uniform device goes into the title, evidence keeps its first word
-    # ("inferred", "model"), numel goes, then the figures in _DROP's order; names stay whole.
-    return [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12),
-                key=h == "name", uniform=h == "device", short=h == "evidence", drop=_DROP.get(h, 0)) for h in heads]
+    # ("inferred", "model") and a quantized dtype its logical dtype ("nf4": the quantization table under
+    # the summary names the scheme), numel goes, then the figures in _DROP's order; names and shapes stay whole.
+    return [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _WRAP, min_width=_MIN.get(h, 12),
+                key=h == "name", uniform=h == "device", short=h in ("evidence", "dtype"), drop=_DROP.get(h, 0))
+            for h in heads]
 
 
 def _stats_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats]) -> None:
@@ -141,7 +146,8 @@ def quant_tables(con: Any, q: QuantSummary) -> None:
     label = ", ".join(q.methods) + (" (inferred)" if q.inferred else "")
     rows = [_bits_cells(r) for r in (*q.by_scheme, q.quantized, q.model)]
     print_grid(con, f"quantization: {escape(label)}", cols, [[escape(c) for c in r] for r in rows])
-    print_grid(con, "bits per weight by module", cols, [[escape(c) for c in _bits_cells(r)] for r in q.by_module])
+    by_module = [Col("", key=True), *cols[1:]]  # module patterns are names: never folded
+    print_grid(con, "bits per weight by module", by_module, [[escape(c) for c in _bits_cells(r)] for r in q.by_module])
 
 
 def _bits_cells(r: BitsRow) -> list[str]:
