@@ -344,6 +344,7 @@ class Checkpoint:
     messages: tuple[Note, ...] = ()  # warnings and notes, in the order the steps gave them
     modules: tuple[ModuleNode, ...] = ()
     torch_metadata: Mapping[str, Any] | None = None  # state_dict()._metadata (per-module versions), read-only
+    label: str | None = None  # how output names it where `path` is no name of the user's (`-`: <stdin>)
 
     def __post_init__(self) -> None:
         # tuple() of a tuple is the tuple itself: replace() of 50,000 entries copies nothing.
@@ -371,6 +372,16 @@ class Checkpoint:
         """This checkpoint with more messages; one already present is not repeated."""
         new = tuple(n for n in dict.fromkeys(notes) if n not in self.messages)
         return replace(self, messages=self.messages + new) if new else self
+
+    @property
+    def shown_path(self) -> str:
+        """The path as every output names it: the label (`<stdin>` for `-`, not its spooled copy), else `path`."""
+        return self.label or self.path
+
+    @property
+    def shown_files(self) -> tuple[str, ...]:
+        """`files` as output names them: the labelled path's own file by its label."""
+        return tuple(self.label if f == self.path and self.label else f for f in self.files)
 
     @property
     def container_name(self) -> str:

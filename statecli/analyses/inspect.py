@@ -76,11 +76,11 @@ class InspectResult:
         ck = self.checkpoint
         d = {
             "schema_version": SCHEMA_VERSION,
-            "path": ck.path,
+            "path": ck.shown_path,
             "format": str(ck.format),
             "container": ck.container,
             "containers": [c.to_dict() for c in ck.containers],
-            "files": ck.files,
+            "files": ck.shown_files,
             "metadata": dict(ck.metadata),
             "warnings": ck.warnings,
             "notes": ck.notes,
@@ -116,7 +116,7 @@ class InspectResult:
 
     @property
     def md_title(self) -> str:
-        return f"# {self.checkpoint.path} ({self.checkpoint.format})"
+        return f"# {self.checkpoint.shown_path} ({self.checkpoint.format})"
 
     def md_tables(self) -> list[tuple[tuple[str, ...], list[dict[str, Any]]]]:
         kinds = [{"kind": b.key, "tensors": b.tensors, "numel": b.numel, "bytes": b.nbytes} for b in self.by_kind]

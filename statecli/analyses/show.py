@@ -62,11 +62,11 @@ class ShowResult:
 
     @property
     def md_title(self) -> str:
-        return f"# {self.checkpoint.path}: {self.entry.name}"
+        return f"# {self.checkpoint.shown_path}: {self.entry.name}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": SCHEMA_VERSION, "path": self.checkpoint.path, "format": str(self.checkpoint.format),
+            "schema_version": SCHEMA_VERSION, "path": self.checkpoint.shown_path, "format": str(self.checkpoint.format),
             "entry": self.entry.to_dict(self.stats), "histogram_edges": self.edges(),
             "first": list(self.first),
             "smallest": [{"index": list(x.index), "value": x.value} for x in self.smallest],
@@ -82,8 +82,8 @@ def find_entry(ck: Checkpoint, key: str) -> Entry:
         if e.name == key or (e.group and f"{e.group}.{e.name}" == key):
             return e
     close = difflib.get_close_matches(key, [e.name for e in ck.entries], n=3)
-    raise UsageError(ck.path, f"no entry named {key!r}",
-                     f"did you mean: {', '.join(close)}" if close else "list the keys with: statecli inspect " + ck.path)
+    raise UsageError(ck.shown_path, f"no entry named {key!r}",
+                     f"did you mean: {', '.join(close)}" if close else "list the keys with: statecli inspect " + ck.shown_path)
 
 
 def module_path(ck: Checkpoint, e: Entry) -> tuple[tuple[Level, ...], tuple[Entry, ...]]:

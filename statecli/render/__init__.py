@@ -78,7 +78,7 @@ def render(result: Any, output: Output | OutputFormat | str = Output(), out: IO[
         stdout_gone()
     print_notes(messages(result), output)
     for ck in _checkpoints(result):
-        verbose_line(f"read {ck.path} ({ck.format}, {len(ck.files)} file(s), {len(ck.entries)} entries)", output)
+        verbose_line(f"read {ck.shown_path} ({ck.format}, {len(ck.files)} file(s), {len(ck.entries)} entries)", output)
         _skipped_checks(ck, output)
 
 

@@ -55,7 +55,7 @@ def _header(con: Any, r: InspectResult) -> None:
 
     ck = r.checkpoint
     t = Text()
-    t.append(escape(ck.path), style="bold")
+    t.append(escape(ck.shown_path), style="bold")
     t.append(f"  {ck.format}")
     if len(ck.files) > 1:
         t.append(f", {plural(len(ck.files) - 1, 'data file')} + {'index' if ck.path.endswith('.json') else '.metadata'}")

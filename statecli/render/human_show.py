@@ -21,7 +21,7 @@ def render_show(r: ShowResult, con: Any) -> None:
     from rich.text import Text
 
     ck, e, t = r.checkpoint, r.entry, r.entry.tensor
-    con.print(Text(f"{escape(ck.path)}  {ck.format}", style="bold"))
+    con.print(Text(f"{escape(ck.shown_path)}  {ck.format}", style="bold"))
     head = Text(escape(e.name), style="bold")
     head.append(f"  {e.kind}", style=KIND_STYLES.get(e.kind, ""))
     head.append(f" ({e.evidence})")

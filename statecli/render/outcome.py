@@ -56,7 +56,7 @@ def rewrite_outcome(r: Any) -> str:
 
 def _inspect(r: Any) -> str:
     ck = r.checkpoint
-    line = (f"{escape(ck.path)} ({ck.format}): {plural(r.total.tensors, 'tensor')}, {fmt_count(r.total.numel)} "
+    line = (f"{escape(ck.shown_path)} ({ck.format}): {plural(r.total.tensors, 'tensor')}, {fmt_count(r.total.numel)} "
             f"elements, {fmt_bytes(r.total.nbytes)}")
     if r.model is not None:
         blocking = sum(1 for x in r.load_report if x.blocking)
@@ -65,7 +65,7 @@ def _inspect(r: Any) -> str:
 
 
 def _size(r: Any) -> str:
-    return f"{escape(r.checkpoint.path)}: {size_headline(r)[0]}"
+    return f"{escape(r.checkpoint.shown_path)}: {size_headline(r)[0]}"
 
 
 def size_headline(r: Any) -> list[str]:
@@ -93,4 +93,4 @@ def size_headline(r: Any) -> list[str]:
 def _show(r: Any) -> str:
     t = r.entry.tensor
     what = f"{t.dtype} {fmt_shape(t.shape)}" if t is not None else type(r.entry.value).__name__
-    return f"{escape(r.checkpoint.path)}: {escape(r.entry.name)} {what}"
+    return f"{escape(r.checkpoint.shown_path)}: {escape(r.entry.name)} {what}"
