@@ -149,8 +149,7 @@ class TensorInfo:
 
     `storage_key` identifies the storage within the checkpoint (file-qualified), so shared, tied
     and view tensors are visible and their bytes counted once. `data_offset` is the absolute byte
-    offset of the storage's first byte inside `source`, when the format stores it contiguously.
-    """
+    offset of the storage's first byte inside `source`, when the format stores it contiguously."""
 
     dtype: str
     shape: tuple[int, ...]
@@ -254,8 +253,8 @@ class Stats:
         if self.numel:
             d.update(numel=self.numel, zeros=self.zeros, zero_frac=self.frac(self.zeros), nan_frac=self.frac(self.nan),
                      inf_frac=self.frac(self.inf), finite=self.finite, finite_min=self.finite_min,
-                     finite_max=self.finite_max, finite_mean=self.finite_mean, finite_std=self.finite_std,
-                     p50_abs=self.p50_abs, p99_abs=self.p99_abs, exact=self.exact, sampled=self.sampled)
+                     finite_max=self.finite_max, finite_mean=self.finite_mean, finite_std=self.finite_std, exact=self.exact,
+                     p50_abs=self.p50_abs, p99_abs=self.p99_abs, percentiles_of="finite values", sampled=self.sampled)
             if self.hist:
                 d["histogram"] = {"lo": self.finite_min, "hi": self.finite_max, "counts": list(self.hist),
                                   "exact": self.exact, "sampled": self.sampled}
@@ -344,7 +343,7 @@ class Checkpoint:
     messages: tuple[Note, ...] = ()  # warnings and notes, in the order the steps gave them
     modules: tuple[ModuleNode, ...] = ()
     torch_metadata: Mapping[str, Any] | None = None  # state_dict()._metadata (per-module versions), read-only
-    label: str | None = None  # how output names it where `path` is no name of the user's (`-`: <stdin>)
+    label: str | None = None  # how output names it where `path` is no name of the user's (io.stdin.shown_path)
 
     def __post_init__(self) -> None:
         # tuple() of a tuple is the tuple itself: replace() of 50,000 entries copies nothing.
@@ -372,16 +371,6 @@ class Checkpoint:
         """This checkpoint with more messages; one already present is not repeated."""
         new = tuple(n for n in dict.fromkeys(notes) if n not in self.messages)
         return replace(self, messages=self.messages + new) if new else self
-
-    @property
-    def shown_path(self) -> str:
-        """The path as every output names it: the label (`<stdin>` for `-`, not its spooled copy), else `path`."""
-        return self.label or self.path
-
-    @property
-    def shown_files(self) -> tuple[str, ...]:
-        """`files` as output names them: the labelled path's own file by its label."""
-        return tuple(self.label if f == self.path and self.label else f for f in self.files)
 
     @property
     def container_name(self) -> str:

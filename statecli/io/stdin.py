@@ -56,3 +56,13 @@ def named(ck: Checkpoint, path: str) -> Checkpoint:
     from dataclasses import replace
 
     return replace(ck, label=STDIN_NAME) if path == STDIN else ck
+
+
+def shown_path(ck: Checkpoint) -> str:
+    """The path as every output names it: the label (`<stdin>` for `-`, not its spooled copy), else `path`."""
+    return ck.label or ck.path
+
+
+def shown_files(ck: Checkpoint) -> tuple[str, ...]:
+    """`files` as output names them: the labelled path's own file by its label."""
+    return tuple(ck.label if f == ck.path and ck.label else f for f in ck.files)

@@ -6,11 +6,12 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..io.stdin import shown_path
 from ..state import Container, Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
-from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note
+from .text import FINITE_HEADS, escape, finite_cells, finite_note, fmt_float, sample_note
 
 if TYPE_CHECKING:
     from ..analyses.inspect import InspectResult
@@ -55,7 +56,7 @@ def _header(con: Any, r: InspectResult) -> None:
 
     ck = r.checkpoint
     t = Text()
-    t.append(escape(ck.shown_path), style="bold")
+    t.append(escape(shown_path(ck)), style="bold")
     t.append(f"  {ck.format}")
     if len(ck.files) > 1:
         t.append(f", {plural(len(ck.files) - 1, 'data file')} + {'index' if ck.path.endswith('.json') else '.metadata'}")
@@ -134,9 +135,9 @@ def _stats_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str,
     rows = [[escape(e.name), *_stat_cells(s), *(finite_cells(s) if finite else [])]
             for e, s in ((e, stats.get(e.name)) for e in entries)]
     print_grid(con, f"{escape(title)}: statistics", _cols(heads), rows)
-    note = sample_note(read)
-    if note:
-        con.print(note)
+    for note in (sample_note(read), finite_note(read)):
+        if note:
+            con.print(note)
 
 
 def quant_tables(con: Any, q: QuantSummary) -> None:
