@@ -63,6 +63,13 @@ class CheckResult:
 
     columns = ("path", "rule", "passed", "reason")
 
+    def named(self, path: str, label: str) -> CheckResult:
+        """This result with `path` (stdin's spooled copy) named `label` (<stdin>) wherever it appears."""
+        def pairs(xs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+            return tuple((label if p == path else p, m.replace(path, label)) for p, m in xs)
+        return replace(self, findings=tuple(replace(f, path=label) if f.path == path else f for f in self.findings),
+                       errors=pairs(self.errors), unsafe=pairs(self.unsafe), rules_from=pairs(self.rules_from))
+
     @property
     def passed(self) -> bool:
         return all(f.passed for f in self.findings) and not self.errors and not self.unsafe

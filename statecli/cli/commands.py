@@ -26,6 +26,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from ..analyses.check import CheckResult
     from ..render import Output
     from ..state import Checkpoint
 
@@ -291,11 +292,19 @@ def check(
         return
     view = output_context(fmt, quiet, verbose)
     from ..analyses.baseline import with_baseline
-    from ..analyses.check import check as run_check
     from ..render import render
     from ..render.ci import write_ci_outputs
 
-    result = with_baseline(run_check(paths, flags, config, evidence.config_only()), baseline)  # --model: a rule
+    result = with_baseline(_check_paths(paths, flags, config, evidence), baseline)  # --model: a rule
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)
+
+
+def _check_paths(paths: list[str], flags: dict[str, Any], config: str | None, evidence: ModelChoice) -> CheckResult:
+    """`check` of these paths, `-` read from stdin and named <stdin> (its rules: --config or the command line)."""
+    from ..analyses.check import check as run_check
+
+    with local_input(STDIN if STDIN in paths else "") as spooled:
+        result = run_check([spooled if p == STDIN else p for p in paths], flags, config, evidence.config_only())
+    return result.named(spooled, STDIN_NAME) if STDIN in paths else result

@@ -55,11 +55,11 @@ def test_stdin_that_is_empty_is_one_error_line(tmp_path: Path) -> None:
 
 def test_stdin_is_named_stdin_everywhere_and_scan_reads_it(cnn: Path, tmp_path: Path) -> None:
     """`-` is <stdin> in a title, the JSON "path", a diff side, an error and scan's listing, never the spooled
-    copy's temp path; scan reads `-` as inspect and diff do (it said "no such file")."""
+    copy's temp path; scan and check read `-` as inspect and diff do (they said "no such file")."""
     data = cnn.read_bytes()
     runs = {"title": ["inspect", "-"], "json": ["inspect", "-", "-f", "json"], "diff": ["diff", "-", str(cnn)],
             "size": ["size", "-", "-f", "json"], "scan": ["scan", "-"], "scan json": ["scan", "-", "-f", "json"],
-            "error": ["show", "-", "no.such.entry"]}
+            "error": ["show", "-", "no.such.entry"], "check": ["check", "-", "--no-nan", "-f", "json"]}
     out = {k: runner.invoke(app, argv, input=data) for k, argv in runs.items()}
     assert out["title"].stdout.startswith("<stdin>  torch zip"), out["title"].stdout
     assert json.loads(out["json"].stdout)["path"] == json.loads(out["size"].stdout)["path"] == "<stdin>"
@@ -67,6 +67,9 @@ def test_stdin_is_named_stdin_everywhere_and_scan_reads_it(cnn: Path, tmp_path: 
     assert out["scan"].exit_code == 0 and out["scan"].stdout.startswith("<stdin>  torch zip  safe"), out["scan"].output
     assert [f["path"] for f in json.loads(out["scan json"].stdout)["files"]] == ["<stdin>"]
     assert out["error"].exit_code == 2 and "<stdin>: no entry named 'no.such.entry'" in out["error"].output
+    checked = json.loads(out["check"].stdout)  # check reads `-` too (its rules: --config or the command line)
+    assert out["check"].exit_code == 0 and {f["path"] for f in checked["findings"]} == {"<stdin>"}, out["check"].output
+    assert list(checked["rules_from"]) == ["<stdin>"]
     bad = runner.invoke(app, ["inspect", "-"], input=b"not a checkpoint at all")
     assert bad.exit_code == 2 and bad.output.count("<stdin>:") == 1, bad.output
     assert not any("statecli-stdin" in r.output for r in (*out.values(), bad))
