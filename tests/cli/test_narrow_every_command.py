@@ -38,11 +38,19 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         bnb |= qb.bnb4(f"layers.{i}.up_proj", 256, 64, np.random.default_rng(i))
     qb.save(folder / "nf4" / "model.safetensors", bnb, {"quant_method": "bitsandbytes", "load_in_4bit": True,
                                                          "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True})
+    ct = {"model.norm.weight": torch.ones(64, dtype=torch.float16)}  # compressed-tensors pack-quantized, W4 g32
+    for i in range(2):
+        ct |= {f"layers.{i}.up_proj.weight_packed": torch.zeros(256, 8, dtype=torch.int32),
+               f"layers.{i}.up_proj.weight_scale": torch.ones(256, 2, dtype=torch.float16),
+               f"layers.{i}.up_proj.weight_shape": torch.tensor([256, 64])}
+    qb.save(folder / "ct" / "model.safetensors", ct, {"quant_method": "compressed-tensors", "format": "pack-quantized",
+            "config_groups": {"g": {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int", "symmetric": True,
+                                                                      "strategy": "group", "group_size": 32}}}})
     write_gguf(folder / "m.gguf", {"token_embd.weight": (np.ones((8, 32), np.float32), "Q8_0")},
                {"llama.attention.layer_norm_rms_epsilon": 1e-6, "llama.context_length": 4096,
                 "general.name": "a model name long enough that it cannot fit sixty columns whole"})
     return {"gguf": folder / "m.gguf", "train": folder / "train.pt", "tied": folder / "tied.pt", "tied2": folder / "tied2.pt",
-            "nf4": folder / "nf4", "out": folder}
+            "nf4": folder / "nf4", "ct": folder / "ct", "out": folder}
 
 
 NAMES = {"train": ["conv.weight", "bn.running_mean", "bn.num_batches_tracked", "head.bias"],
@@ -76,11 +84,12 @@ def _commands(f: dict[str, Path], columns: int) -> list[tuple[list[str], list[st
         (["inspect", nf4], NAMES["nf4"]), (["inspect", nf4, "--stats"], NAMES["nf4"]),
         (["inspect", nf4, "--storage"], NAMES["nf4"]),
         (["inspect", str(f["gguf"])], ["llama.attention.layer_norm_rms_epsilon", "llama.context_length"]),
-    ]  # 23: the test's parameter range
+        (["inspect", str(f["ct"]), "--storage"], ["layers.0.up_proj.weight", "model.norm.weight"]),
+    ]  # 24: the test's parameter range
 
 
 @pytest.mark.parametrize("columns", [60, 80, 120])
-@pytest.mark.parametrize("which", range(23))
+@pytest.mark.parametrize("which", range(24))
 def test_every_command_fits_and_keeps_names_whole(files: dict[str, Path], columns: int, which: int) -> None:
     for argv, names in _commands(files, columns)[which:which + 1]:
         screen = _in_pty(argv, columns, lines=50)
@@ -93,7 +102,7 @@ def test_every_command_fits_and_keeps_names_whole(files: dict[str, Path], column
             heads = {line.lstrip("│├└─ ").split()[0] for line in screen if line.lstrip("│├└─ ")}
             want = TREE_NAMES["tied" if argv[1] == str(files["tied"]) else "train"]
             assert want <= heads, (want - heads, shown)
-    if "nf4" in argv[1]:  # a shape is never split; the logical dtype stays, the scheme is in the quantization table
-        assert "[256, 64]" in shown and " nf4 " in shown and "bitsandbytes nf4" in shown, shown
+    if "nf4" in argv[1] or argv[1].endswith("ct"):  # shapes whole; the logical dtype stays
+        assert "[256, 64]" in shown and (" nf4 " in shown and "bitsandbytes nf4" in shown or " int4 " in shown), shown
     if argv[1].endswith(".gguf"):  # a float32 value as float32's shortest text; a long value cut, keys whole
         assert " 1e-06" in shown and "9.99999" not in shown and "a model name long" in shown, shown
