@@ -150,8 +150,7 @@ class TensorInfo:
 
     `storage_key` identifies the storage within the checkpoint (file-qualified), so shared, tied
     and view tensors are visible and their bytes counted once. `data_offset` is the absolute byte
-    offset of the storage's first byte inside `source`, when the format stores it contiguously.
-    """
+    offset of the storage's first byte inside `source`, when the format stores it contiguously."""
 
     dtype: str
     shape: tuple[int, ...]
@@ -255,8 +254,8 @@ class Stats:
         if self.numel:
             d.update(numel=self.numel, zeros=self.zeros, zero_frac=self.frac(self.zeros), nan_frac=self.frac(self.nan),
                      inf_frac=self.frac(self.inf), finite=self.finite, finite_min=self.finite_min,
-                     finite_max=self.finite_max, finite_mean=self.finite_mean, finite_std=self.finite_std,
-                     p50_abs=self.p50_abs, p99_abs=self.p99_abs, exact=self.exact, sampled=self.sampled)
+                     finite_max=self.finite_max, finite_mean=self.finite_mean, finite_std=self.finite_std, exact=self.exact,
+                     p50_abs=self.p50_abs, p99_abs=self.p99_abs, percentiles_of="finite values", sampled=self.sampled)
             if self.hist:
                 d["histogram"] = {"lo": self.finite_min, "hi": self.finite_max, "counts": list(self.hist),
                                   "exact": self.exact, "sampled": self.sampled}
@@ -345,6 +344,7 @@ class Checkpoint:
     messages: tuple[Note, ...] = ()  # warnings and notes, in the order the steps gave them
     modules: tuple[ModuleNode, ...] = ()
     torch_metadata: Mapping[str, Any] | None = None  # state_dict()._metadata (per-module versions), read-only
+    label: str | None = None  # how output names it where `path` is no name of the user's (io.stdin.shown_path)
 
     def __post_init__(self) -> None:
         # tuple() of a tuple is the tuple itself: replace() of 50,000 entries copies nothing.

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import ExitCode, UsageError, user_regex
+from ..io.stdin import shown_files, shown_path
 from ..state import KINDS, SCHEMA_VERSION, Checkpoint, Entry, Kind, Stats, gc_paused
 from ..storage import shared_storages, storage_bytes, unique_storage_bytes
 from ..units import fmt_shape
@@ -76,11 +77,11 @@ class InspectResult:
         ck = self.checkpoint
         d = {
             "schema_version": SCHEMA_VERSION,
-            "path": ck.path,
+            "path": shown_path(ck),
             "format": str(ck.format),
             "container": ck.container,
             "containers": [c.to_dict() for c in ck.containers],
-            "files": ck.files,
+            "files": shown_files(ck),
             "metadata": dict(ck.metadata),
             "warnings": ck.warnings,
             "notes": ck.notes,
@@ -116,7 +117,7 @@ class InspectResult:
 
     @property
     def md_title(self) -> str:
-        return f"# {self.checkpoint.path} ({self.checkpoint.format})"
+        return f"# {shown_path(self.checkpoint)} ({self.checkpoint.format})"
 
     def md_tables(self) -> list[tuple[tuple[str, ...], list[dict[str, Any]]]]:
         kinds = [{"kind": b.key, "tensors": b.tensors, "numel": b.numel, "bytes": b.nbytes} for b in self.by_kind]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput, ExitCode, UsageError
+from ..io.stdin import shown_path
 from ..state import ROOT, SCHEMA_VERSION, Checkpoint, Entry, Stats
 from .module_tree import build_tree, tree_path
 from .stats import not_summarised, tensor_stats
@@ -62,11 +63,11 @@ class ShowResult:
 
     @property
     def md_title(self) -> str:
-        return f"# {self.checkpoint.path}: {self.entry.name}"
+        return f"# {shown_path(self.checkpoint)}: {self.entry.name}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": SCHEMA_VERSION, "path": self.checkpoint.path, "format": str(self.checkpoint.format),
+            "schema_version": SCHEMA_VERSION, "path": shown_path(self.checkpoint), "format": str(self.checkpoint.format),
             "entry": self.entry.to_dict(self.stats), "histogram_edges": self.edges(),
             "first": list(self.first),
             "smallest": [{"index": list(x.index), "value": x.value} for x in self.smallest],
@@ -82,8 +83,8 @@ def find_entry(ck: Checkpoint, key: str) -> Entry:
         if e.name == key or (e.group and f"{e.group}.{e.name}" == key):
             return e
     close = difflib.get_close_matches(key, [e.name for e in ck.entries], n=3)
-    raise UsageError(ck.path, f"no entry named {key!r}",
-                     f"did you mean: {', '.join(close)}" if close else "list the keys with: statecli inspect " + ck.path)
+    raise UsageError(shown_path(ck), f"no entry named {key!r}",
+                     f"did you mean: {', '.join(close)}" if close else "list the keys with: statecli inspect " + shown_path(ck))
 
 
 def module_path(ck: Checkpoint, e: Entry) -> tuple[tuple[Level, ...], tuple[Entry, ...]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ExitCode
+from ..io.stdin import shown_files, shown_path
 from ..state import SCHEMA_VERSION, Checkpoint, Container, Entry, Kind, Role, gc_paused
 from ..storage import storage_overlap
 from ..units import fmt_bytes, fmt_count
@@ -52,7 +53,7 @@ class SizeResult:
         ck = self.checkpoint
         return {
             "schema_version": SCHEMA_VERSION,
-            "path": ck.path, "format": str(ck.format), "container": ck.container, "files": ck.files,
+            "path": shown_path(ck), "format": str(ck.format), "container": ck.container, "files": shown_files(ck),
             "file_bytes": self.file_bytes, "nbytes": self.total.nbytes, "view_nbytes": self.view_nbytes,
             "duplicate_nbytes": self.duplicate_nbytes, "outside_nbytes": self.outside_nbytes,
             "tensors": self.total.tensors, "numel": self.total.numel,  # every container's tensors
@@ -79,7 +80,7 @@ class SizeResult:
     @property
     def md_title(self) -> str:
         head = self.model_state or self.total
-        return f"# {self.checkpoint.path}: {fmt_bytes(head.nbytes)}, {fmt_count(self.parameters)} params"
+        return f"# {shown_path(self.checkpoint)}: {fmt_bytes(head.nbytes)}, {fmt_count(self.parameters)} params"
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"module": m.module, "tensors": m.bucket.tensors, "numel": m.bucket.numel, "nbytes": m.bucket.nbytes,

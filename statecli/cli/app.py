@@ -28,6 +28,17 @@ def _error_line(message: str) -> None:
     error_line(message)
 
 
+_WRITERS = frozenset({"cast", "strip", "move", "convert", "rename"})  # the commands that write a checkpoint
+
+
+def _interrupted(exc: KeyboardInterrupt, command: str | None) -> str:
+    """The line for Ctrl-C/SIGTERM: what a batch kept, "nothing was written" for a rewrite (its writer removed
+    its temp files), else just "interrupted" (a read-only command has nothing to write)."""
+    if isinstance(exc, KeptInterrupt):
+        return f"interrupted; {exc.kept}"
+    return "interrupted; nothing was written" if command in _WRITERS else "interrupted"
+
+
 class StatecliGroup(TyperGroup):
     """Runs every command inside one exception-to-exit-code map: StatecliError -> its one line and
     exit code; anything else is a bug -> one line and exit 2 (STATECLI_DEBUG=1 keeps the traceback)."""
@@ -47,7 +58,7 @@ class StatecliGroup(TyperGroup):
             _error_line(exc.message)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the writers removed their temp files
-            _error_line(f"interrupted; {exc.kept if isinstance(exc, KeptInterrupt) else 'nothing was written'}")
+            _error_line(_interrupted(exc, ctx.invoked_subcommand))
             term = exc.terminated if isinstance(exc, KeptInterrupt) else isinstance(exc, Terminated)
             code = ExitCode.TERMINATED if term else ExitCode.INTERRUPTED
             raise typer.Exit(int(code)) from None

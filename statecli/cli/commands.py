@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
-from ..io.stdin import STDIN, local_input
+from ..io.stdin import STDIN, STDIN_NAME, local_input, named
 from ..state import KindFilter, ModelChoice, OutputFormat
 from ..vocab import BatchCommand, SortOrder
 from .app import app, exit_with, output_context
@@ -26,6 +26,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from ..analyses.check import CheckResult
     from ..render import Output
     from ..state import Checkpoint
 
@@ -74,7 +75,7 @@ def inspect(
     with local_input(path) as local:  # `-`: stdin, spooled (values may be read until render ends)
         opened = open_checkpoint(local, key, evidence, strip_prefix=tuple(strip_prefix or ()), add_prefix=add_prefix,
                                  classify_by_model=False)  # inspect classifies and reports against the model itself
-        result = inspect_checkpoint(opened.checkpoint, tuple(kind or ()), filter_, stats=stats or exact, exact=exact,
+        result = inspect_checkpoint(named(opened.checkpoint, path), tuple(kind or ()), filter_, stats=stats or exact, exact=exact,
                                     model=opened.model, model_explicit=evidence.explicit, tree=tree,
                                     storage=storage, all_metadata=metadata)
         render(result, view)
@@ -117,7 +118,7 @@ def size(
     from ..render import render
 
     with local_input(path) as local:
-        ck = open_checkpoint(local, key, evidence, strip_prefix=tuple(strip_prefix or ())).checkpoint
+        ck = named(open_checkpoint(local, key, evidence, strip_prefix=tuple(strip_prefix or ())).checkpoint, path)
         render(size_of(ck, depth, top, memory=memory, context=context, batch=batch, kv_dtype=kv_dtype), view)
 
 
@@ -169,8 +170,8 @@ def diff(
     if a == b == STDIN:
         raise UsageError(None, "only one of A and B can be '-' (stdin)")
     with local_input(a) as local_a, local_input(b) as local_b:
-        ck_a = load_checkpoint(local_a, key=key_a or key, strip_prefix=strip, add_prefix=add_prefix_a)
-        ck_b = load_checkpoint(local_b, key=key_b or key, strip_prefix=strip, add_prefix=add_prefix_b)
+        ck_a = named(load_checkpoint(local_a, key=key_a or key, strip_prefix=strip, add_prefix=add_prefix_a), a)
+        ck_b = named(load_checkpoint(local_b, key=key_b or key, strip_prefix=strip, add_prefix=add_prefix_b), b)
         _diff(ck_a, ck_b, view, dict(rtol=rtol, atol=atol, equal_nan=equal_nan, values=values, everything=everything,
                                      only_changed=only_changed, ignore_dtype=ignore_dtype, depth=depth,
                                      by_module=by_module, sort=sort, strict_sharing=strict_sharing))
@@ -213,7 +214,14 @@ def scan(
     from ..analyses.scan import scan_paths
     from ..render import render
 
-    report = with_baseline(scan_paths(paths, strict=strict), baseline)
+    with local_input(STDIN if STDIN in paths else "") as spooled:  # `-`: stdin, as inspect and diff read it
+        report = scan_paths([spooled if p == STDIN else p for p in paths], strict=strict)
+    if STDIN in paths:
+        from dataclasses import replace
+
+        report = replace(report, files=tuple(replace(f, path=STDIN_NAME) if f.path == spooled else f
+                                             for f in report.files))
+    report = with_baseline(report, baseline)
     render(report, view)
     exit_with(report.exit_code)
 
@@ -283,11 +291,19 @@ def check(
         return
     view = output_context(fmt, quiet, verbose)
     from ..analyses.baseline import with_baseline
-    from ..analyses.check import check as run_check
     from ..render import render
     from ..render.ci import write_ci_outputs
 
-    result = with_baseline(run_check(paths or [], flags, config, evidence.config_only()), baseline)  # --model: a rule
+    result = with_baseline(_check_paths(paths or [], flags, config, evidence), baseline)  # --model: a rule
     render(result, view)
     write_ci_outputs(result, junit, summary, github or os.environ.get("GITHUB_ACTIONS") == "true")
     exit_with(result.exit_code)
+
+
+def _check_paths(paths: list[str], flags: dict[str, Any], config: str | None, evidence: ModelChoice) -> CheckResult:
+    """`check` of these paths, `-` read from stdin and named <stdin> (its rules: --config or the command line)."""
+    from ..analyses.check import check as run_check
+
+    with local_input(STDIN if STDIN in paths else "") as spooled:
+        result = run_check([spooled if p == STDIN else p for p in paths], flags, config, evidence.config_only())
+    return result.named(spooled, STDIN_NAME) if STDIN in paths else result

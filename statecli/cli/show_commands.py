@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..io.stdin import local_input
+from ..io.stdin import local_input, named
 from ..state import ModelChoice, OutputFormat
 from .app import app, exit_with, output_context
 from .options import (
@@ -48,7 +48,7 @@ def show(
 
     # The same evidence inspect uses (a config.json beside the file, --model, --hf-config): one kind per entry.
     with local_input(path) as local:
-        ck = open_checkpoint(local, key, evidence, strip_prefix=tuple(strip_prefix or ())).checkpoint
+        ck = named(open_checkpoint(local, key, evidence, strip_prefix=tuple(strip_prefix or ())).checkpoint, path)
         result = show_entry(ck, name, bins=bins, first=first, extreme=extremes)
         render(result, view)
     exit_with(result.exit_code)

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from ..errors import BadInput, UsageError
+from ..errors import BadInput, StatecliError, UsageError
+from ..state import Checkpoint
 
 STDIN = "-"
+STDIN_NAME = "<stdin>"  # how a message names the input `-` (never the spooled copy's temp path)
 _CHUNK = 1 << 20
 
 
@@ -37,7 +39,30 @@ def local_input(path: str, stream: BinaryIO | None = None) -> Iterator[str]:
             shutil.copyfileobj(stream, out, _CHUNK)
             empty = out.tell() == 0
         if empty:
-            raise BadInput("<stdin>", "is empty: nothing was piped in")
+            raise BadInput(STDIN_NAME, "is empty: nothing was piped in")
         yield spooled
+    except StatecliError as exc:  # an error about the copy names the input: <stdin>, not the temp path
+        exc.path = STDIN_NAME if exc.path and exc.path.startswith(folder) else exc.path
+        exc.problem = exc.problem.replace(spooled, STDIN_NAME)
+        exc.hint = exc.hint and exc.hint.replace(spooled, STDIN_NAME)
+        exc.args = (exc.message,)
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def named(ck: Checkpoint, path: str) -> Checkpoint:
+    """The checkpoint read from `path` as output names it: `-` is <stdin>, never its spooled copy's temp path."""
+    from dataclasses import replace
+
+    return replace(ck, label=STDIN_NAME) if path == STDIN else ck
+
+
+def shown_path(ck: Checkpoint) -> str:
+    """The path as every output names it: the label (`<stdin>` for `-`, not its spooled copy), else `path`."""
+    return ck.label or ck.path
+
+
+def shown_files(ck: Checkpoint) -> tuple[str, ...]:
+    """`files` as output names them: the labelled path's own file by its label."""
+    return tuple(ck.label if f == ck.path and ck.label else f for f in ck.files)

@@ -11,6 +11,7 @@ from importlib import import_module
 from typing import IO, Any
 
 from ..errors import UsageError
+from ..io.stdin import shown_path
 from ..notes import Note, note_texts, warning_texts
 from ..state import Checkpoint, OutputFormat
 from .text import escape, make_console
@@ -78,7 +79,7 @@ def render(result: Any, output: Output | OutputFormat | str = Output(), out: IO[
         stdout_gone()
     print_notes(messages(result), output)
     for ck in _checkpoints(result):
-        verbose_line(f"read {ck.path} ({ck.format}, {len(ck.files)} file(s), {len(ck.entries)} entries)", output)
+        verbose_line(f"read {shown_path(ck)} ({ck.format}, {len(ck.files)} file(s), {len(ck.entries)} entries)", output)
         _skipped_checks(ck, output)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..analyses.module_tree import ModuleTree, TreeNode, tree_path
 from ..errors import UsageError
+from ..io.stdin import shown_path
 from ..state import DiffStatus, Entry, Stats
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from ..vocab import SortOrder
@@ -119,7 +120,7 @@ def write_html(result: Any, out: Any) -> None:
 
 
 def _header(ck: Any, what: str) -> str:
-    return (f"<h1>{x(what)}: <span class=name>{x(ck.path)}</span></h1><p class=meta>{x(ck.format)}, model state: "
+    return (f"<h1>{x(what)}: <span class=name>{x(shown_path(ck))}</span></h1><p class=meta>{x(ck.format)}, model state: "
             f"<code>{x(ck.container_name)}</code>, {len(ck.entries)} entries</p>"
             + "".join(f"<p class=bad>warning: {x(w)}</p>" for w in ck.warnings)
             + "".join(f"<p class=meta>note: {x(n)}</p>" for n in ck.notes))
@@ -198,7 +199,7 @@ def _inspect(r: InspectResult) -> tuple[str, list[str]]:
     if values:
         body.append(f"<h2>values ({len(values)})</h2>")
         body.append(table(["name", "type", "value"], [[e.name, e.value_type or "", str(e.value)[:300]] for e in values]))
-    return f"statecli inspect {ck.path}", body
+    return f"statecli inspect {shown_path(ck)}", body
 
 
 def _size(r: SizeResult) -> tuple[str, list[str]]:
@@ -222,11 +223,11 @@ def _size(r: SizeResult) -> tuple[str, list[str]]:
                            for e in r.top if e.tensor is not None], (4,)))
     body.append("<h2>module tree</h2>")
     body.append(tree(r.module_tree(), _leaf))
-    return f"statecli size {ck.path}", body
+    return f"statecli size {shown_path(ck)}", body
 
 
 def _diff(r: DiffResult) -> tuple[str, list[str]]:
-    body = [f"<h1>diff: <span class=name>{x(r.a.path)}</span> vs <span class=name>{x(r.b.path)}</span></h1>",
+    body = [f"<h1>diff: <span class=name>{x(shown_path(r.a))}</span> vs <span class=name>{x(shown_path(r.b))}</span></h1>",
             f"<p class=meta>A: {x(r.a.format)}, model state <code>{x(r.a.container_name)}</code>; "
             f"B: {x(r.b.format)}, model state <code>{x(r.b.container_name)}</code>; rtol={r.rtol:g}, "
             f"atol={r.atol:g}, equal_nan={r.equal_nan}</p>",
@@ -262,7 +263,7 @@ def _diff(r: DiffResult) -> tuple[str, list[str]]:
                    + ("" if k.rel_change is None else f" <span class=dim>|b-a|/|a| {fmt_float(k.rel_change)}</span>"))
 
     body.append(tree(r.tree, status, sizes=False))
-    return f"statecli diff {r.a.path} {r.b.path}", body
+    return f"statecli diff {shown_path(r.a)} {shown_path(r.b)}", body
 
 
 def _show(r: ShowResult) -> tuple[str, list[str]]:
@@ -289,4 +290,4 @@ def _show(r: ShowResult) -> tuple[str, list[str]]:
         body.append(f"<p>{x(s.note)}</p>")
     else:
         body.append(f"<p>value ({x(e.value_type or '')}): <code>{x(e.value)}</code></p>")
-    return f"statecli show {ck.path} {e.name}", body
+    return f"statecli show {shown_path(ck)} {e.name}", body

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..io.stdin import shown_path
 from ..state import Container, DiffStatus, Verdict
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from ..vocab import CheckRule, SortOrder
@@ -31,7 +32,7 @@ def render_size(r: SizeResult, con: Any) -> None:
     from rich.text import Text
 
     ck = r.checkpoint
-    con.print(Text(f"{escape(ck.path)}  {ck.format}", style="bold"))
+    con.print(Text(f"{escape(shown_path(ck))}  {ck.format}", style="bold"))
     for line in size_headline(r):
         con.print(Text(line))
     for line in r.memory.lines() if r.memory is not None else ():
@@ -79,7 +80,7 @@ def render_diff(r: DiffResult, con: Any) -> None:
     from rich.text import Text
 
     for side, ck, left in (("A", r.a, r.left_out[0]), ("B", r.b, r.left_out[1])):
-        line = f"{side} {escape(ck.path)} ({ck.format}), model state: {escape(ck.container_name)}"
+        line = f"{side} {escape(shown_path(ck))} ({ck.format}), model state: {escape(ck.container_name)}"
         if left:
             line += f"; not compared: {escape(', '.join(left))} (--all compares them)"
         con.print(Text(line))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..units import fmt_bytes, fmt_count
-from .grid import Col, print_grid
+from .grid import GAP, Col, console_width, print_grid
 from .text import escape
 
 if TYPE_CHECKING:
@@ -32,9 +32,39 @@ def render_gguf_header(v: GgufView, con: Any) -> None:
     if v.parts > 1:
         what.append(f"split in {v.parts} parts")
     con.print(Text(", ".join(what) + f"; {v.torch_order_note}"))
-    rows = [[escape(r.key), r.type, escape(r.text)] for r in v.metadata]
+    rows = [[escape(r.key), r.type, _value_text(r.type, r.text)] for r in v.metadata]
+    room = _value_room(console_width(con), rows)
+    if room is not None:  # a value longer than its room is cut (keys never are; a number is never split)
+        rows = [[k, t, escape(x if len(x) <= room else x[:max(room - 3, 1)] + "...")] for k, t, x in rows]
+    else:
+        rows = [[k, t, escape(x)] for k, t, x in rows]
     more = f" ({v.hidden_keys} more: --metadata)" if v.hidden_keys else ""
-    print_grid(con, f"metadata{more}", [Col("key"), Col("type"), Col("value", wrap=True)], rows)
+    print_grid(con, f"metadata{more}", [Col("key", key=True), Col("type"), Col("value")], rows)
+
+
+_VALUE_MIN = 12  # narrower than this, the keys take lines of their own and the values the rest
+
+
+def _value_room(width: int | None, rows: list[list[str]]) -> int | None:
+    """The characters a value may take so each row fits `width` (None: piped, values whole)."""
+    if width is None or not rows:
+        return None
+    typew = max(len("type"), *(len(r[1]) for r in rows))
+    room = width - max(len("key"), *(len(r[0]) for r in rows)) - typew - 2 * GAP
+    return room if room >= _VALUE_MIN else max(width - len("key") - typew - 2 * GAP, 1)
+
+
+def _value_text(vtype: str, text: str) -> str:
+    """A float32 value as the shortest text that reads back as the same float32 (1e-06, not the float64
+    digits 9.999999747378752e-07 of its widened value); other values as the reader gives them."""
+    if vtype != "float32":
+        return text
+    try:
+        import numpy as np
+
+        return str(np.float32(float(text)))
+    except ValueError:
+        return text
 
 
 def render_gguf_totals(v: GgufView, con: Any, blocks: bool = False) -> None:

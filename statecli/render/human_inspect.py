@@ -6,11 +6,12 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..io.stdin import shown_path
 from ..state import Container, Entry, Role, Stats, gc_paused
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from ..vocab import Layout
 from .grid import KIND_STYLES, Col, print_grid
-from .text import FINITE_HEADS, escape, finite_cells, fmt_float, sample_note, short_evidence
+from .text import FINITE_HEADS, escape, finite_cells, finite_note, first_word, fmt_float, sample_note, short_evidence
 
 if TYPE_CHECKING:
     from ..analyses.inspect import InspectResult
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 _NUMERIC = {"numel", "size", "min", "max", "mean", "std", "nan", "inf", "|x| p50", "|x| p99", "zeros"}
 _MIN = {"name": 14, "kind": 9, "evidence": 8, "shape": 8}
+_WRAP = {"kind", "evidence"}  # text that may fold; a shape is never split across lines
+_SHORT = {"evidence": short_evidence, "dtype": first_word}  # what a narrow table shortens, and how
 # Droppable columns, the first to go highest: what --stats adds goes after numel, down to min/max/mean and the
 # NaN/Inf counts (never dropped); `inspect --format json` and `show` have every figure.
 _DROP = {"numel": 20, "histogram": 19, "finite std": 18, "finite mean": 17, "|x| p50": 16, "|x| p99": 15,
@@ -54,7 +57,7 @@ def _header(con: Any, r: InspectResult) -> None:
 
     ck = r.checkpoint
     t = Text()
-    t.append(escape(ck.path), style="bold")
+    t.append(escape(shown_path(ck)), style="bold")
     t.append(f"  {ck.format}")
     if ck.format.files_phrase(len(ck.files)):
         t.append(f", {ck.format.files_phrase(len(ck.files))}")
@@ -98,7 +101,9 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
     for e in entries:
         t = e.tensor
         assert t is not None
-        dev = t.device + (f" ({t.layout})" if t.layout != Layout.STRIDED else "")
+        # A quantized weight's dtype cell says so (its scheme): the device cell stays the device, so a
+        # uniform device can move into the title at a narrow width.
+        dev = t.device + (f" ({t.layout})" if t.layout != Layout.STRIDED and t.quant is None else "")
         row = [escape(e.name), e.kind, str(e.evidence), t.dtype, fmt_shape(t.shape), f"{t.numel:,}", fmt_bytes(t.nbytes), dev]
         if t.quant is not None:
             row[3] = f"{t.dtype} ({t.quant.scheme})"
@@ -114,10 +119,11 @@ def _tensor_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str
 
 def _cols(heads: list[str]) -> list[Col]:
     # At narrow widths (grid.fit): a uniform device goes into the title, evidence keeps its first word
-    # ("inferred", "model"), numel goes, then the figures in _DROP's order; names stay whole.
-    return [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _MIN and h != "name", min_width=_MIN.get(h, 12),
-                key=h == "name", uniform=h == "device", short=short_evidence if h == "evidence" else None,
-                drop=_DROP.get(h, 0)) for h in heads]
+    # ("inferred", "model") and a quantized dtype its logical dtype ("nf4": the quantization table under
+    # the summary names the scheme), numel goes, then the figures in _DROP's order; names and shapes stay whole.
+    return [Col(h, right=h in _NUMERIC or h in FINITE_HEADS, wrap=h in _WRAP, min_width=_MIN.get(h, 12),
+                key=h == "name", uniform=h == "device", short=_SHORT.get(h), drop=_DROP.get(h, 0))
+            for h in heads]
 
 
 def _stats_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str, Stats]) -> None:
@@ -130,9 +136,9 @@ def _stats_table(con: Any, title: str, entries: list[Entry], stats: Mapping[str,
     rows = [[escape(e.name), *_stat_cells(s), *(finite_cells(s) if finite else [])]
             for e, s in ((e, stats.get(e.name)) for e in entries)]
     print_grid(con, f"{escape(title)}: statistics", _cols(heads), rows)
-    note = sample_note(read)
-    if note:
-        con.print(note)
+    for note in (sample_note(read), finite_note(read)):
+        if note:
+            con.print(note)
 
 
 def quant_tables(con: Any, q: QuantSummary) -> None:
@@ -142,7 +148,8 @@ def quant_tables(con: Any, q: QuantSummary) -> None:
     label = ", ".join(q.methods) + (" (inferred)" if q.inferred else "")
     rows = [_bits_cells(r) for r in (*q.by_scheme, q.quantized, q.model)]
     print_grid(con, f"quantization: {escape(label)}", cols, [[escape(c) for c in r] for r in rows])
-    print_grid(con, "bits per weight by module", cols, [[escape(c) for c in _bits_cells(r)] for r in q.by_module])
+    by_module = [Col("", key=True), *cols[1:]]  # module patterns are names: never folded
+    print_grid(con, "bits per weight by module", by_module, [[escape(c) for c in _bits_cells(r)] for r in q.by_module])
 
 
 def _bits_cells(r: BitsRow) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..io.stdin import shown_path
 from ..units import fmt_bytes, fmt_count, fmt_shape
 from .charts import bar
 from .grid import KIND_STYLES, Col, bar_room, print_grid
@@ -21,7 +22,7 @@ def render_show(r: ShowResult, con: Any) -> None:
     from rich.text import Text
 
     ck, e, t = r.checkpoint, r.entry, r.entry.tensor
-    con.print(Text(f"{escape(ck.path)}  {ck.format}", style="bold"))
+    con.print(Text(f"{escape(shown_path(ck))}  {ck.format}", style="bold"))
     head = Text(escape(e.name), style="bold")
     head.append(f"  {e.kind}", style=KIND_STYLES.get(e.kind, ""))
     head.append(f" ({e.evidence})")
@@ -49,11 +50,13 @@ def render_show(r: ShowResult, con: Any) -> None:
         return
     zeros = s.frac(s.zeros)
     figures = [("min", s.min), ("max", s.max), ("mean", s.mean), ("std", s.std), ("|x| p50", s.p50_abs),
-               ("|x| p99", s.p99_abs)]
+               ("|x| p99", s.p99_abs)][:4 if s.has_non_finite else 6]  # with NaN/Inf: percentiles on the finite line
     con.print(Text("  ".join(f"{k} {fmt_float(v)}" for k, v in figures)
                    + f"  zeros {zeros or 0:.2%}  NaN {s.nan:,}  Inf {s.inf:,}"))
     if s.has_non_finite:  # the headline figures are torch's: say what the finite values alone give
-        con.print(Text("  ".join(f"{k} {v}" for k, v in zip(FINITE_HEADS, finite_cells(s)))))
+        con.print(Text("  ".join(f"{k} {v}" for k, v in zip(FINITE_HEADS, finite_cells(s)))
+                       + f"  |x| p50 {fmt_float(s.p50_abs)}  |x| p99 {fmt_float(s.p99_abs)}"
+                       + f" (percentiles of the {s.finite:,} finite values)"))
     edges = r.edges()
     if edges:
         top = max(s.hist) or 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ..io.stdin import shown_path
 from ..units import fmt_bytes, fmt_count, fmt_shape, plural
 from .text import escape
 
@@ -56,7 +57,7 @@ def rewrite_outcome(r: Any) -> str:
 
 def _inspect(r: Any) -> str:
     ck = r.checkpoint
-    line = (f"{escape(ck.path)} ({ck.format}): {plural(r.total.tensors, 'tensor')}, {fmt_count(r.total.numel)} "
+    line = (f"{escape(shown_path(ck))} ({ck.format}): {plural(r.total.tensors, 'tensor')}, {fmt_count(r.total.numel)} "
             f"elements, {fmt_bytes(r.total.nbytes)}")
     if r.model is not None:
         blocking = sum(1 for x in r.load_report if x.blocking)
@@ -65,7 +66,7 @@ def _inspect(r: Any) -> str:
 
 
 def _size(r: Any) -> str:
-    return f"{escape(r.checkpoint.path)}: {size_headline(r)[0]}"
+    return f"{escape(shown_path(r.checkpoint))}: {size_headline(r)[0]}"
 
 
 def size_headline(r: Any) -> list[str]:
@@ -93,4 +94,4 @@ def size_headline(r: Any) -> list[str]:
 def _show(r: Any) -> str:
     t = r.entry.tensor
     what = f"{t.dtype} {fmt_shape(t.shape)}" if t is not None else type(r.entry.value).__name__
-    return f"{escape(r.checkpoint.path)}: {escape(r.entry.name)} {what}"
+    return f"{escape(shown_path(r.checkpoint))}: {escape(r.entry.name)} {what}"

@@ -8,6 +8,8 @@ import unicodedata
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
+from ..units import plural
+
 if TYPE_CHECKING:
     from ..state import Stats
 
@@ -80,6 +82,16 @@ def finite_cells(s: Stats | None) -> list[str]:
     return [fmt_float(v) for v in (s.finite_min, s.finite_max, s.finite_mean, s.finite_std)]
 
 
+def finite_note(read: Iterable[Stats]) -> str | None:
+    """The line under a statistics table where a tensor holds NaN/Inf: min/max/mean/std are torch's (an Inf
+    reaches them), while the |x| percentiles and the histogram are of its finite values only."""
+    held = [s for s in read if s.has_non_finite and s.finite]
+    if not held:
+        return None
+    holds = f"{plural(len(held), 'tensor')} {'holds' if len(held) == 1 else 'hold'}"
+    return f"|x| p50/p99 and histogram are of the finite values only ({holds} NaN/Inf; min/max/mean/std include them)"
+
+
 def sample_note(read: Iterable[Stats]) -> str | None:
     """The line under a statistics table whose figures marked * come from a random sample: its size."""
     sizes = [s.sampled for s in read if not s.exact]
@@ -87,6 +99,12 @@ def sample_note(read: Iterable[Stats]) -> str | None:
         return None
     return (f"* |x| percentiles and histogram from a uniform random sample of up to {max(sizes):,} values per tensor "
             "(tensors above that size); --exact uses every value")
+
+
+def first_word(text: str) -> str:
+    """A cell at a narrow width (grid.Col.short) reduced to its first word: a quantized dtype "nf4 (bitsandbytes
+    nf4, block 64, double quant)" to "nf4" (the quantization table names the scheme)."""
+    return text.split(" ")[0]
 
 
 def short_evidence(text: str) -> str:

@@ -53,6 +53,44 @@ def test_stdin_that_is_empty_is_one_error_line(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_stdin_is_named_stdin_everywhere_and_scan_reads_it(cnn: Path, tmp_path: Path) -> None:
+    """`-` is <stdin> in a title, the JSON "path", a diff side, an error and scan's listing, never the spooled
+    copy's temp path; scan and check read `-` as inspect and diff do (they said "no such file")."""
+    data = cnn.read_bytes()
+    runs = {"title": ["inspect", "-"], "json": ["inspect", "-", "-f", "json"], "diff": ["diff", "-", str(cnn)],
+            "size": ["size", "-", "-f", "json"], "scan": ["scan", "-"], "scan json": ["scan", "-", "-f", "json"],
+            "error": ["show", "-", "no.such.entry"], "check": ["check", "-", "--no-nan", "-f", "json"]}
+    out = {k: runner.invoke(app, argv, input=data) for k, argv in runs.items()}
+    assert out["title"].stdout.startswith("<stdin>  torch zip"), out["title"].stdout
+    assert json.loads(out["json"].stdout)["path"] == json.loads(out["size"].stdout)["path"] == "<stdin>"
+    assert out["diff"].stdout.startswith("A <stdin> (torch zip)"), out["diff"].stdout
+    assert out["scan"].exit_code == 0 and out["scan"].stdout.startswith("<stdin>  torch zip  safe"), out["scan"].output
+    assert [f["path"] for f in json.loads(out["scan json"].stdout)["files"]] == ["<stdin>"]
+    assert out["error"].exit_code == 2 and "<stdin>: no entry named 'no.such.entry'" in out["error"].output
+    checked = json.loads(out["check"].stdout)  # check reads `-` too (its rules: --config or the command line)
+    assert out["check"].exit_code == 0 and {f["path"] for f in checked["findings"]} == {"<stdin>"}, out["check"].output
+    assert list(checked["rules_from"]) == ["<stdin>"]
+    bad = runner.invoke(app, ["inspect", "-"], input=b"not a checkpoint at all")
+    assert bad.exit_code == 2 and bad.output.count("<stdin>:") == 1, bad.output
+    assert not any("statecli-stdin" in r.output for r in (*out.values(), bad))
+
+
+def test_percentiles_with_an_inf_are_labelled_as_of_the_finite_values(tmp_path: Path) -> None:
+    """[1, inf, 0.004]: max and mean are inf (torch's), |x| p50 0.502 is the median of the 2 finite values; the
+    --stats table, `show` and the JSON say so (percentiles over finite values is the choice, as numpy's
+    nanquantile would give after inf -> nan; torch.quantile over all values would give 1)."""
+    torch.save({"w": torch.tensor([1.0, float("inf"), 0.004])}, tmp_path / "inf.pt")
+    table = runner.invoke(app, ["inspect", str(tmp_path / "inf.pt"), "--stats"]).stdout
+    assert "|x| p50/p99 and histogram are of the finite values only (1 tensor holds NaN/Inf" in table, table
+    show = runner.invoke(app, ["show", str(tmp_path / "inf.pt"), "w"]).stdout
+    assert "|x| p50 0.502  |x| p99 0.99 (percentiles of the 2 finite values)" in show, show
+    assert "|x|" not in show.splitlines()[[i for i, x in enumerate(show.splitlines()) if x.startswith("min ")][0]]
+    st = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "inf.pt"), "--stats", "-f", "json"]).stdout)
+    stats = st["entries"][0]["stats"]
+    assert (stats["percentiles_of"], stats["finite"], stats["max"], stats["mean"]) == ("finite values", 2, "inf", "inf")
+    assert stats["p50_abs"] == pytest.approx(0.502)
+
+
 def test_scheduler_state_is_not_called_optimizer(tmp_path: Path) -> None:
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(net.parameters())

@@ -42,8 +42,19 @@ def test_signal_mid_read_exits_with_its_code(tmp_path: Path, cnn: Path, sig: sig
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=_WAIT)
     assert proc.returncode == code, err
-    assert err.decode().strip().splitlines() == ["statecli: error: interrupted; nothing was written"]
+    # a read-only command writes nothing, so its line says no more than that it was interrupted
+    assert err.decode().strip().splitlines() == ["statecli: error: interrupted"]
     assert out == b"" and list(spool.iterdir()) == []  # the spooled copy is gone too
+
+
+def test_only_a_rewrite_says_nothing_was_written() -> None:
+    from statecli.cli.app import _interrupted
+    from statecli.errors import KeptInterrupt
+
+    assert _interrupted(KeyboardInterrupt(), "cast") == "interrupted; nothing was written"
+    assert _interrupted(KeyboardInterrupt(), "inspect") == _interrupted(KeyboardInterrupt(), "scan") == "interrupted"
+    assert _interrupted(KeptInterrupt("3 record(s) kept in r.jsonl", True), "batch") == \
+        "interrupted; 3 record(s) kept in r.jsonl"
 
 
 _HOLD = """

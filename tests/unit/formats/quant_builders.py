@@ -99,3 +99,24 @@ def mxfp4(prefix: str, experts: int, rows: int, cols: int, rng: np.random.Genera
     blocks = rng.integers(0, 256, size=(experts, rows, cols // 32, 16), dtype=np.uint8)
     scales = rng.integers(120, 134, size=(experts, rows, cols // 32), dtype=np.uint8)
     return {f"{prefix}_blocks": torch.from_numpy(blocks), f"{prefix}_scales": torch.from_numpy(scales)}
+
+
+def bnb4(prefix: str, out: int, inn: int, rng: np.random.Generator, blocksize: int = 64) -> dict[str, Any]:
+    """bitsandbytes Params4bit as transformers' save_pretrained writes it with double quantization
+    (QuantState.as_dict(packed=True)): weight uint8 [out*inn/2, 1] (high nibble first), absmax uint8
+    codes into nested_quant_map [256] scaled by nested_absmax per 256 blocks plus nested_offset,
+    quant_map [16], and the JSON blob weight.quant_state.bitsandbytes__nf4."""
+    import torch
+
+    n = out * inn
+    codes = rng.integers(0, 16, size=n, dtype=np.uint8)
+    blocks = -(-n // blocksize)
+    state = {"quant_type": "nf4", "blocksize": blocksize, "dtype": "float16", "shape": [out, inn],
+             "nested_blocksize": 256, "nested_offset": 0.01}
+    blob = bytearray(json.dumps(state).encode())
+    return {f"{prefix}.weight": torch.from_numpy(((codes[0::2] << 4) | codes[1::2]).reshape(-1, 1)),
+            f"{prefix}.weight.absmax": torch.from_numpy(rng.integers(0, 256, size=blocks, dtype=np.uint8)),
+            f"{prefix}.weight.quant_map": torch.linspace(-1, 1, 16),
+            f"{prefix}.weight.nested_absmax": torch.rand(-(-blocks // 256)),
+            f"{prefix}.weight.nested_quant_map": torch.linspace(-1, 1, 256),
+            f"{prefix}.weight.quant_state.bitsandbytes__nf4": torch.frombuffer(blob, dtype=torch.uint8)}
