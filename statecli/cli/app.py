@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -192,8 +193,19 @@ def main() -> None:
     _sigterm_raises()
     # the libraries' own lines (torchao's "Failed to load ...so", torch's deprecations, transformers' advice), which
     # they print on imports made lazily anywhere below (transformers imports a model's modules on attribute access)
+    _only_the_invoked_command(sys.argv[1:2])
     with quiet_libraries():  # and torch's C++ log level, set before anything imports torch
         app()
+
+
+def _only_the_invoked_command(first: list[str]) -> None:
+    """Keep only the command named on the command line: Typer reads every registered command's signature into
+    click parameters on each run (~30 ms for all of them). With no command named, or one that does not exist,
+    all stay, so `statecli --help` lists them and a typo gets click's suggestions."""
+    chosen = [c for c in app.registered_commands
+              if first and first[0] == (c.name or (c.callback.__name__.replace("_", "-") if c.callback else None))]
+    if chosen:
+        app.registered_commands = chosen
 
 
 def _sigterm_raises() -> None:

@@ -16,33 +16,28 @@ from ..notes import Note, note_texts, warning_texts
 from ..state import Checkpoint, OutputFormat
 from .text import escape, make_console
 
-# Human views by result type: (module of render/, function). Built on first use, so the JSON path
-# imports neither rich nor the result modules it does not need.
-_HUMAN: dict[type, tuple[str, str]] = {}
-_HUMAN_TAKES_OUTPUT: set[type] = set()  # views called as view(result, console, output)
+# Human views by result type: (module holding the result class, the class, module of render/, function). A
+# result's class is found among the modules already imported (a result's own module always is), so drawing an
+# `inspect` table imports neither rich's other views nor the diff/check/size/rewrite result modules.
+_HUMAN = (("analyses.inspect", "InspectResult", "human_inspect", "render_inspect"),
+          ("analyses.size", "SizeResult", "human", "render_size"), ("analyses.diff", "DiffResult", "human", "render_diff"),
+          ("analyses.check", "CheckResult", "human", "render_check"), ("analyses.scan", "ScanReport", "human", "render_scan"),
+          ("rewrite.result", "RewriteResult", "rewrite", "human"), ("analyses.show", "ShowResult", "human_show", "render_show"))
+_HUMAN_TAKES_OUTPUT = frozenset({"rewrite.result"})  # views called as view(result, console, output)
 
 
-def _human_view(result: Any) -> Callable[..., None]:
-    if not _HUMAN:
-        from ..analyses.check import CheckResult
-        from ..analyses.diff import DiffResult
-        from ..analyses.inspect import InspectResult
-        from ..analyses.scan import ScanReport
-        from ..analyses.show import ShowResult
-        from ..analyses.size import SizeResult
-        from ..rewrite.result import RewriteResult
+def _human_view(result: Any) -> tuple[Callable[..., None], bool]:
+    """The human view of `result` and whether it takes the Output (a view whose detail depends on -v)."""
+    import sys
 
-        _HUMAN.update({InspectResult: ("human_inspect", "render_inspect"), SizeResult: ("human", "render_size"),
-                       DiffResult: ("human", "render_diff"), CheckResult: ("human", "render_check"),
-                       ScanReport: ("human", "render_scan"), RewriteResult: ("rewrite", "human"),
-                       ShowResult: ("human_show", "render_show")})
-        _HUMAN_TAKES_OUTPUT.add(RewriteResult)
-    view = next((_HUMAN[t] for t in type(result).__mro__ if t in _HUMAN), None)
-    if view is None:
-        raise TypeError(f"no human view for {type(result).__name__}")
-    module, func = view
-    human: Callable[..., None] = getattr(import_module(f".{module}", __name__), func)
-    return human
+    package = __name__.rsplit(".", 1)[0]
+    for t in type(result).__mro__:
+        for home, cls, module, func in _HUMAN:
+            loaded = sys.modules.get(f"{package}.{home}")
+            if loaded is not None and getattr(loaded, cls) is t:
+                human: Callable[..., None] = getattr(import_module(f".{module}", __name__), func)
+                return human, home in _HUMAN_TAKES_OUTPUT
+    raise TypeError(f"no human view for {type(result).__name__}")
 
 
 @dataclass(frozen=True)
@@ -150,8 +145,8 @@ def _render(result: Any, output: Output, stream: IO[str], out: IO[str] | None) -
 
         write_junit_xml(result, stream)
     else:
-        view = _human_view(result)
-        if _HUMAN_TAKES_OUTPUT & set(type(result).__mro__):  # a view whose detail depends on -v
+        view, takes_output = _human_view(result)
+        if takes_output:  # a view whose detail depends on -v
             view(result, make_console(out), output)
         else:
             view(result, make_console(out))
