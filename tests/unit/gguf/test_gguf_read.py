@@ -247,6 +247,9 @@ def test_evidence_is_gguf_tensor_in_the_column_json_and_show(tmp_path: Path) -> 
     quantized = write_gguf(tmp_path / "q.gguf", {f"blk.{i}.attn_q.weight": (np.ones((2, 32), np.float32), "Q8_0")
                                                  for i in range(2)})
     narrow = CliRunner().invoke(app, ["inspect", str(quantized)], env={"COLUMNS": "80"}).output
-    assert "numel not shown" in narrow and "blk.0.attn_q.weight  parameter  GGUF tensor  Q8_0" in narrow
+    assert "blk.0.attn_q.weight  parameter  GGUF tensor  Q8_0" in narrow
+    from statecli.render.text import short_evidence  # what a narrower table does to the column's cells
+
+    assert short_evidence("GGUF tensor") == "GGUF tensor" and short_evidence("inferred from name") == "inferred"
     shown = CliRunner().invoke(app, ["show", str(path), "blk.0.attn_q.weight"]).output.splitlines()[1]
     assert shown.startswith("blk.0.attn_q.weight  parameter (GGUF tensor)  ")
