@@ -97,6 +97,10 @@ FOLDER_MARKERS = ("e2e", "security", "remote")
 # leaves them out of the quick loop. A file path marks every test in it; `path::name` one test (and all
 # its parameters).
 SLOW: frozenset[str] = frozenset({
+    # subprocesses importing torch, transformers and torchao (the stderr of a real process is the point); a
+    # 3 s connect timeout: each ~3-8 s on 2 cores, their classes keep quick cases (test_messages, test_batch)
+    "cli/test_foreign_stderr.py",
+    "cli/test_batch.py::test_an_unreachable_dask_scheduler_is_one_line_within_the_connect_timeout",
     "cli/test_browse.py::test_a_filter_keeps_the_module_in_view",
     "e2e/test_docs.py::test_examples_show_real_current_output",
     "e2e/test_packaging.py::test_the_core_commands_run_without_torch",
