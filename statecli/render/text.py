@@ -108,7 +108,15 @@ def first_word(text: str) -> str:
 
 
 def short_evidence(text: str) -> str:
-    """An evidence cell at a narrow width (grid.Col.short): its first word ("inferred", "model", "stored"); a
-    format's own label (Source.FORMAT: the format's name first, "GGUF tensor") stays whole, never "file"."""
+    """An evidence cell at a narrow width (grid.Col.short): its first word ("inferred", "model", "stored"), or the
+    short word of a source whose first word says nothing alone ("not", two kinds of "pickled"); a format's own
+    label (Source.FORMAT: the format's name first, "GGUF tensor") stays whole, never "file"."""
+    from ..state import Source
+
+    short = {Source.PICKLED_MODULE: "module", Source.PICKLED_PARAMETER: "Parameter",
+             Source.NOT_IN_MODEL: "not in model", Source.NOT_TENSOR: "no tensor"}
+    for source, word in short.items():
+        if text.startswith(source.value):
+            return word
     first = text.split(" ")[0]
     return text if first.isupper() else first

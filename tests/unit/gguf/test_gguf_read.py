@@ -251,5 +251,7 @@ def test_evidence_is_gguf_tensor_in_the_column_json_and_show(tmp_path: Path) -> 
     from statecli.render.text import short_evidence  # what a narrower table does to the column's cells
 
     assert short_evidence("GGUF tensor") == "GGUF tensor" and short_evidence("inferred from name") == "inferred"
+    assert short_evidence("not in the model definition") == "not in model"  # never a bare "not"
+    assert short_evidence("pickled module") != short_evidence("pickled as nn.Parameter")
     shown = CliRunner().invoke(app, ["show", str(path), "blk.0.attn_q.weight"]).output.splitlines()[1]
     assert shown.startswith("blk.0.attn_q.weight  parameter (GGUF tensor)  ")
