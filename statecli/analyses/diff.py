@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import ExitCode, UsageError
+from ..io.stdin import shown_path
 from ..notes import Note, NoteKind
 from ..qtensor import dequantized_by
 from ..state import SCHEMA_VERSION, Checkpoint, DiffStatus, Entry, TensorInfo
@@ -141,9 +142,9 @@ class DiffResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
-            "a": {"path": self.a.path, "format": str(self.a.format), "container": self.a.container,
+            "a": {"path": shown_path(self.a), "format": str(self.a.format), "container": self.a.container,
                   "left_out": list(self.left_out[0])},
-            "b": {"path": self.b.path, "format": str(self.b.format), "container": self.b.container,
+            "b": {"path": shown_path(self.b), "format": str(self.b.format), "container": self.b.container,
                   "left_out": list(self.left_out[1])},
             "equal": self.equal,
             "tolerance": {"rtol": self.rtol, "atol": self.atol, "equal_nan": self.equal_nan,

@@ -59,11 +59,13 @@ def test_stdin_is_named_stdin_everywhere_and_scan_reads_it(cnn: Path, tmp_path: 
     data = cnn.read_bytes()
     runs = {"title": ["inspect", "-"], "json": ["inspect", "-", "-f", "json"], "diff": ["diff", "-", str(cnn)],
             "size": ["size", "-", "-f", "json"], "scan": ["scan", "-"], "scan json": ["scan", "-", "-f", "json"],
+            "diff json": ["diff", "-", str(cnn), "-f", "json"],
             "error": ["show", "-", "no.such.entry"], "check": ["check", "-", "--no-nan", "-f", "json"]}
     out = {k: runner.invoke(app, argv, input=data) for k, argv in runs.items()}
     assert out["title"].stdout.startswith("<stdin>  torch zip"), out["title"].stdout
     assert json.loads(out["json"].stdout)["path"] == json.loads(out["size"].stdout)["path"] == "<stdin>"
     assert out["diff"].stdout.startswith("A <stdin> (torch zip)"), out["diff"].stdout
+    assert json.loads(out["diff json"].stdout)["a"]["path"] == "<stdin>"
     assert out["scan"].exit_code == 0 and out["scan"].stdout.startswith("<stdin>  torch zip  safe"), out["scan"].output
     assert [f["path"] for f in json.loads(out["scan json"].stdout)["files"]] == ["<stdin>"]
     assert out["error"].exit_code == 2 and "<stdin>: no entry named 'no.such.entry'" in out["error"].output
