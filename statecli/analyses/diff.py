@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -81,6 +81,8 @@ class DiffResult:
     strict_sharing: bool = False
     metadata: tuple[Any, ...] = ()  # gguf_view.MetaChange: metadata keys two GGUFs differ in
     gguf_reference: bool = False  # a GGUF against another format: quantization error per tensor and block
+    # a GGUF tensor transformers rebuilt (q/k rows permuted, experts split): the GGML type it was stored in
+    built_types: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def quantized(self) -> bool:
@@ -93,7 +95,7 @@ class DiffResult:
         """A GGUF against its reference: NMSE/SNR per tensor, and per block over the quantized tensors."""
         types = {e.name: e.tensor.dtype for ck in (self.a, self.b) for e in ck.entries
                  if e.group == "" and e.tensor is not None and e.tensor.quant is not None}
-        return quant_error(self.keys, types)
+        return quant_error(self.keys, {**self.built_types, **types})
 
     @cached_property
     def tree(self) -> ModuleTree:
@@ -189,7 +191,7 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
     A key one side leaves out but records as a tie (`modeldef.ties`) is compared as the tensor it names.
     Storage sharing (ties, views) that differs is a note, not a difference, unless `strict_sharing`."""
     sort = _sort_order(sort)
-    a, b, renaming = align_names(a, b)  # a GGUF against another format: HF names
+    a, b, renaming, built_types = align_names(a, b)  # a GGUF against another format: HF names
     pairing = onnx_pairs.pair(a, b)  # an ONNX export against its checkpoint: renamed initializers paired
     if pairing is not None:
         a, b = pairing.a, pairing.b
@@ -225,7 +227,8 @@ def diff(a: Checkpoint, b: Checkpoint, rtol: float = 1e-5, atol: float = 1e-8, e
                       _modules(compared, frozen, depth, sort), depth, by_module, sort,
                       tuple(sharing_notes(aliases, check.sharing))
                       + ((Note(NoteKind.COMPARISON, renaming),) if renaming else ()), strict_sharing,
-                      metadata=metadata_changes(a, b), gguf_reference=renaming is not None, entries=compared)
+                      metadata=metadata_changes(a, b), gguf_reference=renaming is not None, entries=compared,
+                      built_types=MappingProxyType(built_types))
 
 
 def _sort_order(sort: SortOrder | str) -> SortOrder:

@@ -136,7 +136,7 @@ def metadata_changes(a: Checkpoint, b: Checkpoint) -> tuple[MetaChange, ...]:
     return tuple(out)
 
 
-def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, str | None]:
+def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, str | None, dict[str, str]]:
     """A GGUF beside another format (the safetensors it was converted from): where transformers loads
     the GGUF, its tensors as transformers builds them (formats/gguf/hfview.py) and the other's names
     matched by transformers' own name map; else the other's names renamed to GGUF names by gguf-py's
@@ -144,12 +144,13 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
     one is a GGUF. A tensor that alone is made from one GGUF tensor keeps the GGUF name; one made of
     several, or one of several made from one (stacked experts saved one per expert), has its HF name."""
     if (a.format is Format.GGUF) == (b.format is Format.GGUF):
-        return a, b, None
+        return a, b, None, {}
     from ..formats.gguf.hfview import hf_view
 
     g, ref = (a, b) if a.format is Format.GGUF else (b, a)
     view = hf_view(g.path)
     names = [e.name for e in ref.entries if e.group == "" and e.tensor is not None]
+    types: dict[str, str] = {}  # a tensor transformers builds (dequantized) -> the GGML type it was stored in
     if view is None:
         g_out, mapping, note = g, *_gguf_names(g, ref, names)
     else:
@@ -158,6 +159,10 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
                  for t in view.tensors}
         by_name = {e.name: e for e in g.entries}
         built = tuple(replace(by_name[t.sources[0]], name=label[t.name], tensor=t.info) for t in view.tensors)
+        for t in view.tensors:
+            source = by_name[t.sources[0]].tensor
+            if t.info.quant is None and source is not None and source.quant is not None:
+                types[label[t.name]] = source.dtype
         g_out = replace(g, entries=built + tuple(by_name[n] for n in view.skipped))
         mapping = {n: label[n] for n in names if n in label}
         note = (f"{len(mapping)} of {len(names)} names of {ref.path} matched by transformers' GGUF name map; the "
@@ -166,7 +171,7 @@ def align_names(a: Checkpoint, b: Checkpoint) -> tuple[Checkpoint, Checkpoint, s
                 "tensors, norm offsets)")
     renamed = replace(ref, entries=tuple(replace(e, name=mapping[e.name]) if e.group == "" and e.name in mapping else e
                                          for e in ref.entries))
-    return (g_out, renamed, note) if g is a else (renamed, g_out, note)
+    return ((g_out, renamed, note) if g is a else (renamed, g_out, note)) + (types,)
 
 
 def _gguf_names(g: Checkpoint, ref: Checkpoint, names: list[str]) -> tuple[dict[str, str], str]:

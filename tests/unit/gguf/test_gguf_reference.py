@@ -74,3 +74,19 @@ def test_block_error_is_over_quantized_tensors_and_text_lists_each_tensor(tmp_pa
                                                                           "not quantized)") + 2:] if line[:1] != "d"}
     assert rows["blk.0.ffn_up.weight"] == ["Q4_0", f"{tensor['nmse']:.3g}", f"{tensor['snr_db']:.1f}"]
     assert rows["blk.0.ffn_norm.weight"] == rows["output_norm.weight"] == ["-", "0", "-"]
+
+
+def test_tensors_transformers_rebuilds_keep_their_ggml_type(tmp_path: Path) -> None:
+    """Review: llama's attn_q/attn_k (q/k rows permuted back by transformers' processor) were listed as "not
+    quantized" and left out of their block's figure, though stored Q8_0 like the other 2-D weights."""
+    pytest.importorskip("transformers")
+    from tests.gguf_hf import llama_to_gguf, tiny_llama
+
+    model = tiny_llama(tmp_path / "src")
+    g = llama_to_gguf(model, tmp_path / "m.gguf", "Q8_0")
+    out = CliRunner().invoke(app, ["diff", str(g), str(tmp_path / "src" / "model.safetensors"), "-f", "json"])
+    tensors = json.loads(out.stdout)["quantization_error"]["tensors"]
+    permuted = [n for n in tensors if "attn_q" in n or "attn_k" in n or "q_proj" in n or "k_proj" in n]
+    assert permuted and all(tensors[n]["type"] == "Q8_0" for n in permuted), {n: tensors[n]["type"] for n in permuted}
+    two_d = [n for n, p in model.state_dict().items() if p.dim() == 2]
+    assert sum(t["type"] == "Q8_0" for t in tensors.values()) == len(two_d)
