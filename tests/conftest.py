@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +12,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_checkpoints"
+
+# PYTHONDONTWRITEBYTECODE (set on some CI machines) would make each `python -m statecli` the suite starts compile
+# the package from source (~0.15 s, hundreds of times) and each xdist worker rewrite every test module again:
+# the suite keeps bytecode as a default Python does (__pycache__/, ignored by git), its children included.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    sys.dont_write_bytecode = False
 
 
 @pytest.fixture
@@ -80,6 +89,44 @@ def _no_inherited_terminal_size(monkeypatch: pytest.MonkeyPatch) -> None:
     workers inherit COLUMNS=80). Tests that want a width pass it explicitly."""
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.delenv("LINES", raising=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # once, before the xdist workers and the subprocesses start
+        import compileall
+
+        compileall.compile_dir(ROOT / "statecli", quiet=1, workers=2)
+
+
+@pytest.fixture(autouse=True)
+def _signal_dispositions() -> Any:
+    """Ctrl-C and SIGTERM handlers as each test found them: a test of signals on a real process must not
+    depend on what an earlier test in the same worker left behind."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in before.items():
+        if handler is not None and signal.getsignal(sig) != handler:
+            signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _click_command_built_once() -> Any:
+    """typer's CliRunner.invoke builds the click command from the Typer app on every call (~26 ms: most of a
+    small command's test, ~1,500 calls): built once per app and set of registered commands."""
+    import typer.testing
+
+    build = typer.testing._get_command
+    built: dict[tuple[int, ...], Any] = {}
+
+    def cached(app: Any) -> Any:
+        key = (id(app), *map(id, app.registered_commands), *map(id, app.registered_groups))
+        if key not in built:
+            built[key] = build(app)
+        return built[key]
+
+    typer.testing._get_command = cached
+    yield
+    typer.testing._get_command = build
 
 
 @pytest.fixture(autouse=True, scope="session")

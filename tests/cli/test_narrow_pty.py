@@ -9,13 +9,14 @@ import os
 import pty
 import re
 import struct
-import subprocess
-import sys
 import termios
+import threading
 from pathlib import Path
 
 import pytest
 import torch
+
+from .. import warm
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 NAMES = ["encoder.layer.0.attention.self.query.weight", "encoder.layer.11.attention.output.LayerNorm.bias",
@@ -23,24 +24,33 @@ NAMES = ["encoder.layer.0.attention.self.query.weight", "encoder.layer.11.attent
 
 
 def _in_pty(args: list[str], columns: int, lines: int = 30) -> list[str]:
-    """The screen lines `statecli args` prints on a pty of `columns` x `lines` (styles stripped)."""
+    """The screen lines `statecli args` prints on a pty of `columns` x `lines` (styles stripped): a process of
+    its own with the pty as fds 0-2, forked from a warm interpreter (tests/warm.py)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")} | {"TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "statecli", *args], stdin=slave, stdout=slave, stderr=slave,
-                            env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the pty
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert proc.wait(timeout=120) in (0, 1)
+    chunks: list[bytes] = []
+
+    def read() -> None:  # while the command runs: a full pty buffer would block its writes
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every slave end closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        tty = os.ttyname(slave)
+        code = warm.run_fds(args, (tty, tty, tty), kind="torch", env=env)["code"]
+    finally:
+        os.close(slave)
+        reader.join(timeout=120)
+        os.close(master)
+    assert code in (0, 1)
     text = b"".join(chunks).decode("utf-8", "replace")
     # what stays on screen of each line: the text after its last carriage return (a progress bar redraws)
     return [ANSI.sub("", line.rstrip("\r")).split("\r")[-1] for line in text.split("\n")]

@@ -28,19 +28,32 @@ def _until(ready: object, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.02)
 
 
+def _foreground() -> None:
+    """In the child before exec: signals as a shell's foreground job has them (Ctrl-C and SIGTERM neither
+    blocked nor ignored), whatever the test process's threads left behind."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_read_exits_with_its_code(tmp_path: Path, cnn: Path, sig: signal.Signals, code: int) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
     # `inspect -` blocks reading stdin while the pipe stays open: a command provably mid-run
     proc = subprocess.Popen([*STATECLI, "inspect", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=os.environ | {"TMPDIR": str(spool)})
-    assert proc.stdin is not None
+                            stderr=subprocess.PIPE, env=os.environ | {"TMPDIR": str(spool)}, preexec_fn=_foreground)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(cnn.read_bytes()[:100])
     proc.stdin.flush()
     _until(lambda: any(p.is_dir() and (p / "stdin").exists() for p in spool.iterdir()), proc)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=_WAIT)
+    try:  # stdin stays open until it ends: the signal, not an end of input, is what ends the read
+        proc.wait(timeout=_WAIT)
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == code, err
     # a read-only command writes nothing, so its line says no more than that it was interrupted
     assert err.decode().strip().splitlines() == ["statecli: error: interrupted"]

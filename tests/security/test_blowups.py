@@ -6,8 +6,6 @@ must keep the sharing instead of unrolling it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from statecli.load import load_checkpoint
 from statecli.pickle.graph import MAX_REPEATS, GraphRef, flatten, render_value, tensor_holders
 from statecli.pickle.unpickler import StorageRef, TensorRef
 
+from .. import warm
 from .blowup_cases import shared_dict_with_tensor, write_cases
 
 # These bound behaviour, not speed: a walker that follows paths instead of objects takes minutes and
@@ -29,27 +28,6 @@ MAX_RSS_MIB = 400
 # Address-space cap on the command, so a regression fails here instead of swapping the machine.
 _AS_LIMIT = 4 << 30
 
-_WRAPPER = r"""
-import json, resource, subprocess, sys
-def cap():
-    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
-try:
-    r = subprocess.run(sys.argv[3:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=float(sys.argv[2]),
-                       preexec_fn=cap)
-    code, out, err = r.returncode, len(r.stdout), r.stderr.decode(errors="replace")[-400:]
-    json_ok = None
-    if "json" in sys.argv:
-        try:
-            json.loads(r.stdout)
-            json_ok = True
-        except ValueError:
-            json_ok = False
-except subprocess.TimeoutExpired:
-    code, out, err, json_ok = "timeout", 0, "", None
-use = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"code": code, "stdout_bytes": out, "stderr": err, "json_ok": json_ok,
-                  "rss_mib": use.ru_maxrss / 1024, "cpu_s": use.ru_utime + use.ru_stime}))
-"""
 
 
 def _commands(p: Path, out: Path) -> dict[str, list[str]]:
@@ -68,11 +46,18 @@ def _commands(p: Path, out: Path) -> dict[str, list[str]]:
 
 
 def run_bounded(argv: list[str]) -> dict[str, Any]:
-    """One statecli command in a child of a fresh wrapper, whose RUSAGE_CHILDREN is that command's alone."""
-    cmd = [sys.executable, "-c", _WRAPPER, str(_AS_LIMIT), str(TIMEOUT_S), sys.executable, "-m", "statecli", *argv]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S + 30, check=True)
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    """One statecli command as a process of its own (forked from a warm interpreter: tests/warm.py) under the
+    address-space cap and the timeout, its peak RSS and CPU from wait4."""
+    r = warm.run(argv, timeout=TIMEOUT_S, as_limit=_AS_LIMIT)
+    json_ok = None
+    if "json" in argv:
+        try:
+            json.loads(r.stdout)
+            json_ok = True
+        except ValueError:
+            json_ok = False
+    return {"code": r.returncode, "stdout_bytes": len(r.stdout.encode()), "stderr": r.stderr[-400:],
+            "json_ok": json_ok, "rss_mib": r.rss_mib, "cpu_s": r.cpu_s}
 
 
 @pytest.fixture(scope="module")

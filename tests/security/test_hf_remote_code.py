@@ -19,6 +19,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 from statecli.formats.hfconfig import config_code  # noqa: E402
 
+from .. import warm  # noqa: E402
+
 PROMPT = "Do you wish to run the custom code"
 TINY_LLAMA = {"model_type": "llama", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
               "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 32, "torch_dtype": "float32"}
@@ -41,12 +43,12 @@ def _folder(tmp: Path, *, model_type: bool, arch: str = "XForCausalLM") -> tuple
     return folder, canary
 
 
-def _statecli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """statecli with stdin a pipe that answers yes to any question, as a user at a terminal might."""
+def _statecli(tmp: Path, *args: str) -> warm.Ran:
+    """statecli with stdin a file that answers yes to any question, as a user at a terminal might (a process
+    forked from an interpreter that has imported transformers: tests/warm.py)."""
     env = os.environ | {"STATECLI_CACHE_DIR": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "NO_COLOR": "1",
                         "HF_HOME": str(tmp / "hf")}
-    return subprocess.run([sys.executable, "-m", "statecli", *args], input="y\n" * 8, capture_output=True,
-                          text=True, env=env, timeout=300, cwd=tmp)
+    return warm.run(list(args), input="y\n" * 8, kind="hf", env=env, cwd=tmp, timeout=300)
 
 
 def test_the_canary_fires_when_transformers_trusts_the_folder(tmp_path: Path) -> None:
