@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PRELOADS = {"lean": ("statecli.cli",), "torch": ("statecli.cli", "torch", "safetensors.torch"),
-            "hf": ("statecli.cli", "torch", "safetensors.torch", "transformers", "transformers.modeling_utils")}
+# "statecli.*": every module of the package (a command's renderers, analyses and formats, imported lazily by a
+# fresh process), for the kinds whose children's memory no test measures
+PRELOADS = {"lean": ("statecli.cli",), "torch": ("statecli.cli", "torch", "safetensors.torch", "statecli.*"),
+            "hf": ("statecli.cli", "torch", "safetensors.torch", "transformers", "transformers.modeling_utils",
+                   "statecli.*")}
 
 _ZYGOTE = r"""
 import importlib, io, json, os, resource, select, signal, sys, traceback, warnings
@@ -32,7 +35,16 @@ os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # what the CLI sets befor
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     for name in sys.argv[1:]:
-        importlib.import_module(name)
+        if name.endswith(".*"):
+            import pkgutil
+            package = importlib.import_module(name[:-2])
+            for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+                try:
+                    importlib.import_module(info.name)
+                except ImportError:  # a module of an optional extra this environment lacks
+                    pass
+        else:
+            importlib.import_module(name)
 control_in, control_out = os.fdopen(os.dup(0), "r"), os.fdopen(os.dup(1), "w")
 null = os.open(os.devnull, os.O_RDWR)
 for fd in (0, 1):  # a child's fds 0-2 are its own files, never the control pipe

@@ -80,10 +80,10 @@ class RangeServer:
                 try:
                     if b.latency:
                         time.sleep(b.latency)
-                    self._answer(body, b)
-                finally:
-                    with log.lock:
+                finally:  # in flight until its answer starts: the client may send its next request once it has
+                    with log.lock:  # the body, before this handler returns
                         log.in_flight -= 1
+                self._answer(body, b)
 
             def _answer(self, body: bool, b: Behaviour) -> None:
                 if b.redirect_loop:
