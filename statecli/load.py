@@ -217,8 +217,7 @@ def _choose_container(raw: RawCheckpoint, root: Mapping[Any, Any], key: str | No
         if not (isinstance(value, Mapping) or _is_module(value)):
             raise UsageError(raw.path, f"{key!r} holds a {_type_name(value)}, not a state dict")
         return key
-    # A wrapper key holding a state dict wins even when the root also holds a stray tensor (a metric
-    # saved as a tensor beside {"model": ..., "optimizer": ...}); a plain state dict has no such key.
+    # A wrapper key holding a state dict wins over a stray tensor beside it ({"model": ..., "loss": tensor})
     for cand in MODEL_KEYS + EMA_KEYS:
         if cand in root and (_looks_like_state(root[cand]) or _is_module(root[cand])):
             inner = root[cand]

@@ -167,9 +167,7 @@ class TensorInfo:
     is_parameter_object: bool = False  # pickled as torch.nn.Parameter
     stored_nbytes: int | None = None  # set where the dense size is wrong (sparse, nested)
     subclass: str | None = None  # a tensor subclass, when the pickle names one
-    # A tensor saved in pieces (DCP chunks from several ranks): each piece's offsets in this tensor and
-    # where its own bytes are; the tensor has no `source` of its own then.
-    pieces: tuple[TensorPiece, ...] = ()
+    pieces: tuple[TensorPiece, ...] = ()  # saved in pieces (DCP chunks of several ranks); then no `source` of its own
     quant: QuantInfo | None = None  # a quantized logical tensor (layout "quantized"): see qtensor.py
 
     @cached

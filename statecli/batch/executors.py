@@ -56,7 +56,7 @@ class LocalExecutor:
                 pending.add(fut)
             if not pending:
                 return
-            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)  # and reads stop()
             for fut in sorted(done, key=order.__getitem__):  # several finish at once: in the order given
                 if stop():
                     break  # after the failure that stops the run, no further record

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +118,8 @@ def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, A
     written = cached = errors = 0
     failed = threading.Event()  # --fail-fast: set by the first record that does not pass
     try:
-        with open(opts.ndjson, "a", encoding="utf-8") as out:
-            for rec in _answered(tasks, executor, failed.is_set):
+        with _signals_stop_the_run() as caught, open(opts.ndjson, "a", encoding="utf-8") as out:
+            for rec in _answered(tasks, executor, lambda: failed.is_set() or bool(caught)):
                 out.write(json.dumps(rec, sort_keys=True, allow_nan=False, default=str) + "\n")
                 out.flush()  # one record at a time: a kill loses at most the line being written
                 written += 1
@@ -128,6 +130,8 @@ def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, A
                     failed.set()
                 if progress is not None:
                     progress(resumed + written, len(inputs), rec)
+        if caught:
+            raise Terminated if caught[0] == signal.SIGTERM else KeyboardInterrupt
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the finished records stay, and --resume finishes
         kept = len(previous) + written
         if not kept:
@@ -138,3 +142,25 @@ def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, A
         executor.close()
     return BatchSummary(len(inputs), written, resumed, cached, errors, ExitCode(worst),
                         stopped=failed.is_set() and resumed + written < len(inputs))
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM during a run: noted (the list gets the signal) and read by the loop between records,
+    which then starts nothing more, lets the running checkpoints finish and stops, instead of an exception
+    raised wherever the main thread is: raised inside concurrent.futures' submit or wait, it could leave the
+    pool's lock held and its shutdown waiting forever. In the main thread only; an ignored signal stays so."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in before.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)

@@ -42,3 +42,25 @@ def test_sigterm_keeps_the_finished_records_and_says_so(tmp_path: Path) -> None:
     done = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len({json.loads(line)["input"] for line in out.read_text().splitlines()}) == N
+
+
+def test_a_signal_during_a_run_is_noted_not_raised_inside_the_pool() -> None:
+    """SIGTERM and Ctrl-C while records are being made set what the run loop reads between records (an
+    exception raised inside concurrent.futures' submit/wait could leave its lock held and shutdown waiting
+    forever); the handlers before the run come back after it, and an ignored Ctrl-C stays ignored."""
+    from statecli.batch.runner import _signals_stop_the_run
+
+    def before(signum: int, frame: object) -> None:
+        raise AssertionError("the run's handler was not in place")
+
+    old = signal.signal(signal.SIGTERM, before), signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _signals_stop_the_run() as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # the handler runs in the main thread at the next bytecode
+            assert caught == [signal.SIGTERM]
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        signal.signal(signal.SIGINT, old[1])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "statecli"
-MAX_MODULE_LINES = 450  # "about 400": a module that grows past this is doing two jobs
+MAX_MODULE_LINES = 449  # under 450 ("about 400"): a module that grows past this is doing two jobs
 MAX_COMMAND_LINES = 20
 
 
