@@ -147,6 +147,16 @@ SLOW: frozenset[str] = frozenset({
     # subprocesses importing torch, transformers and torchao (the stderr of a real process is the point); a
     # 3 s connect timeout: each ~3-8 s on 2 cores, their classes keep quick cases (test_messages, test_batch)
     "cli/test_foreign_stderr.py",
+    # 2-5 s each on 2 cores (measured with --durations): a transformers-loaded interpreter started for two
+    # commands, the two-rank DCP save behind the DCP payload tests, 500 checkpoints and a real SIGTERM, two
+    # compression bombs built, a Textual pilot typing filters, a headless browser
+    "security/test_hf_remote_code.py::test_inspect_says_once_how_it_classified",
+    "security/test_hf_remote_code.py::test_scan_json_names_the_code_files",
+    "security/test_dcp_items.py",
+    "cli/test_batch_sigterm.py::test_sigterm_keeps_the_finished_records_and_says_so",
+    "security/test_bounds.py::test_diff_of_metadata_on_bombs_and_deep_headers",
+    "cli/test_browse.py::test_filters_narrow_the_tree_and_the_table",
+    "e2e/test_html_browser.py::test_html_diff_renders_offline_with_its_charts",
     "cli/test_batch.py::test_an_unreachable_dask_scheduler_is_one_line_within_the_connect_timeout",
     "cli/test_browse.py::test_a_filter_keeps_the_module_in_view",
     "e2e/test_docs.py::test_examples_show_real_current_output",
@@ -168,10 +178,6 @@ SLOW: frozenset[str] = frozenset({
     "security/test_bounds.py::test_memo_index_check_passes_real_pickles",
     "security/test_bounds.py::test_newobj_on_allowlisted_classes_reads",
     "security/test_bounds.py::test_repetition_builds_are_bounded",
-    "security/test_dcp_items.py::test_metadata_payload_before_the_real_metadata",
-    "security/test_dcp_items.py::test_payload_in_a_distcp_blob",
-    "security/test_dcp_items.py::test_reading_never_imports_torch_dcp",
-    "security/test_dcp_items.py::test_two_rank_pieces_are_assembled",
     "security/test_hf_remote_code.py::test_a_standard_model_type_classifies_against_the_standard_class",
     "security/test_hf_remote_code.py::test_hf_config_option_refuses_a_config_only_its_code_can_build",
     "security/test_hf_remote_code.py::test_no_command_prompts_or_imports_the_folders_code",

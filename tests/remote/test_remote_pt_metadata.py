@@ -96,7 +96,7 @@ def test_local_header_is_checked_before_values(http: RangeServer, http_root: Pat
 
 def test_scan_reads_every_local_header_concurrently(http: RangeServer, http_root: Path) -> None:
     _big_pt(http_root / "big257.pt")
-    http.behaviour.latency = 0.05
+    http.behaviour.latency = 0.02  # long enough that reads overlap
     code, out, err = _run(["scan", http.url("big257.pt"), "-f", "json"])
     assert code == 0, err
     heads = [r for r in http.log.requests if r[0] == "GET"]
