@@ -233,7 +233,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one worker more than the cores. Many tests wait on a child process (a statecli command, a
     server, a Dask worker) for part of their time; a spare worker keeps the cores busy meanwhile (2 cores: the
     quick loop 60 s with 2 workers, 53 s with 3, 57 s with 4)."""
-    return (os.cpu_count() or 1) + 1
+    return len(os.sched_getaffinity(0)) + 1  # the cores this process may use (taskset, cgroups' cpusets)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -171,7 +171,8 @@ def run_fds(argv: list[str], stdio: tuple[str, str, str], *, kind: str = "lean",
 
 def run(argv: list[str], *, input: str | bytes | None = None, kind: str = "lean", env: dict[str, str] | None = None,
         cwd: str | Path | None = None, timeout: float = 120, as_limit: int = 0) -> Ran:
-    """`statecli argv` with `input` on stdin (else /dev/null), stdout and stderr captured as text."""
+    """`statecli argv` with `input` on stdin (a file; else /dev/null), stdout and stderr read back as UTF-8 text
+    (binary output: use run_fds with files of your own)."""
     with tempfile.TemporaryDirectory(prefix="statecli-warm-") as tmp:
         paths = [os.devnull, os.path.join(tmp, "out"), os.path.join(tmp, "err")]
         if input is not None:

@@ -118,18 +118,22 @@ def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, A
     written = cached = errors = 0
     failed = threading.Event()  # --fail-fast: set by the first record that does not pass
     try:
-        with _signals_stop_the_run() as caught, open(opts.ndjson, "a", encoding="utf-8") as out:
-            for rec in _answered(tasks, executor, lambda: failed.is_set() or bool(caught)):
-                out.write(json.dumps(rec, sort_keys=True, allow_nan=False, default=str) + "\n")
-                out.flush()  # one record at a time: a kill loses at most the line being written
-                written += 1
-                cached += bool(rec["run"]["cached"])
-                errors += "error" in rec
-                worst = max(worst, int(rec["exit_code"]))
-                if opts.fail_fast and rec["exit_code"] != 0:
-                    failed.set()
-                if progress is not None:
-                    progress(resumed + written, len(inputs), rec)
+        with _signals_stop_the_run() as caught:
+            try:
+                with open(opts.ndjson, "a", encoding="utf-8") as out:
+                    for rec in _answered(tasks, executor, lambda: failed.is_set() or bool(caught)):
+                        out.write(json.dumps(rec, sort_keys=True, allow_nan=False, default=str) + "\n")
+                        out.flush()  # one record at a time: a kill loses at most the line being written
+                        written += 1
+                        cached += bool(rec["run"]["cached"])
+                        errors += "error" in rec
+                        worst = max(worst, int(rec["exit_code"]))
+                        if opts.fail_fast and rec["exit_code"] != 0:
+                            failed.set()
+                        if progress is not None:
+                            progress(resumed + written, len(inputs), rec)
+            finally:
+                executor.close()  # under the same handlers: a signal while the pool shuts down is noted too
         if caught:
             raise Terminated if caught[0] == signal.SIGTERM else KeyboardInterrupt
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the finished records stay, and --resume finishes
@@ -138,8 +142,6 @@ def run_batch(command: Command, inputs: Sequence[Input], options: Mapping[str, A
             raise
         raise KeptInterrupt(f"{kept} record(s) kept in {opts.ndjson}; rerun with --resume to finish",
                             isinstance(exc, Terminated)) from exc
-    finally:
-        executor.close()
     return BatchSummary(len(inputs), written, resumed, cached, errors, ExitCode(worst),
                         stopped=failed.is_set() and resumed + written < len(inputs))
 
