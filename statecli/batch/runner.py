@@ -151,15 +151,22 @@ def _signals_stop_the_run() -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM during a run: noted (the list gets the signal) and read by the loop between records,
     which then starts nothing more, lets the running checkpoints finish and stops, instead of an exception
     raised wherever the main thread is: raised inside concurrent.futures' submit or wait, it could leave the
-    pool's lock held and its shutdown waiting forever. In the main thread only; an ignored signal stays so."""
+    pool's lock held and its shutdown waiting forever. A second signal raises at once (a checkpoint that takes
+    long to finish is not waited for). In the main thread only; an ignored signal stays so."""
     caught: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield caught
         return
+
+    def note(signum: int, frame: Any) -> None:
+        if caught:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        caught.append(signum)
+
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig, handler in before.items():
         if handler is not signal.SIG_IGN:
-            signal.signal(sig, lambda signum, frame: caught.append(signum))
+            signal.signal(sig, note)
     try:
         yield caught
     finally:

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.remote.corpus import safetensors_bytes
 
 N = 500  # far more than run before the signal: the run must still be going when it comes
@@ -49,6 +51,7 @@ def test_a_signal_during_a_run_is_noted_not_raised_inside_the_pool() -> None:
     exception raised inside concurrent.futures' submit/wait could leave its lock held and shutdown waiting
     forever); the handlers before the run come back after it, and an ignored Ctrl-C stays ignored."""
     from statecli.batch.runner import _signals_stop_the_run
+    from statecli.errors import Terminated
 
     def before(signum: int, frame: object) -> None:
         raise AssertionError("the run's handler was not in place")
@@ -60,6 +63,9 @@ def test_a_signal_during_a_run_is_noted_not_raised_inside_the_pool() -> None:
             time.sleep(0.01)  # the handler runs in the main thread at the next bytecode
             assert caught == [signal.SIGTERM]
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            with pytest.raises(Terminated):  # a second one means it: raised at once
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.01)
         assert signal.getsignal(signal.SIGTERM) is before
     finally:
         signal.signal(signal.SIGTERM, old[0])
